@@ -8,19 +8,19 @@ import (
 type Op uint8
 
 const (
-	OpCreate Op = iota + 1 // Create, or OpenFile with O_CREATE
-	OpOpen                 // Open, or OpenFile without O_CREATE
-	OpRead                 // File.ReadAt
-	OpWrite                // File.Write, WriteAt, WritevAt
-	OpSync                 // File.Sync
-	OpTruncate             // File.Truncate
-	OpClose                // File.Close
-	OpStat                 // FS.Stat, File.Stat, File.Size
-	OpRename               // FS.Rename (path is the old name)
-	OpRemove               // FS.Remove
-	OpReadDir              // FS.ReadDir
-	OpMkdirAll             // FS.MkdirAll
-	OpSyncDir              // FS.SyncDir
+	OpCreate   Op = iota + 1 // Create, or OpenFile with O_CREATE
+	OpOpen                   // Open, or OpenFile without O_CREATE
+	OpRead                   // File.ReadAt
+	OpWrite                  // File.Write, WriteAt, WritevAt
+	OpSync                   // File.Sync
+	OpTruncate               // File.Truncate
+	OpClose                  // File.Close
+	OpStat                   // FS.Stat, File.Stat, File.Size
+	OpRename                 // FS.Rename (path is the old name)
+	OpRemove                 // FS.Remove
+	OpReadDir                // FS.ReadDir
+	OpMkdirAll               // FS.MkdirAll
+	OpSyncDir                // FS.SyncDir
 )
 
 var opNames = [...]string{"?", "create", "open", "read", "write", "sync", "truncate",

@@ -30,9 +30,9 @@ func (osFS) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
 	return &osFile{File: f, fd: int(f.Fd())}, nil
 }
 
-func (osFS) Rename(oldname, newname string) error  { return os.Rename(oldname, newname) }
-func (osFS) Remove(name string) error               { return os.Remove(name) }
-func (osFS) Stat(name string) (os.FileInfo, error)  { return os.Stat(name) }
+func (osFS) Rename(oldname, newname string) error     { return os.Rename(oldname, newname) }
+func (osFS) Remove(name string) error                 { return os.Remove(name) }
+func (osFS) Stat(name string) (os.FileInfo, error)    { return os.Stat(name) }
 func (osFS) MkdirAll(dir string, p os.FileMode) error { return os.MkdirAll(dir, p) }
 
 func (osFS) ReadDir(dir string) ([]string, error) {
