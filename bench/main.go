@@ -1,0 +1,46 @@
+// Command bench measures nbdmirror against the NBD servers its users would
+// otherwise pick, with fio driving each over loopback.
+//
+// Run it from the repository:
+//
+//	go run ./bench                                  # nbdmirror and nbdkit, 5 workloads, 3 reps
+//	go run ./bench --systems nbdkit,qemu-nbd --reps 1 --runtime 3
+//	go run ./bench --workloads randwrite-4k-qd1,randread-4k-qd32 --size 256M
+//
+// For every system it builds what is needed (go build ./cmd/nbdmirror for
+// nbdmirror), creates its disk images the same way (written once in 1 MiB
+// blocks of one fixed pattern, then fsynced) on a disk-backed file system,
+// then runs each fio job of testdata/fio against each system in turns: for
+// each rep, for each workload, every system once, the order of the systems
+// flipping at every turn (A B, B A, A B...). Before each turn it syncs and
+// drops the page cache, starts the system's servers on free 127.0.0.1
+// ports, runs fio, and stops them again. The CPU time of the server
+// processes is read from /proc between the end of fio's ramp and its exit.
+//
+// A markdown table of medians, spreads and ratios goes to stdout and to
+// bench/results/latest.md; bench/results/DATE-TIME.json holds the machine,
+// the parameters and every run, and bench/results/DATE-TIME/ the filled job
+// files and raw fio JSON. Progress goes to stderr. Every server runs in its
+// own process group and is stopped on return, error or Ctrl-C.
+//
+// The job files use ${URI}, ${SIZE}, ${RUNTIME:-10s} and ${RAMP:-2s}; the
+// harness fills them in (see expandJob) before handing them to fio.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}

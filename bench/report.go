@@ -1,0 +1,189 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Results is everything one run of the harness measured, as written to
+// bench/results/DATE-TIME.json.
+type Results struct {
+	Date    time.Time `json:"date"`
+	Machine Machine   `json:"machine"`
+	Params  Params    `json:"params"`
+	Notes   []string  `json:"notes,omitempty"`
+	Cells   []*Cell   `json:"cells"`
+	Ratios  []Ratio   `json:"ratios"`
+}
+
+// Params are the knobs of the run.
+type Params struct {
+	Systems   []string `json:"systems"`
+	Workloads []string `json:"workloads"`
+	Reps      int      `json:"reps"`
+	Runtime   string   `json:"runtime"`
+	Ramp      string   `json:"ramp"`
+	SizeBytes int64    `json:"image_size_bytes"`
+	Dir       string   `json:"image_dir"`
+	DirFS     string   `json:"image_dir_fs"`
+	Order     string   `json:"order"`
+}
+
+// writeTable prints the results as a markdown table, each workload's
+// systems followed by their ratio rows.
+func writeTable(w io.Writer, r *Results) {
+	flush := false
+	for _, c := range r.Cells {
+		flush = flush || c.Median.Syncs > 0
+	}
+	cols := []string{"workload", "system", "IOPS", "MiB/s", "p50", "p99", "p99.9", "IOPS min-max", "CPU s/GiB"}
+	if flush {
+		cols = append(cols, "flush p50 / p99")
+	}
+	fmt.Fprintf(w, "| %s |\n|%s\n", strings.Join(cols, " | "), strings.Repeat("---|", len(cols)))
+	for _, wl := range r.Params.Workloads {
+		first := true
+		for _, c := range r.Cells {
+			if c.Workload != wl {
+				continue
+			}
+			name := ""
+			if first {
+				name, first = wl, false
+			}
+			writeRow(w, append([]string{name, c.System}, cellColumns(c, flush)...))
+		}
+		for _, q := range r.Ratios {
+			if q.Workload == wl {
+				writeRow(w, append([]string{"", q.System + " / " + q.Baseline}, ratioColumns(q, flush)...))
+			}
+		}
+	}
+}
+
+func writeRow(w io.Writer, cols []string) {
+	fmt.Fprintf(w, "| %s |\n", strings.Join(cols, " | "))
+}
+
+func cellColumns(c *Cell, flush bool) []string {
+	m := c.Median
+	if c.Good == 0 {
+		cols := []string{"failed", "-", "-", "-", "-", "-", "-"}
+		if flush {
+			cols = append(cols, "-")
+		}
+		return cols
+	}
+	spreadCol := fmtCount(c.IOPSMin) + "-" + fmtCount(c.IOPSMax)
+	if c.Good < len(c.Runs) {
+		spreadCol += fmt.Sprintf(" (%d/%d ok)", c.Good, len(c.Runs))
+	}
+	cols := []string{fmtCount(m.IOPS), fmtMiB(m.MiBps), fmtUs(m.P50us), fmtUs(m.P99us),
+		fmtUs(m.P999us), spreadCol, fmt.Sprintf("%.2f", m.CPUPerGB)}
+	if flush {
+		f := "-"
+		if m.Syncs > 0 {
+			f = fmtUs(m.SyncP50) + " / " + fmtUs(m.SyncP99)
+		}
+		cols = append(cols, f)
+	}
+	return cols
+}
+
+func ratioColumns(q Ratio, flush bool) []string {
+	cols := []string{fmtRatio(q.IOPS), fmtRatio(q.MiBps), fmtRatio(q.P50), fmtRatio(q.P99),
+		fmtRatio(q.P999), "", fmtRatio(q.CPUPerGB)}
+	if flush {
+		cols = append(cols, "")
+	}
+	return cols
+}
+
+func fmtCount(x float64) string {
+	switch {
+	case x == 0:
+		return "-"
+	case x >= 1e6:
+		return fmt.Sprintf("%.2fM", x/1e6)
+	case x >= 1e4:
+		return fmt.Sprintf("%.1fk", x/1e3)
+	case x >= 1e3:
+		return fmt.Sprintf("%.2fk", x/1e3)
+	}
+	return fmt.Sprintf("%.0f", x)
+}
+
+func fmtMiB(x float64) string {
+	if x >= 100 {
+		return fmt.Sprintf("%.0f", x)
+	}
+	return fmt.Sprintf("%.1f", x)
+}
+
+// fmtUs formats a latency given in microseconds.
+func fmtUs(us float64) string {
+	switch {
+	case us == 0:
+		return "-"
+	case us < 10:
+		return fmt.Sprintf("%.1f us", us)
+	case us < 1000:
+		return fmt.Sprintf("%.0f us", us)
+	case us < 10000:
+		return fmt.Sprintf("%.2f ms", us/1000)
+	}
+	return fmt.Sprintf("%.1f ms", us/1000)
+}
+
+func fmtRatio(x float64) string {
+	if x == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2fx", x)
+}
+
+// writeMarkdown writes a header describing the run, then the table.
+func writeMarkdown(w io.Writer, r *Results) {
+	m, p := r.Machine, r.Params
+	fmt.Fprintf(w, "# nbdmirror benchmark, %s\n\n", r.Date.Format("2006-01-02 15:04"))
+	fmt.Fprintf(w, "- machine: %d CPUs, %.1f GiB, Linux %s, %s, %s, %s\n",
+		m.CPUs, float64(m.MemoryBytes)/(1<<30), m.Kernel, m.Fio, m.Nbdkit, m.Go)
+	if m.Qemu != "" {
+		fmt.Fprintf(w, "- qemu: %s\n", m.Qemu)
+	}
+	fmt.Fprintf(w, "- commit: %s\n", m.Commit)
+	fmt.Fprintf(w, "- runs: %d reps, %s each after a %s ramp, %s images on %s, %s\n",
+		p.Reps, p.Runtime, p.Ramp, fmtSize(p.SizeBytes), p.DirFS, p.Order)
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "- note: %s\n", n)
+	}
+	fmt.Fprintf(w, "\nMedians over reps. Latencies are fio completion latencies of the side that "+
+		"carried the I/O; flush is the latency of the FLUSH after each write. CPU is the user+system "+
+		"time of the server processes per GiB read or written. Ratio rows are system / baseline "+
+		"on the medians (for latencies and CPU, lower is better).\n\n")
+	writeTable(w, r)
+}
+
+// save writes the results JSON and the markdown to dir as stamp.json and
+// latest.md, and returns the JSON path.
+func save(dir, stamp string, r *Results) (string, error) {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return "", fmt.Errorf("bench: encode results: %w", err)
+	}
+	path := filepath.Join(dir, stamp+".json")
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return "", fmt.Errorf("bench: %w", err)
+	}
+	var md strings.Builder
+	writeMarkdown(&md, r)
+	if err := os.WriteFile(filepath.Join(dir, "latest.md"), []byte(md.String()), 0o644); err != nil {
+		return "", fmt.Errorf("bench: %w", err)
+	}
+	return path, nil
+}

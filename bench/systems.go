@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// system is one NBD server setup under test. Adding one is an entry in
+// systems and, usually, a start function of a few lines.
+type system struct {
+	name      string
+	images    int      // disk images it serves, all created the same way
+	needs     []string // executables it runs (the nbdmirror binary is built instead)
+	baselines []string // systems it is compared with in the ratio rows
+	start     func(l *launch) (uri string, err error)
+}
+
+// systems lists every system the harness knows, in the order they run.
+var systems = []system{
+	{name: "nbdmirror", images: 1, baselines: []string{"nbdkit"}, start: startNbdmirror},
+	{name: "nbdkit", images: 1, needs: []string{"nbdkit"}, start: startNbdkit},
+	{name: "qemu-nbd", images: 1, needs: []string{"qemu-nbd"}, start: startQemuNBD},
+	{name: "qemu-quorum", images: 2, needs: []string{"nbdkit", "qemu-storage-daemon"},
+		start: startQemuQuorum},
+}
+
+// defaultSystems is what runs without --systems.
+const defaultSystems = "nbdmirror,nbdkit"
+
+// lookupSystems returns the named systems in the order given.
+func lookupSystems(names []string) ([]system, error) {
+	var out []system
+	for _, n := range names {
+		found := false
+		for _, s := range systems {
+			if s.name == n {
+				out, found = append(out, s), true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("bench: unknown system %q (known: %s)", n, systemNames())
+		}
+	}
+	return out, nil
+}
+
+func systemNames() string {
+	var names []string
+	for _, s := range systems {
+		names = append(names, s.name)
+	}
+	return strings.Join(names, ", ")
+}
+
+// launch is one start of a system: its images, a scratch directory for
+// sockets and logs, and the processes started, stopped in reverse order.
+type launch struct {
+	ctx    context.Context
+	dir    string
+	images []string
+	bin    string // the nbdmirror binary, when it was built
+	procs  []*proc
+}
+
+// readyTimeout bounds how long a server may take to accept connections.
+const readyTimeout = 30 * time.Second
+
+// spawn starts a process of the system; its output goes to dir/name.log.
+func (l *launch) spawn(name string, argv ...string) (*proc, error) {
+	p, err := startProc(name, filepath.Join(l.dir, name+".log"), argv...)
+	if err != nil {
+		return nil, err
+	}
+	l.procs = append(l.procs, p)
+	return p, nil
+}
+
+// serve spawns a server and waits until it accepts on addr and every
+// file in files exists.
+func (l *launch) serve(name, addr string, files []string, argv ...string) error {
+	p, err := l.spawn(name, argv...)
+	if err != nil {
+		return err
+	}
+	checks := []func() bool{}
+	for _, f := range files {
+		checks = append(checks, exists(f))
+	}
+	checks = append(checks, accepts(addr))
+	return waitReady(l.ctx, p, readyTimeout, checks...)
+}
+
+// pids returns the processes whose CPU time is charged to the system.
+func (l *launch) pids() []int {
+	var pids []int
+	for _, p := range l.procs {
+		pids = append(pids, p.pid())
+	}
+	return pids
+}
+
+// stop stops the processes, last started first, and returns the first error.
+func (l *launch) stop() error {
+	var first error
+	for i := len(l.procs) - 1; i >= 0; i-- {
+		if err := l.procs[i].stop(10 * time.Second); err != nil && first == nil {
+			first = err
+		}
+	}
+	l.procs = nil
+	return first
+}
+
+func startNbdmirror(l *launch) (string, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return "", err
+	}
+	sock := filepath.Join(l.dir, "r0.sock")
+	os.Remove(sock) // left by an earlier run; readiness waits for a new one
+	err = l.serve("nbdmirror", addr, []string{sock}, l.bin, "serve", "--name", "r0",
+		"--disk", l.images[0], "--nbd-listen", addr, "--control", sock, "--primary")
+	return "nbd://" + addr + "/r0", err
+}
+
+func startNbdkit(l *launch) (string, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return "", err
+	}
+	err = l.serve("nbdkit", addr, nil, "nbdkit", "-f", "-i", "127.0.0.1", "-p", port(addr),
+		"--threads", "16", "file", "file="+l.images[0])
+	return "nbd://" + addr + "/", err
+}
+
+func startQemuNBD(l *launch) (string, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return "", err
+	}
+	err = l.serve("qemu-nbd", addr, nil, "qemu-nbd", "-f", "raw", "--cache=writeback",
+		"--aio=threads", "-b", "127.0.0.1", "-p", port(addr), "-x", "disk",
+		"--persistent", "--shared=8", l.images[0])
+	return "nbd://" + addr + "/disk", err
+}
+
+// startQemuQuorum runs the synchronous mirror a qemu user would build:
+// qemu-storage-daemon exporting a quorum of a local file and an NBD client
+// of an nbdkit peer holding the second image.
+func startQemuQuorum(l *launch) (string, error) {
+	peer, err := freeAddr()
+	if err != nil {
+		return "", err
+	}
+	if err := l.serve("nbdkit-peer", peer, nil, "nbdkit", "-f", "-i", "127.0.0.1",
+		"-p", port(peer), "file", "file="+l.images[1]); err != nil {
+		return "", err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return "", err
+	}
+	err = l.serve("qemu-storage-daemon", addr, nil, "qemu-storage-daemon",
+		"--blockdev", "driver=file,node-name=lfile,filename="+l.images[0]+",aio=threads,cache.direct=off",
+		"--blockdev", "driver=raw,node-name=local,file=lfile",
+		"--blockdev", "driver=nbd,node-name=remote,server.type=inet,server.host=127.0.0.1,server.port="+port(peer),
+		"--blockdev", "driver=quorum,node-name=mirror,vote-threshold=2,read-pattern=fifo,children.0=local,children.1=remote",
+		"--nbd-server", "addr.type=inet,addr.host=127.0.0.1,addr.port="+port(addr),
+		"--export", "type=nbd,id=exp0,node-name=mirror,name=disk,writable=on")
+	return "nbd://" + addr + "/disk", err
+}
+
+// port returns the port of a host:port address.
+func port(addr string) string {
+	return addr[strings.LastIndexByte(addr, ':')+1:]
+}
