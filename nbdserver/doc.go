@@ -1,0 +1,29 @@
+// Package nbdserver serves one Backend as an NBD export over the
+// fixed-newstyle protocol (NetworkBlockDevice/nbd doc/proto.md).
+//
+// It owns the wire: negotiation (NBD_OPT_GO, INFO, LIST, ABORT,
+// EXPORT_NAME; STARTTLS and unknown options are refused and negotiation goes
+// on) and the transmission phase (READ, WRITE, FLUSH, TRIM, WRITE_ZEROES,
+// CACHE, DISC, with FUA). It knows nothing of replication: it checks each
+// request against the export size and calls the Backend.
+//
+// Each connection has a reader goroutine that decodes requests and runs
+// small reads and writes itself when nothing else is running, or hands each
+// request to a goroutine of its own; at most Options.MaxInFlight requests
+// are between being read and being replied to, after which the reader stops
+// reading. One writer goroutine per connection sends replies as requests
+// complete, in whatever order, gathering all that are ready into one write.
+//
+// The export advertises HAS_FLAGS, SEND_FLUSH, SEND_FUA, SEND_TRIM,
+// SEND_WRITE_ZEROES and CAN_MULTI_CONN, and block sizes 1 / 4096 / 32 MiB.
+// Only simple replies are used.
+//
+// Usage:
+//
+//	srv := nbdserver.New(nbdserver.Options{Name: "disk", Backend: b})
+//	l, err := net.Listen("tcp", "127.0.0.1:10809")
+//	if err != nil { ... }
+//	go srv.Serve(l) // returns net.ErrClosed after Shutdown
+//	...
+//	err = srv.Shutdown(ctx) // in-flight requests finish and are replied to
+package nbdserver
