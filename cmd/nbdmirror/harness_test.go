@@ -1,0 +1,205 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binary is the nbdmirror executable built once for the tests that run
+// daemons as real processes.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "nbdmirror-test-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "nbdmirror")
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build nbdmirror: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// freeAddr returns a loopback address with a port that was free a moment ago.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// node is one nbdmirror serve process under test.
+type node struct {
+	t       testing.TB
+	dir     string
+	disk    string
+	nbd     string
+	control string
+	args    []string
+	cmd     *exec.Cmd
+	logMu   sync.Mutex
+	log     bytes.Buffer
+	exited  chan struct{}
+}
+
+// newNode prepares (but does not start) a daemon with its own folder.
+func newNode(t testing.TB, size string, extra ...string) *node {
+	t.Helper()
+	dir := t.TempDir()
+	n := &node{t: t, dir: dir, disk: filepath.Join(dir, "disk.img"),
+		nbd: freeAddr(t), control: filepath.Join(dir, "r0.sock")}
+	n.args = append([]string{"serve", "--name", "r0", "--disk", n.disk, "--nbd-listen", n.nbd,
+		"--control", n.control}, extra...)
+	if size != "" {
+		n.args = append(n.args, "--size", size)
+	}
+	return n
+}
+
+// start runs the daemon and waits until its control socket exists.
+func (n *node) start() {
+	n.t.Helper()
+	n.cmd = exec.Command(binary, n.args...)
+	n.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stderr, err := n.cmd.StderrPipe()
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	if err := n.cmd.Start(); err != nil {
+		n.t.Fatal(err)
+	}
+	n.exited = make(chan struct{})
+	go n.collect(stderr)
+	n.t.Cleanup(n.kill)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Stat(n.control); err == nil {
+			return
+		}
+		select {
+		case <-n.exited:
+			n.t.Fatalf("daemon exited before it was ready: %v\n%s", n.cmd.ProcessState, n.logs())
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			n.t.Fatalf("daemon not ready after 20s\n%s", n.logs())
+		}
+	}
+}
+
+func (n *node) collect(r interface{ Read([]byte) (int, error) }) {
+	s := bufio.NewScanner(r)
+	for s.Scan() {
+		n.logMu.Lock()
+		n.log.WriteString(s.Text() + "\n")
+		n.logMu.Unlock()
+	}
+	n.cmd.Wait()
+	close(n.exited)
+}
+
+func (n *node) logs() string {
+	n.logMu.Lock()
+	defer n.logMu.Unlock()
+	return n.log.String()
+}
+
+// uri is the NBD URI of the node's export.
+func (n *node) uri() string { return "nbd://" + n.nbd + "/r0" }
+
+// stop sends SIGTERM and returns the exit code.
+func (n *node) stop() int {
+	n.t.Helper()
+	n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-n.exited:
+	case <-time.After(60 * time.Second):
+		n.kill()
+		n.t.Fatalf("daemon did not stop within 60s after SIGTERM\n%s", n.logs())
+	}
+	return n.cmd.ProcessState.ExitCode()
+}
+
+// kill SIGKILLs the daemon's process group (a crash) and waits for it.
+func (n *node) kill() {
+	if n.cmd == nil || n.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-n.exited:
+		return
+	default:
+	}
+	syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
+	<-n.exited
+}
+
+// status asks the daemon's control socket for `status --json`.
+func (n *node) status() Status {
+	n.t.Helper()
+	out, err := exec.Command(binary, "status", "--json", "--control", n.control).Output()
+	if err != nil {
+		n.t.Fatalf("status: %v", err)
+	}
+	var st Status
+	if err := json.Unmarshal(out, &st); err != nil {
+		n.t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	return st
+}
+
+// needTools skips the test when a command it drives is not installed.
+func needTools(t testing.TB, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (.ci/run installs it)", tool)
+		}
+	}
+}
+
+// runCmd runs a command with a timeout and fails the test on error.
+func runCmd(t testing.TB, timeout time.Duration, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out.String())
+		}
+	case <-time.After(timeout):
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+		t.Fatalf("%s %s: still running after %v\n%s", name, strings.Join(args, " "), timeout, out.String())
+	}
+	return out.String()
+}

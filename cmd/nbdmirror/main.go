@@ -1,0 +1,72 @@
+// Command nbdmirror runs and controls a replicated block device exported over NBD.
+//
+//	nbdmirror serve --disk /var/lib/nbdmirror/r0.img --size 10G --primary
+//	nbdmirror status [--json] [--control /run/nbdmirror/r0.sock]
+//
+// serve is the daemon; the other subcommands talk to it over its Unix control
+// socket.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// exitUsage is the exit code for bad flags or files.
+const exitUsage = 2
+
+// usageError marks errors that are the caller's input, not the daemon's failure.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
+
+var commands = map[string]func(args []string, stdout io.Writer) error{
+	"serve":  runServe,
+	"status": runStatus,
+}
+
+const usage = `usage: nbdmirror COMMAND [flags]
+
+commands:
+  serve    run the daemon for one resource
+  status   show a running daemon's state (--json for scripts)
+
+Run 'nbdmirror COMMAND --help' for a command's flags.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, usage)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return 0
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "nbdmirror: unknown command %q\n%s", args[0], usage)
+		return exitUsage
+	}
+	err := cmd(args[1:], stdout)
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errHelp):
+		return 0
+	case errors.As(err, new(usageError)):
+		fmt.Fprintf(stderr, "nbdmirror %s: %v\n", args[0], err)
+		return exitUsage
+	default:
+		fmt.Fprintf(stderr, "nbdmirror %s: %v\n", args[0], err)
+		return 1
+	}
+}

@@ -1,0 +1,241 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/nbdmirror/nbdmirror/nbdserver"
+	"github.com/nbdmirror/nbdmirror/nbdserver/filedisk"
+)
+
+var errHelp = pflag.ErrHelp
+
+// serveConfig is what serve's flags say.
+type serveConfig struct {
+	name      string
+	disk      string
+	size      int64
+	nbdListen string
+	control   string
+	metaDir   string
+	primary   bool
+	secondary bool
+}
+
+var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
+	var c serveConfig
+	var size string
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&c.name, "name", "r0", "resource name; the NBD export answers to it and to the empty name")
+	fs.StringVar(&c.disk, "disk", "", "backing file or block device (required)")
+	fs.StringVar(&size, "size", "", "size of the device (1G, 512M, 10GiB...); creates a sparse file when --disk does not exist")
+	fs.StringVar(&c.nbdListen, "nbd-listen", "127.0.0.1:10809", "address the NBD export listens on")
+	fs.StringVar(&c.control, "control", "", "Unix socket of the control API (default /run/nbdmirror/NAME.sock)")
+	fs.StringVar(&c.metaDir, "meta-dir", "", "directory of the resource's metadata (default DISK.meta)")
+	fs.BoolVar(&c.primary, "primary", false, "start as Primary: export the device")
+	fs.BoolVar(&c.secondary, "secondary", false, "start as Secondary: no NBD I/O")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprintf(stdout, "usage: nbdmirror serve --disk PATH [flags]\n\n%s", fs.FlagUsages())
+			return c, errHelp
+		}
+		return c, usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return c, usagef("unexpected argument %q", fs.Arg(0))
+	}
+	return c, c.complete(size)
+}
+
+// complete checks the flags against each other and fills in defaults.
+func (c *serveConfig) complete(size string) error {
+	if !validName.MatchString(c.name) {
+		return usagef("--name %q: use 1-64 letters, digits, '.', '_' or '-'", c.name)
+	}
+	if c.disk == "" {
+		return usagef("--disk is required")
+	}
+	if c.primary && c.secondary {
+		return usagef("--primary and --secondary exclude each other")
+	}
+	if size != "" {
+		n, err := parseSize(size)
+		if err != nil {
+			return usagef("--size: %v", err)
+		}
+		if n == 0 {
+			return usagef("--size must be more than 0")
+		}
+		c.size = n
+	}
+	if c.control == "" {
+		c.control = filepath.Join("/run/nbdmirror", c.name+".sock")
+	}
+	if c.metaDir == "" {
+		c.metaDir = c.disk + ".meta"
+	}
+	return nil
+}
+
+// checkFiles verifies the disk and metadata paths without creating anything.
+func (c *serveConfig) checkFiles() error {
+	exists, have, err := filedisk.Stat(c.disk)
+	switch {
+	case err != nil:
+		return usageError{err}
+	case !exists && c.size == 0:
+		return usagef("--disk %s does not exist; give --size to create it", c.disk)
+	case exists && c.size != 0 && have != c.size:
+		return usagef("--disk %s is %d bytes, not the %d of --size; it is never resized", c.disk, have, c.size)
+	case exists && have == 0:
+		return usagef("--disk %s is empty", c.disk)
+	}
+	if fi, err := os.Stat(c.metaDir); err == nil && !fi.IsDir() {
+		return usagef("--meta-dir %s is not a directory", c.metaDir)
+	}
+	return nil
+}
+
+func runServe(args []string, stdout io.Writer) error {
+	c, err := parseServeFlags(args, stdout)
+	if err != nil {
+		return err
+	}
+	if err := c.checkFiles(); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("resource", c.name)
+	d, err := startDaemon(c, log)
+	if err != nil {
+		return err
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	s := <-sig
+	log.Info("stopping", "signal", s.String())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return d.stop(ctx)
+}
+
+// daemon is one running resource: its disk, NBD export and control socket.
+type daemon struct {
+	cfg     serveConfig
+	log     *slog.Logger
+	disk    *filedisk.Disk
+	nbd     *nbdserver.Server
+	nbdLn   net.Listener
+	control *controlServer
+	served  chan error // the NBD accept loop's result
+}
+
+// startDaemon brings a resource up. Listeners are opened before any file is
+// created, so a port in use or a bad control path leaves nothing behind. The
+// control socket appears at its path last: once it exists the daemon is ready.
+func startDaemon(c serveConfig, log *slog.Logger) (*daemon, error) {
+	d := &daemon{cfg: c, log: log, served: make(chan error, 1)}
+	var err error
+	if d.nbdLn, err = net.Listen("tcp", c.nbdListen); err != nil {
+		return nil, usagef("--nbd-listen: %v", err)
+	}
+	if d.control, err = listenControl(c.control, d); err != nil {
+		d.nbdLn.Close()
+		return nil, usagef("--control: %v", err)
+	}
+	if err := d.openStorage(); err != nil {
+		d.control.abort()
+		d.nbdLn.Close()
+		return nil, err
+	}
+	d.nbd = nbdserver.New(nbdserver.Options{
+		Name:    c.name,
+		Backend: d.disk,
+		Logger:  log,
+		Admit:   d.admit,
+	})
+	go func() { d.served <- d.nbd.Serve(d.nbdLn) }()
+	if err := d.control.publish(); err != nil {
+		d.stop(context.Background())
+		return nil, err
+	}
+	log.Info("ready", "role", d.role(), "nbd", d.nbdLn.Addr().String(), "control", c.control,
+		"disk", c.disk, "size", d.size())
+	return d, nil
+}
+
+func (d *daemon) openStorage() error {
+	created := false
+	if _, err := os.Stat(d.cfg.disk); errors.Is(err, os.ErrNotExist) {
+		created = true
+	}
+	disk, err := filedisk.Open(d.cfg.disk, d.cfg.size)
+	if err != nil {
+		return usageError{err}
+	}
+	if err := os.MkdirAll(d.cfg.metaDir, 0o700); err != nil {
+		disk.Close()
+		if created {
+			os.Remove(d.cfg.disk)
+		}
+		return usagef("--meta-dir: %v", err)
+	}
+	d.disk = disk
+	return nil
+}
+
+// admit is asked before a client may start transmission.
+func (d *daemon) admit() error {
+	if d.role() != "Primary" {
+		return fmt.Errorf("resource %s is Secondary: no NBD I/O", d.cfg.name)
+	}
+	return nil
+}
+
+func (d *daemon) role() string {
+	if d.cfg.primary || !d.cfg.secondary {
+		return "Primary"
+	}
+	return "Secondary"
+}
+
+func (d *daemon) size() int64 {
+	n, _ := d.disk.Size()
+	return n
+}
+
+// stop shuts the daemon down: no new clients or control requests, in-flight
+// NBD requests finish and get their replies, then the disk is synced.
+func (d *daemon) stop(ctx context.Context) error {
+	d.control.close()
+	err := d.nbd.Shutdown(ctx)
+	if serr := <-d.served; serr != nil && !errors.Is(serr, net.ErrClosed) && err == nil {
+		err = serr
+	}
+	if serr := d.disk.Sync(); err == nil {
+		err = serr
+	}
+	if cerr := d.disk.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		d.log.Error("stopped with an error", "err", err)
+		return err
+	}
+	d.log.Info("stopped")
+	return nil
+}
