@@ -1,0 +1,117 @@
+package wire
+
+import "fmt"
+
+// Type is a frame's type, the byte at offset 4 of its header.
+type Type uint8
+
+// Frame types. Numbers are part of the protocol: never reuse one.
+const (
+	// Handshake: 1-7.
+	TypeHello  Type = 1 // Hello: who I am, what I hold
+	TypeAuth   Type = 2 // 32-byte HMAC-SHA256 proof, see Proof
+	TypeRefuse Type = 3 // reason code + text; the sender then closes
+	TypeReady  Type = 4 // empty: the dialer accepted the listener's proof
+
+	// Link upkeep: 8-15.
+	TypePing Type = 8  // uint64 token, answered by a Pong with the same token
+	TypePong Type = 9  // uint64 token
+	TypeBye  Type = 10 // empty: orderly close, no more frames follow
+
+	// Replication: 16-31.
+	TypeRecord  Type = 16 // seq + journal record bytes
+	TypeBarrier Type = 17 // seq: make everything <= seq durable, then ack Synced
+	TypeAck     Type = 18 // kind + cumulative seq
+
+	// Resync: 32-63, reserved for frames to come:
+	//   32 SyncRequest, 33 Checksums, 34 RegionData, 35 BitmapChunk.
+	// 64-255 unassigned.
+)
+
+var typeNames = map[Type]string{
+	TypeHello:   "hello",
+	TypeAuth:    "auth",
+	TypeRefuse:  "refuse",
+	TypeReady:   "ready",
+	TypePing:    "ping",
+	TypePong:    "pong",
+	TypeBye:     "bye",
+	TypeRecord:  "record",
+	TypeBarrier: "barrier",
+	TypeAck:     "ack",
+}
+
+func (t Type) known() bool {
+	_, ok := typeNames[t]
+	return ok
+}
+
+func (t Type) String() string {
+	if s, ok := typeNames[t]; ok {
+		return s
+	}
+	return fmt.Sprintf("type(%d)", uint8(t))
+}
+
+// Role is a node's role as announced in its Hello.
+type Role uint8
+
+const (
+	Secondary Role = 1
+	Primary   Role = 2
+)
+
+func (r Role) String() string {
+	switch r {
+	case Secondary:
+		return "Secondary"
+	case Primary:
+		return "Primary"
+	}
+	return fmt.Sprintf("Role(%d)", uint8(r))
+}
+
+// DiskState is the state of a node's backing disk as announced in its Hello.
+type DiskState uint8
+
+const (
+	UpToDate     DiskState = 1
+	Inconsistent DiskState = 2 // resync target that has not finished
+	Outdated     DiskState = 3 // known to be stale
+	Diskless     DiskState = 4
+)
+
+func (d DiskState) String() string {
+	switch d {
+	case UpToDate:
+		return "UpToDate"
+	case Inconsistent:
+		return "Inconsistent"
+	case Outdated:
+		return "Outdated"
+	case Diskless:
+		return "Diskless"
+	}
+	return fmt.Sprintf("DiskState(%d)", uint8(d))
+}
+
+// AckKind says how far the acknowledged records have come on the peer.
+type AckKind uint8
+
+const (
+	Received  AckKind = 1 // read off the link (protocol B)
+	Journaled AckKind = 2 // appended to the peer's journal (protocol C), not yet synced
+	Synced    AckKind = 3 // durable: a Barrier up to that seq is done
+)
+
+func (k AckKind) String() string {
+	switch k {
+	case Received:
+		return "Received"
+	case Journaled:
+		return "Journaled"
+	case Synced:
+		return "Synced"
+	}
+	return fmt.Sprintf("AckKind(%d)", uint8(k))
+}
