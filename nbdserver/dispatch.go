@@ -92,16 +92,17 @@ func (c *conn) readPayload(r *request) error {
 	return nil
 }
 
-// inline decides whether the reader runs r itself. Small reads and writes
-// run inline when nothing else is running, which saves a goroutine hand-off
-// per request at low queue depth and keeps one goroutine per connection on
-// the backing file; everything else runs off the reader so it keeps reading.
+// inline decides whether the reader runs r itself. A small read or write
+// runs inline when nothing else is running and no further request has
+// arrived: that saves a goroutine hand-off per request at low queue depth
+// and costs no parallelism, since the client is waiting. Everything else
+// runs off the reader so it keeps reading.
 func (c *conn) inline(r *request) bool {
 	switch r.typ {
 	case cmdCache:
 		return true
 	case cmdRead, cmdWrite:
-		return r.length <= inlineMax && c.busy.Load() == 0
+		return r.length <= inlineMax && c.busy.Load() == 0 && c.br.Buffered() == 0
 	}
 	return false
 }
