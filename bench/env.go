@@ -114,9 +114,9 @@ func moduleRoot() (string, error) {
 	}
 }
 
-// buildNbdmirror builds ./cmd/nbdmirror into dir and returns the binary.
+// buildNbdmirror builds ./cmd/nbdmirror into dir/bin and returns the binary.
 func buildNbdmirror(ctx context.Context, root, dir string) (string, error) {
-	bin := filepath.Join(dir, "nbdmirror")
+	bin := filepath.Join(dir, "bin", "nbdmirror")
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/nbdmirror")
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -14,12 +15,15 @@ import (
 )
 
 // groupCommand makes a command that runs in its own process group, dies
-// with the harness (SIGKILL on parent death) and has its whole group
-// killed when ctx ends.
+// with the harness (SIGKILL on parent death) and is killed with all its
+// descendants when ctx ends.
 func groupCommand(ctx context.Context, argv ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.Cancel = func() error {
+		killTree(cmd.Process.Pid, syscall.SIGKILL)
+		return nil
+	}
 	cmd.WaitDelay = 5 * time.Second
 	return cmd
 }
@@ -70,18 +74,18 @@ func (p *proc) exited() bool {
 // the SIGTERM it was sent.
 func (p *proc) stop(grace time.Duration) error {
 	if p.exited() {
-		syscall.Kill(-p.pid(), syscall.SIGKILL)
+		syscall.Kill(-p.pid(), syscall.SIGKILL) // its pid may be reused: only the group
 		return fmt.Errorf("bench: %s had exited (%v): %s", p.name, p.err, p.logTail())
 	}
 	syscall.Kill(-p.pid(), syscall.SIGTERM)
 	select {
 	case <-p.done:
 	case <-time.After(grace):
-		syscall.Kill(-p.pid(), syscall.SIGKILL)
+		killTree(p.pid(), syscall.SIGKILL)
 		<-p.done
 		return fmt.Errorf("bench: %s ignored SIGTERM for %v, killed", p.name, grace)
 	}
-	syscall.Kill(-p.pid(), syscall.SIGKILL)
+	syscall.Kill(-p.pid(), syscall.SIGKILL) // whatever the leader left behind
 	var exit *exec.ExitError
 	if p.err != nil && !(errors.As(p.err, &exit) && terminatedBy(exit, syscall.SIGTERM)) {
 		return fmt.Errorf("bench: %s exited with %v on SIGTERM: %s", p.name, p.err, p.logTail())
@@ -162,15 +166,13 @@ func freeAddr() (string, error) {
 // clockTicks is USER_HZ, the unit of the CPU times in /proc/PID/stat.
 const clockTicks = 100
 
-// cpuSeconds returns the user+system CPU time used so far by the processes
-// roots and all their descendants (threads included, reaped children too).
-func cpuSeconds(roots []int) (float64, error) {
+// processes reads every process's parent and CPU ticks from /proc.
+func processes() (parent map[int]int, ticks map[int]int64, err error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return 0, fmt.Errorf("bench: %w", err)
+		return nil, nil, fmt.Errorf("bench: %w", err)
 	}
-	parent := map[int]int{}
-	ticks := map[int]int64{}
+	parent, ticks = map[int]int{}, map[int]int64{}
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -182,25 +184,46 @@ func cpuSeconds(roots []int) (float64, error) {
 		}
 		parent[pid], ticks[pid] = ppid, t
 	}
-	var total int64
-	for pid, t := range ticks {
-		if descendsFrom(pid, roots, parent) {
-			total += t
+	return parent, ticks, nil
+}
+
+// descendants returns the processes of parent that are roots or below them.
+func descendants(roots []int, parent map[int]int) []int {
+	var out []int
+	for pid := range parent {
+		for p, depth := pid, 0; p > 1 && depth < 64; p, depth = parent[p], depth+1 {
+			if slices.Contains(roots, p) {
+				out = append(out, pid)
+				break
+			}
 		}
+	}
+	return out
+}
+
+// cpuSeconds returns the user+system CPU time used so far by the processes
+// roots and all their descendants (threads included, reaped children too).
+func cpuSeconds(roots []int) (float64, error) {
+	parent, ticks, err := processes()
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, pid := range descendants(roots, parent) {
+		total += ticks[pid]
 	}
 	return float64(total) / clockTicks, nil
 }
 
-func descendsFrom(pid int, roots []int, parent map[int]int) bool {
-	for depth := 0; pid > 1 && depth < 64; depth++ {
-		for _, r := range roots {
-			if pid == r {
-				return true
-			}
+// killTree sends sig to pid, its process group and every process below it.
+// fio's job processes call setsid, so the group alone does not reach them.
+func killTree(pid int, sig syscall.Signal) {
+	if parent, _, err := processes(); err == nil {
+		for _, p := range descendants([]int{pid}, parent) {
+			syscall.Kill(p, sig)
 		}
-		pid = parent[pid]
 	}
-	return false
+	syscall.Kill(-pid, sig)
 }
 
 // readStat returns the parent pid and utime+stime+cutime+cstime of pid.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -137,5 +138,14 @@ func TestParseStat(t *testing.T) {
 	}
 	if _, _, err := parseStat("4242 (x) S 1 2"); err == nil {
 		t.Error("short line accepted")
+	}
+}
+
+func TestDescendants(t *testing.T) {
+	parent := map[int]int{1: 0, 10: 1, 11: 10, 12: 11, 20: 1, 21: 20, 30: 12}
+	got := descendants([]int{11, 20}, parent)
+	slices.Sort(got)
+	if want := []int{11, 12, 20, 21, 30}; !slices.Equal(got, want) {
+		t.Errorf("descendants = %v, want %v", got, want)
 	}
 }
