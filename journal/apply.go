@@ -1,0 +1,116 @@
+package journal
+
+import (
+	"fmt"
+	"io"
+)
+
+// applier is the state of the goroutine that applies records to the disk.
+// Only that goroutine touches it (and recovery, before it runs).
+type applier struct {
+	scratch []byte // decompression buffer
+	failed  error  // the first apply failure; later records are not applied
+	waiting []int  // indexes of FUA records waiting for their batch's sync
+}
+
+// applyLoop is the applier goroutine: it applies every batch the writer hands
+// over, in seq order, and completes its records.
+func (j *Journal) applyLoop() {
+	var a applier
+	for b := range j.applyq {
+		j.applyBatch(&a, b)
+		b.reset()
+		batchPool.Put(b)
+	}
+}
+
+// applyBatch applies b's records; a record without FUA completes as soon as
+// it is applied, one with FUA once b's sync is done too. A checkpoint marker
+// syncs the disk after the whole batch.
+func (j *Journal) applyBatch(a *applier, b *batch) {
+	a.waiting = a.waiting[:0]
+	var ckpt func(uint64, error)
+	for i := range b.items {
+		it := &b.items[i]
+		if it.ckptDone != nil {
+			ckpt = it.ckptDone
+		}
+		if !it.isRecord() {
+			continue
+		}
+		err := j.applyOne(a, &it.rec)
+		if it.fua && err == nil {
+			a.waiting = append(a.waiting, i)
+			continue
+		}
+		it.done(it.rec.Seq, err)
+	}
+	if b.needSync {
+		b.synced.Wait()
+	}
+	for _, i := range a.waiting {
+		it := &b.items[i]
+		it.done(it.rec.Seq, b.syncErr)
+	}
+	if ckpt != nil {
+		ckpt(j.syncDisk(a, b.syncErr))
+	}
+}
+
+// applyOne applies r to the disk unless an earlier apply failed.
+func (j *Journal) applyOne(a *applier, r *Record) error {
+	if a.failed != nil {
+		return a.failed
+	}
+	if err := applyRecord(j.disk, r, &a.scratch); err != nil {
+		a.failed = fmt.Errorf("journal: apply seq %d to disk: %w", r.Seq, err)
+		j.fail(a.failed)
+		return a.failed
+	}
+	j.appliedSeq.Store(r.Seq)
+	return nil
+}
+
+// syncDisk syncs the disk for a checkpoint and returns the seq it covers:
+// every record applied so far, all of them synced in the journal.
+func (j *Journal) syncDisk(a *applier, syncErr error) (uint64, error) {
+	switch {
+	case a.failed != nil:
+		return 0, a.failed
+	case syncErr != nil:
+		return 0, syncErr
+	}
+	seq := j.appliedSeq.Load()
+	j.st.diskSyncs.Add(1)
+	if err := j.disk.Sync(); err != nil {
+		// The disk may have dropped writes: never checkpoint past them.
+		a.failed = fmt.Errorf("journal: sync disk: %w", err)
+		j.fail(a.failed)
+		return 0, a.failed
+	}
+	return seq, nil
+}
+
+// applyRecord does what r says to disk. scratch is reused for decompression.
+func applyRecord(disk Disk, r *Record, scratch *[]byte) error {
+	switch r.Kind {
+	case KindWrite:
+		data, err := r.rawData(*scratch)
+		if err != nil {
+			return err
+		}
+		if r.Codec != CodecNone && r.raw == nil {
+			*scratch = data
+		}
+		n, err := disk.WriteAt(data, r.Offset)
+		if err == nil && n < len(data) {
+			err = io.ErrShortWrite
+		}
+		return err
+	case KindTrim:
+		return disk.Trim(r.Offset, int64(r.RawLen))
+	case KindZero, KindZeroNoHole:
+		return disk.Zero(r.Offset, int64(r.RawLen), r.Kind == KindZeroNoHole)
+	}
+	return fmt.Errorf("%w: bad kind %d", ErrCorruptRecord, r.Kind)
+}

@@ -1,0 +1,190 @@
+package journal
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+)
+
+// The checkpoint file (frozen): 32 bytes, little endian.
+//
+//	0  8  magic "nbdmjcp1"
+//	8  8  checkpoint seq: records <= it are applied and the disk synced
+//	16 8  reserved, zero
+//	24 4  CRC32C of bytes 0..23
+//	28 4  reserved, zero
+const (
+	checkpointFile  = "CHECKPOINT"
+	checkpointTmp   = "CHECKPOINT.tmp"
+	checkpointSize  = 32
+	checkpointMagic = "nbdmjcp1"
+)
+
+func encodeCheckpoint(seq uint64) []byte {
+	b := make([]byte, checkpointSize)
+	copy(b, checkpointMagic)
+	binary.LittleEndian.PutUint64(b[8:], seq)
+	binary.LittleEndian.PutUint32(b[24:], crc32.Checksum(b[:24], castagnoli))
+	return b
+}
+
+// readCheckpoint returns the checkpoint seq in dir, 0 if there is none.
+func (j *Journal) readCheckpoint() (uint64, error) {
+	f, err := j.fs.Open(j.path(checkpointFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("journal: read checkpoint: %w", err)
+	}
+	defer f.Close()
+	b := make([]byte, checkpointSize)
+	if n, err := f.ReadAt(b, 0); n < checkpointSize {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, fmt.Errorf("journal: read checkpoint %s: %w", j.path(checkpointFile), err)
+	}
+	if string(b[:8]) != checkpointMagic ||
+		binary.LittleEndian.Uint32(b[24:]) != crc32.Checksum(b[:24], castagnoli) {
+		return 0, &CorruptionError{Segment: j.path(checkpointFile), Offset: 0,
+			Err: fmt.Errorf("%w: bad checkpoint file", ErrCorruptRecord)}
+	}
+	return binary.LittleEndian.Uint64(b[8:]), nil
+}
+
+// writeCheckpoint replaces the checkpoint file atomically: temp file, write,
+// fsync, rename, fsync the directory.
+func (j *Journal) writeCheckpoint(seq uint64) error {
+	tmp := j.path(checkpointTmp)
+	f, err := j.fs.Create(tmp)
+	if err != nil {
+		return fmt.Errorf("journal: write checkpoint: %w", err)
+	}
+	_, err = f.Write(encodeCheckpoint(seq))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = j.fs.Rename(tmp, j.path(checkpointFile))
+	}
+	if err == nil {
+		err = j.fs.SyncDir(j.dir)
+	}
+	if err != nil {
+		j.fs.Remove(tmp)
+		return fmt.Errorf("journal: write checkpoint %d: %w", seq, err)
+	}
+	return nil
+}
+
+// Checkpoint syncs the journal, applies everything before it to the disk,
+// syncs the disk, records the checkpoint and removes the segments no longer
+// needed for recovery nor retained for replay.
+func (j *Journal) Checkpoint() error {
+	j.ckptMu.Lock()
+	defer j.ckptMu.Unlock()
+	if j.LastSeq() > j.ckptSeq.Load() {
+		seq, err := j.checkpointDisk()
+		if err != nil {
+			return err
+		}
+		if seq > j.ckptSeq.Load() {
+			if err := j.writeCheckpoint(seq); err != nil {
+				return err
+			}
+			j.ckptSeq.Store(seq)
+			j.st.checkpoints.Add(1)
+		}
+	}
+	return j.removeSegments()
+}
+
+// checkpointDisk queues a checkpoint marker and waits for the applier to
+// reach it and sync the disk.
+func (j *Journal) checkpointDisk() (uint64, error) {
+	type result struct {
+		seq uint64
+		err error
+	}
+	ch := make(chan result, 1)
+	j.mu.Lock()
+	if j.failure != nil {
+		err := j.failure
+		j.mu.Unlock()
+		return 0, err
+	}
+	j.enqueueLocked(item{ckptDone: func(seq uint64, err error) { ch <- result{seq, err} }})
+	j.mu.Unlock()
+	res := <-ch
+	return res.seq, res.err
+}
+
+// removeSegments removes the segments wholly at or before the checkpoint,
+// keeping the newest of them within RetainBytes while the journal is below
+// half its MaxBytes. Requires ckptMu.
+func (j *Journal) removeSegments() error {
+	cp := j.ckptSeq.Load()
+	j.segMu.Lock()
+	segs := append([]*segment(nil), j.segs...)
+	j.segMu.Unlock()
+	done := 0 // segments before this one are wholly at or before cp
+	for done+1 < len(segs) && segs[done+1].firstSeq <= cp+1 {
+		done++
+	}
+	j.mu.Lock()
+	total := j.bytes
+	j.mu.Unlock()
+	remove, kept := 0, int64(0)
+	for i := done - 1; i >= 0; i-- {
+		kept += segs[i].size.Load()
+		if kept > j.opts.RetainBytes {
+			remove = i + 1
+			break
+		}
+	}
+	for remove < done && total > j.opts.MaxBytes/2 {
+		total -= segs[remove].size.Load()
+		remove++
+	}
+	if remove == 0 {
+		return nil
+	}
+	return j.removeOldest(segs[:remove])
+}
+
+// removeOldest deletes segs, oldest first, so a crash in between leaves the
+// journal without a hole.
+func (j *Journal) removeOldest(segs []*segment) error {
+	var freed int64
+	var err error
+	n := 0
+	for _, s := range segs {
+		if err = j.fs.Remove(j.path(s.name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			err = fmt.Errorf("journal: remove segment: %w", err)
+			break
+		}
+		err = nil
+		freed += s.size.Load()
+		n++
+	}
+	j.segMu.Lock()
+	j.segs = j.segs[n:]
+	j.segMu.Unlock()
+	j.mu.Lock()
+	j.bytes -= freed
+	j.space.Broadcast()
+	j.mu.Unlock()
+	if err == nil && n > 0 {
+		if err = j.fs.SyncDir(j.dir); err != nil {
+			err = fmt.Errorf("journal: remove segments: sync dir: %w", err)
+		}
+	}
+	return err
+}

@@ -1,0 +1,185 @@
+package journal
+
+import (
+	"fmt"
+	"hash/crc32"
+	"runtime"
+	"sync"
+
+	"github.com/klauspost/compress/s2"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Codec is how a write record's payload is stored.
+type Codec uint8
+
+const (
+	CodecNone Codec = 0 // raw
+	CodecS2   Codec = 1 // s2 block format (github.com/klauspost/compress/s2)
+	CodecZstd Codec = 2 // one zstd frame without checksum
+)
+
+func (c Codec) String() string {
+	switch c {
+	case CodecNone:
+		return "none"
+	case CodecS2:
+		return "s2"
+	case CodecZstd:
+		return "zstd"
+	}
+	return fmt.Sprintf("codec(%d)", uint8(c))
+}
+
+func (c Codec) valid() bool { return c <= CodecZstd }
+
+// ParseCodec parses "none", "s2" or "zstd".
+func ParseCodec(s string) (Codec, error) {
+	for c := CodecNone; c.valid(); c++ {
+		if c.String() == s {
+			return c, nil
+		}
+	}
+	return 0, fmt.Errorf("journal: unknown codec %q (want none, s2 or zstd)", s)
+}
+
+// Compressor turns write payloads into records, compressing each once. It is
+// safe for concurrent use; call it from the goroutine that received the
+// write, so compression runs in parallel.
+type Compressor struct {
+	codec Codec
+	zenc  *zstd.Encoder // nil unless codec is CodecZstd; safe for concurrent EncodeAll
+}
+
+// NewCompressor returns a Compressor for codec.
+func NewCompressor(codec Codec) *Compressor {
+	c := &Compressor{codec: codec}
+	if codec == CodecZstd {
+		enc, err := zstd.NewWriter(nil, zstd.WithEncoderCRC(false),
+			zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)))
+		if err != nil {
+			panic("journal: zstd encoder: " + err.Error()) // only bad options fail
+		}
+		c.zenc = enc
+	}
+	return c
+}
+
+// Codec is the codec the Compressor tries.
+func (c *Compressor) Codec() Codec { return c.codec }
+
+// Write returns a write record of data at off. The payload is compressed when
+// that saves at least 1/32 of it, and stored raw otherwise: it never grows.
+// The record owns its payload (a pooled buffer, see Release); data may be
+// reused as soon as Write returns. len(data) must not exceed MaxRawLen.
+func (c *Compressor) Write(off int64, data []byte) Record {
+	if len(data) > MaxRawLen {
+		panic(fmt.Sprintf("journal: write of %d bytes exceeds MaxRawLen", len(data)))
+	}
+	r := Record{Kind: KindWrite, Offset: off, RawLen: uint32(len(data))}
+	need := len(data)
+	if c.codec == CodecS2 {
+		need = s2.MaxEncodedLen(len(data))
+	}
+	bp := getBuf(need)
+	b := *bp
+	var out []byte
+	switch c.codec {
+	case CodecS2:
+		out = s2.Encode(b, data)
+	case CodecZstd:
+		out = c.zenc.EncodeAll(data, b[:0])
+	}
+	// A shorter out was written into b: append grows only past cap(b) >= len(data).
+	if out != nil && len(out)+len(data)>>5 < len(data) {
+		r.Codec, r.Payload = c.codec, out
+	} else {
+		r.Payload = b[:len(data)]
+		copy(r.Payload, data)
+	}
+	r.buf = bp
+	r.sum, r.hasSum = crc32.Checksum(r.Payload, castagnoli), true
+	return r
+}
+
+// Release gives a Compressor's buffer back for reuse. Call it once, when the
+// record is done with everywhere (journaled, applied, sent); the record's
+// Payload must not be used afterwards. Release on other records does nothing.
+func (r *Record) Release() {
+	if r.buf != nil {
+		putBuf(r.buf)
+		r.buf = nil
+		r.Payload = nil
+	}
+}
+
+// AttachRaw lends the journal the raw data of a write record, so applying it
+// to the disk needs no decompression. data must hold RawLen bytes and stay
+// unchanged until the record's done callback has run.
+func (r *Record) AttachRaw(data []byte) {
+	if r.Kind == KindWrite && len(data) == int(r.RawLen) {
+		r.raw = data
+	}
+}
+
+var zdec = sync.OnceValue(func() *zstd.Decoder {
+	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0),
+		zstd.WithDecoderMaxMemory(MaxRawLen))
+	if err != nil {
+		panic("journal: zstd decoder: " + err.Error())
+	}
+	return d
+})
+
+// Raw appends the record's raw data (Payload decompressed) to dst and
+// returns the result. Trim and zero records have none.
+func (r *Record) Raw(dst []byte) ([]byte, error) {
+	if r.Kind != KindWrite {
+		return dst, nil
+	}
+	n := len(dst)
+	var out []byte
+	var err error
+	switch r.Codec {
+	case CodecNone:
+		return append(dst, r.Payload...), nil
+	case CodecS2:
+		dst = grow(dst, int(r.RawLen))
+		// s2 decodes into dst when the block fits, so a right-sized result is in place.
+		var dec []byte
+		dec, err = s2.Decode(dst[n:], r.Payload)
+		out = dst[:n+len(dec)]
+	case CodecZstd:
+		out, err = zdec().DecodeAll(r.Payload, dst)
+	default:
+		err = fmt.Errorf("bad codec %d", r.Codec)
+	}
+	if err == nil && len(out)-n != int(r.RawLen) {
+		err = fmt.Errorf("decoded %d bytes, want %d", len(out)-n, r.RawLen)
+	}
+	if err != nil {
+		return dst[:n], fmt.Errorf("%w: seq %d: %v: %v", ErrCorruptRecord, r.Seq, r.Codec, err)
+	}
+	return out, nil
+}
+
+// rawData is the data to apply: the lent raw data, the payload itself when
+// stored raw, or the payload decoded into scratch.
+func (r *Record) rawData(scratch []byte) ([]byte, error) {
+	switch {
+	case r.raw != nil:
+		return r.raw, nil
+	case r.Codec == CodecNone:
+		return r.Payload, nil
+	}
+	return r.Raw(scratch[:0])
+}
+
+func grow(b []byte, n int) []byte {
+	if cap(b)-len(b) >= n {
+		return b[:len(b)+n]
+	}
+	nb := make([]byte, len(b)+n, len(b)+n+len(b)/4)
+	copy(nb, b)
+	return nb
+}

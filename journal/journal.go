@@ -1,0 +1,268 @@
+package journal
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrClosed is returned for work handed to a closed journal.
+var ErrClosed = errors.New("journal: closed")
+
+// Journal is an open journal directory. Its methods are safe for concurrent use.
+type Journal struct {
+	fs   FS
+	dir  string
+	disk Disk
+	opts Options
+	log  *slog.Logger
+
+	// mu guards the append queue and the journal's size. Append, Sync and
+	// Checkpoint (any goroutine) add to queue; the writer goroutine takes it.
+	mu       sync.Mutex
+	queue    []item
+	nextSeq  uint64     // seq the next Append assigns
+	bytes    int64      // segment files plus queued frames
+	closing  bool       // Close has begun: Append and Sync fail
+	stopping bool       // the final checkpoint is queued: the writer exits when idle
+	failure  error      // sticky: a failed sync or apply; every later record fails
+	space    *sync.Cond // on mu; broadcast when bytes drops or closing/failure is set
+
+	// segMu guards segs. The writer appends (rotation), checkpoints remove
+	// from the front, readers look.
+	segMu sync.Mutex
+	segs  []*segment // oldest first; the last is being written
+
+	w writer // owned by the writer goroutine
+
+	ckptMu sync.Mutex // serialises checkpoints: superblock writes and segment removal
+
+	kick     chan struct{} // cap 1: the queue became non-empty
+	applyq   chan *batch   // writer to applier, in seq order
+	ckptKick chan struct{} // cap 1: the journal passed its high-water mark
+	stop     chan struct{} // closed by Close: the checkpoint loop exits
+	wg       sync.WaitGroup
+
+	lastSeq    atomic.Uint64 // last seq assigned
+	writtenSeq atomic.Uint64 // last seq written to a segment
+	durableSeq atomic.Uint64 // last seq synced in the journal
+	appliedSeq atomic.Uint64 // last seq applied to the disk
+	ckptSeq    atomic.Uint64 // last checkpoint: seqs <= it are on the synced disk
+	st         counters
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// item is one entry of the append queue: a record, or a marker that asks the
+// writer for a sync (syncDone) or a checkpoint (ckptDone).
+type item struct {
+	rec      Record
+	hdr      [HeaderSize]byte // encoded by the writer
+	fua      bool
+	done     func(seq uint64, err error)
+	syncDone func(err error)
+	ckptDone func(seq uint64, err error)
+}
+
+func (it *item) isRecord() bool { return it.done != nil }
+
+// Open opens (creating if needed) the journal in dir, recovers it onto disk
+// (every record after the checkpoint is applied, a torn tail is cut off) and
+// starts the goroutines that own the segment file and the disk.
+func Open(fs FS, dir string, disk Disk, o Options) (*Journal, error) {
+	o = o.withDefaults()
+	j := &Journal{
+		fs: fs, dir: dir, disk: disk, opts: o, log: o.Logger,
+		kick:     make(chan struct{}, 1),
+		applyq:   make(chan *batch, 8),
+		ckptKick: make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+	}
+	j.space = sync.NewCond(&j.mu)
+	if err := fs.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("journal: create %s: %w", dir, err)
+	}
+	if err := j.recover(); err != nil {
+		return nil, err
+	}
+	j.wg.Add(3)
+	go func() { defer j.wg.Done(); j.writeLoop() }()
+	go func() { defer j.wg.Done(); j.applyLoop() }()
+	go func() { defer j.wg.Done(); j.checkpointLoop() }()
+	return j, nil
+}
+
+// Append assigns r the next seq, queues it and returns the seq at once. done
+// runs, from a journal goroutine, once the record is in the journal file and
+// applied to the disk and, with fua, synced; it must not block. Append blocks
+// only while the journal is full. On a closed journal done(0, ErrClosed) runs
+// before Append returns 0. A record is appended once; r's payload must stay
+// unchanged until done.
+func (j *Journal) Append(r Record, fua bool, done func(seq uint64, err error)) uint64 {
+	r.payloadSum() // in the caller's goroutine
+	n := int64(r.EncodedLen())
+	j.mu.Lock()
+	for j.bytes > 0 && j.bytes+n > j.opts.MaxBytes && !j.closing && j.failure == nil {
+		j.kickCheckpoint()
+		j.space.Wait()
+	}
+	if j.closing {
+		j.mu.Unlock()
+		done(0, ErrClosed)
+		return 0
+	}
+	seq := j.nextSeq
+	j.nextSeq++
+	j.lastSeq.Store(seq)
+	r.Seq = seq
+	j.bytes += n
+	if j.bytes > j.opts.highWater() {
+		j.kickCheckpoint()
+	}
+	j.enqueueLocked(item{rec: r, fua: fua, done: done})
+	j.mu.Unlock()
+	j.st.appends.Add(1)
+	j.st.bytesRaw.Add(uint64(r.rawBytes()))
+	j.st.bytesStored.Add(uint64(len(r.Payload)))
+	return seq
+}
+
+// enqueueLocked queues it and wakes the writer if it may be idle. Requires mu.
+func (j *Journal) enqueueLocked(it item) {
+	j.queue = append(j.queue, it)
+	if len(j.queue) == 1 {
+		select {
+		case j.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// kickCheckpoint asks the checkpoint loop for a checkpoint now.
+func (j *Journal) kickCheckpoint() {
+	select {
+	case j.ckptKick <- struct{}{}:
+	default:
+	}
+}
+
+// Write appends r and waits for its completion.
+func (j *Journal) Write(r Record, fua bool) (uint64, error) {
+	type result struct {
+		seq uint64
+		err error
+	}
+	ch := make(chan result, 1)
+	j.Append(r, fua, func(seq uint64, err error) { ch <- result{seq, err} })
+	res := <-ch
+	return res.seq, res.err
+}
+
+// Sync calls done once every record appended before the call is durable in
+// the journal: one fdatasync covers all the records and syncs queued with it.
+// done runs from a journal goroutine and must not block.
+func (j *Journal) Sync(done func(err error)) {
+	j.mu.Lock()
+	if j.closing {
+		j.mu.Unlock()
+		done(ErrClosed)
+		return
+	}
+	j.enqueueLocked(item{syncDone: done})
+	j.mu.Unlock()
+}
+
+// SyncWait is Sync and waits.
+func (j *Journal) SyncWait() error {
+	ch := make(chan error, 1)
+	j.Sync(func(err error) { ch <- err })
+	return <-ch
+}
+
+// LastSeq is the last seq assigned by Append (or recovered).
+func (j *Journal) LastSeq() uint64 { return j.lastSeq.Load() }
+
+// AppliedSeq is the last seq applied to the disk.
+func (j *Journal) AppliedSeq() uint64 { return j.appliedSeq.Load() }
+
+// DurableSeq is the last seq known synced in the journal.
+func (j *Journal) DurableSeq() uint64 { return j.durableSeq.Load() }
+
+// CheckpointSeq is the last checkpoint: every record up to it is applied and
+// the disk synced.
+func (j *Journal) CheckpointSeq() uint64 { return j.ckptSeq.Load() }
+
+// OldestRetainedSeq is the oldest seq NewReader accepts.
+func (j *Journal) OldestRetainedSeq() uint64 {
+	j.segMu.Lock()
+	defer j.segMu.Unlock()
+	return j.segs[0].firstSeq
+}
+
+// Close waits for every queued record, takes a final checkpoint, stops the
+// journal's goroutines and closes its files. It is idempotent.
+func (j *Journal) Close() error {
+	j.closeOnce.Do(func() { j.closeErr = j.close() })
+	return j.closeErr
+}
+
+func (j *Journal) close() error {
+	j.mu.Lock()
+	j.closing = true
+	j.space.Broadcast()
+	j.mu.Unlock()
+	close(j.stop)
+	err := j.Checkpoint()
+	j.mu.Lock()
+	j.stopping = true
+	j.enqueueLocked(item{syncDone: func(error) {}}) // wakes the writer
+	j.mu.Unlock()
+	j.wg.Wait()
+	if cerr := j.w.f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("journal: close segment: %w", cerr)
+	}
+	return err
+}
+
+// checkpointLoop takes the periodic checkpoints and those forced by a full
+// journal.
+func (j *Journal) checkpointLoop() {
+	var tick <-chan time.Time
+	if j.opts.CheckpointInterval > 0 {
+		t := time.NewTicker(j.opts.CheckpointInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-j.stop:
+			return
+		case <-tick:
+		case <-j.ckptKick:
+		}
+		if err := j.Checkpoint(); err != nil {
+			j.log.Warn("journal: checkpoint failed", "dir", j.dir, "err", err)
+		}
+	}
+}
+
+// failLocked makes err the journal's sticky failure. Requires mu.
+func (j *Journal) failLocked(err error) {
+	if j.failure == nil {
+		j.failure = err
+		j.log.Error("journal: failed; every later write fails until reopened", "dir", j.dir, "err", err)
+		j.space.Broadcast()
+	}
+}
+
+func (j *Journal) fail(err error) {
+	j.mu.Lock()
+	j.failLocked(err)
+	j.mu.Unlock()
+}
+
+func (j *Journal) path(name string) string { return j.dir + "/" + name }

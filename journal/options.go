@@ -1,0 +1,79 @@
+package journal
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/nbdmirror/nbdmirror/journal/vfs"
+)
+
+// FS is the file system the journal runs on; see package vfs.
+type FS = vfs.FS
+
+// NewMemFS returns an in-memory FS that can simulate a power loss
+// (vfs.MemFS.CrashClone).
+func NewMemFS() *vfs.MemFS { return vfs.NewMem() }
+
+// Disk is the backing disk the journal applies records to.
+// nbdserver/filedisk.Disk satisfies it.
+type Disk interface {
+	WriteAt(p []byte, off int64) (int, error)
+	Trim(off, length int64) error
+	Zero(off, length int64, noHole bool) error
+	Sync() error
+}
+
+// Defaults of Options.
+const (
+	DefaultSegmentSize        = 64 << 20
+	DefaultRetainBytes        = 256 << 20
+	DefaultMaxBytes           = 1 << 30
+	DefaultCheckpointInterval = 5 * time.Second
+)
+
+// Options tune a Journal. The zero value takes every default.
+type Options struct {
+	// SegmentSize is the size at which the journal starts a new segment file.
+	SegmentSize int64
+	// RetainBytes is how much of the journal before the checkpoint is kept for
+	// replay to a peer (NewReader). Negative keeps nothing.
+	RetainBytes int64
+	// MaxBytes bounds the journal's size on disk. Near it a checkpoint is
+	// forced; at it Append waits until a checkpoint frees space.
+	MaxBytes int64
+	// CheckpointInterval is the time between periodic checkpoints. Negative
+	// disables them: checkpoints then happen on Checkpoint, on Close and when
+	// the journal fills up.
+	CheckpointInterval time.Duration
+	// Logger receives recovery and failure reports; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.SegmentSize <= 0 {
+		o.SegmentSize = DefaultSegmentSize
+	}
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = DefaultMaxBytes
+	}
+	if o.RetainBytes == 0 {
+		o.RetainBytes = DefaultRetainBytes
+	}
+	if o.CheckpointInterval == 0 {
+		o.CheckpointInterval = DefaultCheckpointInterval
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	// Keep room for a checkpoint to free: segments of at most a quarter of
+	// the journal, retention of at most half.
+	o.SegmentSize = max(min(o.SegmentSize, o.MaxBytes/4), 1024)
+	o.RetainBytes = min(max(o.RetainBytes, 0), o.MaxBytes/2)
+	return o
+}
+
+// highWater is the size past which a checkpoint is forced.
+func (o *Options) highWater() int64 { return o.MaxBytes / 4 * 3 }
+
+// maxBatchBytes bounds one write to the segment.
+func (o *Options) maxBatchBytes() int64 { return min(o.SegmentSize/2, 4<<20) }

@@ -1,0 +1,214 @@
+package journal
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"math"
+)
+
+// Kind is what a record does to the disk.
+type Kind uint8
+
+const (
+	KindWrite      Kind = 1 // write RawLen bytes (Payload, after decoding) at Offset
+	KindTrim       Kind = 2 // discard [Offset, Offset+RawLen); reads as zeros afterwards
+	KindZero       Kind = 3 // write zeros over the range; a hole may be punched
+	KindZeroNoHole Kind = 4 // write zeros over the range; it stays allocated
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindWrite:
+		return "write"
+	case KindTrim:
+		return "trim"
+	case KindZero:
+		return "zero"
+	case KindZeroNoHole:
+		return "zero-nohole"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+func (k Kind) valid() bool { return k >= KindWrite && k <= KindZeroNoHole }
+
+// Frame layout constants; see the package doc. Frozen.
+const (
+	// HeaderSize is the size of a record header.
+	HeaderSize = 32
+	// MaxRawLen is the largest RawLen of a write record (and so of its payload).
+	MaxRawLen = 128 << 20
+	// frameAlign is the alignment of every frame in a segment.
+	frameAlign = 8
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Errors of reading records. Match them with errors.Is.
+var (
+	// ErrTornRecord is a record cut short or half written: what a crash
+	// leaves at the end of the journal.
+	ErrTornRecord = errors.New("journal: torn record")
+	// ErrCorruptRecord is a record whose checksum or header is wrong.
+	ErrCorruptRecord = errors.New("journal: corrupt record")
+)
+
+// IsTorn reports whether err is or wraps ErrTornRecord.
+func IsTorn(err error) bool { return errors.Is(err, ErrTornRecord) }
+
+// IsCorrupt reports whether err is or wraps ErrCorruptRecord.
+func IsCorrupt(err error) bool { return errors.Is(err, ErrCorruptRecord) }
+
+// CorruptionError says where in the journal a bad record is. Err wraps
+// ErrCorruptRecord (or ErrTornRecord), so errors.Is works on it.
+type CorruptionError struct {
+	Segment string // path of the segment file
+	Offset  int64  // offset of the bad record in the segment
+	Err     error
+}
+
+func (e *CorruptionError) Error() string {
+	return fmt.Sprintf("%v (segment %s, offset %d)", e.Err, e.Segment, e.Offset)
+}
+
+func (e *CorruptionError) Unwrap() error { return e.Err }
+
+// Record is one journaled change to the disk.
+//
+// Payload is the stored form: what the segment holds and what replication
+// sends. A record built by a Compressor owns its payload; Release gives the
+// buffer back once nobody uses the record any more.
+type Record struct {
+	Kind    Kind
+	Seq     uint64 // assigned by Append; zero until then
+	Offset  int64  // disk offset
+	RawLen  uint32 // bytes of disk the record covers
+	Codec   Codec  // codec of Payload
+	Payload []byte // stored bytes, compressed or raw; empty for trim and zero
+
+	sum    uint32  // CRC32C of Payload, when hasSum
+	hasSum bool    // sum is valid
+	buf    *[]byte // pooled buffer behind Payload, nil if not pooled
+	raw    []byte  // the raw data, when the caller lends it (AttachRaw)
+}
+
+// Trim is a record that discards n bytes at off.
+func Trim(off, n int64) Record { return noPayload(KindTrim, off, n) }
+
+// Zero is a record that writes n zero bytes at off; with noHole the range
+// must stay allocated.
+func Zero(off, n int64, noHole bool) Record {
+	if noHole {
+		return noPayload(KindZeroNoHole, off, n)
+	}
+	return noPayload(KindZero, off, n)
+}
+
+func noPayload(k Kind, off, n int64) Record {
+	if n < 0 || n > math.MaxUint32 {
+		panic(fmt.Sprintf("journal: %v length %d out of range", k, n))
+	}
+	return Record{Kind: k, Offset: off, RawLen: uint32(n), hasSum: true}
+}
+
+// payloadSum returns the CRC32C of the payload, computing it if needed.
+func (r *Record) payloadSum() uint32 {
+	if !r.hasSum {
+		r.sum = crc32.Checksum(r.Payload, castagnoli)
+		r.hasSum = true
+	}
+	return r.sum
+}
+
+// EncodedLen is the length of the record's frame: header, payload, padding.
+func (r *Record) EncodedLen() int { return HeaderSize + align(len(r.Payload)) }
+
+func align(n int) int { return (n + frameAlign - 1) &^ (frameAlign - 1) }
+
+// putHeader encodes the header of r into h, checksum included.
+func (r *Record) putHeader(h *[HeaderSize]byte) {
+	binary.LittleEndian.PutUint32(h[4:], uint32(len(r.Payload)))
+	h[8] = byte(r.Kind)
+	h[9] = byte(r.Codec)
+	h[10], h[11] = 0, 0
+	binary.LittleEndian.PutUint32(h[12:], r.RawLen)
+	binary.LittleEndian.PutUint64(h[16:], r.Seq)
+	binary.LittleEndian.PutUint64(h[24:], uint64(r.Offset))
+	sum := crc32.Update(r.payloadSum(), castagnoli, h[4:])
+	binary.LittleEndian.PutUint32(h[0:], sum)
+}
+
+// header is a decoded header before its payload is seen.
+type header struct {
+	sum    uint32
+	length uint32
+	rec    Record // every field but Payload
+}
+
+// parseHeader decodes and sanity-checks a header. A header of all zero bytes
+// is ErrTornRecord (unwritten or preallocated space); one that makes no sense
+// is ErrCorruptRecord.
+func parseHeader(b []byte) (header, error) {
+	var h header
+	if allZero(b[:HeaderSize]) {
+		return h, fmt.Errorf("%w: zero header", ErrTornRecord)
+	}
+	h.sum = binary.LittleEndian.Uint32(b[0:])
+	h.length = binary.LittleEndian.Uint32(b[4:])
+	h.rec = Record{
+		Kind:   Kind(b[8]),
+		Codec:  Codec(b[9]),
+		RawLen: binary.LittleEndian.Uint32(b[12:]),
+		Seq:    binary.LittleEndian.Uint64(b[16:]),
+		Offset: int64(binary.LittleEndian.Uint64(b[24:])),
+	}
+	if err := h.check(b[10], b[11]); err != nil {
+		return h, fmt.Errorf("%w: %v", ErrCorruptRecord, err)
+	}
+	return h, nil
+}
+
+func (h *header) check(res0, res1 byte) error {
+	r := &h.rec
+	switch {
+	case !r.Kind.valid():
+		return fmt.Errorf("bad kind %d", r.Kind)
+	case !r.Codec.valid():
+		return fmt.Errorf("bad codec %d", r.Codec)
+	case res0 != 0 || res1 != 0:
+		return fmt.Errorf("reserved bytes set")
+	case r.Seq == 0:
+		return fmt.Errorf("seq 0")
+	case r.Kind != KindWrite && (h.length != 0 || r.Codec != CodecNone):
+		return fmt.Errorf("%v record with a payload", r.Kind)
+	case r.Kind == KindWrite && (r.RawLen > MaxRawLen || h.length > r.RawLen):
+		return fmt.Errorf("write of %d bytes stored in %d", r.RawLen, h.length)
+	case r.Kind == KindWrite && r.Codec == CodecNone && h.length != r.RawLen:
+		return fmt.Errorf("raw write of %d bytes stored in %d", r.RawLen, h.length)
+	}
+	return nil
+}
+
+// finish checks the payload against the header's checksum and completes the
+// record. payload must be exactly h.length bytes; the record keeps it.
+func (h *header) finish(hdr []byte, payload []byte) (Record, error) {
+	psum := crc32.Checksum(payload, castagnoli)
+	if crc32.Update(psum, castagnoli, hdr[4:HeaderSize]) != h.sum {
+		return Record{}, fmt.Errorf("%w: checksum mismatch at seq %d", ErrCorruptRecord, h.rec.Seq)
+	}
+	r := h.rec
+	r.Payload = payload
+	r.sum, r.hasSum = psum, true
+	return r, nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,198 @@
+package journal
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// recovery is what the read-only pass over the journal found.
+type recovery struct {
+	ckpt    uint64     // checkpoint seq
+	segs    []*segment // every segment, sizes cut to their whole frames
+	lastSeq uint64     // last good record
+	cut     int64      // size of the last segment without its torn tail
+	torn    error      // why the tail was cut, nil if there was no tail
+}
+
+// recover brings the journal and the disk to a consistent state: it checks
+// every segment first and refuses, changing nothing, if a bad record is
+// followed by good ones; then it cuts a torn tail, applies the records after
+// the checkpoint to the disk and starts a new segment.
+func (j *Journal) recover() error {
+	ckpt, err := j.readCheckpoint()
+	if err != nil {
+		return err
+	}
+	segs, err := listSegments(j.fs, j.dir)
+	if err != nil {
+		return err
+	}
+	rc := &recovery{ckpt: ckpt, segs: segs}
+	for i, s := range segs {
+		if err := j.checkSegment(rc, s, i == len(segs)-1); err != nil {
+			return err
+		}
+	}
+	if err := j.cutTail(rc); err != nil {
+		return err
+	}
+	if err := j.replay(rc); err != nil {
+		return err
+	}
+	return j.startAfterRecovery(rc)
+}
+
+// checkSegment reads s through and records its last seq. A bad record in the
+// last segment with nothing valid after it is a torn tail; anywhere else it
+// is corruption.
+func (j *Journal) checkSegment(rc *recovery, s *segment, last bool) error {
+	f, err := j.fs.Open(j.path(s.name))
+	if err != nil {
+		return fmt.Errorf("journal: open segment: %w", err)
+	}
+	defer f.Close()
+	size := s.size.Load()
+	sc := newScanner(f, 0, size)
+	for {
+		off := sc.off
+		r, err := sc.next()
+		if err == io.EOF {
+			return nil
+		}
+		if err == nil && (r.Seq <= rc.lastSeq || r.Seq < s.firstSeq) {
+			err = fmt.Errorf("%w: seq %d out of order after %d", ErrCorruptRecord, r.Seq, rc.lastSeq)
+		}
+		if err != nil && !errors.Is(err, ErrTornRecord) && !errors.Is(err, ErrCorruptRecord) {
+			return fmt.Errorf("journal: read segment %s: %w", j.path(s.name), err)
+		}
+		if err != nil {
+			if !last || validAfter(f, off, size, rc.lastSeq) {
+				return &CorruptionError{Segment: j.path(s.name), Offset: off, Err: err}
+			}
+			rc.cut, rc.torn = off, err
+			s.size.Store(off)
+			return nil
+		}
+		rc.lastSeq = r.Seq
+		s.lastSeq.Store(r.Seq)
+		rc.cut = sc.off
+	}
+}
+
+// validAfter reports whether any valid record with a seq above lastSeq starts
+// at an aligned offset after off: then the bad record at off is not a torn
+// tail but corruption.
+func validAfter(f io.ReaderAt, off, size int64, lastSeq uint64) bool {
+	rest := make([]byte, size-off)
+	if n, _ := f.ReadAt(rest, off); int64(n) < size-off {
+		rest = rest[:n]
+	}
+	for p := frameAlign; p+HeaderSize <= len(rest); p += frameAlign {
+		if rest[p] == 0 && allZero(rest[p:p+frameAlign]) {
+			continue // zeros: no checksum starts with 8 zero bytes often enough to matter
+		}
+		if r, _, err := DecodeRecord(rest[p:]); err == nil && r.Seq > lastSeq {
+			return true
+		}
+	}
+	return false
+}
+
+// cutTail truncates the torn tail of the last segment and makes that durable.
+func (j *Journal) cutTail(rc *recovery) error {
+	if rc.torn == nil {
+		return nil
+	}
+	s := rc.segs[len(rc.segs)-1]
+	f, err := j.fs.OpenFile(j.path(s.name), os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("journal: cut torn tail: %w", err)
+	}
+	defer f.Close()
+	old, _ := f.Size()
+	j.log.Warn("journal: cutting torn tail", "segment", j.path(s.name), "offset", rc.cut,
+		"bytes", old-rc.cut, "reason", rc.torn)
+	if err := f.Truncate(rc.cut); err != nil {
+		return fmt.Errorf("journal: cut torn tail of %s at %d: %w", j.path(s.name), rc.cut, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("journal: cut torn tail of %s: sync: %w", j.path(s.name), err)
+	}
+	return nil
+}
+
+// replay applies every record after the checkpoint to the disk, in seq
+// order, then syncs the disk and records a checkpoint at the last one.
+func (j *Journal) replay(rc *recovery) error {
+	if rc.lastSeq <= rc.ckpt {
+		return nil
+	}
+	var scratch []byte
+	n := 0
+	for i, s := range rc.segs {
+		if i+1 < len(rc.segs) && rc.segs[i+1].firstSeq <= rc.ckpt+1 {
+			continue // wholly at or before the checkpoint
+		}
+		f, err := j.fs.Open(j.path(s.name))
+		if err != nil {
+			return fmt.Errorf("journal: replay: %w", err)
+		}
+		sc := newScanner(f, 0, s.size.Load())
+		for err == nil {
+			var r Record
+			if r, err = sc.next(); err == nil && r.Seq > rc.ckpt {
+				if err = applyRecord(j.disk, &r, &scratch); err != nil {
+					err = fmt.Errorf("journal: replay seq %d onto disk: %w", r.Seq, err)
+				}
+				n++
+			}
+		}
+		f.Close()
+		if err != io.EOF {
+			return err
+		}
+	}
+	if err := j.disk.Sync(); err != nil {
+		return fmt.Errorf("journal: replay: sync disk: %w", err)
+	}
+	j.log.Info("journal: replayed", "dir", j.dir, "records", n, "from", rc.ckpt+1, "to", rc.lastSeq)
+	if err := j.writeCheckpoint(rc.lastSeq); err != nil {
+		return err
+	}
+	rc.ckpt = rc.lastSeq
+	return nil
+}
+
+// startAfterRecovery sets the journal's counters and opens a new segment for
+// the records to come.
+func (j *Journal) startAfterRecovery(rc *recovery) error {
+	last := max(rc.lastSeq, rc.ckpt)
+	segs := rc.segs
+	if n := len(segs); n > 0 && segs[n-1].size.Load() == 0 {
+		segs = segs[:n-1] // an empty last segment is replaced by the new one
+		if err := j.fs.Remove(j.path(rc.segs[n-1].name)); err != nil {
+			return fmt.Errorf("journal: %w", err)
+		}
+	}
+	f, s, err := j.createSegment(last + 1)
+	if err != nil {
+		return err
+	}
+	j.fs.Remove(j.path(checkpointTmp))
+	j.w = writer{f: f, seg: s}
+	j.segs = append(segs, s)
+	for i := 1; i < len(j.segs); i++ {
+		j.segs[i-1].next.Store(j.segs[i])
+	}
+	for _, s := range j.segs {
+		j.bytes += s.size.Load()
+	}
+	j.nextSeq = last + 1
+	for _, v := range []interface{ Store(uint64) }{&j.lastSeq, &j.writtenSeq, &j.durableSeq, &j.appliedSeq} {
+		v.Store(last)
+	}
+	j.ckptSeq.Store(rc.ckpt)
+	return nil
+}

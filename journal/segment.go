@@ -1,0 +1,176 @@
+package journal
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/nbdmirror/nbdmirror/journal/vfs"
+)
+
+const segmentExt = ".seg"
+
+// segment is one segment file. Its records have seqs >= firstSeq, and below
+// the next segment's firstSeq.
+type segment struct {
+	name     string // file name in the journal directory
+	firstSeq uint64
+	size     atomic.Int64            // bytes of whole frames; grows as the writer publishes
+	lastSeq  atomic.Uint64           // seq of the last whole frame, 0 if none
+	next     atomic.Pointer[segment] // the segment after this one, set when it is created
+}
+
+// segmentName is the file name of the segment whose first seq is seq.
+func segmentName(seq uint64) string { return fmt.Sprintf("%016x%s", seq, segmentExt) }
+
+func parseSegmentName(name string) (uint64, bool) {
+	hex, ok := strings.CutSuffix(name, segmentExt)
+	if !ok || len(hex) != 16 {
+		return 0, false
+	}
+	seq, err := strconv.ParseUint(hex, 16, 64)
+	return seq, err == nil
+}
+
+// publish makes frames up to size (the last of seq) visible to readers.
+func (s *segment) publish(size int64, seq uint64) {
+	s.lastSeq.Store(seq)
+	s.size.Store(size)
+}
+
+// listSegments returns the segments in dir, oldest first, with their file
+// sizes.
+func listSegments(fs FS, dir string) ([]*segment, error) {
+	names, err := fs.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("journal: list %s: %w", dir, err)
+	}
+	var segs []*segment
+	for _, name := range names { // sorted, and fixed-width hex sorts by seq
+		seq, ok := parseSegmentName(name)
+		if !ok {
+			continue
+		}
+		fi, err := fs.Stat(dir + "/" + name)
+		if err != nil {
+			return nil, fmt.Errorf("journal: %w", err)
+		}
+		s := &segment{name: name, firstSeq: seq}
+		s.size.Store(fi.Size())
+		segs = append(segs, s)
+	}
+	return segs, nil
+}
+
+// createSegment creates the segment starting at seq and makes its directory
+// entry durable. It becomes the writer's active segment.
+func (j *Journal) createSegment(seq uint64) (vfs.File, *segment, error) {
+	s := &segment{name: segmentName(seq), firstSeq: seq}
+	f, err := j.fs.Create(j.path(s.name))
+	if err != nil {
+		return nil, nil, fmt.Errorf("journal: create segment: %w", err)
+	}
+	if err := j.fs.SyncDir(j.dir); err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("journal: create segment %s: sync dir: %w", s.name, err)
+	}
+	return f, s, nil
+}
+
+// rotate syncs and closes the active segment and starts a new one whose
+// first record will be seq. A failure to create the new one leaves the old
+// one active; a failure to sync the old one fails the journal.
+func (j *Journal) rotate(seq uint64) error {
+	w := &j.w
+	f, s, err := j.createSegment(seq)
+	if err != nil {
+		return err
+	}
+	if w.dirty {
+		j.st.syncs.Add(1)
+		if err := w.f.Sync(); err != nil {
+			f.Close()
+			err = fmt.Errorf("journal: sync segment %s: %w", w.seg.name, err)
+			j.fail(err)
+			return err
+		}
+		j.durableSeq.Store(j.writtenSeq.Load())
+	}
+	if err := w.f.Close(); err != nil {
+		j.log.Warn("journal: close segment", "segment", w.seg.name, "err", err)
+	}
+	old := w.seg
+	w.f, w.seg, w.off, w.dirty = f, s, 0, false
+	j.segMu.Lock()
+	j.segs = append(j.segs, s)
+	j.segMu.Unlock()
+	old.next.Store(s)
+	return nil
+}
+
+// scanner reads the frames of one segment file in order, through a window
+// of the file. Record payloads alias the window: valid until the next call.
+type scanner struct {
+	f       io.ReaderAt
+	limit   int64  // bytes of the file to read
+	off     int64  // offset of the next frame
+	win     []byte // file bytes from winOff
+	winOff  int64
+	winSize int
+}
+
+func newScanner(f io.ReaderAt, from, limit int64) *scanner {
+	return &scanner{f: f, off: from, limit: limit, winOff: from, winSize: 1 << 20}
+}
+
+// next returns the frame at sc.off and advances past it. At the limit it
+// returns io.EOF; a bad frame gives ErrTornRecord or ErrCorruptRecord and
+// does not advance.
+func (sc *scanner) next() (Record, error) {
+	if sc.off >= sc.limit {
+		return Record{}, io.EOF
+	}
+	b, err := sc.window(HeaderSize)
+	if err != nil {
+		return Record{}, err
+	}
+	if len(b) >= HeaderSize {
+		if h, herr := parseHeader(b); herr == nil {
+			b, err = sc.window(HeaderSize + align(int(h.length)))
+			if err != nil {
+				return Record{}, err
+			}
+		}
+	}
+	r, n, err := DecodeRecord(b)
+	if err != nil {
+		return Record{}, err
+	}
+	sc.off += int64(n)
+	return r, nil
+}
+
+// window returns the file bytes from sc.off, at least n of them unless the
+// limit comes first.
+func (sc *scanner) window(n int) ([]byte, error) {
+	start := sc.off - sc.winOff
+	if start+int64(n) <= int64(len(sc.win)) {
+		return sc.win[start:], nil
+	}
+	want := min(int64(max(n, sc.winSize)), sc.limit-sc.off)
+	if int64(cap(sc.win)) < want {
+		sc.win = make([]byte, want)
+	}
+	sc.win = sc.win[:want]
+	got, err := sc.f.ReadAt(sc.win, sc.off)
+	if err != nil && !(err == io.EOF && int64(got) == want) {
+		if err == io.EOF {
+			err = fmt.Errorf("%w: file ends at %d", ErrTornRecord, sc.off+int64(got))
+		}
+		return nil, err
+	}
+	sc.winOff = sc.off
+	return sc.win, nil
+}

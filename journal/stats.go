@@ -1,0 +1,56 @@
+package journal
+
+import "sync/atomic"
+
+// Stats are the journal's counters since Open.
+type Stats struct {
+	Appends                                        uint64 // records appended
+	BytesRaw                                       uint64 // bytes of disk data in write records, before compression
+	BytesStored                                    uint64 // payload bytes stored (and replicated) for them
+	Batches                                        uint64 // segment writes (one pwritev each)
+	Syncs                                          uint64 // fdatasyncs of the journal
+	DiskSyncs                                      uint64 // syncs of the disk (checkpoints)
+	Checkpoints                                    uint64 // checkpoints recorded
+	Size                                           int64  // bytes of the journal: segment files and queued records
+	Segments                                       int    // segment files
+	LastSeq, DurableSeq, AppliedSeq, CheckpointSeq uint64
+}
+
+// counters are the atomics behind Stats, updated by whichever goroutine does the work.
+type counters struct {
+	appends, bytesRaw, bytesStored         atomic.Uint64
+	batches, syncs, diskSyncs, checkpoints atomic.Uint64
+}
+
+// Stats returns the journal's counters.
+func (j *Journal) Stats() Stats {
+	j.mu.Lock()
+	size := j.bytes
+	j.mu.Unlock()
+	j.segMu.Lock()
+	nseg := len(j.segs)
+	j.segMu.Unlock()
+	return Stats{
+		Appends:       j.st.appends.Load(),
+		BytesRaw:      j.st.bytesRaw.Load(),
+		BytesStored:   j.st.bytesStored.Load(),
+		Batches:       j.st.batches.Load(),
+		Syncs:         j.st.syncs.Load(),
+		DiskSyncs:     j.st.diskSyncs.Load(),
+		Checkpoints:   j.st.checkpoints.Load(),
+		Size:          size,
+		Segments:      nseg,
+		LastSeq:       j.LastSeq(),
+		DurableSeq:    j.DurableSeq(),
+		AppliedSeq:    j.AppliedSeq(),
+		CheckpointSeq: j.CheckpointSeq(),
+	}
+}
+
+// rawBytes is the disk data a write record carries.
+func (r *Record) rawBytes() int {
+	if r.Kind == KindWrite {
+		return int(r.RawLen)
+	}
+	return 0
+}

@@ -1,0 +1,227 @@
+package journal
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/nbdmirror/nbdmirror/journal/vfs"
+)
+
+// writer is the state of the goroutine that owns the active segment file.
+// Only that goroutine touches it (and Open and Close, before and after it runs).
+type writer struct {
+	f     vfs.File
+	seg   *segment
+	off   int64    // end of the whole frames in f
+	dirty bool     // f has writes not yet synced
+	iov   [][]byte // scratch for one pwritev
+}
+
+// batch is what the writer took from the queue in one go: written with one
+// pwritev, synced with at most one fdatasync, then applied in order.
+type batch struct {
+	items    []item
+	bytes    int64 // frame bytes of the records
+	needSync bool  // a FUA record, a sync or a checkpoint is in it
+	records  bool  // at least one record
+	ckpt     bool  // a checkpoint marker is in it
+	// synced is done when the sync of a needSync batch has finished; syncErr
+	// is set before that.
+	synced  sync.WaitGroup
+	syncErr error
+}
+
+var batchPool = sync.Pool{New: func() any { return new(batch) }}
+
+func (b *batch) reset() {
+	clear(b.items)
+	b.items = b.items[:0]
+	b.bytes, b.needSync, b.records, b.ckpt, b.syncErr = 0, false, false, false, nil
+}
+
+// writeLoop is the writer goroutine: it takes the queue, writes it to the
+// segment, syncs when someone waits for durability and hands it to the
+// applier.
+func (j *Journal) writeLoop() {
+	defer close(j.applyq)
+	for {
+		b, failure, ok := j.nextBatch()
+		if !ok {
+			return
+		}
+		if failure != nil {
+			j.failBatch(b, failure)
+			continue
+		}
+		j.writeBatch(b)
+	}
+}
+
+// nextBatch waits for queued items and takes them, at most maxBatchBytes of
+// records at a time. It returns ok false when the journal is stopping and
+// nothing is queued.
+func (j *Journal) nextBatch() (b *batch, failure error, ok bool) {
+	for {
+		j.mu.Lock()
+		if len(j.queue) > 0 {
+			b = batchPool.Get().(*batch)
+			j.takeLocked(b)
+			failure = j.failure
+			j.mu.Unlock()
+			return b, failure, true
+		}
+		stopping := j.stopping
+		j.mu.Unlock()
+		if stopping {
+			return nil, nil, false
+		}
+		<-j.kick
+	}
+}
+
+// takeLocked moves items from the queue into b. Requires mu.
+func (j *Journal) takeLocked(b *batch) {
+	limit := j.opts.maxBatchBytes()
+	n := 0
+	for n < len(j.queue) && (b.bytes == 0 || b.bytes < limit) {
+		it := &j.queue[n]
+		if it.isRecord() {
+			b.bytes += int64(it.rec.EncodedLen())
+			b.records = true
+		}
+		b.needSync = b.needSync || it.fua || it.syncDone != nil || it.ckptDone != nil
+		b.ckpt = b.ckpt || it.ckptDone != nil
+		n++
+	}
+	if n == len(j.queue) {
+		b.items, j.queue = j.queue, b.items[:0]
+		return
+	}
+	b.items = append(b.items, j.queue[:n]...)
+	rest := copy(j.queue, j.queue[n:])
+	clear(j.queue[rest:])
+	j.queue = j.queue[:rest]
+}
+
+// writeBatch writes b's records to the segment, hands b to the applier and
+// syncs the segment if b needs it.
+func (j *Journal) writeBatch(b *batch) {
+	if b.records {
+		if err := j.writeRecords(b); err != nil {
+			j.failBatch(b, err)
+			return
+		}
+	}
+	needSync, toApplier := b.needSync, b.records || b.ckpt
+	if needSync {
+		b.synced.Add(1)
+	}
+	if toApplier {
+		j.applyq <- b // from here the applier owns b, except what syncBatch touches
+	}
+	if needSync {
+		j.syncBatch(b)
+	}
+	if !toApplier {
+		b.reset()
+		batchPool.Put(b)
+	}
+}
+
+// writeRecords encodes the headers and writes every record of b with one
+// pwritev, after starting a new segment if this one is full.
+func (j *Journal) writeRecords(b *batch) error {
+	w := &j.w
+	if w.off > 0 && w.off+b.bytes > j.opts.SegmentSize {
+		if err := j.rotate(b.items[0].rec.Seq); err != nil {
+			return err
+		}
+	}
+	w.iov = w.iov[:0]
+	var last uint64
+	for i := range b.items {
+		it := &b.items[i]
+		if !it.isRecord() {
+			continue
+		}
+		it.rec.putHeader(&it.hdr)
+		w.iov = append(w.iov, it.hdr[:])
+		if p := it.rec.Payload; len(p) > 0 {
+			w.iov = append(w.iov, p, zeroPad[:align(len(p))-len(p)])
+		}
+		last = it.rec.Seq
+	}
+	n, err := vfs.WriteBuffersAt(w.f, w.iov, w.off)
+	clear(w.iov)
+	if err == nil && int64(n) != b.bytes {
+		err = fmt.Errorf("short write: %d of %d bytes", n, b.bytes)
+	}
+	if err != nil {
+		return j.undoWrite(b, err)
+	}
+	w.off += b.bytes
+	w.dirty = true
+	w.seg.publish(w.off, last)
+	j.writtenSeq.Store(last)
+	j.st.batches.Add(1)
+	return nil
+}
+
+// undoWrite cuts a failed write off the segment so the journal stays whole.
+// If even that fails the journal fails.
+func (j *Journal) undoWrite(b *batch, err error) error {
+	w := &j.w
+	err = fmt.Errorf("journal: write segment %s at offset %d: %w", w.seg.name, w.off, err)
+	if terr := w.f.Truncate(w.off); terr != nil {
+		j.fail(fmt.Errorf("%w (and truncate: %v)", err, terr))
+	}
+	return err
+}
+
+// syncBatch syncs the segment for b, releases b's applier and answers the
+// syncs queued in b.
+func (j *Journal) syncBatch(b *batch) {
+	var err error
+	if j.w.dirty {
+		err = j.w.f.Sync()
+		j.st.syncs.Add(1)
+		if err != nil {
+			err = fmt.Errorf("journal: sync segment %s: %w", j.w.seg.name, err)
+			j.fail(err) // after a failed fdatasync nothing written is known durable
+		} else {
+			j.w.dirty = false
+			j.durableSeq.Store(j.writtenSeq.Load())
+		}
+	}
+	for i := range b.items {
+		if done := b.items[i].syncDone; done != nil {
+			done(err)
+		}
+	}
+	b.syncErr = err
+	b.synced.Done() // the applier may recycle b from here on
+}
+
+// failBatch completes every item of b with err and gives the records' space
+// back: none of them is in the journal or applied.
+func (j *Journal) failBatch(b *batch, err error) {
+	for i := range b.items {
+		it := &b.items[i]
+		switch {
+		case it.done != nil:
+			it.done(it.rec.Seq, err)
+		case it.syncDone != nil:
+			it.syncDone(err)
+		case it.ckptDone != nil:
+			it.ckptDone(0, err)
+		}
+	}
+	if b.records {
+		j.mu.Lock()
+		j.bytes -= b.bytes
+		j.space.Broadcast()
+		j.mu.Unlock()
+	}
+	b.reset()
+	batchPool.Put(b)
+}
