@@ -23,6 +23,7 @@ type config struct {
 	runtime   time.Duration
 	ramp      time.Duration
 	size      int64
+	warm      bool   // read the images after dropping caches
 	dir       string // where the scratch dir goes; "" picks one
 	out       string // results dir
 }
@@ -38,6 +39,7 @@ func parseFlags(args []string, root string, stderr io.Writer) (config, error) {
 	fs.Var(&runtime, "runtime", "measured time of each fio run (seconds, or a duration like 500ms)")
 	fs.Var(&ramp, "ramp", "fio ramp time before measuring (seconds, or a duration)")
 	sizeFlag := fs.String("size", "1G", "image size (K, M, G, T suffixes are powers of 1024)")
+	warm := fs.Bool("warm", false, "after dropping caches, read the system's images once, so reads hit the page cache")
 	dir := fs.String("dir", "", "directory for images (default: a temp dir on a disk-backed file system)")
 	out := fs.String("out", filepath.Join(root, "bench", "results"), "results directory")
 	if err := fs.Parse(args); err != nil {
@@ -55,7 +57,7 @@ func parseFlags(args []string, root string, stderr io.Writer) (config, error) {
 		return config{}, err
 	}
 	cfg := config{systems: sys, workloads: splitList(*workloadsFlag), reps: *reps,
-		runtime: time.Duration(runtime), ramp: time.Duration(ramp), size: size, dir: *dir, out: *out}
+		runtime: time.Duration(runtime), ramp: time.Duration(ramp), size: size, warm: *warm, dir: *dir, out: *out}
 	return cfg, cfg.check(root)
 }
 

@@ -13,9 +13,10 @@
 // then runs each fio job of testdata/fio against each system in turns: for
 // each rep, for each workload, every system once, the order of the systems
 // flipping at every turn (A B, B A, A B...). Before each turn it syncs and
-// drops the page cache, starts the system's servers on free 127.0.0.1
-// ports, runs fio, and stops them again. The CPU time of the server
-// processes is read from /proc between the end of fio's ramp and its exit.
+// drops the page cache (with --warm, then reads the system's images once),
+// starts the system's servers on free 127.0.0.1 ports, runs fio, and stops
+// them again. The CPU time of the server processes is read from /proc
+// between the end of fio's ramp and its exit.
 //
 // A markdown table of medians, spreads and ratios goes to stdout and to
 // bench/results/latest.md; bench/results/DATE-TIME.json holds the machine,

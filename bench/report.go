@@ -31,6 +31,7 @@ type Params struct {
 	SizeBytes int64    `json:"image_size_bytes"`
 	Dir       string   `json:"image_dir"`
 	DirFS     string   `json:"image_dir_fs"`
+	Warm      bool     `json:"warm"` // images read into the page cache before each turn
 	Order     string   `json:"order"`
 }
 
@@ -157,8 +158,12 @@ func writeMarkdown(w io.Writer, r *Results) {
 		fmt.Fprintf(w, "- qemu: %s\n", m.Qemu)
 	}
 	fmt.Fprintf(w, "- commit: %s\n", m.Commit)
-	fmt.Fprintf(w, "- runs: %d reps, %s each after a %s ramp, %s images on %s, %s\n",
-		p.Reps, p.Runtime, p.Ramp, fmtSize(p.SizeBytes), p.DirFS, p.Order)
+	cache := "caches dropped before each turn"
+	if p.Warm {
+		cache += ", then the images read once"
+	}
+	fmt.Fprintf(w, "- runs: %d reps, %s each after a %s ramp, %s images on %s, %s; %s\n",
+		p.Reps, p.Runtime, p.Ramp, fmtSize(p.SizeBytes), p.DirFS, p.Order, cache)
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "- note: %s\n", n)
 	}

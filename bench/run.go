@@ -160,8 +160,14 @@ func (b *bench) turn(ctx context.Context, rep int, workload string, s system) Ru
 	if err := dropCaches(); err != nil {
 		b.note(err.Error())
 	}
-	l := &launch{ctx: ctx, dir: b.sysDir(s), images: b.images(s), bin: b.bin}
 	r := Run{Rep: rep}
+	if b.cfg.warm {
+		if err := warmImages(b.images(s)); err != nil {
+			r.Error, r.Seconds = err.Error(), time.Since(t).Seconds()
+			return r
+		}
+	}
+	l := &launch{ctx: ctx, dir: b.sysDir(s), images: b.images(s), bin: b.bin}
 	uri, err := s.start(l)
 	if err == nil {
 		name := fmt.Sprintf("r%d-%s-%s", rep, workload, s.name)
@@ -247,7 +253,7 @@ func (b *bench) report(start time.Time, stamp string) error {
 func (b *bench) params() Params {
 	p := Params{Workloads: b.cfg.workloads, Reps: b.cfg.reps, Runtime: fioTime(b.cfg.runtime),
 		Ramp: fioTime(b.cfg.ramp), SizeBytes: b.cfg.size, Dir: b.scratch, DirFS: fsType(b.scratch),
-		Order: "each turn every system once, order flipped every turn, caches dropped before each"}
+		Warm: b.cfg.warm, Order: "each turn every system once, order flipped every turn"}
 	for _, s := range b.cfg.systems {
 		p.Systems = append(p.Systems, s.name)
 	}

@@ -10,7 +10,9 @@ import (
 )
 
 // system is one NBD server setup under test. Adding one is an entry in
-// systems and, usually, a start function of a few lines.
+// systems and, usually, a start function of a few lines. Every process the
+// start function spawns is stopped after the turn, last started first, and
+// its CPU time (with its descendants') is charged to the system.
 type system struct {
 	name      string
 	images    int      // disk images it serves, all created the same way
