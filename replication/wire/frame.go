@@ -87,14 +87,15 @@ func putHeader(h []byte, t Type, flags uint8, n int) {
 // path; the handshake gives it the bare connection so that it never reads
 // past its own last frame. A Reader is not safe for concurrent use.
 type Reader struct {
-	r   io.Reader
-	hdr [HeaderSize]byte
-	buf []byte // reused for every body
+	r       io.Reader
+	maxBody uint32 // MaxBodySize, or less in the handshake
+	hdr     [HeaderSize]byte
+	buf     []byte // reused for every body
 }
 
 // NewReader returns a Reader that reads frames from r.
 func NewReader(r io.Reader) *Reader {
-	return &Reader{r: r}
+	return &Reader{r: r, maxBody: MaxBodySize}
 }
 
 // Next reads one frame. Its Body is valid until the next call. At a clean
@@ -115,8 +116,8 @@ func (r *Reader) Next() (Frame, error) {
 	}
 	f := Frame{Type: Type(h[4]), Flags: h[5]}
 	n := binary.BigEndian.Uint32(h[8:12])
-	if n > MaxBodySize {
-		return Frame{}, fmt.Errorf("%w: %s body of %d bytes, max %d", ErrFrameTooLarge, f.Type, n, MaxBodySize)
+	if n > r.maxBody {
+		return Frame{}, fmt.Errorf("%w: %s body of %d bytes, max %d", ErrFrameTooLarge, f.Type, n, r.maxBody)
 	}
 	body, err := r.readBody(int(n))
 	if err != nil {

@@ -10,6 +10,10 @@ import (
 // ErrUnexpectedFrame reports a well-formed frame that came out of turn.
 var ErrUnexpectedFrame = errors.New("wire: unexpected frame")
 
+// handshakeMaxBody bounds every handshake frame (the largest is a Refuse),
+// so a header claiming more is refused at once instead of waited on.
+const handshakeMaxBody = 1024
+
 // Handshake meets the peer on rw and returns its Hello once both sides have
 // proved they hold secret. The dialer and the listener take turns, so the
 // exchange also runs over a synchronous pipe:
@@ -30,7 +34,8 @@ var ErrUnexpectedFrame = errors.New("wire: unexpected frame")
 // means Version. It reads exactly the frames of the handshake and nothing
 // past them, so the caller may wrap rw in a bufio.Reader afterwards. It sets
 // no deadline: the caller sets one on the connection before and clears it
-// after. If rw has a Flush method it is called after each write. An empty
+// after; a refusal sent to a peer that does not read may wait for it too.
+// If rw has a Flush method it is called after each write. An empty
 // secret authenticates nothing; whether to allow it is the caller's call.
 func Handshake(rw io.ReadWriter, local Hello, secret []byte, dialer bool) (remote Hello, err error) {
 	local.Version = orVersion(local.Version)
@@ -39,7 +44,9 @@ func Handshake(rw io.ReadWriter, local Hello, secret []byte, dialer bool) (remot
 	if err != nil {
 		return Hello{}, fmt.Errorf("wire: handshake: local hello: %w", err)
 	}
-	hs := &handshake{rw: rw, r: NewReader(rw), secret: secret, local: local, localFrame: body}
+	r := NewReader(rw)
+	r.maxBody = handshakeMaxBody
+	hs := &handshake{rw: rw, r: r, secret: secret, local: local, localFrame: body}
 	if dialer {
 		hs.side = Dialer
 		err = hs.dial()
