@@ -275,7 +275,7 @@ func TestParseMalformed(t *testing.T) {
 
 func TestRefuseTextCut(t *testing.T) {
 	text := strings.Repeat("é", MaxRefuseText) // 2 bytes a rune
-	text = "x" + text                           // so the cut falls inside a rune
+	text = "x" + text                          // so the cut falls inside a rune
 	r, err := ParseRefuse(mustRead(t, AppendRefuse(nil, ReasonBusy, text)).Body)
 	if err != nil {
 		t.Fatal(err)
