@@ -179,3 +179,18 @@ func readAll(c net.Conn) []byte {
 	b, _ := io.ReadAll(c)
 	return b
 }
+
+var net_ErrClosed = net.ErrClosed
+
+// serveLoopback serves s on a loopback port; the test shuts it down itself.
+func serveLoopback(t testing.TB, s *Server) (string, <-chan error) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(l) }()
+	t.Cleanup(func() { s.Shutdown(context.Background()) })
+	return l.Addr().String(), served
+}
