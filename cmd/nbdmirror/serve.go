@@ -16,8 +16,10 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/nbdmirror/nbdmirror/journal"
 	"github.com/nbdmirror/nbdmirror/nbdserver"
 	"github.com/nbdmirror/nbdmirror/nbdserver/filedisk"
+	"github.com/nbdmirror/nbdmirror/replication"
 )
 
 var errHelp = pflag.ErrHelp
@@ -32,13 +34,17 @@ type serveConfig struct {
 	metaDir   string
 	primary   bool
 	secondary bool
+
+	codec         journal.Codec
+	journalSize   int64
+	journalRetain int64
 }
 
 var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	var c serveConfig
-	var size string
+	var size, codec, journalSize, journalRetain string
 	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&c.name, "name", "r0", "resource name; the NBD export answers to it and to the empty name")
@@ -49,6 +55,9 @@ func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	fs.StringVar(&c.metaDir, "meta-dir", "", "directory of the resource's metadata (default DISK.meta)")
 	fs.BoolVar(&c.primary, "primary", false, "start as Primary: export the device")
 	fs.BoolVar(&c.secondary, "secondary", false, "start as Secondary: no NBD I/O")
+	fs.StringVar(&codec, "compress", "s2", "codec of journal records and replication: s2, zstd or none")
+	fs.StringVar(&journalSize, "journal-size", "1G", "bound of the journal; near it a checkpoint is forced and writers wait")
+	fs.StringVar(&journalRetain, "journal-retain", "256M", "journal kept after a checkpoint, for resync by replay")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			fmt.Fprintf(stdout, "usage: nbdmirror serve --disk PATH [flags]\n\n%s", fs.FlagUsages())
@@ -59,7 +68,27 @@ func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	if fs.NArg() > 0 {
 		return c, usagef("unexpected argument %q", fs.Arg(0))
 	}
-	return c, c.complete(size)
+	if err := c.complete(size); err != nil {
+		return c, err
+	}
+	return c, c.completeJournal(codec, journalSize, journalRetain)
+}
+
+func (c *serveConfig) completeJournal(codec, size, retain string) error {
+	var err error
+	if c.codec, err = journal.ParseCodec(codec); err != nil {
+		return usagef("--compress: %v", err)
+	}
+	if c.journalSize, err = parseSize(size); err != nil || c.journalSize < 4<<20 {
+		return usagef("--journal-size %q: want a size of at least 4M", size)
+	}
+	if c.journalRetain, err = parseSize(retain); err != nil {
+		return usagef("--journal-retain: %v", err)
+	}
+	if c.journalRetain > c.journalSize/2 {
+		return usagef("--journal-retain %s: at most half of --journal-size", retain)
+	}
+	return nil
 }
 
 // complete checks the flags against each other and fills in defaults.
@@ -138,6 +167,7 @@ type daemon struct {
 	cfg     serveConfig
 	log     *slog.Logger
 	disk    *filedisk.Disk
+	res     *replication.Resource
 	nbd     *nbdserver.Server
 	nbdLn   net.Listener
 	control *controlServer
@@ -164,7 +194,7 @@ func startDaemon(c serveConfig, log *slog.Logger) (*daemon, error) {
 	}
 	d.nbd = nbdserver.New(nbdserver.Options{
 		Name:    c.name,
-		Backend: d.disk,
+		Backend: d.res,
 		Logger:  log,
 		Admit:   d.admit,
 	})
@@ -178,23 +208,37 @@ func startDaemon(c serveConfig, log *slog.Logger) (*daemon, error) {
 	return d, nil
 }
 
-func (d *daemon) openStorage() error {
-	created := false
-	if _, err := os.Stat(d.cfg.disk); errors.Is(err, os.ErrNotExist) {
-		created = true
+func (d *daemon) openStorage() (err error) {
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+	if _, serr := os.Stat(d.cfg.disk); errors.Is(serr, os.ErrNotExist) {
+		undo = append(undo, func() { os.Remove(d.cfg.disk) })
+	}
+	if _, serr := os.Stat(d.cfg.metaDir); errors.Is(serr, os.ErrNotExist) {
+		undo = append(undo, func() { os.RemoveAll(d.cfg.metaDir) })
 	}
 	disk, err := filedisk.Open(d.cfg.disk, d.cfg.size)
 	if err != nil {
 		return usageError{err}
 	}
+	undo = append(undo, func() { disk.Close() })
 	if err := os.MkdirAll(d.cfg.metaDir, 0o700); err != nil {
-		disk.Close()
-		if created {
-			os.Remove(d.cfg.disk)
-		}
 		return usagef("--meta-dir: %v", err)
 	}
-	d.disk = disk
+	res, err := replication.Open(replication.Config{
+		Name: d.cfg.name, Disk: disk, MetaDir: d.cfg.metaDir, Codec: d.cfg.codec,
+		JournalSize: d.cfg.journalSize, JournalRetain: d.cfg.journalRetain, Logger: d.log,
+	})
+	if err != nil {
+		return usageError{err}
+	}
+	d.disk, d.res = disk, res
 	return nil
 }
 
@@ -219,15 +263,16 @@ func (d *daemon) size() int64 {
 }
 
 // stop shuts the daemon down: no new clients or control requests, in-flight
-// NBD requests finish and get their replies, then the disk is synced.
+// NBD requests finish and get their replies, then a last checkpoint syncs
+// the disk.
 func (d *daemon) stop(ctx context.Context) error {
 	d.control.close()
 	err := d.nbd.Shutdown(ctx)
 	if serr := <-d.served; serr != nil && !errors.Is(serr, net.ErrClosed) && err == nil {
 		err = serr
 	}
-	if serr := d.disk.Sync(); err == nil {
-		err = serr
+	if cerr := d.res.Close(); err == nil {
+		err = cerr
 	}
 	if cerr := d.disk.Close(); err == nil {
 		err = cerr

@@ -63,6 +63,7 @@ type NBDStatus struct {
 
 func (d *daemon) status() Status {
 	st := d.nbd.Stats()
+	rs := d.res.Stats()
 	return Status{
 		Name: d.cfg.name,
 		Role: d.role(),
@@ -70,8 +71,8 @@ func (d *daemon) status() Status {
 		Size: d.size(),
 		Peer: PeerStatus{Connection: "StandAlone", Role: "Unknown", Disk: "DUnknown", Replication: "Off"},
 		Stats: StatsStatus{
-			Writes:       st.Writes + st.Trims + st.Zeroes,
-			BytesWritten: st.BytesWritten,
+			Writes:       rs.Writes,
+			BytesWritten: rs.BytesWritten,
 		},
 		NBD: NBDStatus{
 			Listen:      d.nbdLn.Addr().String(),
