@@ -94,7 +94,8 @@ func (n *node) start() {
 	n.t.Cleanup(n.kill)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if _, err := os.Stat(n.control); err == nil {
+		if c, err := net.Dial("unix", n.control); err == nil { // a stale socket of a killed daemon refuses
+			c.Close()
 			return
 		}
 		select {
