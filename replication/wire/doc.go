@@ -14,8 +14,9 @@
 //	+------+------+-------+----------+--------+--------+---------------+
 //
 // crc is the CRC-32C (Castagnoli) of header bytes 0-11 followed by the
-// body. length is at most MaxBodySize (33 MiB). A frame whose magic, length
-// or crc is wrong is never acted on. The bodies:
+// body. length is at most MaxBodySize (33 MiB), 1 KiB in the handshake. A
+// frame whose magic, length or crc is wrong is never acted on. Reserved
+// bytes are sent as zero and ignored on read. The bodies:
 //
 //	Hello    1  magic "NBMH" u32, version u16, flags u16, node id u64,
 //	            size u64, role u8, disk u8, name length u8, 5 zero bytes,

@@ -235,3 +235,45 @@ func TestHandshakeGarbageIsRefused(t *testing.T) {
 		t.Fatalf("peer did not read a protocol-error refusal: %v", err)
 	}
 }
+
+// recordingConn keeps a copy of everything written through it.
+type recordingConn struct {
+	net.Conn
+	sent []byte
+}
+
+func (c *recordingConn) Write(p []byte) (int, error) {
+	c.sent = append(c.sent, p...)
+	return c.Conn.Write(p)
+}
+
+// A dialer's frames recorded in one session do not open another: the
+// listener's fresh nonce makes the old proof fail.
+func TestHandshakeReplayRefused(t *testing.T) {
+	dh, lh := testHello(1), testHello(2)
+	dc, lc := pipe(t)
+	rec := &recordingConn{Conn: dc}
+	done := make(chan error)
+	go func() {
+		_, err := Handshake(lc, lh, []byte("secret"), false)
+		done <- err
+	}()
+	if _, err := Handshake(rec, dh, []byte("secret"), true); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	frames := readAll(t, rec.sent) // Hello, Auth, Ready
+	if len(frames) != 3 {
+		t.Fatalf("recorded %d frames", len(frames))
+	}
+
+	conn := fakePeer(t, func(c net.Conn, r *Reader) {
+		c.Write(mustFrame(AppendFrame(nil, TypeHello, 0, frames[0].Body)))
+		r.Next()
+		c.Write(mustFrame(AppendFrame(nil, TypeAuth, 0, frames[1].Body)))
+	})
+	_, err := Handshake(conn, lh, []byte("secret"), false)
+	wantRefused(t, "listener", err, ReasonWrongSecret, false)
+}
