@@ -25,6 +25,7 @@ type config struct {
 	size      int64
 	warm      bool   // read the images after dropping caches
 	dir       string // where the scratch dir goes; "" picks one
+	render    string // a results JSON to print again instead of running
 	out       string // results dir
 }
 
@@ -42,8 +43,12 @@ func parseFlags(args []string, root string, stderr io.Writer) (config, error) {
 	warm := fs.Bool("warm", false, "after dropping caches, read the system's images once, so reads hit the page cache")
 	dir := fs.String("dir", "", "directory for images (default: a temp dir on a disk-backed file system)")
 	out := fs.String("out", filepath.Join(root, "bench", "results"), "results directory")
+	render := fs.String("render", "", "print the markdown of an earlier results JSON and exit")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
+	}
+	if *render != "" {
+		return config{render: *render}, nil
 	}
 	if fs.NArg() > 0 {
 		return config{}, fmt.Errorf("bench: unexpected arguments %q", fs.Args())

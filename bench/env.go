@@ -156,6 +156,8 @@ type Machine struct {
 	Qemu        string `json:"qemu,omitempty"`
 	Go          string `json:"go"`
 	Commit      string `json:"commit"`
+	LoadStart   string `json:"loadavg_start"` // 1, 5 and 15 minute load averages
+	LoadEnd     string `json:"loadavg_end"`
 }
 
 func machineInfo(root string, qemu bool) Machine {
@@ -175,6 +177,15 @@ func machineInfo(root string, qemu bool) Machine {
 		m.Commit += " (work tree has changes)"
 	}
 	return m
+}
+
+// loadAvg returns the 1, 5 and 15 minute load averages of /proc/loadavg.
+func loadAvg() string {
+	f := strings.Fields(readString("/proc/loadavg"))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // firstLine runs a command in dir and returns the first line it printed.

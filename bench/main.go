@@ -6,6 +6,7 @@
 //	go run ./bench                                  # nbdmirror and nbdkit, 5 workloads, 3 reps
 //	go run ./bench --systems nbdkit,qemu-nbd --reps 1 --runtime 3
 //	go run ./bench --workloads randwrite-4k-qd1,randread-4k-qd32 --size 256M
+//	go run ./bench --render bench/results/DATE-TIME.json   # the table of an earlier run
 //
 // For every system it builds what is needed (go build ./cmd/nbdmirror for
 // nbdmirror), creates its disk images the same way (written once in 1 MiB

@@ -137,8 +137,10 @@ func fmtUs(us float64) string {
 		return fmt.Sprintf("%.0f us", us)
 	case us < 10000:
 		return fmt.Sprintf("%.2f ms", us/1000)
+	case us < 100000:
+		return fmt.Sprintf("%.1f ms", us/1000)
 	}
-	return fmt.Sprintf("%.1f ms", us/1000)
+	return fmt.Sprintf("%.0f ms", us/1000)
 }
 
 func fmtRatio(x float64) string {
@@ -158,6 +160,9 @@ func writeMarkdown(w io.Writer, r *Results) {
 		fmt.Fprintf(w, "- qemu: %s\n", m.Qemu)
 	}
 	fmt.Fprintf(w, "- commit: %s\n", m.Commit)
+	if m.LoadStart != "" {
+		fmt.Fprintf(w, "- load average (1 5 15 min): %s at start, %s at end\n", m.LoadStart, m.LoadEnd)
+	}
 	cache := "caches dropped before each turn"
 	if p.Warm {
 		cache += ", then the images read once"
@@ -172,6 +177,20 @@ func writeMarkdown(w io.Writer, r *Results) {
 		"time of the server processes per GiB read or written. Ratio rows are system / baseline "+
 		"on the medians (for latencies and CPU, lower is better).\n\n")
 	writeTable(w, r)
+}
+
+// render prints the markdown of a results file written by save.
+func render(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	var r Results
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("bench: %s: %w", path, err)
+	}
+	writeMarkdown(os.Stdout, &r)
+	return nil
 }
 
 // save writes the results JSON and the markdown to dir as stamp.json and

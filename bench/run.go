@@ -19,6 +19,7 @@ type bench struct {
 	scratch string // images, sockets, logs, the nbdmirror binary
 	rawDir  string // results/STAMP: filled job files and raw fio JSON
 	bin     string // nbdmirror binary, when nbdmirror runs
+	machine Machine
 	cells   []*Cell
 	notes   []string
 }
@@ -32,10 +33,14 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if cfg.render != "" {
+		return render(cfg.render)
+	}
 	if err := checkTools(cfg.systems); err != nil {
 		return err
 	}
-	b := &bench{cfg: cfg, root: root}
+	// The commit and versions are those of the start, when nbdmirror is built.
+	b := &bench{cfg: cfg, root: root, machine: machineInfo(root, runsQemu(cfg.systems))}
 	if b.scratch, err = scratchDir(cfg.dir, filepath.Join(root, "bench")); err != nil {
 		return err
 	}
@@ -44,6 +49,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	start := time.Now()
+	b.machine.LoadStart = loadAvg()
 	stamp := start.Format("20060102-150405")
 	b.rawDir = filepath.Join(cfg.out, stamp)
 	if err := os.MkdirAll(b.rawDir, 0o755); err != nil {
@@ -203,21 +209,20 @@ func (b *bench) measure(ctx context.Context, l *launch, uri, workload, name stri
 		name:    name,
 	}.run(ctx)
 	end, cpuErr := cpuSeconds(pids)
-	if timer.Stop() {
-		return nil, fmt.Errorf("bench: fio ended before its ramp: %v", err)
-	}
-	begin := <-atRamp
-	if err != nil {
+	ramped := !timer.Stop()
+	switch {
+	case err != nil:
 		return nil, err
-	}
-	if cpuErr != nil {
+	case !ramped:
+		return nil, fmt.Errorf("bench: fio %s ended before its ramp", name)
+	case cpuErr != nil:
 		return nil, cpuErr
 	}
 	sum, err := parseFio(raw)
 	if err != nil {
 		return nil, err
 	}
-	sum.CPUSec = end - begin
+	sum.CPUSec = end - <-atRamp
 	sum.CPUPerGB = sum.CPUSec / (float64(sum.Bytes) / (1 << 30))
 	return &sum, nil
 }
@@ -233,8 +238,9 @@ func (b *bench) report(start time.Time, stamp string) error {
 		c.summarize()
 		failed += len(c.Runs) - c.Good
 	}
-	r := &Results{Date: start, Machine: machineInfo(b.root, b.runsQemu()), Notes: b.notes,
-		Params: b.params(), Cells: b.cells, Ratios: ratios(b.cells, pairs)}
+	b.machine.LoadEnd = loadAvg()
+	r := &Results{Date: start, Machine: b.machine, Notes: b.notes, Params: b.params(), Cells: b.cells,
+		Ratios: ratios(b.cells, pairs)}
 	path, err := save(b.cfg.out, stamp, r)
 	if err != nil {
 		return err
@@ -260,8 +266,8 @@ func (b *bench) params() Params {
 	return p
 }
 
-func (b *bench) runsQemu() bool {
-	for _, s := range b.cfg.systems {
+func runsQemu(systems []system) bool {
+	for _, s := range systems {
 		if strings.HasPrefix(s.name, "qemu") {
 			return true
 		}
