@@ -5,11 +5,14 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/nbdmirror/nbdmirror/journal"
 	"github.com/nbdmirror/nbdmirror/journal/vfs"
+	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
 // Disk is the backing disk a Resource reads and the journal applies to.
@@ -34,19 +37,60 @@ type Config struct {
 	Logger             *slog.Logger
 	// FS is where the journal lives; nil is the real file system.
 	FS journal.FS
+
+	// Role is the role to start in.
+	Role wire.Role
+	// Created says the disk was just created empty (all zeros): it starts
+	// in generation GenZero, in sync with any other such disk.
+	Created bool
+
+	// PeerListen is the replication listener's address ("" for none).
+	PeerListen string
+	// Peer is the other node's PeerListen address to dial ("" for none).
+	Peer string
+	// Secret authenticates both nodes to each other (HMAC-SHA256).
+	Secret []byte
+	// Protocol says when a write is acknowledged; zero is ProtocolC.
+	Protocol Protocol
+	// PeerTimeout is how long the peer may stay silent or leave a write
+	// unacknowledged before the link is given up; zero is 5s.
+	PeerTimeout time.Duration
 }
 
 // Resource is one replicated device. Its methods are safe for concurrent use.
 type Resource struct {
+	cfg     Config
 	name    string
 	disk    Disk
 	size    int64
 	journal *journal.Journal
 	comp    *journal.Compressor
 	log     *slog.Logger
+	oos     *bitmap // regions the peer may not hold as this node does
+
+	// order is held from a write's journal append to its queueing on the
+	// link, so the peer receives records in journal order.
+	order sync.Mutex
+
+	// mu guards the node's state below. Writers read link under it; the
+	// connection goroutines and control commands change it.
+	mu         sync.Mutex
+	meta       meta       // persisted in MetaDir (saveMeta)
+	role       wire.Role  // this node's role
+	link       *link      // the connection to the peer, nil when there is none
+	peer       wire.Hello // what the peer said in its last handshake
+	standAlone string     // why this node will not connect ("" when it will)
+	resync     resyncState
+	linkChange chan struct{} // closed and replaced whenever link changes
+
+	stop chan struct{} // closed by Close
+	wg   sync.WaitGroup
 
 	writes       atomic.Uint64 // write, trim and zero records acknowledged
 	bytesWritten atomic.Uint64 // raw bytes those records covered
+	replRecv     atomic.Uint64 // raw bytes received from the peer
+	replRaw      atomic.Uint64 // raw bytes of links that are gone
+	replWire     atomic.Uint64 // bytes written by links that are gone
 }
 
 // Open recovers the resource's journal onto its disk and makes it ready for I/O.
@@ -70,8 +114,28 @@ func Open(c Config) (*Resource, error) {
 	if err != nil {
 		return nil, fmt.Errorf("replication: open %s: %w", c.Name, err)
 	}
-	return &Resource{name: c.Name, disk: c.Disk, size: size, journal: j,
-		comp: journal.NewCompressor(c.Codec), log: c.Logger}, nil
+	m, err := loadMeta(c.MetaDir, c.Created)
+	if err != nil {
+		j.Close()
+		return nil, err
+	}
+	if c.Protocol == 0 {
+		c.Protocol = ProtocolC
+	}
+	if c.PeerTimeout <= 0 {
+		c.PeerTimeout = 5 * time.Second
+	}
+	if c.Role == 0 {
+		c.Role = wire.Secondary
+	}
+	r := &Resource{cfg: c, name: c.Name, disk: c.Disk, size: size, journal: j,
+		comp: journal.NewCompressor(c.Codec), log: c.Logger, oos: newBitmap(size),
+		meta: m, role: c.Role, linkChange: make(chan struct{}), stop: make(chan struct{})}
+	if err := r.startPeer(); err != nil {
+		j.Close()
+		return nil, err
+	}
+	return r, nil
 }
 
 // Size is the device size in bytes.
@@ -90,7 +154,7 @@ func (r *Resource) WriteAtFUA(p []byte, off int64) (int, error) { return r.write
 func (r *Resource) writeData(p []byte, off int64, fua bool) (int, error) {
 	rec := r.comp.Write(off, p)
 	rec.AttachRaw(p)
-	err := r.append(rec, fua)
+	err := r.append(&rec, fua)
 	rec.Release()
 	if err != nil {
 		return 0, err
@@ -99,15 +163,46 @@ func (r *Resource) writeData(p []byte, off int64, fua bool) (int, error) {
 }
 
 // Trim discards a range: a record without payload.
-func (r *Resource) Trim(off, length int64) error { return r.append(journal.Trim(off, length), false) }
+func (r *Resource) Trim(off, length int64) error {
+	rec := journal.Trim(off, length)
+	return r.append(&rec, false)
+}
 
 // Zero writes zeros over a range: a record without payload.
 func (r *Resource) Zero(off, length int64, noHole bool) error {
-	return r.append(journal.Zero(off, length, noHole), false)
+	rec := journal.Zero(off, length, noHole)
+	return r.append(&rec, false)
 }
 
-func (r *Resource) append(rec journal.Record, fua bool) error {
-	if _, err := r.journal.Write(rec, fua); err != nil {
+// ErrNotPrimary refuses I/O on a node that is not Primary.
+// It wraps EPERM, the errno an NBD client gets.
+var ErrNotPrimary = fmt.Errorf("replication: not Primary: %w", syscall.EPERM)
+
+// append journals rec locally and, in parallel, sends it to the peer; it
+// returns when both are done as far as the protocol asks. Without a link
+// the region is marked out of sync first, so no acknowledged write is
+// unknown to a later resync.
+func (r *Resource) append(rec *journal.Record, fua bool) error {
+	w := newWaiter()
+	r.order.Lock()
+	if r.Role() != wire.Primary {
+		r.order.Unlock()
+		waiters.Put(w)
+		return ErrNotPrimary
+	}
+	l := r.currentLink()
+	if l == nil {
+		r.oos.mark(rec.Offset, int64(rec.RawLen))
+	}
+	r.journal.Append(*rec, fua, w.localDone)
+	if l == nil || !l.sendRecord(rec, fua, w.peerDone) {
+		if l != nil {
+			r.oos.mark(rec.Offset, int64(rec.RawLen))
+		}
+		w.peerDone()
+	}
+	r.order.Unlock()
+	if err := w.wait(); err != nil {
 		return fmt.Errorf("replication: %s: %w", r.name, err)
 	}
 	r.writes.Add(1)
@@ -115,10 +210,19 @@ func (r *Resource) append(rec journal.Record, fua bool) error {
 	return nil
 }
 
-// Sync makes every write acknowledged before it durable: one journal sync
-// (group commit) covers them all; the disk itself is synced at checkpoints.
+// Sync makes every write acknowledged before it durable on both nodes: one
+// journal sync here (group commit) and a barrier on the peer, in parallel.
+// The disks themselves are synced at checkpoints.
 func (r *Resource) Sync() error {
-	if err := r.journal.SyncWait(); err != nil {
+	w := newWaiter()
+	r.order.Lock()
+	l := r.currentLink()
+	r.journal.Sync(func(err error) { w.localDone(0, err) })
+	if l == nil || !l.sendBarrier(w.peerDone) {
+		w.peerDone()
+	}
+	r.order.Unlock()
+	if err := w.wait(); err != nil {
 		return fmt.Errorf("replication: %s: sync: %w", r.name, err)
 	}
 	return nil
@@ -136,6 +240,9 @@ func (r *Resource) Stats() Stats {
 	return Stats{Writes: r.writes.Load(), BytesWritten: r.bytesWritten.Load(), Journal: r.journal.Stats()}
 }
 
-// Close drains the journal, checkpoints (the disk is synced) and closes it.
-// The disk itself stays open: it belongs to the caller.
-func (r *Resource) Close() error { return r.journal.Close() }
+// Close drops the peer, drains the journal, checkpoints (the disk is
+// synced) and closes it. The disk itself stays open: it belongs to the caller.
+func (r *Resource) Close() error {
+	r.stopPeer()
+	return r.journal.Close()
+}

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -46,6 +48,15 @@ func listenControl(path string, d *daemon) (*controlServer, error) {
 	cs.ln = ln
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, d.status())
+	})
+	mux.HandleFunc("POST /role", d.handleRole)
+	mux.HandleFunc("POST /connect", func(w http.ResponseWriter, r *http.Request) {
+		d.res.Connect()
+		writeJSON(w, http.StatusOK, d.status())
+	})
+	mux.HandleFunc("POST /disconnect", func(w http.ResponseWriter, r *http.Request) {
+		d.res.Disconnect()
 		writeJSON(w, http.StatusOK, d.status())
 	})
 	cs.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
@@ -108,7 +119,27 @@ func newControlClient(path string) *controlClient {
 }
 
 func (c *controlClient) get(route string, v any) error {
-	resp, err := c.http.Get("http://nbdmirror" + route)
+	return c.do(http.MethodGet, route, nil, v)
+}
+
+func (c *controlClient) post(route string, body, v any) error {
+	return c.do(http.MethodPost, route, body, v)
+}
+
+func (c *controlClient) do(method, route string, body, v any) error {
+	var payload io.Reader
+	if body != nil {
+		raw, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		payload = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, "http://nbdmirror"+route, payload)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("no daemon answers on %s: %w", c.path, err)
 	}
@@ -116,7 +147,14 @@ func (c *controlClient) get(route string, v any) error {
 	if resp.StatusCode != http.StatusOK {
 		var e struct{ Error string }
 		json.NewDecoder(resp.Body).Decode(&e)
-		return fmt.Errorf("%s: %s", resp.Status, e.Error)
+		return errors.New(e.Error)
 	}
 	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// jsonBody decodes a request's JSON body into v, refusing unknown fields.
+func jsonBody(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
 }

@@ -26,15 +26,21 @@ func (e usageError) Unwrap() error { return e.err }
 func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
 
 var commands = map[string]func(args []string, stdout io.Writer) error{
-	"serve":  runServe,
-	"status": runStatus,
+	"serve":      runServe,
+	"status":     runStatus,
+	"role":       runRole,
+	"connect":    runLinkCommand("connect"),
+	"disconnect": runLinkCommand("disconnect"),
 }
 
 const usage = `usage: nbdmirror COMMAND [flags]
 
 commands:
-  serve    run the daemon for one resource
-  status   show a running daemon's state (--json for scripts)
+  serve       run the daemon for one resource
+  status      show a running daemon's state (--json for scripts)
+  role        primary|secondary [--force]: promote or demote the node
+  connect     connect to the peer again after a disconnect
+  disconnect  drop the link to the peer and stay StandAlone
 
 Run 'nbdmirror COMMAND --help' for a command's flags.
 `

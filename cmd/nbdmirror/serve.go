@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"github.com/nbdmirror/nbdmirror/nbdserver"
 	"github.com/nbdmirror/nbdmirror/nbdserver/filedisk"
 	"github.com/nbdmirror/nbdmirror/replication"
+	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
 var errHelp = pflag.ErrHelp
@@ -38,13 +40,21 @@ type serveConfig struct {
 	codec         journal.Codec
 	journalSize   int64
 	journalRetain int64
+
+	peerListen    string
+	peer          string
+	secretFile    string
+	secret        []byte
+	protocol      replication.Protocol
+	peerTimeout   time.Duration
+	metricsListen string
 }
 
 var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	var c serveConfig
-	var size, codec, journalSize, journalRetain string
+	var size, codec, journalSize, journalRetain, protocol string
 	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&c.name, "name", "r0", "resource name; the NBD export answers to it and to the empty name")
@@ -53,11 +63,17 @@ func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	fs.StringVar(&c.nbdListen, "nbd-listen", "127.0.0.1:10809", "address the NBD export listens on")
 	fs.StringVar(&c.control, "control", "", "Unix socket of the control API (default /run/nbdmirror/NAME.sock)")
 	fs.StringVar(&c.metaDir, "meta-dir", "", "directory of the resource's metadata (default DISK.meta)")
-	fs.BoolVar(&c.primary, "primary", false, "start as Primary: export the device")
-	fs.BoolVar(&c.secondary, "secondary", false, "start as Secondary: no NBD I/O")
+	fs.BoolVar(&c.primary, "primary", false, "start as Primary: export the device (the default without a peer)")
+	fs.BoolVar(&c.secondary, "secondary", false, "start as Secondary: no NBD I/O (the default with a peer)")
 	fs.StringVar(&codec, "compress", "s2", "codec of journal records and replication: s2, zstd or none")
 	fs.StringVar(&journalSize, "journal-size", "1G", "bound of the journal; near it a checkpoint is forced and writers wait")
 	fs.StringVar(&journalRetain, "journal-retain", "256M", "journal kept after a checkpoint, for resync by replay")
+	fs.StringVar(&c.peerListen, "peer-listen", "", "address of the replication listener")
+	fs.StringVar(&c.peer, "peer", "", "the other node's --peer-listen address")
+	fs.StringVar(&c.secretFile, "secret-file", "", "file holding the secret both nodes share (required with --peer)")
+	fs.StringVar(&protocol, "protocol", "C", "when a write is acknowledged: C (peer journaled it), B (peer received it), A (sent)")
+	fs.DurationVar(&c.peerTimeout, "peer-timeout", 5*time.Second, "how long the peer may stay silent before the primary goes on alone")
+	fs.StringVar(&c.metricsListen, "metrics-listen", "", "address to serve Prometheus metrics on (/metrics)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			fmt.Fprintf(stdout, "usage: nbdmirror serve --disk PATH [flags]\n\n%s", fs.FlagUsages())
@@ -71,7 +87,47 @@ func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	if err := c.complete(size); err != nil {
 		return c, err
 	}
-	return c, c.completeJournal(codec, journalSize, journalRetain)
+	if err := c.completeJournal(codec, journalSize, journalRetain); err != nil {
+		return c, err
+	}
+	return c, c.completePeer(protocol)
+}
+
+func (c *serveConfig) completePeer(protocol string) error {
+	var err error
+	if c.protocol, err = replication.ParseProtocol(protocol); err != nil {
+		return usagef("--protocol %q: want A, B or C", protocol)
+	}
+	if c.peerTimeout < 100*time.Millisecond {
+		return usagef("--peer-timeout %v: at least 100ms", c.peerTimeout)
+	}
+	for flag, addr := range map[string]string{"--peer": c.peer, "--peer-listen": c.peerListen, "--metrics-listen": c.metricsListen} {
+		if _, _, err := net.SplitHostPort(addr); addr != "" && err != nil {
+			return usagef("%s %q: %v", flag, addr, err)
+		}
+	}
+	if (c.peer != "" || c.peerListen != "") && c.secretFile == "" {
+		return usagef("--secret-file is required with --peer or --peer-listen")
+	}
+	if c.secretFile != "" {
+		secret, err := os.ReadFile(c.secretFile)
+		if err != nil {
+			return usagef("--secret-file: %v", err)
+		}
+		if c.secret = bytes.TrimSpace(secret); len(c.secret) < 8 {
+			return usagef("--secret-file %s: the secret needs at least 8 bytes", c.secretFile)
+		}
+	}
+	return nil
+}
+
+// initialRole is --primary or --secondary; without either, a node with no
+// peer is Primary and one with a peer is Secondary.
+func (c *serveConfig) initialRole() wire.Role {
+	if c.primary || !c.secondary && c.peer == "" && c.peerListen == "" {
+		return wire.Primary
+	}
+	return wire.Secondary
 }
 
 func (c *serveConfig) completeJournal(codec, size, retain string) error {
@@ -203,7 +259,7 @@ func startDaemon(c serveConfig, log *slog.Logger) (*daemon, error) {
 		d.stop(context.Background())
 		return nil, err
 	}
-	log.Info("ready", "role", d.role(), "nbd", d.nbdLn.Addr().String(), "control", c.control,
+	log.Info("ready", "role", d.res.Role().String(), "nbd", d.nbdLn.Addr().String(), "control", c.control,
 		"disk", c.disk, "size", d.size())
 	return d, nil
 }
@@ -217,7 +273,9 @@ func (d *daemon) openStorage() (err error) {
 			}
 		}
 	}()
+	created := false
 	if _, serr := os.Stat(d.cfg.disk); errors.Is(serr, os.ErrNotExist) {
+		created = true
 		undo = append(undo, func() { os.Remove(d.cfg.disk) })
 	}
 	if _, serr := os.Stat(d.cfg.metaDir); errors.Is(serr, os.ErrNotExist) {
@@ -234,6 +292,8 @@ func (d *daemon) openStorage() (err error) {
 	res, err := replication.Open(replication.Config{
 		Name: d.cfg.name, Disk: disk, MetaDir: d.cfg.metaDir, Codec: d.cfg.codec,
 		JournalSize: d.cfg.journalSize, JournalRetain: d.cfg.journalRetain, Logger: d.log,
+		Role: d.cfg.initialRole(), Created: created, PeerListen: d.cfg.peerListen, Peer: d.cfg.peer,
+		Secret: d.cfg.secret, Protocol: d.cfg.protocol, PeerTimeout: d.cfg.peerTimeout,
 	})
 	if err != nil {
 		return usageError{err}
@@ -244,17 +304,10 @@ func (d *daemon) openStorage() (err error) {
 
 // admit is asked before a client may start transmission.
 func (d *daemon) admit() error {
-	if d.role() != "Primary" {
+	if d.res.Role() != wire.Primary {
 		return fmt.Errorf("resource %s is Secondary: no NBD I/O", d.cfg.name)
 	}
 	return nil
-}
-
-func (d *daemon) role() string {
-	if d.cfg.primary || !d.cfg.secondary {
-		return "Primary"
-	}
-	return "Secondary"
 }
 
 func (d *daemon) size() int64 {

@@ -2,50 +2,17 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 
-	"github.com/spf13/pflag"
+	"github.com/nbdmirror/nbdmirror/replication"
 )
 
-// Status is the `status --json` contract: fields may be added, never renamed.
+// Status is the `status --json` contract: the resource's state, and the
+// export's request counters under "nbd". Fields may be added, never renamed.
 type Status struct {
-	Name  string      `json:"name"`
-	Role  string      `json:"role"`
-	Disk  string      `json:"disk"`
-	Size  int64       `json:"size"`
-	Peer  PeerStatus  `json:"peer"`
-	Stats StatsStatus `json:"stats"`
-	NBD   NBDStatus   `json:"nbd"`
-}
-
-// PeerStatus is the peer as this node sees it.
-type PeerStatus struct {
-	Connection  string       `json:"connection"`
-	Role        string       `json:"role"`
-	Disk        string       `json:"disk"`
-	Replication string       `json:"replication"`
-	Resync      ResyncStatus `json:"resync"`
-}
-
-// ResyncStatus is the progress of a running resync.
-type ResyncStatus struct {
-	TotalBytes  int64   `json:"total_bytes"`
-	DoneBytes   int64   `json:"done_bytes"`
-	BytesPerSec float64 `json:"bytes_per_sec"`
-	ETASeconds  float64 `json:"eta_seconds"`
-}
-
-// StatsStatus counts what the resource has done since start.
-type StatsStatus struct {
-	Writes          uint64 `json:"writes"`
-	BytesWritten    uint64 `json:"bytes_written"`
-	ReplBytesRaw    uint64 `json:"repl_bytes_raw"`
-	ReplBytesWire   uint64 `json:"repl_bytes_wire"`
-	ResyncBytesWire uint64 `json:"resync_bytes_wire"`
-	OutOfSyncBytes  uint64 `json:"out_of_sync_bytes"`
+	replication.Status
+	NBD NBDStatus `json:"nbd"`
 }
 
 // NBDStatus counts the export's requests by kind.
@@ -63,17 +30,8 @@ type NBDStatus struct {
 
 func (d *daemon) status() Status {
 	st := d.nbd.Stats()
-	rs := d.res.Stats()
 	return Status{
-		Name: d.cfg.name,
-		Role: d.role(),
-		Disk: "UpToDate",
-		Size: d.size(),
-		Peer: PeerStatus{Connection: "StandAlone", Role: "Unknown", Disk: "DUnknown", Replication: "Off"},
-		Stats: StatsStatus{
-			Writes:       rs.Writes,
-			BytesWritten: rs.BytesWritten,
-		},
+		Status: d.res.Status(),
 		NBD: NBDStatus{
 			Listen:      d.nbdLn.Addr().String(),
 			Connections: d.nbd.Connections(),
@@ -89,23 +47,14 @@ func (d *daemon) status() Status {
 }
 
 func runStatus(args []string, stdout io.Writer) error {
-	fs := pflag.NewFlagSet("status", pflag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	control := fs.String("control", "", "control socket of the daemon (default /run/nbdmirror/NAME.sock)")
-	name := fs.String("name", "r0", "resource name, for the default --control")
+	fs, control, name := controlFlags("status")
 	asJSON := fs.Bool("json", false, "print the machine-readable status")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			fmt.Fprintf(stdout, "usage: nbdmirror status [--json] [--control PATH]\n\n%s", fs.FlagUsages())
-			return errHelp
-		}
-		return usageError{err}
-	}
-	if *control == "" {
-		*control = filepath.Join("/run/nbdmirror", *name+".sock")
+	c, err := parseClient(fs, control, name, args, stdout, "status [--json] [--control PATH]")
+	if err != nil {
+		return err
 	}
 	var st Status
-	if err := newControlClient(*control).get("/status", &st); err != nil {
+	if err := c.get("/status", &st); err != nil {
 		return err
 	}
 	if *asJSON {
@@ -120,14 +69,40 @@ func runStatus(args []string, stdout io.Writer) error {
 // printStatus writes the status the way drbdadm status does.
 func printStatus(w io.Writer, st Status) {
 	fmt.Fprintf(w, "%s role:%s\n", st.Name, st.Role)
-	fmt.Fprintf(w, "  disk:%s size:%d\n", st.Disk, st.Size)
+	fmt.Fprintf(w, "  disk:%s size:%s\n", st.Disk, humanBytes(st.Size))
 	p := st.Peer
-	if p.Connection == "StandAlone" && p.Replication == "Off" && p.Disk == "DUnknown" {
-		fmt.Fprintf(w, "  peer connection:StandAlone\n")
-	} else {
-		fmt.Fprintf(w, "  peer connection:%s role:%s\n", p.Connection, p.Role)
-		fmt.Fprintf(w, "    replication:%s peer-disk:%s\n", p.Replication, p.Disk)
+	fmt.Fprintf(w, "  peer connection:%s", p.Connection)
+	if p.Connection == "Connected" {
+		fmt.Fprintf(w, " role:%s", p.Role)
+	}
+	if st.StandAlone != "" {
+		fmt.Fprintf(w, " (%s)", st.StandAlone)
+	}
+	fmt.Fprintln(w)
+	if p.Connection == "Connected" {
+		fmt.Fprintf(w, "    replication:%s peer-disk:%s protocol:%s\n", p.Replication, p.Disk, st.Protocol)
+	}
+	if r := p.Resync; r.TotalBytes > 0 {
+		fmt.Fprintf(w, "        done:%.1f%% (%s of %s) %s/s eta:%.0fs\n", 100*float64(r.DoneBytes)/float64(r.TotalBytes),
+			humanBytes(r.DoneBytes), humanBytes(r.TotalBytes), humanBytes(int64(r.BytesPerSec)), r.ETASeconds)
+	}
+	if st.Stats.OutOfSyncBytes > 0 {
+		fmt.Fprintf(w, "    out-of-sync:%s\n", humanBytes(int64(st.Stats.OutOfSyncBytes)))
 	}
 	fmt.Fprintf(w, "  nbd %s connections:%d reads:%d writes:%d flushes:%d trims:%d zeroes:%d errors:%d\n",
 		st.NBD.Listen, st.NBD.Connections, st.NBD.Reads, st.NBD.Writes, st.NBD.Flushes, st.NBD.Trims, st.NBD.Zeroes, st.NBD.Errors)
+}
+
+// humanBytes prints a byte count with a binary unit.
+func humanBytes(n int64) string {
+	const units = "KMGTPE"
+	if n < 1024 {
+		return fmt.Sprintf("%dB", n)
+	}
+	v, i := float64(n)/1024, 0
+	for v >= 1024 && i < len(units)-1 {
+		v /= 1024
+		i++
+	}
+	return fmt.Sprintf("%.1f%ciB", v, units[i])
 }

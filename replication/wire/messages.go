@@ -199,3 +199,15 @@ func parseUint64(t Type, body []byte) (uint64, error) {
 func malformed(t Type, format string, args ...any) error {
 	return fmt.Errorf("%w: %s: %s", ErrMalformed, t, fmt.Sprintf(format, args...))
 }
+
+// AppendSyncDone appends a SyncDone frame: every record of a resync has
+// been sent before it, and gen is the source's current generation id, which
+// the target adopts once it has journaled them all.
+func AppendSyncDone(dst []byte, gen uint64) []byte {
+	return appendUint64Frame(dst, TypeSyncDone, gen)
+}
+
+// ParseSyncDone parses the body of a SyncDone frame.
+func ParseSyncDone(body []byte) (gen uint64, err error) {
+	return parseUint64(TypeSyncDone, body)
+}

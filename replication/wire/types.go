@@ -23,22 +23,24 @@ const (
 	TypeBarrier Type = 17 // seq: make everything <= seq durable, then ack Synced
 	TypeAck     Type = 18 // kind + cumulative seq
 
-	// Resync: 32-63, reserved for frames to come:
+	// Resync: 32-63. Reserved for frames to come:
 	//   32 SyncRequest, 33 Checksums, 34 RegionData, 35 BitmapChunk.
+	TypeSyncDone Type = 36 // uint64: the source's current generation id; the target is UpToDate
 	// 64-255 unassigned.
 )
 
 var typeNames = map[Type]string{
-	TypeHello:   "hello",
-	TypeAuth:    "auth",
-	TypeRefuse:  "refuse",
-	TypeReady:   "ready",
-	TypePing:    "ping",
-	TypePong:    "pong",
-	TypeBye:     "bye",
-	TypeRecord:  "record",
-	TypeBarrier: "barrier",
-	TypeAck:     "ack",
+	TypeHello:    "hello",
+	TypeAuth:     "auth",
+	TypeRefuse:   "refuse",
+	TypeReady:    "ready",
+	TypePing:     "ping",
+	TypePong:     "pong",
+	TypeBye:      "bye",
+	TypeRecord:   "record",
+	TypeBarrier:  "barrier",
+	TypeAck:      "ack",
+	TypeSyncDone: "sync-done",
 }
 
 func (t Type) known() bool {

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+
+	"github.com/spf13/pflag"
+
+	"github.com/nbdmirror/nbdmirror/replication"
+	"github.com/nbdmirror/nbdmirror/replication/wire"
+)
+
+// roleRequest is the body of POST /role.
+type roleRequest struct {
+	Role  string `json:"role"`
+	Force bool   `json:"force"`
+}
+
+func (d *daemon) handleRole(w http.ResponseWriter, r *http.Request) {
+	var req roleRequest
+	if err := jsonBody(r, &req); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
+	}
+	role := map[string]wire.Role{"primary": wire.Primary, "secondary": wire.Secondary}[req.Role]
+	if role == 0 {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("role %q: want primary or secondary", req.Role)})
+		return
+	}
+	if err := d.res.SetRole(role, req.Force); err != nil {
+		code := http.StatusInternalServerError
+		if errors.Is(err, replication.ErrRefused) {
+			code = http.StatusConflict
+		}
+		writeJSON(w, code, map[string]string{"error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, d.status())
+}
+
+// controlFlags are the flags every client subcommand takes.
+func controlFlags(name string) (*pflag.FlagSet, *string, *string) {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	control := fs.String("control", "", "control socket of the daemon (default /run/nbdmirror/NAME.sock)")
+	res := fs.String("name", "r0", "resource name, for the default --control")
+	return fs, control, res
+}
+
+// parseClient parses a client subcommand's flags and returns its client.
+func parseClient(fs *pflag.FlagSet, control, name *string, args []string, stdout io.Writer, usage string) (*controlClient, error) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprintf(stdout, "usage: nbdmirror %s\n\n%s", usage, fs.FlagUsages())
+			return nil, errHelp
+		}
+		return nil, usageError{err}
+	}
+	if *control == "" {
+		*control = filepath.Join("/run/nbdmirror", *name+".sock")
+	}
+	return newControlClient(*control), nil
+}
+
+func runRole(args []string, stdout io.Writer) error {
+	fs, control, name := controlFlags("role")
+	force := fs.Bool("force", false, "promote a disk that is not UpToDate")
+	c, err := parseClient(fs, control, name, args, stdout, "role primary|secondary [--force] [--control PATH]")
+	if err != nil {
+		return err
+	}
+	if fs.NArg() != 1 || (fs.Arg(0) != "primary" && fs.Arg(0) != "secondary") {
+		return usagef("want one argument: primary or secondary")
+	}
+	var st Status
+	if err := c.post("/role", roleRequest{Role: fs.Arg(0), Force: *force}, &st); err != nil {
+		return err
+	}
+	printStatus(stdout, st)
+	return nil
+}
+
+// runLinkCommand makes connect and disconnect.
+func runLinkCommand(route string) func([]string, io.Writer) error {
+	return func(args []string, stdout io.Writer) error {
+		fs, control, name := controlFlags(route)
+		c, err := parseClient(fs, control, name, args, stdout, route+" [--control PATH]")
+		if err != nil {
+			return err
+		}
+		if fs.NArg() != 0 {
+			return usagef("unexpected argument %q", fs.Arg(0))
+		}
+		var st Status
+		if err := c.post("/"+route, nil, &st); err != nil {
+			return err
+		}
+		printStatus(stdout, st)
+		return nil
+	}
+}

@@ -1,0 +1,91 @@
+package replication
+
+import (
+	"math/bits"
+	"sync"
+)
+
+// RegionSize is the size of the disk covered by one bit of the out-of-sync
+// bitmap.
+const RegionSize = 64 << 10
+
+// bitmap marks the regions of the disk that the peer may not hold as this
+// node does. Its methods are safe for concurrent use.
+type bitmap struct {
+	size int64 // bytes of the disk
+
+	mu    sync.Mutex // guards words and count
+	words []uint64
+	count int // bits set
+}
+
+func newBitmap(size int64) *bitmap {
+	regions := (size + RegionSize - 1) / RegionSize
+	return &bitmap{size: size, words: make([]uint64, (regions+63)/64)}
+}
+
+// mark sets the bits of every region [off, off+length) touches.
+func (b *bitmap) mark(off, length int64) {
+	if length <= 0 {
+		return
+	}
+	first, last := off/RegionSize, (off+length-1)/RegionSize
+	b.mu.Lock()
+	for r := first; r <= last; r++ {
+		w, m := r/64, uint64(1)<<(r%64)
+		if b.words[w]&m == 0 {
+			b.words[w] |= m
+			b.count++
+		}
+	}
+	b.mu.Unlock()
+}
+
+// clear unsets region r's bit.
+func (b *bitmap) clear(r int64) {
+	b.mu.Lock()
+	w, m := r/64, uint64(1)<<(r%64)
+	if b.words[w]&m != 0 {
+		b.words[w] &^= m
+		b.count--
+	}
+	b.mu.Unlock()
+}
+
+// next returns the first set region at or after r, or -1.
+func (b *bitmap) next(r int64) int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for w := r / 64; w < int64(len(b.words)); w++ {
+		word := b.words[w]
+		if w == r/64 {
+			word &^= (uint64(1) << (r % 64)) - 1
+		}
+		if word != 0 {
+			return w*64 + int64(bits.TrailingZeros64(word))
+		}
+	}
+	return -1
+}
+
+// bytes is how much of the disk is marked.
+func (b *bitmap) bytes() int64 {
+	b.mu.Lock()
+	n := int64(b.count) * RegionSize
+	b.mu.Unlock()
+	if last := (b.size - 1) / RegionSize; n > 0 && b.isSet(last) {
+		n -= (last+1)*RegionSize - b.size // the last region is short
+	}
+	return n
+}
+
+func (b *bitmap) isSet(r int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.words[r/64]&(uint64(1)<<(r%64)) != 0
+}
+
+// regionLen is the length of region r (the last one may be short).
+func (b *bitmap) regionLen(r int64) int64 {
+	return min(RegionSize, b.size-r*RegionSize)
+}

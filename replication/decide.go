@@ -1,0 +1,81 @@
+package replication
+
+import "github.com/nbdmirror/nbdmirror/replication/wire"
+
+// Outcome is what two nodes' generation ids say should happen when they
+// connect.
+type Outcome uint8
+
+const (
+	InSync     Outcome = iota // same data: replicate new writes only
+	SyncSource                // the peer lacks this node's newer writes
+	SyncTarget                // this node lacks the peer's newer writes
+	SplitBrain                // both wrote apart since a common point
+	Unrelated                 // no common history: full sync only on command
+)
+
+func (o Outcome) String() string {
+	return [...]string{"in sync", "SyncSource", "SyncTarget", "split brain", "unrelated data"}[o]
+}
+
+// Full says whether the sync must cover the whole disk because no bitmap
+// records what differs.
+type Decision struct {
+	Outcome Outcome
+	Full    bool
+}
+
+// decide compares the generation ids of this node (l) and its peer (r), as
+// DRBD compares its UUIDs:
+//   - equal current ids: the same data;
+//   - my bitmap id is the peer's current id: I moved on, the peer stayed
+//     where my bitmap started, so my bitmap says what to send;
+//   - both bitmap ids equal but current ids differ: both moved on apart;
+//   - the peer's current id in my history: it is older, but my bitmap no
+//     longer covers the difference: a full sync;
+//   - a device created empty (GenZero) that never moved on is a new peer
+//     that may get a full sync;
+//   - anything else shares no history.
+func decide(l, r wire.GenIDs) Decision {
+	switch {
+	case l.Current == r.Current:
+		return Decision{Outcome: InSync}
+	case l.Bitmap != 0 && l.Bitmap == r.Bitmap:
+		return Decision{Outcome: SplitBrain}
+	case l.Bitmap != 0 && l.Bitmap == r.Current:
+		return Decision{Outcome: SyncSource}
+	case r.Bitmap != 0 && r.Bitmap == l.Current:
+		return Decision{Outcome: SyncTarget}
+	case inHistory(l, r.Current) || r.Current == GenZero && r.Bitmap == 0:
+		return Decision{Outcome: SyncSource, Full: true}
+	case inHistory(r, l.Current) || l.Current == GenZero && l.Bitmap == 0:
+		return Decision{Outcome: SyncTarget, Full: true}
+	case sharesHistory(l, r):
+		return Decision{Outcome: SplitBrain}
+	}
+	return Decision{Outcome: Unrelated}
+}
+
+func inHistory(g wire.GenIDs, id uint64) bool {
+	if id == 0 {
+		return false
+	}
+	if g.Bitmap == id {
+		return true
+	}
+	for _, h := range g.History {
+		if h == id {
+			return true
+		}
+	}
+	return false
+}
+
+func sharesHistory(l, r wire.GenIDs) bool {
+	for _, h := range append(l.History[:], l.Bitmap) {
+		if inHistory(r, h) {
+			return true
+		}
+	}
+	return false
+}

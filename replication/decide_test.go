@@ -1,0 +1,44 @@
+package replication
+
+import (
+	"testing"
+
+	"github.com/nbdmirror/nbdmirror/replication/wire"
+)
+
+func gen(current, bitmap uint64, history ...uint64) wire.GenIDs {
+	g := wire.GenIDs{Current: current, Bitmap: bitmap}
+	copy(g.History[:], history)
+	return g
+}
+
+func TestDecide(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		l, r wire.GenIDs
+		want Decision
+	}{
+		{"two fresh empty devices", gen(GenZero, 0), gen(GenZero, 0), Decision{InSync, false}},
+		{"same data", gen(7, 0, 5), gen(7, 0, 5), Decision{InSync, false}},
+		{"I went on alone", gen(9, 7, 7), gen(7, 0), Decision{SyncSource, false}},
+		{"the peer went on alone", gen(7, 0), gen(9, 7, 7), Decision{SyncTarget, false}},
+		{"both went on alone", gen(9, 7, 7), gen(8, 7, 7), Decision{SplitBrain, false}},
+		{"peer older than my bitmap", gen(11, 9, 9, 7), gen(7, 0), Decision{SyncSource, true}},
+		{"I am older than the peer's bitmap", gen(7, 0), gen(11, 9, 9, 7), Decision{SyncTarget, true}},
+		{"new empty peer", gen(9, 0, 3), gen(GenZero, 0), Decision{SyncSource, true}},
+		{"I am a new empty peer", gen(GenZero, 0), gen(9, 0, 3), Decision{SyncTarget, true}},
+		{"apart after a common past", gen(12, 0, 10, 5), gen(13, 0, 11, 5), Decision{SplitBrain, false}},
+		{"no common history", gen(12, 0, 10), gen(13, 0, 11), Decision{Unrelated, false}},
+		{"two unrelated disks", gen(12, 0), gen(13, 0), Decision{Unrelated, false}},
+	} {
+		if got := decide(c.l, c.r); got != c.want {
+			t.Errorf("%s: decide = %v full=%v, want %v full=%v", c.name, got.Outcome, got.Full, c.want.Outcome, c.want.Full)
+		}
+		// The peer must reach the mirror decision.
+		mirror := map[Outcome]Outcome{InSync: InSync, SyncSource: SyncTarget, SyncTarget: SyncSource,
+			SplitBrain: SplitBrain, Unrelated: Unrelated}
+		if got := decide(c.r, c.l); got.Outcome != mirror[c.want.Outcome] || got.Full != c.want.Full {
+			t.Errorf("%s: the peer decides %v full=%v", c.name, got.Outcome, got.Full)
+		}
+	}
+}

@@ -1,0 +1,303 @@
+package replication
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nbdmirror/nbdmirror/journal"
+	"github.com/nbdmirror/nbdmirror/replication/wire"
+)
+
+// Protocol says when a write is acknowledged to the NBD client.
+type Protocol uint8
+
+const (
+	ProtocolA Protocol = 'A' // once sent to the peer
+	ProtocolB Protocol = 'B' // once the peer received it
+	ProtocolC Protocol = 'C' // once the peer journaled it (default)
+)
+
+// ParseProtocol reads "A", "B" or "C".
+func ParseProtocol(s string) (Protocol, error) {
+	switch s {
+	case "A", "B", "C":
+		return Protocol(s[0]), nil
+	}
+	return 0, fmt.Errorf("replication: protocol %q: want A, B or C", s)
+}
+
+// ErrLinkDown marks a link that failed or was closed.
+var ErrLinkDown = errors.New("replication: link down")
+
+// link is one connection to the peer, after the handshake. It carries
+// records from the Primary (or the SyncSource) to the other side, and acks
+// back. Each side runs a sender and a receiver goroutine on it.
+type link struct {
+	res    *Resource
+	conn   net.Conn
+	remote wire.Hello
+	proto  Protocol
+
+	// mu guards the send queue, the pending writes and the ack marks. The
+	// writers and the resync add, the sender takes, the receiver completes.
+	mu        sync.Mutex
+	out       [][]byte   // frames to send, in order
+	outA      []*pending // protocol A: complete once out has been written
+	pending   []*pending // sent records waiting for their ack, seq ascending
+	seq       uint64     // last link seq handed out
+	acked     [4]uint64  // by wire.AckKind: highest cumulative ack seen
+	oldest    time.Time  // when the oldest pending record was queued
+	down      error      // set once: the link failed
+	kick      chan struct{}
+	closed    chan struct{}
+	closeOnce sync.Once
+
+	// Receiving side (the peer of a Primary): what to acknowledge.
+	recvSeq      atomic.Uint64 // last record read off the link
+	journaledSeq atomic.Uint64 // last record the journal applied
+	syncedSeq    atomic.Uint64 // last barrier done
+	lastFrame    atomic.Int64  // unix nanos of the last frame read
+
+	bytesRaw  atomic.Uint64 // disk bytes carried by records sent
+	bytesWire atomic.Uint64 // bytes written to the connection
+}
+
+// pending is a record (or barrier) sent and not yet acknowledged enough.
+type pending struct {
+	seq    uint64
+	need   wire.AckKind // the ack that completes it
+	off    int64        // the region it wrote, marked out of sync if the link fails
+	length int64
+	done   func()
+}
+
+func newLink(res *Resource, conn net.Conn, remote wire.Hello) *link {
+	l := &link{res: res, conn: conn, remote: remote, proto: res.cfg.Protocol,
+		kick: make(chan struct{}, 1), closed: make(chan struct{})}
+	l.lastFrame.Store(time.Now().UnixNano())
+	return l
+}
+
+// needFor is the ack a write waits for under the link's protocol.
+func (l *link) needFor(fua bool) wire.AckKind {
+	switch {
+	case fua:
+		return wire.Synced
+	case l.proto == ProtocolB:
+		return wire.Received
+	case l.proto == ProtocolA:
+		return 0 // complete once written to the socket
+	}
+	return wire.Journaled
+}
+
+// sendRecord queues rec for the peer. done runs once the peer has it as
+// far as the protocol (or fua) asks, or once the link gives up; it returns
+// false, without queueing, when the link is already down. The caller holds
+// Resource.order, which keeps seqs in journal order: seq is written only
+// under it, so the frame is encoded before l.mu is taken.
+func (l *link) sendRecord(rec *journal.Record, fua bool, done func()) bool {
+	seq := l.seq + 1
+	enc := rec.AppendEncoded(make([]byte, 0, rec.EncodedLen()))
+	hdr, err := wire.AppendRecordHeader(make([]byte, 0, wire.HeaderSize+16), seq, enc)
+	if err != nil {
+		panic(err) // a journal record always fits a frame
+	}
+	p := &pending{seq: seq, need: l.needFor(fua), off: rec.Offset, length: int64(rec.RawLen), done: done}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.down != nil {
+		return false
+	}
+	l.seq = seq
+	l.out = append(l.out, hdr, enc)
+	if fua {
+		l.out = append(l.out, wire.AppendBarrier(nil, seq))
+	}
+	l.track(p)
+	l.bytesRaw.Add(uint64(rec.RawLen))
+	l.wake()
+	return true
+}
+
+// sendBarrier queues a flush barrier covering every record queued so far.
+// The caller holds Resource.order.
+func (l *link) sendBarrier(done func()) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.down != nil {
+		return false
+	}
+	l.out = append(l.out, wire.AppendBarrier(nil, l.seq))
+	l.track(&pending{seq: l.seq, need: wire.Synced, done: done})
+	l.wake()
+	return true
+}
+
+// track adds p to the pending list (or to outA under protocol A); l.mu held.
+func (l *link) track(p *pending) {
+	if p.need == 0 {
+		l.outA = append(l.outA, p)
+		return
+	}
+	if len(l.pending) == 0 {
+		l.oldest = time.Now()
+	}
+	if p.seq <= l.acked[p.need] {
+		p.done()
+		return
+	}
+	l.pending = append(l.pending, p)
+}
+
+func (l *link) wake() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+// ack applies a cumulative ack from the peer: every pending write it
+// satisfies completes.
+func (l *link) ack(a wire.Ack) {
+	l.mu.Lock()
+	for k := wire.Received; k <= a.Kind; k++ {
+		l.acked[k] = max(l.acked[k], a.Seq) // a stronger ack implies the weaker ones
+	}
+	var done []*pending
+	kept := l.pending[:0]
+	for _, p := range l.pending {
+		if p.seq <= l.acked[p.need] {
+			done = append(done, p)
+		} else {
+			kept = append(kept, p)
+		}
+	}
+	clear(l.pending[len(kept):])
+	l.pending = kept
+	if len(done) > 0 {
+		l.oldest = time.Now()
+	}
+	l.mu.Unlock()
+	for _, p := range done {
+		p.done()
+	}
+}
+
+// fail takes the link down once: the connection closes, and every write
+// still waiting on the peer is marked out of sync and completed, so it is
+// acknowledged on the strength of the local disk alone.
+func (l *link) fail(err error) {
+	l.mu.Lock()
+	if l.down != nil {
+		l.mu.Unlock()
+		return
+	}
+	l.down = err
+	waiting := append(l.pending, l.outA...)
+	l.pending, l.outA, l.out = nil, nil, nil
+	l.mu.Unlock()
+	l.closeOnce.Do(func() { close(l.closed); l.conn.Close() })
+	l.res.linkDown(l, err, waiting)
+}
+
+func (l *link) isDown() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.down != nil
+}
+
+// sendLoop writes queued frames, many per system call, until the link fails.
+// Acks of the receiving side go out here too, once nothing else is queued.
+func (l *link) sendLoop() {
+	bw := bufio.NewWriterSize(l.conn, 256<<10)
+	ping := time.NewTicker(l.res.cfg.PeerTimeout / 4)
+	defer ping.Stop()
+	var sentAck [4]uint64
+	for {
+		select {
+		case <-l.kick:
+		case <-ping.C:
+			if err := l.checkAlive(); err != nil {
+				l.fail(err)
+				return
+			}
+			bw.Write(wire.AppendPing(nil, uint64(time.Now().UnixNano())))
+		case <-l.closed:
+			return
+		}
+		l.mu.Lock()
+		out, outA := l.out, l.outA
+		l.out, l.outA = nil, nil
+		l.mu.Unlock()
+		for _, f := range out {
+			bw.Write(f)
+			l.bytesWire.Add(uint64(len(f)))
+		}
+		sentAck = l.appendAcks(bw, sentAck)
+		if err := bw.Flush(); err != nil {
+			l.fail(fmt.Errorf("%w: send: %v", ErrLinkDown, err))
+			return
+		}
+		for _, p := range outA {
+			p.done()
+		}
+	}
+}
+
+// appendAcks writes the acks that moved since the last ones sent.
+func (l *link) appendAcks(bw *bufio.Writer, sent [4]uint64) [4]uint64 {
+	for _, a := range []wire.Ack{
+		{Kind: wire.Received, Seq: l.recvSeq.Load()},
+		{Kind: wire.Journaled, Seq: l.journaledSeq.Load()},
+		{Kind: wire.Synced, Seq: l.syncedSeq.Load()},
+	} {
+		if a.Seq > sent[a.Kind] {
+			bw.Write(wire.AppendAck(nil, a))
+			sent[a.Kind] = a.Seq
+		}
+	}
+	return sent
+}
+
+// checkAlive fails a link whose peer has gone quiet or stopped acking for
+// longer than the peer timeout.
+func (l *link) checkAlive() error {
+	timeout := l.res.cfg.PeerTimeout
+	if quiet := time.Since(time.Unix(0, l.lastFrame.Load())); quiet > timeout {
+		return fmt.Errorf("%w: nothing heard for %v", ErrLinkDown, quiet.Round(time.Millisecond))
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.pending) > 0 && time.Since(l.oldest) > timeout {
+		return fmt.Errorf("%w: no ack for %v", ErrLinkDown, time.Since(l.oldest).Round(time.Millisecond))
+	}
+	return nil
+}
+
+// close ends the link in an orderly way (Bye), as for a disconnect command.
+func (l *link) close() {
+	l.mu.Lock()
+	if l.down == nil {
+		l.out = append(l.out, wire.AppendBye(nil))
+		l.wake()
+	}
+	l.mu.Unlock()
+	time.Sleep(10 * time.Millisecond) // let the Bye go out; the peer copes without it
+	l.fail(fmt.Errorf("%w: disconnected by command", ErrLinkDown))
+}
+
+// storeMax raises a to v unless it is already higher.
+func storeMax(a *atomic.Uint64, v uint64) {
+	for {
+		old := a.Load()
+		if v <= old || a.CompareAndSwap(old, v) {
+			return
+		}
+	}
+}

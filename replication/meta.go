@@ -1,0 +1,125 @@
+package replication
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/nbdmirror/nbdmirror/replication/wire"
+)
+
+// GenZero is the generation id of a device created empty by serve --size:
+// two such devices hold the same bytes (zeros) and need no initial sync.
+const GenZero uint64 = 1
+
+// meta is what a node keeps about itself in META-DIR/meta.json, replaced
+// atomically (temp file, fsync, rename, fsync of the directory).
+type meta struct {
+	NodeID  uint64      `json:"node_id"`
+	Gen     wire.GenIDs `json:"gen"`
+	Disk    string      `json:"disk"` // UpToDate, Inconsistent or Outdated
+	Created bool        `json:"created"`
+	// DiscardMyData: after a split brain this node gives up its changes
+	// and becomes the SyncTarget of its peer (resolve --discard-my-data).
+	DiscardMyData bool `json:"discard_my_data,omitempty"`
+}
+
+// parseDiskState reads a disk state's name.
+func parseDiskState(s string) (wire.DiskState, error) {
+	for _, d := range []wire.DiskState{wire.UpToDate, wire.Inconsistent, wire.Outdated, wire.Diskless} {
+		if d.String() == s {
+			return d, nil
+		}
+	}
+	return 0, fmt.Errorf("replication: unknown disk state %q", s)
+}
+
+const metaFile = "meta.json"
+
+// loadMeta reads dir's metadata; a missing file gives a new node: created
+// says whether the disk was made empty by this daemon (GenZero) or holds
+// data nobody has vouched for (a random generation).
+func loadMeta(dir string, created bool) (meta, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, metaFile))
+	if errors.Is(err, os.ErrNotExist) {
+		m := meta{NodeID: randomID(), Disk: wire.UpToDate.String(), Created: created}
+		m.Gen.Current = randomID()
+		if created {
+			m.Gen.Current = GenZero
+		}
+		return m, saveMeta(dir, m)
+	}
+	if err != nil {
+		return meta{}, fmt.Errorf("replication: read %s: %w", metaFile, err)
+	}
+	var m meta
+	if err := json.Unmarshal(raw, &m); err != nil || m.NodeID == 0 {
+		return meta{}, fmt.Errorf("replication: %s in %s is damaged: %v", metaFile, dir, err)
+	}
+	return m, nil
+}
+
+func saveMeta(dir string, m meta) error {
+	raw, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, metaFile+".tmp")
+	f, err := os.Create(tmp)
+	if err != nil {
+		return fmt.Errorf("replication: write %s: %w", metaFile, err)
+	}
+	_, err = f.Write(append(raw, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(dir, metaFile))
+	}
+	if err == nil {
+		err = syncDir(dir)
+	}
+	if err != nil {
+		return fmt.Errorf("replication: write %s: %w", metaFile, err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// randomID is a non-zero random id that is not GenZero.
+func randomID() uint64 {
+	var b [8]byte
+	for {
+		rand.Read(b[:])
+		if id := binary.LittleEndian.Uint64(b[:]); id > GenZero {
+			return id
+		}
+	}
+}
+
+// newCurrent starts a new generation: this node's data moves on without
+// the peer. The old current id becomes the bitmap id (what the peer holds,
+// the base of the out-of-sync bitmap) unless one is already set.
+func (m *meta) newCurrent() {
+	if m.Gen.Bitmap == 0 {
+		m.Gen.Bitmap = m.Gen.Current
+	}
+	copy(m.Gen.History[1:], m.Gen.History[:])
+	m.Gen.History[0] = m.Gen.Current
+	m.Gen.Current = randomID()
+}

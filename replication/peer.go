@@ -1,0 +1,232 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"time"
+
+	"github.com/nbdmirror/nbdmirror/replication/wire"
+)
+
+// startPeer opens the replication listener and starts the dialer.
+func (r *Resource) startPeer() error {
+	if r.cfg.PeerListen != "" {
+		ln, err := net.Listen("tcp", r.cfg.PeerListen)
+		if err != nil {
+			return fmt.Errorf("replication: --peer-listen: %w", err)
+		}
+		r.wg.Add(2)
+		go func() { defer r.wg.Done(); r.acceptLoop(ln) }()
+		go func() { defer r.wg.Done(); <-r.stop; ln.Close() }()
+	}
+	if r.cfg.Peer != "" {
+		r.wg.Add(1)
+		go func() { defer r.wg.Done(); r.dialLoop() }()
+	}
+	return nil
+}
+
+// stopPeer ends the link and the connection goroutines.
+func (r *Resource) stopPeer() {
+	select {
+	case <-r.stop:
+		return
+	default:
+	}
+	close(r.stop)
+	if l := r.currentLink(); l != nil {
+		l.close()
+	}
+	r.wg.Wait()
+}
+
+// currentLink is the live link, or nil.
+func (r *Resource) currentLink() *link {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.link
+}
+
+// Role is this node's role.
+func (r *Resource) Role() wire.Role {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.role
+}
+
+func (r *Resource) acceptLoop(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			r.log.Warn("peer listener", "err", err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		go r.meet(c, false)
+	}
+}
+
+// dialLoop keeps a connection to cfg.Peer, retrying with backoff while
+// there is none.
+func (r *Resource) dialLoop() {
+	backoff := 100 * time.Millisecond
+	for {
+		r.mu.Lock()
+		changed, connected, alone := r.linkChange, r.link != nil, r.standAlone != ""
+		r.mu.Unlock()
+		if connected || alone {
+			select {
+			case <-changed:
+				continue
+			case <-r.stop:
+				return
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.PeerTimeout)
+		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", r.cfg.Peer)
+		cancel()
+		if err == nil && r.meet(c, true) {
+			backoff = 100 * time.Millisecond
+			continue
+		}
+		jitter := time.Duration(rand.Int64N(int64(backoff) / 2))
+		select {
+		case <-time.After(backoff + jitter):
+		case <-changed:
+		case <-r.stop:
+			return
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// hello is what this node says of itself.
+func (r *Resource) hello() wire.Hello {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	disk, _ := parseDiskState(r.meta.Disk)
+	h := wire.Hello{Resource: r.name, Size: uint64(r.size), NodeID: r.meta.NodeID, Role: r.role,
+		Disk: disk, Gen: r.meta.Gen, LastSeq: r.journal.LastSeq()}
+	if r.meta.DiscardMyData {
+		h.Flags |= wire.DiscardMyData
+	}
+	return h
+}
+
+// meet runs the handshake on a new connection and, if both sides agree,
+// makes it the link. It reports whether the connection became the link.
+func (r *Resource) meet(c net.Conn, dialer bool) bool {
+	c.SetDeadline(time.Now().Add(r.cfg.PeerTimeout))
+	remote, err := wire.Handshake(c, r.hello(), r.cfg.Secret, dialer)
+	if err != nil {
+		c.Close()
+		var ref *wire.RefusedError
+		if errors.As(err, &ref) {
+			r.log.Warn("peer refused", "addr", c.RemoteAddr().String(), "reason", ref.Reason.String(),
+				"by_peer", ref.ByPeer, "err", err)
+		} else {
+			r.log.Warn("peer handshake failed", "addr", c.RemoteAddr().String(), "err", err)
+		}
+		return false
+	}
+	c.SetDeadline(time.Time{})
+	if reason, text := r.admitPeer(remote, dialer); text != "" {
+		r.log.Warn("peer not connected", "addr", c.RemoteAddr().String(), "reason", text)
+		c.Write(wire.AppendRefuse(nil, reason, text))
+		c.Close()
+		return false
+	}
+	return r.attach(c, remote)
+}
+
+// admitPeer decides whether an authenticated peer may become the link.
+func (r *Resource) admitPeer(remote wire.Hello, dialer bool) (wire.Reason, string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case r.standAlone != "":
+		return wire.ReasonBusy, "StandAlone: " + r.standAlone
+	case r.link != nil:
+		return wire.ReasonBusy, "already connected"
+	case !dialer && r.cfg.Peer != "" && remote.NodeID > r.meta.NodeID:
+		// Both sides dial: the connection the lower node id dialed is kept.
+		return wire.ReasonBusy, "both nodes dial: the node with the lower id connects"
+	case r.role == wire.Primary && remote.Role == wire.Primary:
+		return wire.ReasonSplitBrain, "both nodes are Primary"
+	}
+	return 0, ""
+}
+
+// attach makes c the link and starts its goroutines, after deciding what
+// the generation ids say.
+func (r *Resource) attach(c net.Conn, remote wire.Hello) bool {
+	l := newLink(r, c, remote)
+	r.order.Lock()
+	r.mu.Lock()
+	d := decide(r.meta.Gen, remote.Gen)
+	if text := r.refuseOutcome(d, remote); text != "" {
+		r.mu.Unlock()
+		r.order.Unlock()
+		c.Write(wire.AppendRefuse(nil, wire.ReasonSplitBrain, text))
+		c.Close()
+		return false
+	}
+	r.link, r.peer = l, remote
+	r.signalLinkChange()
+	r.mu.Unlock()
+	r.order.Unlock()
+	r.log.Info("peer connected", "addr", c.RemoteAddr().String(), "peer_role", remote.Role.String(),
+		"peer_disk", remote.Disk.String(), "outcome", d.Outcome.String(), "full", d.Full)
+	r.wg.Add(2)
+	go func() { defer r.wg.Done(); l.sendLoop() }()
+	go func() { defer r.wg.Done(); l.recvLoop() }()
+	r.startSync(l, d)
+	return true
+}
+
+// signalLinkChange wakes whoever waits for the link to change; r.mu held.
+func (r *Resource) signalLinkChange() {
+	close(r.linkChange)
+	r.linkChange = make(chan struct{})
+}
+
+// linkDown is the link's last word: the connection is gone. Writes that
+// still waited on the peer are marked out of sync and complete. A Primary
+// that goes on alone starts a new generation first, so the peer's data is
+// known to be behind.
+func (r *Resource) linkDown(l *link, err error, waiting []*pending) {
+	r.order.Lock()
+	r.mu.Lock()
+	if r.link == l {
+		r.link = nil
+		r.replRaw.Add(l.bytesRaw.Load())
+		r.replWire.Add(l.bytesWire.Load())
+		r.resync = resyncState{}
+		if r.role == wire.Primary && r.meta.Gen.Bitmap == 0 {
+			r.meta.newCurrent()
+			if serr := saveMeta(r.cfg.MetaDir, r.meta); serr != nil {
+				r.log.Error("saving the new generation", "err", serr)
+			}
+		}
+		r.signalLinkChange()
+	}
+	r.mu.Unlock()
+	for _, p := range waiting {
+		r.oos.mark(p.off, p.length)
+	}
+	r.order.Unlock()
+	for _, p := range waiting {
+		p.done()
+	}
+	select {
+	case <-r.stop:
+	default:
+		r.log.Warn("peer disconnected", "err", err, "out_of_sync_bytes", r.oos.bytes())
+	}
+}

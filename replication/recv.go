@@ -1,0 +1,123 @@
+package replication
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/nbdmirror/nbdmirror/journal"
+	"github.com/nbdmirror/nbdmirror/replication/wire"
+)
+
+// recvLoop reads frames until the link fails.
+func (l *link) recvLoop() {
+	br := bufio.NewReaderSize(l.conn, 256<<10)
+	r := wire.NewReader(br)
+	for {
+		l.conn.SetReadDeadline(time.Now().Add(l.res.cfg.PeerTimeout))
+		f, err := r.Next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = fmt.Errorf("%w: the peer closed the connection", ErrLinkDown)
+			} else {
+				err = fmt.Errorf("%w: receive: %v", ErrLinkDown, err)
+			}
+			l.fail(err)
+			return
+		}
+		l.lastFrame.Store(time.Now().UnixNano())
+		if err := l.handle(f); err != nil {
+			l.fail(err)
+			return
+		}
+		if br.Buffered() == 0 {
+			l.wake() // acks of everything read so far go out together
+		}
+	}
+}
+
+func (l *link) handle(f wire.Frame) error {
+	switch f.Type {
+	case wire.TypeRecord:
+		return l.applyRecord(f.Body)
+	case wire.TypeBarrier:
+		seq, err := wire.ParseBarrier(f.Body)
+		if err != nil {
+			return err
+		}
+		l.res.journal.Sync(func(err error) {
+			if err != nil {
+				l.fail(fmt.Errorf("%w: journal sync: %v", ErrLinkDown, err))
+				return
+			}
+			storeMax(&l.syncedSeq, seq)
+			l.wake()
+		})
+	case wire.TypeAck:
+		a, err := wire.ParseAck(f.Body)
+		if err != nil {
+			return err
+		}
+		l.ack(a)
+	case wire.TypePing:
+		token, err := wire.ParsePing(f.Body)
+		if err != nil {
+			return err
+		}
+		l.queue(wire.AppendPong(nil, token))
+	case wire.TypePong:
+	case wire.TypeBye:
+		return fmt.Errorf("%w: the peer disconnected", ErrLinkDown)
+	case wire.TypeRefuse:
+		ref, _ := wire.ParseRefuse(f.Body)
+		return fmt.Errorf("%w: the peer refused: %s: %s", ErrLinkDown, ref.Reason, ref.Text)
+	case wire.TypeSyncDone:
+		return l.res.syncDone(l, f.Body)
+	default:
+		return fmt.Errorf("%w: unexpected %s frame", ErrLinkDown, f.Type)
+	}
+	return nil
+}
+
+// applyRecord journals a record from the peer; the journal applies it in
+// order. Its ack goes out once the journal is done with it.
+func (l *link) applyRecord(body []byte) error {
+	if l.res.Role() == wire.Primary {
+		return fmt.Errorf("%w: the peer sent data to a Primary", ErrLinkDown)
+	}
+	seq, enc, err := wire.ParseRecord(body)
+	if err != nil {
+		return err
+	}
+	rec, _, err := journal.DecodeRecord(enc)
+	if err != nil {
+		return fmt.Errorf("%w: record %d: %v", ErrLinkDown, seq, err)
+	}
+	if rec.Offset < 0 || rec.Offset+int64(rec.RawLen) > l.res.size {
+		return fmt.Errorf("%w: record %d writes outside the disk", ErrLinkDown, seq)
+	}
+	rec.Payload = append([]byte(nil), rec.Payload...) // enc is the reader's buffer
+	l.recvSeq.Store(seq)
+	l.res.journal.Append(rec, false, func(_ uint64, err error) {
+		if err != nil {
+			l.fail(fmt.Errorf("%w: journal: %v", ErrLinkDown, err))
+			return
+		}
+		l.journaledSeq.Store(seq)
+		l.wake()
+	})
+	l.res.replRecv.Add(uint64(rec.RawLen))
+	return nil
+}
+
+// queue adds a frame to the send queue.
+func (l *link) queue(frame []byte) {
+	l.mu.Lock()
+	if l.down == nil {
+		l.out = append(l.out, frame)
+		l.wake()
+	}
+	l.mu.Unlock()
+}

@@ -1,0 +1,167 @@
+package replication
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nbdmirror/nbdmirror/replication/wire"
+)
+
+// Status is the `status --json` contract: fields may be added, never renamed.
+type Status struct {
+	Name  string      `json:"name"`
+	Role  string      `json:"role"`
+	Disk  string      `json:"disk"`
+	Size  int64       `json:"size"`
+	Peer  PeerStatus  `json:"peer"`
+	Stats StatsStatus `json:"stats"`
+	// Why this node is StandAlone, when it is.
+	StandAlone string      `json:"standalone_reason,omitempty"`
+	Protocol   string      `json:"protocol"`
+	Gen        wire.GenIDs `json:"generation"`
+}
+
+// PeerStatus is the peer as this node sees it.
+type PeerStatus struct {
+	Connection  string       `json:"connection"`
+	Role        string       `json:"role"`
+	Disk        string       `json:"disk"`
+	Replication string       `json:"replication"`
+	Resync      ResyncStatus `json:"resync"`
+}
+
+// ResyncStatus is the progress of a running resync.
+type ResyncStatus struct {
+	TotalBytes  int64   `json:"total_bytes"`
+	DoneBytes   int64   `json:"done_bytes"`
+	BytesPerSec float64 `json:"bytes_per_sec"`
+	ETASeconds  float64 `json:"eta_seconds"`
+}
+
+// StatsStatus counts what the resource has done since start.
+type StatsStatus struct {
+	Writes          uint64 `json:"writes"`
+	BytesWritten    uint64 `json:"bytes_written"`
+	ReplBytesRaw    uint64 `json:"repl_bytes_raw"`
+	ReplBytesWire   uint64 `json:"repl_bytes_wire"`
+	ResyncBytesWire uint64 `json:"resync_bytes_wire"`
+	OutOfSyncBytes  uint64 `json:"out_of_sync_bytes"`
+	ReplBytesRecv   uint64 `json:"repl_bytes_received"`
+}
+
+// Status reports the node's state.
+func (r *Resource) Status() Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := Status{Name: r.name, Role: r.role.String(), Disk: r.meta.Disk, Size: r.size,
+		StandAlone: r.standAlone, Protocol: string(rune(r.cfg.Protocol)), Gen: r.meta.Gen}
+	st.Peer = PeerStatus{Connection: "Connecting", Role: "Unknown", Disk: "DUnknown", Replication: "Off"}
+	if r.cfg.Peer == "" && r.cfg.PeerListen == "" || r.standAlone != "" {
+		st.Peer.Connection = "StandAlone"
+	}
+	raw, wireBytes := r.replRaw.Load(), r.replWire.Load()
+	if l := r.link; l != nil {
+		st.Peer.Connection, st.Peer.Role = "Connected", r.peer.Role.String()
+		st.Peer.Disk, st.Peer.Replication = r.peer.Disk.String(), "Established"
+		raw += l.bytesRaw.Load()
+		wireBytes += l.bytesWire.Load()
+		switch {
+		case r.resync.source:
+			st.Peer.Replication, st.Peer.Disk = "SyncSource", wire.Inconsistent.String()
+		case r.resync.target:
+			st.Peer.Replication = "SyncTarget"
+		}
+		if r.resync.source || r.resync.target {
+			st.Peer.Resync = r.resync.progress()
+		}
+	}
+	st.Stats = StatsStatus{Writes: r.writes.Load(), BytesWritten: r.bytesWritten.Load(),
+		ReplBytesRaw: raw, ReplBytesWire: wireBytes, ResyncBytesWire: uint64(r.resync.wire),
+		OutOfSyncBytes: uint64(r.oos.bytes()), ReplBytesRecv: r.replRecv.Load()}
+	return st
+}
+
+func (s resyncState) progress() ResyncStatus {
+	p := ResyncStatus{TotalBytes: s.total, DoneBytes: s.done}
+	if secs := time.Since(s.started).Seconds(); secs > 0 {
+		p.BytesPerSec = float64(s.done) / secs
+	}
+	if p.BytesPerSec > 0 && s.total > s.done {
+		p.ETASeconds = float64(s.total-s.done) / p.BytesPerSec
+	}
+	return p
+}
+
+// ErrRefused is a control command this node will not carry out now.
+var ErrRefused = errors.New("replication: refused")
+
+// SetRole promotes or demotes this node. Promotion needs an UpToDate disk
+// (force overrides) and a peer that is not Primary; the peer learns the new
+// role when the link is made again.
+func (r *Resource) SetRole(role wire.Role, force bool) error {
+	r.order.Lock() // no write is between its journal append and its send
+	r.mu.Lock()
+	if r.role == role {
+		r.mu.Unlock()
+		r.order.Unlock()
+		return nil
+	}
+	if role == wire.Primary {
+		if err := r.canPromote(force); err != nil {
+			r.mu.Unlock()
+			r.order.Unlock()
+			return err
+		}
+	}
+	r.role = role
+	l := r.link
+	r.mu.Unlock()
+	r.order.Unlock()
+	if role == wire.Secondary {
+		if err := r.Sync(); err != nil {
+			return err
+		}
+	}
+	r.log.Info("role changed", "role", role.String())
+	if l != nil {
+		l.close() // reconnects at once, announcing the new role
+	}
+	return nil
+}
+
+// canPromote says why this node may not become Primary; r.mu held.
+func (r *Resource) canPromote(force bool) error {
+	if r.link != nil && r.peer.Role == wire.Primary {
+		return fmt.Errorf("%w: the peer is Primary", ErrRefused)
+	}
+	if r.meta.Disk != wire.UpToDate.String() && !force {
+		return fmt.Errorf("%w: the disk is %s (a resync has not finished); --force promotes it anyway", ErrRefused, r.meta.Disk)
+	}
+	if r.meta.Disk != wire.UpToDate.String() {
+		r.meta.Disk = wire.UpToDate.String()
+		r.meta.newCurrent()
+		return saveMeta(r.cfg.MetaDir, r.meta)
+	}
+	return nil
+}
+
+// Disconnect drops the link and stays StandAlone until Connect.
+func (r *Resource) Disconnect() {
+	r.mu.Lock()
+	r.standAlone = "disconnected by command"
+	l := r.link
+	r.signalLinkChange()
+	r.mu.Unlock()
+	if l != nil {
+		l.close()
+	}
+}
+
+// Connect leaves StandAlone: the node connects to its peer again.
+func (r *Resource) Connect() {
+	r.mu.Lock()
+	r.standAlone = ""
+	r.signalLinkChange()
+	r.mu.Unlock()
+}

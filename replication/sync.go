@@ -1,0 +1,161 @@
+package replication
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/nbdmirror/nbdmirror/replication/wire"
+)
+
+// resyncState is the progress of a resync on either side; Resource.mu guards it.
+type resyncState struct {
+	source, target bool
+	total, done    int64 // bytes
+	wire           int64 // bytes of resync frames sent
+	started        time.Time
+}
+
+// refuseOutcome says why this node will not go on with a decision, or ""
+// when it will; r.mu held. Split brain and unrelated data make both nodes
+// StandAlone: nothing is changed until an operator says which data wins.
+func (r *Resource) refuseOutcome(d Decision, remote wire.Hello) string {
+	switch {
+	case d.Outcome == SplitBrain:
+		r.standAlone = "split brain: both nodes wrote while apart"
+	case d.Outcome == Unrelated:
+		r.standAlone = "unrelated data: the generation ids share no history"
+	case d.Outcome == SyncTarget && r.role == wire.Primary:
+		r.standAlone = "the peer holds newer data than this Primary"
+	case d.Outcome == SyncSource && remote.Role == wire.Primary:
+		r.standAlone = "this node holds newer data than the Primary peer"
+	default:
+		return ""
+	}
+	r.log.Error("StandAlone", "why", r.standAlone, "local_gen", fmt.Sprintf("%+v", r.meta.Gen),
+		"peer_gen", fmt.Sprintf("%+v", remote.Gen))
+	return r.standAlone
+}
+
+// startSync begins what the decision asks for on a new link.
+func (r *Resource) startSync(l *link, d Decision) {
+	switch d.Outcome {
+	case SyncSource:
+		if d.Full {
+			r.oos.mark(0, r.size)
+		}
+		r.mu.Lock()
+		r.resync = resyncState{source: true, total: r.oos.bytes(), started: time.Now()}
+		r.mu.Unlock()
+		r.wg.Add(1)
+		go func() { defer r.wg.Done(); r.resyncLoop(l) }()
+	case SyncTarget:
+		r.mu.Lock()
+		r.resync = resyncState{target: true, started: time.Now()}
+		r.meta.Disk = wire.Inconsistent.String()
+		err := saveMeta(r.cfg.MetaDir, r.meta)
+		r.mu.Unlock()
+		if err != nil {
+			l.fail(fmt.Errorf("%w: %v", ErrLinkDown, err))
+		}
+	}
+}
+
+// resyncLoop sends every out-of-sync region, then SyncDone and a barrier;
+// when the barrier's ack comes back the peer is UpToDate. Each region is
+// read and queued under Resource.order after the journal has applied
+// everything before it, so no write can slip between the read and the
+// send and be overwritten on the peer by older data.
+func (r *Resource) resyncLoop(l *link) {
+	buf := make([]byte, RegionSize)
+	for reg := r.oos.next(0); reg >= 0; reg = r.oos.next(reg) {
+		if l.isDown() {
+			return
+		}
+		if err := r.sendRegion(l, reg, buf); err != nil {
+			l.fail(fmt.Errorf("%w: resync: %v", ErrLinkDown, err))
+			return
+		}
+	}
+	r.order.Lock()
+	r.mu.Lock()
+	gen := r.meta.Gen.Current
+	r.mu.Unlock()
+	l.queue(wire.AppendSyncDone(nil, gen))
+	ok := l.sendBarrier(func() { r.wg.Add(1); go func() { defer r.wg.Done(); r.sourceDone(l, gen) }() })
+	r.order.Unlock()
+	if !ok {
+		r.log.Warn("resync interrupted before its end")
+	}
+}
+
+func (r *Resource) sendRegion(l *link, reg int64, buf []byte) error {
+	r.order.Lock()
+	defer r.order.Unlock()
+	for last := r.journal.LastSeq(); r.journal.AppliedSeq() < last; {
+		time.Sleep(50 * time.Microsecond)
+	}
+	off, n := reg*RegionSize, r.oos.regionLen(reg)
+	if _, err := r.disk.ReadAt(buf[:n], off); err != nil {
+		return err
+	}
+	r.oos.clear(reg) // marked again by linkDown if the record is not acknowledged
+	rec := r.comp.Write(off, buf[:n])
+	sent := l.sendRecord(&rec, false, func() {
+		r.mu.Lock()
+		r.resync.done += n
+		r.mu.Unlock()
+	})
+	rec.Release()
+	if !sent {
+		r.oos.mark(off, n)
+		return ErrLinkDown
+	}
+	r.mu.Lock()
+	r.resync.wire += int64(rec.EncodedLen()) + wire.HeaderSize + 8
+	r.mu.Unlock()
+	return nil
+}
+
+// sourceDone runs when the target acknowledged the end of the resync:
+// this node's bitmap generation is gone, both hold the same data.
+func (r *Resource) sourceDone(l *link, gen uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.link != l || l.isDown() || r.meta.Gen.Current != gen || r.oos.bytes() != 0 {
+		return
+	}
+	r.meta.Gen.Bitmap = 0
+	r.resync.source = false
+	if err := saveMeta(r.cfg.MetaDir, r.meta); err != nil {
+		r.log.Error("saving metadata after resync", "err", err)
+	}
+	r.log.Info("resync done: the peer is UpToDate", "bytes", r.resync.done,
+		"seconds", time.Since(r.resync.started).Seconds())
+}
+
+// syncDone handles the source's SyncDone on the target: every resync record
+// came before it, so once the journal has them this node is UpToDate in the
+// source's generation.
+func (r *Resource) syncDone(l *link, body []byte) error {
+	gen, err := wire.ParseSyncDone(body)
+	if err != nil {
+		return err
+	}
+	if err := r.journal.SyncWait(); err != nil {
+		return fmt.Errorf("%w: journal: %v", ErrLinkDown, err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.meta.Gen.Current != gen {
+		copy(r.meta.Gen.History[1:], r.meta.Gen.History[:])
+		r.meta.Gen.History[0] = r.meta.Gen.Current
+	}
+	r.meta.Gen.Current, r.meta.Gen.Bitmap = gen, 0
+	r.meta.Disk = wire.UpToDate.String()
+	r.resync.target = false
+	if err := saveMeta(r.cfg.MetaDir, r.meta); err != nil {
+		return fmt.Errorf("%w: %v", ErrLinkDown, err)
+	}
+	r.log.Info("resync done: UpToDate", "gen", gen)
+	return nil
+}

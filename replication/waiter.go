@@ -1,0 +1,48 @@
+package replication
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// waiter completes a write when both of its halves are done: the local
+// journal append and the peer's acknowledgement. Whichever finishes second
+// wakes the writer; neither half blocks a goroutine.
+type waiter struct {
+	left  atomic.Int32
+	err   error // the local half's error; written before its decrement
+	ready chan struct{}
+}
+
+var waiters = sync.Pool{New: func() any { return &waiter{ready: make(chan struct{}, 1)} }}
+
+func newWaiter() *waiter {
+	w := waiters.Get().(*waiter)
+	w.left.Store(2)
+	w.err = nil
+	return w
+}
+
+// localDone is the journal's completion.
+func (w *waiter) localDone(_ uint64, err error) {
+	w.err = err
+	w.done()
+}
+
+// peerDone is the peer's acknowledgement, or the link giving up on it.
+func (w *waiter) peerDone() { w.done() }
+
+func (w *waiter) done() {
+	if w.left.Add(-1) == 0 {
+		w.ready <- struct{}{}
+	}
+}
+
+// wait blocks until both halves are done, returns the local error and
+// recycles the waiter.
+func (w *waiter) wait() error {
+	<-w.ready
+	err := w.err
+	waiters.Put(w)
+	return err
+}
