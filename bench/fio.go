@@ -149,7 +149,8 @@ type fioRun struct {
 }
 
 // run fills the job file, runs fio to completion and returns its raw JSON.
-// fio runs in its own process group and is killed with it if ctx ends.
+// fio runs in its own process group and is killed, with every process
+// under it, if ctx ends.
 func (r fioRun) run(ctx context.Context) ([]byte, error) {
 	tmpl, err := os.ReadFile(r.jobFile)
 	if err != nil {
