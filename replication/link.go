@@ -46,7 +46,7 @@ type link struct {
 	// mu guards the send queue, the pending writes and the ack marks. The
 	// writers and the resync add, the sender takes, the receiver completes.
 	mu        sync.Mutex
-	out       [][]byte   // frames to send, in order
+	out       []outItem  // frames and records to send, in order
 	outA      []*pending // protocol A: complete once out has been written
 	pending   []*pending // sent records waiting for their ack, seq ascending
 	seq       uint64     // last link seq handed out
@@ -65,6 +65,13 @@ type link struct {
 
 	bytesRaw  atomic.Uint64 // disk bytes carried by records sent
 	bytesWire atomic.Uint64 // bytes written to the connection
+}
+
+// outItem is a frame to send, or a journal record frame that goes out in
+// a Records frame together with the records queued next to it.
+type outItem struct {
+	b      []byte
+	record bool
 }
 
 // pending is a record (or barrier) sent and not yet acknowledged enough.
@@ -103,11 +110,10 @@ func (l *link) needFor(fua bool) wire.AckKind {
 // under it, so the frame is encoded before l.mu is taken.
 func (l *link) sendRecord(rec *journal.Record, fua bool, done func()) bool {
 	seq := l.seq + 1
-	enc := rec.AppendEncoded(make([]byte, 0, rec.EncodedLen()))
-	hdr, err := wire.AppendRecordHeader(make([]byte, 0, wire.HeaderSize+16), seq, enc)
-	if err != nil {
-		panic(err) // a journal record always fits a frame
+	if rec.Seq == 0 {
+		rec.Seq = seq // a resync record, not in the local journal
 	}
+	enc := rec.AppendEncoded(make([]byte, 0, rec.EncodedLen()))
 	p := &pending{seq: seq, need: l.needFor(fua), off: rec.Offset, length: int64(rec.RawLen), done: done}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -115,9 +121,9 @@ func (l *link) sendRecord(rec *journal.Record, fua bool, done func()) bool {
 		return false
 	}
 	l.seq = seq
-	l.out = append(l.out, hdr, enc)
+	l.out = append(l.out, outItem{b: enc, record: true})
 	if fua {
-		l.out = append(l.out, wire.AppendBarrier(nil, seq))
+		l.out = append(l.out, outItem{b: wire.AppendBarrier(nil, seq)})
 	}
 	l.track(p)
 	l.bytesRaw.Add(uint64(rec.RawLen))
@@ -133,7 +139,7 @@ func (l *link) sendBarrier(done func()) bool {
 	if l.down != nil {
 		return false
 	}
-	l.out = append(l.out, wire.AppendBarrier(nil, l.seq))
+	l.out = append(l.out, outItem{b: wire.AppendBarrier(nil, l.seq)})
 	l.track(&pending{seq: l.seq, need: wire.Synced, done: done})
 	l.wake()
 	return true
@@ -235,10 +241,7 @@ func (l *link) sendLoop() {
 		out, outA := l.out, l.outA
 		l.out, l.outA = nil, nil
 		l.mu.Unlock()
-		for _, f := range out {
-			bw.Write(f)
-			l.bytesWire.Add(uint64(len(f)))
-		}
+		l.writeOut(bw, out)
 		sentAck = l.appendAcks(bw, sentAck)
 		if err := bw.Flush(); err != nil {
 			l.fail(fmt.Errorf("%w: send: %v", ErrLinkDown, err))
@@ -247,6 +250,29 @@ func (l *link) sendLoop() {
 		for _, p := range outA {
 			p.done()
 		}
+	}
+}
+
+// writeOut writes queued items; runs of records go out as Records frames.
+func (l *link) writeOut(bw *bufio.Writer, out []outItem) {
+	for i := 0; i < len(out); {
+		if !out[i].record {
+			bw.Write(out[i].b)
+			l.bytesWire.Add(uint64(len(out[i].b)))
+			i++
+			continue
+		}
+		parts, size := make([][]byte, 0, len(out)-i), 0
+		for ; i < len(out) && out[i].record && size+len(out[i].b) <= wire.MaxBodySize; i++ {
+			parts = append(parts, out[i].b)
+			size += len(out[i].b)
+		}
+		hdr, _ := wire.AppendRecordsHeader(nil, parts)
+		bw.Write(hdr)
+		for _, p := range parts {
+			bw.Write(p)
+		}
+		l.bytesWire.Add(uint64(len(hdr) + size))
 	}
 }
 
@@ -284,7 +310,7 @@ func (l *link) checkAlive() error {
 func (l *link) close() {
 	l.mu.Lock()
 	if l.down == nil {
-		l.out = append(l.out, wire.AppendBye(nil))
+		l.out = append(l.out, outItem{b: wire.AppendBye(nil)})
 		l.wake()
 	}
 	l.mu.Unlock()

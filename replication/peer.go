@@ -116,67 +116,129 @@ func (r *Resource) hello() wire.Hello {
 	if r.meta.DiscardMyData {
 		h.Flags |= wire.DiscardMyData
 	}
+	if r.cfg.Peer != "" {
+		h.Flags |= wire.Dials
+	}
 	return h
 }
 
 // meet runs the handshake on a new connection and, if both sides agree,
 // makes it the link. It reports whether the connection became the link.
+// After the handshake each side says Ready or Refuse, and only a
+// connection both sides accept is attached: neither side ever acts on a
+// link the other refused.
 func (r *Resource) meet(c net.Conn, dialer bool) bool {
 	c.SetDeadline(time.Now().Add(r.cfg.PeerTimeout))
+	defer c.SetDeadline(time.Time{})
 	remote, err := wire.Handshake(c, r.hello(), r.cfg.Secret, dialer)
 	if err != nil {
 		c.Close()
-		var ref *wire.RefusedError
-		if errors.As(err, &ref) {
-			r.log.Warn("peer refused", "addr", c.RemoteAddr().String(), "reason", ref.Reason.String(),
-				"by_peer", ref.ByPeer, "err", err)
-		} else {
-			r.log.Warn("peer handshake failed", "addr", c.RemoteAddr().String(), "err", err)
-		}
+		r.logRefusal(c, err)
 		return false
 	}
-	c.SetDeadline(time.Time{})
-	if reason, text := r.admitPeer(remote, dialer); text != "" {
+	if !canonical(remote, r.cfg.Peer != "", dialer, r.meta.NodeID) {
+		c.Close() // both dial: the peer keeps the other connection
+		return false
+	}
+	d, reason, text := r.admitPeer(remote)
+	defer r.endAdmit()
+	if text != "" {
 		r.log.Warn("peer not connected", "addr", c.RemoteAddr().String(), "reason", text)
 		c.Write(wire.AppendRefuse(nil, reason, text))
 		c.Close()
 		return false
 	}
-	return r.attach(c, remote)
+	if err := r.agree(c); err != nil {
+		c.Close()
+		r.logRefusal(c, err)
+		return false
+	}
+	r.attach(c, remote, d)
+	return true
 }
 
-// admitPeer decides whether an authenticated peer may become the link.
-func (r *Resource) admitPeer(remote wire.Hello, dialer bool) (wire.Reason, string) {
+// canonical says whether a connection is the one to keep: when both nodes
+// dial, the one dialed by the lower node id.
+func canonical(remote wire.Hello, iDial, dialer bool, self uint64) bool {
+	if !iDial || remote.Flags&wire.Dials == 0 {
+		return true
+	}
+	if dialer {
+		return self < remote.NodeID
+	}
+	return remote.NodeID < self
+}
+
+// agree sends Ready and waits for the peer's Ready.
+func (r *Resource) agree(c net.Conn) error {
+	if _, err := c.Write(wire.AppendReady(nil)); err != nil {
+		return err
+	}
+	f, err := wire.NewReader(c).Next()
+	switch {
+	case err != nil:
+		return err
+	case f.Type == wire.TypeRefuse:
+		ref, _ := wire.ParseRefuse(f.Body)
+		return &wire.RefusedError{Reason: ref.Reason, Text: ref.Text, ByPeer: true}
+	case f.Type != wire.TypeReady:
+		return fmt.Errorf("%w: %s frame instead of ready", wire.ErrUnexpectedFrame, f.Type)
+	}
+	return nil
+}
+
+func (r *Resource) logRefusal(c net.Conn, err error) {
+	var ref *wire.RefusedError
+	if errors.As(err, &ref) {
+		r.log.Warn("peer refused", "addr", c.RemoteAddr().String(), "reason", ref.Reason.String(),
+			"by_peer", ref.ByPeer, "err", err)
+		return
+	}
+	r.log.Warn("peer handshake failed", "addr", c.RemoteAddr().String(), "err", err)
+}
+
+// admitPeer decides whether an authenticated peer may become the link and
+// what the generation ids say. A link to the same peer node is replaced:
+// the peer came back before this node noticed it was gone. Until endAdmit
+// no other connection is admitted.
+func (r *Resource) admitPeer(remote wire.Hello) (Decision, wire.Reason, string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	old := r.link
 	switch {
+	case r.admitting:
+		return Decision{}, wire.ReasonBusy, "another connection is being set up"
 	case r.standAlone != "":
-		return wire.ReasonBusy, "StandAlone: " + r.standAlone
-	case r.link != nil:
-		return wire.ReasonBusy, "already connected"
-	case !dialer && r.cfg.Peer != "" && remote.NodeID > r.meta.NodeID:
-		// Both sides dial: the connection the lower node id dialed is kept.
-		return wire.ReasonBusy, "both nodes dial: the node with the lower id connects"
+		return Decision{}, wire.ReasonBusy, "StandAlone: " + r.standAlone
+	case old != nil && remote.NodeID != r.peer.NodeID:
+		return Decision{}, wire.ReasonBusy, "already connected to another node"
 	case r.role == wire.Primary && remote.Role == wire.Primary:
-		return wire.ReasonSplitBrain, "both nodes are Primary"
+		return Decision{}, wire.ReasonSplitBrain, "both nodes are Primary"
 	}
-	return 0, ""
+	d := decide(r.meta.Gen, remote.Gen)
+	if text := r.refuseOutcome(d, remote); text != "" {
+		return d, wire.ReasonSplitBrain, text
+	}
+	r.admitting = true
+	if old != nil {
+		r.mu.Unlock()
+		old.fail(fmt.Errorf("%w: the peer connected again", ErrLinkDown))
+		r.mu.Lock()
+	}
+	return d, 0, ""
 }
 
-// attach makes c the link and starts its goroutines, after deciding what
-// the generation ids say.
-func (r *Resource) attach(c net.Conn, remote wire.Hello) bool {
+func (r *Resource) endAdmit() {
+	r.mu.Lock()
+	r.admitting = false
+	r.mu.Unlock()
+}
+
+// attach makes c the link and starts its goroutines.
+func (r *Resource) attach(c net.Conn, remote wire.Hello, d Decision) {
 	l := newLink(r, c, remote)
 	r.order.Lock()
 	r.mu.Lock()
-	d := decide(r.meta.Gen, remote.Gen)
-	if text := r.refuseOutcome(d, remote); text != "" {
-		r.mu.Unlock()
-		r.order.Unlock()
-		c.Write(wire.AppendRefuse(nil, wire.ReasonSplitBrain, text))
-		c.Close()
-		return false
-	}
 	r.link, r.peer = l, remote
 	r.signalLinkChange()
 	r.mu.Unlock()
@@ -187,7 +249,6 @@ func (r *Resource) attach(c net.Conn, remote wire.Hello) bool {
 	go func() { defer r.wg.Done(); l.sendLoop() }()
 	go func() { defer r.wg.Done(); l.recvLoop() }()
 	r.startSync(l, d)
-	return true
 }
 
 // signalLinkChange wakes whoever waits for the link to change; r.mu held.

@@ -40,8 +40,8 @@ func (l *link) recvLoop() {
 
 func (l *link) handle(f wire.Frame) error {
 	switch f.Type {
-	case wire.TypeRecord:
-		return l.applyRecord(f.Body)
+	case wire.TypeRecords:
+		return l.applyRecords(f.Body)
 	case wire.TypeBarrier:
 		seq, err := wire.ParseBarrier(f.Body)
 		if err != nil {
@@ -81,34 +81,34 @@ func (l *link) handle(f wire.Frame) error {
 	return nil
 }
 
-// applyRecord journals a record from the peer; the journal applies it in
-// order. Its ack goes out once the journal is done with it.
-func (l *link) applyRecord(body []byte) error {
+// applyRecords journals the records of a Records frame; the journal
+// applies them in order. Each one's ack goes out once the journal is done
+// with it. The nth record of the link has seq n.
+func (l *link) applyRecords(body []byte) error {
 	if l.res.Role() == wire.Primary {
 		return fmt.Errorf("%w: the peer sent data to a Primary", ErrLinkDown)
 	}
-	seq, enc, err := wire.ParseRecord(body)
-	if err != nil {
-		return err
-	}
-	rec, _, err := journal.DecodeRecord(enc)
-	if err != nil {
-		return fmt.Errorf("%w: record %d: %v", ErrLinkDown, seq, err)
-	}
-	if rec.Offset < 0 || rec.Offset+int64(rec.RawLen) > l.res.size {
-		return fmt.Errorf("%w: record %d writes outside the disk", ErrLinkDown, seq)
-	}
-	rec.Payload = append([]byte(nil), rec.Payload...) // enc is the reader's buffer
-	l.recvSeq.Store(seq)
-	l.res.journal.Append(rec, false, func(_ uint64, err error) {
+	for len(body) > 0 {
+		rec, n, err := journal.DecodeRecord(body)
 		if err != nil {
-			l.fail(fmt.Errorf("%w: journal: %v", ErrLinkDown, err))
-			return
+			return fmt.Errorf("%w: record %d: %v", ErrLinkDown, l.recvSeq.Load()+1, err)
 		}
-		l.journaledSeq.Store(seq)
-		l.wake()
-	})
-	l.res.replRecv.Add(uint64(rec.RawLen))
+		body = body[n:]
+		seq := l.recvSeq.Add(1)
+		if rec.Offset < 0 || rec.Offset+int64(rec.RawLen) > l.res.size {
+			return fmt.Errorf("%w: record %d writes outside the disk", ErrLinkDown, seq)
+		}
+		rec.Payload = append([]byte(nil), rec.Payload...) // body is the reader's buffer
+		l.res.journal.Append(rec, false, func(_ uint64, err error) {
+			if err != nil {
+				l.fail(fmt.Errorf("%w: journal: %v", ErrLinkDown, err))
+				return
+			}
+			l.journaledSeq.Store(seq)
+			l.wake()
+		})
+		l.res.replRecv.Add(uint64(rec.RawLen))
+	}
 	return nil
 }
 
@@ -116,7 +116,7 @@ func (l *link) applyRecord(body []byte) error {
 func (l *link) queue(frame []byte) {
 	l.mu.Lock()
 	if l.down == nil {
-		l.out = append(l.out, frame)
+		l.out = append(l.out, outItem{b: frame})
 		l.wake()
 	}
 	l.mu.Unlock()

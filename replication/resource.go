@@ -80,6 +80,7 @@ type Resource struct {
 	link       *link      // the connection to the peer, nil when there is none
 	peer       wire.Hello // what the peer said in its last handshake
 	standAlone string     // why this node will not connect ("" when it will)
+	admitting  bool       // a connection is between handshake and attach
 	resync     resyncState
 	linkChange chan struct{} // closed and replaced whenever link changes
 
@@ -194,7 +195,7 @@ func (r *Resource) append(rec *journal.Record, fua bool) error {
 	if l == nil {
 		r.oos.mark(rec.Offset, int64(rec.RawLen))
 	}
-	r.journal.Append(*rec, fua, w.localDone)
+	rec.Seq = r.journal.Append(*rec, fua, w.localDone)
 	if l == nil || !l.sendRecord(rec, fua, w.peerDone) {
 		if l != nil {
 			r.oos.mark(rec.Offset, int64(rec.RawLen))

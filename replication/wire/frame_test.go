@@ -284,3 +284,20 @@ func TestRefuseTextCut(t *testing.T) {
 		t.Fatalf("cut to %d bytes", len(r.Text))
 	}
 }
+
+func TestRecordsFrameRoundTrip(t *testing.T) {
+	parts := [][]byte{[]byte("first journal frame"), {}, bytes.Repeat([]byte{7}, 5000)}
+	hdr, err := AppendRecordsHeader(nil, parts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := append(hdr, bytes.Join(parts, nil)...)
+	f, err := NewReader(bytes.NewReader(stream)).Next()
+	if err != nil || f.Type != TypeRecords || !bytes.Equal(f.Body, bytes.Join(parts, nil)) {
+		t.Fatalf("frame %v %d bytes, err %v", f.Type, len(f.Body), err)
+	}
+	stream[len(stream)-1] ^= 1
+	if _, err := NewReader(bytes.NewReader(stream)).Next(); !errors.Is(err, ErrBadChecksum) {
+		t.Fatalf("corrupt records frame: %v", err)
+	}
+}

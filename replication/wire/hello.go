@@ -35,6 +35,9 @@ const (
 	DiscardMyData HelloFlags = 1 << 0
 	// WantsFullSync: this node asks for a full sync whatever the ids say.
 	WantsFullSync HelloFlags = 1 << 1
+	// Dials: this node dials its peer too. When both do, only the
+	// connection dialed by the lower node id is kept.
+	Dials HelloFlags = 1 << 2
 )
 
 // GenIDs are a node's generation ids. The wire carries them; deciding what

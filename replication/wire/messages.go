@@ -211,3 +211,29 @@ func AppendSyncDone(dst []byte, gen uint64) []byte {
 func ParseSyncDone(body []byte) (gen uint64, err error) {
 	return parseUint64(TypeSyncDone, body)
 }
+
+// AppendRecordsHeader appends the header of a Records frame whose body is
+// parts written back to back: journal record frames, each self-delimiting
+// and checksummed by the journal. Records frames carry no seq: the nth
+// record sent on a link has seq n, which is what acks count. The caller
+// writes the parts right after the header, e.g. as net.Buffers; they are
+// read once for the checksum, never copied.
+func AppendRecordsHeader(dst []byte, parts [][]byte) ([]byte, error) {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	if n > MaxBodySize {
+		return dst, fmt.Errorf("%w: records body of %d bytes, max %d", ErrFrameTooLarge, n, MaxBodySize)
+	}
+	start := len(dst)
+	dst = append(dst, make([]byte, HeaderSize)...)
+	h := dst[start:]
+	putHeader(h, TypeRecords, 0, n)
+	crc := crc32.Update(0, castagnoli, h[:crcOffset])
+	for _, p := range parts {
+		crc = crc32.Update(crc, castagnoli, p)
+	}
+	binary.BigEndian.PutUint32(h[crcOffset:], crc)
+	return dst, nil
+}

@@ -22,6 +22,7 @@ const (
 	TypeRecord  Type = 16 // seq + journal record bytes
 	TypeBarrier Type = 17 // seq: make everything <= seq durable, then ack Synced
 	TypeAck     Type = 18 // kind + cumulative seq
+	TypeRecords Type = 19 // journal record frames back to back; the nth record on a link has seq n
 
 	// Resync: 32-63. Reserved for frames to come:
 	//   32 SyncRequest, 33 Checksums, 34 RegionData, 35 BitmapChunk.
@@ -40,6 +41,7 @@ var typeNames = map[Type]string{
 	TypeRecord:   "record",
 	TypeBarrier:  "barrier",
 	TypeAck:      "ack",
+	TypeRecords:  "records",
 	TypeSyncDone: "sync-done",
 }
 
