@@ -34,8 +34,9 @@ func (j *Journal) recover() error {
 		if err := j.checkSegment(rc, s, i == len(segs)-1); err != nil {
 			return err
 		}
+		j.log.Debug("journal: segment checked", "segment", s.name, "size", s.size.Load(), "last", s.lastSeq.Load())
 	}
-	if err := j.cutTail(rc); err != nil {
+	if err := j.settleTail(rc); err != nil {
 		return err
 	}
 	if err := j.replay(rc); err != nil {
@@ -100,25 +101,31 @@ func validAfter(f io.ReaderAt, off, size int64, lastSeq uint64) bool {
 	return false
 }
 
-// cutTail truncates the torn tail of the last segment and makes that durable.
-func (j *Journal) cutTail(rc *recovery) error {
-	if rc.torn == nil {
+// settleTail cuts the torn tail of the last segment, if any, and syncs the
+// segment: after a process crash its tail may be in the page cache only, and
+// the records replayed from it must be durable before a checkpoint covers
+// them. Older segments were synced when the next one was started.
+func (j *Journal) settleTail(rc *recovery) error {
+	if len(rc.segs) == 0 {
 		return nil
 	}
 	s := rc.segs[len(rc.segs)-1]
-	f, err := j.fs.OpenFile(j.path(s.name), os.O_RDWR, 0)
+	name := j.path(s.name)
+	f, err := j.fs.OpenFile(name, os.O_RDWR, 0)
 	if err != nil {
-		return fmt.Errorf("journal: cut torn tail: %w", err)
+		return fmt.Errorf("journal: recover: %w", err)
 	}
 	defer f.Close()
-	old, _ := f.Size()
-	j.log.Warn("journal: cutting torn tail", "segment", j.path(s.name), "offset", rc.cut,
-		"bytes", old-rc.cut, "reason", rc.torn)
-	if err := f.Truncate(rc.cut); err != nil {
-		return fmt.Errorf("journal: cut torn tail of %s at %d: %w", j.path(s.name), rc.cut, err)
+	if rc.torn != nil {
+		old, _ := f.Size()
+		j.log.Warn("journal: cutting torn tail", "segment", name, "offset", rc.cut,
+			"bytes", old-rc.cut, "reason", rc.torn)
+		if err := f.Truncate(rc.cut); err != nil {
+			return fmt.Errorf("journal: cut torn tail of %s at %d: %w", name, rc.cut, err)
+		}
 	}
 	if err := f.Sync(); err != nil {
-		return fmt.Errorf("journal: cut torn tail of %s: sync: %w", j.path(s.name), err)
+		return fmt.Errorf("journal: recover: sync %s: %w", name, err)
 	}
 	return nil
 }

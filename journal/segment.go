@@ -74,35 +74,37 @@ func (j *Journal) createSegment(seq uint64) (vfs.File, *segment, error) {
 	}
 	if err := j.fs.SyncDir(j.dir); err != nil {
 		f.Close()
+		j.fs.Remove(j.path(s.name))
 		return nil, nil, fmt.Errorf("journal: create segment %s: sync dir: %w", s.name, err)
 	}
 	return f, s, nil
 }
 
 // rotate syncs and closes the active segment and starts a new one whose
-// first record will be seq. A failure to create the new one leaves the old
-// one active; a failure to sync the old one fails the journal.
+// first record will be seq. The old one is synced first, so only the newest
+// segment can ever have a torn tail. A failure to create the new one leaves
+// the old one active; a failure to sync the old one fails the journal.
 func (j *Journal) rotate(seq uint64) error {
 	w := &j.w
-	f, s, err := j.createSegment(seq)
-	if err != nil {
-		return err
-	}
 	if w.dirty {
 		j.st.syncs.Add(1)
 		if err := w.f.Sync(); err != nil {
-			f.Close()
 			err = fmt.Errorf("journal: sync segment %s: %w", w.seg.name, err)
 			j.fail(err)
 			return err
 		}
+		w.dirty = false
 		j.durableSeq.Store(j.writtenSeq.Load())
+	}
+	f, s, err := j.createSegment(seq)
+	if err != nil {
+		return err
 	}
 	if err := w.f.Close(); err != nil {
 		j.log.Warn("journal: close segment", "segment", w.seg.name, "err", err)
 	}
 	old := w.seg
-	w.f, w.seg, w.off, w.dirty = f, s, 0, false
+	w.f, w.seg, w.off = f, s, 0
 	j.segMu.Lock()
 	j.segs = append(j.segs, s)
 	j.segMu.Unlock()

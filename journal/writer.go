@@ -31,6 +31,16 @@ type batch struct {
 	syncErr error
 }
 
+// firstSeq is the seq of the first record in b.
+func (b *batch) firstSeq() uint64 {
+	for i := range b.items {
+		if b.items[i].isRecord() {
+			return b.items[i].rec.Seq
+		}
+	}
+	return 0
+}
+
 var batchPool = sync.Pool{New: func() any { return new(batch) }}
 
 func (b *batch) reset() {
@@ -133,7 +143,7 @@ func (j *Journal) writeBatch(b *batch) {
 func (j *Journal) writeRecords(b *batch) error {
 	w := &j.w
 	if w.off > 0 && w.off+b.bytes > j.opts.SegmentSize {
-		if err := j.rotate(b.items[0].rec.Seq); err != nil {
+		if err := j.rotate(b.firstSeq()); err != nil {
 			return err
 		}
 	}

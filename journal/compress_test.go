@@ -1,0 +1,104 @@
+package journal
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"sync"
+	"testing"
+)
+
+func TestCompressRoundTrip(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(3, 3))
+	for _, codec := range []Codec{CodecNone, CodecS2, CodecZstd} {
+		c := NewCompressor(codec)
+		for _, n := range []int{0, 1, 100, 4096, 65536, 1 << 20} {
+			for _, data := range [][]byte{compressible(rnd, n), randomBytes(rnd, n)} {
+				r := c.Write(99, data)
+				if r.Kind != KindWrite || r.Offset != 99 || r.RawLen != uint32(n) {
+					t.Fatalf("%v: bad record %+v", codec, r)
+				}
+				if len(r.Payload) > n {
+					t.Fatalf("%v: %d bytes stored in %d: grown", codec, n, len(r.Payload))
+				}
+				raw, err := r.Raw([]byte("prefix"))
+				if err != nil || !bytes.Equal(raw, append([]byte("prefix"), data...)) {
+					t.Fatalf("%v n=%d: Raw: %v", codec, n, err)
+				}
+				r.Release()
+			}
+		}
+	}
+}
+
+func TestCompressShrinksOrStoresRaw(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(4, 4))
+	for _, codec := range []Codec{CodecS2, CodecZstd} {
+		c := NewCompressor(codec)
+		text := compressible(rnd, 4096)
+		r := c.Write(0, text)
+		if r.Codec != codec || len(r.Payload) > len(text)/2 {
+			t.Errorf("%v: compressible 4096 bytes stored as %v in %d", codec, r.Codec, len(r.Payload))
+		}
+		noise := randomBytes(rnd, 4096)
+		r = c.Write(0, noise)
+		if r.Codec != CodecNone || !bytes.Equal(r.Payload, noise) {
+			t.Errorf("%v: random data stored as %v in %d, want raw", codec, r.Codec, len(r.Payload))
+		}
+	}
+}
+
+func TestCompressorOwnsPayload(t *testing.T) {
+	data := bytes.Repeat([]byte{7}, 4096)
+	for _, codec := range []Codec{CodecNone, CodecS2} {
+		r := NewCompressor(codec).Write(0, data)
+		data[0] = 8 // the caller reuses its buffer
+		raw, _ := r.Raw(nil)
+		if raw[0] != 7 {
+			t.Fatalf("%v: record shares the caller's buffer", codec)
+		}
+		data[0] = 7
+	}
+}
+
+func TestCompressConcurrent(t *testing.T) {
+	c := NewCompressor(CodecZstd)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rnd := rand.New(rand.NewPCG(uint64(g), 5))
+			for range 50 {
+				data := compressible(rnd, rnd.IntN(20000))
+				r := c.Write(0, data)
+				if raw, err := r.Raw(nil); err != nil || !bytes.Equal(raw, data) {
+					t.Error("concurrent round trip failed", err)
+					return
+				}
+				r.Release()
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestRawRejectsBadPayload(t *testing.T) {
+	r := NewCompressor(CodecS2).Write(0, bytes.Repeat([]byte("ab"), 2048))
+	r.Payload = append([]byte(nil), r.Payload...)
+	r.Payload[len(r.Payload)/2] ^= 0xff
+	r.RawLen++
+	if _, err := r.Raw(nil); !IsCorrupt(err) {
+		t.Fatalf("bad payload: %v, want corrupt", err)
+	}
+}
+
+func TestParseCodec(t *testing.T) {
+	for _, c := range []Codec{CodecNone, CodecS2, CodecZstd} {
+		if got, err := ParseCodec(c.String()); err != nil || got != c {
+			t.Fatalf("ParseCodec(%q) = %v, %v", c, got, err)
+		}
+	}
+	if _, err := ParseCodec("lz4"); err == nil {
+		t.Fatal("ParseCodec accepted lz4")
+	}
+}

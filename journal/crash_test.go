@@ -1,0 +1,196 @@
+package journal
+
+import (
+	"flag"
+	"math/rand/v2"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nbdmirror/nbdmirror/journal/vfs"
+)
+
+var (
+	numSchedules = flag.Int("journal.schedules", 0, "random crash schedules to run (0: a default sized for the build)")
+	firstSeed    = flag.Uint64("journal.seed", 0, "seed of the first schedule (0: from the clock)")
+)
+
+const crashDiskSize = 64 << 10
+
+// TestCrashSchedules runs random schedules of appends, syncs, checkpoints and
+// crashes (power losses, some while appends are in flight, and process
+// crashes) on the memory FS, and after each crash checks recovery against the
+// model: the disk is the image of a prefix of the appended records, and the
+// prefix holds every record acknowledged durable before the crash.
+func TestCrashSchedules(t *testing.T) {
+	n := *numSchedules
+	if n == 0 {
+		n = 1500
+		if raceEnabled || testing.Short() {
+			n = 200
+		}
+	}
+	seed := *firstSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	for i := range n {
+		runSchedule(t, seed+uint64(i))
+	}
+}
+
+// schedule is one run: a journal, its FS and disk, and the model.
+type schedule struct {
+	t    *testing.T
+	rnd  *rand.Rand
+	fs   *vfs.MemFS
+	disk *MemDisk
+	opts Options
+	h    *history
+	c    *Compressor
+}
+
+func runSchedule(t *testing.T, seed uint64) {
+	defer func() {
+		if t.Failed() {
+			t.Logf("rerun with -run TestCrashSchedules -journal.seed=%d -journal.schedules=1", seed)
+		}
+	}()
+	rnd := rand.New(rand.NewPCG(seed, seed>>32))
+	s := &schedule{
+		t: t, rnd: rnd, fs: vfs.NewMem(), disk: NewMemDisk(crashDiskSize), h: newHistory(),
+		c: NewCompressor([]Codec{CodecNone, CodecS2, CodecZstd}[rnd.IntN(3)]),
+		opts: Options{
+			SegmentSize:        []int64{1 << 10, 4 << 10, 16 << 10, 1 << 20}[rnd.IntN(4)],
+			RetainBytes:        []int64{-1, 8 << 10, 1 << 20}[rnd.IntN(3)],
+			MaxBytes:           []int64{64 << 10, 256 << 10, 1 << 30}[rnd.IntN(3)],
+			CheckpointInterval: -1,
+			Logger:             quiet,
+		},
+	}
+	var mustHave uint64
+	for range 1 + rnd.IntN(3) {
+		j, err := Open(s.fs, "/meta/journal", s.disk, s.opts)
+		if err != nil {
+			t.Fatalf("seed %d: open after crash: %v", seed, err)
+		}
+		checkRecovered(t, j, s.disk, s.h, crashDiskSize, mustHave)
+		mustHave = s.run(j)
+	}
+	j, err := Open(s.fs, "/meta/journal", s.disk, s.opts)
+	if err != nil {
+		t.Fatalf("seed %d: final open: %v", seed, err)
+	}
+	checkRecovered(t, j, s.disk, s.h, crashDiskSize, mustHave)
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// run drives j with random steps, then crashes. It returns the seq recovery
+// must reach at least, and leaves s.fs and s.disk as the crash left them.
+func (s *schedule) run(j *Journal) uint64 {
+	var inflight sync.WaitGroup
+	steps := s.rnd.IntN(40)
+	for range steps {
+		switch x := s.rnd.IntN(20); {
+		case x < 10:
+			s.append(j, s.rnd.IntN(3) == 0)
+		case x < 13:
+			s.burst(j, &inflight)
+		case x < 15:
+			last := j.LastSeq()
+			if err := j.SyncWait(); err != nil {
+				s.t.Fatal(err)
+			}
+			s.h.ack(last, true, nil)
+		case x < 17:
+			last := j.LastSeq()
+			if err := j.Checkpoint(); err != nil {
+				s.t.Fatal(err)
+			}
+			s.h.ack(last, true, nil)
+		default:
+			s.write(j)
+		}
+	}
+	if s.rnd.IntN(3) == 0 {
+		s.burst(j, &inflight) // crash while these are in flight
+		for range s.rnd.IntN(50) {
+			runtime.Gosched()
+		}
+	}
+	mustHave := s.crash()
+	inflight.Wait()
+	j.Close() // the old journal, on the old FS: its result does not matter
+	s.h.mu.Lock()
+	defer s.h.mu.Unlock()
+	if len(s.h.errs) > 0 {
+		s.t.Fatalf("a record failed without any injected fault: %v", s.h.errs[0])
+	}
+	return mustHave
+}
+
+func (s *schedule) append(j *Journal, fua bool) {
+	rec, o := randomOp(s.rnd, s.c, crashDiskSize)
+	seq := j.Append(rec, fua, func(seq uint64, err error) { s.h.ack(seq, fua, err) })
+	s.h.add(seq, o) // a completion may come first: ack needs no op
+}
+
+func (s *schedule) write(j *Journal) {
+	rec, o := randomOp(s.rnd, s.c, crashDiskSize)
+	fua := s.rnd.IntN(2) == 0
+	seq, err := j.Write(rec, fua)
+	s.h.add(seq, o)
+	s.h.ack(seq, fua, err)
+}
+
+// burst starts a few goroutines appending at once.
+func (s *schedule) burst(j *Journal, wg *sync.WaitGroup) {
+	for g := range 1 + s.rnd.IntN(4) {
+		rnd := rand.New(rand.NewPCG(s.rnd.Uint64(), uint64(g)))
+		count := 1 + rnd.IntN(8)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range count {
+				rec, o := randomOp(rnd, s.c, crashDiskSize)
+				fua := rnd.IntN(3) == 0
+				seq := j.Append(rec, fua, func(seq uint64, err error) { s.h.ack(seq, fua, err) })
+				s.h.add(seq, o)
+			}
+		}()
+	}
+}
+
+// crash replaces s.fs and s.disk by what a power loss or a process crash
+// leaves, and returns the seq recovery must reach at least.
+func (s *schedule) crash() uint64 {
+	durable, completed := s.h.acked() // acknowledged before the crash
+	defer func() { dumpFS("after crash", s.fs) }()
+	dumpFS("before crash", s.fs)
+	if s.rnd.IntN(4) == 0 {
+		// Process crash: the kernel keeps everything written.
+		var fs *vfs.MemFS
+		s.disk = s.disk.cloneWith(func() { fs = s.fs.Clone() })
+		s.fs = fs
+		return max(durable, completed)
+	}
+	var fs *vfs.MemFS
+	rnd := s.rnd
+	if s.rnd.IntN(4) == 0 {
+		rnd = nil // drop everything unsynced
+	}
+	s.disk = s.disk.CrashWith(func() { fs = s.fs.CrashClone(rnd) })
+	s.fs = fs
+	return durable
+}
+
+// cloneWith is Clone, running also at the same instant.
+func (d *MemDisk) cloneWith(also func()) *MemDisk {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	also()
+	return &MemDisk{data: append([]byte(nil), d.data...), synced: append([]byte(nil), d.synced...)}
+}

@@ -1,0 +1,84 @@
+// Package journal is nbdmirror's write-ahead journal: every change to a
+// resource's disk is a framed, checksummed, compressed record in segment
+// files before it reaches the disk, so that a daemon crash or a power loss
+// never leaves a torn or half-applied state, and so that a peer back from a
+// short disconnect can be sent the journal's tail.
+//
+// # What it owns
+//
+//   - The record format and its framing over io.Reader / io.Writer
+//     (AppendEncoded, WriteTo, DecodeRecord, Encoder, Decoder). Replication
+//     sends exactly the stored frames.
+//   - Compression, once per write, in the caller's goroutine (Compressor):
+//     s2 block format by default, zstd or none selectable; a payload that does
+//     not shrink is stored raw.
+//   - The segment files under the directory it is given (META-DIR/journal),
+//     written by one goroutine that takes every queued record, writes them
+//     with one pwritev and, when a FUA record or a Sync waits, covers them all
+//     with one fdatasync (group commit).
+//   - Applying records to the Disk, in seq order, by one goroutine: overlapping
+//     writes land in one order, and the disk file sees one writer.
+//   - Checkpoints (disk synced, seq recorded in the CHECKPOINT file), removal
+//     of old segments beyond RetainBytes, back-pressure at MaxBytes, and
+//     recovery at Open.
+//
+// # Record frame (frozen)
+//
+// Every frame starts at an 8-byte aligned offset of its segment, and its
+// length is a multiple of 8, so the first word (checksum and length) never
+// straddles a sector and is never torn on its own. Integers are little endian.
+//
+//	 0       4       8   9  10      12      16              24              32
+//	 +-------+-------+---+---+-------+-------+---------------+---------------+
+//	 | crc   | len   |knd|cdc| rsvd  | rawlen|      seq      |    offset     |
+//	 +-------+-------+---+---+-------+-------+---------------+---------------+
+//	 | payload: len bytes, stored form (codec) ...   | zero pad to 8 bytes   |
+//	 +-----------------------------------------------+-----------------------+
+//
+//	crc     uint32  CRC32C (Castagnoli) of the payload followed by header bytes 4..31
+//	len     uint32  payload bytes stored; 0 for trim and zero
+//	knd     uint8   1 write, 2 trim, 3 zero, 4 zero without hole
+//	cdc     uint8   0 none, 1 s2 block, 2 zstd frame
+//	rsvd    uint16  zero
+//	rawlen  uint32  bytes of disk covered: decoded payload length, or trim/zero length
+//	seq     uint64  sequence number, strictly increasing through the journal, never 0
+//	offset  uint64  disk offset
+//
+// A header of 32 zero bytes is unwritten (or preallocated) space: the end.
+// Segment files are named by the seq of their first record, 16 hex digits and
+// ".seg" (0000000000000001.seg); CHECKPOINT holds the checkpoint seq (see
+// checkpoint.go for its 32 bytes, also frozen).
+//
+// # Guarantees
+//
+// A record's completion (the done callback of Append) means: written to the
+// segment file and applied to the disk, so it survives a daemon crash; with
+// FUA also synced in the journal, so it survives a power loss. Sync completes
+// once every record appended before it is synced. Recovery (Open) applies every
+// record after the checkpoint; a torn tail of the last segment (short frame,
+// bad checksum, zeros) is cut off and logged; a bad record followed by a good
+// one is corruption, and Open refuses with a *CorruptionError naming the
+// segment and offset, changing nothing.
+//
+// A failed segment write is cut off again and its records complete with the
+// error; a failed fdatasync or disk write fails the journal: every later
+// record completes with the error until the journal is reopened.
+//
+// # Usage
+//
+//	j, err := journal.Open(vfs.Default, "/var/lib/nbdmirror/r0/journal", disk, journal.Options{})
+//	if err != nil { ... }
+//	defer j.Close()
+//	c := journal.NewCompressor(journal.CodecS2)
+//
+//	rec := c.Write(off, data)              // compress once, in this goroutine
+//	rec.AttachRaw(data)                    // optional: data stays valid until done
+//	j.Append(rec, fua, func(seq uint64, err error) {
+//		reply(err)                         // journaled + applied (+ synced if fua)
+//		rec.Release()
+//	})
+//	j.Sync(func(err error) { reply(err) }) // NBD_CMD_FLUSH
+//
+//	r, err := j.NewReader(peerSeq + 1)     // resync: replay the tail to a peer
+//	for rec, err := r.Next(); err == nil; rec, err = r.Next() { rec.WriteTo(conn) }
+package journal
