@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 // recovery is what the read-only pass over the journal found.
@@ -70,6 +71,10 @@ func (j *Journal) checkSegment(rc *recovery, s *segment, last bool) error {
 		}
 		if err != nil {
 			if !last || validAfter(f, off, size, rc.lastSeq) {
+				if !errors.Is(err, ErrCorruptRecord) { // torn, yet not at the end
+					err = fmt.Errorf("%w: %s, not at the end of the journal",
+						ErrCorruptRecord, strings.TrimPrefix(err.Error(), "journal: "))
+				}
 				return &CorruptionError{Segment: j.path(s.name), Offset: off, Err: err}
 			}
 			rc.cut, rc.torn = off, err
