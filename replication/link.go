@@ -110,10 +110,7 @@ func (l *link) needFor(fua bool) wire.AckKind {
 // under it, so the frame is encoded before l.mu is taken.
 func (l *link) sendRecord(rec *journal.Record, fua bool, done func()) bool {
 	seq := l.seq + 1
-	if rec.Seq == 0 {
-		rec.Seq = seq // a resync record, not in the local journal
-	}
-	enc := rec.AppendEncoded(make([]byte, 0, rec.EncodedLen()))
+	enc := appendWireRecord(make([]byte, 0, wireRecordHeader+len(rec.Payload)), rec)
 	p := &pending{seq: seq, need: l.needFor(fua), off: rec.Offset, length: int64(rec.RawLen), done: done}
 	l.mu.Lock()
 	defer l.mu.Unlock()

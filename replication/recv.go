@@ -7,7 +7,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/nbdmirror/nbdmirror/journal"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
@@ -89,16 +88,12 @@ func (l *link) applyRecords(body []byte) error {
 		return fmt.Errorf("%w: the peer sent data to a Primary", ErrLinkDown)
 	}
 	for len(body) > 0 {
-		rec, n, err := journal.DecodeRecord(body)
+		rec, n, err := parseWireRecord(body, l.res.size)
 		if err != nil {
 			return fmt.Errorf("%w: record %d: %v", ErrLinkDown, l.recvSeq.Load()+1, err)
 		}
 		body = body[n:]
 		seq := l.recvSeq.Add(1)
-		if rec.Offset < 0 || rec.Offset+int64(rec.RawLen) > l.res.size {
-			return fmt.Errorf("%w: record %d writes outside the disk", ErrLinkDown, seq)
-		}
-		rec.Payload = append([]byte(nil), rec.Payload...) // body is the reader's buffer
 		l.res.journal.Append(rec, false, func(_ uint64, err error) {
 			if err != nil {
 				l.fail(fmt.Errorf("%w: journal: %v", ErrLinkDown, err))

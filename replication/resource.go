@@ -195,7 +195,7 @@ func (r *Resource) append(rec *journal.Record, fua bool) error {
 	if l == nil {
 		r.oos.mark(rec.Offset, int64(rec.RawLen))
 	}
-	rec.Seq = r.journal.Append(*rec, fua, w.localDone)
+	r.journal.Append(*rec, fua, w.localDone)
 	if l == nil || !l.sendRecord(rec, fua, w.peerDone) {
 		if l != nil {
 			r.oos.mark(rec.Offset, int64(rec.RawLen))

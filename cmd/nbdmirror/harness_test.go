@@ -51,16 +51,17 @@ func freeAddr(t testing.TB) string {
 
 // node is one nbdmirror serve process under test.
 type node struct {
-	t       testing.TB
-	dir     string
-	disk    string
-	nbd     string
-	control string
-	args    []string
-	cmd     *exec.Cmd
-	logMu   sync.Mutex
-	log     bytes.Buffer
-	exited  chan struct{}
+	t          testing.TB
+	dir        string
+	disk       string
+	nbd        string
+	control    string
+	peerListen string
+	args       []string
+	cmd        *exec.Cmd
+	logMu      sync.Mutex
+	log        bytes.Buffer
+	exited     chan struct{}
 }
 
 // newNode prepares (but does not start) a daemon with its own folder.
@@ -203,4 +204,25 @@ func runCmd(t testing.TB, timeout time.Duration, name string, args ...string) st
 		t.Fatalf("%s %s: still running after %v\n%s", name, strings.Join(args, " "), timeout, out.String())
 	}
 	return out.String()
+}
+
+// runCmdErr runs a command with a timeout and returns its output and error.
+func runCmdErr(timeout time.Duration, name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return out.String(), err
+	case <-time.After(timeout):
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+		return out.String(), fmt.Errorf("%s: still running after %v", name, timeout)
+	}
 }

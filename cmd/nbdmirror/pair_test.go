@@ -1,0 +1,179 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nbdmirror/nbdmirror/nbdserver/nbdclient"
+	"github.com/nbdmirror/nbdmirror/replication"
+)
+
+// pairSecret is the secret the nodes of a test pair share.
+const pairSecret = "test-pair-secret-0123456789"
+
+// withPeer adds the flags that make n one node of a pair.
+func (n *node) withPeer(listen, peer, secretFile string, extra ...string) *node {
+	n.peerListen = listen
+	n.args = append(n.args, "--peer-listen", listen, "--secret-file", secretFile, "--peer-timeout", "2s")
+	if peer != "" {
+		n.args = append(n.args, "--peer", peer)
+	}
+	n.args = append(n.args, extra...)
+	return n
+}
+
+// newPair prepares a Primary a and a Secondary b that dial each other.
+func newPair(t testing.TB, size string, extraA, extraB []string) (a, b *node) {
+	t.Helper()
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, []byte(pairSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	la, lb := freeAddr(t), freeAddr(t)
+	a = newNode(t, size, "--primary").withPeer(la, lb, secret, extraA...)
+	b = newNode(t, size, "--secondary").withPeer(lb, la, secret, extraB...)
+	return a, b
+}
+
+// waitFor polls the node's status until cond holds.
+func (n *node) waitFor(what string, timeout time.Duration, cond func(Status) bool) Status {
+	n.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		st := n.status()
+		if cond(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			n.t.Fatalf("%s: not reached after %v; status %+v\n%s", what, timeout, st, n.logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func established(st Status) bool {
+	return st.Peer.Connection == "Connected" && st.Peer.Replication == "Established" &&
+		st.Disk == "UpToDate" && st.Peer.Disk == "UpToDate"
+}
+
+// fileSum hashes a disk image.
+func fileSum(t testing.TB, path string) [32]byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	var s [32]byte
+	copy(s[:], h.Sum(nil))
+	return s
+}
+
+// stopPair stops both nodes cleanly and requires identical images.
+func stopPair(t *testing.T, a, b *node) {
+	t.Helper()
+	if code := a.stop(); code != 0 {
+		t.Fatalf("primary exit %d\n%s", code, a.logs())
+	}
+	if code := b.stop(); code != 0 {
+		t.Fatalf("secondary exit %d\n%s", code, b.logs())
+	}
+	if fileSum(t, a.disk) != fileSum(t, b.disk) {
+		t.Fatalf("the images differ\nprimary:\n%s\nsecondary:\n%s", a.logs(), b.logs())
+	}
+}
+
+func TestPairMirrorsWritesIdentically(t *testing.T) {
+	needTools(t, "fio")
+	a, b := newPair(t, "256M", nil, nil)
+	a.start()
+	b.start()
+	st := a.waitFor("connected", 10*time.Second, established)
+	if st.Stats.ResyncBytesWire != 0 || st.Peer.Role != "Secondary" {
+		t.Fatalf("two fresh devices resynced or the peer is not Secondary: %+v", st)
+	}
+	if sb := b.status(); sb.Role != "Secondary" || sb.Peer.Role != "Primary" || !established(sb) {
+		t.Fatalf("secondary status: %+v", sb)
+	}
+	runFioVerify(t, a.uri(), "--rw=randwrite", "--bs=4k", "--iodepth=32", "--size=64M")
+	// Many writes in flight to the same few blocks: both nodes must apply
+	// them in one order.
+	runFio(t, a.uri(), "--rw=randwrite", "--bs=4k", "--iodepth=32", "--size=256k", "--norandommap",
+		"--time_based", "--runtime=2")
+	runFio(t, a.uri(), "--rw=randwrite", "--bsrange=512-64k", "--iodepth=32", "--size=1M", "--norandommap",
+		"--time_based", "--runtime=2", "--fsync=7")
+	if st := a.status(); st.Stats.OutOfSyncBytes != 0 || !established(st) {
+		t.Fatalf("after fio: %+v", st)
+	}
+	stopPair(t, a, b)
+}
+
+func TestSecondaryRefusesNBDClients(t *testing.T) {
+	a, b := newPair(t, "16M", nil, nil)
+	a.start()
+	b.start()
+	a.waitFor("connected", 10*time.Second, established)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := nbdclient.Dial(ctx, b.nbd, "r0")
+	if err == nil {
+		c.Close()
+		t.Fatal("the Secondary accepted an NBD client")
+	}
+	if !strings.Contains(err.Error(), "Secondary") {
+		t.Fatalf("refusal does not say the resource is Secondary: %v", err)
+	}
+}
+
+// runFio runs a fio job against uri and fails on any error.
+func runFio(t *testing.T, uri string, args ...string) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "fio.json")
+	base := []string{"--name=load", "--ioengine=nbd", "--uri=" + uri, "--output-format=json", "--output=" + out}
+	runCmd(t, 3*time.Minute, "fio", append(base, args...)...)
+	raw, _ := os.ReadFile(out)
+	if !bytes.Contains(raw, []byte(`"error" : 0`)) {
+		t.Fatalf("fio reported an error:\n%s", raw)
+	}
+}
+
+// TestReplicationCompresses checks the bytes on the peer link against the
+// bytes written: half-compressible data must shrink, random data must not
+// grow by more than the framing.
+func TestReplicationCompresses(t *testing.T) {
+	needTools(t, "fio")
+	a, b := newPair(t, "128M", nil, nil)
+	a.start()
+	b.start()
+	a.waitFor("connected", 10*time.Second, established)
+	var last replication.StatsStatus
+	for _, c := range []struct {
+		name     string
+		args     []string
+		maxRatio float64
+	}{
+		{"50% compressible", []string{"--buffer_compress_percentage=50", "--refill_buffers", "--buffer_compress_chunk=4k"}, 0.8},
+		{"random", []string{"--refill_buffers"}, 1.01},
+	} {
+		runFio(t, a.uri(), append([]string{"--rw=randwrite", "--bs=4k", "--iodepth=32", "--size=64M"}, c.args...)...)
+		st := a.status().Stats
+		raw, wire := st.ReplBytesRaw-last.ReplBytesRaw, st.ReplBytesWire-last.ReplBytesWire
+		last = st
+		t.Logf("%s: %d raw bytes, %d on the wire (%.3f)", c.name, raw, wire, float64(wire)/float64(raw))
+		if raw < 64<<20 || float64(wire) > c.maxRatio*float64(raw) {
+			t.Errorf("%s: wire/raw = %d/%d, want at most %.2f", c.name, wire, raw, c.maxRatio)
+		}
+	}
+	stopPair(t, a, b)
+}
