@@ -106,9 +106,12 @@ func (j *Journal) Append(r Record, fua bool, done func(seq uint64, err error)) u
 	r.payloadSum() // in the caller's goroutine
 	n := int64(r.EncodedLen())
 	j.mu.Lock()
-	for j.bytes > 0 && j.bytes+n > j.opts.MaxBytes && !j.closing && j.failure == nil {
-		j.kickCheckpoint()
-		j.space.Wait()
+	if j.full(n) {
+		j.st.stalls.Add(1)
+		for j.full(n) {
+			j.kickCheckpoint()
+			j.space.Wait()
+		}
 	}
 	if j.closing {
 		j.mu.Unlock()
@@ -129,6 +132,11 @@ func (j *Journal) Append(r Record, fua bool, done func(seq uint64, err error)) u
 	j.st.bytesRaw.Add(uint64(r.rawBytes()))
 	j.st.bytesStored.Add(uint64(len(r.Payload)))
 	return seq
+}
+
+// full reports whether a frame of n bytes must wait for space. Requires mu.
+func (j *Journal) full(n int64) bool {
+	return j.bytes > 0 && j.bytes+n > j.opts.MaxBytes && !j.closing && j.failure == nil
 }
 
 // enqueueLocked queues it and wakes the writer if it may be idle. Requires mu.

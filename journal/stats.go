@@ -4,22 +4,28 @@ import "sync/atomic"
 
 // Stats are the journal's counters since Open.
 type Stats struct {
-	Appends                                        uint64 // records appended
-	BytesRaw                                       uint64 // bytes of disk data in write records, before compression
-	BytesStored                                    uint64 // payload bytes stored (and replicated) for them
-	Batches                                        uint64 // segment writes (one pwritev each)
-	Syncs                                          uint64 // fdatasyncs of the journal
-	DiskSyncs                                      uint64 // syncs of the disk (checkpoints)
-	Checkpoints                                    uint64 // checkpoints recorded
-	Size                                           int64  // bytes of the journal: segment files and queued records
-	Segments                                       int    // segment files
-	LastSeq, DurableSeq, AppliedSeq, CheckpointSeq uint64
+	Appends     uint64 // records appended
+	BytesRaw    uint64 // bytes of disk data in write records, before compression
+	BytesStored uint64 // payload bytes stored (and replicated) for them
+	Batches     uint64 // segment writes (one pwritev each)
+	Syncs       uint64 // fdatasyncs of the journal
+	DiskSyncs   uint64 // syncs of the disk (checkpoints)
+	Checkpoints uint64 // checkpoints recorded
+	Stalls      uint64 // Appends that waited for space (back-pressure)
+	Size        int64  // bytes of the journal: segment files and queued records
+	Segments    int    // segment files
+
+	LastSeq       uint64 // last seq assigned
+	DurableSeq    uint64 // last seq synced in the journal
+	AppliedSeq    uint64 // last seq applied to the disk
+	CheckpointSeq uint64 // last checkpoint
 }
 
 // counters are the atomics behind Stats, updated by whichever goroutine does the work.
 type counters struct {
 	appends, bytesRaw, bytesStored         atomic.Uint64
 	batches, syncs, diskSyncs, checkpoints atomic.Uint64
+	stalls                                 atomic.Uint64
 }
 
 // Stats returns the journal's counters.
@@ -38,6 +44,7 @@ func (j *Journal) Stats() Stats {
 		Syncs:         j.st.syncs.Load(),
 		DiskSyncs:     j.st.diskSyncs.Load(),
 		Checkpoints:   j.st.checkpoints.Load(),
+		Stalls:        j.st.stalls.Load(),
 		Size:          size,
 		Segments:      nseg,
 		LastSeq:       j.LastSeq(),

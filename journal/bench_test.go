@@ -1,0 +1,155 @@
+package journal
+
+import (
+	"math/rand/v2"
+	"os"
+	"sync"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nbdmirror/nbdmirror/journal/vfs"
+)
+
+// fileDisk is a Disk on a real file: pwrite, fallocate, fdatasync.
+type fileDisk struct{ f *os.File }
+
+func newFileDisk(b *testing.B, size int64) *fileDisk {
+	f, err := os.OpenFile(b.TempDir()+"/disk.img", os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { f.Close() })
+	return &fileDisk{f: f}
+}
+
+func (d *fileDisk) WriteAt(p []byte, off int64) (int, error) { return d.f.WriteAt(p, off) }
+func (d *fileDisk) Sync() error                              { return unix.Fdatasync(int(d.f.Fd())) }
+func (d *fileDisk) Trim(off, n int64) error {
+	return unix.Fallocate(int(d.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+}
+func (d *fileDisk) Zero(off, n int64, _ bool) error {
+	return unix.Fallocate(int(d.f.Fd()), unix.FALLOC_FL_ZERO_RANGE, off, n)
+}
+
+const benchDiskSize = 1 << 30
+
+func openBench(b *testing.B) (*Journal, *fileDisk) {
+	b.Helper()
+	disk := newFileDisk(b, benchDiskSize)
+	j, err := Open(vfs.Default, b.TempDir(), disk, Options{Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { j.Close() })
+	return j, disk
+}
+
+// BenchmarkAppend is the journal's throughput: 32 records in flight, no
+// FUA, written to the segment and applied to a disk file.
+func BenchmarkAppend(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		size int
+	}{{"4k", 4 << 10}, {"1M", 1 << 20}} {
+		b.Run(bc.name, func(b *testing.B) {
+			j, _ := openBench(b)
+			c := NewCompressor(CodecS2)
+			rnd := rand.New(rand.NewPCG(1, 1))
+			data := randomBytes(rnd, bc.size)
+			slots := int64(benchDiskSize / bc.size)
+			inflight := make(chan struct{}, 32)
+			var wg sync.WaitGroup
+			b.SetBytes(int64(bc.size))
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				inflight <- struct{}{}
+				wg.Add(1)
+				rec := c.Write(rnd.Int64N(slots)*int64(bc.size), data)
+				j.Append(rec, false, func(uint64, error) {
+					rec.Release()
+					<-inflight
+					wg.Done()
+				})
+			}
+			wg.Wait()
+			b.StopTimer()
+			st := j.Stats()
+			b.ReportMetric(float64(st.Batches)/float64(b.N), "writes/op")
+		})
+	}
+}
+
+func benchFUA(b *testing.B, writers int) {
+	j, _ := openBench(b)
+	c := NewCompressor(CodecS2)
+	data := randomBytes(rand.New(rand.NewPCG(2, 2)), 4096)
+	before := j.Stats().Syncs
+	var wg sync.WaitGroup
+	per := (b.N + writers - 1) / writers
+	b.SetBytes(4096)
+	b.ResetTimer()
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rnd := rand.New(rand.NewPCG(uint64(w), 3))
+			for range per {
+				rec := c.Write(rnd.Int64N(benchDiskSize/4096)*4096, data)
+				if _, err := j.Write(rec, true); err != nil {
+					b.Error(err)
+					return
+				}
+				rec.Release()
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(j.Stats().Syncs-before)/float64(per*writers), "fdatasyncs/write")
+}
+
+// BenchmarkFUA1 is one writer doing 4k FUA writes: one fdatasync each.
+func BenchmarkFUA1(b *testing.B) { benchFUA(b, 1) }
+
+// BenchmarkFUA32 is 32 writers doing 4k FUA writes: group commit shares the
+// fdatasyncs.
+func BenchmarkFUA32(b *testing.B) { benchFUA(b, 32) }
+
+func BenchmarkS2Encode4K(b *testing.B) {
+	c := NewCompressor(CodecS2)
+	data := compressible(rand.New(rand.NewPCG(4, 4)), 4096)
+	b.SetBytes(4096)
+	b.ReportAllocs()
+	for b.Loop() {
+		r := c.Write(0, data)
+		r.Release()
+	}
+}
+
+func BenchmarkRecordEncode(b *testing.B) {
+	r := NewCompressor(CodecNone).Write(4096, randomBytes(rand.New(rand.NewPCG(5, 5)), 4096))
+	r.Seq = 1
+	buf := make([]byte, 0, r.EncodedLen())
+	b.SetBytes(int64(r.EncodedLen()))
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = r.AppendEncoded(buf[:0])
+	}
+}
+
+func BenchmarkRecordDecode(b *testing.B) {
+	r := NewCompressor(CodecNone).Write(4096, randomBytes(rand.New(rand.NewPCG(6, 6)), 4096))
+	r.Seq = 1
+	frame := r.AppendEncoded(nil)
+	b.SetBytes(int64(len(frame)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := DecodeRecord(frame); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,157 @@
+package journal
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/nbdmirror/nbdmirror/journal/vfs"
+)
+
+// writeRaw writes n incompressible 1 KiB records and returns their data by seq.
+func writeRaw(t *testing.T, j *Journal, rnd *rand.Rand, n int) map[uint64][]byte {
+	t.Helper()
+	c := NewCompressor(CodecNone)
+	got := map[uint64][]byte{}
+	for range n {
+		data := randomBytes(rnd, 1024)
+		seq, err := j.Write(c.Write(rnd.Int64N(60)*1024, data), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[seq] = data
+	}
+	return got
+}
+
+func segmentBytesBefore(j *Journal, seq uint64) (total int64, n int) {
+	j.segMu.Lock()
+	defer j.segMu.Unlock()
+	for i, s := range j.segs {
+		if i+1 < len(j.segs) && j.segs[i+1].firstSeq <= seq+1 {
+			total += s.size.Load()
+			n++
+		}
+	}
+	return total, n
+}
+
+func TestRetention(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		retain int64
+	}{{"beyond RetainBytes", 16 << 10}, {"within RetainBytes", 1 << 20}, {"none", -1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := Options{SegmentSize: 4 << 10, RetainBytes: tc.retain, CheckpointInterval: -1, Logger: quiet}
+			j, err := Open(vfs.NewMem(), testDir, NewMemDisk(crashDiskSize), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer j.Close()
+			writeRaw(t, j, rand.New(rand.NewPCG(1, 2)), 100) // ~105 KiB, ~30 segments
+			if err := j.Checkpoint(); err != nil {
+				t.Fatal(err)
+			}
+			kept, n := segmentBytesBefore(j, j.CheckpointSeq())
+			switch {
+			case tc.retain == 1<<20 && (j.OldestRetainedSeq() != 1 || n < 20):
+				t.Fatalf("deleted within RetainBytes: oldest seq %d, %d segments", j.OldestRetainedSeq(), n)
+			case tc.retain == 16<<10 && (kept > tc.retain || kept < tc.retain-8<<10):
+				t.Fatalf("kept %d bytes before the checkpoint, want about %d", kept, tc.retain)
+			case tc.retain < 0 && n != 0:
+				t.Fatalf("kept %d segments before the checkpoint, want none", n)
+			}
+		})
+	}
+}
+
+func TestReaderFromRetainedSeq(t *testing.T) {
+	o := Options{SegmentSize: 4 << 10, RetainBytes: 16 << 10, CheckpointInterval: -1, Logger: quiet}
+	j, err := Open(vfs.NewMem(), testDir, NewMemDisk(crashDiskSize), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	rnd := rand.New(rand.NewPCG(3, 4))
+	data := writeRaw(t, j, rnd, 100)
+	if err := j.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	oldest := j.OldestRetainedSeq()
+	if oldest <= 1 {
+		t.Fatalf("oldest retained seq %d: nothing was removed", oldest)
+	}
+	if _, err := j.NewReader(oldest - 1); !errors.Is(err, ErrNotRetained) {
+		t.Fatalf("reader before the oldest retained seq: %v, want ErrNotRetained", err)
+	}
+	from := oldest + 3
+	r, err := j.NewReader(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	expectRecords(t, r, data, from, j.LastSeq())
+	// The reader follows the journal as it grows, across new segments.
+	more := writeRaw(t, j, rnd, 20)
+	expectRecords(t, r, more, j.LastSeq()-19, j.LastSeq())
+}
+
+// expectRecords reads seqs from..to from r, then io.EOF.
+func expectRecords(t *testing.T, r *Reader, data map[uint64][]byte, from, to uint64) {
+	t.Helper()
+	for seq := from; seq <= to; seq++ {
+		rec, err := r.Next()
+		if err != nil {
+			t.Fatalf("reading seq %d: %v", seq, err)
+		}
+		raw, _ := rec.Raw(nil)
+		if rec.Seq != seq || !bytes.Equal(raw, data[seq]) {
+			t.Fatalf("got seq %d, want %d with its data", rec.Seq, seq)
+		}
+	}
+	if _, err := r.Next(); err != io.EOF {
+		t.Fatalf("after seq %d: %v, want io.EOF", to, err)
+	}
+}
+
+// TestBackPressure fills a small journal from many writers: they wait for
+// checkpoints to free space and never fail.
+func TestBackPressure(t *testing.T) {
+	o := Options{MaxBytes: 64 << 10, RetainBytes: 1 << 20, CheckpointInterval: -1, Logger: quiet}
+	j, err := Open(vfs.NewMem(), testDir, NewMemDisk(crashDiskSize), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	var wg sync.WaitGroup
+	var maxSize int64
+	var mu sync.Mutex
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := NewCompressor(CodecNone)
+			rnd := rand.New(rand.NewPCG(uint64(g), 9))
+			for range 100 {
+				if _, err := j.Write(c.Write(rnd.Int64N(60)*1024, randomBytes(rnd, 1024)), g == 0); err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				maxSize = max(maxSize, j.Stats().Size)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	st := j.Stats()
+	if st.Stalls == 0 || st.Checkpoints == 0 {
+		t.Fatalf("800 KiB through a 64 KiB journal without waiting: %+v", st)
+	}
+	if maxSize > o.MaxBytes {
+		t.Fatalf("journal grew to %d bytes, MaxBytes is %d", maxSize, o.MaxBytes)
+	}
+}
