@@ -165,6 +165,20 @@ func (l *link) wake() {
 	}
 }
 
+// lag is how far the peer is behind: records sent and not yet journaled
+// there, and the disk bytes they cover.
+func (l *link) lag() (records, bytes uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, p := range l.pending {
+		if p.length > 0 || p.need != wire.Synced {
+			records++
+			bytes += uint64(p.length)
+		}
+	}
+	return records, bytes
+}
+
 // ack applies a cumulative ack from the peer: every pending write it
 // satisfies completes.
 func (l *link) ack(a wire.Ack) {

@@ -55,6 +55,8 @@ type Config struct {
 	// PeerTimeout is how long the peer may stay silent or leave a write
 	// unacknowledged before the link is given up; zero is 5s.
 	PeerTimeout time.Duration
+	// ObserveWrite, if set, is told how long each acknowledged write took.
+	ObserveWrite func(time.Duration)
 }
 
 // Resource is one replicated device. Its methods are safe for concurrent use.
@@ -184,6 +186,7 @@ var ErrNotPrimary = fmt.Errorf("replication: not Primary: %w", syscall.EPERM)
 // the region is marked out of sync first, so no acknowledged write is
 // unknown to a later resync.
 func (r *Resource) append(rec *journal.Record, fua bool) error {
+	start := time.Now()
 	w := newWaiter()
 	r.order.Lock()
 	if r.Role() != wire.Primary {
@@ -208,6 +211,9 @@ func (r *Resource) append(rec *journal.Record, fua bool) error {
 	}
 	r.writes.Add(1)
 	r.bytesWritten.Add(uint64(rec.RawLen))
+	if r.cfg.ObserveWrite != nil {
+		r.cfg.ObserveWrite(time.Since(start))
+	}
 	return nil
 }
 

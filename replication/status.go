@@ -48,6 +48,9 @@ type StatsStatus struct {
 	ResyncBytesWire uint64 `json:"resync_bytes_wire"`
 	OutOfSyncBytes  uint64 `json:"out_of_sync_bytes"`
 	ReplBytesRecv   uint64 `json:"repl_bytes_received"`
+	// Records sent to the peer and not yet acknowledged, and their bytes.
+	ReplLagRecords uint64 `json:"repl_lag_records"`
+	ReplLagBytes   uint64 `json:"repl_lag_bytes"`
 }
 
 // Status reports the node's state.
@@ -75,8 +78,10 @@ func (r *Resource) Status() Status {
 		if r.resync.source || r.resync.target {
 			st.Peer.Resync = r.resync.progress()
 		}
+		st.Stats.ReplLagRecords, st.Stats.ReplLagBytes = l.lag()
 	}
-	st.Stats = StatsStatus{Writes: r.writes.Load(), BytesWritten: r.bytesWritten.Load(),
+	lagRecords, lagBytes := st.Stats.ReplLagRecords, st.Stats.ReplLagBytes
+	st.Stats = StatsStatus{ReplLagRecords: lagRecords, ReplLagBytes: lagBytes, Writes: r.writes.Load(), BytesWritten: r.bytesWritten.Load(),
 		ReplBytesRaw: raw, ReplBytesWire: wireBytes, ResyncBytesWire: uint64(r.resync.wire),
 		OutOfSyncBytes: uint64(r.oos.bytes()), ReplBytesRecv: r.replRecv.Load()}
 	return st

@@ -226,6 +226,8 @@ type daemon struct {
 	res     *replication.Resource
 	nbd     *nbdserver.Server
 	nbdLn   net.Listener
+	metrics *metrics
+	metLn   net.Listener // --metrics-listen, or nil
 	control *controlServer
 	served  chan error // the NBD accept loop's result
 }
@@ -239,13 +241,20 @@ func startDaemon(c serveConfig, log *slog.Logger) (*daemon, error) {
 	if d.nbdLn, err = net.Listen("tcp", c.nbdListen); err != nil {
 		return nil, usagef("--nbd-listen: %v", err)
 	}
+	if c.metricsListen != "" {
+		if d.metLn, err = net.Listen("tcp", c.metricsListen); err != nil {
+			d.nbdLn.Close()
+			return nil, usagef("--metrics-listen: %v", err)
+		}
+	}
 	if d.control, err = listenControl(c.control, d); err != nil {
-		d.nbdLn.Close()
+		d.closeListeners()
 		return nil, usagef("--control: %v", err)
 	}
+	d.metrics = newMetrics(c.name)
 	if err := d.openStorage(); err != nil {
 		d.control.abort()
-		d.nbdLn.Close()
+		d.closeListeners()
 		return nil, err
 	}
 	d.nbd = nbdserver.New(nbdserver.Options{
@@ -255,6 +264,9 @@ func startDaemon(c serveConfig, log *slog.Logger) (*daemon, error) {
 		Admit:   d.admit,
 	})
 	go func() { d.served <- d.nbd.Serve(d.nbdLn) }()
+	if d.metLn != nil {
+		d.metrics.serve(d.metLn, d)
+	}
 	if err := d.control.publish(); err != nil {
 		d.stop(context.Background())
 		return nil, err
@@ -294,12 +306,20 @@ func (d *daemon) openStorage() (err error) {
 		JournalSize: d.cfg.journalSize, JournalRetain: d.cfg.journalRetain, Logger: d.log,
 		Role: d.cfg.initialRole(), Created: created, PeerListen: d.cfg.peerListen, Peer: d.cfg.peer,
 		Secret: d.cfg.secret, Protocol: d.cfg.protocol, PeerTimeout: d.cfg.peerTimeout,
+		ObserveWrite: d.metrics.observe,
 	})
 	if err != nil {
 		return usageError{err}
 	}
 	d.disk, d.res = disk, res
 	return nil
+}
+
+func (d *daemon) closeListeners() {
+	d.nbdLn.Close()
+	if d.metLn != nil {
+		d.metLn.Close()
+	}
 }
 
 // admit is asked before a client may start transmission.
@@ -320,6 +340,7 @@ func (d *daemon) size() int64 {
 // the disk.
 func (d *daemon) stop(ctx context.Context) error {
 	d.control.close()
+	d.metrics.close()
 	err := d.nbd.Shutdown(ctx)
 	if serr := <-d.served; serr != nil && !errors.Is(serr, net.ErrClosed) && err == nil {
 		err = serr

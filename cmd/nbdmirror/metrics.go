@@ -1,0 +1,105 @@
+package main
+
+import (
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics serves Prometheus metrics on --metrics-listen: counters read from
+// the resource's status at each scrape, and a histogram of write latency.
+type metrics struct {
+	reg     *prometheus.Registry
+	latency prometheus.Histogram
+	srv     *http.Server
+}
+
+func newMetrics(name string) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.latency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:        "nbdmirror_write_latency_seconds",
+		Help:        "Time from a write's arrival at the resource to its acknowledgement.",
+		ConstLabels: prometheus.Labels{"resource": name},
+		Buckets:     prometheus.ExponentialBuckets(5e-6, 2, 18),
+	})
+	m.reg.MustRegister(m.latency)
+	return m
+}
+
+// observe records one write's latency.
+func (m *metrics) observe(d time.Duration) { m.latency.Observe(d.Seconds()) }
+
+// serve registers the status-backed collector and starts the listener.
+func (m *metrics) serve(ln net.Listener, d *daemon) {
+	m.reg.MustRegister(statusCollector{d})
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go m.srv.Serve(ln)
+}
+
+func (m *metrics) close() {
+	if m.srv != nil {
+		m.srv.Close()
+	}
+}
+
+// statusCollector turns a status snapshot into metrics.
+type statusCollector struct{ d *daemon }
+
+var (
+	descWrites    = metricDesc("writes_total", "Writes, trims and zeroes acknowledged.")
+	descBytes     = metricDesc("bytes_written_total", "Bytes written, trimmed or zeroed.")
+	descReplRaw   = metricDesc("replication_raw_bytes_total", "Disk bytes carried to the peer.")
+	descReplWire  = metricDesc("replication_wire_bytes_total", "Bytes sent on the peer link.")
+	descResync    = metricDesc("resync_wire_bytes_total", "Bytes of resync traffic sent.")
+	descOOS       = metricDesc("out_of_sync_bytes", "Bytes of the disk the peer may not hold.")
+	descLagRec    = metricDesc("replication_lag_records", "Records sent to the peer and not yet acknowledged.")
+	descLagBytes  = metricDesc("replication_lag_bytes", "Bytes of the records not yet acknowledged by the peer.")
+	descConnected = metricDesc("peer_connected", "1 when the peer link is up.")
+	descPrimary   = metricDesc("primary", "1 when this node is Primary.")
+	descNBD       = prometheus.NewDesc("nbdmirror_nbd_requests_total", "NBD requests completed, by command.",
+		[]string{"resource", "command"}, nil)
+)
+
+func metricDesc(name, help string) *prometheus.Desc {
+	return prometheus.NewDesc("nbdmirror_"+name, help, []string{"resource"}, nil)
+}
+
+func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
+	prometheus.DescribeByCollect(c, ch)
+}
+
+func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.d.status()
+	counter := func(d *prometheus.Desc, v uint64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), st.Name)
+	}
+	gauge := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, st.Name)
+	}
+	counter(descWrites, st.Stats.Writes)
+	counter(descBytes, st.Stats.BytesWritten)
+	counter(descReplRaw, st.Stats.ReplBytesRaw)
+	counter(descReplWire, st.Stats.ReplBytesWire)
+	counter(descResync, st.Stats.ResyncBytesWire)
+	gauge(descOOS, float64(st.Stats.OutOfSyncBytes))
+	gauge(descLagRec, float64(st.Stats.ReplLagRecords))
+	gauge(descLagBytes, float64(st.Stats.ReplLagBytes))
+	gauge(descConnected, boolFloat(st.Peer.Connection == "Connected"))
+	gauge(descPrimary, boolFloat(st.Role == "Primary"))
+	for cmd, v := range map[string]uint64{"read": st.NBD.Reads, "write": st.NBD.Writes, "fua_write": st.NBD.FUAWrites,
+		"flush": st.NBD.Flushes, "trim": st.NBD.Trims, "zero": st.NBD.Zeroes} {
+		ch <- prometheus.MustNewConstMetric(descNBD, prometheus.CounterValue, float64(v), st.Name, cmd)
+	}
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
