@@ -24,16 +24,28 @@ test: vet
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzRequestHeader$$' -fuzztime $(FUZZTIME) ./nbdserver
 	$(GO) test -run '^$$' -fuzz '^FuzzNegotiation$$' -fuzztime $(FUZZTIME) ./nbdserver
+	$(GO) test -run '^$$' -fuzz '^FuzzFrameReader$$' -fuzztime $(FUZZTIME) ./replication/wire
+	$(GO) test -run '^$$' -fuzz '^FuzzHello$$' -fuzztime $(FUZZTIME) ./replication/wire
 
-# One resource on local defaults: a sparse 1 GiB image under ./demo, exported
-# on 127.0.0.1:10809. Ctrl-C stops it.
+# A Primary and a Secondary on loopback with sparse 1 GiB images and a
+# generated secret under ./demo. Ctrl-C stops both.
 demo: build
 	@mkdir -p $(DEMO)
-	@echo "NBD URI:  nbd://127.0.0.1:10809/r0"
-	@echo "fio:      fio --name=w --ioengine=nbd --uri=nbd://127.0.0.1:10809/r0 --rw=randwrite --bs=4k --iodepth=32 --size=256M --time_based --runtime=10"
-	@echo "mount:    nbdfuse /mnt/nbd nbd://127.0.0.1:10809/r0 & losetup --find --show /mnt/nbd/nbd"
-	@echo "status:   $(BIN) status --control $(DEMO)/r0.sock"
-	$(BIN) serve --name r0 --disk $(DEMO)/r0.img --size 1G --nbd-listen 127.0.0.1:10809 --control $(DEMO)/r0.sock --primary
+	@test -s $(DEMO)/secret || head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > $(DEMO)/secret
+	@trap 'kill $$A $$B 2>/dev/null; wait; echo; echo stopped' INT TERM; \
+	$(BIN) serve --name r0 --disk $(DEMO)/a.img --size 1G --nbd-listen 127.0.0.1:10809 \
+		--control $(DEMO)/a.sock --peer-listen 127.0.0.1:7789 --peer 127.0.0.1:7790 \
+		--secret-file $(DEMO)/secret --primary 2>$(DEMO)/a.log & A=$$!; \
+	$(BIN) serve --name r0 --disk $(DEMO)/b.img --size 1G --nbd-listen 127.0.0.1:10810 \
+		--control $(DEMO)/b.sock --peer-listen 127.0.0.1:7790 --peer 127.0.0.1:7789 \
+		--secret-file $(DEMO)/secret --secondary 2>$(DEMO)/b.log & B=$$!; \
+	for i in $$(seq 50); do test -S $(DEMO)/a.sock && test -S $(DEMO)/b.sock && break; sleep 0.1; done; sleep 0.5; \
+	echo "NBD URI:  nbd://127.0.0.1:10809/r0   (logs: $(DEMO)/a.log, $(DEMO)/b.log)"; \
+	echo "fio:      fio --name=w --ioengine=nbd --uri=nbd://127.0.0.1:10809/r0 --rw=randwrite --bs=4k --iodepth=32 --size=256M --time_based --runtime=10"; \
+	echo "mount:    mkdir -p /mnt/nbd && nbdfuse /mnt/nbd nbd://127.0.0.1:10809/r0 & losetup --find --show /mnt/nbd/nbd"; \
+	echo "status:   $(BIN) status --control $(DEMO)/a.sock   (the Secondary: --control $(DEMO)/b.sock)"; \
+	echo; $(BIN) status --control $(DEMO)/a.sock; $(BIN) status --control $(DEMO)/b.sock; \
+	echo; echo "Ctrl-C stops both."; wait
 
 bench:
 	$(GO) run ./bench
