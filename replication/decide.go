@@ -56,6 +56,20 @@ func decide(l, r wire.GenIDs) Decision {
 	return Decision{Outcome: Unrelated}
 }
 
+// resolve applies an operator's word to a decision the ids alone cannot
+// settle: the side that agreed to discard its data (resolve
+// --discard-my-data) becomes the target of a full sync, as long as only
+// one side did. Everything else stays as decide said.
+func resolve(d Decision, localDiscards, remoteDiscards bool) Decision {
+	if d.Outcome != SplitBrain && d.Outcome != Unrelated || localDiscards == remoteDiscards {
+		return d
+	}
+	if localDiscards {
+		return Decision{Outcome: SyncTarget, Full: true}
+	}
+	return Decision{Outcome: SyncSource, Full: true}
+}
+
 func inHistory(g wire.GenIDs, id uint64) bool {
 	if id == 0 {
 		return false

@@ -42,3 +42,25 @@ func TestDecide(t *testing.T) {
 		}
 	}
 }
+
+func TestResolveDiscardMyData(t *testing.T) {
+	sb, un := Decision{Outcome: SplitBrain}, Decision{Outcome: Unrelated}
+	for _, c := range []struct {
+		name          string
+		d             Decision
+		local, remote bool
+		want          Decision
+	}{
+		{"split brain, nobody gives in", sb, false, false, sb},
+		{"split brain, both give in", sb, true, true, sb},
+		{"split brain, I give in", sb, true, false, Decision{SyncTarget, true}},
+		{"split brain, the peer gives in", sb, false, true, Decision{SyncSource, true}},
+		{"unrelated, I give in", un, true, false, Decision{SyncTarget, true}},
+		{"in sync stays in sync", Decision{Outcome: InSync}, true, false, Decision{Outcome: InSync}},
+		{"a bitmap sync is kept", Decision{Outcome: SyncSource}, false, true, Decision{Outcome: SyncSource}},
+	} {
+		if got := resolve(c.d, c.local, c.remote); got != c.want {
+			t.Errorf("%s: %+v, want %+v", c.name, got, c.want)
+		}
+	}
+}

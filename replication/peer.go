@@ -215,7 +215,7 @@ func (r *Resource) admitPeer(remote wire.Hello) (Decision, wire.Reason, string) 
 	case r.role == wire.Primary && remote.Role == wire.Primary:
 		return Decision{}, wire.ReasonSplitBrain, "both nodes are Primary"
 	}
-	d := decide(r.meta.Gen, remote.Gen)
+	d := resolve(decide(r.meta.Gen, remote.Gen), r.meta.DiscardMyData, remote.Flags&wire.DiscardMyData != 0)
 	if text := r.refuseOutcome(d, remote); text != "" {
 		return d, wire.ReasonSplitBrain, text
 	}

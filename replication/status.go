@@ -119,6 +119,15 @@ func (r *Resource) SetRole(role wire.Role, force bool) error {
 			return err
 		}
 	}
+	if role == wire.Primary && r.link == nil && r.meta.Gen.Bitmap == 0 {
+		// Promoted alone: whatever it writes, the peer does not have.
+		r.meta.newCurrent()
+		if err := saveMeta(r.cfg.MetaDir, r.meta); err != nil {
+			r.mu.Unlock()
+			r.order.Unlock()
+			return err
+		}
+	}
 	r.role = role
 	l := r.link
 	r.mu.Unlock()
@@ -169,4 +178,23 @@ func (r *Resource) Connect() {
 	r.standAlone = ""
 	r.signalLinkChange()
 	r.mu.Unlock()
+}
+
+// DiscardMyData gives up this node's data at the next connection, when a
+// split brain or unrelated data would otherwise keep the nodes apart: this
+// node becomes the SyncTarget of a full sync. It is refused on a Primary.
+func (r *Resource) DiscardMyData() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.role == wire.Primary {
+		return fmt.Errorf("%w: a Primary cannot discard its data; demote it first", ErrRefused)
+	}
+	r.meta.DiscardMyData = true
+	if err := saveMeta(r.cfg.MetaDir, r.meta); err != nil {
+		return err
+	}
+	r.standAlone = ""
+	r.signalLinkChange()
+	r.log.Warn("this node will discard its data and take the peer's at the next connection")
+	return nil
 }

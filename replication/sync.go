@@ -51,6 +51,9 @@ func (r *Resource) startSync(l *link, d Decision) {
 	case SyncTarget:
 		r.mu.Lock()
 		r.resync = resyncState{target: true, started: time.Now()}
+		if d.Full { // the peer's bitmap does not cover what this node has apart
+			r.meta.Gen.Bitmap = 0
+		}
 		r.meta.Disk = wire.Inconsistent.String()
 		err := saveMeta(r.cfg.MetaDir, r.meta)
 		r.mu.Unlock()
@@ -152,6 +155,7 @@ func (r *Resource) syncDone(l *link, body []byte) error {
 	}
 	r.meta.Gen.Current, r.meta.Gen.Bitmap = gen, 0
 	r.meta.Disk = wire.UpToDate.String()
+	r.meta.DiscardMyData = false
 	r.resync.target = false
 	if err := saveMeta(r.cfg.MetaDir, r.meta); err != nil {
 		return fmt.Errorf("%w: %v", ErrLinkDown, err)

@@ -51,6 +51,7 @@ func listenControl(path string, d *daemon) (*controlServer, error) {
 		writeJSON(w, http.StatusOK, d.status())
 	})
 	mux.HandleFunc("POST /role", d.handleRole)
+	mux.HandleFunc("POST /resolve", d.handleResolve)
 	mux.HandleFunc("POST /connect", func(w http.ResponseWriter, r *http.Request) {
 		d.res.Connect()
 		writeJSON(w, http.StatusOK, d.status())

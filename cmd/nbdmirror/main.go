@@ -31,6 +31,7 @@ var commands = map[string]func(args []string, stdout io.Writer) error{
 	"role":       runRole,
 	"connect":    runLinkCommand("connect"),
 	"disconnect": runLinkCommand("disconnect"),
+	"resolve":    runResolve,
 }
 
 const usage = `usage: nbdmirror COMMAND [flags]
@@ -41,6 +42,7 @@ commands:
   role        primary|secondary [--force]: promote or demote the node
   connect     connect to the peer again after a disconnect
   disconnect  drop the link to the peer and stay StandAlone
+  resolve     --discard-my-data: after a split brain, take the peer's data
 
 Run 'nbdmirror COMMAND --help' for a command's flags.
 `

@@ -102,3 +102,43 @@ func runLinkCommand(route string) func([]string, io.Writer) error {
 		return nil
 	}
 }
+
+// resolveRequest is the body of POST /resolve.
+type resolveRequest struct {
+	DiscardMyData bool `json:"discard_my_data"`
+}
+
+func (d *daemon) handleResolve(w http.ResponseWriter, r *http.Request) {
+	var req resolveRequest
+	if err := jsonBody(r, &req); err != nil || !req.DiscardMyData {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "resolve needs discard_my_data"})
+		return
+	}
+	if err := d.res.DiscardMyData(); err != nil {
+		code := http.StatusInternalServerError
+		if errors.Is(err, replication.ErrRefused) {
+			code = http.StatusConflict
+		}
+		writeJSON(w, code, map[string]string{"error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, d.status())
+}
+
+func runResolve(args []string, stdout io.Writer) error {
+	fs, control, name := controlFlags("resolve")
+	discard := fs.Bool("discard-my-data", false, "give up this node's data: it becomes the SyncTarget of its peer")
+	c, err := parseClient(fs, control, name, args, stdout, "resolve --discard-my-data [--control PATH]")
+	if err != nil {
+		return err
+	}
+	if !*discard || fs.NArg() != 0 {
+		return usagef("resolve needs --discard-my-data (run it on the node whose data is to be given up)")
+	}
+	var st Status
+	if err := c.post("/resolve", resolveRequest{DiscardMyData: true}, &st); err != nil {
+		return err
+	}
+	printStatus(stdout, st)
+	return nil
+}
