@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -24,6 +27,8 @@ type system struct {
 // systems lists every system the harness knows, in the order they run.
 var systems = []system{
 	{name: "nbdmirror", images: 1, baselines: []string{"nbdkit"}, start: startNbdmirror},
+	{name: "pair-C", images: 2, baselines: []string{"nbdmirror", "qemu-quorum"}, start: startPair("C")},
+	{name: "pair-A", images: 2, baselines: []string{"nbdmirror", "qemu-quorum"}, start: startPair("A")},
 	{name: "nbdkit", images: 1, needs: []string{"nbdkit"}, start: startNbdkit},
 	{name: "qemu-nbd", images: 1, needs: []string{"qemu-nbd"}, start: startQemuNBD},
 	{name: "qemu-quorum", images: 2, needs: []string{"nbdkit", "qemu-storage-daemon"},
@@ -127,6 +132,63 @@ func startNbdmirror(l *launch) (string, error) {
 	err = l.serve("nbdmirror", addr, []string{sock}, l.bin, "serve", "--name", "r0",
 		"--disk", l.images[0], "--nbd-listen", addr, "--control", sock, "--primary")
 	return "nbd://" + addr + "/r0", err
+}
+
+// startPair runs two nbdmirror daemons mirroring with protocol proto and
+// waits until they are connected, so that no write goes out degraded.
+func startPair(proto string) func(l *launch) (string, error) {
+	return func(l *launch) (string, error) {
+		secret := filepath.Join(l.dir, "secret")
+		if err := os.WriteFile(secret, []byte("bench-pair-secret-0123456789"), 0o600); err != nil {
+			return "", err
+		}
+		var addrs [6]string
+		for i := range addrs {
+			a, err := freeAddr()
+			if err != nil {
+				return "", err
+			}
+			addrs[i] = a
+		}
+		nbd, peer, metrics := addrs[0:2], addrs[2:4], addrs[4:6]
+		for i, role := range []string{"--primary", "--secondary"} {
+			name := fmt.Sprintf("nbdmirror-%d", i)
+			sock := filepath.Join(l.dir, name+".sock")
+			os.Remove(sock)
+			if err := l.serve(name, nbd[i], []string{sock}, l.bin, "serve", "--name", "r0",
+				"--disk", l.images[i], "--nbd-listen", nbd[i], "--control", sock, role,
+				"--peer-listen", peer[i], "--peer", peer[1-i], "--secret-file", secret,
+				"--protocol", proto, "--metrics-listen", metrics[i]); err != nil {
+				return "", err
+			}
+		}
+		// The images were written before, as for every system: the nodes
+		// cannot know they hold the same bytes, so the secondary gives in
+		// and takes a full sync first.
+		sec := filepath.Join(l.dir, "nbdmirror-1.sock")
+		if out, err := exec.Command(l.bin, "resolve", "--discard-my-data", "--control", sec).CombinedOutput(); err != nil {
+			return "", fmt.Errorf("bench: resolve: %v: %s", err, out)
+		}
+		if out, err := exec.Command(l.bin, "connect", "--control", filepath.Join(l.dir, "nbdmirror-0.sock")).CombinedOutput(); err != nil {
+			return "", fmt.Errorf("bench: connect: %v: %s", err, out)
+		}
+		err := waitReady(l.ctx, l.procs[0], 5*readyTimeout, connected(metrics[0]))
+		return "nbd://" + nbd[0] + "/r0", err
+	}
+}
+
+// connected reports whether the node serving metrics on addr has its peer.
+func connected(addr string) func() bool {
+	return func() bool {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(body), `nbdmirror_peer_connected{resource="r0"} 1`) &&
+			strings.Contains(string(body), `nbdmirror_out_of_sync_bytes{resource="r0"} 0`)
+	}
 }
 
 func startNbdkit(l *launch) (string, error) {
