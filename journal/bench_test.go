@@ -153,3 +153,34 @@ func BenchmarkRecordDecode(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkBaselineWriteSync is what FUA1 is measured against: a 4k pwrite
+// and an fdatasync per write on a plain file, appending or overwriting.
+func BenchmarkBaselineWriteSync(b *testing.B) {
+	for _, overwrite := range []bool{false, true} {
+		name := map[bool]string{false: "append", true: "overwrite"}[overwrite]
+		b.Run(name, func(b *testing.B) {
+			f, err := os.OpenFile(b.TempDir()+"/f", os.O_RDWR|os.O_CREATE, 0o644)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			buf := make([]byte, 4096)
+			const span = 64 << 20
+			if overwrite {
+				for off := int64(0); off < span; off += 1 << 20 {
+					f.WriteAt(make([]byte, 1<<20), off)
+				}
+				unix.Fdatasync(int(f.Fd()))
+			}
+			b.SetBytes(4096)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				f.WriteAt(buf, int64(i)*4096%span)
+				if err := unix.Fdatasync(int(f.Fd())); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
