@@ -159,18 +159,16 @@ func (j *Journal) removeSegments() error {
 	return j.removeOldest(segs[:remove])
 }
 
-// removeOldest deletes segs, oldest first, so a crash in between leaves the
+// removeOldest retires segs, oldest first, so a crash in between leaves the
 // journal without a hole.
 func (j *Journal) removeOldest(segs []*segment) error {
 	var freed int64
 	var err error
 	n := 0
 	for _, s := range segs {
-		if err = j.fs.Remove(j.path(s.name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			err = fmt.Errorf("journal: remove segment: %w", err)
+		if err = j.retire(s); err != nil {
 			break
 		}
-		err = nil
 		freed += s.size.Load()
 		n++
 	}
@@ -181,9 +179,9 @@ func (j *Journal) removeOldest(segs []*segment) error {
 	j.bytes -= freed
 	j.space.Broadcast()
 	j.mu.Unlock()
-	if err == nil && n > 0 {
-		if err = j.fs.SyncDir(j.dir); err != nil {
-			err = fmt.Errorf("journal: remove segments: sync dir: %w", err)
+	if n > 0 {
+		if serr := j.fs.SyncDir(j.dir); serr != nil && err == nil {
+			err = fmt.Errorf("journal: remove segments: sync dir: %w", serr)
 		}
 	}
 	return err

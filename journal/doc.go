@@ -47,7 +47,11 @@
 // A header of 32 zero bytes is unwritten (or preallocated) space: the end.
 // Segment files are named by the seq of their first record, 16 hex digits and
 // ".seg" (0000000000000001.seg); CHECKPOINT holds the checkpoint seq (see
-// checkpoint.go for its 32 bytes, also frozen).
+// checkpoint.go for its 32 bytes, also frozen). Retired segments are kept as
+// spares (<hex>.free) and recycled: overwriting a file's blocks spares
+// fdatasync a metadata commit. In a recycled segment the new frames are
+// followed by old data, whose frames have seqs below the segment's first seq
+// or do not decode: either is the end of the segment.
 //
 // # Guarantees
 //

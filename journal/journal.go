@@ -31,10 +31,12 @@ type Journal struct {
 	failure  error      // sticky: a failed sync or apply; every later record fails
 	space    *sync.Cond // on mu; broadcast when bytes drops or closing/failure is set
 
-	// segMu guards segs. The writer appends (rotation), checkpoints remove
-	// from the front, readers look.
-	segMu sync.Mutex
-	segs  []*segment // oldest first; the last is being written
+	// segMu guards segs and spares. The writer appends to segs (rotation)
+	// and takes spares, checkpoints remove from the front of segs and add
+	// spares, readers look.
+	segMu  sync.Mutex
+	segs   []*segment // oldest first; the last is being written
+	spares []string   // file names of retired segments kept for reuse
 
 	w writer // owned by the writer goroutine
 
@@ -230,10 +232,25 @@ func (j *Journal) close() error {
 	j.enqueueLocked(item{syncDone: func(error) {}}) // wakes the writer
 	j.mu.Unlock()
 	j.wg.Wait()
+	if err == nil {
+		err = j.closeSegment()
+	}
 	if cerr := j.w.f.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("journal: close segment: %w", cerr)
 	}
 	return err
+}
+
+// closeSegment cuts the old data off a recycled active segment, so that a
+// clean restart finds no tail to cut, and syncs it.
+func (j *Journal) closeSegment() error {
+	if err := j.trimRecycled(); err != nil || !j.w.dirty {
+		return err
+	}
+	if err := j.w.f.Sync(); err != nil {
+		return fmt.Errorf("journal: sync segment %s: %w", j.w.seg.name, err)
+	}
+	return nil
 }
 
 // checkpointLoop takes the periodic checkpoints and those forced by a full

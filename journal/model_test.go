@@ -9,6 +9,8 @@ import (
 	"os"
 	"sync"
 	"testing"
+
+	"github.com/nbdmirror/nbdmirror/journal/vfs"
 )
 
 var quiet = testLogger()
@@ -187,4 +189,21 @@ func testLogger() *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.DiscardHandler)
+}
+
+// dumpFS lists the journal directory to stderr when JOURNAL_DEBUG is set.
+func dumpFS(tag string, fs *vfs.MemFS) {
+	if os.Getenv("JOURNAL_DEBUG") == "" {
+		return
+	}
+	names, _ := fs.ReadDir("/meta/journal")
+	fmt.Fprint(os.Stderr, tag, ":")
+	for _, n := range names {
+		fi, err := fs.Stat("/meta/journal/" + n)
+		if err != nil {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, " %s=%d", n, fi.Size())
+	}
+	fmt.Fprintln(os.Stderr)
 }

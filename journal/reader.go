@@ -85,6 +85,13 @@ func (r *Reader) Next() (Record, error) {
 			}
 			continue
 		}
+		if err == nil && (rec.Seq < r.seg.firstSeq || next != nil && rec.Seq >= next.firstSeq) {
+			err = fmt.Errorf("%w: seq %d out of place", ErrCorruptRecord, rec.Seq)
+		}
+		if err != nil && err != io.EOF && r.seg.removed.Load() {
+			// The segment was recycled under the reader: it fell behind.
+			return Record{}, fmt.Errorf("%w: segment %s removed while reading", ErrNotRetained, r.seg.name)
+		}
 		if err != nil {
 			if err != io.EOF {
 				err = &CorruptionError{Segment: r.j.path(r.seg.name), Offset: r.sc.off, Err: err}

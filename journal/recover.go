@@ -13,8 +13,7 @@ type recovery struct {
 	ckpt    uint64     // checkpoint seq
 	segs    []*segment // every segment, sizes cut to their whole frames
 	lastSeq uint64     // last good record
-	cut     int64      // size of the last segment without its torn tail
-	torn    error      // why the tail was cut, nil if there was no tail
+	torn    error      // why the tail was cut, nil if it is old data or nothing
 }
 
 // recover brings the journal and the disk to a consistent state: it checks
@@ -26,11 +25,12 @@ func (j *Journal) recover() error {
 	if err != nil {
 		return err
 	}
-	segs, err := listSegments(j.fs, j.dir)
+	segs, spares, err := listSegments(j.fs, j.dir)
 	if err != nil {
 		return err
 	}
 	rc := &recovery{ckpt: ckpt, segs: segs}
+	j.spares = spares
 	for i, s := range segs {
 		if err := j.checkSegment(rc, s, i == len(segs)-1); err != nil {
 			return err
@@ -63,7 +63,11 @@ func (j *Journal) checkSegment(rc *recovery, s *segment, last bool) error {
 		if err == io.EOF {
 			return nil
 		}
-		if err == nil && (r.Seq <= rc.lastSeq || r.Seq < s.firstSeq) {
+		if err == nil && r.Seq < s.firstSeq {
+			s.size.Store(off) // old data of a recycled segment
+			return nil
+		}
+		if err == nil && r.Seq <= rc.lastSeq {
 			err = fmt.Errorf("%w: seq %d out of order after %d", ErrCorruptRecord, r.Seq, rc.lastSeq)
 		}
 		if err != nil && !errors.Is(err, ErrTornRecord) && !errors.Is(err, ErrCorruptRecord) {
@@ -77,13 +81,12 @@ func (j *Journal) checkSegment(rc *recovery, s *segment, last bool) error {
 				}
 				return &CorruptionError{Segment: j.path(s.name), Offset: off, Err: err}
 			}
-			rc.cut, rc.torn = off, err
+			rc.torn = err
 			s.size.Store(off)
 			return nil
 		}
 		rc.lastSeq = r.Seq
 		s.lastSeq.Store(r.Seq)
-		rc.cut = sc.off
 	}
 }
 
@@ -121,12 +124,17 @@ func (j *Journal) settleTail(rc *recovery) error {
 		return fmt.Errorf("journal: recover: %w", err)
 	}
 	defer f.Close()
-	if rc.torn != nil {
-		old, _ := f.Size()
-		j.log.Warn("journal: cutting torn tail", "segment", name, "offset", rc.cut,
-			"bytes", old-rc.cut, "reason", rc.torn)
-		if err := f.Truncate(rc.cut); err != nil {
-			return fmt.Errorf("journal: cut torn tail of %s at %d: %w", name, rc.cut, err)
+	size, err := f.Size()
+	if err != nil {
+		return fmt.Errorf("journal: recover: %w", err)
+	}
+	if cut := s.size.Load(); cut < size {
+		if rc.torn != nil {
+			j.log.Warn("journal: cutting torn tail", "segment", name, "offset", cut,
+				"bytes", size-cut, "reason", rc.torn)
+		}
+		if err := f.Truncate(cut); err != nil {
+			return fmt.Errorf("journal: cut tail of %s at %d: %w", name, cut, err)
 		}
 	}
 	if err := f.Sync(); err != nil {
@@ -188,12 +196,12 @@ func (j *Journal) startAfterRecovery(rc *recovery) error {
 			return fmt.Errorf("journal: %w", err)
 		}
 	}
-	f, s, err := j.createSegment(last + 1)
+	f, s, recycled, err := j.createSegment(last + 1)
 	if err != nil {
 		return err
 	}
 	j.fs.Remove(j.path(checkpointTmp))
-	j.w = writer{f: f, seg: s}
+	j.w = writer{f: f, seg: s, recycled: recycled}
 	j.segs = append(segs, s)
 	for i := 1; i < len(j.segs); i++ {
 		j.segs[i-1].next.Store(j.segs[i])

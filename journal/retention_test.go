@@ -155,3 +155,55 @@ func TestBackPressure(t *testing.T) {
 		t.Fatalf("journal grew to %d bytes, MaxBytes is %d", maxSize, o.MaxBytes)
 	}
 }
+
+// TestRecycleSegments checks that retired segments are reused as spares and
+// that a journal running on recycled files recovers after a crash.
+func TestRecycleSegments(t *testing.T) {
+	fs, disk := vfs.NewMem(), NewMemDisk(crashDiskSize)
+	o := Options{SegmentSize: 4 << 10, RetainBytes: -1, CheckpointInterval: -1, Logger: quiet}
+	j, err := Open(fs, testDir, disk, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rnd := rand.New(rand.NewPCG(8, 8))
+	data := map[uint64][]byte{}
+	for range 10 {
+		for seq, d := range writeRaw(t, j, rnd, 10) {
+			data[seq] = d
+		}
+		if err := j.Checkpoint(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names, _ := fs.ReadDir(testDir)
+	spares, segs := 0, 0
+	for _, n := range names {
+		if isSpareName(n) {
+			spares++
+		} else if _, ok := parseSegmentName(n); ok {
+			segs++
+		}
+	}
+	if spares == 0 || spares > maxSpares || segs > 3 {
+		t.Fatalf("%d spares and %d segments after 100 KiB through 4 KiB segments: %v", spares, segs, names)
+	}
+	from := j.OldestRetainedSeq()
+	seq, err := j.Write(Trim(0, 512), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[seq] = nil
+	crashed := disk.CrashWith(func() { fs = fs.CrashClone(nil) })
+	j.Close()
+	j, err = Open(fs, testDir, crashed, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	r, err := j.NewReader(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	expectRecords(t, r, data, from, seq)
+}

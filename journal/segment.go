@@ -20,6 +20,7 @@ type segment struct {
 	size     atomic.Int64            // bytes of whole frames; grows as the writer publishes
 	lastSeq  atomic.Uint64           // seq of the last whole frame, 0 if none
 	next     atomic.Pointer[segment] // the segment after this one, set when it is created
+	removed  atomic.Bool             // removed or recycled: its file may hold other data now
 }
 
 // segmentName is the file name of the segment whose first seq is seq.
@@ -41,43 +42,51 @@ func (s *segment) publish(size int64, seq uint64) {
 }
 
 // listSegments returns the segments in dir, oldest first, with their file
-// sizes.
-func listSegments(fs FS, dir string) ([]*segment, error) {
+// sizes, and the spare files.
+func listSegments(fs FS, dir string) (segs []*segment, spares []string, err error) {
 	names, err := fs.ReadDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("journal: list %s: %w", dir, err)
+		return nil, nil, fmt.Errorf("journal: list %s: %w", dir, err)
 	}
-	var segs []*segment
 	for _, name := range names { // sorted, and fixed-width hex sorts by seq
 		seq, ok := parseSegmentName(name)
 		if !ok {
+			if isSpareName(name) {
+				spares = append(spares, name)
+			}
 			continue
 		}
 		fi, err := fs.Stat(dir + "/" + name)
 		if err != nil {
-			return nil, fmt.Errorf("journal: %w", err)
+			return nil, nil, fmt.Errorf("journal: %w", err)
 		}
 		s := &segment{name: name, firstSeq: seq}
 		s.size.Store(fi.Size())
 		segs = append(segs, s)
 	}
-	return segs, nil
+	return segs, spares, nil
 }
 
-// createSegment creates the segment starting at seq and makes its directory
-// entry durable. It becomes the writer's active segment.
-func (j *Journal) createSegment(seq uint64) (vfs.File, *segment, error) {
-	s := &segment{name: segmentName(seq), firstSeq: seq}
-	f, err := j.fs.Create(j.path(s.name))
-	if err != nil {
-		return nil, nil, fmt.Errorf("journal: create segment: %w", err)
+// createSegment creates the segment starting at seq, from a spare if there
+// is one, and makes its directory entry durable. It becomes the writer's
+// active segment; recycled says whether old data follows what is written.
+func (j *Journal) createSegment(seq uint64) (f vfs.File, s *segment, recycled bool, err error) {
+	s = &segment{name: segmentName(seq), firstSeq: seq}
+	if f, err = j.takeSpare(s); err != nil {
+		j.log.Warn("journal: spare segment lost", "err", err)
+	}
+	recycled = f != nil
+	if f == nil {
+		if f, err = j.fs.Create(j.path(s.name)); err != nil {
+			return nil, nil, false, fmt.Errorf("journal: create segment: %w", err)
+		}
 	}
 	if err := j.fs.SyncDir(j.dir); err != nil {
 		f.Close()
 		j.fs.Remove(j.path(s.name))
-		return nil, nil, fmt.Errorf("journal: create segment %s: sync dir: %w", s.name, err)
+		return nil, nil, false, fmt.Errorf("journal: create segment %s: sync dir: %w", s.name, err)
 	}
-	return f, s, nil
+	return f, s, recycled, nil
 }
 
 // rotate syncs and closes the active segment and starts a new one whose
@@ -86,6 +95,9 @@ func (j *Journal) createSegment(seq uint64) (vfs.File, *segment, error) {
 // the old one active; a failure to sync the old one fails the journal.
 func (j *Journal) rotate(seq uint64) error {
 	w := &j.w
+	if err := j.trimRecycled(); err != nil {
+		return err
+	}
 	if w.dirty {
 		j.st.syncs.Add(1)
 		if err := w.f.Sync(); err != nil {
@@ -96,7 +108,7 @@ func (j *Journal) rotate(seq uint64) error {
 		w.dirty = false
 		j.durableSeq.Store(j.writtenSeq.Load())
 	}
-	f, s, err := j.createSegment(seq)
+	f, s, recycled, err := j.createSegment(seq)
 	if err != nil {
 		return err
 	}
@@ -104,11 +116,28 @@ func (j *Journal) rotate(seq uint64) error {
 		j.log.Warn("journal: close segment", "segment", w.seg.name, "err", err)
 	}
 	old := w.seg
-	w.f, w.seg, w.off = f, s, 0
+	w.f, w.seg, w.off, w.recycled = f, s, 0, recycled
 	j.segMu.Lock()
 	j.segs = append(j.segs, s)
 	j.segMu.Unlock()
 	old.next.Store(s)
+	return nil
+}
+
+// trimRecycled cuts the old data off the end of a recycled active segment, so
+// that only the newest segment can ever end in something other than a frame.
+// A failure fails the journal.
+func (j *Journal) trimRecycled() error {
+	w := &j.w
+	if !w.recycled {
+		return nil
+	}
+	if err := w.f.Truncate(w.off); err != nil {
+		err = fmt.Errorf("journal: trim recycled segment %s: %w", w.seg.name, err)
+		j.fail(err)
+		return err
+	}
+	w.recycled, w.dirty = false, true
 	return nil
 }
 

@@ -10,11 +10,12 @@ import (
 // writer is the state of the goroutine that owns the active segment file.
 // Only that goroutine touches it (and Open and Close, before and after it runs).
 type writer struct {
-	f     vfs.File
-	seg   *segment
-	off   int64    // end of the whole frames in f
-	dirty bool     // f has writes not yet synced
-	iov   [][]byte // scratch for one pwritev
+	f        vfs.File
+	seg      *segment
+	off      int64    // end of the whole frames in f
+	dirty    bool     // f has writes not yet synced
+	recycled bool     // f is a recycled file: old data may follow off
+	iov      [][]byte // scratch for one pwritev
 }
 
 // batch is what the writer took from the queue in one go: written with one

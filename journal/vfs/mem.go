@@ -27,11 +27,24 @@ type memDir struct {
 	pending []nsOp               // namespace changes since the last SyncDir, in order
 }
 
-// nsOp is one unsynced change of a directory: a link (create or the new name of
-// a rename) or an unlink (remove or the old name of a rename).
+// nsOp is one unsynced change of a directory: a create (name linked to
+// inode), a remove (inode nil) or a rename (from unlinked, name linked), each
+// atomic.
 type nsOp struct {
 	name  string
-	inode *memInode // nil for an unlink
+	inode *memInode // nil for a remove
+	from  string    // the old name of a rename
+}
+
+func (op nsOp) apply(entries map[string]*memInode) {
+	if op.from != "" {
+		delete(entries, op.from)
+	}
+	if op.inode == nil {
+		delete(entries, op.name)
+	} else {
+		entries[op.name] = op.inode
+	}
 }
 
 // memInode is a file's contents. Guarded by MemFS.mu.
@@ -131,8 +144,7 @@ func (fs *MemFS) Rename(oldname, newname string) error {
 	}
 	delete(od.entries, obase)
 	od.entries[nbase] = ino
-	// Linux renames atomically: one change links the new name and unlinks the old.
-	od.pending = append(od.pending, nsOp{name: nbase, inode: ino}, nsOp{name: obase})
+	od.pending = append(od.pending, nsOp{name: nbase, inode: ino, from: obase})
 	return nil
 }
 

@@ -157,11 +157,7 @@ func (fs *MemFS) CrashClone(rnd *rand.Rand) *MemFS {
 			keep = rnd.IntN(len(d.pending) + 1)
 		}
 		for _, op := range d.pending[:keep] {
-			if op.inode == nil {
-				delete(entries, op.name)
-			} else {
-				entries[op.name] = op.inode
-			}
+			op.apply(entries)
 		}
 		nd := newMemDir()
 		for name, ino := range entries {
