@@ -38,14 +38,36 @@ func (d *fileDisk) Zero(off, n int64, _ bool) error {
 const benchDiskSize = 1 << 30
 
 func openBench(b *testing.B) (*Journal, *fileDisk) {
+	return openBenchWith(b, Options{Logger: quiet})
+}
+
+func openBenchWith(b *testing.B, o Options) (*Journal, *fileDisk) {
 	b.Helper()
 	disk := newFileDisk(b, benchDiskSize)
-	j, err := Open(vfs.Default, b.TempDir(), disk, Options{Logger: quiet})
+	j, err := Open(vfs.Default, b.TempDir(), disk, o)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { j.Close() })
 	return j, disk
+}
+
+// warmUp writes a journal's worth of 1 MiB records and checkpoints, so that
+// the segments written next are recycled ones.
+func warmUp(b *testing.B, j *Journal) {
+	c := NewCompressor(CodecNone)
+	data := make([]byte, 1<<20)
+	for i := range 3 * int(j.opts.SegmentSize>>20) {
+		if _, err := j.Write(c.Write(int64(i)<<20, data), false); err != nil {
+			b.Fatal(err)
+		}
+		if i%8 == 7 {
+			j.Checkpoint()
+		}
+	}
+	if err := j.Checkpoint(); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // BenchmarkAppend is the journal's throughput: 32 records in flight, no
@@ -84,7 +106,15 @@ func BenchmarkAppend(b *testing.B) {
 }
 
 func benchFUA(b *testing.B, writers int) {
-	j, _ := openBench(b)
+	b.Run("fresh", func(b *testing.B) { j, _ := openBench(b); runFUA(b, j, writers) })
+	b.Run("recycled", func(b *testing.B) {
+		j, _ := openBenchWith(b, Options{SegmentSize: 16 << 20, RetainBytes: -1, Logger: quiet})
+		warmUp(b, j)
+		runFUA(b, j, writers)
+	})
+}
+
+func runFUA(b *testing.B, j *Journal, writers int) {
 	c := NewCompressor(CodecS2)
 	data := randomBytes(rand.New(rand.NewPCG(2, 2)), 4096)
 	before := j.Stats().Syncs

@@ -91,6 +91,10 @@ func Open(fs FS, dir string, disk Disk, o Options) (*Journal, error) {
 	if err := j.recover(); err != nil {
 		return nil, err
 	}
+	if len(j.spares) == 0 && o.Spares > 0 {
+		j.wg.Add(1)
+		go func() { defer j.wg.Done(); j.prepareSpares(o.Spares) }()
+	}
 	j.wg.Add(3)
 	go func() { defer j.wg.Done(); j.writeLoop() }()
 	go func() { defer j.wg.Done(); j.applyLoop() }()

@@ -45,6 +45,11 @@ type Options struct {
 	// disables them: checkpoints then happen on Checkpoint, on Close and when
 	// the journal fills up.
 	CheckpointInterval time.Duration
+	// Spares is how many zero-filled spare segments Open prepares in the
+	// background when the journal has none (a fresh journal): writing into a
+	// file's existing blocks makes FUA writes cheaper. Zero means 2; negative
+	// none. Later, retired segments are recycled as spares.
+	Spares int
 	// Logger receives recovery and failure reports; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -61,6 +66,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.CheckpointInterval == 0 {
 		o.CheckpointInterval = DefaultCheckpointInterval
+	}
+	if o.Spares == 0 {
+		o.Spares = 2
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

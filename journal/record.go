@@ -55,6 +55,9 @@ var (
 	ErrCorruptRecord = errors.New("journal: corrupt record")
 )
 
+// errZeroHeader is unwritten space, where a segment's frames end.
+var errZeroHeader = fmt.Errorf("%w: zero header", ErrTornRecord)
+
 // IsTorn reports whether err is or wraps ErrTornRecord.
 func IsTorn(err error) bool { return errors.Is(err, ErrTornRecord) }
 
@@ -153,7 +156,7 @@ type header struct {
 func parseHeader(b []byte) (header, error) {
 	var h header
 	if allZero(b[:HeaderSize]) {
-		return h, fmt.Errorf("%w: zero header", ErrTornRecord)
+		return h, errZeroHeader
 	}
 	h.sum = binary.LittleEndian.Uint32(b[0:])
 	h.length = binary.LittleEndian.Uint32(b[4:])

@@ -74,7 +74,7 @@ func (j *Journal) checkSegment(rc *recovery, s *segment, last bool) error {
 			return fmt.Errorf("journal: read segment %s: %w", j.path(s.name), err)
 		}
 		if err != nil {
-			if !last || validAfter(f, off, size, rc.lastSeq) {
+			if !last || validAfter(f, off, size, max(rc.lastSeq+1, s.firstSeq)) {
 				if !errors.Is(err, ErrCorruptRecord) { // torn, yet not at the end
 					err = fmt.Errorf("%w: %s, not at the end of the journal",
 						ErrCorruptRecord, strings.TrimPrefix(err.Error(), "journal: "))
@@ -90,10 +90,11 @@ func (j *Journal) checkSegment(rc *recovery, s *segment, last bool) error {
 	}
 }
 
-// validAfter reports whether any valid record with a seq above lastSeq starts
-// at an aligned offset after off: then the bad record at off is not a torn
-// tail but corruption.
-func validAfter(f io.ReaderAt, off, size int64, lastSeq uint64) bool {
+// validAfter reports whether any valid record with a seq of at least minSeq
+// starts at an aligned offset after off: then the bad record at off is not a
+// torn tail but corruption. (Older records there are a recycled file's old
+// data.)
+func validAfter(f io.ReaderAt, off, size int64, minSeq uint64) bool {
 	rest := make([]byte, size-off)
 	if n, _ := f.ReadAt(rest, off); int64(n) < size-off {
 		rest = rest[:n]
@@ -102,7 +103,7 @@ func validAfter(f io.ReaderAt, off, size int64, lastSeq uint64) bool {
 		if rest[p] == 0 && allZero(rest[p:p+frameAlign]) {
 			continue // zeros: no checksum starts with 8 zero bytes often enough to matter
 		}
-		if r, _, err := DecodeRecord(rest[p:]); err == nil && r.Seq > lastSeq {
+		if r, _, err := DecodeRecord(rest[p:]); err == nil && r.Seq >= minSeq {
 			return true
 		}
 	}
@@ -129,7 +130,7 @@ func (j *Journal) settleTail(rc *recovery) error {
 		return fmt.Errorf("journal: recover: %w", err)
 	}
 	if cut := s.size.Load(); cut < size {
-		if rc.torn != nil {
+		if rc.torn != nil && !errors.Is(rc.torn, errZeroHeader) {
 			j.log.Warn("journal: cutting torn tail", "segment", name, "offset", cut,
 				"bytes", size-cut, "reason", rc.torn)
 		}
@@ -191,16 +192,16 @@ func (j *Journal) startAfterRecovery(rc *recovery) error {
 	last := max(rc.lastSeq, rc.ckpt)
 	segs := rc.segs
 	if n := len(segs); n > 0 && segs[n-1].size.Load() == 0 {
-		segs = segs[:n-1] // an empty last segment is replaced by the new one
-		if err := j.fs.Remove(j.path(rc.segs[n-1].name)); err != nil {
-			return fmt.Errorf("journal: %w", err)
+		segs = segs[:n-1] // an empty last segment becomes a spare for the new one
+		if err := j.retire(rc.segs[n-1]); err != nil {
+			return err
 		}
 	}
 	f, s, recycled, err := j.createSegment(last + 1)
 	if err != nil {
 		return err
 	}
-	j.fs.Remove(j.path(checkpointTmp))
+	j.removeLeftovers()
 	j.w = writer{f: f, seg: s, recycled: recycled}
 	j.segs = append(segs, s)
 	for i := 1; i < len(j.segs); i++ {
@@ -215,4 +216,15 @@ func (j *Journal) startAfterRecovery(rc *recovery) error {
 	}
 	j.ckptSeq.Store(rc.ckpt)
 	return nil
+}
+
+// removeLeftovers removes what an interrupted checkpoint or spare
+// preparation left behind.
+func (j *Journal) removeLeftovers() {
+	names, _ := j.fs.ReadDir(j.dir)
+	for _, name := range names {
+		if name == checkpointTmp || strings.HasSuffix(name, prepExt) {
+			j.fs.Remove(j.path(name))
+		}
+	}
 }

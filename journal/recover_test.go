@@ -15,7 +15,7 @@ import (
 const testDir = "/meta/journal"
 
 func testOptions() Options {
-	return Options{CheckpointInterval: -1, Logger: quiet}
+	return Options{SegmentSize: 64 << 10, CheckpointInterval: -1, Logger: quiet}
 }
 
 // fixture is a journal directory with n synced records that were never

@@ -2,6 +2,7 @@ package journal
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"strings"
 
@@ -14,9 +15,13 @@ import (
 // so fdatasync has no metadata to commit, which makes FUA writes cheaper.
 // The old frames left after a recycled segment's new ones have seqs below its
 // firstSeq, or do not decode: either ends the segment (see checkSegment).
+//
+// A fresh journal has no retired segments yet, so Open prepares Options.Spares
+// zero-filled spares in the background (a one-time cost of writing them).
 const (
 	spareExt  = ".free"
-	maxSpares = 2
+	prepExt   = ".prep" // a spare being prepared; removed at Open
+	maxSpares = 2       // retired segments kept as spares
 )
 
 func isSpareName(name string) bool {
@@ -24,12 +29,73 @@ func isSpareName(name string) bool {
 	return ok && len(hex) == 16
 }
 
+// prepareSpares writes zero-filled spares until there are n, unless Close
+// comes first. It runs in its own goroutine.
+func (j *Journal) prepareSpares(n int) {
+	for {
+		j.segMu.Lock()
+		enough := len(j.spares) >= n
+		j.segMu.Unlock()
+		if enough {
+			return
+		}
+		name, err := j.prepareSpare()
+		if err != nil {
+			j.log.Warn("journal: prepare spare segment", "err", err)
+			return
+		}
+		if name == "" {
+			return // closing
+		}
+		j.segMu.Lock()
+		j.spares = append(j.spares, name)
+		j.segMu.Unlock()
+	}
+}
+
+// prepareSpare writes one zero-filled spare of SegmentSize bytes and returns
+// its name, or "" if Close came first.
+func (j *Journal) prepareSpare() (string, error) {
+	hex := fmt.Sprintf("%016x", rand.Uint64()|1<<63)
+	tmp := j.path(hex + prepExt)
+	f, err := j.fs.Create(tmp)
+	if err != nil {
+		return "", err
+	}
+	defer j.fs.Remove(tmp) // fails once renamed
+	zeros := make([]byte, min(j.opts.SegmentSize, 1<<20))
+	for off := int64(0); off < j.opts.SegmentSize; off += int64(len(zeros)) {
+		select {
+		case <-j.stop:
+			f.Close()
+			return "", nil
+		default:
+		}
+		if _, err := f.WriteAt(zeros, off); err != nil {
+			f.Close()
+			return "", err
+		}
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = j.fs.Rename(tmp, j.path(hex+spareExt))
+	}
+	if err == nil {
+		err = j.fs.SyncDir(j.dir)
+	}
+	return hex + spareExt, err
+}
+
 // retire recycles s as a spare, or removes it when there are spares enough or
-// it is too small to be worth it. Requires ckptMu.
+// its file is too small to be worth it. Requires ckptMu (or recovery).
 func (j *Journal) retire(s *segment) error {
 	s.removed.Store(true)
+	fi, err := j.fs.Stat(j.path(s.name))
 	j.segMu.Lock()
-	recycle := len(j.spares) < maxSpares && s.size.Load() >= j.opts.SegmentSize/2
+	recycle := len(j.spares) < maxSpares && err == nil && fi.Size() >= j.opts.SegmentSize/2
 	j.segMu.Unlock()
 	if !recycle {
 		if err := j.fs.Remove(j.path(s.name)); err != nil && !os.IsNotExist(err) {
