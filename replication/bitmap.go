@@ -1,8 +1,13 @@
 package replication
 
 import (
+	"encoding/binary"
+	"fmt"
 	"math/bits"
+	"slices"
 	"sync"
+
+	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
 // RegionSize is the size of the disk covered by one bit of the out-of-sync
@@ -88,4 +93,69 @@ func (b *bitmap) isSet(r int64) bool {
 // regionLen is the length of region r (the last one may be short).
 func (b *bitmap) regionLen(r int64) int64 {
 	return min(RegionSize, b.size-r*RegionSize)
+}
+
+// bitmapEnd flags the last BitmapChunk frame of a bitmap exchange.
+const bitmapEnd = 1
+
+// chunkWords is the most bitmap words one BitmapChunk frame carries.
+const chunkWords = 32 << 10
+
+// chunks encodes the set parts of the bitmap as BitmapChunk frames: a
+// first word index, then the words, little endian.
+func (b *bitmap) chunks() [][]byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var frames [][]byte
+	for start := 0; start < len(b.words); start += chunkWords {
+		words := b.words[start:min(start+chunkWords, len(b.words))]
+		if !slices.ContainsFunc(words, func(w uint64) bool { return w != 0 }) {
+			continue
+		}
+		body := binary.LittleEndian.AppendUint64(make([]byte, 0, 8+8*len(words)), uint64(start))
+		for _, w := range words {
+			body = binary.LittleEndian.AppendUint64(body, w)
+		}
+		f, _ := wire.AppendFrame(nil, wire.TypeBitmapChunk, 0, body)
+		frames = append(frames, f)
+	}
+	return frames
+}
+
+// merge ORs a BitmapChunk body into the bitmap.
+func (b *bitmap) merge(body []byte) error {
+	if len(body) < 8 || len(body)%8 != 0 {
+		return fmt.Errorf("bitmap chunk of %d bytes", len(body))
+	}
+	start := binary.LittleEndian.Uint64(body)
+	n := uint64(len(body)/8 - 1)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if start > uint64(len(b.words)) || n > uint64(len(b.words))-start {
+		return fmt.Errorf("bitmap chunk of words [%d, +%d) past %d words", start, n, len(b.words))
+	}
+	for i := range n {
+		w := binary.LittleEndian.Uint64(body[8+8*i:])
+		old := b.words[start+i]
+		b.words[start+i] = old | w
+		b.count += bits.OnesCount64(w &^ old)
+	}
+	return nil
+}
+
+// snapshot copies the words.
+func (b *bitmap) snapshot() []uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.words)
+}
+
+// load ORs saved words in.
+func (b *bitmap) load(words []uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i := range min(len(words), len(b.words)) {
+		b.count += bits.OnesCount64(words[i] &^ b.words[i])
+		b.words[i] |= words[i]
+	}
 }

@@ -93,3 +93,30 @@ func sharesHistory(l, r wire.GenIDs) bool {
 	}
 	return false
 }
+
+// side is what the direction of a sync between nodes of one generation
+// depends on.
+type side struct {
+	primary bool
+	dirty   bool // its bitmap marks regions the other may lack
+	id      uint64
+}
+
+// dirtyDirection settles nodes of the same generation when a bitmap is not
+// empty: a Primary that crashed with writes in flight restarts with those
+// regions marked. The Primary is the source; else the side with marks;
+// else, both having marks, the lower node id. The target's marks join the
+// source's, so both sides' regions are synced.
+func dirtyDirection(l, r side) Decision {
+	switch {
+	case !l.dirty && !r.dirty:
+		return Decision{Outcome: InSync}
+	case l.primary:
+		return Decision{Outcome: SyncSource}
+	case r.primary:
+		return Decision{Outcome: SyncTarget}
+	case l.dirty != r.dirty && l.dirty, l.dirty == r.dirty && l.id < r.id:
+		return Decision{Outcome: SyncSource}
+	}
+	return Decision{Outcome: SyncTarget}
+}

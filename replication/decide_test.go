@@ -64,3 +64,27 @@ func TestResolveDiscardMyData(t *testing.T) {
 		}
 	}
 }
+
+func TestDirtyDirection(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		l, r side
+		want Outcome
+	}{
+		{"clean", side{primary: true, id: 1}, side{id: 2}, InSync},
+		{"crashed primary back as primary", side{primary: true, dirty: true, id: 1}, side{id: 2}, SyncSource},
+		{"new primary, old one dirty", side{primary: true, id: 1}, side{dirty: true, id: 2}, SyncSource},
+		{"I am dirty, the peer is Primary", side{dirty: true, id: 1}, side{primary: true, id: 2}, SyncTarget},
+		{"only I am dirty", side{dirty: true, id: 5}, side{id: 2}, SyncSource},
+		{"only the peer is dirty", side{id: 1}, side{dirty: true, id: 2}, SyncTarget},
+		{"both dirty, lower id", side{dirty: true, id: 1}, side{dirty: true, id: 2}, SyncSource},
+		{"both dirty, higher id", side{dirty: true, id: 3}, side{dirty: true, id: 2}, SyncTarget},
+	} {
+		got := dirtyDirection(c.l, c.r).Outcome
+		back := dirtyDirection(c.r, c.l).Outcome
+		mirror := map[Outcome]Outcome{InSync: InSync, SyncSource: SyncTarget, SyncTarget: SyncSource}
+		if got != c.want || back != mirror[c.want] {
+			t.Errorf("%s: %v (peer %v), want %v", c.name, got, back, c.want)
+		}
+	}
+}

@@ -45,17 +45,21 @@ type link struct {
 
 	// mu guards the send queue, the pending writes and the ack marks. The
 	// writers and the resync add, the sender takes, the receiver completes.
-	mu        sync.Mutex
-	out       []outItem  // frames and records to send, in order
-	outA      []*pending // protocol A: complete once out has been written
-	pending   []*pending // sent records waiting for their ack, seq ascending
-	seq       uint64     // last link seq handed out
-	acked     [4]uint64  // by wire.AckKind: highest cumulative ack seen
-	oldest    time.Time  // when the oldest pending record was queued
-	down      error      // set once: the link failed
-	kick      chan struct{}
-	closed    chan struct{}
-	closeOnce sync.Once
+	mu      sync.Mutex
+	out     []outItem  // frames and records to send, in order
+	outA    []*pending // protocol A: complete once out has been written
+	pending []*pending // sent records waiting for their ack, seq ascending
+	seq     uint64     // last link seq handed out
+	acked   [4]uint64  // by wire.AckKind: highest cumulative ack seen
+	oldest  time.Time  // when the oldest pending record was queued
+	down    error      // set once: the link failed
+	kick    chan struct{}
+	closed  chan struct{}
+	// peerBitmap is closed once the peer's bitmap has been merged (a
+	// SyncSource waits for it before it starts).
+	peerBitmap     chan struct{}
+	peerBitmapOnce sync.Once
+	closeOnce      sync.Once
 
 	// Receiving side (the peer of a Primary): what to acknowledge.
 	recvSeq      atomic.Uint64 // last record read off the link
@@ -80,12 +84,12 @@ type pending struct {
 	need   wire.AckKind // the ack that completes it
 	off    int64        // the region it wrote, marked out of sync if the link fails
 	length int64
-	done   func()
+	done   func(acked bool) // acked is false when the link gave up on it
 }
 
 func newLink(res *Resource, conn net.Conn, remote wire.Hello) *link {
 	l := &link{res: res, conn: conn, remote: remote, proto: res.cfg.Protocol,
-		kick: make(chan struct{}, 1), closed: make(chan struct{})}
+		kick: make(chan struct{}, 1), closed: make(chan struct{}), peerBitmap: make(chan struct{})}
 	l.lastFrame.Store(time.Now().UnixNano())
 	return l
 }
@@ -108,7 +112,7 @@ func (l *link) needFor(fua bool) wire.AckKind {
 // false, without queueing, when the link is already down. The caller holds
 // Resource.order, which keeps seqs in journal order: seq is written only
 // under it, so the frame is encoded before l.mu is taken.
-func (l *link) sendRecord(rec *journal.Record, fua bool, done func()) bool {
+func (l *link) sendRecord(rec *journal.Record, fua bool, done func(acked bool)) bool {
 	seq := l.seq + 1
 	enc := appendWireRecord(make([]byte, 0, wireRecordHeader+len(rec.Payload)), rec)
 	p := &pending{seq: seq, need: l.needFor(fua), off: rec.Offset, length: int64(rec.RawLen), done: done}
@@ -130,7 +134,7 @@ func (l *link) sendRecord(rec *journal.Record, fua bool, done func()) bool {
 
 // sendBarrier queues a flush barrier covering every record queued so far.
 // The caller holds Resource.order.
-func (l *link) sendBarrier(done func()) bool {
+func (l *link) sendBarrier(done func(acked bool)) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.down != nil {
@@ -152,7 +156,7 @@ func (l *link) track(p *pending) {
 		l.oldest = time.Now()
 	}
 	if p.seq <= l.acked[p.need] {
-		p.done()
+		p.done(true)
 		return
 	}
 	l.pending = append(l.pending, p)
@@ -202,7 +206,7 @@ func (l *link) ack(a wire.Ack) {
 	}
 	l.mu.Unlock()
 	for _, p := range done {
-		p.done()
+		p.done(true)
 	}
 }
 
@@ -259,7 +263,7 @@ func (l *link) sendLoop() {
 			return
 		}
 		for _, p := range outA {
-			p.done()
+			p.done(true)
 		}
 	}
 }

@@ -68,28 +68,7 @@ func saveMeta(dir string, m meta) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(dir, metaFile+".tmp")
-	f, err := os.Create(tmp)
-	if err != nil {
-		return fmt.Errorf("replication: write %s: %w", metaFile, err)
-	}
-	_, err = f.Write(append(raw, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, metaFile))
-	}
-	if err == nil {
-		err = syncDir(dir)
-	}
-	if err != nil {
-		return fmt.Errorf("replication: write %s: %w", metaFile, err)
-	}
-	return nil
+	return writeAtomic(dir, metaFile, append(raw, '\n'))
 }
 
 func syncDir(dir string) error {

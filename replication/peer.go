@@ -119,6 +119,9 @@ func (r *Resource) hello() wire.Hello {
 	if r.cfg.Peer != "" {
 		h.Flags |= wire.Dials
 	}
+	if r.oos.bytes() > 0 {
+		h.Flags |= wire.HasOutOfSync
+	}
 	return h
 }
 
@@ -216,6 +219,10 @@ func (r *Resource) admitPeer(remote wire.Hello) (Decision, wire.Reason, string) 
 		return Decision{}, wire.ReasonSplitBrain, "both nodes are Primary"
 	}
 	d := resolve(decide(r.meta.Gen, remote.Gen), r.meta.DiscardMyData, remote.Flags&wire.DiscardMyData != 0)
+	if d.Outcome == InSync {
+		d = dirtyDirection(side{primary: r.role == wire.Primary, dirty: r.oos.bytes() > 0, id: r.meta.NodeID},
+			side{primary: remote.Role == wire.Primary, dirty: remote.Flags&wire.HasOutOfSync != 0, id: remote.NodeID})
+	}
 	if text := r.refuseOutcome(d, remote); text != "" {
 		return d, wire.ReasonSplitBrain, text
 	}
@@ -283,7 +290,7 @@ func (r *Resource) linkDown(l *link, err error, waiting []*pending) {
 	}
 	r.order.Unlock()
 	for _, p := range waiting {
-		p.done()
+		p.done(false)
 	}
 	select {
 	case <-r.stop:

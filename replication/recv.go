@@ -72,6 +72,14 @@ func (l *link) handle(f wire.Frame) error {
 	case wire.TypeRefuse:
 		ref, _ := wire.ParseRefuse(f.Body)
 		return fmt.Errorf("%w: the peer refused: %s: %s", ErrLinkDown, ref.Reason, ref.Text)
+	case wire.TypeBitmapChunk:
+		if f.Flags&bitmapEnd != 0 {
+			l.peerBitmapOnce.Do(func() { close(l.peerBitmap) })
+			return nil
+		}
+		if err := l.res.oos.merge(f.Body); err != nil {
+			return fmt.Errorf("%w: %v", ErrLinkDown, err)
+		}
 	case wire.TypeSyncDone:
 		return l.res.syncDone(l, f.Body)
 	default:
@@ -94,11 +102,12 @@ func (l *link) applyRecords(body []byte) error {
 		}
 		body = body[n:]
 		seq := l.recvSeq.Add(1)
-		l.res.journal.Append(rec, false, func(_ uint64, err error) {
+		l.res.journal.Append(rec, false, func(jseq uint64, err error) {
 			if err != nil {
 				l.fail(fmt.Errorf("%w: journal: %v", ErrLinkDown, err))
 				return
 			}
+			storeMax(&l.res.peerSeq, jseq)
 			l.journaledSeq.Store(seq)
 			l.wake()
 		})

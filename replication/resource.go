@@ -55,6 +55,8 @@ type Config struct {
 	// PeerTimeout is how long the peer may stay silent or leave a write
 	// unacknowledged before the link is given up; zero is 5s.
 	PeerTimeout time.Duration
+	// ResyncRate caps resync traffic in bytes per second; zero is no cap.
+	ResyncRate int64
 	// ObserveWrite, if set, is told how long each acknowledged write took.
 	ObserveWrite func(time.Duration)
 }
@@ -94,6 +96,10 @@ type Resource struct {
 	replRecv     atomic.Uint64 // raw bytes received from the peer
 	replRaw      atomic.Uint64 // raw bytes of links that are gone
 	replWire     atomic.Uint64 // bytes written by links that are gone
+	// peerSeq is the journal seq up to which the peer holds what this
+	// node's journal holds: acknowledged writes of a Primary, records
+	// journaled from the peer on a Secondary. Saved with the bitmap.
+	peerSeq atomic.Uint64
 }
 
 // Open recovers the resource's journal onto its disk and makes it ready for I/O.
@@ -134,10 +140,19 @@ func Open(c Config) (*Resource, error) {
 	r := &Resource{cfg: c, name: c.Name, disk: c.Disk, size: size, journal: j,
 		comp: journal.NewCompressor(c.Codec), log: c.Logger, oos: newBitmap(size),
 		meta: m, role: c.Role, linkChange: make(chan struct{}), stop: make(chan struct{})}
-	if err := r.startPeer(); err != nil {
+	seq, err := r.loadBitmap()
+	if err == nil {
+		err = r.recoverMarks(seq)
+	}
+	if err == nil {
+		err = r.startPeer()
+	}
+	if err != nil {
 		j.Close()
 		return nil, err
 	}
+	r.wg.Add(1)
+	go func() { defer r.wg.Done(); r.bitmapLoop() }()
 	return r, nil
 }
 
@@ -198,8 +213,13 @@ func (r *Resource) append(rec *journal.Record, fua bool) error {
 	if l == nil {
 		r.oos.mark(rec.Offset, int64(rec.RawLen))
 	}
-	r.journal.Append(*rec, fua, w.localDone)
-	if l == nil || !l.sendRecord(rec, fua, w.peerDone) {
+	jseq := r.journal.Append(*rec, fua, w.localDone)
+	if l == nil || !l.sendRecord(rec, fua, func(acked bool) {
+		if acked {
+			storeMax(&r.peerSeq, jseq)
+		}
+		w.peerDone()
+	}) {
 		if l != nil {
 			r.oos.mark(rec.Offset, int64(rec.RawLen))
 		}
@@ -225,7 +245,7 @@ func (r *Resource) Sync() error {
 	r.order.Lock()
 	l := r.currentLink()
 	r.journal.Sync(func(err error) { w.localDone(0, err) })
-	if l == nil || !l.sendBarrier(w.peerDone) {
+	if l == nil || !l.sendBarrier(func(bool) { w.peerDone() }) {
 		w.peerDone()
 	}
 	r.order.Unlock()
@@ -251,5 +271,9 @@ func (r *Resource) Stats() Stats {
 // synced) and closes it. The disk itself stays open: it belongs to the caller.
 func (r *Resource) Close() error {
 	r.stopPeer()
-	return r.journal.Close()
+	err := r.journal.Close()
+	if serr := r.saveBitmap(); err == nil {
+		err = serr
+	}
+	return err
 }

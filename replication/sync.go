@@ -36,7 +36,9 @@ func (r *Resource) refuseOutcome(d Decision, remote wire.Hello) string {
 	return r.standAlone
 }
 
-// startSync begins what the decision asks for on a new link.
+// startSync begins what the decision asks for on a new link. A target
+// first sends its own bitmap: regions it wrote that the source may not have
+// (a crashed Primary's last writes) are taken from the source too.
 func (r *Resource) startSync(l *link, d Decision) {
 	switch d.Outcome {
 	case SyncSource:
@@ -44,7 +46,7 @@ func (r *Resource) startSync(l *link, d Decision) {
 			r.oos.mark(0, r.size)
 		}
 		r.mu.Lock()
-		r.resync = resyncState{source: true, total: r.oos.bytes(), started: time.Now()}
+		r.resync = resyncState{source: true, started: time.Now()}
 		r.mu.Unlock()
 		r.wg.Add(1)
 		go func() { defer r.wg.Done(); r.resyncLoop(l) }()
@@ -59,18 +61,34 @@ func (r *Resource) startSync(l *link, d Decision) {
 		r.mu.Unlock()
 		if err != nil {
 			l.fail(fmt.Errorf("%w: %v", ErrLinkDown, err))
+			return
 		}
+		for _, f := range r.oos.chunks() {
+			l.queue(f)
+		}
+		end, _ := wire.AppendFrame(nil, wire.TypeBitmapChunk, bitmapEnd, nil)
+		l.queue(end)
 	}
 }
 
-// resyncLoop sends every out-of-sync region, then SyncDone and a barrier;
-// when the barrier's ack comes back the peer is UpToDate. Each region is
-// read and queued under Resource.order after the journal has applied
-// everything before it, so no write can slip between the read and the
-// send and be overwritten on the peer by older data.
+// resyncLoop waits for the target's bitmap, then sends every out-of-sync
+// region once, then SyncDone and a barrier. A region's bit is cleared when
+// the peer acknowledges it; when the barrier's ack comes back the peer is
+// UpToDate. Each region is read and queued under Resource.order after the
+// journal has applied everything before it, so no write can slip between
+// the read and the send and be overwritten on the peer by older data.
 func (r *Resource) resyncLoop(l *link) {
+	select {
+	case <-l.peerBitmap:
+	case <-l.closed:
+		return
+	}
+	r.mu.Lock()
+	r.resync.total = r.oos.bytes()
+	r.mu.Unlock()
+	pace := newPacer(r.cfg.ResyncRate)
 	buf := make([]byte, RegionSize)
-	for reg := r.oos.next(0); reg >= 0; reg = r.oos.next(reg) {
+	for reg := r.oos.next(0); reg >= 0; reg = r.oos.next(reg + 1) {
 		if l.isDown() {
 			return
 		}
@@ -78,13 +96,19 @@ func (r *Resource) resyncLoop(l *link) {
 			l.fail(fmt.Errorf("%w: resync: %v", ErrLinkDown, err))
 			return
 		}
+		pace.wait(r.oos.regionLen(reg), l.closed)
 	}
 	r.order.Lock()
 	r.mu.Lock()
 	gen := r.meta.Gen.Current
 	r.mu.Unlock()
 	l.queue(wire.AppendSyncDone(nil, gen))
-	ok := l.sendBarrier(func() { r.wg.Add(1); go func() { defer r.wg.Done(); r.sourceDone(l, gen) }() })
+	ok := l.sendBarrier(func(acked bool) {
+		if acked {
+			r.wg.Add(1)
+			go func() { defer r.wg.Done(); r.sourceDone(l, gen) }()
+		}
+	})
 	r.order.Unlock()
 	if !ok {
 		r.log.Warn("resync interrupted before its end")
@@ -101,20 +125,22 @@ func (r *Resource) sendRegion(l *link, reg int64, buf []byte) error {
 	if _, err := r.disk.ReadAt(buf[:n], off); err != nil {
 		return err
 	}
-	r.oos.clear(reg) // marked again by linkDown if the record is not acknowledged
 	rec := r.comp.Write(off, buf[:n])
-	sent := l.sendRecord(&rec, false, func() {
+	defer rec.Release()
+	sent := l.sendRecord(&rec, false, func(acked bool) {
+		if !acked {
+			return // the bit stays: a later resync sends the region
+		}
+		r.oos.clear(reg)
 		r.mu.Lock()
 		r.resync.done += n
 		r.mu.Unlock()
 	})
-	rec.Release()
 	if !sent {
-		r.oos.mark(off, n)
 		return ErrLinkDown
 	}
 	r.mu.Lock()
-	r.resync.wire += int64(rec.EncodedLen()) + wire.HeaderSize + 8
+	r.resync.wire += int64(wireRecordHeader + len(rec.Payload))
 	r.mu.Unlock()
 	return nil
 }

@@ -48,13 +48,14 @@ type serveConfig struct {
 	protocol      replication.Protocol
 	peerTimeout   time.Duration
 	metricsListen string
+	resyncRate    int64
 }
 
 var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	var c serveConfig
-	var size, codec, journalSize, journalRetain, protocol string
+	var size, codec, journalSize, journalRetain, protocol, resyncRate string
 	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&c.name, "name", "r0", "resource name; the NBD export answers to it and to the empty name")
@@ -74,6 +75,7 @@ func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	fs.StringVar(&protocol, "protocol", "C", "when a write is acknowledged: C (peer journaled it), B (peer received it), A (sent)")
 	fs.DurationVar(&c.peerTimeout, "peer-timeout", 5*time.Second, "how long the peer may stay silent before the primary goes on alone")
 	fs.StringVar(&c.metricsListen, "metrics-listen", "", "address to serve Prometheus metrics on (/metrics)")
+	fs.StringVar(&resyncRate, "resync-rate", "0", "cap on resync traffic per second (e.g. 100M); 0 is as fast as the link allows")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			fmt.Fprintf(stdout, "usage: nbdmirror serve --disk PATH [flags]\n\n%s", fs.FlagUsages())
@@ -90,7 +92,15 @@ func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	if err := c.completeJournal(codec, journalSize, journalRetain); err != nil {
 		return c, err
 	}
-	return c, c.completePeer(protocol)
+	if err := c.completePeer(protocol); err != nil {
+		return c, err
+	}
+	rate, err := parseSize(resyncRate)
+	if err != nil {
+		return c, usagef("--resync-rate: %v", err)
+	}
+	c.resyncRate = rate
+	return c, nil
 }
 
 func (c *serveConfig) completePeer(protocol string) error {
@@ -306,7 +316,7 @@ func (d *daemon) openStorage() (err error) {
 		JournalSize: d.cfg.journalSize, JournalRetain: d.cfg.journalRetain, Logger: d.log,
 		Role: d.cfg.initialRole(), Created: created, PeerListen: d.cfg.peerListen, Peer: d.cfg.peer,
 		Secret: d.cfg.secret, Protocol: d.cfg.protocol, PeerTimeout: d.cfg.peerTimeout,
-		ObserveWrite: d.metrics.observe,
+		ObserveWrite: d.metrics.observe, ResyncRate: d.cfg.resyncRate,
 	})
 	if err != nil {
 		return usageError{err}

@@ -38,6 +38,8 @@ const (
 	// Dials: this node dials its peer too. When both do, only the
 	// connection dialed by the lower node id is kept.
 	Dials HelloFlags = 1 << 2
+	// HasOutOfSync: this node's bitmap marks regions its peer may lack.
+	HasOutOfSync HelloFlags = 1 << 3
 )
 
 // GenIDs are a node's generation ids. The wire carries them; deciding what

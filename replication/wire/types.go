@@ -26,23 +26,25 @@ const (
 
 	// Resync: 32-63. Reserved for frames to come:
 	//   32 SyncRequest, 33 Checksums, 34 RegionData, 35 BitmapChunk.
-	TypeSyncDone Type = 36 // uint64: the source's current generation id; the target is UpToDate
+	TypeBitmapChunk Type = 35 // uint64 first word index + bitmap words; flag 1: the last chunk
+	TypeSyncDone    Type = 36 // uint64: the source's current generation id; the target is UpToDate
 	// 64-255 unassigned.
 )
 
 var typeNames = map[Type]string{
-	TypeHello:    "hello",
-	TypeAuth:     "auth",
-	TypeRefuse:   "refuse",
-	TypeReady:    "ready",
-	TypePing:     "ping",
-	TypePong:     "pong",
-	TypeBye:      "bye",
-	TypeRecord:   "record",
-	TypeBarrier:  "barrier",
-	TypeAck:      "ack",
-	TypeRecords:  "records",
-	TypeSyncDone: "sync-done",
+	TypeHello:       "hello",
+	TypeAuth:        "auth",
+	TypeRefuse:      "refuse",
+	TypeReady:       "ready",
+	TypePing:        "ping",
+	TypePong:        "pong",
+	TypeBye:         "bye",
+	TypeRecord:      "record",
+	TypeBarrier:     "barrier",
+	TypeAck:         "ack",
+	TypeRecords:     "records",
+	TypeBitmapChunk: "bitmap-chunk",
+	TypeSyncDone:    "sync-done",
 }
 
 func (t Type) known() bool {
