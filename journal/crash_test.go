@@ -62,7 +62,7 @@ func runSchedule(t *testing.T, seed uint64) {
 		t: t, rnd: rnd, fs: vfs.NewMem(), disk: NewMemDisk(crashDiskSize), h: newHistory(),
 		c: NewCompressor([]Codec{CodecNone, CodecS2, CodecZstd}[rnd.IntN(3)]),
 		opts: Options{
-			SegmentSize:        []int64{1 << 10, 4 << 10, 16 << 10, 1 << 20}[rnd.IntN(4)],
+			SegmentSize:        []int64{1 << 10, 4 << 10, 16 << 10, 256 << 10}[rnd.IntN(4)],
 			RetainBytes:        []int64{-1, 8 << 10, 1 << 20}[rnd.IntN(3)],
 			MaxBytes:           []int64{64 << 10, 256 << 10, 1 << 30}[rnd.IntN(3)],
 			CheckpointInterval: -1,

@@ -38,6 +38,8 @@ type Journal struct {
 	segs   []*segment // oldest first; the last is being written
 	spares []string   // file names of retired segments kept for reuse
 
+	nspares atomic.Int32 // len(spares), for the writer to glance at
+
 	w writer // owned by the writer goroutine
 
 	ckptMu sync.Mutex // serialises checkpoints: superblock writes and segment removal

@@ -31,6 +31,7 @@ func (j *Journal) recover() error {
 	}
 	rc := &recovery{ckpt: ckpt, segs: segs}
 	j.spares = spares
+	j.nspares.Store(int32(len(spares)))
 	for i, s := range segs {
 		if err := j.checkSegment(rc, s, i == len(segs)-1); err != nil {
 			return err

@@ -47,10 +47,16 @@ func (j *Journal) prepareSpares(n int) {
 		if name == "" {
 			return // closing
 		}
-		j.segMu.Lock()
-		j.spares = append(j.spares, name)
-		j.segMu.Unlock()
+		j.addSpare(name)
 	}
+}
+
+// addSpare adds a spare file to the pool.
+func (j *Journal) addSpare(name string) {
+	j.segMu.Lock()
+	j.spares = append(j.spares, name)
+	j.nspares.Store(int32(len(j.spares)))
+	j.segMu.Unlock()
 }
 
 // prepareSpare writes one zero-filled spare of SegmentSize bytes and returns
@@ -107,9 +113,7 @@ func (j *Journal) retire(s *segment) error {
 	if err := j.fs.Rename(j.path(s.name), j.path(spare)); err != nil {
 		return fmt.Errorf("journal: recycle segment: %w", err)
 	}
-	j.segMu.Lock()
-	j.spares = append(j.spares, spare)
-	j.segMu.Unlock()
+	j.addSpare(spare)
 	return nil
 }
 
@@ -123,6 +127,7 @@ func (j *Journal) takeSpare(s *segment) (vfs.File, error) {
 	}
 	spare := j.spares[0]
 	j.spares = j.spares[1:]
+	j.nspares.Store(int32(len(j.spares)))
 	j.segMu.Unlock()
 	if err := j.fs.Rename(j.path(spare), j.path(s.name)); err != nil {
 		j.fs.Remove(j.path(spare))

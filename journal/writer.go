@@ -143,7 +143,10 @@ func (j *Journal) writeBatch(b *batch) {
 // pwritev, after starting a new segment if this one is full.
 func (j *Journal) writeRecords(b *batch) error {
 	w := &j.w
-	if w.off > 0 && w.off+b.bytes > j.opts.SegmentSize {
+	// A new segment when this one is full, or early when a spare is ready to
+	// replace a fresh file (whose appends make every fdatasync commit metadata).
+	full := w.off+b.bytes > j.opts.SegmentSize
+	if w.off > 0 && (full || !w.recycled && j.nspares.Load() > 0) {
 		if err := j.rotate(b.firstSeq()); err != nil {
 			return err
 		}
