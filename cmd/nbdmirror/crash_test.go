@@ -13,6 +13,11 @@ import (
 
 var crashRounds = flag.Int("crash.rounds", 3, "SIGKILL-and-restart rounds of TestCrashKeepsAcknowledgedWrites")
 
+// nbdDial connects an NBD client to the export r0 at addr.
+func nbdDial(ctx context.Context, addr string) (*nbdclient.Client, error) {
+	return nbdclient.Dial(ctx, addr, "r0")
+}
+
 // dialNode connects an NBD client to the node's export.
 func dialNode(t testing.TB, n *node) checker.NBD {
 	t.Helper()

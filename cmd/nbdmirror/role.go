@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -30,7 +31,7 @@ func (d *daemon) handleRole(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("role %q: want primary or secondary", req.Role)})
 		return
 	}
-	if err := d.res.SetRole(role, req.Force); err != nil {
+	if err := d.setRole(r.Context(), role, req.Force); err != nil {
 		code := http.StatusInternalServerError
 		if errors.Is(err, replication.ErrRefused) {
 			code = http.StatusConflict
@@ -141,4 +142,21 @@ func runResolve(args []string, stdout io.Writer) error {
 	}
 	printStatus(stdout, st)
 	return nil
+}
+
+// setRole changes the node's role. Demotion with NBD clients connected is
+// refused unless forced; forced, new clients are refused at once and the
+// connected ones are disconnected once their in-flight requests complete.
+func (d *daemon) setRole(ctx context.Context, role wire.Role, force bool) error {
+	if role == wire.Secondary && d.res.Role() == wire.Primary {
+		if n := d.nbd.Connections(); n > 0 && !force {
+			return fmt.Errorf("%w: %d NBD client(s) connected; --force disconnects them", replication.ErrRefused, n)
+		}
+		d.demoting.Store(true)
+		defer d.demoting.Store(false)
+		if err := d.nbd.CloseClients(ctx); err != nil {
+			return err
+		}
+	}
+	return d.res.SetRole(role, force)
 }

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -240,6 +241,9 @@ type daemon struct {
 	metLn   net.Listener // --metrics-listen, or nil
 	control *controlServer
 	served  chan error // the NBD accept loop's result
+	// demoting refuses new NBD clients while a demotion waits for the
+	// connected ones to finish.
+	demoting atomic.Bool
 }
 
 // startDaemon brings a resource up. Listeners are opened before any file is
@@ -334,7 +338,7 @@ func (d *daemon) closeListeners() {
 
 // admit is asked before a client may start transmission.
 func (d *daemon) admit() error {
-	if d.res.Role() != wire.Primary {
+	if d.res.Role() != wire.Primary || d.demoting.Load() {
 		return fmt.Errorf("resource %s is Secondary: no NBD I/O", d.cfg.name)
 	}
 	return nil
