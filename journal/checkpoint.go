@@ -115,8 +115,11 @@ func (j *Journal) checkpointDisk() (uint64, error) {
 	}
 	ch := make(chan result, 1)
 	j.mu.Lock()
-	if j.failure != nil {
+	if j.failure != nil || j.stopping {
 		err := j.failure
+		if err == nil {
+			err = ErrClosed
+		}
 		j.mu.Unlock()
 		return 0, err
 	}

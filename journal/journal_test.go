@@ -1,0 +1,80 @@
+package journal
+
+import (
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/nbdmirror/nbdmirror/journal/vfs"
+)
+
+func TestCloseDrainsAndRejects(t *testing.T) {
+	fs, disk := vfs.NewMem(), NewMemDisk(crashDiskSize)
+	j, err := Open(fs, testDir, disk, testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var failed int
+	var mu sync.Mutex
+	for i := range 100 {
+		wg.Add(1)
+		j.Append(Zero(int64(i%64)*512, 512, false), i%7 == 0, func(seq uint64, err error) {
+			mu.Lock()
+			if err != nil {
+				failed++
+			}
+			mu.Unlock()
+			wg.Done()
+		})
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait() // every queued record completed before Close returned
+	if failed != 0 || j.CheckpointSeq() != 100 || j.AppliedSeq() != 100 {
+		t.Fatalf("close: %d failed, checkpoint %d, applied %d", failed, j.CheckpointSeq(), j.AppliedSeq())
+	}
+	if err := j.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := j.Write(Trim(0, 512), false); !errors.Is(err, ErrClosed) {
+		t.Fatalf("write after close: %v", err)
+	}
+	if err := j.SyncWait(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("sync after close: %v", err)
+	}
+	if err := j.Checkpoint(); err != nil && !errors.Is(err, ErrClosed) {
+		t.Fatalf("checkpoint after close: %v", err)
+	}
+	// A clean close leaves nothing to replay.
+	j, err = Open(fs, testDir, disk.Crash(), testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	if j.LastSeq() != 100 || j.CheckpointSeq() != 100 {
+		t.Fatalf("reopened at seq %d, checkpoint %d", j.LastSeq(), j.CheckpointSeq())
+	}
+}
+
+func TestSyncCoversEarlierAppends(t *testing.T) {
+	j, err := Open(vfs.NewMem(), testDir, NewMemDisk(crashDiskSize), testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	for i := range 10 {
+		j.Append(Trim(int64(i)*512, 512), false, func(uint64, error) {})
+	}
+	if err := j.SyncWait(); err != nil {
+		t.Fatal(err)
+	}
+	if d := j.DurableSeq(); d < 10 {
+		t.Fatalf("durable seq %d after a sync following seq 10", d)
+	}
+	syncs := j.Stats().Syncs
+	if err := j.SyncWait(); err != nil || j.Stats().Syncs != syncs {
+		t.Fatalf("a sync with nothing new written cost an fdatasync (%v)", err)
+	}
+}
