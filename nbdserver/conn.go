@@ -32,9 +32,12 @@ type conn struct {
 	// writing its reply: a full channel stops the reader (back-pressure).
 	slots chan struct{}
 	// busy counts requests running on their own goroutine; ops waits for them.
-	busy atomic.Int32
-	ops  sync.WaitGroup
-	w    *replyWriter
+	busy   atomic.Int32
+	ops    sync.WaitGroup
+	w      *replyWriter
+	held   []*request  // replies of inline requests not yet pushed; reader only
+	lat    inlineStats // reader only
+	direct directState // reader only
 
 	quit     chan struct{} // closed by stop
 	stopOnce sync.Once
@@ -79,6 +82,7 @@ func (c *conn) serve() {
 // runs and is replied to before the connection closes.
 func (c *conn) transmit() {
 	c.w = newReplyWriter(c)
+	c.direct.g = newGather()
 	go c.w.run()
 	err := c.readLoop()
 	c.ops.Wait()

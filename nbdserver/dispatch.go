@@ -7,19 +7,17 @@ import (
 	"os"
 )
 
-// inlineMax is the largest READ or WRITE the reader may run itself instead
-// of handing it to a goroutine of its own.
-const inlineMax = 64 << 10
-
 // readLoop reads requests until DISC, a broken stream or stop. It returns
 // nil for a clean end (DISC, stop) and the error otherwise.
 func (c *conn) readLoop() error {
+	defer c.pushHeld()
 	var hdr [requestHeaderSize]byte
 	for {
-		select {
-		case c.slots <- struct{}{}:
-		case <-c.quit:
+		if !c.acquireSlot() {
 			return nil
+		}
+		if c.br.Buffered() < requestHeaderSize {
+			c.pushHeld() // about to wait for the client
 		}
 		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
 			<-c.slots
@@ -45,6 +43,23 @@ func (c *conn) readLoop() error {
 	}
 }
 
+// acquireSlot takes an in-flight slot, waiting while MaxInFlight requests
+// are unanswered. It returns false if the connection is stopped meanwhile.
+func (c *conn) acquireSlot() bool {
+	select {
+	case c.slots <- struct{}{}:
+		return true
+	default:
+	}
+	c.pushHeld() // held replies free slots once written
+	select {
+	case c.slots <- struct{}{}:
+		return true
+	case <-c.quit:
+		return false
+	}
+}
+
 // dispatch validates r, reads its payload and runs it, inline or on a
 // goroutine of its own. It returns an error only if the stream broke.
 func (c *conn) dispatch(r *request) error {
@@ -56,16 +71,20 @@ func (c *conn) dispatch(r *request) error {
 			return err
 		}
 	}
-	switch {
-	case r.errno != 0:
-		c.complete(r)
-	case c.inline(r):
-		c.exec(r)
+	if r.errno != 0 {
+		c.srv.stats.count(r)
+		c.hold(r)
+		return nil
+	}
+	switch inline, timed := c.inline(r); {
+	case inline:
+		c.execInline(r, timed)
 	default:
 		c.busy.Add(1)
 		c.ops.Add(1)
 		go func() {
 			c.exec(r)
+			c.complete(r)
 			c.busy.Add(-1)
 			c.ops.Done()
 		}()
@@ -76,6 +95,9 @@ func (c *conn) dispatch(r *request) error {
 // readPayload reads a WRITE's data into a pooled buffer, or consumes and
 // drops it when the request is refused, so the stream stays in sync.
 func (c *conn) readPayload(r *request) error {
+	if c.br.Buffered() < int(r.length) {
+		c.pushHeld()
+	}
 	if r.errno != 0 {
 		if _, err := c.br.Discard(int(r.length)); err != nil {
 			return fmt.Errorf("nbdserver: discarding %d bytes of refused write: %w", r.length, err)
@@ -92,95 +114,29 @@ func (c *conn) readPayload(r *request) error {
 	return nil
 }
 
-// inline decides whether the reader runs r itself. A small read or write
-// runs inline when nothing else is running and no further request has
-// arrived: that saves a goroutine hand-off per request at low queue depth
-// and costs no parallelism, since the client is waiting. Everything else
-// runs off the reader so it keeps reading.
-func (c *conn) inline(r *request) bool {
-	switch r.typ {
-	case cmdCache:
-		return true
-	case cmdRead, cmdWrite:
-		return r.length <= inlineMax && c.busy.Load() == 0 && c.br.Buffered() == 0
+// hold keeps a reply the reader produced until the reader is about to wait
+// (for the client or for a slot), then hands all of them to the writer at
+// once: one wake-up and one write for a burst of pipelined requests.
+func (c *conn) hold(r *request) {
+	c.held = append(c.held, r)
+	if len(c.held) >= maxHeld {
+		c.pushHeld()
 	}
-	return false
 }
 
-// exec runs a valid request against the Backend and queues its reply.
-func (c *conn) exec(r *request) {
-	var err error
-	switch r.typ {
-	case cmdRead:
-		err = c.read(r)
-	case cmdWrite:
-		err = c.write(r)
-	case cmdFlush:
-		err = c.srv.backend.Sync()
-	case cmdTrim:
-		err = c.syncIfFUA(r, c.srv.backend.Trim(int64(r.off), int64(r.length)))
-	case cmdWriteZeroes:
-		err = c.syncIfFUA(r, c.srv.backend.Zero(int64(r.off), int64(r.length), r.flags&cmdFlagNoHole != 0))
-	case cmdCache:
-		// A hint only: the data is read on demand anyway.
+// maxHeld bounds the replies the reader holds back.
+const maxHeld = 64
+
+func (c *conn) pushHeld() {
+	if len(c.held) > 0 {
+		c.w.writeDirect(&c.direct, c.held)
+		clear(c.held)
+		c.held = c.held[:0]
 	}
-	if err != nil {
-		r.errno = errnoOf(err)
-		c.srv.logBackendError(r, err)
-	}
-	c.complete(r)
 }
 
 // complete counts r and hands it to the reply writer.
 func (c *conn) complete(r *request) {
 	c.srv.stats.count(r)
 	c.w.push(r)
-}
-
-func (c *conn) read(r *request) error {
-	if r.length == 0 {
-		return nil
-	}
-	r.payload = getPayload(int(r.length))
-	n, err := c.srv.backend.ReadAt(*r.payload, int64(r.off))
-	if n == int(r.length) {
-		return nil // io.ReaderAt may report io.EOF with a full read
-	}
-	putPayload(r.payload)
-	r.payload = nil
-	if err == nil || errors.Is(err, io.EOF) {
-		err = io.ErrUnexpectedEOF
-	}
-	return err
-}
-
-func (c *conn) write(r *request) error {
-	if r.length == 0 {
-		return nil
-	}
-	p := *r.payload
-	var n int
-	var err error
-	if r.flags&cmdFlagFUA != 0 && c.srv.fua != nil {
-		n, err = c.srv.fua.WriteAtFUA(p, int64(r.off))
-	} else {
-		n, err = c.srv.backend.WriteAt(p, int64(r.off))
-		if err == nil && n == len(p) && r.flags&cmdFlagFUA != 0 {
-			err = c.srv.backend.Sync()
-		}
-	}
-	putPayload(r.payload)
-	r.payload = nil
-	if err == nil && n != len(p) {
-		err = io.ErrShortWrite
-	}
-	return err
-}
-
-// syncIfFUA makes a successful TRIM or WRITE_ZEROES with FUA durable.
-func (c *conn) syncIfFUA(r *request, err error) error {
-	if err == nil && r.flags&cmdFlagFUA != 0 {
-		err = c.srv.backend.Sync()
-	}
-	return err
 }

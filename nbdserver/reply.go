@@ -3,6 +3,7 @@ package nbdserver
 import (
 	"net"
 	"sync"
+	"syscall"
 )
 
 const (
@@ -14,49 +15,61 @@ const (
 	writeChunk = 256 << 10
 )
 
-// replyWriter is the one goroutine per connection that writes replies. Any
-// goroutine pushes a finished request; the writer takes everything queued at
-// once and sends it with as few system calls as possible (writev), so under
-// load many replies share one call, and a queue that runs dry is written out
-// at once.
+// replyWriter sends a connection's replies. Its goroutine (run) takes
+// everything queued at once and sends it with as few system calls as
+// possible (writev), so under load many replies share one call, and a queue
+// that runs dry is written out at once. Requests finished on their own
+// goroutines are pushed to it.
+//
+// The reader, which runs most small requests itself, hands its replies over
+// in bursts (writeDirect): when the writer goroutine is idle with nothing
+// queued, the reader makes one non-blocking writev itself and queues only
+// what the socket did not take. That saves waking the writer goroutine for
+// every burst, which on a small machine costs more than the write.
 type replyWriter struct {
 	c    *conn
-	wake chan struct{} // one token when the idle writer must look again
-	done chan struct{} // closed when run returns
+	raw  syscall.RawConn // nil if the connection has no file descriptor
+	wake chan struct{}   // one token when the idle writer must look again
+	done chan struct{}   // closed when run returns
 
-	mu     sync.Mutex // guards queue, idle, closed
-	queue  []*request
-	idle   bool // run is waiting on wake
-	closed bool // no more pushes; exit once the queue is empty
+	mu         sync.Mutex // guards the fields below
+	queue      []*request
+	prefix     net.Buffers // unsent tail of a direct write: goes out first
+	prefixReqs []*request  // replies in prefix, freed once it is sent
+	idle       bool        // run is waiting on wake
+	direct     bool        // the reader is writing; run must not
+	closed     bool        // no more pushes; exit once all is sent
+	err        error       // first write error; later replies are dropped
 
-	// Owned by run.
-	batch []*request
-	base  []byte      // backing array of buf
-	buf   []byte      // headers and small payloads not yet in vec
-	vec   net.Buffers // what one write sends
-	n     int         // bytes gathered in buf and vec
-	err   error       // first write error; later replies are dropped
+	g     gather     // run's
+	batch []*request // run's
 }
 
 func newReplyWriter(c *conn) *replyWriter {
-	base := make([]byte, 0, writeChunk+copyMax+replyHeaderSize)
-	return &replyWriter{
+	w := &replyWriter{
 		c:    c,
 		wake: make(chan struct{}, 1),
 		done: make(chan struct{}),
-		base: base,
-		buf:  base,
+		g:    newGather(),
 	}
+	if sc, ok := c.nc.(syscall.Conn); ok {
+		w.raw, _ = sc.SyscallConn()
+	}
+	return w
 }
 
-// push queues r's reply. The writer owns r from here on.
-func (w *replyWriter) push(r *request) {
+// push queues replies. The writer owns rs' requests from here on.
+func (w *replyWriter) push(rs ...*request) {
 	w.mu.Lock()
-	w.queue = append(w.queue, r)
-	wake := w.idle
-	w.idle = false
+	w.queue = append(w.queue, rs...)
+	w.kick()
 	w.mu.Unlock()
-	if wake {
+}
+
+// kick wakes run if it is idle and has work. Called with w.mu held.
+func (w *replyWriter) kick() {
+	if w.idle && !w.direct && (len(w.queue) > 0 || len(w.prefix) > 0 || w.closed) {
+		w.idle = false
 		w.wake <- struct{}{}
 	}
 }
@@ -66,21 +79,17 @@ func (w *replyWriter) push(r *request) {
 func (w *replyWriter) close() {
 	w.mu.Lock()
 	w.closed = true
-	wake := w.idle
-	w.idle = false
+	w.kick()
 	w.mu.Unlock()
-	if wake {
-		w.wake <- struct{}{}
-	}
 	<-w.done
 }
 
 func (w *replyWriter) run() {
 	defer close(w.done)
+	w.mu.Lock()
 	for {
-		w.mu.Lock()
-		for len(w.queue) == 0 {
-			if w.closed {
+		for w.direct || len(w.queue) == 0 && len(w.prefix) == 0 {
+			if w.closed && !w.direct {
 				w.mu.Unlock()
 				return
 			}
@@ -89,10 +98,17 @@ func (w *replyWriter) run() {
 			<-w.wake
 			w.mu.Lock()
 		}
+		prefix, prefixReqs := w.prefix, w.prefixReqs
+		w.prefix, w.prefixReqs = nil, nil
 		w.batch, w.queue = w.queue, w.batch[:0]
 		w.mu.Unlock()
+		if len(prefix) > 0 {
+			w.write(&prefix)
+			w.c.release(prefixReqs)
+		}
 		w.send(w.batch)
 		clear(w.batch)
+		w.mu.Lock()
 	}
 }
 
@@ -100,50 +116,45 @@ func (w *replyWriter) run() {
 func (w *replyWriter) send(batch []*request) {
 	start := 0
 	for i, r := range batch {
-		w.buf = appendReplyHeader(w.buf, r)
-		w.n += replyHeaderSize
-		if r.payload != nil {
-			p := *r.payload
-			w.n += len(p)
-			if len(p) <= copyMax {
-				w.buf = append(w.buf, p...)
-			} else {
-				// buf's bytes so far go out before p; later headers are
-				// appended after them in the same array.
-				w.vec = append(w.vec, w.buf, p)
-				w.buf = w.buf[len(w.buf):]
-			}
-		}
-		if w.n >= writeChunk || i == len(batch)-1 {
-			w.flush()
-			w.release(batch[start : i+1])
+		w.g.add(r)
+		if w.g.n >= writeChunk || i == len(batch)-1 {
+			v := w.g.buffers()
+			w.write(&v)
+			w.g.reset()
+			w.c.release(batch[start : i+1])
 			start = i + 1
 		}
 	}
 }
 
-// flush writes what has been gathered. Before each reply is added fewer than
-// writeChunk bytes are gathered, so buf never outgrows base.
-func (w *replyWriter) flush() {
-	if len(w.buf) > 0 {
-		w.vec = append(w.vec, w.buf)
+// write sends v, blocking, unless an earlier write failed.
+func (w *replyWriter) write(v *net.Buffers) {
+	w.mu.Lock()
+	err := w.err
+	w.mu.Unlock()
+	if err != nil {
+		return
 	}
-	if w.err == nil && len(w.vec) > 0 {
-		v := w.vec // WriteTo consumes v
-		if _, err := v.WriteTo(w.c.nc); err != nil {
-			w.err = err
-			w.c.stop() // the client is gone: stop reading, drain and close
-		}
+	if _, err := v.WriteTo(w.c.nc); err != nil {
+		w.fail(err)
 	}
-	clear(w.vec)
-	w.vec = w.vec[:0]
-	w.buf = w.base[:0]
-	w.n = 0
 }
 
-func (w *replyWriter) release(rs []*request) {
+// fail records the first write error and stops the connection: the client
+// is gone, so stop reading, drain and close.
+func (w *replyWriter) fail(err error) {
+	w.mu.Lock()
+	if w.err == nil {
+		w.err = err
+	}
+	w.mu.Unlock()
+	w.c.stop()
+}
+
+// release frees replied requests and their in-flight slots.
+func (c *conn) release(rs []*request) {
 	for _, r := range rs {
 		freeRequest(r)
-		<-w.c.slots
+		<-c.slots
 	}
 }
