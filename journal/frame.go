@@ -7,15 +7,19 @@ import (
 	"net"
 )
 
-// zeroPad is the padding after a payload, never written to.
-var zeroPad [frameAlign]byte
+// zeroPad is the padding after a payload, zeroHeader room for a header;
+// neither is ever written to.
+var (
+	zeroPad    [frameAlign]byte
+	zeroHeader [HeaderSize]byte
+)
 
 // AppendEncoded appends the record's frame (header, payload, padding) to dst.
 // The frame is the wire form too: replication sends exactly these bytes.
 func (r *Record) AppendEncoded(dst []byte) []byte {
-	var h [HeaderSize]byte
-	r.putHeader(&h)
-	dst = append(dst, h[:]...)
+	n := len(dst)
+	dst = append(dst, zeroHeader[:]...)
+	r.putHeader((*[HeaderSize]byte)(dst[n:])) // in place: a local header would escape
 	dst = append(dst, r.Payload...)
 	return append(dst, zeroPad[:align(len(r.Payload))-len(r.Payload)]...)
 }

@@ -3,7 +3,9 @@ package vfs
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"sort"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -65,7 +67,8 @@ func (osFS) SyncDir(dir string) error {
 // pwritev. fd is the descriptor, cached once at open.
 type osFile struct {
 	*os.File
-	fd int
+	fd  int
+	iov []unix.Iovec // WritevAt's scratch: one writer at a time
 }
 
 func (f *osFile) Sync() error {
@@ -93,12 +96,12 @@ func (f *osFile) Size() (int64, error) {
 const iovMax = 1024
 
 // WritevAt writes bufs at off with as few pwritev calls as it can, resuming
-// after short writes.
+// after short writes. It may change bufs, and is not for concurrent use on
+// one file.
 func (f *osFile) WritevAt(bufs [][]byte, off int64) (int, error) {
 	total := 0
-	for len(bufs) > 0 {
-		chunk := bufs[:min(len(bufs), iovMax)]
-		n, err := unix.Pwritev(f.fd, chunk, off+int64(total))
+	for bufs = advance(bufs, 0); len(bufs) > 0; {
+		n, err := f.pwritev(bufs[:min(len(bufs), iovMax)], off+int64(total))
 		if err == unix.EINTR {
 			continue
 		}
@@ -129,4 +132,25 @@ func advance(bufs [][]byte, n int) [][]byte {
 		bufs = bufs[1:]
 	}
 	return bufs
+}
+
+// pwritev is unix.Pwritev without allocating the iovec array each time.
+func (f *osFile) pwritev(bufs [][]byte, off int64) (int, error) {
+	f.iov = f.iov[:0]
+	for _, b := range bufs {
+		if len(b) > 0 {
+			f.iov = append(f.iov, unix.Iovec{Base: &b[0], Len: uint64(len(b))})
+		}
+	}
+	if len(f.iov) == 0 {
+		return 0, fmt.Errorf("pwritev %s: only empty buffers", f.Name())
+	}
+	n, _, errno := unix.Syscall6(unix.SYS_PWRITEV, uintptr(f.fd),
+		uintptr(unsafe.Pointer(&f.iov[0])), uintptr(len(f.iov)), uintptr(off), 0, 0)
+	clear(f.iov) // drop the references to the buffers
+	runtime.KeepAlive(bufs)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
 }
