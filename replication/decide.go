@@ -120,3 +120,27 @@ func dirtyDirection(l, r side) Decision {
 	}
 	return Decision{Outcome: SyncTarget}
 }
+
+// AfterSplitBrain is what a node does on its own when it meets a split brain.
+type AfterSplitBrain string
+
+const (
+	// Disconnect: both go StandAlone until an operator resolves it.
+	Disconnect AfterSplitBrain = "disconnect"
+	// DiscardZeroChanges: a side that wrote nothing while apart takes the
+	// other's data; if both wrote, as Disconnect.
+	DiscardZeroChanges AfterSplitBrain = "discard-zero-changes"
+)
+
+// discardZeroChanges settles a split brain in which one side wrote nothing
+// while apart (its bitmap is empty): it becomes the target, and the other
+// side's bitmap holds everything that differs.
+func discardZeroChanges(l, r side) Decision {
+	switch {
+	case l.dirty && !r.dirty:
+		return Decision{Outcome: SyncSource}
+	case !l.dirty && r.dirty:
+		return Decision{Outcome: SyncTarget}
+	}
+	return Decision{Outcome: SplitBrain}
+}

@@ -88,3 +88,16 @@ func TestDirtyDirection(t *testing.T) {
 		}
 	}
 }
+
+func TestDiscardZeroChanges(t *testing.T) {
+	wrote, idle := side{dirty: true}, side{}
+	if d := discardZeroChanges(wrote, idle); d != (Decision{Outcome: SyncSource}) {
+		t.Errorf("the side that wrote: %+v", d)
+	}
+	if d := discardZeroChanges(idle, wrote); d != (Decision{Outcome: SyncTarget}) {
+		t.Errorf("the side that did not write: %+v", d)
+	}
+	if d := discardZeroChanges(wrote, wrote); d.Outcome != SplitBrain {
+		t.Errorf("both wrote: %+v", d)
+	}
+}

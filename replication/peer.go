@@ -215,16 +215,21 @@ func (r *Resource) admitPeer(remote wire.Hello) (Decision, wire.Reason, string) 
 		return Decision{}, wire.ReasonBusy, "StandAlone: " + r.standAlone
 	case old != nil && remote.NodeID != r.peer.NodeID:
 		return Decision{}, wire.ReasonBusy, "already connected to another node"
-	case r.role == wire.Primary && remote.Role == wire.Primary:
-		return Decision{}, wire.ReasonSplitBrain, "both nodes are Primary"
 	}
+	local := side{primary: r.role == wire.Primary, dirty: r.oos.bytes() > 0, id: r.meta.NodeID}
+	peer := side{primary: remote.Role == wire.Primary, dirty: remote.Flags&wire.HasOutOfSync != 0, id: remote.NodeID}
 	d := resolve(decide(r.meta.Gen, remote.Gen), r.meta.DiscardMyData, remote.Flags&wire.DiscardMyData != 0)
-	if d.Outcome == InSync {
-		d = dirtyDirection(side{primary: r.role == wire.Primary, dirty: r.oos.bytes() > 0, id: r.meta.NodeID},
-			side{primary: remote.Role == wire.Primary, dirty: remote.Flags&wire.HasOutOfSync != 0, id: remote.NodeID})
+	switch {
+	case d.Outcome == InSync:
+		d = dirtyDirection(local, peer)
+	case d.Outcome == SplitBrain && r.cfg.AfterSplitBrain == DiscardZeroChanges:
+		d = discardZeroChanges(local, peer)
 	}
 	if text := r.refuseOutcome(d, remote); text != "" {
 		return d, wire.ReasonSplitBrain, text
+	}
+	if r.role == wire.Primary && remote.Role == wire.Primary {
+		return d, wire.ReasonBusy, "both nodes are Primary: demote one"
 	}
 	r.admitting = true
 	if old != nil {

@@ -55,6 +55,8 @@ type Config struct {
 	// PeerTimeout is how long the peer may stay silent or leave a write
 	// unacknowledged before the link is given up; zero is 5s.
 	PeerTimeout time.Duration
+	// AfterSplitBrain says how a split brain is settled; zero is Disconnect.
+	AfterSplitBrain AfterSplitBrain
 	// ResyncRate caps resync traffic in bytes per second; zero is no cap.
 	ResyncRate int64
 	// ObserveWrite, if set, is told how long each acknowledged write took.

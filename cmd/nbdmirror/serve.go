@@ -50,6 +50,7 @@ type serveConfig struct {
 	peerTimeout   time.Duration
 	metricsListen string
 	resyncRate    int64
+	afterSB       string
 }
 
 var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
@@ -76,6 +77,7 @@ func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	fs.StringVar(&protocol, "protocol", "C", "when a write is acknowledged: C (peer journaled it), B (peer received it), A (sent)")
 	fs.DurationVar(&c.peerTimeout, "peer-timeout", 5*time.Second, "how long the peer may stay silent before the primary goes on alone")
 	fs.StringVar(&c.metricsListen, "metrics-listen", "", "address to serve Prometheus metrics on (/metrics)")
+	fs.StringVar(&c.afterSB, "after-split-brain", "disconnect", "on a split brain: disconnect (wait for resolve) or discard-zero-changes")
 	fs.StringVar(&resyncRate, "resync-rate", "0", "cap on resync traffic per second (e.g. 100M); 0 is as fast as the link allows")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -101,6 +103,9 @@ func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 		return c, usagef("--resync-rate: %v", err)
 	}
 	c.resyncRate = rate
+	if c.afterSB != string(replication.Disconnect) && c.afterSB != string(replication.DiscardZeroChanges) {
+		return c, usagef("--after-split-brain %q: want disconnect or discard-zero-changes", c.afterSB)
+	}
 	return c, nil
 }
 
@@ -321,6 +326,7 @@ func (d *daemon) openStorage() (err error) {
 		Role: d.cfg.initialRole(), Created: created, PeerListen: d.cfg.peerListen, Peer: d.cfg.peer,
 		Secret: d.cfg.secret, Protocol: d.cfg.protocol, PeerTimeout: d.cfg.peerTimeout,
 		ObserveWrite: d.metrics.observe, ResyncRate: d.cfg.resyncRate,
+		AfterSplitBrain: replication.AfterSplitBrain(d.cfg.afterSB),
 	})
 	if err != nil {
 		return usageError{err}

@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/nbdmirror/nbdmirror/nbdserver/nbdclient"
 )
 
 // writeImage fills a disk image with a byte pattern before any daemon runs.
@@ -54,4 +58,82 @@ func TestUnrelatedDataWaitsForResolve(t *testing.T) {
 	if fileSum(t, b.disk) != sumA {
 		t.Fatal("the resolved node does not hold the other's data")
 	}
+}
+
+// splitPair makes a pair whose link runs through a proxy that can be cut.
+func splitPair(t *testing.T, extra ...string) (a, b *node, p *proxy) {
+	t.Helper()
+	secret := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(secret, []byte(pairSecret), 0o600)
+	la := freeAddr(t)
+	p = startProxy(t, la)
+	a = newNode(t, "32M", "--primary").withPeer(la, "", secret, extra...)
+	b = newNode(t, "32M", "--secondary").withPeer(freeAddr(t), p.addr(), secret, extra...)
+	a.start()
+	b.start()
+	a.waitFor("connected", 10*time.Second, established)
+	return a, b, p
+}
+
+func writeBlock(t *testing.T, n *node, off int64, fill byte) {
+	t.Helper()
+	c := dialNode(t, n)
+	defer c.Close()
+	if _, err := c.WriteAt(bytes.Repeat([]byte{fill}, 4096), off, nbdclient.FlagFUA); err != nil {
+		t.Fatalf("write on %s: %v", n.nbd, err)
+	}
+}
+
+func apart(st Status) bool { return st.Peer.Connection != "Connected" }
+
+// TestSplitBrainAfterLinkCut: the link is cut, the Secondary is promoted
+// and both write. When the link returns both refuse each other: StandAlone,
+// split brain in status and log, nothing overwritten. After resolve on one
+// side, it takes the other's data.
+func TestSplitBrainAfterLinkCut(t *testing.T) {
+	a, b, p := splitPair(t)
+	p.blackhole(true)
+	a.waitFor("apart", 10*time.Second, apart)
+	b.waitFor("apart", 10*time.Second, apart)
+	ctl(t, b, "role", "primary")
+	writeBlock(t, a, 0, 0xaa)
+	writeBlock(t, b, 4096, 0xbb)
+	sumA, sumB := fileSum(t, a.disk), fileSum(t, b.disk)
+
+	p.blackhole(false)
+	for _, n := range []*node{a, b} {
+		n.waitFor("split brain", 20*time.Second, func(st Status) bool {
+			return st.Peer.Connection == "StandAlone" && strings.Contains(st.StandAlone, "split brain")
+		})
+		n.waitLog("split brain", time.Second)
+	}
+	if fileSum(t, a.disk) != sumA || fileSum(t, b.disk) != sumB {
+		t.Fatal("a split brain changed a disk")
+	}
+
+	b.waitFor("client gone", 10*time.Second, func(st Status) bool { return st.NBD.Connections == 0 })
+	ctl(t, b, "role", "secondary")
+	ctl(t, b, "resolve", "--discard-my-data")
+	ctl(t, a, "connect")
+	a.waitFor("resolved", 30*time.Second, func(st Status) bool { return established(st) && st.Stats.OutOfSyncBytes == 0 })
+	b.waitFor("UpToDate", 30*time.Second, established)
+	stopPair(t, a, b)
+	if fileSum(t, b.disk) != sumA {
+		t.Fatal("the node that gave in does not hold the other's data")
+	}
+}
+
+// TestDiscardZeroChangesResolvesAlone: a promoted Secondary that wrote
+// nothing while apart takes the Primary's data by itself.
+func TestDiscardZeroChangesResolvesAlone(t *testing.T) {
+	a, b, p := splitPair(t, "--after-split-brain", "discard-zero-changes")
+	p.blackhole(true)
+	a.waitFor("apart", 10*time.Second, apart)
+	b.waitFor("apart", 10*time.Second, apart)
+	ctl(t, b, "role", "primary")
+	ctl(t, b, "role", "secondary")
+	writeBlock(t, a, 0, 0xaa)
+	p.blackhole(false)
+	a.waitFor("resynced", 30*time.Second, func(st Status) bool { return established(st) && st.Stats.OutOfSyncBytes == 0 })
+	stopPair(t, a, b)
 }
