@@ -37,7 +37,7 @@
 //
 //	crc     uint32  CRC32C (Castagnoli) of the payload followed by header bytes 4..31
 //	len     uint32  payload bytes stored; 0 for trim and zero
-//	knd     uint8   1 write, 2 trim, 3 zero, 4 zero without hole
+//	knd     uint8   1 write, 2 trim, 3 zero, 4 zero without hole, 5 padding
 //	cdc     uint8   0 none, 1 s2 block, 2 zstd frame
 //	rsvd    uint16  zero
 //	rawlen  uint32  bytes of disk covered: decoded payload length, or trim/zero length
@@ -51,7 +51,10 @@
 // spares (<hex>.free) and recycled: overwriting a file's blocks spares
 // fdatasync a metadata commit. In a recycled segment the new frames are
 // followed by old data, whose frames have seqs below the segment's first seq
-// or do not decode: either is the end of the segment.
+// or do not decode: either is the end of the segment. Writes to a recycled
+// segment end with a padding frame (kind 5, zero payload, the seq of the frame
+// before it) at a 4096-byte boundary, so that no write covers part of a page
+// the kernel would have to read first; readers skip padding.
 //
 // # Guarantees
 //

@@ -16,6 +16,10 @@ const (
 	KindTrim       Kind = 2 // discard [Offset, Offset+RawLen); reads as zeros afterwards
 	KindZero       Kind = 3 // write zeros over the range; a hole may be punched
 	KindZeroNoHole Kind = 4 // write zeros over the range; it stays allocated
+
+	// kindPad is a padding frame in a segment: zeros up to a page boundary,
+	// skipped by readers. Its seq is the seq of the frame before it.
+	kindPad Kind = 5
 )
 
 func (k Kind) String() string {
@@ -28,11 +32,13 @@ func (k Kind) String() string {
 		return "zero"
 	case KindZeroNoHole:
 		return "zero-nohole"
+	case kindPad:
+		return "pad"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
 
-func (k Kind) valid() bool { return k >= KindWrite && k <= KindZeroNoHole }
+func (k Kind) valid() bool { return k >= KindWrite && k <= kindPad }
 
 // Frame layout constants; see the package doc. Frozen.
 const (
@@ -184,7 +190,9 @@ func (h *header) check(res0, res1 byte) error {
 		return fmt.Errorf("reserved bytes set")
 	case r.Seq == 0:
 		return fmt.Errorf("seq 0")
-	case r.Kind != KindWrite && (h.length != 0 || r.Codec != CodecNone):
+	case r.Kind == kindPad && (r.Codec != CodecNone || r.RawLen != 0 || h.length > 2*pageSize):
+		return fmt.Errorf("bad padding frame")
+	case r.Kind != KindWrite && r.Kind != kindPad && (h.length != 0 || r.Codec != CodecNone):
 		return fmt.Errorf("%v record with a payload", r.Kind)
 	case r.Kind == KindWrite && (r.RawLen > MaxRawLen || h.length > r.RawLen):
 		return fmt.Errorf("write of %d bytes stored in %d", r.RawLen, h.length)

@@ -132,7 +132,7 @@ func (j *Journal) settleTail(rc *recovery) error {
 	}
 	if cut := s.size.Load(); cut < size {
 		if rc.torn != nil && !errors.Is(rc.torn, errZeroHeader) {
-			j.log.Warn("journal: cutting torn tail", "segment", name, "offset", cut,
+			j.log.Info("journal: cutting torn tail", "segment", name, "offset", cut,
 				"bytes", size-cut, "reason", rc.torn)
 		}
 		if err := f.Truncate(cut); err != nil {

@@ -10,7 +10,15 @@ import (
 	"github.com/nbdmirror/nbdmirror/journal/vfs"
 )
 
-const segmentExt = ".seg"
+const (
+	segmentExt = ".seg"
+	// pageSize is the boundary writes to a recycled segment are padded to
+	// (with a padding frame), so that the kernel never reads a partly
+	// overwritten page from disk.
+	pageSize = 4096
+)
+
+func alignPage(off int64) int64 { return (off + pageSize - 1) &^ (pageSize - 1) }
 
 // segment is one segment file. Its records have seqs >= firstSeq, and below
 // the next segment's firstSeq.
@@ -160,9 +168,19 @@ func newScanner(f io.ReaderAt, from, limit int64) *scanner {
 // returns io.EOF; a bad frame gives ErrTornRecord or ErrCorruptRecord and
 // does not advance.
 func (sc *scanner) next() (Record, error) {
-	if sc.off >= sc.limit {
-		return Record{}, io.EOF
+	for {
+		if sc.off >= sc.limit {
+			return Record{}, io.EOF
+		}
+		r, err := sc.frame()
+		if err != nil || r.Kind != kindPad {
+			return r, err
+		}
 	}
+}
+
+// frame decodes the frame at sc.off and advances past it.
+func (sc *scanner) frame() (Record, error) {
 	b, err := sc.window(HeaderSize)
 	if err != nil {
 		return Record{}, err

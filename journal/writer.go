@@ -16,6 +16,7 @@ type writer struct {
 	dirty    bool     // f has writes not yet synced
 	recycled bool     // f is a recycled file: old data may follow off
 	iov      [][]byte // scratch for one pwritev
+	padHdr   [HeaderSize]byte
 }
 
 // batch is what the writer took from the queue in one go: written with one
@@ -40,6 +41,41 @@ func (b *batch) firstSeq() uint64 {
 		}
 	}
 	return 0
+}
+
+// pad appends to the write a padding frame from end to the next page boundary
+// (the one after if the gap is too small for a header), and returns its size.
+func (j *Journal) pad(end int64, seq uint64) int64 {
+	w := &j.w
+	n := alignPage(end) - end
+	if n == 0 {
+		return 0
+	}
+	if n < HeaderSize {
+		n += pageSize
+	}
+	p := Record{Kind: kindPad, Seq: seq, Payload: zeroPadding(n - HeaderSize)}
+	p.putHeader(&w.padHdr)
+	w.iov = append(w.iov, w.padHdr[:], p.Payload)
+	j.addBytes(n)
+	return n
+}
+
+// zeroPadding is n zero bytes, n <= 2*pageSize.
+func zeroPadding(n int64) []byte { return zeroPages[:n] }
+
+var zeroPages [2 * pageSize]byte
+
+// addBytes adds n (maybe negative) to the journal's size.
+func (j *Journal) addBytes(n int64) {
+	if n != 0 {
+		j.mu.Lock()
+		j.bytes += n
+		if n < 0 {
+			j.space.Broadcast()
+		}
+		j.mu.Unlock()
+	}
 }
 
 var batchPool = sync.Pool{New: func() any { return new(batch) }}
@@ -165,15 +201,20 @@ func (j *Journal) writeRecords(b *batch) error {
 		}
 		last = it.rec.Seq
 	}
+	size := b.bytes
+	if w.recycled { // whole pages: no read of the old page under a partial write
+		size += j.pad(w.off+size, last)
+	}
 	n, err := vfs.WriteBuffersAt(w.f, w.iov, w.off)
 	clear(w.iov)
-	if err == nil && int64(n) != b.bytes {
-		err = fmt.Errorf("short write: %d of %d bytes", n, b.bytes)
+	if err == nil && int64(n) != size {
+		err = fmt.Errorf("short write: %d of %d bytes", n, size)
 	}
 	if err != nil {
+		j.addBytes(b.bytes - size)
 		return j.undoWrite(b, err)
 	}
-	w.off += b.bytes
+	w.off += size
 	w.dirty = true
 	w.seg.publish(w.off, last)
 	j.writtenSeq.Store(last)
