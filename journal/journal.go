@@ -9,8 +9,13 @@ import (
 	"time"
 )
 
-// ErrClosed is returned for work handed to a closed journal.
-var ErrClosed = errors.New("journal: closed")
+// Errors of Append.
+var (
+	// ErrClosed is returned for work handed to a closed journal.
+	ErrClosed = errors.New("journal: closed")
+	// ErrSeqOrder is returned for a record whose given seq is not above LastSeq.
+	ErrSeqOrder = errors.New("journal: seq out of order")
+)
 
 // Journal is an open journal directory. Its methods are safe for concurrent use.
 type Journal struct {
@@ -106,10 +111,15 @@ func Open(fs FS, dir string, disk Disk, o Options) (*Journal, error) {
 
 // Append assigns r the next seq, queues it and returns the seq at once. done
 // runs, from a journal goroutine, once the record is in the journal file and
-// applied to the disk and, with fua, synced; it must not block. Append blocks
-// only while the journal is full. On a closed journal done(0, ErrClosed) runs
-// before Append returns 0. A record is appended once; r's payload must stay
-// unchanged until done.
+// applied to the disk and, with fua, synced; it must not block nor call the
+// journal's waiting methods (Write, SyncWait, Checkpoint, Close). Append
+// blocks only while the journal is full. A record is appended once; r's
+// payload must stay unchanged until done.
+//
+// A record that already has a seq (a replica journaling what its primary
+// sent) keeps it: it must be above LastSeq, and seqs may skip. Failures that
+// Append sees itself (a closed journal, ErrSeqOrder) run done before Append
+// returns.
 func (j *Journal) Append(r Record, fua bool, done func(seq uint64, err error)) uint64 {
 	r.payloadSum() // in the caller's goroutine
 	n := int64(r.EncodedLen())
@@ -121,15 +131,12 @@ func (j *Journal) Append(r Record, fua bool, done func(seq uint64, err error)) u
 			j.space.Wait()
 		}
 	}
-	if j.closing {
+	if err := j.seqFor(&r); err != nil {
 		j.mu.Unlock()
-		done(0, ErrClosed)
-		return 0
+		done(r.Seq, err)
+		return r.Seq
 	}
-	seq := j.nextSeq
-	j.nextSeq++
-	j.lastSeq.Store(seq)
-	r.Seq = seq
+	seq := r.Seq
 	j.bytes += n
 	if j.bytes > j.opts.highWater() {
 		j.kickCheckpoint()
@@ -140,6 +147,22 @@ func (j *Journal) Append(r Record, fua bool, done func(seq uint64, err error)) u
 	j.st.bytesRaw.Add(uint64(r.rawBytes()))
 	j.st.bytesStored.Add(uint64(len(r.Payload)))
 	return seq
+}
+
+// seqFor gives r its seq: the next one, or its own if it has one above
+// LastSeq. Requires mu.
+func (j *Journal) seqFor(r *Record) error {
+	switch {
+	case j.closing:
+		return ErrClosed
+	case r.Seq == 0:
+		r.Seq = j.nextSeq
+	case r.Seq < j.nextSeq:
+		return fmt.Errorf("%w: seq %d, last is %d", ErrSeqOrder, r.Seq, j.nextSeq-1)
+	}
+	j.nextSeq = r.Seq + 1
+	j.lastSeq.Store(r.Seq)
+	return nil
 }
 
 // full reports whether a frame of n bytes must wait for space. Requires mu.

@@ -78,3 +78,45 @@ func TestSyncCoversEarlierAppends(t *testing.T) {
 		t.Fatalf("a sync with nothing new written cost an fdatasync (%v)", err)
 	}
 }
+
+// TestAppendKeepsGivenSeq is a replica journaling its primary's records:
+// their seqs are kept, may skip, and must increase.
+func TestAppendKeepsGivenSeq(t *testing.T) {
+	fs, disk := vfs.NewMem(), NewMemDisk(crashDiskSize)
+	j, err := Open(fs, testDir, disk, testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := Trim(0, 512)
+	rec.Seq = 10
+	if seq, err := j.Write(rec, false); seq != 10 || err != nil {
+		t.Fatalf("given seq 10: got %d, %v", seq, err)
+	}
+	if seq, err := j.Write(Trim(512, 512), false); seq != 11 || err != nil {
+		t.Fatalf("next seq: got %d, %v", seq, err)
+	}
+	rec.Seq = 11
+	if _, err := j.Write(rec, false); !errors.Is(err, ErrSeqOrder) {
+		t.Fatalf("repeated seq: %v, want ErrSeqOrder", err)
+	}
+	rec.Seq = 20
+	if _, err := j.Write(rec, true); err != nil {
+		t.Fatal(err)
+	}
+	j.Close()
+	j, err = Open(fs, testDir, disk.Crash(), testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	r, err := j.NewReader(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for _, want := range []uint64{10, 11, 20} {
+		if got, err := r.Next(); err != nil || got.Seq != want {
+			t.Fatalf("read seq %d, %v; want %d", got.Seq, err, want)
+		}
+	}
+}
