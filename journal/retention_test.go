@@ -207,3 +207,45 @@ func TestRecycleSegments(t *testing.T) {
 	defer r.Close()
 	expectRecords(t, r, data, from, seq)
 }
+
+// TestReaderFallsBehind reads while the segments under the reader are
+// recycled: it gets true records or ErrNotRetained, never other data.
+func TestReaderFallsBehind(t *testing.T) {
+	o := Options{SegmentSize: 4 << 10, RetainBytes: -1, CheckpointInterval: -1, Logger: quiet}
+	j, err := Open(vfs.NewMem(), testDir, NewMemDisk(crashDiskSize), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	rnd := rand.New(rand.NewPCG(9, 9))
+	data := writeRaw(t, j, rnd, 20)
+	r, err := j.NewReader(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Next(); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		for seq, d := range writeRaw(t, j, rnd, 20) {
+			data[seq] = d
+		}
+		if err := j.Checkpoint(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for {
+		rec, err := r.Next()
+		if errors.Is(err, ErrNotRetained) {
+			return
+		}
+		if err != nil {
+			t.Fatalf("reader behind retention: %v, want records or ErrNotRetained", err)
+		}
+		raw, _ := rec.Raw(nil)
+		if !bytes.Equal(raw, data[rec.Seq]) {
+			t.Fatalf("seq %d: wrong data from a recycled segment", rec.Seq)
+		}
+	}
+}
