@@ -32,6 +32,8 @@ var commands = map[string]func(args []string, stdout io.Writer) error{
 	"connect":    runLinkCommand("connect"),
 	"disconnect": runLinkCommand("disconnect"),
 	"resolve":    runResolve,
+	"attach":     runAttach,
+	"detach":     runDetach,
 }
 
 const usage = `usage: nbdmirror COMMAND [flags]
@@ -43,6 +45,8 @@ commands:
   connect     connect to the peer again after a disconnect
   disconnect  drop the link to the peer and stay StandAlone
   resolve     --discard-my-data: after a split brain, take the peer's data
+  attach      --nbd ADDR [--export NAME] /dev/nbdN: connect a kernel NBD device
+  detach      /dev/nbdN: disconnect it
 
 Run 'nbdmirror COMMAND --help' for a command's flags.
 `

@@ -51,14 +51,22 @@ func controlFlags(name string) (*pflag.FlagSet, *string, *string) {
 	return fs, control, res
 }
 
-// parseClient parses a client subcommand's flags and returns its client.
-func parseClient(fs *pflag.FlagSet, control, name *string, args []string, stdout io.Writer, usage string) (*controlClient, error) {
+// parseFlags parses a subcommand's flags; --help prints its usage.
+func parseFlags(fs *pflag.FlagSet, args []string, stdout io.Writer, usage string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			fmt.Fprintf(stdout, "usage: nbdmirror %s\n\n%s", usage, fs.FlagUsages())
-			return nil, errHelp
+			return errHelp
 		}
-		return nil, usageError{err}
+		return usageError{err}
+	}
+	return nil
+}
+
+// parseClient parses a client subcommand's flags and returns its client.
+func parseClient(fs *pflag.FlagSet, control, name *string, args []string, stdout io.Writer, usage string) (*controlClient, error) {
+	if err := parseFlags(fs, args, stdout, usage); err != nil {
+		return nil, err
 	}
 	if *control == "" {
 		*control = filepath.Join("/run/nbdmirror", *name+".sock")

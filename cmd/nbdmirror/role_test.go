@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -83,5 +84,15 @@ func TestInconsistentTargetIsNotPromoted(t *testing.T) {
 	ctl(t, b, "role", "primary", "--force")
 	if st := b.status(); st.Role != "Primary" || st.Disk != "UpToDate" {
 		t.Fatalf("after a forced promotion: %+v", st)
+	}
+}
+
+func TestAttachWithoutNBDModuleSaysWhatToDo(t *testing.T) {
+	if _, err := os.Stat("/dev/nbd0"); err == nil {
+		t.Skip("this kernel has the nbd module; the VM test attaches for real")
+	}
+	out, err := exec.Command(binary, "attach", "--nbd", "127.0.0.1:10809", "/dev/nbd0").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "no nbd module") || !strings.Contains(string(out), "nbdfuse") {
+		t.Fatalf("attach without the module: %v\n%s", err, out)
 	}
 }

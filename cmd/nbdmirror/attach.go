@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+
+	"github.com/nbdmirror/nbdmirror/nbdserver/nbdclient"
+)
+
+// The kernel nbd driver's ioctls (linux/nbd.h: _IO(0xab, n)).
+const (
+	nbdSetSock       = 0xab00
+	nbdSetBlksize    = 0xab01
+	nbdDoIt          = 0xab03
+	nbdClearSock     = 0xab04
+	nbdClearQue      = 0xab05
+	nbdSetSizeBlocks = 0xab07
+	nbdDisconnect    = 0xab08
+	nbdSetTimeout    = 0xab09
+	nbdSetFlags      = 0xab0a
+)
+
+// attachBlockSize is the block size given to the kernel.
+const attachBlockSize = 4096
+
+// attachChildEnv marks the background process that holds the device.
+const attachChildEnv = "NBDMIRROR_ATTACH_CHILD"
+
+const noNBDModule = `%s does not exist: this kernel has no nbd module loaded (try "modprobe nbd").
+Without it, use the export through FUSE: nbdfuse DIR nbd://%s/%s & losetup --find --show DIR/nbd
+or, where the module exists, nbd-client HOST PORT %s -N %s`
+
+func runAttach(args []string, stdout io.Writer) error {
+	fs := pflag.NewFlagSet("attach", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	addr := fs.String("nbd", "127.0.0.1:10809", "address of the NBD export")
+	export := fs.String("export", "r0", "export name")
+	timeout := fs.Duration("timeout", 30*time.Second, "the kernel gives up a request after this long")
+	foreground := fs.Bool("foreground", false, "stay in the foreground holding the device")
+	if err := parseFlags(fs, args, stdout, "attach --nbd ADDR [--export NAME] /dev/nbdN"); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("want one argument: the device, e.g. /dev/nbd0")
+	}
+	dev := fs.Arg(0)
+	if _, err := os.Stat(dev); errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf(noNBDModule, dev, *addr, *export, dev, *export)
+	}
+	if !*foreground && os.Getenv(attachChildEnv) == "" {
+		return attachInBackground(dev)
+	}
+	return attach(dev, *addr, *export, *timeout)
+}
+
+// attachInBackground runs this command again as a detached process that
+// holds the device, and returns once the kernel has the connection.
+func attachInBackground(dev string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(self, os.Args[1:]...)
+	cmd.Env = append(os.Environ(), attachChildEnv+"=1")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	pidFile := filepath.Join("/sys/block", filepath.Base(dev), "pid")
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		select {
+		case err := <-exited:
+			return fmt.Errorf("attach %s: %v: %s", dev, err, strings.TrimSpace(stderr.String()))
+		case <-time.After(20 * time.Millisecond):
+		}
+		if _, err := os.Stat(pidFile); err == nil {
+			cmd.Stderr = nil
+			return nil
+		}
+	}
+	cmd.Process.Kill()
+	return fmt.Errorf("attach %s: the kernel did not take the connection within 30s", dev)
+}
+
+// attach connects to the export, hands the socket and the export's flags to
+// the kernel, and serves the device until it is detached (NBD_DO_IT returns).
+func attach(dev, addr, export string, timeout time.Duration) error {
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("attach: %w", err)
+	}
+	defer f.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nc, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("attach: %w", err)
+	}
+	defer nc.Close()
+	size, flags, err := nbdclient.Negotiate(ctx, nc, export)
+	if err != nil {
+		return fmt.Errorf("attach: %w", err)
+	}
+	sock, err := nc.(*net.TCPConn).File()
+	if err != nil {
+		return fmt.Errorf("attach: %w", err)
+	}
+	defer sock.Close()
+	fd := f.Fd()
+	for _, c := range []struct {
+		name     string
+		req, arg uintptr
+	}{
+		{"NBD_CLEAR_SOCK", nbdClearSock, 0},
+		{"NBD_SET_BLKSIZE", nbdSetBlksize, attachBlockSize},
+		{"NBD_SET_SIZE_BLOCKS", nbdSetSizeBlocks, uintptr(size / attachBlockSize)},
+		{"NBD_SET_TIMEOUT", nbdSetTimeout, uintptr(timeout / time.Second)},
+		{"NBD_SET_FLAGS", nbdSetFlags, uintptr(flags)}, // FLUSH, FUA, TRIM: write-back cache with FUA
+		{"NBD_SET_SOCK", nbdSetSock, sock.Fd()},
+	} {
+		if _, _, errno := unix.Syscall(unix.SYS_IOCTL, fd, c.req, c.arg); errno != 0 {
+			return fmt.Errorf("attach: %s on %s: %w", c.name, dev, errno)
+		}
+	}
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, fd, nbdDoIt, 0) // until detach
+	unix.Syscall(unix.SYS_IOCTL, fd, nbdClearQue, 0)
+	unix.Syscall(unix.SYS_IOCTL, fd, nbdClearSock, 0)
+	if errno != 0 && errno != unix.EPIPE && errno != unix.ECONNRESET {
+		return fmt.Errorf("attach: NBD_DO_IT on %s: %w", dev, errno)
+	}
+	return nil
+}
+
+func runDetach(args []string, stdout io.Writer) error {
+	fs := pflag.NewFlagSet("detach", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	if err := parseFlags(fs, args, stdout, "detach /dev/nbdN"); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("want one argument: the device, e.g. /dev/nbd0")
+	}
+	dev := fs.Arg(0)
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%s does not exist: this kernel has no nbd module loaded", dev)
+	}
+	if err != nil {
+		return fmt.Errorf("detach: %w", err)
+	}
+	defer f.Close()
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), nbdDisconnect, 0); errno != 0 {
+		return fmt.Errorf("detach: NBD_DISCONNECT on %s: %w", dev, errno)
+	}
+	unix.Syscall(unix.SYS_IOCTL, f.Fd(), nbdClearSock, 0)
+	return nil
+}
