@@ -17,8 +17,9 @@ import (
 const readBufferSize = 128 << 10
 
 // conn is one client connection. Its goroutines: the reader (handshake, then
-// reading and dispatching requests), one goroutine per request that does not
-// run inline, and the reply writer.
+// reading requests, running the small ones inline and sending their replies
+// in bursts), one goroutine per request that does not run inline, and the
+// reply writer (replyWriter.run).
 type conn struct {
 	srv    *Server
 	nc     net.Conn

@@ -92,6 +92,7 @@ func (w *replyWriter) writeDirect(d *directState, rs []*request) {
 			w.err = err
 		}
 		w.queue = append(w.queue, rs...) // dropped and freed by run
+		d.g.reset()
 	case n < total:
 		w.prefix = skip(v, n)
 		w.prefixReqs = append([]*request(nil), rs...)

@@ -7,12 +7,16 @@
 // CACHE, DISC, with FUA). It knows nothing of replication: it checks each
 // request against the export size and calls the Backend.
 //
-// Each connection has a reader goroutine that decodes requests and runs
-// small reads and writes itself when nothing else is running, or hands each
-// request to a goroutine of its own; at most Options.MaxInFlight requests
-// are between being read and being replied to, after which the reader stops
-// reading. One writer goroutine per connection sends replies as requests
-// complete, in whatever order, gathering all that are ready into one write.
+// Each connection has a reader goroutine that decodes requests. At most
+// Options.MaxInFlight requests are between being read and being replied to;
+// at the bound the reader stops reading. A small READ or WRITE runs on the
+// reader itself when the client waits on it alone, or when sampled calls
+// show the Backend computing (page-cache I/O) rather than waiting (a
+// mirrored write, a disk read); the replies of such a burst leave together
+// in one writev. Everything else (FLUSH, TRIM, WRITE_ZEROES, large I/O, a
+// Backend that waits) runs on a goroutine of its own, so requests overlap,
+// and a writer goroutine sends their replies as they complete, in whatever
+// order, gathering all that are ready into one write.
 //
 // The export advertises HAS_FLAGS, SEND_FLUSH, SEND_FUA, SEND_TRIM,
 // SEND_WRITE_ZEROES and CAN_MULTI_CONN, and block sizes 1 / 4096 / 32 MiB.
