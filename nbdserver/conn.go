@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -32,8 +31,7 @@ type conn struct {
 	// slots holds one token per request between reading its header and
 	// writing its reply: a full channel stops the reader (back-pressure).
 	slots chan struct{}
-	// busy counts requests running on their own goroutine; ops waits for them.
-	busy   atomic.Int32
+	// ops counts requests running on their own goroutine.
 	ops    sync.WaitGroup
 	w      *replyWriter
 	held   []*request  // replies of inline requests not yet pushed; reader only

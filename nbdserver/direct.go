@@ -62,28 +62,64 @@ type directState struct {
 	iov []syscall.Iovec
 }
 
-// writeDirect sends rs from the reader goroutine if the writer goroutine is
-// idle with nothing queued: one non-blocking writev, and whatever the socket
-// does not take is left to the writer goroutine. Otherwise rs are queued.
+// Any goroutine with finished replies may send them itself when the writer
+// goroutine is idle with nothing queued: it claims the socket, makes one
+// non-blocking writev and leaves whatever the socket does not take to the
+// writer goroutine. That saves waking the writer for every reply or burst.
+
+// writeDirect sends the reader's burst of replies rs.
 func (w *replyWriter) writeDirect(d *directState, rs []*request) {
-	w.mu.Lock()
-	if w.raw == nil || !w.idle || w.direct || len(w.queue) > 0 || len(w.prefix) > 0 || w.err != nil ||
-		len(rs) > maxHeld {
-		w.queue = append(w.queue, rs...)
-		w.kick()
-		w.mu.Unlock()
+	if len(rs) > maxHeld || !w.claim(rs) {
 		return
 	}
-	w.direct = true
-	w.mu.Unlock()
-
 	for _, r := range rs {
 		d.g.add(r)
 	}
 	v := d.g.buffers()
-	n, err := w.tryWritev(d, v)
-	total := d.g.n
+	n, err := w.tryWritev(&d.iov, v)
+	if w.finish(rs, v, n, d.g.n, err) || err != nil {
+		d.g.reset()
+	} else {
+		d.g = newGather() // the unsent tail still points into the old one
+	}
+}
 
+// sendOne sends the reply of r, finished on its own goroutine.
+func (w *replyWriter) sendOne(r *request) {
+	rs := [1]*request{r}
+	if !w.claim(rs[:]) {
+		return
+	}
+	bufs := [2][]byte{appendReplyHeader(r.hdr[:0], r)}
+	v, total := net.Buffers(bufs[:1]), replyHeaderSize
+	if r.payload != nil {
+		bufs[1] = *r.payload
+		v, total = bufs[:2], total+len(bufs[1])
+	}
+	var iov [2]syscall.Iovec
+	iovs := iov[:0]
+	n, err := w.tryWritev(&iovs, v)
+	w.finish(rs[:], v, n, total, err)
+}
+
+// claim makes the caller the one writing if the writer goroutine is idle
+// with nothing queued, and otherwise queues rs for it.
+func (w *replyWriter) claim(rs []*request) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.raw == nil || !w.idle || w.direct || len(w.queue) > 0 || len(w.prefix) > 0 || w.err != nil {
+		w.queue = append(w.queue, rs...)
+		w.kick()
+		return false
+	}
+	w.direct = true
+	return true
+}
+
+// finish ends a claimed write of v, carrying rs, of which n of total bytes
+// went out. It reports whether all went out, in which case rs are freed;
+// otherwise the writer goroutine owns the rest.
+func (w *replyWriter) finish(rs []*request, v net.Buffers, n, total int, err error) bool {
 	w.mu.Lock()
 	w.direct = false
 	switch {
@@ -92,47 +128,49 @@ func (w *replyWriter) writeDirect(d *directState, rs []*request) {
 			w.err = err
 		}
 		w.queue = append(w.queue, rs...) // dropped and freed by run
-		d.g.reset()
 	case n < total:
 		w.prefix = skip(v, n)
 		w.prefixReqs = append([]*request(nil), rs...)
-		d.g = newGather() // prefix still points into the old one
 	}
 	w.kick()
 	w.mu.Unlock()
 	if err != nil {
 		w.c.stop()
+		return false
 	}
-	if err == nil && n == total {
-		d.g.reset()
-		w.c.release(rs)
+	if n < total {
+		return false
 	}
+	w.c.release(rs)
+	return true
 }
 
-// tryWritev makes one non-blocking writev of v and returns the bytes taken.
-func (w *replyWriter) tryWritev(d *directState, v net.Buffers) (int, error) {
-	d.iov = d.iov[:0]
+// tryWritev makes one non-blocking writev of v, using *iovs for the
+// iovecs, and returns the bytes taken.
+func (w *replyWriter) tryWritev(iovs *[]syscall.Iovec, v net.Buffers) (int, error) {
+	iov := (*iovs)[:0]
 	for _, b := range v {
 		if len(b) > 0 {
-			iov := syscall.Iovec{Base: &b[0]}
-			iov.SetLen(len(b))
-			d.iov = append(d.iov, iov)
+			e := syscall.Iovec{Base: &b[0]}
+			e.SetLen(len(b))
+			iov = append(iov, e)
 		}
 	}
-	if len(d.iov) == 0 {
+	*iovs = iov
+	if len(iov) == 0 {
 		return 0, nil
 	}
 	var n int
 	var errno syscall.Errno
 	err := w.raw.Write(func(fd uintptr) bool {
-		r, _, e := syscall.Syscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&d.iov[0])), uintptr(len(d.iov)))
+		r, _, e := syscall.Syscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
 		if e == syscall.EINTR {
 			return false
 		}
 		n, errno = int(r), e
 		return true
 	})
-	clear(d.iov)
+	clear(iov)
 	switch {
 	case err != nil:
 		return 0, err

@@ -76,19 +76,17 @@ func (c *conn) dispatch(r *request) error {
 		c.hold(r)
 		return nil
 	}
-	switch inline, timed := c.inline(r); {
-	case inline:
-		c.execInline(r, timed)
-	default:
-		c.busy.Add(1)
-		c.ops.Add(1)
-		go func() {
-			c.exec(r)
-			c.complete(r)
-			c.busy.Add(-1)
-			c.ops.Done()
-		}()
+	if c.inline(r) {
+		c.execInline(r)
+		return nil
 	}
+	c.ops.Add(1)
+	go func() {
+		c.exec(r)
+		c.srv.stats.count(r)
+		c.w.sendOne(r)
+		c.ops.Done()
+	}()
 	return nil
 }
 
@@ -133,10 +131,4 @@ func (c *conn) pushHeld() {
 		clear(c.held)
 		c.held = c.held[:0]
 	}
-}
-
-// complete counts r and hands it to the reply writer.
-func (c *conn) complete(r *request) {
-	c.srv.stats.count(r)
-	c.w.push(r)
 }

@@ -1,35 +1,30 @@
 package nbdserver
 
 import (
-	"syscall"
+	"math/bits"
 	"time"
-	"unsafe"
 )
 
-// The reader runs a small READ or WRITE itself ("inline") when that is
-// cheaper than handing it to a goroutine: always when the client is waiting
-// on this request alone, and under load while the Backend computes rather
-// than waits. Inline requests cost no goroutine hand-off, their replies
-// leave in one write per burst, and only one goroutine per connection calls
-// the Backend, which spares a file's inode lock. A Backend that waits (on a
-// peer, on a disk) is called from a goroutine per request instead, so
-// requests overlap.
+// The reader runs a small READ or WRITE itself ("inline") while the Backend
+// answers such requests quickly, as page-cache I/O does. Inline requests
+// cost no goroutine hand-off, their replies leave in one write per burst,
+// and only one goroutine per connection calls the Backend, which spares a
+// file's inode lock. A Backend that waits (a mirrored write waits for its
+// peer, an uncached read for the disk) is called from a goroutine per
+// request instead, so requests overlap.
 //
-// Computing and waiting are told apart by sampling, around an inline call,
-// both the wall time and the thread's CPU time: page-cache I/O is nearly all
-// CPU, a mirrored write or a disk read is nearly all waiting.
+// Every inline call is timed. A call is slow if it takes longer than
+// slowCall plus slowPerBlock for each 4 KiB it moves; a kind of request runs
+// inline while fewer than half of its last 16 timed calls were slow. A
+// median, unlike a mean, is not moved by the odd call that a busy machine
+// preempts, and a Backend that waits is slow every time.
 const (
 	// inlineMax is the largest READ or WRITE that may run inline.
-	inlineMax = 64 << 10
-	// inlineWait: while sampled inline calls of a kind wait less than this
-	// on average, that kind runs inline under load.
-	inlineWait = 10 * time.Microsecond
-	// sampleEvery: one inline call in sampleEvery is timed (a thread CPU
-	// clock read is a system call).
-	sampleEvery = 16
-	// probeEvery: under load, one in probeEvery requests of a kind that is
-	// not inline runs inline anyway, timed, to notice when the Backend
-	// stops waiting.
+	inlineMax    = 64 << 10
+	slowCall     = 16 * time.Microsecond
+	slowPerBlock = 1 * time.Microsecond
+	// probeEvery: one in probeEvery requests of a kind that is not inline
+	// runs inline anyway, to notice when the Backend speeds up.
 	probeEvery = 64
 )
 
@@ -45,72 +40,56 @@ const (
 // inlineStats is the reader's record of inline calls, per kind. Owned by
 // the reader goroutine.
 type inlineStats struct {
-	wait  [2]time.Duration // moving average of the waiting part of timed calls
-	calls [2]uint32        // inline calls, for sampling
-	probe [2]uint32        // requests not run inline, for probing
+	slow  [2]uint16 // one bit per recent timed call, 1 if it was slow
+	probe [2]uint32 // requests not run inline, for probing
 }
 
 // inlineOverride lets tests force the choice: 1 runs every small READ and
 // WRITE inline, -1 none.
 var inlineOverride int
 
-// inline decides whether the reader runs r itself, and whether to time it.
-func (c *conn) inline(r *request) (inline, timed bool) {
+// inline decides whether the reader runs r itself.
+func (c *conn) inline(r *request) bool {
 	var k opKind
 	switch r.typ {
 	case cmdCache:
-		return true, false
+		return true
 	case cmdRead:
 		k = kindRead
 	case cmdWrite:
 		k = kindWrite
 	default:
-		return false, false
+		return false
 	}
 	if r.length > inlineMax {
-		return false, false
+		return false
 	}
 	if inlineOverride != 0 {
-		return inlineOverride > 0, false
+		return inlineOverride > 0
 	}
-	if c.busy.Load() == 0 && c.br.Buffered() == 0 || c.lat.wait[k] < inlineWait {
-		c.lat.calls[k]++
-		return true, c.lat.calls[k]%sampleEvery == 0
+	if bits.OnesCount16(c.lat.slow[k]) < 8 {
+		return true
 	}
 	c.lat.probe[k]++
-	if c.lat.probe[k]%probeEvery == 0 {
-		return true, true
-	}
-	return false, false
+	return c.lat.probe[k]%probeEvery == 0
 }
 
-// execInline runs r on the reader and holds its reply; if timed, it records
-// how long the call waited.
-func (c *conn) execInline(r *request, timed bool) {
-	if !timed {
-		c.exec(r)
-	} else {
-		t0, cpu0 := time.Now(), threadCPUTime()
-		c.exec(r)
-		cpu, wall := threadCPUTime()-cpu0, time.Since(t0)
-		// The goroutine may have moved to another thread in between: then
-		// the CPU time is meaningless and the sample is dropped.
-		if cpu >= 0 && cpu <= wall+time.Microsecond {
-			k := kindRead
-			if r.typ == cmdWrite {
-				k = kindWrite
-			}
-			c.lat.wait[k] += (max(wall-cpu, 0) - c.lat.wait[k]) / 4
+// execInline runs r on the reader, times it and holds its reply.
+func (c *conn) execInline(r *request) {
+	t0 := time.Now()
+	c.exec(r)
+	if r.typ == cmdRead || r.typ == cmdWrite {
+		k := kindRead
+		if r.typ == cmdWrite {
+			k = kindWrite
 		}
+		limit := slowCall + time.Duration(r.length>>12)*slowPerBlock
+		slow := uint16(0)
+		if time.Since(t0) > limit {
+			slow = 1
+		}
+		c.lat.slow[k] = c.lat.slow[k]<<1 | slow
 	}
 	c.srv.stats.count(r)
 	c.hold(r)
-}
-
-// threadCPUTime returns the CPU time of the calling thread.
-func threadCPUTime() time.Duration {
-	const clockThreadCPUTimeID = 3 // CLOCK_THREAD_CPUTIME_ID
-	var ts syscall.Timespec
-	syscall.RawSyscall(syscall.SYS_CLOCK_GETTIME, clockThreadCPUTimeID, uintptr(unsafe.Pointer(&ts)), 0)
-	return time.Duration(ts.Nano())
 }

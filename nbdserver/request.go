@@ -20,8 +20,9 @@ type request struct {
 	length  uint32
 	typ     uint16
 	flags   uint16
-	errno   uint32  // error to reply with; 0 is success
-	payload *[]byte // write data until applied; read data until replied
+	errno   uint32                // error to reply with; 0 is success
+	payload *[]byte               // write data until applied; read data until replied
+	hdr     [replyHeaderSize]byte // the reply header when sent on its own
 }
 
 var requestPool = sync.Pool{New: func() any { return new(request) }}
