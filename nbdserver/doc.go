@@ -10,13 +10,15 @@
 // Each connection has a reader goroutine that decodes requests. At most
 // Options.MaxInFlight requests are between being read and being replied to;
 // at the bound the reader stops reading. A small READ or WRITE runs on the
-// reader itself when the client waits on it alone, or when sampled calls
-// show the Backend computing (page-cache I/O) rather than waiting (a
-// mirrored write, a disk read); the replies of such a burst leave together
-// in one writev. Everything else (FLUSH, TRIM, WRITE_ZEROES, large I/O, a
-// Backend that waits) runs on a goroutine of its own, so requests overlap,
-// and a writer goroutine sends their replies as they complete, in whatever
-// order, gathering all that are ready into one write.
+// reader itself while recent calls show the Backend answering quickly
+// (page-cache I/O); the replies of such a burst leave together in one
+// writev. Everything else (FLUSH, TRIM, WRITE_ZEROES, large I/O, and small
+// I/O on a Backend that waits, such as a mirrored write) runs on a goroutine
+// of its own, so requests overlap, and is replied to as it completes, in
+// whatever order. Replies are written by whoever has them when the socket is
+// free, with one non-blocking writev; a writer goroutine per connection
+// takes over whenever replies queue up, gathering all that are ready into
+// one write.
 //
 // The export advertises HAS_FLAGS, SEND_FLUSH, SEND_FUA, SEND_TRIM,
 // SEND_WRITE_ZEROES and CAN_MULTI_CONN, and block sizes 1 / 4096 / 32 MiB.

@@ -18,14 +18,13 @@ const (
 // replyWriter sends a connection's replies. Its goroutine (run) takes
 // everything queued at once and sends it with as few system calls as
 // possible (writev), so under load many replies share one call, and a queue
-// that runs dry is written out at once. Requests finished on their own
-// goroutines are pushed to it.
+// that runs dry is written out at once.
 //
-// The reader, which runs most small requests itself, hands its replies over
-// in bursts (writeDirect): when the writer goroutine is idle with nothing
-// queued, the reader makes one non-blocking writev itself and queues only
-// what the socket did not take. That saves waking the writer goroutine for
-// every burst, which on a small machine costs more than the write.
+// When run is idle with nothing queued, whoever has finished replies (the
+// reader with a burst of inline replies, or a request's goroutine) sends
+// them itself with one non-blocking writev and queues only what the socket
+// did not take (see direct.go). That saves waking run for every reply, which
+// on a small machine costs more than the write.
 type replyWriter struct {
 	c    *conn
 	raw  syscall.RawConn // nil if the connection has no file descriptor
