@@ -43,9 +43,13 @@ func TestWaitingBackendOverlaps(t *testing.T) {
 // socket fills and replies are left half-written, then checks every reply
 // arrives whole and in one piece.
 func TestClientNotReading(t *testing.T) {
-	inlineOverride = 1                               // replies leave from the reader, the path under test
-	t.Cleanup(func() { inlineOverride = 0 })         // after the servers stop
-	for _, size := range []int{16 << 10, 64 << 10} { // copied, referenced
+	// Run every read inline, so replies leave from the reader: the path
+	// under test. Restored after the servers stop.
+	inlineOverride = 1
+	t.Cleanup(func() { inlineOverride = 0 })
+	// Payloads up to copyMax are copied next to their header, larger
+	// ones are referenced.
+	for _, size := range []int{16 << 10, 64 << 10} {
 		t.Run(fmt.Sprint(size), func(t *testing.T) { clientNotReading(t, size) })
 	}
 }
