@@ -11,8 +11,12 @@ import (
 )
 
 // RegionSize is the size of the disk covered by one bit of the out-of-sync
-// bitmap.
-const RegionSize = 64 << 10
+// bitmap: a 4 KiB write marks 4 KiB, so a resync moves what changed and
+// little more. The bitmap costs 32 KiB of memory per GiB of disk.
+const RegionSize = 4 << 10
+
+// maxRun is the most regions one resync record carries.
+const maxRun = 256
 
 // bitmap marks the regions of the disk that the peer may not hold as this
 // node does. Its methods are safe for concurrent use.
@@ -90,6 +94,17 @@ func (b *bitmap) isSet(r int64) bool {
 	return b.words[r/64]&(uint64(1)<<(r%64)) != 0
 }
 
+// run counts the set regions from r on, up to max, stopping at a clear one.
+func (b *bitmap) run(r, max int64) int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	regions := (b.size + RegionSize - 1) / RegionSize
+	n := int64(0)
+	for ; n < max && r+n < regions && b.words[(r+n)/64]&(uint64(1)<<((r+n)%64)) != 0; n++ {
+	}
+	return n
+}
+
 // regionLen is the length of region r (the last one may be short).
 func (b *bitmap) regionLen(r int64) int64 {
 	return min(RegionSize, b.size-r*RegionSize)
@@ -141,6 +156,14 @@ func (b *bitmap) merge(body []byte) error {
 		b.count += bits.OnesCount64(w &^ old)
 	}
 	return nil
+}
+
+// reset clears every bit.
+func (b *bitmap) reset() {
+	b.mu.Lock()
+	clear(b.words)
+	b.count = 0
+	b.mu.Unlock()
 }
 
 // snapshot copies the words.

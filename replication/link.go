@@ -2,6 +2,7 @@ package replication
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -45,16 +46,17 @@ type link struct {
 
 	// mu guards the send queue, the pending writes and the ack marks. The
 	// writers and the resync add, the sender takes, the receiver completes.
-	mu      sync.Mutex
-	out     []outItem  // frames and records to send, in order
-	outA    []*pending // protocol A: complete once out has been written
-	pending []*pending // sent records waiting for their ack, seq ascending
-	seq     uint64     // last link seq handed out
-	acked   [4]uint64  // by wire.AckKind: highest cumulative ack seen
-	oldest  time.Time  // when the oldest pending record was queued
-	down    error      // set once: the link failed
-	kick    chan struct{}
-	closed  chan struct{}
+	mu       sync.Mutex
+	out      []outItem  // frames and records to send, in order
+	outA     []*pending // protocol A: complete once out has been written
+	pending  []*pending // sent records waiting for their ack, seq ascending
+	seq      uint64     // last link seq handed out
+	lastSent uint64     // journal seq of the last record queued; written under Resource.order
+	acked    [4]uint64  // by wire.AckKind: highest cumulative ack seen
+	oldest   time.Time  // when the oldest pending record was queued
+	down     error      // set once: the link failed
+	kick     chan struct{}
+	closed   chan struct{}
 	// peerBitmap is closed once the peer's bitmap has been merged (a
 	// SyncSource waits for it before it starts).
 	peerBitmap     chan struct{}
@@ -62,6 +64,7 @@ type link struct {
 	closeOnce      sync.Once
 
 	// Receiving side (the peer of a Primary): what to acknowledge.
+	lastRecv     uint64        // journal seq of the last record read; receiver only
 	recvSeq      atomic.Uint64 // last record read off the link
 	journaledSeq atomic.Uint64 // last record the journal applied
 	syncedSeq    atomic.Uint64 // last barrier done
@@ -114,7 +117,8 @@ func (l *link) needFor(fua bool) wire.AckKind {
 // under it, so the frame is encoded before l.mu is taken.
 func (l *link) sendRecord(rec *journal.Record, fua bool, done func(acked bool)) bool {
 	seq := l.seq + 1
-	enc := appendWireRecord(make([]byte, 0, wireRecordHeader+len(rec.Payload)), rec)
+	enc := appendWireRecord(make([]byte, 0, wireRecordHeader+binary.MaxVarintLen64+len(rec.Payload)), rec, l.lastSent)
+	l.lastSent = rec.Seq
 	p := &pending{seq: seq, need: l.needFor(fua), off: rec.Offset, length: int64(rec.RawLen), done: done}
 	l.mu.Lock()
 	defer l.mu.Unlock()

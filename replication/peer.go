@@ -133,7 +133,8 @@ func (r *Resource) hello() wire.Hello {
 func (r *Resource) meet(c net.Conn, dialer bool) bool {
 	c.SetDeadline(time.Now().Add(r.cfg.PeerTimeout))
 	defer c.SetDeadline(time.Time{})
-	remote, err := wire.Handshake(c, r.hello(), r.cfg.Secret, dialer)
+	hello := r.hello()
+	remote, err := wire.Handshake(c, hello, r.cfg.Secret, dialer)
 	if err != nil {
 		c.Close()
 		r.logRefusal(c, err)
@@ -143,7 +144,15 @@ func (r *Resource) meet(c net.Conn, dialer bool) bool {
 		c.Close() // both dial: the peer keeps the other connection
 		return false
 	}
-	d, reason, text := r.admitPeer(remote)
+	// Records this journal holds past the peer's last are regions the peer
+	// lacks: a crashed Primary's peer may hold writes that never reached
+	// its own journal, and these are how both learn of them.
+	if err := r.recoverMarks(remote.LastSeq); err != nil {
+		c.Close()
+		r.log.Error("marking the records the peer lacks", "err", err)
+		return false
+	}
+	d, reason, text := r.admitPeer(hello, remote)
 	defer r.endAdmit()
 	if text != "" {
 		r.log.Warn("peer not connected", "addr", c.RemoteAddr().String(), "reason", text)
@@ -204,7 +213,7 @@ func (r *Resource) logRefusal(c net.Conn, err error) {
 // what the generation ids say. A link to the same peer node is replaced:
 // the peer came back before this node noticed it was gone. Until endAdmit
 // no other connection is admitted.
-func (r *Resource) admitPeer(remote wire.Hello) (Decision, wire.Reason, string) {
+func (r *Resource) admitPeer(hello, remote wire.Hello) (Decision, wire.Reason, string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	old := r.link
@@ -216,8 +225,10 @@ func (r *Resource) admitPeer(remote wire.Hello) (Decision, wire.Reason, string) 
 	case old != nil && remote.NodeID != r.peer.NodeID:
 		return Decision{}, wire.ReasonBusy, "already connected to another node"
 	}
-	local := side{primary: r.role == wire.Primary, dirty: r.oos.bytes() > 0, id: r.meta.NodeID}
-	peer := side{primary: remote.Role == wire.Primary, dirty: remote.Flags&wire.HasOutOfSync != 0, id: remote.NodeID}
+	local := side{primary: r.role == wire.Primary, id: r.meta.NodeID,
+		dirty: hello.Flags&wire.HasOutOfSync != 0 || hello.LastSeq > remote.LastSeq}
+	peer := side{primary: remote.Role == wire.Primary, id: remote.NodeID,
+		dirty: remote.Flags&wire.HasOutOfSync != 0 || remote.LastSeq > hello.LastSeq}
 	d := resolve(decide(r.meta.Gen, remote.Gen), r.meta.DiscardMyData, remote.Flags&wire.DiscardMyData != 0)
 	switch {
 	case d.Outcome == InSync:
@@ -252,6 +263,8 @@ func (r *Resource) attach(c net.Conn, remote wire.Hello, d Decision) {
 	r.order.Lock()
 	r.mu.Lock()
 	r.link, r.peer = l, remote
+	r.seqFloor = max(r.seqFloor, remote.LastSeq) // r.order held
+	r.resync = resyncState{source: d.Outcome == SyncSource, target: d.Outcome == SyncTarget, started: time.Now()}
 	r.signalLinkChange()
 	r.mu.Unlock()
 	r.order.Unlock()

@@ -26,6 +26,7 @@ type fakePeer struct {
 	conn net.Conn
 	r    *wire.Reader
 	seq  uint64 // records read
+	last uint64 // journal seq of the last record read
 }
 
 func newFakePeer(t *testing.T) *fakePeer {
@@ -68,11 +69,11 @@ func (p *fakePeer) next(t wire.Type) wire.Frame {
 		}
 		if f.Type == wire.TypeRecords {
 			for b := f.Body; len(b) > 0; {
-				_, n, err := parseWireRecord(b, testSize)
+				rec, n, err := parseWireRecord(b, testSize, p.last)
 				if err != nil {
 					p.t.Fatal(err)
 				}
-				b, p.seq = b[n:], p.seq+1
+				b, p.seq, p.last = b[n:], p.seq+1, rec.Seq
 			}
 		}
 		if f.Type == t {

@@ -96,11 +96,12 @@ func (l *link) applyRecords(body []byte) error {
 		return fmt.Errorf("%w: the peer sent data to a Primary", ErrLinkDown)
 	}
 	for len(body) > 0 {
-		rec, n, err := parseWireRecord(body, l.res.size)
+		rec, n, err := parseWireRecord(body, l.res.size, l.lastRecv)
 		if err != nil {
 			return fmt.Errorf("%w: record %d: %v", ErrLinkDown, l.recvSeq.Load()+1, err)
 		}
 		body = body[n:]
+		l.lastRecv = rec.Seq
 		seq := l.recvSeq.Add(1)
 		l.res.journal.Append(rec, false, func(jseq uint64, err error) {
 			if err != nil {

@@ -75,8 +75,10 @@ type Resource struct {
 	oos     *bitmap // regions the peer may not hold as this node does
 
 	// order is held from a write's journal append to its queueing on the
-	// link, so the peer receives records in journal order.
-	order sync.Mutex
+	// link, so the peer receives records in journal order. It guards
+	// seqFloor: seqs are handed out under it (allocSeq).
+	order    sync.Mutex
+	seqFloor uint64
 
 	// mu guards the node's state below. Writers read link under it; the
 	// connection goroutines and control commands change it.
@@ -215,6 +217,7 @@ func (r *Resource) append(rec *journal.Record, fua bool) error {
 	if l == nil {
 		r.oos.mark(rec.Offset, int64(rec.RawLen))
 	}
+	rec.Seq = r.allocSeq()
 	jseq := r.journal.Append(*rec, fua, w.localDone)
 	if l == nil || !l.sendRecord(rec, fua, func(acked bool) {
 		if acked {
@@ -238,6 +241,19 @@ func (r *Resource) append(rec *journal.Record, fua bool) error {
 	}
 	return nil
 }
+
+// allocSeq hands out the next seq of the pair's common seq space: above this
+// journal's last and above everything the peer has seen. Resync records
+// take seqs too, without being journaled here. r.order held.
+func (r *Resource) allocSeq() uint64 {
+	r.seqFloor = max(r.seqFloor, r.journal.LastSeq()) + 1
+	return r.seqFloor
+}
+
+// seqGap is how far a node promoted on its own moves its seqs on, so that
+// its writes never share a seq with records its old Primary sent into a
+// link that was already gone.
+const seqGap = 1 << 32
 
 // Sync makes every write acknowledged before it durable on both nodes: one
 // journal sync here (group commit) and a barrier on the peer, in parallel.

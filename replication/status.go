@@ -122,6 +122,7 @@ func (r *Resource) SetRole(role wire.Role, force bool) error {
 	if role == wire.Primary && r.link == nil && r.meta.Gen.Bitmap == 0 {
 		// Promoted alone: whatever it writes, the peer does not have.
 		r.meta.newCurrent()
+		r.seqFloor = max(r.seqFloor, r.journal.LastSeq()) + seqGap
 		if err := saveMeta(r.cfg.MetaDir, r.meta); err != nil {
 			r.mu.Unlock()
 			r.order.Unlock()

@@ -45,14 +45,10 @@ func (r *Resource) startSync(l *link, d Decision) {
 		if d.Full {
 			r.oos.mark(0, r.size)
 		}
-		r.mu.Lock()
-		r.resync = resyncState{source: true, started: time.Now()}
-		r.mu.Unlock()
 		r.wg.Add(1)
 		go func() { defer r.wg.Done(); r.resyncLoop(l) }()
 	case SyncTarget:
 		r.mu.Lock()
-		r.resync = resyncState{target: true, started: time.Now()}
 		if d.Full { // the peer's bitmap does not cover what this node has apart
 			r.meta.Gen.Bitmap = 0
 		}
@@ -87,16 +83,18 @@ func (r *Resource) resyncLoop(l *link) {
 	r.resync.total = r.oos.bytes()
 	r.mu.Unlock()
 	pace := newPacer(r.cfg.ResyncRate)
-	buf := make([]byte, RegionSize)
-	for reg := r.oos.next(0); reg >= 0; reg = r.oos.next(reg + 1) {
+	buf := make([]byte, maxRun*RegionSize)
+	for reg := r.oos.next(0); reg >= 0; {
 		if l.isDown() {
 			return
 		}
-		if err := r.sendRegion(l, reg, buf); err != nil {
+		n, err := r.sendRun(l, reg, buf)
+		if err != nil {
 			l.fail(fmt.Errorf("%w: resync: %v", ErrLinkDown, err))
 			return
 		}
-		pace.wait(r.oos.regionLen(reg), l.closed)
+		pace.wait(n, l.closed)
+		reg = r.oos.next(reg + (n+RegionSize-1)/RegionSize)
 	}
 	r.order.Lock()
 	r.mu.Lock()
@@ -115,34 +113,41 @@ func (r *Resource) resyncLoop(l *link) {
 	}
 }
 
-func (r *Resource) sendRegion(l *link, reg int64, buf []byte) error {
+// sendRun sends the run of marked regions that starts at reg as one record
+// and returns its length in bytes.
+func (r *Resource) sendRun(l *link, reg int64, buf []byte) (int64, error) {
 	r.order.Lock()
 	defer r.order.Unlock()
 	for last := r.journal.LastSeq(); r.journal.AppliedSeq() < last; {
 		time.Sleep(50 * time.Microsecond)
 	}
-	off, n := reg*RegionSize, r.oos.regionLen(reg)
+	regions := max(r.oos.run(reg, maxRun), 1)
+	off := reg * RegionSize
+	n := min(regions*RegionSize, r.size-off)
 	if _, err := r.disk.ReadAt(buf[:n], off); err != nil {
-		return err
+		return 0, err
 	}
 	rec := r.comp.Write(off, buf[:n])
+	rec.Seq = r.allocSeq()
 	defer rec.Release()
 	sent := l.sendRecord(&rec, false, func(acked bool) {
 		if !acked {
 			return // the bit stays: a later resync sends the region
 		}
-		r.oos.clear(reg)
+		for i := range regions {
+			r.oos.clear(reg + i)
+		}
 		r.mu.Lock()
 		r.resync.done += n
 		r.mu.Unlock()
 	})
 	if !sent {
-		return ErrLinkDown
+		return 0, ErrLinkDown
 	}
 	r.mu.Lock()
 	r.resync.wire += int64(wireRecordHeader + len(rec.Payload))
 	r.mu.Unlock()
-	return nil
+	return n, nil
 }
 
 // sourceDone runs when the target acknowledged the end of the resync:
@@ -182,6 +187,7 @@ func (r *Resource) syncDone(l *link, body []byte) error {
 	r.meta.Gen.Current, r.meta.Gen.Bitmap = gen, 0
 	r.meta.Disk = wire.UpToDate.String()
 	r.meta.DiscardMyData = false
+	r.oos.reset() // its marks were sent to the source and synced from there
 	r.resync.target = false
 	if err := saveMeta(r.cfg.MetaDir, r.meta); err != nil {
 		return fmt.Errorf("%w: %v", ErrLinkDown, err)

@@ -137,6 +137,8 @@ func (n *node) stop() int {
 	select {
 	case <-n.exited:
 	case <-time.After(60 * time.Second):
+		n.cmd.Process.Signal(syscall.SIGQUIT) // its goroutines, into the log
+		time.Sleep(time.Second)
 		n.kill()
 		n.t.Fatalf("daemon did not stop within 60s after SIGTERM\n%s", n.logs())
 	}

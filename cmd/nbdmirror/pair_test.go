@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	be "encoding/binary"
+	"fmt"
 	"context"
 	"crypto/sha256"
 	"io"
@@ -90,7 +92,7 @@ func stopPair(t *testing.T, a, b *node) {
 		t.Fatalf("secondary exit %d\n%s", code, b.logs())
 	}
 	if fileSum(t, a.disk) != fileSum(t, b.disk) {
-		t.Fatalf("the images differ\nprimary:\n%s\nsecondary:\n%s", a.logs(), b.logs())
+		t.Fatalf("the images differ (%s)\nprimary:\n%s\nsecondary:\n%s", diffBlocks(t, a.disk, b.disk), a.logs(), b.logs())
 	}
 }
 
@@ -176,4 +178,22 @@ func TestReplicationCompresses(t *testing.T) {
 		}
 	}
 	stopPair(t, a, b)
+}
+
+// diffBlocks says which 4 KiB blocks of two images differ.
+func diffBlocks(t testing.TB, x, y string) string {
+	bx, _ := os.ReadFile(x)
+	by, _ := os.ReadFile(y)
+	var first []int
+	count := 0
+	for off := 0; off+4096 <= min(len(bx), len(by)); off += 4096 {
+		if !bytes.Equal(bx[off:off+4096], by[off:off+4096]) {
+			count++
+			if len(first) < 8 {
+				first = append(first, off/4096)
+				t.Logf("block %d: counters %d vs %d", off/4096, be.LittleEndian.Uint64(bx[off+16:]), be.LittleEndian.Uint64(by[off+16:]))
+			}
+		}
+	}
+	return fmt.Sprintf("%d blocks differ, first %v", count, first)
 }
