@@ -38,7 +38,7 @@ type Journal struct {
 
 	// segMu guards segs and spares. The writer appends to segs (rotation)
 	// and takes spares, checkpoints remove from the front of segs and add
-	// spares, readers look.
+	// spares, readers look. Taken after mu when both are held.
 	segMu  sync.Mutex
 	segs   []*segment // oldest first; the last is being written
 	spares []string   // file names of retired segments kept for reuse
@@ -165,9 +165,23 @@ func (j *Journal) seqFor(r *Record) error {
 	return nil
 }
 
-// full reports whether a frame of n bytes must wait for space. Requires mu.
+// full reports whether a frame of n bytes must wait for space. Room is kept
+// for the padding the writer may add to the write in progress. A frame of
+// more than a quarter of MaxBytes waits only until the journal but its active
+// segment is at most half full, which a checkpoint always achieves. Requires
+// mu.
 func (j *Journal) full(n int64) bool {
-	return j.bytes > 0 && j.bytes+n > j.opts.MaxBytes && !j.closing && j.failure == nil
+	max := j.opts.MaxBytes
+	if j.closing || j.failure != nil || j.bytes == 0 {
+		return false
+	}
+	if n > max/4 {
+		j.segMu.Lock() // lock order: mu, then segMu
+		active := j.segs[len(j.segs)-1].size.Load()
+		j.segMu.Unlock()
+		return j.bytes-active > max/2
+	}
+	return j.bytes+n > max-2*pageSize
 }
 
 // enqueueLocked queues it and wakes the writer if it may be idle. Requires mu.

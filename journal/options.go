@@ -38,8 +38,9 @@ type Options struct {
 	// RetainBytes is how much of the journal before the checkpoint is kept for
 	// replay to a peer (NewReader). Negative keeps nothing.
 	RetainBytes int64
-	// MaxBytes bounds the journal's size on disk. Near it a checkpoint is
-	// forced; at it Append waits until a checkpoint frees space.
+	// MaxBytes bounds the journal's size on disk (64 KiB at least; spare
+	// files come on top). Near it a checkpoint is forced; at it Append waits
+	// until a checkpoint frees space.
 	MaxBytes int64
 	// CheckpointInterval is the time between periodic checkpoints. Negative
 	// disables them: checkpoints then happen on Checkpoint, on Close and when
@@ -61,6 +62,7 @@ func (o Options) withDefaults() Options {
 	if o.MaxBytes <= 0 {
 		o.MaxBytes = DefaultMaxBytes
 	}
+	o.MaxBytes = max(o.MaxBytes, 64<<10)
 	if o.RetainBytes == 0 {
 		o.RetainBytes = DefaultRetainBytes
 	}

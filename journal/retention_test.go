@@ -154,6 +154,13 @@ func TestBackPressure(t *testing.T) {
 	if maxSize > o.MaxBytes {
 		t.Fatalf("journal grew to %d bytes, MaxBytes is %d", maxSize, o.MaxBytes)
 	}
+	// A record of half the journal still gets in.
+	big := NewCompressor(CodecNone).Write(0, make([]byte, 32<<10))
+	for range 4 {
+		if _, err := j.Write(big, false); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // TestRecycleSegments checks that retired segments are reused as spares and
