@@ -10,7 +10,6 @@ import (
 type applier struct {
 	scratch []byte // decompression buffer
 	failed  error  // the first apply failure; later records are not applied
-	waiting []int  // indexes of FUA records waiting for their batch's sync
 }
 
 // applyLoop is the applier goroutine: it applies every batch the writer hands
@@ -19,16 +18,15 @@ func (j *Journal) applyLoop() {
 	var a applier
 	for b := range j.applyq {
 		j.applyBatch(&a, b)
-		b.reset()
-		batchPool.Put(b)
 	}
 }
 
 // applyBatch applies b's records; a record without FUA completes as soon as
-// it is applied, one with FUA once b's sync is done too. A checkpoint marker
-// syncs the disk after the whole batch.
+// it is applied. Records with FUA complete when b's sync is done too: the
+// applier does not wait for that, whichever of it and the writer finishes
+// last completes them. A checkpoint marker syncs the disk after the whole
+// batch, once the batch is synced in the journal.
 func (j *Journal) applyBatch(a *applier, b *batch) {
-	a.waiting = a.waiting[:0]
 	var ckpt func(uint64, error)
 	for i := range b.items {
 		it := &b.items[i]
@@ -40,20 +38,34 @@ func (j *Journal) applyBatch(a *applier, b *batch) {
 		}
 		err := j.applyOne(a, &it.rec)
 		if it.fua && err == nil {
-			a.waiting = append(a.waiting, i)
-			continue
+			continue // completed once synced
 		}
 		it.done(it.rec.Seq, err)
+		it.completed = true
 	}
-	if b.needSync {
+	switch {
+	case ckpt != nil:
 		b.synced.Wait()
-	}
-	for _, i := range a.waiting {
-		it := &b.items[i]
-		it.done(it.rec.Seq, b.syncErr)
-	}
-	if ckpt != nil {
+		b.completeFUA()
 		ckpt(j.syncDisk(a, b.syncErr))
+		b.recycle()
+	case !b.needSync || b.finish():
+		b.completeFUA()
+		b.recycle()
+	}
+}
+
+// finish reports whether the caller (writer or applier) is the last of the
+// two to be done with a synced batch: it then completes the FUA records.
+func (b *batch) finish() bool { return b.left.Add(-1) == 0 }
+
+// completeFUA completes the FUA records not completed yet, with the batch's
+// sync result.
+func (b *batch) completeFUA() {
+	for i := range b.items {
+		if it := &b.items[i]; it.fua && it.isRecord() && !it.completed {
+			it.done(it.rec.Seq, b.syncErr)
+		}
 	}
 }
 

@@ -69,12 +69,13 @@ type Journal struct {
 // item is one entry of the append queue: a record, or a marker that asks the
 // writer for a sync (syncDone) or a checkpoint (ckptDone).
 type item struct {
-	rec      Record
-	hdr      [HeaderSize]byte // encoded by the writer
-	fua      bool
-	done     func(seq uint64, err error)
-	syncDone func(err error)
-	ckptDone func(seq uint64, err error)
+	rec       Record
+	hdr       [HeaderSize]byte // encoded by the writer
+	fua       bool
+	completed bool // done has run (set by the applier)
+	done      func(seq uint64, err error)
+	syncDone  func(err error)
+	ckptDone  func(seq uint64, err error)
 }
 
 func (it *item) isRecord() bool { return it.done != nil }

@@ -3,6 +3,7 @@ package journal
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/nbdmirror/nbdmirror/journal/vfs"
 )
@@ -27,9 +28,12 @@ type batch struct {
 	needSync bool  // a FUA record, a sync or a checkpoint is in it
 	records  bool  // at least one record
 	ckpt     bool  // a checkpoint marker is in it
-	// synced is done when the sync of a needSync batch has finished; syncErr
-	// is set before that.
+	// A checkpoint batch is synced (synced done) before the applier syncs the
+	// disk. In other needSync batches the writer and the applier each count
+	// left down once done, and the last completes the FUA records. syncErr is
+	// set before either.
 	synced  sync.WaitGroup
+	left    atomic.Int32
 	syncErr error
 }
 
@@ -80,10 +84,12 @@ func (j *Journal) addBytes(n int64) {
 
 var batchPool = sync.Pool{New: func() any { return new(batch) }}
 
-func (b *batch) reset() {
+// recycle empties b and puts it back in the pool.
+func (b *batch) recycle() {
 	clear(b.items)
 	b.items = b.items[:0]
 	b.bytes, b.needSync, b.records, b.ckpt, b.syncErr = 0, false, false, false, nil
+	batchPool.Put(b)
 }
 
 // writeLoop is the writer goroutine: it takes the queue, writes it to the
@@ -160,18 +166,19 @@ func (j *Journal) writeBatch(b *batch) {
 		}
 	}
 	needSync, toApplier := b.needSync, b.records || b.ckpt
-	if needSync {
+	switch {
+	case needSync && b.ckpt:
 		b.synced.Add(1)
+	case needSync:
+		b.left.Store(2)
 	}
 	if toApplier {
 		j.applyq <- b // from here the applier owns b, except what syncBatch touches
 	}
 	if needSync {
-		j.syncBatch(b)
-	}
-	if !toApplier {
-		b.reset()
-		batchPool.Put(b)
+		j.syncBatch(b, toApplier)
+	} else if !toApplier {
+		b.recycle()
 	}
 }
 
@@ -233,9 +240,9 @@ func (j *Journal) undoWrite(b *batch, err error) error {
 	return err
 }
 
-// syncBatch syncs the segment for b, releases b's applier and answers the
-// syncs queued in b.
-func (j *Journal) syncBatch(b *batch) {
+// syncBatch syncs the segment for b, answers the syncs queued in b and
+// completes its FUA records or leaves that to the applier.
+func (j *Journal) syncBatch(b *batch, applied bool) {
 	var err error
 	if j.w.dirty {
 		err = j.w.f.Sync()
@@ -254,7 +261,15 @@ func (j *Journal) syncBatch(b *batch) {
 		}
 	}
 	b.syncErr = err
-	b.synced.Done() // the applier may recycle b from here on
+	switch { // the applier may recycle b once told
+	case !applied:
+		b.recycle()
+	case b.ckpt:
+		b.synced.Done()
+	case b.finish():
+		b.completeFUA()
+		b.recycle()
+	}
 }
 
 // failBatch completes every item of b with err and gives the records' space
@@ -277,6 +292,5 @@ func (j *Journal) failBatch(b *batch, err error) {
 		j.space.Broadcast()
 		j.mu.Unlock()
 	}
-	b.reset()
-	batchPool.Put(b)
+	b.recycle()
 }
