@@ -73,10 +73,30 @@ func (c *Compressor) Codec() Codec { return c.codec }
 // The record owns its payload (a pooled buffer, see Release); data may be
 // reused as soon as Write returns. len(data) must not exceed MaxRawLen.
 func (c *Compressor) Write(off int64, data []byte) Record {
+	return c.write(off, data, false)
+}
+
+// WriteLent is Write for a caller that keeps data unchanged until the record
+// is done with everywhere (journaled and applied, sent to the peer): data is
+// lent to the record. When data does not compress the payload is data itself,
+// not a copy; either way the journal applies data without decompressing it.
+func (c *Compressor) WriteLent(off int64, data []byte) Record {
+	return c.write(off, data, true)
+}
+
+func (c *Compressor) write(off int64, data []byte, lent bool) Record {
 	if len(data) > MaxRawLen {
 		panic(fmt.Sprintf("journal: write of %d bytes exceeds MaxRawLen", len(data)))
 	}
 	r := Record{Kind: KindWrite, Offset: off, RawLen: uint32(len(data))}
+	if lent {
+		r.raw = data
+	}
+	if lent && c.codec == CodecNone {
+		r.Payload = data
+		r.sum, r.hasSum = crc32.Checksum(data, castagnoli), true
+		return r
+	}
 	need := len(data)
 	if c.codec == CodecS2 {
 		need = s2.MaxEncodedLen(len(data))
@@ -91,13 +111,16 @@ func (c *Compressor) Write(off int64, data []byte) Record {
 		out = c.zenc.EncodeAll(data, b[:0])
 	}
 	// A shorter out was written into b: append grows only past cap(b) >= len(data).
-	if out != nil && len(out)+len(data)>>5 < len(data) {
-		r.Codec, r.Payload = c.codec, out
-	} else {
-		r.Payload = b[:len(data)]
+	switch {
+	case out != nil && len(out)+len(data)>>5 < len(data):
+		r.Codec, r.Payload, r.buf = c.codec, out, bp
+	case lent:
+		r.Payload = data
+		putBuf(bp)
+	default:
+		r.Payload, r.buf = b[:len(data)], bp
 		copy(r.Payload, data)
 	}
-	r.buf = bp
 	r.sum, r.hasSum = crc32.Checksum(r.Payload, castagnoli), true
 	return r
 }

@@ -60,7 +60,9 @@
 //
 // A record's completion (the done callback of Append) means: written to the
 // segment file and applied to the disk, so it survives a daemon crash; with
-// FUA also synced in the journal, so it survives a power loss. Sync completes
+// FUA also synced in the journal, so it survives a power loss. Records are
+// applied in seq order; completions may run out of order (a FUA record waits
+// for its fdatasync, a later record without FUA does not). Sync completes
 // once every record appended before it is synced. Recovery (Open) applies every
 // record after the checkpoint; a torn tail of the last segment (short frame,
 // bad checksum, zeros) is cut off and logged; a bad record followed by a good
@@ -78,8 +80,8 @@
 //	defer j.Close()
 //	c := journal.NewCompressor(journal.CodecS2)
 //
-//	rec := c.Write(off, data)              // compress once, in this goroutine
-//	rec.AttachRaw(data)                    // optional: data stays valid until done
+//	rec := c.WriteLent(off, data)          // compress once, in this goroutine; data
+//	                                       // stays unchanged until done (or use Write)
 //	j.Append(rec, fua, func(seq uint64, err error) {
 //		reply(err)                         // journaled + applied (+ synced if fua)
 //		rec.Release()
