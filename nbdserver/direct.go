@@ -20,8 +20,10 @@ func newGather() gather {
 	return gather{base: base, buf: base}
 }
 
-// add appends r's reply. Before each call fewer than writeChunk bytes are
-// gathered, so buf never outgrows base.
+// add appends r's reply. The writer goroutine adds fewer than writeChunk
+// bytes before each write, so its buf never outgrows base; the reader's
+// burst of at most maxHeld replies may, and then buf moves to a larger
+// array while vec keeps pointing into the old one, which stays valid.
 func (g *gather) add(r *request) {
 	g.buf = appendReplyHeader(g.buf, r)
 	g.n += replyHeaderSize
@@ -69,7 +71,7 @@ type directState struct {
 
 // writeDirect sends the reader's burst of replies rs.
 func (w *replyWriter) writeDirect(d *directState, rs []*request) {
-	if len(rs) > maxHeld || !w.claim(rs) {
+	if !w.claim(rs) {
 		return
 	}
 	for _, r := range rs {

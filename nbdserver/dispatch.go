@@ -13,7 +13,9 @@ func (c *conn) readLoop() error {
 	defer c.pushHeld()
 	var hdr [requestHeaderSize]byte
 	for {
-		if !c.acquireSlot() {
+		// Once stopped, nothing more is started, not even requests
+		// already in the read buffer.
+		if c.stopped() || !c.acquireSlot() {
 			return nil
 		}
 		if c.br.Buffered() < requestHeaderSize {
@@ -113,8 +115,8 @@ func (c *conn) readPayload(r *request) error {
 }
 
 // hold keeps a reply the reader produced until the reader is about to wait
-// (for the client or for a slot), then hands all of them to the writer at
-// once: one wake-up and one write for a burst of pipelined requests.
+// (for the client or for a slot), then sends all of them at once: one write
+// for a burst of pipelined requests.
 func (c *conn) hold(r *request) {
 	c.held = append(c.held, r)
 	if len(c.held) >= maxHeld {
