@@ -295,3 +295,40 @@ func TestNbdinfo(t *testing.T) {
 		t.Errorf("export-size = %v", e["export-size"])
 	}
 }
+
+func TestHandshakeTimeout(t *testing.T) {
+	_, addr := startServer(t, Options{Backend: NewMemBackend(4096), HandshakeTimeout: 50 * time.Millisecond})
+	r := dialRaw(t, addr)
+	r.greet(flagCFixedNewstyle)
+	start := time.Now()
+	r.expectClosed() // no option sent
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("closed after %v", d)
+	}
+	goRaw(t, addr).checkTransmission() // the timeout ends with negotiation
+}
+
+// TestOneInFlight runs concurrent requests with MaxInFlight 1, inline and
+// not: the reader must never wait on a slot that only its own held replies
+// would free.
+func TestOneInFlight(t *testing.T) {
+	_, addr := startServer(t, Options{Backend: NewMemBackend(1 << 20), MaxInFlight: 1})
+	c := dial(t, addr)
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Go(func() {
+			for j := range 20 {
+				n := 512 << (j % 10) // inline and not
+				if _, err := c.WriteAt(make([]byte, n), int64(i)*4096, 0); err != nil {
+					t.Error(err)
+					return
+				}
+				if err := c.Flush(); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}

@@ -55,7 +55,7 @@ func TestWriteReadBack(t *testing.T) {
 func TestDurability(t *testing.T) {
 	tb := newTestBackend(1 << 20)
 	fb := &fuaBackend{testBackend: newTestBackend(1 << 20)}
-	_, addr := startServer(t, Options{Backend: tb})
+	s, addr := startServer(t, Options{Backend: tb})
 	_, faddr := startServer(t, Options{Backend: fb})
 	c, fc := dial(t, addr), dial(t, faddr)
 	buf := make([]byte, 4096)
@@ -83,6 +83,10 @@ func TestDurability(t *testing.T) {
 			t.Fatalf("after %s: syncs %d, FUAWriter syncs %d, WriteAtFUA %d; want %d %d %d",
 				st.name, got[0], got[1], got[2], st.syncs, st.fuaSyncs, st.fuaWrites)
 		}
+	}
+	want := Stats{Writes: 2, FUAWrites: 1, Flushes: 1, Trims: 2, Zeroes: 2, BytesWritten: 8192, Connections: 1}
+	if got := s.Stats(); got != want {
+		t.Fatalf("Stats() = %+v, want %+v", got, want)
 	}
 }
 
