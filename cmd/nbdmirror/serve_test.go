@@ -127,7 +127,7 @@ func runFioVerify(t *testing.T, uri string, args ...string) {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "fio.json")
 	base := []string{"--name=verify", "--ioengine=nbd", "--uri=" + uri, "--verify=crc32c",
-		"--do_verify=1", "--verify_fatal=1", "--output-format=json", "--output=" + out}
+		"--do_verify=1", "--verify_fatal=1", "--verify_state_save=0", "--output-format=json", "--output=" + out}
 	runCmd(t, 3*time.Minute, "fio", append(base, args...)...)
 	raw, err := os.ReadFile(out)
 	if err != nil {
