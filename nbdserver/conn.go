@@ -51,7 +51,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 		srv:   s,
 		nc:    nc,
 		br:    bufio.NewReaderSize(nc, readBufferSize),
-		log:   s.log.With(slog.String("remote", nc.RemoteAddr().String())),
+		log:   s.log.With(slog.String("remote", remoteAddr(nc))),
 		slots: make(chan struct{}, s.opts.MaxInFlight),
 		quit:  make(chan struct{}),
 		done:  make(chan struct{}),
@@ -128,4 +128,11 @@ func (c *conn) logEnd(phase string, err error) {
 	default:
 		c.log.Info("nbdserver: connection closed", slog.String("phase", phase), slog.Any("err", err))
 	}
+}
+
+func remoteAddr(nc net.Conn) string {
+	if a := nc.RemoteAddr(); a != nil {
+		return a.String()
+	}
+	return "unknown"
 }
