@@ -8,8 +8,9 @@ import (
 // applier is the state of the goroutine that applies records to the disk.
 // Only that goroutine touches it (and recovery, before it runs).
 type applier struct {
-	scratch []byte // decompression buffer
-	failed  error  // the first apply failure; later records are not applied
+	scratch []byte        // decompression buffer
+	failed  error         // the first apply failure; later records are not applied
+	syncing chan struct{} // closed when the disk sync in flight ends; nil if none
 }
 
 // applyLoop is the applier goroutine: it applies every batch the writer hands
@@ -19,6 +20,10 @@ func (j *Journal) applyLoop() {
 	for b := range j.applyq {
 		j.applyBatch(&a, b)
 	}
+	if a.syncing != nil {
+		<-a.syncing
+	}
+	close(j.diskq)
 }
 
 // applyBatch applies b's records; a record without FUA completes as soon as
@@ -27,6 +32,7 @@ func (j *Journal) applyLoop() {
 // last completes them. A checkpoint marker syncs the disk after the whole
 // batch, once the batch is synced in the journal.
 func (j *Journal) applyBatch(a *applier, b *batch) {
+	j.holdForDiskSync(a, b)
 	var ckpt func(uint64, error)
 	for i := range b.items {
 		it := &b.items[i]
@@ -47,7 +53,7 @@ func (j *Journal) applyBatch(a *applier, b *batch) {
 	case ckpt != nil:
 		b.synced.Wait()
 		b.completeFUA()
-		ckpt(j.syncDisk(a, b.syncErr))
+		j.startDiskSync(a, b.syncErr, ckpt)
 		b.recycle()
 	case !b.needSync || b.finish():
 		b.completeFUA()
@@ -81,26 +87,6 @@ func (j *Journal) applyOne(a *applier, r *Record) error {
 	}
 	j.appliedSeq.Store(r.Seq)
 	return nil
-}
-
-// syncDisk syncs the disk for a checkpoint and returns the seq it covers:
-// every record applied so far, all of them synced in the journal.
-func (j *Journal) syncDisk(a *applier, syncErr error) (uint64, error) {
-	switch {
-	case a.failed != nil:
-		return 0, a.failed
-	case syncErr != nil:
-		return 0, syncErr
-	}
-	seq := j.appliedSeq.Load()
-	j.st.diskSyncs.Add(1)
-	if err := j.disk.Sync(); err != nil {
-		// The disk may have dropped writes: never checkpoint past them.
-		a.failed = fmt.Errorf("journal: sync disk: %w", err)
-		j.fail(a.failed)
-		return 0, a.failed
-	}
-	return seq, nil
 }
 
 // applyRecord does what r says to disk. scratch is reused for decompression.

@@ -71,6 +71,7 @@ func runSchedule(t *testing.T, seed uint64) {
 	}
 	var mustHave uint64
 	for range 1 + rnd.IntN(3) {
+		s.disk.SyncDelay = slowSync
 		j, err := Open(s.fs, "/meta/journal", s.disk, s.opts)
 		if err != nil {
 			t.Fatalf("seed %d: open after crash: %v", seed, err)
@@ -185,6 +186,14 @@ func (s *schedule) crash() uint64 {
 	s.disk = s.disk.CrashWith(func() { fs = s.fs.CrashClone(rnd) })
 	s.fs = fs
 	return durable
+}
+
+// slowSync makes a disk sync last a little, so that the journal goes on
+// applying meanwhile.
+func slowSync() {
+	for range rand.IntN(20) {
+		runtime.Gosched()
+	}
 }
 
 // cloneWith is Clone, running also at the same instant.

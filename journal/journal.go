@@ -51,16 +51,18 @@ type Journal struct {
 
 	kick     chan struct{} // cap 1: the queue became non-empty
 	applyq   chan *batch   // writer to applier, in seq order
+	diskq    chan diskSync // applier to disk syncer
 	ckptKick chan struct{} // cap 1: the journal passed its high-water mark
 	stop     chan struct{} // closed by Close: the checkpoint loop exits
 	wg       sync.WaitGroup
 
-	lastSeq    atomic.Uint64 // last seq assigned
-	writtenSeq atomic.Uint64 // last seq written to a segment
-	durableSeq atomic.Uint64 // last seq synced in the journal
-	appliedSeq atomic.Uint64 // last seq applied to the disk
-	ckptSeq    atomic.Uint64 // last checkpoint: seqs <= it are on the synced disk
-	st         counters
+	lastSeq     atomic.Uint64 // last seq assigned
+	writtenSeq  atomic.Uint64 // last seq written to a segment
+	durableSeq  atomic.Uint64 // last seq synced in the journal
+	appliedSeq  atomic.Uint64 // last seq applied to the disk
+	ckptSeq     atomic.Uint64 // last checkpoint: seqs <= it are on the synced disk
+	diskSyncing atomic.Bool   // a disk sync runs: the writer syncs every batch
+	st          counters
 
 	closeOnce sync.Once
 	closeErr  error
@@ -89,6 +91,7 @@ func Open(fs FS, dir string, disk Disk, o Options) (*Journal, error) {
 		fs: fs, dir: dir, disk: disk, opts: o, log: o.Logger,
 		kick:     make(chan struct{}, 1),
 		applyq:   make(chan *batch, 8),
+		diskq:    make(chan diskSync),
 		ckptKick: make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 	}
@@ -103,7 +106,8 @@ func Open(fs FS, dir string, disk Disk, o Options) (*Journal, error) {
 		j.wg.Add(1)
 		go func() { defer j.wg.Done(); j.prepareSpares(o.Spares) }()
 	}
-	j.wg.Add(3)
+	j.wg.Add(4)
+	go func() { defer j.wg.Done(); j.diskSyncLoop() }()
 	go func() { defer j.wg.Done(); j.writeLoop() }()
 	go func() { defer j.wg.Done(); j.applyLoop() }()
 	go func() { defer j.wg.Done(); j.checkpointLoop() }()

@@ -15,6 +15,9 @@ type MemDisk struct {
 	// Fail, when set, is asked before every operation ("write", "trim",
 	// "zero", "sync"); an error fails it without effect.
 	Fail func(op string) error
+	// SyncDelay, when set, runs at the start of Sync, unlocked: writes made
+	// meanwhile are made durable by that Sync, as a slow sync may do.
+	SyncDelay func()
 }
 
 // NewMemDisk returns a zeroed disk of size bytes.
@@ -65,6 +68,9 @@ func (d *MemDisk) zero(op string, off, n int64) error {
 }
 
 func (d *MemDisk) Sync() error {
+	if d.SyncDelay != nil {
+		d.SyncDelay()
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.check("sync", 0, 0); err != nil {

@@ -28,10 +28,11 @@ type batch struct {
 	needSync bool  // a FUA record, a sync or a checkpoint is in it
 	records  bool  // at least one record
 	ckpt     bool  // a checkpoint marker is in it
-	// A checkpoint batch is synced (synced done) before the applier syncs the
-	// disk. In other needSync batches the writer and the applier each count
-	// left down once done, and the last completes the FUA records. syncErr is
-	// set before either.
+	// synced is done once a needSync batch is synced: the applier waits for
+	// it before a checkpoint and while the disk syncs. In needSync batches
+	// without a checkpoint the writer and the applier each count left down
+	// once done, and the last completes the FUA records. syncErr is set
+	// before either.
 	synced  sync.WaitGroup
 	left    atomic.Int32
 	syncErr error
@@ -142,7 +143,8 @@ func (j *Journal) takeLocked(b *batch) {
 			b.bytes += int64(it.rec.EncodedLen())
 			b.records = true
 		}
-		b.needSync = b.needSync || it.fua || it.syncDone != nil || it.ckptDone != nil
+		b.needSync = b.needSync || it.fua || it.syncDone != nil || it.ckptDone != nil ||
+			it.isRecord() && j.diskSyncing.Load()
 		b.ckpt = b.ckpt || it.ckptDone != nil
 		n++
 	}
@@ -166,10 +168,8 @@ func (j *Journal) writeBatch(b *batch) {
 		}
 	}
 	needSync, toApplier := b.needSync, b.records || b.ckpt
-	switch {
-	case needSync && b.ckpt:
+	if needSync && toApplier {
 		b.synced.Add(1)
-	case needSync:
 		b.left.Store(2)
 	}
 	if toApplier {
@@ -261,12 +261,13 @@ func (j *Journal) syncBatch(b *batch, applied bool) {
 		}
 	}
 	b.syncErr = err
-	switch { // the applier may recycle b once told
-	case !applied:
+	if !applied {
 		b.recycle()
-	case b.ckpt:
-		b.synced.Done()
-	case b.finish():
+		return
+	}
+	ckpt := b.ckpt
+	b.synced.Done() // the applier may recycle a checkpoint batch from here on
+	if !ckpt && b.finish() {
 		b.completeFUA()
 		b.recycle()
 	}
