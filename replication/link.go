@@ -61,7 +61,11 @@ type link struct {
 	// SyncSource waits for it before it starts).
 	peerBitmap     chan struct{}
 	peerBitmapOnce sync.Once
-	closeOnce      sync.Once
+	// sums carries the peer's checksum replies to compareSums, which
+	// holds sumMu: one comparison at a time.
+	sums      chan []byte
+	sumMu     sync.Mutex
+	closeOnce sync.Once
 
 	// Receiving side (the peer of a Primary): what to acknowledge.
 	lastRecv     uint64        // journal seq of the last record read; receiver only
@@ -92,7 +96,8 @@ type pending struct {
 
 func newLink(res *Resource, conn net.Conn, remote wire.Hello) *link {
 	l := &link{res: res, conn: conn, remote: remote, proto: res.cfg.Protocol,
-		kick: make(chan struct{}, 1), closed: make(chan struct{}), peerBitmap: make(chan struct{})}
+		kick: make(chan struct{}, 1), closed: make(chan struct{}), peerBitmap: make(chan struct{}),
+		sums: make(chan []byte, 1)}
 	l.lastFrame.Store(time.Now().UnixNano())
 	return l
 }

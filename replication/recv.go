@@ -80,6 +80,14 @@ func (l *link) handle(f wire.Frame) error {
 		if err := l.res.oos.merge(f.Body); err != nil {
 			return fmt.Errorf("%w: %v", ErrLinkDown, err)
 		}
+	case wire.TypeSumRequest:
+		return l.answerSums(f.Body)
+	case wire.TypeSums:
+		select {
+		case l.sums <- append([]byte(nil), f.Body...):
+		default:
+			return fmt.Errorf("%w: checksums nobody asked for", ErrLinkDown)
+		}
 	case wire.TypeSyncDone:
 		return l.res.syncDone(l, f.Body)
 	default:

@@ -100,6 +100,7 @@ type Resource struct {
 	replRecv     atomic.Uint64 // raw bytes received from the peer
 	replRaw      atomic.Uint64 // raw bytes of links that are gone
 	replWire     atomic.Uint64 // bytes written by links that are gone
+	resyncWire   atomic.Uint64 // bytes of resync traffic: records, checksums, journal tails
 	// peerSeq is the journal seq up to which the peer holds what this
 	// node's journal holds: acknowledged writes of a Primary, records
 	// journaled from the peer on a Secondary. Saved with the bitmap.

@@ -82,7 +82,7 @@ func (r *Resource) Status() Status {
 	}
 	lagRecords, lagBytes := st.Stats.ReplLagRecords, st.Stats.ReplLagBytes
 	st.Stats = StatsStatus{ReplLagRecords: lagRecords, ReplLagBytes: lagBytes, Writes: r.writes.Load(), BytesWritten: r.bytesWritten.Load(),
-		ReplBytesRaw: raw, ReplBytesWire: wireBytes, ResyncBytesWire: uint64(r.resync.wire),
+		ReplBytesRaw: raw, ReplBytesWire: wireBytes, ResyncBytesWire: r.resyncWire.Load(),
 		OutOfSyncBytes: uint64(r.oos.bytes()), ReplBytesRecv: r.replRecv.Load()}
 	return st
 }

@@ -11,7 +11,6 @@ import (
 type resyncState struct {
 	source, target bool
 	total, done    int64 // bytes
-	wire           int64 // bytes of resync frames sent
 	started        time.Time
 }
 
@@ -42,11 +41,17 @@ func (r *Resource) refuseOutcome(d Decision, remote wire.Hello) string {
 func (r *Resource) startSync(l *link, d Decision) {
 	switch d.Outcome {
 	case SyncSource:
-		if d.Full {
-			r.oos.mark(0, r.size)
-		}
 		r.wg.Add(1)
-		go func() { defer r.wg.Done(); r.resyncLoop(l) }()
+		go func() {
+			defer r.wg.Done()
+			if d.Full {
+				if _, err := r.compareSums(l); err != nil {
+					l.fail(fmt.Errorf("%w: full sync: %v", ErrLinkDown, err))
+					return
+				}
+			}
+			r.resyncLoop(l)
+		}()
 	case SyncTarget:
 		r.mu.Lock()
 		if d.Full { // the peer's bitmap does not cover what this node has apart
@@ -144,9 +149,7 @@ func (r *Resource) sendRun(l *link, reg int64, buf []byte) (int64, error) {
 	if !sent {
 		return 0, ErrLinkDown
 	}
-	r.mu.Lock()
-	r.resync.wire += int64(wireRecordHeader + len(rec.Payload))
-	r.mu.Unlock()
+	r.resyncWire.Add(uint64(wireRecordHeader + len(rec.Payload)))
 	return n, nil
 }
 

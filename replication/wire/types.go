@@ -26,6 +26,8 @@ const (
 
 	// Resync: 32-63. Reserved for frames to come:
 	//   32 SyncRequest, 33 Checksums, 34 RegionData, 35 BitmapChunk.
+	TypeSumRequest  Type = 32 // uint64 first block + uint32 count: send their checksums
+	TypeSums        Type = 33 // uint64 first block + 16 bytes of SHA-256 per 64 KiB block
 	TypeBitmapChunk Type = 35 // uint64 first word index + bitmap words; flag 1: the last chunk
 	TypeSyncDone    Type = 36 // uint64: the source's current generation id; the target is UpToDate
 	// 64-255 unassigned.
@@ -43,6 +45,8 @@ var typeNames = map[Type]string{
 	TypeBarrier:     "barrier",
 	TypeAck:         "ack",
 	TypeRecords:     "records",
+	TypeSumRequest:  "sum-request",
+	TypeSums:        "sums",
 	TypeBitmapChunk: "bitmap-chunk",
 	TypeSyncDone:    "sync-done",
 }

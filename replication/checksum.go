@@ -1,0 +1,107 @@
+package replication
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/nbdmirror/nbdmirror/replication/wire"
+)
+
+// A checksum comparison asks the peer for the checksums of a run of
+// blocks, computes its own, and marks the blocks that differ. A full sync
+// runs it over the whole disk before sending anything, so identical and
+// zero regions never cross the wire; verify runs it while I/O goes on.
+const (
+	sumBlock  = 64 << 10 // bytes a checksum covers
+	sumSize   = 16       // bytes of SHA-256 kept per block
+	sumBlocks = 1024     // blocks per request: 64 MiB
+)
+
+// appendSumRequest appends a SumRequest frame: checksums of count blocks
+// from first.
+func appendSumRequest(first uint64, count uint32) []byte {
+	body := binary.LittleEndian.AppendUint64(nil, first)
+	body = binary.LittleEndian.AppendUint32(body, count)
+	f, _ := wire.AppendFrame(nil, wire.TypeSumRequest, 0, body)
+	return f
+}
+
+// blockSums reads count blocks from first and returns their checksums.
+func (r *Resource) blockSums(first, count uint64, buf []byte) ([]byte, error) {
+	sums := make([]byte, 0, count*sumSize)
+	for b := first; b < first+count; b++ {
+		off := int64(b) * sumBlock
+		n := min(sumBlock, r.size-off)
+		if _, err := r.disk.ReadAt(buf[:n], off); err != nil {
+			return nil, err
+		}
+		h := sha256.Sum256(buf[:n])
+		sums = append(sums, h[:sumSize]...)
+	}
+	return sums, nil
+}
+
+// answerSums serves a SumRequest from the peer, off the receive loop.
+func (l *link) answerSums(body []byte) error {
+	if len(body) != 12 {
+		return fmt.Errorf("%w: sum request of %d bytes", ErrLinkDown, len(body))
+	}
+	first, count := binary.LittleEndian.Uint64(body), uint64(binary.LittleEndian.Uint32(body[8:]))
+	blocks := uint64((l.res.size + sumBlock - 1) / sumBlock)
+	if count > sumBlocks || first > blocks || count > blocks-first {
+		return fmt.Errorf("%w: sum request for blocks [%d, +%d) of %d", ErrLinkDown, first, count, blocks)
+	}
+	go func() {
+		sums, err := l.res.blockSums(first, count, make([]byte, sumBlock))
+		if err != nil {
+			l.fail(fmt.Errorf("%w: checksums: %v", ErrLinkDown, err))
+			return
+		}
+		reply := binary.LittleEndian.AppendUint64(nil, first)
+		f, _ := wire.AppendFrame(nil, wire.TypeSums, 0, append(reply, sums...))
+		l.queue(f)
+	}()
+	return nil
+}
+
+// compareSums compares every block of the disk with the peer's and marks
+// the regions of those that differ. It returns the bytes marked.
+func (r *Resource) compareSums(l *link) (int64, error) {
+	l.sumMu.Lock()
+	defer l.sumMu.Unlock()
+	blocks := uint64((r.size + sumBlock - 1) / sumBlock)
+	buf := make([]byte, sumBlock)
+	var marked int64
+	for first := uint64(0); first < blocks; first += sumBlocks {
+		count := min(sumBlocks, blocks-first)
+		l.queue(appendSumRequest(first, uint32(count)))
+		mine, err := r.blockSums(first, count, buf)
+		if err != nil {
+			return marked, err
+		}
+		var theirs []byte
+		select {
+		case theirs = <-l.sums:
+		case <-l.closed:
+			return marked, ErrLinkDown
+		case <-time.After(10 * r.cfg.PeerTimeout):
+			return marked, fmt.Errorf("%w: no checksums from the peer", ErrLinkDown)
+		}
+		if len(theirs) != 8+len(mine) || binary.LittleEndian.Uint64(theirs) != first {
+			return marked, fmt.Errorf("%w: checksums for the wrong blocks", ErrLinkDown)
+		}
+		// Both directions of the exchange count as resync traffic.
+		r.resyncWire.Add(uint64(2*wire.HeaderSize + 12 + len(theirs)))
+		for i := range count {
+			if string(mine[i*sumSize:(i+1)*sumSize]) != string(theirs[8+i*sumSize:8+(i+1)*sumSize]) {
+				off := int64(first+i) * sumBlock
+				n := min(sumBlock, r.size-off)
+				r.oos.mark(off, n)
+				marked += n
+			}
+		}
+	}
+	return marked, nil
+}
