@@ -16,6 +16,7 @@ type writer struct {
 	off      int64    // end of the whole frames in f
 	dirty    bool     // f has writes not yet synced
 	recycled bool     // f is a recycled file: old data may follow off
+	started  int64    // f is being written back up to here (startWriteback)
 	iov      [][]byte // scratch for one pwritev
 	padHdr   [HeaderSize]byte
 }
@@ -223,10 +224,30 @@ func (j *Journal) writeRecords(b *batch) error {
 	}
 	w.off += size
 	w.dirty = true
+	j.startWriteback()
 	w.seg.publish(w.off, last)
 	j.writtenSeq.Store(last)
 	j.st.batches.Add(1)
 	return nil
+}
+
+// writebackStep is how much of a segment is written before the writer asks
+// the kernel to start writing it back, so that the fdatasync at rotation (or
+// a FUA write's) finds little left to do.
+const writebackStep = 4 << 20
+
+// startWriteback asks the kernel to start writing back what the segment
+// holds beyond the last such request, once that is writebackStep or more.
+func (j *Journal) startWriteback() {
+	w := &j.w
+	ws, ok := w.f.(vfs.WritebackStarter)
+	if !ok || w.off-w.started < writebackStep {
+		return
+	}
+	if err := ws.StartWriteback(w.started, w.off-w.started); err != nil {
+		j.log.Debug("journal: start writeback", "segment", w.seg.name, "err", err)
+	}
+	w.started = w.off
 }
 
 // undoWrite cuts a failed write off the segment so the journal stays whole.

@@ -84,6 +84,12 @@ func (f *osFile) Sync() error {
 	}
 }
 
+// StartWriteback starts writing [off, off+n) back to the device
+// (sync_file_range with SYNC_FILE_RANGE_WRITE) and does not wait for it.
+func (f *osFile) StartWriteback(off, n int64) error {
+	return unix.SyncFileRange(f.fd, off, n, unix.SYNC_FILE_RANGE_WRITE)
+}
+
 func (f *osFile) Size() (int64, error) {
 	fi, err := f.File.Stat()
 	if err != nil {

@@ -69,6 +69,13 @@ type VectorWriter interface {
 	WritevAt(bufs [][]byte, off int64) (int, error)
 }
 
+// WritebackStarter is implemented by files that can start writing a range
+// back to the device without waiting for it (sync_file_range), so that a
+// later Sync has less to do.
+type WritebackStarter interface {
+	StartWriteback(off, n int64) error
+}
+
 // WriteBuffersAt writes bufs one after another at off, with one pwritev where
 // f supports it. It returns the number of bytes written and the first error.
 func WriteBuffersAt(f File, bufs [][]byte, off int64) (int, error) {
