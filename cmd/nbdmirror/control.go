@@ -52,6 +52,7 @@ func listenControl(path string, d *daemon) (*controlServer, error) {
 	})
 	mux.HandleFunc("POST /role", d.handleRole)
 	mux.HandleFunc("POST /resolve", d.handleResolve)
+	mux.HandleFunc("POST /verify", d.handleVerify)
 	mux.HandleFunc("POST /connect", func(w http.ResponseWriter, r *http.Request) {
 		d.res.Connect()
 		writeJSON(w, http.StatusOK, d.status())
@@ -111,7 +112,7 @@ type controlClient struct {
 
 func newControlClient(path string) *controlClient {
 	return &controlClient{path: path, http: &http.Client{
-		Timeout: 10 * time.Second,
+		Timeout: 10 * time.Minute, // verify reads the whole disk
 		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)

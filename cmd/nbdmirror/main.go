@@ -32,6 +32,7 @@ var commands = map[string]func(args []string, stdout io.Writer) error{
 	"connect":    runLinkCommand("connect"),
 	"disconnect": runLinkCommand("disconnect"),
 	"resolve":    runResolve,
+	"verify":     runVerify,
 	"attach":     runAttach,
 	"detach":     runDetach,
 }
@@ -45,6 +46,7 @@ commands:
   connect     connect to the peer again after a disconnect
   disconnect  drop the link to the peer and stay StandAlone
   resolve     --discard-my-data: after a split brain, take the peer's data
+  verify      compare every block with the peer's; mark the ones that differ
   attach      --nbd ADDR [--export NAME] /dev/nbdN: connect a kernel NBD device
   detach      /dev/nbdN: disconnect it
 

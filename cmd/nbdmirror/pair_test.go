@@ -2,10 +2,10 @@ package main
 
 import (
 	"bytes"
-	be "encoding/binary"
-	"fmt"
 	"context"
 	"crypto/sha256"
+	be "encoding/binary"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"

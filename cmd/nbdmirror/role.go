@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -167,4 +168,39 @@ func (d *daemon) setRole(ctx context.Context, role wire.Role, force bool) error 
 		}
 	}
 	return d.res.SetRole(role, force)
+}
+
+func (d *daemon) handleVerify(w http.ResponseWriter, r *http.Request) {
+	res, err := d.res.Verify()
+	if err != nil {
+		code := http.StatusInternalServerError
+		if errors.Is(err, replication.ErrRefused) {
+			code = http.StatusConflict
+		}
+		writeJSON(w, code, map[string]string{"error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func runVerify(args []string, stdout io.Writer) error {
+	fs, control, name := controlFlags("verify")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	c, err := parseClient(fs, control, name, args, stdout, "verify [--json] [--control PATH]")
+	if err != nil {
+		return err
+	}
+	var res replication.VerifyResult
+	if err := c.post("/verify", nil, &res); err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(res)
+	}
+	fmt.Fprintf(stdout, "verified %s: %s differ", humanBytes(res.CheckedBytes), humanBytes(res.DifferentBytes))
+	if res.DifferentBytes > 0 {
+		fmt.Fprint(stdout, " (marked out of sync: disconnect and connect to resync them)")
+	}
+	fmt.Fprintln(stdout)
+	return nil
 }

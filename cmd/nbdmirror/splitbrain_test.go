@@ -161,3 +161,34 @@ func TestInitialSyncOfIdenticalImagesMovesChecksums(t *testing.T) {
 	}
 	stopPair(t, a, b)
 }
+
+// TestVerifyFindsAndResyncRepairs alters a block of the Secondary's disk
+// behind the daemon's back: verify finds it, and the next resync repairs it.
+func TestVerifyFindsAndResyncRepairs(t *testing.T) {
+	a, b := newPair(t, "32M", nil, nil)
+	a.start()
+	b.start()
+	a.waitFor("connected", 10*time.Second, established)
+	writeBlock(t, a, 1<<20, 0x11)
+	out := ctl(t, a, "verify")
+	if !strings.Contains(out, "0B differ") {
+		t.Fatalf("verify of an intact pair: %s", out)
+	}
+	f, err := os.OpenFile(b.disk, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt(bytes.Repeat([]byte{0xee}, 512), 5<<20+100)
+	f.Close()
+	out = ctl(t, a, "verify")
+	if !strings.Contains(out, "64.0KiB differ") {
+		t.Fatalf("verify after a block changed behind the daemon: %s", out)
+	}
+	if st := a.status(); st.Stats.OutOfSyncBytes != 64<<10 {
+		t.Fatalf("verify marked %d bytes", st.Stats.OutOfSyncBytes)
+	}
+	ctl(t, a, "disconnect")
+	ctl(t, a, "connect")
+	a.waitFor("repaired", 30*time.Second, func(st Status) bool { return established(st) && st.Stats.OutOfSyncBytes == 0 })
+	stopPair(t, a, b)
+}
