@@ -77,6 +77,16 @@ func TestInconsistentTargetIsNotPromoted(t *testing.T) {
 	b.waitFor("SyncTarget", 10*time.Second, func(st Status) bool {
 		return st.Peer.Replication == "SyncTarget" && st.Disk == "Inconsistent"
 	})
+	watch := exec.Command(binary, "status", "--watch", "--interval", "100ms", "--control", a.control)
+	var shown bytes.Buffer
+	watch.Stdout = &shown
+	watch.Start()
+	time.Sleep(time.Second)
+	watch.Process.Signal(os.Interrupt)
+	watch.Wait()
+	if !strings.Contains(shown.String(), "SyncSource: resync") || !strings.Contains(shown.String(), "%") {
+		t.Fatalf("status --watch during a resync showed:\n%s", shown.String())
+	}
 	a.kill()
 	if out := ctlErr(t, b, "role", "primary"); !strings.Contains(out, "Inconsistent") {
 		t.Fatalf("promotion of an Inconsistent disk: %s", out)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/nbdmirror/nbdmirror/replication"
 )
@@ -49,9 +50,14 @@ func (d *daemon) status() Status {
 func runStatus(args []string, stdout io.Writer) error {
 	fs, control, name := controlFlags("status")
 	asJSON := fs.Bool("json", false, "print the machine-readable status")
-	c, err := parseClient(fs, control, name, args, stdout, "status [--json] [--control PATH]")
+	watch := fs.Bool("watch", false, "keep printing; a running resync shows as a progress bar with rate and ETA")
+	interval := fs.Duration("interval", time.Second, "how often --watch asks")
+	c, err := parseClient(fs, control, name, args, stdout, "status [--json] [--watch] [--control PATH]")
 	if err != nil {
 		return err
+	}
+	if *watch {
+		return watchStatus(c, stdout, *interval)
 	}
 	var st Status
 	if err := c.get("/status", &st); err != nil {
