@@ -22,6 +22,15 @@
 //     of old segments beyond RetainBytes, back-pressure at MaxBytes, and
 //     recovery at Open.
 //
+// # Goroutines
+//
+// Open starts: the writer (owns the active segment file: writes, syncs,
+// rotates), the applier (owns applying to the Disk, completes records), the
+// disk syncer (a checkpoint's Disk.Sync, so applying goes on meanwhile), the
+// checkpoint loop (every CheckpointInterval, and when the journal fills up)
+// and, for a fresh journal, one that prepares spare segment files. Appenders
+// only queue; compression and checksums run in their goroutines.
+//
 // # Record frame (frozen)
 //
 // Every frame starts at an 8-byte aligned offset of its segment, and its
