@@ -53,7 +53,7 @@ type Journal struct {
 	applyq   chan *batch   // writer to applier, in seq order
 	diskq    chan diskSync // applier to disk syncer
 	ckptKick chan struct{} // cap 1: the journal passed its high-water mark
-	stop     chan struct{} // closed by Close: the checkpoint loop exits
+	stop     chan struct{} // closed by Close: the checkpoint loop and spare preparation stop
 	wg       sync.WaitGroup
 
 	lastSeq     atomic.Uint64 // last seq assigned
