@@ -158,6 +158,17 @@ func (b *bitmap) merge(body []byte) error {
 	return nil
 }
 
+// subtract clears every bit set in o (a bitmap of the same size).
+func (b *bitmap) subtract(o *bitmap) {
+	words := o.snapshot()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i, w := range words {
+		b.count -= bits.OnesCount64(b.words[i] & w)
+		b.words[i] &^= w
+	}
+}
+
 // reset clears every bit.
 func (b *bitmap) reset() {
 	b.mu.Lock()

@@ -98,7 +98,8 @@ func sharesHistory(l, r wire.GenIDs) bool {
 // depends on.
 type side struct {
 	primary bool
-	dirty   bool // its bitmap marks regions the other may lack
+	dirty   bool // it holds regions the other may lack: its bitmap, or records past the other's last
+	wrote   bool // its bitmap marks regions: it wrote while apart
 	id      uint64
 }
 
@@ -137,9 +138,9 @@ const (
 // side's bitmap holds everything that differs.
 func discardZeroChanges(l, r side) Decision {
 	switch {
-	case l.dirty && !r.dirty:
+	case l.wrote && !r.wrote:
 		return Decision{Outcome: SyncSource}
-	case !l.dirty && r.dirty:
+	case !l.wrote && r.wrote:
 		return Decision{Outcome: SyncTarget}
 	}
 	return Decision{Outcome: SplitBrain}

@@ -90,7 +90,7 @@ func TestDirtyDirection(t *testing.T) {
 }
 
 func TestDiscardZeroChanges(t *testing.T) {
-	wrote, idle := side{dirty: true}, side{}
+	wrote, idle := side{dirty: true, wrote: true}, side{dirty: true}
 	if d := discardZeroChanges(wrote, idle); d != (Decision{Outcome: SyncSource}) {
 		t.Errorf("the side that wrote: %+v", d)
 	}

@@ -52,11 +52,15 @@ type link struct {
 	pending  []*pending // sent records waiting for their ack, seq ascending
 	seq      uint64     // last link seq handed out
 	lastSent uint64     // journal seq of the last record queued; written under Resource.order
-	acked    [4]uint64  // by wire.AckKind: highest cumulative ack seen
-	oldest   time.Time  // when the oldest pending record was queued
-	down     error      // set once: the link failed
-	kick     chan struct{}
-	closed   chan struct{}
+	// catchingUp: a journal tail is being replayed; writers journal only,
+	// the tail loop sends their records. Guarded by Resource.order.
+	catchingUp bool
+	tailFrom   uint64    // the first seq of the tail
+	acked      [4]uint64 // by wire.AckKind: highest cumulative ack seen
+	oldest     time.Time // when the oldest pending record was queued
+	down       error     // set once: the link failed
+	kick       chan struct{}
+	closed     chan struct{}
 	// peerBitmap is closed once the peer's bitmap has been merged (a
 	// SyncSource waits for it before it starts).
 	peerBitmap     chan struct{}
@@ -190,6 +194,17 @@ func (l *link) lag() (records, bytes uint64) {
 		}
 	}
 	return records, bytes
+}
+
+// pendingBytes is the disk bytes of records sent and not yet acknowledged.
+func (l *link) pendingBytes() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var n int64
+	for _, p := range l.pending {
+		n += p.length
+	}
+	return n
 }
 
 // ack applies a cumulative ack from the peer: every pending write it

@@ -30,7 +30,7 @@ type meta struct {
 
 // parseDiskState reads a disk state's name.
 func parseDiskState(s string) (wire.DiskState, error) {
-	for _, d := range []wire.DiskState{wire.UpToDate, wire.Inconsistent, wire.Outdated, wire.Diskless} {
+	for _, d := range []wire.DiskState{wire.UpToDate, wire.Inconsistent, wire.Outdated, wire.Diskless, wire.Consistent} {
 		if d.String() == s {
 			return d, nil
 		}

@@ -111,8 +111,10 @@ func (r *Resource) hello() wire.Hello {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	disk, _ := parseDiskState(r.meta.Disk)
+	// LastSeq is the last seq this node journaled or handed out (resync
+	// records take seqs without being journaled here).
 	h := wire.Hello{Resource: r.name, Size: uint64(r.size), NodeID: r.meta.NodeID, Role: r.role,
-		Disk: disk, Gen: r.meta.Gen, LastSeq: r.journal.LastSeq()}
+		Disk: disk, Gen: r.meta.Gen, LastSeq: max(r.journal.LastSeq(), r.seqFloor.Load())}
 	if r.meta.DiscardMyData {
 		h.Flags |= wire.DiscardMyData
 	}
@@ -165,7 +167,7 @@ func (r *Resource) meet(c net.Conn, dialer bool) bool {
 		r.logRefusal(c, err)
 		return false
 	}
-	r.attach(c, remote, d)
+	r.attach(c, hello, remote, d)
 	return true
 }
 
@@ -225,10 +227,11 @@ func (r *Resource) admitPeer(hello, remote wire.Hello) (Decision, wire.Reason, s
 	case old != nil && remote.NodeID != r.peer.NodeID:
 		return Decision{}, wire.ReasonBusy, "already connected to another node"
 	}
-	local := side{primary: r.role == wire.Primary, id: r.meta.NodeID,
-		dirty: hello.Flags&wire.HasOutOfSync != 0 || hello.LastSeq > remote.LastSeq}
-	peer := side{primary: remote.Role == wire.Primary, id: remote.NodeID,
-		dirty: remote.Flags&wire.HasOutOfSync != 0 || remote.LastSeq > hello.LastSeq}
+	lw, rw := hello.Flags&wire.HasOutOfSync != 0, remote.Flags&wire.HasOutOfSync != 0
+	local := side{primary: r.role == wire.Primary, id: r.meta.NodeID, wrote: lw,
+		dirty: lw || hello.LastSeq > remote.LastSeq}
+	peer := side{primary: remote.Role == wire.Primary, id: remote.NodeID, wrote: rw,
+		dirty: rw || remote.LastSeq > hello.LastSeq}
 	d := resolve(decide(r.meta.Gen, remote.Gen), r.meta.DiscardMyData, remote.Flags&wire.DiscardMyData != 0)
 	switch {
 	case d.Outcome == InSync:
@@ -258,12 +261,15 @@ func (r *Resource) endAdmit() {
 }
 
 // attach makes c the link and starts its goroutines.
-func (r *Resource) attach(c net.Conn, remote wire.Hello, d Decision) {
+func (r *Resource) attach(c net.Conn, hello, remote wire.Hello, d Decision) {
 	l := newLink(r, c, remote)
 	r.order.Lock()
+	if d.Outcome == SyncSource && !d.Full && r.tailCovers(hello, remote) {
+		l.catchingUp, l.tailFrom = true, remote.LastSeq+1
+	}
 	r.mu.Lock()
 	r.link, r.peer = l, remote
-	r.seqFloor = max(r.seqFloor, remote.LastSeq) // r.order held
+	r.seqFloor.Store(max(r.seqFloor.Load(), remote.LastSeq)) // r.order held
 	r.resync = resyncState{source: d.Outcome == SyncSource, target: d.Outcome == SyncTarget, started: time.Now()}
 	r.signalLinkChange()
 	r.mu.Unlock()

@@ -80,6 +80,8 @@ func (l *link) handle(f wire.Frame) error {
 		if err := l.res.oos.merge(f.Body); err != nil {
 			return fmt.Errorf("%w: %v", ErrLinkDown, err)
 		}
+	case wire.TypeSyncStart:
+		return l.res.startTarget(l, f.Body)
 	case wire.TypeSumRequest:
 		return l.answerSums(f.Body)
 	case wire.TypeSums:

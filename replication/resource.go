@@ -78,7 +78,7 @@ type Resource struct {
 	// link, so the peer receives records in journal order. It guards
 	// seqFloor: seqs are handed out under it (allocSeq).
 	order    sync.Mutex
-	seqFloor uint64
+	seqFloor atomic.Uint64 // written under order
 
 	// mu guards the node's state below. Writers read link under it; the
 	// connection goroutines and control commands change it.
@@ -220,6 +220,10 @@ func (r *Resource) append(rec *journal.Record, fua bool) error {
 	}
 	rec.Seq = r.allocSeq()
 	jseq := r.journal.Append(*rec, fua, w.localDone)
+	if l != nil && l.catchingUp {
+		r.oos.mark(rec.Offset, int64(rec.RawLen)) // cleared once the tail has carried it
+		l = nil
+	}
 	if l == nil || !l.sendRecord(rec, fua, func(acked bool) {
 		if acked {
 			storeMax(&r.peerSeq, jseq)
@@ -247,8 +251,9 @@ func (r *Resource) append(rec *journal.Record, fua bool) error {
 // journal's last and above everything the peer has seen. Resync records
 // take seqs too, without being journaled here. r.order held.
 func (r *Resource) allocSeq() uint64 {
-	r.seqFloor = max(r.seqFloor, r.journal.LastSeq()) + 1
-	return r.seqFloor
+	s := max(r.seqFloor.Load(), r.journal.LastSeq()) + 1
+	r.seqFloor.Store(s)
+	return s
 }
 
 // seqGap is how far a node promoted on its own moves its seqs on, so that
@@ -263,6 +268,9 @@ func (r *Resource) Sync() error {
 	w := newWaiter()
 	r.order.Lock()
 	l := r.currentLink()
+	if l != nil && l.catchingUp {
+		l = nil // the peer is catching up: only this journal's writes are promised
+	}
 	r.journal.Sync(func(err error) { w.localDone(0, err) })
 	if l == nil || !l.sendBarrier(func(bool) { w.peerDone() }) {
 		w.peerDone()

@@ -70,6 +70,8 @@ func (r *Resource) Status() Status {
 		raw += l.bytesRaw.Load()
 		wireBytes += l.bytesWire.Load()
 		switch {
+		case r.resync.source && r.resync.tail:
+			st.Peer.Replication, st.Peer.Disk = "SyncSource", wire.Consistent.String()
 		case r.resync.source:
 			st.Peer.Replication, st.Peer.Disk = "SyncSource", wire.Inconsistent.String()
 		case r.resync.target:
@@ -119,10 +121,13 @@ func (r *Resource) SetRole(role wire.Role, force bool) error {
 			return err
 		}
 	}
+	if role == wire.Primary && r.link == nil {
+		// Promoted alone: whatever it writes, the peer does not have, and
+		// its seqs must not meet those its old Primary may have used.
+		r.seqFloor.Store(max(r.seqFloor.Load(), r.journal.LastSeq()) + seqGap)
+	}
 	if role == wire.Primary && r.link == nil && r.meta.Gen.Bitmap == 0 {
-		// Promoted alone: whatever it writes, the peer does not have.
 		r.meta.newCurrent()
-		r.seqFloor = max(r.seqFloor, r.journal.LastSeq()) + seqGap
 		if err := saveMeta(r.cfg.MetaDir, r.meta); err != nil {
 			r.mu.Unlock()
 			r.order.Unlock()
@@ -150,7 +155,10 @@ func (r *Resource) canPromote(force bool) error {
 	if r.link != nil && r.peer.Role == wire.Primary {
 		return fmt.Errorf("%w: the peer is Primary", ErrRefused)
 	}
-	if r.meta.Disk != wire.UpToDate.String() && !force {
+	// A Consistent disk holds a state its peer really had (a journal tail
+	// cut short): older, but whole.
+	whole := r.meta.Disk == wire.UpToDate.String() || r.meta.Disk == wire.Consistent.String()
+	if !whole && !force {
 		return fmt.Errorf("%w: the disk is %s (a resync has not finished); --force promotes it anyway", ErrRefused, r.meta.Disk)
 	}
 	if r.meta.Disk != wire.UpToDate.String() {

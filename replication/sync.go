@@ -10,6 +10,7 @@ import (
 // resyncState is the progress of a resync on either side; Resource.mu guards it.
 type resyncState struct {
 	source, target bool
+	tail           bool  // the source replays its journal's tail
 	total, done    int64 // bytes
 	started        time.Time
 }
@@ -35,87 +36,100 @@ func (r *Resource) refuseOutcome(d Decision, remote wire.Hello) string {
 	return r.standAlone
 }
 
-// startSync begins what the decision asks for on a new link. A target
-// first sends its own bitmap: regions it wrote that the source may not have
-// (a crashed Primary's last writes) are taken from the source too.
+// startSync begins what the decision asks for on a new link. The source
+// says how it syncs (SyncStart); the target answers a bitmap sync with its
+// own bitmap (see startTarget).
 func (r *Resource) startSync(l *link, d Decision) {
-	switch d.Outcome {
-	case SyncSource:
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			if d.Full {
-				if _, err := r.compareSums(l); err != nil {
-					l.fail(fmt.Errorf("%w: full sync: %v", ErrLinkDown, err))
-					return
-				}
-			}
-			r.resyncLoop(l)
-		}()
-	case SyncTarget:
-		r.mu.Lock()
-		if d.Full { // the peer's bitmap does not cover what this node has apart
-			r.meta.Gen.Bitmap = 0
-		}
-		r.meta.Disk = wire.Inconsistent.String()
-		err := saveMeta(r.cfg.MetaDir, r.meta)
-		r.mu.Unlock()
-		if err != nil {
-			l.fail(fmt.Errorf("%w: %v", ErrLinkDown, err))
-			return
-		}
-		for _, f := range r.oos.chunks() {
-			l.queue(f)
-		}
-		end, _ := wire.AppendFrame(nil, wire.TypeBitmapChunk, bitmapEnd, nil)
-		l.queue(end)
+	if d.Outcome != SyncSource {
+		return
 	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		if err := r.runSource(l, d); err != nil {
+			l.fail(fmt.Errorf("%w: resync: %v", ErrLinkDown, err))
+		}
+	}()
+}
+
+// runSource drives a sync from this node: the journal's tail when it covers
+// the peer's gap, else the bitmap, after a checksum comparison for a full
+// sync.
+func (r *Resource) runSource(l *link, d Decision) error {
+	if l.catchingUp {
+		r.mu.Lock()
+		r.resync.tail = true
+		r.mu.Unlock()
+		l.queue(appendSyncStart(syncTail, false))
+		if err := r.tailLoop(l, l.tailFrom); err != nil {
+			return err
+		}
+		if r.oos.bytes() == 0 {
+			return r.finishSource(l)
+		}
+		r.mu.Lock()
+		r.resync.tail = false
+		r.mu.Unlock()
+		l.queue(appendSyncStart(syncBitmap, false)) // marks the tail did not cover
+	} else {
+		l.queue(appendSyncStart(syncBitmap, d.Full))
+	}
+	if d.Full {
+		if _, err := r.compareSums(l); err != nil {
+			return err
+		}
+	}
+	return r.resyncLoop(l)
 }
 
 // resyncLoop waits for the target's bitmap, then sends every out-of-sync
-// region once, then SyncDone and a barrier. A region's bit is cleared when
-// the peer acknowledges it; when the barrier's ack comes back the peer is
-// UpToDate. Each region is read and queued under Resource.order after the
+// region once. A region's bit is cleared when the peer acknowledges it.
+// Each run of regions is read and queued under Resource.order after the
 // journal has applied everything before it, so no write can slip between
 // the read and the send and be overwritten on the peer by older data.
-func (r *Resource) resyncLoop(l *link) {
+func (r *Resource) resyncLoop(l *link) error {
 	select {
 	case <-l.peerBitmap:
 	case <-l.closed:
-		return
+		return ErrLinkDown
 	}
 	r.mu.Lock()
-	r.resync.total = r.oos.bytes()
+	r.resync.total = r.resync.done + r.oos.bytes()
 	r.mu.Unlock()
 	pace := newPacer(r.cfg.ResyncRate)
 	buf := make([]byte, maxRun*RegionSize)
 	for reg := r.oos.next(0); reg >= 0; {
 		if l.isDown() {
-			return
+			return ErrLinkDown
 		}
 		n, err := r.sendRun(l, reg, buf)
 		if err != nil {
-			l.fail(fmt.Errorf("%w: resync: %v", ErrLinkDown, err))
-			return
+			return err
 		}
 		pace.wait(n, l.closed)
 		reg = r.oos.next(reg + (n+RegionSize-1)/RegionSize)
 	}
+	return r.finishSource(l)
+}
+
+// finishSource sends SyncDone and a barrier; when the barrier's ack comes
+// back the peer is UpToDate.
+func (r *Resource) finishSource(l *link) error {
 	r.order.Lock()
+	defer r.order.Unlock()
 	r.mu.Lock()
 	gen := r.meta.Gen.Current
 	r.mu.Unlock()
 	l.queue(wire.AppendSyncDone(nil, gen))
-	ok := l.sendBarrier(func(acked bool) {
+	if !l.sendBarrier(func(acked bool) {
 		if acked {
 			r.wg.Add(1)
 			go func() { defer r.wg.Done(); r.sourceDone(l, gen) }()
 		}
-	})
-	r.order.Unlock()
-	if !ok {
-		r.log.Warn("resync interrupted before its end")
+	}) {
+		return ErrLinkDown
 	}
+	return nil
 }
 
 // sendRun sends the run of marked regions that starts at reg as one record

@@ -141,7 +141,7 @@ func (h *Hello) validate() error {
 		return malformed(TypeHello, "node id zero")
 	case h.Role != Primary && h.Role != Secondary:
 		return malformed(TypeHello, "unknown role %d", uint8(h.Role))
-	case h.Disk < UpToDate || h.Disk > Diskless:
+	case h.Disk < UpToDate || h.Disk > Consistent:
 		return malformed(TypeHello, "unknown disk state %d", uint8(h.Disk))
 	}
 	return nil

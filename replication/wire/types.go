@@ -28,6 +28,7 @@ const (
 	//   32 SyncRequest, 33 Checksums, 34 RegionData, 35 BitmapChunk.
 	TypeSumRequest  Type = 32 // uint64 first block + uint32 count: send their checksums
 	TypeSums        Type = 33 // uint64 first block + 16 bytes of SHA-256 per 64 KiB block
+	TypeSyncStart   Type = 34 // mode byte (1 bitmap, 2 journal tail) + full byte: how the source syncs
 	TypeBitmapChunk Type = 35 // uint64 first word index + bitmap words; flag 1: the last chunk
 	TypeSyncDone    Type = 36 // uint64: the source's current generation id; the target is UpToDate
 	// 64-255 unassigned.
@@ -47,6 +48,7 @@ var typeNames = map[Type]string{
 	TypeRecords:     "records",
 	TypeSumRequest:  "sum-request",
 	TypeSums:        "sums",
+	TypeSyncStart:   "sync-start",
 	TypeBitmapChunk: "bitmap-chunk",
 	TypeSyncDone:    "sync-done",
 }
@@ -89,6 +91,9 @@ const (
 	Inconsistent DiskState = 2 // resync target that has not finished
 	Outdated     DiskState = 3 // known to be stale
 	Diskless     DiskState = 4
+	// Consistent: behind its peer but crash-consistent, a state the peer
+	// really had (the target of a journal-tail sync).
+	Consistent DiskState = 5
 )
 
 func (d DiskState) String() string {
@@ -101,6 +106,8 @@ func (d DiskState) String() string {
 		return "Outdated"
 	case Diskless:
 		return "Diskless"
+	case Consistent:
+		return "Consistent"
 	}
 	return fmt.Sprintf("DiskState(%d)", uint8(d))
 }
