@@ -154,9 +154,8 @@ func (j *Journal) takeLocked(b *batch) {
 		return
 	}
 	b.items = append(b.items, j.queue[:n]...)
-	rest := copy(j.queue, j.queue[n:])
-	clear(j.queue[rest:])
-	j.queue = j.queue[:rest]
+	clear(j.queue[:n]) // no shifting: the rest moves up as the slice grows anew
+	j.queue = j.queue[n:]
 }
 
 // writeBatch writes b's records to the segment, hands b to the applier and
