@@ -8,9 +8,10 @@ import (
 // applier is the state of the goroutine that applies records to the disk.
 // Only that goroutine touches it (and recovery, before it runs).
 type applier struct {
-	scratch []byte        // decompression buffer
-	failed  error         // the first apply failure; later records are not applied
-	syncing chan struct{} // closed when the disk sync in flight ends; nil if none
+	scratch  []byte        // decompression buffer
+	failed   error         // the first apply failure; later records are not applied
+	coalesce []byte        // the data of consecutive writes, applied at once
+	syncing  chan struct{} // closed when the disk sync in flight ends; nil if none
 }
 
 // applyLoop is the applier goroutine: it applies every batch the writer hands
@@ -34,20 +35,24 @@ func (j *Journal) applyLoop() {
 func (j *Journal) applyBatch(a *applier, b *batch) {
 	j.holdForDiskSync(a, b)
 	var ckpt func(uint64, error)
-	for i := range b.items {
+	for i := 0; i < len(b.items); {
 		it := &b.items[i]
 		if it.ckptDone != nil {
 			ckpt = it.ckptDone
 		}
 		if !it.isRecord() {
+			i++
 			continue
 		}
-		err := j.applyOne(a, &it.rec)
-		if it.fua && err == nil {
-			continue // completed once synced
+		run := b.items[i : i+contiguous(b.items[i:])]
+		err := j.applyRun(a, run)
+		for k := range run {
+			if it := &run[k]; !it.fua || err != nil { // FUA: completed once synced
+				it.done(it.rec.Seq, err)
+				it.completed = true
+			}
 		}
-		it.done(it.rec.Seq, err)
-		it.completed = true
+		i += len(run)
 	}
 	switch {
 	case ckpt != nil:
@@ -73,6 +78,64 @@ func (b *batch) completeFUA() {
 			it.done(it.rec.Seq, b.syncErr)
 		}
 	}
+}
+
+// Small writes to consecutive disk ranges (a sequential stream) are applied
+// with one disk write of up to maxCoalesce bytes.
+const (
+	maxCoalesce    = 1 << 20
+	coalesceRecord = 64 << 10 // larger writes go alone
+)
+
+// contiguous is how many records from items[0] on are writes that follow
+// each other on the disk and together fit in maxCoalesce; at least 1.
+func contiguous(items []item) int {
+	n, size := 1, int64(items[0].rec.RawLen)
+	for ; n < len(items); n++ {
+		prev, r := &items[n-1].rec, &items[n].rec
+		size += int64(r.RawLen)
+		if !items[n].isRecord() || prev.Kind != KindWrite || r.Kind != KindWrite ||
+			r.Offset != prev.Offset+int64(prev.RawLen) || r.RawLen > coalesceRecord ||
+			prev.RawLen > coalesceRecord || size > maxCoalesce {
+			break
+		}
+	}
+	return n
+}
+
+// applyRun applies run (records from contiguous) unless an earlier apply
+// failed: one record as it is, more with one write of their data.
+func (j *Journal) applyRun(a *applier, run []item) error {
+	if len(run) == 1 || a.failed != nil {
+		return j.applyOne(a, &run[0].rec)
+	}
+	a.coalesce = a.coalesce[:0]
+	var err error
+	for k := range run {
+		var data []byte
+		if data, err = run[k].rec.rawData(a.scratch); err != nil {
+			break
+		}
+		if r := &run[k].rec; r.Codec != CodecNone && r.raw == nil {
+			a.scratch = data // keep the grown buffer
+		}
+		a.coalesce = append(a.coalesce, data...)
+	}
+	if err == nil {
+		var n int
+		n, err = j.disk.WriteAt(a.coalesce, run[0].rec.Offset)
+		if err == nil && n < len(a.coalesce) {
+			err = io.ErrShortWrite
+		}
+	}
+	last := run[len(run)-1].rec.Seq
+	if err != nil {
+		a.failed = fmt.Errorf("journal: apply seqs %d..%d to disk: %w", run[0].rec.Seq, last, err)
+		j.fail(a.failed)
+		return a.failed
+	}
+	j.appliedSeq.Store(last)
+	return nil
 }
 
 // applyOne applies r to the disk unless an earlier apply failed.

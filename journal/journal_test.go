@@ -1,9 +1,12 @@
 package journal
 
 import (
+	"bytes"
 	"errors"
+	"math/rand/v2"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nbdmirror/nbdmirror/journal/vfs"
 )
@@ -118,5 +121,44 @@ func TestAppendKeepsGivenSeq(t *testing.T) {
 		if got, err := r.Next(); err != nil || got.Seq != want {
 			t.Fatalf("read seq %d, %v; want %d", got.Seq, err, want)
 		}
+	}
+}
+
+// TestSequentialWritesCoalesce checks that consecutive small writes queued
+// together reach the disk in few writes, and land right.
+func TestSequentialWritesCoalesce(t *testing.T) {
+	disk := NewMemDisk(crashDiskSize)
+	var once sync.Once
+	disk.Fail = func(string) error { // hold the applier so that records queue up
+		once.Do(func() { time.Sleep(50 * time.Millisecond) })
+		return nil
+	}
+	j, err := Open(vfs.NewMem(), testDir, disk, testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	rnd := rand.New(rand.NewPCG(11, 11))
+	h := newHistory()
+	c := NewCompressor(CodecS2)
+	var wg sync.WaitGroup
+	for i := range 120 {
+		var data []byte
+		if i%2 == 0 {
+			data = compressible(rnd, 512)
+		} else {
+			data = randomBytes(rnd, 512)
+		}
+		off := int64(i%100) * 512
+		wg.Add(1)
+		seq := j.Append(c.Write(off, data), i%5 == 0, func(uint64, error) { wg.Done() })
+		h.add(seq, op{kind: KindWrite, off: off, n: 512, data: data})
+	}
+	wg.Wait()
+	if got, want := disk.Bytes(), h.image(t, crashDiskSize, 120); !bytes.Equal(got, want) {
+		t.Fatalf("coalesced writes landed wrong (first difference at %d)", firstDiff(got, want))
+	}
+	if disk.Writes() >= 120 {
+		t.Fatalf("%d disk writes for 120 consecutive records queued together", disk.Writes())
 	}
 }

@@ -12,6 +12,7 @@ type MemDisk struct {
 	data   []byte     // what reads see
 	synced []byte     // what a power loss keeps
 	syncs  int
+	writes int
 	// Fail, when set, is asked before every operation ("write", "trim",
 	// "zero", "sync"); an error fails it without effect.
 	Fail func(op string) error
@@ -41,6 +42,7 @@ func (d *MemDisk) WriteAt(p []byte, off int64) (int, error) {
 	if err := d.check("write", off, int64(len(p))); err != nil {
 		return 0, err
 	}
+	d.writes++
 	return copy(d.data[off:], p), nil
 }
 
@@ -86,6 +88,13 @@ func (d *MemDisk) Syncs() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.syncs
+}
+
+// Writes is the number of successful WriteAt calls.
+func (d *MemDisk) Writes() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.writes
 }
 
 // Bytes returns a copy of the disk's contents.
