@@ -152,11 +152,16 @@ func (s *schedule) burst(j *Journal, wg *sync.WaitGroup) {
 	for g := range 1 + s.rnd.IntN(4) {
 		rnd := rand.New(rand.NewPCG(s.rnd.Uint64(), uint64(g)))
 		count := 1 + rnd.IntN(8)
+		stream := rnd.IntN(3) == 0 // consecutive writes, which the applier coalesces
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			next := rnd.Int64N(crashDiskSize/512) * 512
 			for range count {
 				rec, o := randomOp(rnd, s.c, crashDiskSize)
+				if stream {
+					rec, o, next = streamOp(rnd, s.c, next)
+				}
 				fua := rnd.IntN(3) == 0
 				seq := j.Append(rec, fua, func(seq uint64, err error) { s.h.ack(seq, fua, err) })
 				s.h.add(seq, o)
@@ -186,6 +191,20 @@ func (s *schedule) crash() uint64 {
 	s.disk = s.disk.CrashWith(func() { fs = s.fs.CrashClone(rnd) })
 	s.fs = fs
 	return durable
+}
+
+// streamOp is a write at off, of 512 to 4096 bytes, wrapping at the end of
+// the disk; it returns where the next one goes.
+func streamOp(rnd *rand.Rand, c *Compressor, off int64) (Record, op, int64) {
+	n := int64(512 * (1 + rnd.IntN(8)))
+	if off+n > crashDiskSize {
+		off = 0
+	}
+	data := randomBytes(rnd, int(n))
+	if rnd.IntN(2) == 0 {
+		data = compressible(rnd, int(n))
+	}
+	return c.Write(off, data), op{kind: KindWrite, off: off, n: n, data: data}, off + n
 }
 
 // slowSync makes a disk sync last a little, so that the journal goes on
