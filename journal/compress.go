@@ -17,6 +17,8 @@ const (
 	CodecNone Codec = 0 // raw
 	CodecS2   Codec = 1 // s2 block format (github.com/klauspost/compress/s2)
 	CodecZstd Codec = 2 // one zstd frame without checksum
+
+	DefaultCodec = CodecS2
 )
 
 func (c Codec) String() string {
