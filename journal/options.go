@@ -33,18 +33,20 @@ const (
 
 // Options tune a Journal. The zero value takes every default.
 type Options struct {
-	// SegmentSize is the size at which the journal starts a new segment file.
+	// SegmentSize is the size at which the journal starts a new segment file
+	// (default 64 MiB, at most MaxBytes/4).
 	SegmentSize int64
 	// RetainBytes is how much of the journal before the checkpoint is kept for
-	// replay to a peer (NewReader). Negative keeps nothing.
+	// replay to a peer (NewReader): default 256 MiB, at most MaxBytes/2,
+	// negative keeps nothing. A journal past half its MaxBytes keeps less.
 	RetainBytes int64
-	// MaxBytes bounds the journal's size on disk (64 KiB at least; spare
-	// files come on top). Near it a checkpoint is forced; at it Append waits
-	// until a checkpoint frees space.
+	// MaxBytes bounds the journal's size on disk (default 1 GiB, 64 KiB at
+	// least; spare files come on top). Past three quarters of it a checkpoint
+	// is forced; at it Append waits until a checkpoint frees space.
 	MaxBytes int64
-	// CheckpointInterval is the time between periodic checkpoints. Negative
-	// disables them: checkpoints then happen on Checkpoint, on Close and when
-	// the journal fills up.
+	// CheckpointInterval is the time between periodic checkpoints (default
+	// 5s). Negative disables them: checkpoints then happen on Checkpoint, on
+	// Close and when the journal fills up.
 	CheckpointInterval time.Duration
 	// Spares is how many zero-filled spare segments Open prepares in the
 	// background when the journal has none (a fresh journal): writing into a
