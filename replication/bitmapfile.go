@@ -83,7 +83,12 @@ func (r *Resource) loadBitmap() (uint64, error) {
 // the journal no longer holds them, the whole disk is marked: a full sync
 // (comparing checksums) is the only safe answer.
 func (r *Resource) recoverMarks(seq uint64) error {
-	if seq >= r.journal.LastSeq() {
+	return r.markRange(seq, r.journal.LastSeq())
+}
+
+// markRange marks the regions of the journal records in (from, to].
+func (r *Resource) markRange(seq, to uint64) error {
+	if seq >= min(to, r.journal.LastSeq()) {
 		return nil
 	}
 	rd, err := r.journal.NewReader(seq + 1)
@@ -99,7 +104,7 @@ func (r *Resource) recoverMarks(seq uint64) error {
 	marked := 0
 	for {
 		rec, err := rd.Next()
-		if err == io.EOF {
+		if err == io.EOF || err == nil && rec.Seq > to {
 			break
 		}
 		if err != nil {

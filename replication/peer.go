@@ -146,10 +146,11 @@ func (r *Resource) meet(c net.Conn, dialer bool) bool {
 		c.Close() // both dial: the peer keeps the other connection
 		return false
 	}
-	// Records this journal holds past the peer's last are regions the peer
-	// lacks: a crashed Primary's peer may hold writes that never reached
-	// its own journal, and these are how both learn of them.
-	if err := r.recoverMarks(remote.LastSeq); err != nil {
+	// Records the peer acknowledged (up to peerSeq) but no longer holds are
+	// regions it lacks: a crashed Primary's peer may hold writes that
+	// never reached the Primary's own journal. Every later record is
+	// already in the bitmap: written apart, or pending when the link fell.
+	if err := r.markRange(remote.LastSeq, r.peerSeq.Load()); err != nil {
 		c.Close()
 		r.log.Error("marking the records the peer lacks", "err", err)
 		return false

@@ -177,6 +177,7 @@ func (r *Resource) sourceDone(l *link, gen uint64) {
 	}
 	r.meta.Gen.Bitmap = 0
 	r.resync.source = false
+	r.peer.Disk = wire.UpToDate
 	if err := saveMeta(r.cfg.MetaDir, r.meta); err != nil {
 		r.log.Error("saving metadata after resync", "err", err)
 	}
