@@ -24,6 +24,7 @@ type config struct {
 	ramp      time.Duration
 	size      int64
 	warm      bool   // read the images after dropping caches
+	resync    bool   // measure resync throughput on the pair-C images
 	dir       string // where the scratch dir goes; "" picks one
 	render    string // a results JSON to print again instead of running
 	out       string // results dir
@@ -44,6 +45,7 @@ func parseFlags(args []string, root string, stderr io.Writer) (config, error) {
 	dir := fs.String("dir", "", "directory for images (default: a temp dir on a disk-backed file system)")
 	out := fs.String("out", filepath.Join(root, "bench", "results"), "results directory")
 	render := fs.String("render", "", "print the markdown of an earlier results JSON and exit")
+	resync := fs.Bool("resync", true, "after the fio runs, measure resync throughput of pair-C (when it runs)")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
@@ -62,7 +64,7 @@ func parseFlags(args []string, root string, stderr io.Writer) (config, error) {
 		return config{}, err
 	}
 	cfg := config{systems: sys, workloads: splitList(*workloadsFlag), reps: *reps,
-		runtime: time.Duration(runtime), ramp: time.Duration(ramp), size: size, warm: *warm, dir: *dir, out: *out}
+		runtime: time.Duration(runtime), ramp: time.Duration(ramp), size: size, warm: *warm, dir: *dir, out: *out, resync: *resync}
 	return cfg, cfg.check(root)
 }
 

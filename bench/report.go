@@ -13,12 +13,13 @@ import (
 // Results is everything one run of the harness measured, as written to
 // bench/results/DATE-TIME.json.
 type Results struct {
-	Date    time.Time `json:"date"`
-	Machine Machine   `json:"machine"`
-	Params  Params    `json:"params"`
-	Notes   []string  `json:"notes,omitempty"`
-	Cells   []*Cell   `json:"cells"`
-	Ratios  []Ratio   `json:"ratios"`
+	Date    time.Time       `json:"date"`
+	Machine Machine         `json:"machine"`
+	Params  Params          `json:"params"`
+	Notes   []string        `json:"notes,omitempty"`
+	Cells   []*Cell         `json:"cells"`
+	Ratios  []Ratio         `json:"ratios"`
+	Resyncs []*ResyncResult `json:"resyncs,omitempty"`
 }
 
 // Params are the knobs of the run.
@@ -177,6 +178,7 @@ func writeMarkdown(w io.Writer, r *Results) {
 		"time of the server processes per GiB read or written. Ratio rows are system / baseline "+
 		"on the medians (for latencies and CPU, lower is better).\n\n")
 	writeTable(w, r)
+	writeResyncTable(w, r.Resyncs)
 }
 
 // render prints the markdown of a results file written by save.

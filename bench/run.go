@@ -22,6 +22,8 @@ type bench struct {
 	machine Machine
 	cells   []*Cell
 	notes   []string
+
+	resyncResults []*ResyncResult
 }
 
 func run(ctx context.Context, args []string) error {
@@ -58,6 +60,9 @@ func run(ctx context.Context, args []string) error {
 	if err := b.turns(ctx); err != nil {
 		os.RemoveAll(b.rawDir)
 		return err
+	}
+	if b.cfg.resync && slices.ContainsFunc(b.cfg.systems, func(s system) bool { return s.name == "pair-C" }) {
+		b.resyncResults = b.resyncs(ctx)
 	}
 	return b.report(start, stamp)
 }
@@ -240,12 +245,13 @@ func (b *bench) report(start time.Time, stamp string) error {
 	}
 	b.machine.LoadEnd = loadAvg()
 	r := &Results{Date: start, Machine: b.machine, Notes: b.notes, Params: b.params(), Cells: b.cells,
-		Ratios: ratios(b.cells, pairs)}
+		Ratios: ratios(b.cells, pairs), Resyncs: b.resyncResults}
 	path, err := save(b.cfg.out, stamp, r)
 	if err != nil {
 		return err
 	}
 	writeTable(os.Stdout, r)
+	writeResyncTable(os.Stdout, r.Resyncs)
 	for _, n := range b.notes {
 		fmt.Printf("\nnote: %s\n", n)
 	}

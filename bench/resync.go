@@ -1,0 +1,158 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"time"
+)
+
+// A resync measurement: a pair (protocol C) whose Secondary is disconnected
+// while the Primary writes, then reconnected; the time from connect until
+// nothing is out of sync gives the resync throughput. With the default
+// journal retention, 1 GiB written apart is beyond the journal: the bitmap
+// drives the resync. 192 MiB stays within it: the journal's tail does.
+type resyncKind struct {
+	name  string
+	bytes int64    // written while apart
+	fio   []string // how the data looks
+}
+
+var resyncKinds = []resyncKind{
+	{"bitmap, compressible", 1 << 30, []string{"--buffer_compress_percentage=50", "--refill_buffers", "--buffer_compress_chunk=4k"}},
+	{"bitmap, random", 1 << 30, []string{"--refill_buffers"}},
+	{"journal tail, random", 192 << 20, []string{"--refill_buffers"}},
+}
+
+// ResyncResult is one kind's measurements.
+type ResyncResult struct {
+	Kind       string    `json:"kind"`
+	Bytes      int64     `json:"bytes_written_apart"`
+	Seconds    []float64 `json:"seconds"`
+	WireBytes  []int64   `json:"resync_wire_bytes"`
+	MedianMiBs float64   `json:"median_mib_per_s"`
+	WireRatio  float64   `json:"wire_over_raw"`
+	Errors     []string  `json:"errors,omitempty"`
+}
+
+// resyncs measures every kind reps times on the pair-C images.
+func (b *bench) resyncs(ctx context.Context) []*ResyncResult {
+	pair, err := lookupSystems([]string{"pair-C"})
+	if err != nil {
+		return nil
+	}
+	s := pair[0]
+	var out []*ResyncResult
+	for _, k := range resyncKinds {
+		if k.bytes > b.cfg.size {
+			k.bytes = b.cfg.size
+		}
+		res := &ResyncResult{Kind: k.name, Bytes: k.bytes}
+		for rep := 1; rep <= b.cfg.reps && ctx.Err() == nil; rep++ {
+			secs, wire, err := b.resyncOnce(ctx, s, k)
+			if err != nil {
+				res.Errors = append(res.Errors, err.Error())
+				logf("resync %s rep %d: %v", k.name, rep, err)
+				continue
+			}
+			res.Seconds, res.WireBytes = append(res.Seconds, secs), append(res.WireBytes, wire)
+			logf("resync %s rep %d: %.1f MiB/s, %d bytes on the wire", k.name, rep, float64(k.bytes)/secs/(1<<20), wire)
+		}
+		if len(res.Seconds) > 0 {
+			res.MedianMiBs = float64(k.bytes) / median(res.Seconds) / (1 << 20)
+			res.WireRatio = float64(res.WireBytes[len(res.WireBytes)/2]) / float64(k.bytes)
+		}
+		out = append(out, res)
+	}
+	return out
+}
+
+func (b *bench) resyncOnce(ctx context.Context, s system, k resyncKind) (float64, int64, error) {
+	dropCaches()
+	l := &launch{ctx: ctx, dir: b.sysDir(s), images: b.images(s), bin: b.bin}
+	defer l.stop()
+	uri, err := s.start(l)
+	if err != nil {
+		return 0, 0, err
+	}
+	primary, secondary := filepath.Join(l.dir, "nbdmirror-0.sock"), filepath.Join(l.dir, "nbdmirror-1.sock")
+	if err := b.ctl(secondary, "disconnect"); err != nil {
+		return 0, 0, err
+	}
+	args := append([]string{"--name=apart", "--ioengine=nbd", "--uri=" + uri, "--rw=write", "--bs=1M",
+		"--iodepth=8", fmt.Sprintf("--size=%d", k.bytes), "--output=" + filepath.Join(l.dir, "apart.json")}, k.fio...)
+	if out, err := exec.CommandContext(ctx, "fio", args...).CombinedOutput(); err != nil {
+		return 0, 0, fmt.Errorf("fio: %v: %s", err, lastLines(string(out), 5))
+	}
+	before, err := b.status(primary)
+	if err != nil {
+		return 0, 0, err
+	}
+	start := time.Now()
+	if err := b.ctl(secondary, "connect"); err != nil {
+		return 0, 0, err
+	}
+	for {
+		st, err := b.status(primary)
+		if err != nil {
+			return 0, 0, err
+		}
+		if st.Peer.Connection == "Connected" && st.Peer.Replication == "Established" && st.Stats.OutOfSync == 0 {
+			return time.Since(start).Seconds(), st.Stats.ResyncWire - before.Stats.ResyncWire, nil
+		}
+		if time.Since(start) > 10*time.Minute || ctx.Err() != nil {
+			return 0, 0, fmt.Errorf("resync not done after %v", time.Since(start).Round(time.Second))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// pairStatus is the part of `status --json` the resync measurement reads.
+type pairStatus struct {
+	Peer struct {
+		Connection  string `json:"connection"`
+		Replication string `json:"replication"`
+	} `json:"peer"`
+	Stats struct {
+		OutOfSync  int64 `json:"out_of_sync_bytes"`
+		ResyncWire int64 `json:"resync_bytes_wire"`
+	} `json:"stats"`
+}
+
+func (b *bench) status(sock string) (pairStatus, error) {
+	var st pairStatus
+	out, err := exec.Command(b.bin, "status", "--json", "--control", sock).Output()
+	if err != nil {
+		return st, fmt.Errorf("status: %w", err)
+	}
+	return st, json.Unmarshal(out, &st)
+}
+
+func (b *bench) ctl(sock, cmd string) error {
+	if out, err := exec.Command(b.bin, cmd, "--control", sock).CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: %v: %s", cmd, err, out)
+	}
+	return nil
+}
+
+// writeResyncTable prints the resync results as markdown.
+func writeResyncTable(w io.Writer, rs []*ResyncResult) {
+	if len(rs) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n| resync (pair, protocol C) | written apart | MiB/s (median) | runs (s) | wire / raw |\n|---|---|---|---|---|\n")
+	for _, r := range rs {
+		fmt.Fprintf(w, "| %s | %s | %.0f | %v | %.3f |\n", r.Kind, fmtSize(r.Bytes), r.MedianMiBs, roundAll(r.Seconds), r.WireRatio)
+	}
+}
+
+func roundAll(xs []float64) []float64 {
+	out := make([]float64, len(xs))
+	for i, x := range xs {
+		out[i] = float64(int(x*10+0.5)) / 10
+	}
+	return out
+}
