@@ -50,12 +50,7 @@ func TestResyncMovesWhatChanged(t *testing.T) {
 func TestWritesDuringResync(t *testing.T) {
 	needTools(t, "fio")
 	a, b := newPair(t, "64M", []string{"--resync-rate", "8M", "--journal-size", "16M", "--journal-retain", "4M"}, nil)
-	a.start()
-	b.start()
-	a.waitFor("connected", 10*time.Second, established)
-	ctl(t, b, "disconnect")
-	runFio(t, a.uri(), "--rw=write", "--bs=64k", "--iodepth=8", "--size=32M", "--refill_buffers")
-	ctl(t, b, "connect")
+	writeApart(t, a, b)
 	a.waitFor("SyncSource", 10*time.Second, func(st Status) bool { return st.Peer.Replication == "SyncSource" })
 	runFioVerify(t, a.uri(), "--rw=randwrite", "--bs=4k", "--iodepth=16", "--size=48M", "--io_size=8M")
 	if st := a.status(); st.Peer.Replication != "SyncSource" {
@@ -70,12 +65,7 @@ func TestWritesDuringResync(t *testing.T) {
 func TestInterruptedResyncResumes(t *testing.T) {
 	needTools(t, "fio")
 	a, b := newPair(t, "64M", []string{"--resync-rate", "8M", "--journal-size", "16M", "--journal-retain", "4M"}, nil)
-	a.start()
-	b.start()
-	a.waitFor("connected", 10*time.Second, established)
-	ctl(t, b, "disconnect")
-	runFio(t, a.uri(), "--rw=write", "--bs=64k", "--iodepth=8", "--size=32M", "--refill_buffers")
-	ctl(t, b, "connect")
+	writeApart(t, a, b)
 	first := a.waitFor("half done", 30*time.Second, func(st Status) bool {
 		r := st.Peer.Resync
 		return r.TotalBytes > 0 && r.DoneBytes*2 >= r.TotalBytes
@@ -93,4 +83,16 @@ func TestInterruptedResyncResumes(t *testing.T) {
 	}
 	a.waitFor("resynced", 60*time.Second, func(st Status) bool { return established(st) && st.Stats.OutOfSyncBytes == 0 })
 	stopPair(t, a, b)
+}
+
+// writeApart starts the pair, writes 32 MiB on the Primary while the
+// Secondary is disconnected, and connects it again: a resync begins.
+func writeApart(t *testing.T, a, b *node) {
+	t.Helper()
+	a.start()
+	b.start()
+	a.waitFor("connected", 10*time.Second, established)
+	ctl(t, b, "disconnect")
+	runFio(t, a.uri(), "--rw=write", "--bs=64k", "--iodepth=8", "--size=32M", "--refill_buffers")
+	ctl(t, b, "connect")
 }

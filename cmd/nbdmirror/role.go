@@ -33,11 +33,7 @@ func (d *daemon) handleRole(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := d.setRole(r.Context(), role, req.Force); err != nil {
-		code := http.StatusInternalServerError
-		if errors.Is(err, replication.ErrRefused) {
-			code = http.StatusConflict
-		}
-		writeJSON(w, code, map[string]string{"error": err.Error()})
+		writeError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, d.status())
@@ -125,11 +121,7 @@ func (d *daemon) handleResolve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := d.res.DiscardMyData(); err != nil {
-		code := http.StatusInternalServerError
-		if errors.Is(err, replication.ErrRefused) {
-			code = http.StatusConflict
-		}
-		writeJSON(w, code, map[string]string{"error": err.Error()})
+		writeError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, d.status())
@@ -173,11 +165,7 @@ func (d *daemon) setRole(ctx context.Context, role wire.Role, force bool) error 
 func (d *daemon) handleVerify(w http.ResponseWriter, r *http.Request) {
 	res, err := d.res.Verify()
 	if err != nil {
-		code := http.StatusInternalServerError
-		if errors.Is(err, replication.ErrRefused) {
-			code = http.StatusConflict
-		}
-		writeJSON(w, code, map[string]string{"error": err.Error()})
+		writeError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, res)
@@ -203,4 +191,13 @@ func runVerify(args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintln(stdout)
 	return nil
+}
+
+// writeError answers a command the daemon refused (409) or failed at (500).
+func writeError(w http.ResponseWriter, err error) {
+	code := http.StatusInternalServerError
+	if errors.Is(err, replication.ErrRefused) {
+		code = http.StatusConflict
+	}
+	writeJSON(w, code, map[string]string{"error": err.Error()})
 }

@@ -69,12 +69,7 @@ func TestInconsistentTargetIsNotPromoted(t *testing.T) {
 	needTools(t, "fio")
 	// A journal too small to hold the gap: the sync goes by the bitmap.
 	a, b := newPair(t, "64M", []string{"--resync-rate", "4M", "--journal-size", "16M", "--journal-retain", "4M"}, nil)
-	a.start()
-	b.start()
-	a.waitFor("connected", 10*time.Second, established)
-	ctl(t, b, "disconnect")
-	runFio(t, a.uri(), "--rw=write", "--bs=64k", "--iodepth=8", "--size=32M")
-	ctl(t, b, "connect")
+	writeApart(t, a, b)
 	b.waitFor("SyncTarget", 10*time.Second, func(st Status) bool {
 		return st.Peer.Replication == "SyncTarget" && st.Disk == "Inconsistent"
 	})
