@@ -84,15 +84,13 @@ func checkTools(systems []system) error {
 
 // prepare builds nbdmirror if it runs and creates every system's images.
 func (b *bench) prepare(ctx context.Context) error {
-	for _, s := range b.cfg.systems {
-		if s.name == "nbdmirror" {
-			logf("building ./cmd/nbdmirror")
-			bin, err := buildNbdmirror(ctx, b.root, b.scratch)
-			if err != nil {
-				return err
-			}
-			b.bin = bin
+	if slices.ContainsFunc(b.cfg.systems, func(s system) bool { return s.nbdmirror }) {
+		logf("building ./cmd/nbdmirror")
+		bin, err := buildNbdmirror(ctx, b.root, b.scratch)
+		if err != nil {
+			return err
 		}
+		b.bin = bin
 	}
 	for _, s := range b.cfg.systems {
 		if err := os.MkdirAll(b.sysDir(s), 0o755); err != nil {

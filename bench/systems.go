@@ -21,14 +21,15 @@ type system struct {
 	images    int      // disk images it serves, all created the same way
 	needs     []string // executables it runs (the nbdmirror binary is built instead)
 	baselines []string // systems it is compared with in the ratio rows
+	nbdmirror bool     // it runs the nbdmirror binary
 	start     func(l *launch) (uri string, err error)
 }
 
 // systems lists every system the harness knows, in the order they run.
 var systems = []system{
-	{name: "nbdmirror", images: 1, baselines: []string{"nbdkit"}, start: startNbdmirror},
-	{name: "pair-C", images: 2, baselines: []string{"nbdmirror", "qemu-quorum"}, start: startPair("C")},
-	{name: "pair-A", images: 2, baselines: []string{"nbdmirror", "qemu-quorum"}, start: startPair("A")},
+	{name: "nbdmirror", nbdmirror: true, images: 1, baselines: []string{"nbdkit"}, start: startNbdmirror},
+	{name: "pair-C", nbdmirror: true, images: 2, baselines: []string{"nbdmirror", "qemu-quorum"}, start: startPair("C")},
+	{name: "pair-A", nbdmirror: true, images: 2, baselines: []string{"nbdmirror", "qemu-quorum"}, start: startPair("A")},
 	{name: "nbdkit", images: 1, needs: []string{"nbdkit"}, start: startNbdkit},
 	{name: "qemu-nbd", images: 1, needs: []string{"qemu-nbd"}, start: startQemuNBD},
 	{name: "qemu-quorum", images: 2, needs: []string{"nbdkit", "qemu-storage-daemon"},
