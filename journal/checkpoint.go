@@ -7,6 +7,8 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+
+	"github.com/nbdmirror/nbdmirror/journal/vfs"
 )
 
 // The checkpoint file (frozen): 32 bytes, little endian.
@@ -18,7 +20,7 @@ import (
 //	28 4  reserved, zero
 const (
 	checkpointFile  = "CHECKPOINT"
-	checkpointTmp   = "CHECKPOINT.tmp"
+	checkpointTmp   = checkpointFile + ".tmp" // as vfs.WriteFileAtomic names it
 	checkpointSize  = 32
 	checkpointMagic = "nbdmjcp1"
 )
@@ -59,26 +61,7 @@ func (j *Journal) readCheckpoint() (uint64, error) {
 // writeCheckpoint replaces the checkpoint file atomically: temp file, write,
 // fsync, rename, fsync the directory.
 func (j *Journal) writeCheckpoint(seq uint64) error {
-	tmp := j.path(checkpointTmp)
-	f, err := j.fs.Create(tmp)
-	if err != nil {
-		return fmt.Errorf("journal: write checkpoint: %w", err)
-	}
-	_, err = f.Write(encodeCheckpoint(seq))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = j.fs.Rename(tmp, j.path(checkpointFile))
-	}
-	if err == nil {
-		err = j.fs.SyncDir(j.dir)
-	}
-	if err != nil {
-		j.fs.Remove(tmp)
+	if err := vfs.WriteFileAtomic(j.fs, j.dir, checkpointFile, encodeCheckpoint(seq)); err != nil {
 		return fmt.Errorf("journal: write checkpoint %d: %w", seq, err)
 	}
 	return nil

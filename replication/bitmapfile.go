@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nbdmirror/nbdmirror/journal"
+	"github.com/nbdmirror/nbdmirror/journal/vfs"
 )
 
 // The out-of-sync bitmap is saved in META-DIR/bitmap, replaced atomically:
@@ -145,27 +146,10 @@ func (r *Resource) bitmapLoop() {
 }
 
 // writeAtomic replaces dir/name with b: temp file, fsync, rename, fsync of
-// the directory.
+// the directory. The metadata lives on the real file system, next to the
+// journal's directory.
 func writeAtomic(dir, name string, b []byte) error {
-	tmp := filepath.Join(dir, name+".tmp")
-	f, err := os.Create(tmp)
-	if err != nil {
-		return fmt.Errorf("replication: write %s: %w", name, err)
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, name))
-	}
-	if err == nil {
-		err = syncDir(dir)
-	}
-	if err != nil {
+	if err := vfs.WriteFileAtomic(vfs.Default, dir, name, b); err != nil {
 		return fmt.Errorf("replication: write %s: %w", name, err)
 	}
 	return nil

@@ -71,15 +71,6 @@ func saveMeta(dir string, m meta) error {
 	return writeAtomic(dir, metaFile, append(raw, '\n'))
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
 // randomID is a non-zero random id that is not GenZero.
 func randomID() uint64 {
 	var b [8]byte
