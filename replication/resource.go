@@ -175,8 +175,7 @@ func (r *Resource) WriteAt(p []byte, off int64) (int, error) { return r.writeDat
 func (r *Resource) WriteAtFUA(p []byte, off int64) (int, error) { return r.writeData(p, off, true) }
 
 func (r *Resource) writeData(p []byte, off int64, fua bool) (int, error) {
-	rec := r.comp.Write(off, p)
-	rec.AttachRaw(p)
+	rec := r.comp.WriteLent(off, p) // p stays ours until the write is done
 	err := r.append(&rec, fua)
 	rec.Release()
 	if err != nil {
