@@ -47,7 +47,13 @@ demo: build
 	echo; $(BIN) status --control $(DEMO)/a.sock; $(BIN) status --control $(DEMO)/b.sock; \
 	echo; echo "Ctrl-C stops both."; wait
 
+# fio against nbdmirror (standalone, pair C, pair A), nbdkit and qemu's quorum
+# mirror; installs what it drives when missing (Debian, as root).
+BENCH_TOOLS := fio nbdkit qemu-storage-daemon curl
 bench:
+	@for t in $(BENCH_TOOLS); do command -v $$t >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
+		--no-install-recommends fio libnbd-bin nbdkit qemu-utils qemu-system-common curl; fi
 	$(GO) run ./bench
 
 # A CPU profile of a pair's Primary under 4k random writes at QD32, in

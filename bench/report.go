@@ -192,7 +192,8 @@ func render(path string) error {
 		return fmt.Errorf("bench: %s: %w", path, err)
 	}
 	writeMarkdown(os.Stdout, &r)
-	return nil
+	stamp := strings.TrimSuffix(filepath.Base(path), ".json")
+	return writeCharts(&r, filepath.Dir(path), stamp)
 }
 
 // save writes the results JSON and the markdown to dir as stamp.json and
@@ -206,8 +207,12 @@ func save(dir, stamp string, r *Results) (string, error) {
 	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
 		return "", fmt.Errorf("bench: %w", err)
 	}
+	if err := writeCharts(r, dir, stamp); err != nil {
+		return "", err
+	}
 	var md strings.Builder
 	writeMarkdown(&md, r)
+	fmt.Fprintf(&md, "\n![IOPS and p99 per workload and system](%s.png)\n", stamp)
 	if err := os.WriteFile(filepath.Join(dir, "latest.md"), []byte(md.String()), 0o644); err != nil {
 		return "", fmt.Errorf("bench: %w", err)
 	}

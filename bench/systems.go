@@ -37,7 +37,7 @@ var systems = []system{
 }
 
 // defaultSystems is what runs without --systems.
-const defaultSystems = "nbdmirror,nbdkit"
+const defaultSystems = "nbdmirror,nbdkit,pair-C,pair-A,qemu-quorum"
 
 // lookupSystems returns the named systems in the order given.
 func lookupSystems(names []string) ([]system, error) {
