@@ -98,7 +98,6 @@ func writeCharts(r *Results, dir, stamp string) error {
 	return nil
 }
 
-
 // floorLog is a log scale on which a bar's base at 0 sits at the axis
 // minimum instead of being refused.
 type floorLog struct{}
