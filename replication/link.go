@@ -182,8 +182,8 @@ func (l *link) wake() {
 	}
 }
 
-// lag is how far the peer is behind: records sent and not yet journaled
-// there, and the disk bytes they cover.
+// lag is how far the peer is behind: records sent and not yet acknowledged
+// there (barriers aside), and the disk bytes they cover.
 func (l *link) lag() (records, bytes uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -194,17 +194,6 @@ func (l *link) lag() (records, bytes uint64) {
 		}
 	}
 	return records, bytes
-}
-
-// pendingBytes is the disk bytes of records sent and not yet acknowledged.
-func (l *link) pendingBytes() int64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var n int64
-	for _, p := range l.pending {
-		n += p.length
-	}
-	return n
 }
 
 // ack applies a cumulative ack from the peer: every pending write it

@@ -63,12 +63,14 @@ func (r *Resource) Status() Status {
 	if r.cfg.Peer == "" && r.cfg.PeerListen == "" || r.standAlone != "" {
 		st.Peer.Connection = "StandAlone"
 	}
-	raw, wireBytes := r.replRaw.Load(), r.replWire.Load()
+	st.Stats = StatsStatus{Writes: r.writes.Load(), BytesWritten: r.bytesWritten.Load(),
+		ReplBytesRaw: r.replRaw.Load(), ReplBytesWire: r.replWire.Load(), ResyncBytesWire: r.resyncWire.Load(),
+		OutOfSyncBytes: uint64(r.oos.bytes()), ReplBytesRecv: r.replRecv.Load()}
 	if l := r.link; l != nil {
 		st.Peer.Connection, st.Peer.Role = "Connected", r.peer.Role.String()
 		st.Peer.Disk, st.Peer.Replication = r.peer.Disk.String(), "Established"
-		raw += l.bytesRaw.Load()
-		wireBytes += l.bytesWire.Load()
+		st.Stats.ReplBytesRaw += l.bytesRaw.Load()
+		st.Stats.ReplBytesWire += l.bytesWire.Load()
 		switch {
 		case r.resync.source && r.resync.tail:
 			st.Peer.Replication, st.Peer.Disk = "SyncSource", wire.Consistent.String()
@@ -82,10 +84,6 @@ func (r *Resource) Status() Status {
 		}
 		st.Stats.ReplLagRecords, st.Stats.ReplLagBytes = l.lag()
 	}
-	lagRecords, lagBytes := st.Stats.ReplLagRecords, st.Stats.ReplLagBytes
-	st.Stats = StatsStatus{ReplLagRecords: lagRecords, ReplLagBytes: lagBytes, Writes: r.writes.Load(), BytesWritten: r.bytesWritten.Load(),
-		ReplBytesRaw: raw, ReplBytesWire: wireBytes, ResyncBytesWire: r.resyncWire.Load(),
-		OutOfSyncBytes: uint64(r.oos.bytes()), ReplBytesRecv: r.replRecv.Load()}
 	return st
 }
 

@@ -83,7 +83,7 @@ func (r *Resource) tailLoop(l *link, from uint64) error {
 		}
 		r.resyncWire.Add(uint64(wireRecordHeader + len(rec.Payload)))
 		pace.wait(n, l.closed)
-		for l.pendingBytes() > tailMaxPending && !l.isDown() {
+		for _, lagBytes := l.lag(); lagBytes > tailMaxPending && !l.isDown(); _, lagBytes = l.lag() {
 			time.Sleep(time.Millisecond)
 		}
 	}
