@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"sync"
@@ -244,5 +245,34 @@ func BenchmarkBaselineWrite(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkCompressorWrite is the compression step of a write, by kind of
+// data: random, slightly compressible (fio's default buffers: stored raw after
+// sampling), half compressible.
+func BenchmarkCompressorWrite(b *testing.B) {
+	rnd := rand.New(rand.NewPCG(7, 7))
+	for _, n := range []int{4096, 1 << 20} {
+		for _, d := range []struct {
+			name string
+			data []byte
+		}{
+			{"random", randomBytes(rnd, n)},
+			{"slight", slightlyCompressible(rnd, n)},
+			{"half", halfCompressible(rnd, n)},
+		} {
+			b.Run(fmt.Sprintf("%s-%dK", d.name, n>>10), func(b *testing.B) {
+				c := NewCompressor(CodecS2)
+				b.SetBytes(int64(n))
+				var stored int
+				for b.Loop() {
+					r := c.WriteLent(0, d.data)
+					stored = len(r.Payload)
+					r.Release()
+				}
+				b.ReportMetric(float64(stored)/float64(n), "stored/raw")
+			})
+		}
 	}
 }

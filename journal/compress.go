@@ -72,6 +72,8 @@ func (c *Compressor) Codec() Codec { return c.codec }
 
 // Write returns a write record of data at off. The payload is compressed when
 // that saves at least 1/32 of it, and stored raw otherwise: it never grows.
+// Data that a sample says will not shrink by 1/8 is stored raw without
+// trying (see worthCompressing).
 // The record owns its payload (a pooled buffer, see Release); data may be
 // reused as soon as Write returns. len(data) must not exceed MaxRawLen.
 func (c *Compressor) Write(off int64, data []byte) Record {
@@ -94,10 +96,8 @@ func (c *Compressor) write(off int64, data []byte, lent bool) Record {
 	if lent {
 		r.raw = data
 	}
-	if lent && c.codec == CodecNone {
-		r.Payload = data
-		r.sum, r.hasSum = crc32.Checksum(data, castagnoli), true
-		return r
+	if c.codec == CodecNone || !worthCompressing(data) {
+		return rawRecord(r, data, lent)
 	}
 	need := len(data)
 	if c.codec == CodecS2 {
@@ -125,6 +125,58 @@ func (c *Compressor) write(off int64, data []byte, lent bool) Record {
 	}
 	r.sum, r.hasSum = crc32.Checksum(r.Payload, castagnoli), true
 	return r
+}
+
+// rawRecord completes r with data stored raw: data itself when lent, a
+// pooled copy otherwise.
+func rawRecord(r Record, data []byte, lent bool) Record {
+	if lent {
+		r.Payload = data
+	} else {
+		bp := getBuf(len(data))
+		r.Payload, r.buf = (*bp)[:len(data)], bp
+		copy(r.Payload, data)
+	}
+	r.sum, r.hasSum = crc32.Checksum(r.Payload, castagnoli), true
+	return r
+}
+
+// Compressing costs about 1 ns a byte (s2, 4 KiB to 1 MiB) on data that
+// shrinks little, such as fio's default buffers (about 7%), and as much as
+// the rest of a write's path together. So payloads of sampleMin bytes or
+// more are tried first on up to sampleCount pieces of sampleLen bytes spread
+// over them, one per sampleEvery bytes (s2.EstimateBlockSize, a fraction of
+// the cost): when those would
+// not shrink by 1/sampleGain the payload is stored raw. Data that shrinks
+// only where no sample falls is stored raw too; the record format does not
+// depend on the choice.
+const (
+	sampleMin   = 4 << 10
+	sampleLen   = 512
+	sampleEvery = 2 << 10
+	sampleCount = 4
+	sampleGain  = 8
+)
+
+// worthCompressing reports whether samples of data shrink enough to try
+// compressing all of it.
+func worthCompressing(data []byte) bool {
+	if len(data) < sampleMin {
+		return true
+	}
+	n := min(sampleCount, len(data)/sampleEvery)
+	step := (len(data) - sampleLen) / max(n-1, 1)
+	sampled, packed := 0, 0
+	for i := range n {
+		s := data[i*step : i*step+sampleLen]
+		est := s2.EstimateBlockSize(s)
+		if est < 0 { // no gain at all
+			est = len(s)
+		}
+		sampled += len(s)
+		packed += est
+	}
+	return packed+sampled/sampleGain <= sampled
 }
 
 // Release gives a Compressor's buffer back for reuse. Call it once, when the

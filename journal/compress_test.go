@@ -124,3 +124,49 @@ func TestWriteLent(t *testing.T) {
 		r.Release()
 	}
 }
+
+// slightlyCompressible is random data with 8 zero bytes in every 64, like
+// fio's default buffers: s2 saves a few percent of it, at full cost.
+func slightlyCompressible(rnd *rand.Rand, n int) []byte {
+	b := randomBytes(rnd, n)
+	for i := 0; i+64 <= n; i += 64 {
+		clear(b[i+56 : i+64])
+	}
+	return b
+}
+
+// halfCompressible is like fio's buffer_compress_percentage=50: every 512
+// bytes, 256 random ones and 256 zeros.
+func halfCompressible(rnd *rand.Rand, n int) []byte {
+	b := randomBytes(rnd, n)
+	for i := 0; i < n; i += 512 {
+		clear(b[min(i+256, n):min(i+512, n)])
+	}
+	return b
+}
+
+func TestCompressSkipsDataThatBarelyShrinks(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(6, 6))
+	c := NewCompressor(CodecS2)
+	for _, n := range []int{4096, 65536, 1 << 20} {
+		slight := slightlyCompressible(rnd, n)
+		if r := c.Write(0, slight); r.Codec != CodecNone {
+			t.Errorf("%d bytes that shrink by a few percent stored as %v, want raw", n, r.Codec)
+		}
+		half := halfCompressible(rnd, n)
+		r := c.Write(0, half)
+		if r.Codec != CodecS2 || len(r.Payload) > n*6/10 {
+			t.Errorf("%d half-compressible bytes stored as %v in %d, want s2 in <= 60%%", n, r.Codec, len(r.Payload))
+		}
+		raw, err := r.Raw(nil)
+		if err != nil || !bytes.Equal(raw, half) {
+			t.Fatalf("round trip of %d bytes: %v", n, err)
+		}
+		// Compressible data at the start only still gets compressed when a
+		// sample falls on it.
+		mixed := append(compressible(rnd, n/2), randomBytes(rnd, n-n/2)...)
+		if r := c.Write(0, mixed); r.Codec != CodecS2 {
+			t.Errorf("%d bytes, half text: stored as %v, want s2", n, r.Codec)
+		}
+	}
+}
