@@ -8,7 +8,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -68,6 +70,11 @@ func runAttach(args []string, stdout io.Writer) error {
 // attachInBackground runs this command again as a detached process that
 // holds the device, and returns once the kernel has the connection.
 func attachInBackground(dev string) error {
+	pidFile := nbdPidFile(dev)
+	if pid, err := os.ReadFile(pidFile); err == nil {
+		return fmt.Errorf("attach: %s is in use (pid %s): attached, or still open after its connection ended",
+			dev, strings.TrimSpace(string(pid)))
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -82,15 +89,16 @@ func attachInBackground(dev string) error {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	pidFile := filepath.Join("/sys/block", filepath.Base(dev), "pid")
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
 		select {
 		case err := <-exited:
-			return fmt.Errorf("attach %s: %v: %s", dev, err, strings.TrimSpace(stderr.String()))
+			if msg := strings.TrimSpace(stderr.String()); msg != "" {
+				return errors.New(strings.TrimPrefix(msg, "nbdmirror attach: "))
+			}
+			return fmt.Errorf("attach %s: %v", dev, err)
 		case <-time.After(20 * time.Millisecond):
 		}
 		if _, err := os.Stat(pidFile); err == nil {
-			cmd.Stderr = nil
 			return nil
 		}
 	}
@@ -98,9 +106,25 @@ func attachInBackground(dev string) error {
 	return fmt.Errorf("attach %s: the kernel did not take the connection within 30s", dev)
 }
 
+// nbdPidFile exists while the kernel holds a connection for the device; it
+// names the thread that serves it (NBD_DO_IT).
+func nbdPidFile(dev string) string {
+	return filepath.Join("/sys/block", filepath.Base(dev), "pid")
+}
+
 // attach connects to the export, hands the socket and the export's flags to
-// the kernel, and serves the device until it is detached (NBD_DO_IT returns).
+// the kernel, and serves the device until it is detached or the connection
+// ends (NBD_DO_IT returns).
 func attach(dev, addr, export string, timeout time.Duration) error {
+	// The kernel binds the device's setup to the calling thread, and a
+	// signal that reaches the thread waiting in NBD_DO_IT tears the
+	// connection down: one thread for all of it, with signals blocked.
+	// The thread is not handed back to the runtime.
+	runtime.LockOSThread()
+	blockSignals()
+	// The parent reads stderr only until the device is up; an error
+	// written later must not kill the process before it cleans up.
+	signal.Ignore(syscall.SIGPIPE)
 	f, err := os.OpenFile(dev, os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("attach: %w", err)
@@ -147,6 +171,15 @@ func attach(dev, addr, export string, timeout time.Duration) error {
 	return nil
 }
 
+// blockSignals blocks every signal on the calling thread.
+func blockSignals() {
+	var all unix.Sigset_t
+	for i := range all.Val {
+		all.Val[i] = ^uint64(0)
+	}
+	unix.PthreadSigmask(unix.SIG_BLOCK, &all, nil)
+}
+
 func runDetach(args []string, stdout io.Writer) error {
 	fs := pflag.NewFlagSet("detach", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -164,10 +197,36 @@ func runDetach(args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("detach: %w", err)
 	}
-	defer f.Close()
-	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), nbdDisconnect, 0); errno != 0 {
+	pid, err := os.ReadFile(nbdPidFile(dev))
+	if err != nil {
+		f.Close()
+		fmt.Fprintf(stdout, "%s is not attached\n", dev)
+		return nil
+	}
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), nbdDisconnect, 0)
+	if errno == 0 {
+		unix.Syscall(unix.SYS_IOCTL, f.Fd(), nbdClearSock, 0)
+	}
+	f.Close() // an open device keeps the kernel's connection state alive
+	if errno != 0 {
 		return fmt.Errorf("detach: NBD_DISCONNECT on %s: %w", dev, errno)
 	}
-	unix.Syscall(unix.SYS_IOCTL, f.Fd(), nbdClearSock, 0)
-	return nil
+	return waitDetached(dev, string(pid))
+}
+
+// waitDetached waits until the thread that served the device is gone or the
+// kernel dropped the device's pid file, so that the device can be attached
+// again. The file stays while a file system is still mounted on the device.
+func waitDetached(dev, pid string) error {
+	pid = strings.TrimSpace(pid)
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		now, err := os.ReadFile(nbdPidFile(dev))
+		if err != nil || strings.TrimSpace(string(now)) != pid {
+			return nil
+		}
+		if _, err := os.Stat(filepath.Join("/proc", pid)); errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+	}
+	return fmt.Errorf("detach: %s: pid %s still serves it after 30s", dev, pid)
 }
