@@ -5,7 +5,7 @@ DEMO     := demo
 FUZZTIME ?= 5s
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: all build test vet fuzz demo bench profile clean
+.PHONY: all build test vet fuzz vmtest demo bench profile clean
 
 all: build
 
@@ -26,6 +26,13 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzNegotiation$$' -fuzztime $(FUZZTIME) ./nbdserver
 	$(GO) test -run '^$$' -fuzz '^FuzzFrameReader$$' -fuzztime $(FUZZTIME) ./replication/wire
 	$(GO) test -run '^$$' -fuzz '^FuzzHello$$' -fuzztime $(FUZZTIME) ./replication/wire
+
+# The kernel's nbd driver end to end: a Debian guest under qemu attaches
+# /dev/nbd0 to a pair on loopback, runs ext4 on it and lives through a
+# failover (cmd/nbdmirror/vm_test.go, testdata/vm/). Needs qemu-system-x86,
+# socat and apt-get download; the .debs are cached in ~/.cache/nbdmirror-vm.
+vmtest:
+	$(GO) test -tags vmtest -run '^TestVM' -count=1 -timeout 5m -v ./cmd/nbdmirror
 
 # A Primary and a Secondary on loopback with sparse 1 GiB images and a
 # generated secret under ./demo. Ctrl-C stops both.
