@@ -133,7 +133,7 @@ func buildGuest(t *testing.T, dir string) {
 // vm is the qemu process and what its serial console printed.
 type vm struct {
 	cmd    *exec.Cmd
-	lines  chan string // the guest's VMTEST lines, prefix cut; closed when qemu exits
+	lines  chan string // the guest's VMTEST lines, prefix cut; closed when qemu exits; room for all
 	exited chan struct{}
 	mu     sync.Mutex
 	out    bytes.Buffer // the whole console and qemu's own messages
@@ -147,7 +147,8 @@ func startVM(t *testing.T, qemu, dir, primary, secondary string) *vm {
 	fwd := func(guest, host string) string {
 		return fmt.Sprintf("guestfwd=tcp:%s-cmd:socat - TCP:%s", guest, host)
 	}
-	args := append(vmAccel(),
+	accel := vmAccel()
+	args := append(accel,
 		"-smp", "2", "-m", "512", "-M", "q35", "-nodefaults", "-display", "none", "-no-reboot",
 		"-serial", "stdio", "-monitor", "none",
 		"-kernel", filepath.Join(dir, "vmlinuz"), "-initrd", filepath.Join(dir, "initrd.cpio"),
@@ -155,7 +156,7 @@ func startVM(t *testing.T, qemu, dir, primary, secondary string) *vm {
 		"-netdev", "user,id=n0,restrict=on,net=10.0.2.0/24,"+
 			fwd("10.0.2.100:10809", primary)+","+fwd("10.0.2.101:10809", secondary),
 		"-device", "e1000,netdev=n0,romfile=")
-	v := &vm{cmd: exec.Command(qemu, args...), lines: make(chan string, 256), exited: make(chan struct{})}
+	v := &vm{cmd: exec.Command(qemu, args...), lines: make(chan string, 4096), exited: make(chan struct{})}
 	v.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // qemu and its socats
 	stdout, err := v.cmd.StdoutPipe()
 	if err != nil {
@@ -165,9 +166,9 @@ func startVM(t *testing.T, qemu, dir, primary, secondary string) *vm {
 	if err := v.cmd.Start(); err != nil {
 		t.Fatalf("qemu: %v", err)
 	}
-	t.Logf("host: qemu %s", strings.Join(vmAccel(), " "))
+	t.Logf("host: qemu %s", strings.Join(accel, " "))
 	go v.read(stdout)
-	t.Cleanup(func() { v.kill() })
+	t.Cleanup(v.kill)
 	return v
 }
 
@@ -207,10 +208,6 @@ func (v *vm) console() string {
 
 // wait gives the guest time to power off, then kills it.
 func (v *vm) wait(d time.Duration) {
-	go func() {
-		for range v.lines {
-		}
-	}()
 	select {
 	case <-v.exited:
 	case <-time.After(d):
@@ -226,9 +223,5 @@ func (v *vm) kill() {
 	default:
 	}
 	syscall.Kill(-v.cmd.Process.Pid, syscall.SIGKILL)
-	go func() {
-		for range v.lines {
-		}
-	}()
 	<-v.exited
 }
