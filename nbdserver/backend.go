@@ -22,6 +22,20 @@ type Backend interface {
 	Zero(off, length int64, noHole bool) error
 }
 
+// AsyncWriter is implemented by Backends whose writes wait on something
+// other than the CPU: a journal's writer, a peer's acknowledgement. The
+// server then starts a WRITE from the connection's reader and replies from
+// done, so no goroutine waits on each write and the replies of writes that
+// end together leave in one system call.
+//
+// WriteAsync writes p at off, durably if fua is set (as WriteAtFUA would),
+// and calls done exactly once when the write has ended, from any goroutine,
+// possibly before WriteAsync returns. p stays unchanged until done is
+// called. WriteAsync may block only for back-pressure; done must not block.
+type AsyncWriter interface {
+	WriteAsync(p []byte, off int64, fua bool, done func(error))
+}
+
 // FUAWriter is implemented by Backends that can make one write durable more
 // cheaply than WriteAt followed by a full Sync.
 type FUAWriter interface {

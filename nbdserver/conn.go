@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -31,12 +32,15 @@ type conn struct {
 	// slots holds one token per request between reading its header and
 	// writing its reply: a full channel stops the reader (back-pressure).
 	slots chan struct{}
-	// ops counts requests running on their own goroutine.
-	ops    sync.WaitGroup
-	w      *replyWriter
-	held   []*request  // replies of inline requests not yet pushed; reader only
-	lat    inlineStats // reader only
-	direct directState // reader only
+	// ops counts requests running on their own goroutine or ending
+	// asynchronously.
+	ops sync.WaitGroup
+	// asyncWrites counts writes started on an AsyncWriter and not ended.
+	asyncWrites atomic.Int32
+	w           *replyWriter
+	held        []*request  // replies of inline requests not yet pushed; reader only
+	lat         inlineStats // reader only
+	direct      directState // reader only
 
 	quit     chan struct{} // closed by stop
 	stopOnce sync.Once

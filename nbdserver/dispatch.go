@@ -78,6 +78,10 @@ func (c *conn) dispatch(r *request) error {
 		c.hold(r)
 		return nil
 	}
+	if r.typ == cmdWrite && r.length > 0 && c.srv.async != nil {
+		c.startAsync(r)
+		return nil
+	}
 	if c.inline(r) {
 		c.execInline(r)
 		return nil
@@ -90,6 +94,30 @@ func (c *conn) dispatch(r *request) error {
 		c.ops.Done()
 	}()
 	return nil
+}
+
+// startAsync starts a WRITE on an AsyncWriter. Its reply leaves from the
+// goroutine that ends it: directly when it is the connection's last write in
+// flight, since nothing else is about to end with it; otherwise through the
+// writer goroutine, which sends together the replies that end meanwhile.
+func (c *conn) startAsync(r *request) {
+	c.ops.Add(1)
+	c.asyncWrites.Add(1)
+	c.srv.async.WriteAsync(*r.payload, int64(r.off), r.flags&cmdFlagFUA != 0, func(err error) {
+		putPayload(r.payload)
+		r.payload = nil
+		if err != nil {
+			r.errno = errnoOf(err)
+			c.srv.logBackendError(r, err)
+		}
+		c.srv.stats.count(r)
+		if c.asyncWrites.Add(-1) == 0 {
+			c.w.sendOne(r)
+		} else {
+			c.w.push(r)
+		}
+		c.ops.Done()
+	})
 }
 
 // readPayload reads a WRITE's data into a pooled buffer, or consumes and

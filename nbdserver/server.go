@@ -44,7 +44,8 @@ type Options struct {
 type Server struct {
 	name    string
 	backend Backend
-	fua     FUAWriter // nil unless backend implements it
+	fua     FUAWriter   // nil unless backend implements it
+	async   AsyncWriter // nil unless backend implements it
 	log     *slog.Logger
 	opts    Options
 
@@ -82,6 +83,7 @@ func New(o Options) *Server {
 		conns:     make(map[*conn]struct{}),
 	}
 	s.fua, _ = o.Backend.(FUAWriter)
+	s.async, _ = o.Backend.(AsyncWriter)
 	return s
 }
 
