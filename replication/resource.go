@@ -175,13 +175,24 @@ func (r *Resource) WriteAt(p []byte, off int64) (int, error) { return r.writeDat
 func (r *Resource) WriteAtFUA(p []byte, off int64) (int, error) { return r.writeData(p, off, true) }
 
 func (r *Resource) writeData(p []byte, off int64, fua bool) (int, error) {
-	rec := r.comp.WriteLent(off, p) // p stays ours until the write is done
-	err := r.append(&rec, fua)
-	rec.Release()
-	if err != nil {
+	done := make(chan error, 1)
+	r.WriteAsync(p, off, fua, func(err error) { done <- err })
+	if err := <-done; err != nil {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// WriteAsync is WriteAt (WriteAtFUA with fua) that returns at once and calls
+// done when the write is as durable and mirrored as WriteAt's return says.
+// p must stay unchanged until then. done runs on a goroutine of the journal
+// or of the link; it must not block.
+func (r *Resource) WriteAsync(p []byte, off int64, fua bool, done func(error)) {
+	rec := r.comp.WriteLent(off, p) // p stays ours until the write is done
+	r.appendAsync(&rec, fua, func(err error) {
+		rec.Release()
+		done(err)
+	})
 }
 
 // Trim discards a range: a record without payload.
@@ -200,18 +211,40 @@ func (r *Resource) Zero(off, length int64, noHole bool) error {
 // It wraps EPERM, the errno an NBD client gets.
 var ErrNotPrimary = fmt.Errorf("replication: not Primary: %w", syscall.EPERM)
 
-// append journals rec locally and, in parallel, sends it to the peer; it
-// returns when both are done as far as the protocol asks. Without a link
-// the region is marked out of sync first, so no acknowledged write is
-// unknown to a later resync.
+// append is appendAsync that waits.
 func (r *Resource) append(rec *journal.Record, fua bool) error {
+	done := make(chan error, 1)
+	r.appendAsync(rec, fua, func(err error) { done <- err })
+	return <-done
+}
+
+// appendAsync journals rec locally and, in parallel, sends it to the peer;
+// then runs when both are done as far as the protocol asks. Without a link
+// the region is marked out of sync first, so no acknowledged write is
+// unknown to a later resync. The journal and the link copy what they keep of
+// rec before appendAsync returns, except a lent payload (see WriteAsync).
+func (r *Resource) appendAsync(rec *journal.Record, fua bool, then func(error)) {
 	start := time.Now()
 	w := newWaiter()
+	raw := uint64(rec.RawLen)
+	w.then = func(err error) {
+		if err != nil {
+			then(fmt.Errorf("replication: %s: %w", r.name, err))
+			return
+		}
+		r.writes.Add(1)
+		r.bytesWritten.Add(raw)
+		if r.cfg.ObserveWrite != nil {
+			r.cfg.ObserveWrite(time.Since(start))
+		}
+		then(nil)
+	}
 	r.order.Lock()
 	if r.Role() != wire.Primary {
 		r.order.Unlock()
 		waiters.Put(w)
-		return ErrNotPrimary
+		then(ErrNotPrimary)
+		return
 	}
 	l := r.currentLink()
 	if l == nil {
@@ -235,15 +268,6 @@ func (r *Resource) append(rec *journal.Record, fua bool) error {
 		w.peerDone()
 	}
 	r.order.Unlock()
-	if err := w.wait(); err != nil {
-		return fmt.Errorf("replication: %s: %w", r.name, err)
-	}
-	r.writes.Add(1)
-	r.bytesWritten.Add(uint64(rec.RawLen))
-	if r.cfg.ObserveWrite != nil {
-		r.cfg.ObserveWrite(time.Since(start))
-	}
-	return nil
 }
 
 // allocSeq hands out the next seq of the pair's common seq space: above this

@@ -7,11 +7,12 @@ import (
 
 // waiter completes a write when both of its halves are done: the local
 // journal append and the peer's acknowledgement. Whichever finishes second
-// wakes the writer; neither half blocks a goroutine.
+// wakes the writer, or calls then; neither half blocks a goroutine.
 type waiter struct {
 	left  atomic.Int32
 	err   error // the local half's error; written before its decrement
 	ready chan struct{}
+	then  func(error) // if set, called with the local error instead of a wake
 }
 
 var waiters = sync.Pool{New: func() any { return &waiter{ready: make(chan struct{}, 1)} }}
@@ -19,7 +20,7 @@ var waiters = sync.Pool{New: func() any { return &waiter{ready: make(chan struct
 func newWaiter() *waiter {
 	w := waiters.Get().(*waiter)
 	w.left.Store(2)
-	w.err = nil
+	w.err, w.then = nil, nil
 	return w
 }
 
@@ -33,9 +34,16 @@ func (w *waiter) localDone(_ uint64, err error) {
 func (w *waiter) peerDone() { w.done() }
 
 func (w *waiter) done() {
-	if w.left.Add(-1) == 0 {
-		w.ready <- struct{}{}
+	if w.left.Add(-1) != 0 {
+		return
 	}
+	if then := w.then; then != nil {
+		err := w.err
+		waiters.Put(w)
+		then(err)
+		return
+	}
+	w.ready <- struct{}{}
 }
 
 // wait blocks until both halves are done, returns the local error and
