@@ -46,6 +46,11 @@ type Journal struct {
 	nspares atomic.Int32 // len(spares), for the writer to glance at
 
 	w writer // owned by the writer goroutine
+	// ap is owned by the applier goroutine while batches are handed to it
+	// (applying > 0), and by the writer while none is: the writer applies a
+	// batch itself when the applier is idle (see writeBatch).
+	ap       applier
+	applying atomic.Int32 // batches sent on applyq and not yet applied
 
 	ckptMu sync.Mutex // serialises checkpoints: superblock writes and segment removal
 
@@ -76,6 +81,7 @@ type item struct {
 	fua       bool
 	completed bool // done has run (set by the applier)
 	done      func(seq uint64, err error)
+	written   func() // optional: called once the record is in the segment file
 	syncDone  func(err error)
 	ckptDone  func(seq uint64, err error)
 }
@@ -126,6 +132,14 @@ func Open(fs FS, dir string, disk Disk, o Options) (*Journal, error) {
 // Append sees itself (a closed journal, ErrSeqOrder) run done before Append
 // returns.
 func (j *Journal) Append(r Record, fua bool, done func(seq uint64, err error)) uint64 {
+	return j.AppendNotify(r, fua, nil, done)
+}
+
+// AppendNotify is Append that also calls written, from the writer goroutine,
+// as soon as the record is written to the segment file: before it is applied
+// or synced, but where recovery finds it after a crash of this process.
+// written runs before done, never after a failure, and must not block.
+func (j *Journal) AppendNotify(r Record, fua bool, written func(), done func(seq uint64, err error)) uint64 {
 	r.payloadSum() // in the caller's goroutine
 	n := int64(r.EncodedLen())
 	j.mu.Lock()
@@ -146,7 +160,7 @@ func (j *Journal) Append(r Record, fua bool, done func(seq uint64, err error)) u
 	if j.bytes > j.opts.highWater() {
 		j.kickCheckpoint()
 	}
-	j.enqueueLocked(item{rec: r, fua: fua, done: done})
+	j.enqueueLocked(item{rec: r, fua: fua, done: done, written: written})
 	j.mu.Unlock()
 	j.st.appends.Add(1)
 	j.st.bytesRaw.Add(uint64(r.rawBytes()))
@@ -243,6 +257,26 @@ func (j *Journal) SyncWait() error {
 
 // LastSeq is the last seq assigned by Append (or recovered).
 func (j *Journal) LastSeq() uint64 { return j.lastSeq.Load() }
+
+// WaitApplied waits until every record appended before it was called is
+// applied to the disk, so reads of the disk see them all. It returns the
+// journal's failure instead if it fails first.
+func (j *Journal) WaitApplied() error {
+	target := j.lastSeq.Load()
+	for j.appliedSeq.Load() < target {
+		j.mu.Lock()
+		err := j.failure
+		if err == nil && j.closing {
+			err = ErrClosed
+		}
+		j.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		time.Sleep(100 * time.Microsecond) // rare (a promotion), and short
+	}
+	return nil
+}
 
 // AppliedSeq is the last seq applied to the disk.
 func (j *Journal) AppliedSeq() uint64 { return j.appliedSeq.Load() }

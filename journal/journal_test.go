@@ -162,3 +162,54 @@ func TestSequentialWritesCoalesce(t *testing.T) {
 		t.Fatalf("%d disk writes for 120 consecutive records queued together", disk.Writes())
 	}
 }
+
+// AppendNotify's written runs in seq order, before done, once the record is
+// in the segment; WaitApplied returns once every appended record is applied.
+func TestAppendNotifyAndWaitApplied(t *testing.T) {
+	fs, disk := vfs.NewMem(), NewMemDisk(crashDiskSize)
+	j, err := Open(fs, testDir, disk, testOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	const n = 200
+	var mu sync.Mutex
+	var order []uint64
+	written := make(map[uint64]bool)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		var seq uint64
+		w := func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if j.writtenSeq.Load() < seq {
+				t.Errorf("seq %d: written before the segment holds it", seq)
+			}
+			order = append(order, seq)
+			written[seq] = true
+		}
+		mu.Lock()
+		seq = j.AppendNotify(Zero(int64(i%64)*512, 512, false), i%9 == 0, w, func(s uint64, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil || !written[s] {
+				t.Errorf("seq %d done (err %v) before written", s, err)
+			}
+			wg.Done()
+		})
+		mu.Unlock()
+	}
+	if err := j.WaitApplied(); err != nil {
+		t.Fatal(err)
+	}
+	if j.AppliedSeq() != n {
+		t.Fatalf("WaitApplied returned at applied seq %d of %d", j.AppliedSeq(), n)
+	}
+	wg.Wait()
+	for i, s := range order {
+		if s != uint64(i+1) {
+			t.Fatalf("written called out of order: %v", order)
+		}
+	}
+}

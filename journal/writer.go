@@ -158,13 +158,18 @@ func (j *Journal) takeLocked(b *batch) {
 	j.queue = j.queue[n:]
 }
 
-// writeBatch writes b's records to the segment, hands b to the applier and
-// syncs the segment if b needs it.
+// writeBatch writes b's records to the segment, hands b to the applier (or
+// applies it, see applyInline) and syncs the segment if b needs it.
 func (j *Journal) writeBatch(b *batch) {
 	if b.records {
 		if err := j.writeRecords(b); err != nil {
 			j.failBatch(b, err)
 			return
+		}
+		for i := range b.items {
+			if w := b.items[i].written; w != nil {
+				w()
+			}
 		}
 	}
 	needSync, toApplier := b.needSync, b.records || b.ckpt
@@ -172,7 +177,11 @@ func (j *Journal) writeBatch(b *batch) {
 		b.synced.Add(1)
 		b.left.Store(2)
 	}
+	if toApplier && j.applyInline(b) {
+		return
+	}
 	if toApplier {
+		j.applying.Add(1)
 		j.applyq <- b // from here the applier owns b, except what syncBatch touches
 	}
 	if needSync {
