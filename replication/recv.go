@@ -99,8 +99,10 @@ func (l *link) handle(f wire.Frame) error {
 }
 
 // applyRecords journals the records of a Records frame; the journal
-// applies them in order. Each one's ack goes out once the journal is done
-// with it. The nth record of the link has seq n.
+// applies them in order. Each one's Journaled ack goes out once it is
+// written to the journal's segment, where this node's recovery replays it
+// from: applying it to the disk is not waited for. The nth record of the
+// link has seq n.
 func (l *link) applyRecords(body []byte) error {
 	if l.res.Role() == wire.Primary {
 		return fmt.Errorf("%w: the peer sent data to a Primary", ErrLinkDown)
@@ -113,14 +115,16 @@ func (l *link) applyRecords(body []byte) error {
 		body = body[n:]
 		l.lastRecv = rec.Seq
 		seq := l.recvSeq.Add(1)
-		l.res.journal.Append(rec, false, func(jseq uint64, err error) {
+		written := func() {
+			l.journaledSeq.Store(seq)
+			l.wake()
+		}
+		l.res.journal.AppendNotify(rec, false, written, func(jseq uint64, err error) {
 			if err != nil {
 				l.fail(fmt.Errorf("%w: journal: %v", ErrLinkDown, err))
 				return
 			}
 			storeMax(&l.res.peerSeq, jseq)
-			l.journaledSeq.Store(seq)
-			l.wake()
 		})
 		l.res.replRecv.Add(uint64(rec.RawLen))
 	}

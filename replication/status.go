@@ -105,6 +105,14 @@ var ErrRefused = errors.New("replication: refused")
 // (force overrides) and a peer that is not Primary; the peer learns the new
 // role when the link is made again.
 func (r *Resource) SetRole(role wire.Role, force bool) error {
+	// A Secondary acknowledges records once journaled, before they reach
+	// its disk; a Primary reads its disk. Most of the wait is here, outside
+	// the locks; what a dying link delivered meanwhile is waited for below.
+	if role == wire.Primary {
+		if err := r.journal.WaitApplied(); err != nil {
+			return err
+		}
+	}
 	r.order.Lock() // no write is between its journal append and its send
 	r.mu.Lock()
 	if r.role == role {
@@ -127,6 +135,13 @@ func (r *Resource) SetRole(role wire.Role, force bool) error {
 	if role == wire.Primary && r.link == nil && r.meta.Gen.Bitmap == 0 {
 		r.meta.newCurrent()
 		if err := saveMeta(r.cfg.MetaDir, r.meta); err != nil {
+			r.mu.Unlock()
+			r.order.Unlock()
+			return err
+		}
+	}
+	if role == wire.Primary {
+		if err := r.journal.WaitApplied(); err != nil {
 			r.mu.Unlock()
 			r.order.Unlock()
 			return err

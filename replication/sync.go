@@ -137,8 +137,8 @@ func (r *Resource) finishSource(l *link) error {
 func (r *Resource) sendRun(l *link, reg int64, buf []byte) (int64, error) {
 	r.order.Lock()
 	defer r.order.Unlock()
-	for last := r.journal.LastSeq(); r.journal.AppliedSeq() < last; {
-		time.Sleep(50 * time.Microsecond)
+	if err := r.journal.WaitApplied(); err != nil {
+		return 0, err
 	}
 	regions := max(r.oos.run(reg, maxRun), 1)
 	off := reg * RegionSize
