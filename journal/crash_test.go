@@ -135,8 +135,25 @@ func (s *schedule) run(j *Journal) uint64 {
 
 func (s *schedule) append(j *Journal, fua bool) {
 	rec, o := randomOp(s.rnd, s.c, crashDiskSize)
-	seq := j.Append(rec, fua, func(seq uint64, err error) { s.h.ack(seq, fua, err) })
+	seq := appendSome(j, s.rnd, rec, fua, func(seq uint64, err error) { s.h.ack(seq, fua, err) })
 	s.h.add(seq, o) // a completion may come first: ack needs no op
+}
+
+// appendSome appends rec one of the three ways: Append; AppendLater and
+// WriteQueued on this goroutine when the writer is idle; AppendLater and a
+// wake of the writer.
+func appendSome(j *Journal, rnd *rand.Rand, rec Record, fua bool, done func(uint64, error)) uint64 {
+	switch rnd.IntN(3) {
+	case 0:
+		return j.Append(rec, fua, done)
+	case 1:
+		seq := j.AppendLater(rec, fua, nil, done)
+		j.WriteQueued(true)
+		return seq
+	}
+	seq := j.AppendLater(rec, fua, nil, done)
+	j.WriteQueued(false)
+	return seq
 }
 
 func (s *schedule) write(j *Journal) {
@@ -163,7 +180,7 @@ func (s *schedule) burst(j *Journal, wg *sync.WaitGroup) {
 					rec, o, next = streamOp(rnd, s.c, next)
 				}
 				fua := rnd.IntN(3) == 0
-				seq := j.Append(rec, fua, func(seq uint64, err error) { s.h.ack(seq, fua, err) })
+				seq := appendSome(j, rnd, rec, fua, func(seq uint64, err error) { s.h.ack(seq, fua, err) })
 				s.h.add(seq, o)
 			}
 		}()

@@ -33,6 +33,7 @@ type Journal struct {
 	bytes    int64      // segment files plus queued frames
 	closing  bool       // Close has begun: Append and Sync fail
 	stopping bool       // the final checkpoint is queued: the writer exits when idle
+	writing  bool       // someone holds the writer role (see WriteQueued)
 	failure  error      // sticky: a failed sync or apply; every later record fails
 	space    *sync.Cond // on mu; broadcast when bytes drops or closing/failure is set
 
@@ -140,6 +141,16 @@ func (j *Journal) Append(r Record, fua bool, done func(seq uint64, err error)) u
 // or synced, but where recovery finds it after a crash of this process.
 // written runs before done, never after a failure, and must not block.
 func (j *Journal) AppendNotify(r Record, fua bool, written func(), done func(seq uint64, err error)) uint64 {
+	return j.append(r, fua, written, done, true)
+}
+
+// AppendLater is AppendNotify that leaves the writer asleep: the caller
+// calls WriteQueued after it, maybe after more appends.
+func (j *Journal) AppendLater(r Record, fua bool, written func(), done func(seq uint64, err error)) uint64 {
+	return j.append(r, fua, written, done, false)
+}
+
+func (j *Journal) append(r Record, fua bool, written func(), done func(seq uint64, err error), wake bool) uint64 {
 	r.payloadSum() // in the caller's goroutine
 	n := int64(r.EncodedLen())
 	j.mu.Lock()
@@ -160,8 +171,12 @@ func (j *Journal) AppendNotify(r Record, fua bool, written func(), done func(seq
 	if j.bytes > j.opts.highWater() {
 		j.kickCheckpoint()
 	}
-	j.enqueueLocked(item{rec: r, fua: fua, done: done, written: written})
+	j.queue = append(j.queue, item{rec: r, fua: fua, done: done, written: written})
+	wake = wake && len(j.queue) == 1
 	j.mu.Unlock()
+	if wake {
+		j.wakeWriter()
+	}
 	j.st.appends.Add(1)
 	j.st.bytesRaw.Add(uint64(r.rawBytes()))
 	j.st.bytesStored.Add(uint64(len(r.Payload)))
@@ -207,10 +222,15 @@ func (j *Journal) full(n int64) bool {
 func (j *Journal) enqueueLocked(it item) {
 	j.queue = append(j.queue, it)
 	if len(j.queue) == 1 {
-		select {
-		case j.kick <- struct{}{}:
-		default:
-		}
+		j.wakeWriter()
+	}
+}
+
+// wakeWriter wakes the writer goroutine if it sleeps.
+func (j *Journal) wakeWriter() {
+	select {
+	case j.kick <- struct{}{}:
+	default:
 	}
 }
 

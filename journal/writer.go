@@ -106,31 +106,73 @@ func (j *Journal) writeLoop() {
 		}
 		if failure != nil {
 			j.failBatch(b, failure)
-			continue
+		} else {
+			j.writeBatch(b)
 		}
-		j.writeBatch(b)
+		j.releaseWriter()
 	}
 }
 
 // nextBatch waits for queued items and takes them, at most maxBatchBytes of
-// records at a time. It returns ok false when the journal is stopping and
-// nothing is queued.
+// records at a time, making the caller the writer. It returns ok false when
+// the journal is stopping and nothing is queued.
 func (j *Journal) nextBatch() (b *batch, failure error, ok bool) {
 	for {
 		j.mu.Lock()
-		if len(j.queue) > 0 {
+		if len(j.queue) > 0 && !j.writing {
+			j.writing = true
 			b = batchPool.Get().(*batch)
 			j.takeLocked(b)
 			failure = j.failure
 			j.mu.Unlock()
 			return b, failure, true
 		}
-		stopping := j.stopping
+		stopping := j.stopping && !j.writing
 		j.mu.Unlock()
 		if stopping {
 			return nil, nil, false
 		}
 		<-j.kick
+	}
+}
+
+// The writer is a role: whoever holds it (j.writing, under mu) owns j.w, and
+// j.ap while the applier idles. The writer goroutine takes it for each
+// batch. A caller of WriteQueued takes it when it is free, to write what is
+// queued on its own goroutine: a lone write then crosses no goroutine at all.
+
+// WriteQueued has what is queued written. With here, and the writer idle,
+// the caller writes it (and applies it, if the applier idles too) before
+// WriteQueued returns; otherwise the writer goroutine is woken. A caller
+// that queued with AppendLater must call it.
+func (j *Journal) WriteQueued(here bool) {
+	j.mu.Lock()
+	if len(j.queue) == 0 || j.writing {
+		j.mu.Unlock() // the writer writes it once done with its batch
+		return
+	}
+	if !here || j.failure != nil || j.stopping {
+		j.mu.Unlock()
+		j.wakeWriter()
+		return
+	}
+	j.writing = true
+	b := batchPool.Get().(*batch)
+	j.takeLocked(b)
+	j.mu.Unlock()
+	j.writeBatch(b)
+	j.releaseWriter()
+}
+
+// releaseWriter gives the writer role up, and wakes the writer goroutine if
+// items were queued meanwhile or the journal is stopping.
+func (j *Journal) releaseWriter() {
+	j.mu.Lock()
+	j.writing = false
+	wake := len(j.queue) > 0 || j.stopping
+	j.mu.Unlock()
+	if wake {
+		j.wakeWriter()
 	}
 }
 
