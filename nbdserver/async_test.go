@@ -24,7 +24,7 @@ type asyncBackend struct {
 	pending      sync.WaitGroup
 }
 
-func (b *asyncBackend) WriteAsync(p []byte, off int64, fua bool, done func(error)) {
+func (b *asyncBackend) WriteAsync(p []byte, off int64, fua, last bool, done func(error)) {
 	b.started.Add(1)
 	if fua {
 		b.fua.Add(1)

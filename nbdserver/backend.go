@@ -31,9 +31,12 @@ type Backend interface {
 // WriteAsync writes p at off, durably if fua is set (as WriteAtFUA would),
 // and calls done exactly once when the write has ended, from any goroutine,
 // possibly before WriteAsync returns. p stays unchanged until done is
-// called. WriteAsync may block only for back-pressure; done must not block.
+// called. last says that no other request of the connection has arrived
+// behind this one: nothing waits for the calling goroutine, so the Backend
+// may do the work on it rather than wake another one. Otherwise WriteAsync
+// may block only for back-pressure; done must not block.
 type AsyncWriter interface {
-	WriteAsync(p []byte, off int64, fua bool, done func(error))
+	WriteAsync(p []byte, off int64, fua, last bool, done func(error))
 }
 
 // FUAWriter is implemented by Backends that can make one write durable more

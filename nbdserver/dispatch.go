@@ -103,7 +103,8 @@ func (c *conn) dispatch(r *request) error {
 func (c *conn) startAsync(r *request) {
 	c.ops.Add(1)
 	c.asyncWrites.Add(1)
-	c.srv.async.WriteAsync(*r.payload, int64(r.off), r.flags&cmdFlagFUA != 0, func(err error) {
+	last := c.br.Buffered() == 0
+	c.srv.async.WriteAsync(*r.payload, int64(r.off), r.flags&cmdFlagFUA != 0, last, func(err error) {
 		putPayload(r.payload)
 		r.payload = nil
 		if err != nil {
