@@ -59,8 +59,13 @@ type link struct {
 	acked      [4]uint64 // by wire.AckKind: highest cumulative ack seen
 	oldest     time.Time // when the oldest pending record was queued
 	down       error     // set once: the link failed
-	kick       chan struct{}
-	closed     chan struct{}
+	// sending: someone holds the sender role, which owns bw and sentAck
+	// (see sendQueued); again: someone found it held and left work for it.
+	sending, again bool
+	bw             *bufio.Writer
+	sentAck        [4]uint64
+	kick           chan struct{}
+	closed         chan struct{}
 	// peerBitmap is closed once the peer's bitmap has been merged (a
 	// SyncSource waits for it before it starts).
 	peerBitmap     chan struct{}
@@ -73,6 +78,7 @@ type link struct {
 
 	// Receiving side (the peer of a Primary): what to acknowledge.
 	lastRecv     uint64        // journal seq of the last record read; receiver only
+	recvIdle     bool          // nothing is buffered behind the frame being handled; receiver only
 	recvSeq      atomic.Uint64 // last record read off the link
 	journaledSeq atomic.Uint64 // last record the journal applied
 	syncedSeq    atomic.Uint64 // last barrier done
@@ -102,6 +108,7 @@ func newLink(res *Resource, conn net.Conn, remote wire.Hello) *link {
 	l := &link{res: res, conn: conn, remote: remote, proto: res.cfg.Protocol,
 		kick: make(chan struct{}, 1), closed: make(chan struct{}), peerBitmap: make(chan struct{}),
 		sums: make(chan []byte, 1)}
+	l.bw = bufio.NewWriterSize(conn, 256<<10)
 	l.lastFrame.Store(time.Now().UnixNano())
 	return l
 }
@@ -123,7 +130,8 @@ func (l *link) needFor(fua bool) wire.AckKind {
 // far as the protocol (or fua) asks, or once the link gives up; it returns
 // false, without queueing, when the link is already down. The caller holds
 // Resource.order, which keeps seqs in journal order: seq is written only
-// under it, so the frame is encoded before l.mu is taken.
+// under it, so the frame is encoded before l.mu is taken. The caller then
+// calls send.
 func (l *link) sendRecord(rec *journal.Record, fua bool, done func(acked bool)) bool {
 	seq := l.seq + 1
 	enc := appendWireRecord(make([]byte, 0, wireRecordHeader+binary.MaxVarintLen64+len(rec.Payload)), rec, l.lastSent)
@@ -141,7 +149,6 @@ func (l *link) sendRecord(rec *journal.Record, fua bool, done func(acked bool)) 
 	}
 	l.track(p)
 	l.bytesRaw.Add(uint64(rec.RawLen))
-	l.wake()
 	return true
 }
 
@@ -246,13 +253,11 @@ func (l *link) isDown() bool {
 	return l.down != nil
 }
 
-// sendLoop writes queued frames, many per system call, until the link fails.
-// Acks of the receiving side go out here too, once nothing else is queued.
+// sendLoop is the sender goroutine: woken, it writes what is queued unless
+// someone else is writing; it pings the peer and checks it is alive.
 func (l *link) sendLoop() {
-	bw := bufio.NewWriterSize(l.conn, 256<<10)
 	ping := time.NewTicker(l.res.cfg.PeerTimeout / 4)
 	defer ping.Stop()
-	var sentAck [4]uint64
 	for {
 		select {
 		case <-l.kick:
@@ -261,23 +266,72 @@ func (l *link) sendLoop() {
 				l.fail(err)
 				return
 			}
-			bw.Write(wire.AppendPing(nil, uint64(time.Now().UnixNano())))
+			l.queue(wire.AppendPing(nil, uint64(time.Now().UnixNano())))
 		case <-l.closed:
 			return
 		}
+		if l.claimSender() {
+			l.sendQueued()
+		}
+	}
+}
+
+// send has what is queued sent: on the calling goroutine with here, if no
+// one else is sending (a lone write then waits for no hand-off), and by the
+// sender goroutine otherwise.
+func (l *link) send(here bool) {
+	if here && l.claimSender() {
+		l.sendQueued()
+		return
+	}
+	l.wake()
+}
+
+// claimSender makes the caller the sender if no one is. If someone is, it
+// leaves them word to look again before they give the role up, so nothing
+// queued or acknowledged meanwhile waits for the next wake.
+func (l *link) claimSender() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.down != nil {
+		return false
+	}
+	if l.sending {
+		l.again = true
+		return false
+	}
+	l.sending = true
+	return true
+}
+
+// sendQueued writes, as the sender, the queued frames (runs of records as
+// Records frames, many per system call) and the acks that moved, until
+// nothing more is queued; then it gives the role up.
+func (l *link) sendQueued() {
+	for {
 		l.mu.Lock()
 		out, outA := l.out, l.outA
-		l.out, l.outA = nil, nil
+		l.out, l.outA, l.again = nil, nil, false
 		l.mu.Unlock()
-		l.writeOut(bw, out)
-		sentAck = l.appendAcks(bw, sentAck)
-		if err := bw.Flush(); err != nil {
+		l.writeOut(l.bw, out)
+		l.sentAck = l.appendAcks(l.bw, l.sentAck)
+		if err := l.bw.Flush(); err != nil {
+			l.mu.Lock()
+			l.sending = false
+			l.mu.Unlock()
 			l.fail(fmt.Errorf("%w: send: %v", ErrLinkDown, err))
 			return
 		}
 		for _, p := range outA {
 			p.done(true)
 		}
+		l.mu.Lock()
+		if len(l.out) == 0 && len(l.outA) == 0 && !l.again {
+			l.sending = false
+			l.mu.Unlock()
+			return
+		}
+		l.mu.Unlock()
 	}
 }
 

@@ -27,12 +27,15 @@ func (l *link) recvLoop() {
 			return
 		}
 		l.lastFrame.Store(time.Now().UnixNano())
+		l.recvIdle = br.Buffered() == 0
 		if err := l.handle(f); err != nil {
 			l.fail(err)
 			return
 		}
 		if br.Buffered() == 0 {
-			l.wake() // acks of everything read so far go out together
+			// Acks of everything read so far go out together, from the
+			// sender: this goroutine must keep reading whatever the peer does.
+			l.wake()
 		}
 	}
 }
@@ -101,12 +104,14 @@ func (l *link) handle(f wire.Frame) error {
 // applyRecords journals the records of a Records frame; the journal
 // applies them in order. Each one's Journaled ack goes out once it is
 // written to the journal's segment, where this node's recovery replays it
-// from: applying it to the disk is not waited for. The nth record of the
-// link has seq n.
+// from: applying it to the disk is not waited for. When nothing more has
+// arrived, this goroutine writes the journal itself if its writer idles.
+// The nth record of the link has seq n.
 func (l *link) applyRecords(body []byte) error {
 	if l.res.Role() == wire.Primary {
 		return fmt.Errorf("%w: the peer sent data to a Primary", ErrLinkDown)
 	}
+	defer l.res.journal.WriteQueued(l.recvIdle) // what was queued, also if a record is bad
 	for len(body) > 0 {
 		rec, n, err := parseWireRecord(body, l.res.size, l.lastRecv)
 		if err != nil {
@@ -119,7 +124,7 @@ func (l *link) applyRecords(body []byte) error {
 			l.journaledSeq.Store(seq)
 			l.wake()
 		}
-		l.res.journal.AppendNotify(rec, false, written, func(jseq uint64, err error) {
+		l.res.journal.AppendLater(rec, false, written, func(jseq uint64, err error) {
 			if err != nil {
 				l.fail(fmt.Errorf("%w: journal: %v", ErrLinkDown, err))
 				return

@@ -176,20 +176,23 @@ func (r *Resource) WriteAtFUA(p []byte, off int64) (int, error) { return r.write
 
 func (r *Resource) writeData(p []byte, off int64, fua bool) (int, error) {
 	done := make(chan error, 1)
-	r.WriteAsync(p, off, fua, func(err error) { done <- err })
+	r.WriteAsync(p, off, fua, true, func(err error) { done <- err })
 	if err := <-done; err != nil {
 		return 0, err
 	}
 	return len(p), nil
 }
 
-// WriteAsync is WriteAt (WriteAtFUA with fua) that returns at once and calls
-// done when the write is as durable and mirrored as WriteAt's return says.
-// p must stay unchanged until then. done runs on a goroutine of the journal
-// or of the link; it must not block.
-func (r *Resource) WriteAsync(p []byte, off int64, fua bool, done func(error)) {
+// WriteAsync is WriteAt (WriteAtFUA with fua) that calls done when the
+// write is as durable and mirrored as WriteAt's return says. p must stay
+// unchanged until then. done runs on a goroutine of the journal or of the
+// link, or on the caller's; it must not block. With last (nothing else
+// waits for the caller) the caller writes the journal itself when the
+// journal's writer idles, sparing a hand-off; WriteAsync returns at once
+// otherwise.
+func (r *Resource) WriteAsync(p []byte, off int64, fua, last bool, done func(error)) {
 	rec := r.comp.WriteLent(off, p) // p stays ours until the write is done
-	r.appendAsync(&rec, fua, func(err error) {
+	r.appendAsync(&rec, fua, last, func(err error) {
 		rec.Release()
 		done(err)
 	})
@@ -214,7 +217,7 @@ var ErrNotPrimary = fmt.Errorf("replication: not Primary: %w", syscall.EPERM)
 // append is appendAsync that waits.
 func (r *Resource) append(rec *journal.Record, fua bool) error {
 	done := make(chan error, 1)
-	r.appendAsync(rec, fua, func(err error) { done <- err })
+	r.appendAsync(rec, fua, true, func(err error) { done <- err })
 	return <-done
 }
 
@@ -223,7 +226,7 @@ func (r *Resource) append(rec *journal.Record, fua bool) error {
 // the region is marked out of sync first, so no acknowledged write is
 // unknown to a later resync. The journal and the link copy what they keep of
 // rec before appendAsync returns, except a lent payload (see WriteAsync).
-func (r *Resource) appendAsync(rec *journal.Record, fua bool, then func(error)) {
+func (r *Resource) appendAsync(rec *journal.Record, fua, here bool, then func(error)) {
 	start := time.Now()
 	w := newWaiter()
 	raw := uint64(rec.RawLen)
@@ -251,23 +254,28 @@ func (r *Resource) appendAsync(rec *journal.Record, fua bool, then func(error)) 
 		r.oos.mark(rec.Offset, int64(rec.RawLen))
 	}
 	rec.Seq = r.allocSeq()
-	jseq := r.journal.Append(*rec, fua, w.localDone)
+	jseq := r.journal.AppendLater(*rec, fua, nil, w.localDone)
 	if l != nil && l.catchingUp {
 		r.oos.mark(rec.Offset, int64(rec.RawLen)) // cleared once the tail has carried it
 		l = nil
 	}
-	if l == nil || !l.sendRecord(rec, fua, func(acked bool) {
+	sent := l != nil && l.sendRecord(rec, fua, func(acked bool) {
 		if acked {
 			storeMax(&r.peerSeq, jseq)
 		}
 		w.peerDone()
-	}) {
+	})
+	if !sent {
 		if l != nil {
 			r.oos.mark(rec.Offset, int64(rec.RawLen))
 		}
 		w.peerDone()
 	}
 	r.order.Unlock()
+	if sent {
+		l.send(here) // first: the peer's round trip is the longer way
+	}
+	r.journal.WriteQueued(here)
 }
 
 // allocSeq hands out the next seq of the pair's common seq space: above this

@@ -163,6 +163,7 @@ func (r *Resource) sendRun(l *link, reg int64, buf []byte) (int64, error) {
 	if !sent {
 		return 0, ErrLinkDown
 	}
+	l.send(false)
 	r.resyncWire.Add(uint64(wireRecordHeader + len(rec.Payload)))
 	return n, nil
 }

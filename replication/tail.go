@@ -81,6 +81,7 @@ func (r *Resource) tailLoop(l *link, from uint64) error {
 		if !sent {
 			return ErrLinkDown
 		}
+		l.send(false)
 		r.resyncWire.Add(uint64(wireRecordHeader + len(rec.Payload)))
 		pace.wait(n, l.closed)
 		for _, lagBytes := l.lag(); lagBytes > tailMaxPending && !l.isDown(); _, lagBytes = l.lag() {
