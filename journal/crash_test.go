@@ -102,7 +102,16 @@ func (s *schedule) run(j *Journal) uint64 {
 			s.burst(j, &inflight)
 		case x < 15:
 			last := j.LastSeq()
-			if err := j.SyncWait(); err != nil {
+			var err error
+			if s.rnd.IntN(2) == 0 {
+				err = j.SyncWait()
+			} else { // the same, on this goroutine when the writer idles
+				ch := make(chan error, 1)
+				j.SyncLater(func(err error) { ch <- err })
+				j.WriteQueued(true)
+				err = <-ch
+			}
+			if err != nil {
 				s.t.Fatal(err)
 			}
 			s.h.ack(last, true, nil)

@@ -257,14 +257,24 @@ func (j *Journal) Write(r Record, fua bool) (uint64, error) {
 // Sync calls done once every record appended before the call is durable in
 // the journal: one fdatasync covers all the records and syncs queued with it.
 // done runs from a journal goroutine and must not block.
-func (j *Journal) Sync(done func(err error)) {
+func (j *Journal) Sync(done func(err error)) { j.sync(done, true) }
+
+// SyncLater is Sync that leaves the writer asleep, as AppendLater does: the
+// caller calls WriteQueued after it.
+func (j *Journal) SyncLater(done func(err error)) { j.sync(done, false) }
+
+func (j *Journal) sync(done func(err error), wake bool) {
 	j.mu.Lock()
 	if j.closing {
 		j.mu.Unlock()
 		done(ErrClosed)
 		return
 	}
-	j.enqueueLocked(item{syncDone: done})
+	if wake {
+		j.enqueueLocked(item{syncDone: done})
+	} else {
+		j.queue = append(j.queue, item{syncDone: done})
+	}
 	j.mu.Unlock()
 }
 

@@ -302,11 +302,12 @@ func (r *Resource) Sync() error {
 	if l != nil && l.catchingUp {
 		l = nil // the peer is catching up: only this journal's writes are promised
 	}
-	r.journal.Sync(func(err error) { w.localDone(0, err) })
+	r.journal.SyncLater(func(err error) { w.localDone(0, err) })
 	if l == nil || !l.sendBarrier(func(bool) { w.peerDone() }) {
 		w.peerDone()
 	}
 	r.order.Unlock()
+	r.journal.WriteQueued(true) // this goroutine waits anyway: it may as well sync
 	if err := w.wait(); err != nil {
 		return fmt.Errorf("replication: %s: sync: %w", r.name, err)
 	}
