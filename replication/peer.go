@@ -168,8 +168,7 @@ func (r *Resource) meet(c net.Conn, dialer bool) bool {
 		r.logRefusal(c, err)
 		return false
 	}
-	r.attach(c, hello, remote, d)
-	return true
+	return r.attach(c, hello, remote, d)
 }
 
 // canonical says whether a connection is the one to keep: when both nodes
@@ -261,14 +260,23 @@ func (r *Resource) endAdmit() {
 	r.mu.Unlock()
 }
 
-// attach makes c the link and starts its goroutines.
-func (r *Resource) attach(c net.Conn, hello, remote wire.Hello, d Decision) {
+// attach makes c the link and starts its goroutines, unless the resource is
+// stopping: then it closes c and returns false.
+func (r *Resource) attach(c net.Conn, hello, remote wire.Hello, d Decision) bool {
 	l := newLink(r, c, remote)
 	r.order.Lock()
 	if d.Outcome == SyncSource && !d.Full && r.tailCovers(hello, remote) {
 		l.catchingUp, l.tailFrom = true, remote.LastSeq+1
 	}
 	r.mu.Lock()
+	select {
+	case <-r.stop: // stopPeer has begun: it looks for the link after closing stop, under r.mu
+		r.mu.Unlock()
+		r.order.Unlock()
+		c.Close()
+		return false
+	default:
+	}
 	r.link, r.peer = l, remote
 	r.seqFloor.Store(max(r.seqFloor.Load(), remote.LastSeq)) // r.order held
 	r.resync = resyncState{source: d.Outcome == SyncSource, target: d.Outcome == SyncTarget, started: time.Now()}
@@ -281,6 +289,7 @@ func (r *Resource) attach(c net.Conn, hello, remote wire.Hello, d Decision) {
 	go func() { defer r.wg.Done(); l.sendLoop() }()
 	go func() { defer r.wg.Done(); l.recvLoop() }()
 	r.startSync(l, d)
+	return true
 }
 
 // signalLinkChange wakes whoever waits for the link to change; r.mu held.
