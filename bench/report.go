@@ -20,6 +20,7 @@ type Results struct {
 	Cells   []*Cell         `json:"cells"`
 	Ratios  []Ratio         `json:"ratios"`
 	Resyncs []*ResyncResult `json:"resyncs,omitempty"`
+	Device  *DeviceResult   `json:"device,omitempty"`
 }
 
 // Params are the knobs of the run.
@@ -179,6 +180,7 @@ func writeMarkdown(w io.Writer, r *Results) {
 		"on the medians (for latencies and CPU, lower is better).\n\n")
 	writeTable(w, r)
 	writeResyncTable(w, r.Resyncs)
+	writeDeviceLine(w, r.Device)
 }
 
 // render prints the markdown of a results file written by save.

@@ -24,6 +24,7 @@ type bench struct {
 	notes   []string
 
 	resyncResults []*ResyncResult
+	device        *DeviceResult
 }
 
 func run(ctx context.Context, args []string) error {
@@ -63,6 +64,9 @@ func run(ctx context.Context, args []string) error {
 	}
 	if b.cfg.resync && slices.ContainsFunc(b.cfg.systems, func(s system) bool { return s.name == "pair-C" }) {
 		b.resyncResults = b.resyncs(ctx)
+	}
+	if b.device, err = measureDevice(b.scratch, b.cfg.size, b.cfg.reps); err != nil {
+		b.notes = append(b.notes, err.Error())
 	}
 	return b.report(start, stamp)
 }
@@ -243,7 +247,7 @@ func (b *bench) report(start time.Time, stamp string) error {
 	}
 	b.machine.LoadEnd = loadAvg()
 	r := &Results{Date: start, Machine: b.machine, Notes: b.notes, Params: b.params(), Cells: b.cells,
-		Ratios: ratios(b.cells, pairs), Resyncs: b.resyncResults}
+		Ratios: ratios(b.cells, pairs), Resyncs: b.resyncResults, Device: b.device}
 	path, err := save(b.cfg.out, stamp, r)
 	if err != nil {
 		return err
