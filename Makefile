@@ -64,7 +64,7 @@ bench:
 	@for t in $(BENCH_TOOLS); do command -v $$t >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
 		--no-install-recommends fio libnbd-bin nbdkit qemu-utils qemu-system-common curl; fi
-	$(GO) run ./bench
+	$(GO) run ./bench --warm
 
 # A CPU profile of a pair's Primary under 4k random writes at QD32, in
 # ./profile (pair images are sparse 1 GiB files there).
