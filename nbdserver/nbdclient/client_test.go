@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -70,7 +71,8 @@ func TestErrors(t *testing.T) {
 	_, addr := serve(t, nbdserver.NewMemBackend(1<<20))
 	if _, err := dial(t, addr, "nope"); err == nil {
 		t.Fatal("unknown export accepted")
-	} else if oe := (*nbdclient.OptionError)(nil); !errors.As(err, &oe) || oe.Reply != 1<<31|6 {
+	} else if oe := (*nbdclient.OptionError)(nil); !errors.As(err, &oe) || oe.Reply != 1<<31|6 ||
+		!strings.HasPrefix(err.Error(), "nbdclient: NBD_OPT_GO refused (NBD_REP_ERR_UNKNOWN)") {
 		t.Fatalf("unknown export: %v", err)
 	}
 	c, err := dial(t, addr, "")

@@ -57,5 +57,29 @@ type OptionError struct {
 }
 
 func (e *OptionError) Error() string {
-	return fmt.Sprintf("nbdclient: option %d refused with reply %#x: %s", e.Option, e.Reply, e.Message)
+	msg := fmt.Sprintf("nbdclient: %s refused (%s)", optionName(e.Option), replyName(e.Reply))
+	if e.Message != "" {
+		msg += ": " + e.Message
+	}
+	return msg
+}
+
+// optionName is the spec's name of an option, or its number.
+func optionName(opt uint32) string {
+	names := [...]string{1: "EXPORT_NAME", 2: "ABORT", 3: "LIST", 5: "STARTTLS", 6: "INFO", 7: "GO",
+		8: "STRUCTURED_REPLY", 9: "LIST_META_CONTEXT", 10: "SET_META_CONTEXT"}
+	if int(opt) < len(names) && names[opt] != "" {
+		return "NBD_OPT_" + names[opt]
+	}
+	return fmt.Sprintf("option %d", opt)
+}
+
+// replyName is the spec's name of an error reply, or its number.
+func replyName(rep uint32) string {
+	names := [...]string{1: "UNSUP", 2: "POLICY", 3: "INVALID", 4: "PLATFORM", 5: "TLS_REQD",
+		6: "UNKNOWN", 7: "SHUTDOWN", 8: "BLOCK_SIZE_REQD", 9: "TOO_BIG"}
+	if n := rep &^ (1 << 31); rep&(1<<31) != 0 && int(n) < len(names) && names[n] != "" {
+		return "NBD_REP_ERR_" + names[n]
+	}
+	return fmt.Sprintf("reply %#x", rep)
 }
