@@ -46,6 +46,7 @@ func parseFlags(args []string, root string, stderr io.Writer) (config, error) {
 	out := fs.String("out", filepath.Join(root, "bench", "results"), "results directory")
 	render := fs.String("render", "", "print the markdown of an earlier results JSON and exit")
 	resync := fs.Bool("resync", true, "after the fio runs, measure resync throughput of pair-C (when it runs)")
+	against := fs.String("against", "", "also run each nbdmirror system built from this git revision, side by side (before and after)")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
@@ -62,6 +63,9 @@ func parseFlags(args []string, root string, stderr io.Writer) (config, error) {
 	sys, err := lookupSystems(splitList(*systemsFlag))
 	if err != nil {
 		return config{}, err
+	}
+	if *against != "" {
+		sys = withRevision(sys, *against)
 	}
 	cfg := config{systems: sys, workloads: splitList(*workloadsFlag), reps: *reps,
 		runtime: time.Duration(runtime), ramp: time.Duration(ramp), size: size, warm: *warm, dir: *dir, out: *out, resync: *resync}

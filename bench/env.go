@@ -133,6 +133,26 @@ func moduleRoot() (string, error) {
 	}
 }
 
+// buildRevision builds ./cmd/nbdmirror as of the git revision rev (a tree
+// extracted with git archive) into dir/bin-REV and returns the binary.
+func buildRevision(ctx context.Context, root, dir, rev string) (string, error) {
+	src := filepath.Join(dir, "src-"+rev)
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		return "", fmt.Errorf("bench: %w", err)
+	}
+	archive := exec.CommandContext(ctx, "sh", "-c", `git -C "$1" archive "$2" | tar -x -C "$3"`, "sh", root, rev, src)
+	if out, err := archive.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("bench: cannot extract revision %s: %v\n%s", rev, err, out)
+	}
+	bin := filepath.Join(dir, "bin-"+rev, "nbdmirror")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/nbdmirror")
+	cmd.Dir = src
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("bench: cannot build nbdmirror at %s: %v\n%s", rev, err, out)
+	}
+	return bin, nil
+}
+
 // buildNbdmirror builds ./cmd/nbdmirror into dir/bin and returns the binary.
 func buildNbdmirror(ctx context.Context, root, dir string) (string, error) {
 	bin := filepath.Join(dir, "bin", "nbdmirror")

@@ -25,6 +25,7 @@ type bench struct {
 
 	resyncResults []*ResyncResult
 	device        *DeviceResult
+	revBin        string // nbdmirror built from --against
 }
 
 func run(ctx context.Context, args []string) error {
@@ -95,6 +96,16 @@ func (b *bench) prepare(ctx context.Context) error {
 			return err
 		}
 		b.bin = bin
+	}
+	for _, s := range b.cfg.systems {
+		if s.rev != "" && b.revBin == "" {
+			logf("building ./cmd/nbdmirror at %s", s.rev)
+			bin, err := buildRevision(ctx, b.root, b.scratch, s.rev)
+			if err != nil {
+				return err
+			}
+			b.revBin = bin
+		}
 	}
 	for _, s := range b.cfg.systems {
 		if err := os.MkdirAll(b.sysDir(s), 0o755); err != nil {
@@ -181,6 +192,9 @@ func (b *bench) turn(ctx context.Context, rep int, workload string, s system) Ru
 		}
 	}
 	l := &launch{ctx: ctx, dir: b.sysDir(s), images: b.images(s), bin: b.bin}
+	if s.rev != "" {
+		l.bin = b.revBin
+	}
 	uri, err := s.start(l)
 	if err == nil {
 		name := fmt.Sprintf("r%d-%s-%s", rep, workload, s.name)

@@ -22,7 +22,27 @@ type system struct {
 	needs     []string // executables it runs (the nbdmirror binary is built instead)
 	baselines []string // systems it is compared with in the ratio rows
 	nbdmirror bool     // it runs the nbdmirror binary
+	rev       string   // it runs nbdmirror built from this git revision (--against)
 	start     func(l *launch) (uri string, err error)
+}
+
+// withRevision adds, for every nbdmirror system selected, the same system
+// running nbdmirror built from rev, named NAME@rev and run in turn with the
+// others; the current one gets it as a baseline, so the ratio rows show
+// before and after side by side.
+func withRevision(sys []system, rev string) []system {
+	var out []system
+	for _, s := range sys {
+		if !s.nbdmirror {
+			out = append(out, s)
+			continue
+		}
+		old := s
+		old.name, old.rev, old.baselines = s.name+"@"+rev, rev, nil
+		s.baselines = append([]string{old.name}, s.baselines...)
+		out = append(out, s, old)
+	}
+	return out
 }
 
 // systems lists every system the harness knows, in the order they run.
