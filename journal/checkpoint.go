@@ -106,7 +106,7 @@ func (j *Journal) checkpointDisk() (uint64, error) {
 		j.mu.Unlock()
 		return 0, err
 	}
-	j.enqueueLocked(item{ckptDone: func(seq uint64, err error) { ch <- result{seq, err} }})
+	j.enqueueLocked(item{ckptDone: func(seq uint64, err error) { ch <- result{seq, err} }}, true)
 	j.mu.Unlock()
 	res := <-ch
 	return res.seq, res.err

@@ -171,12 +171,8 @@ func (j *Journal) append(r Record, fua bool, written func(), done func(seq uint6
 	if j.bytes > j.opts.highWater() {
 		j.kickCheckpoint()
 	}
-	j.queue = append(j.queue, item{rec: r, fua: fua, done: done, written: written})
-	wake = wake && len(j.queue) == 1
+	j.enqueueLocked(item{rec: r, fua: fua, done: done, written: written}, wake)
 	j.mu.Unlock()
-	if wake {
-		j.wakeWriter()
-	}
 	j.st.appends.Add(1)
 	j.st.bytesRaw.Add(uint64(r.rawBytes()))
 	j.st.bytesStored.Add(uint64(len(r.Payload)))
@@ -218,10 +214,11 @@ func (j *Journal) full(n int64) bool {
 	return j.bytes+n > max-2*pageSize
 }
 
-// enqueueLocked queues it and wakes the writer if it may be idle. Requires mu.
-func (j *Journal) enqueueLocked(it item) {
+// enqueueLocked queues it and, with wake, wakes the writer if it may be
+// idle; without, the caller calls WriteQueued. Requires mu.
+func (j *Journal) enqueueLocked(it item, wake bool) {
 	j.queue = append(j.queue, it)
-	if len(j.queue) == 1 {
+	if wake && len(j.queue) == 1 {
 		j.wakeWriter()
 	}
 }
@@ -270,11 +267,7 @@ func (j *Journal) sync(done func(err error), wake bool) {
 		done(ErrClosed)
 		return
 	}
-	if wake {
-		j.enqueueLocked(item{syncDone: done})
-	} else {
-		j.queue = append(j.queue, item{syncDone: done})
-	}
+	j.enqueueLocked(item{syncDone: done}, wake)
 	j.mu.Unlock()
 }
 
@@ -341,7 +334,7 @@ func (j *Journal) close() error {
 	err := j.Checkpoint()
 	j.mu.Lock()
 	j.stopping = true
-	j.enqueueLocked(item{syncDone: func(error) {}}) // wakes the writer
+	j.enqueueLocked(item{syncDone: func(error) {}}, true) // wakes the writer
 	j.mu.Unlock()
 	j.wg.Wait()
 	if err == nil {
