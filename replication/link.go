@@ -78,9 +78,8 @@ type link struct {
 
 	// Receiving side (the peer of a Primary): what to acknowledge.
 	lastRecv     uint64        // journal seq of the last record read; receiver only
-	recvIdle     bool          // nothing is buffered behind the frame being handled; receiver only
 	recvSeq      atomic.Uint64 // last record read off the link
-	journaledSeq atomic.Uint64 // last record the journal applied
+	journaledSeq atomic.Uint64 // last record written to the journal
 	syncedSeq    atomic.Uint64 // last barrier done
 	lastFrame    atomic.Int64  // unix nanos of the last frame read
 

@@ -27,8 +27,7 @@ func (l *link) recvLoop() {
 			return
 		}
 		l.lastFrame.Store(time.Now().UnixNano())
-		l.recvIdle = br.Buffered() == 0
-		if err := l.handle(f); err != nil {
+		if err := l.handle(f, br.Buffered() == 0); err != nil {
 			l.fail(err)
 			return
 		}
@@ -40,10 +39,11 @@ func (l *link) recvLoop() {
 	}
 }
 
-func (l *link) handle(f wire.Frame) error {
+// handle acts on frame f; idle says nothing more has arrived behind it.
+func (l *link) handle(f wire.Frame, idle bool) error {
 	switch f.Type {
 	case wire.TypeRecords:
-		return l.applyRecords(f.Body)
+		return l.applyRecords(f.Body, idle)
 	case wire.TypeBarrier:
 		seq, err := wire.ParseBarrier(f.Body)
 		if err != nil {
@@ -107,11 +107,11 @@ func (l *link) handle(f wire.Frame) error {
 // from: applying it to the disk is not waited for. When nothing more has
 // arrived, this goroutine writes the journal itself if its writer idles.
 // The nth record of the link has seq n.
-func (l *link) applyRecords(body []byte) error {
+func (l *link) applyRecords(body []byte, idle bool) error {
 	if l.res.Role() == wire.Primary {
 		return fmt.Errorf("%w: the peer sent data to a Primary", ErrLinkDown)
 	}
-	defer l.res.journal.WriteQueued(l.recvIdle) // what was queued, also if a record is bad
+	defer l.res.journal.WriteQueued(idle) // what was queued, also if a record is bad
 	for len(body) > 0 {
 		rec, n, err := parseWireRecord(body, l.res.size, l.lastRecv)
 		if err != nil {
