@@ -1,7 +1,6 @@
 package nbdserver
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -55,45 +54,25 @@ func TestAsyncWrites(t *testing.T) {
 	}
 	s, addr := startServer(t, Options{Backend: ab})
 	c := dial(t, addr)
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for w := range workers {
-		wg.Go(func() {
-			for i := range per {
-				off := int64((w*per + i) * bs)
-				want := pattern(bs, uint64(off))
-				var flags nbdclient.CmdFlags
-				if i%4 == 0 {
-					flags = nbdclient.FlagFUA
-				}
-				_, err := c.WriteAt(want, off, flags)
-				if off == 5*bs {
-					if !errors.Is(err, syscall.ENOSPC) {
-						errs <- fmt.Errorf("failing write: %v, want ENOSPC", err)
-					}
-					continue
-				}
-				if err != nil {
-					errs <- err
-					return
-				}
-				got := make([]byte, bs)
-				if _, err := c.ReadAt(got, off); err != nil {
-					errs <- err
-					return
-				}
-				if !bytes.Equal(got, want) {
-					errs <- fmt.Errorf("data at %d differs", off)
-					return
-				}
+	parallel(t, workers, func(w int) error {
+		for i := range per {
+			off := int64((w*per + i) * bs)
+			var flags nbdclient.CmdFlags
+			if i%4 == 0 {
+				flags = nbdclient.FlagFUA
 			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+			if off == 5*bs {
+				if _, err := c.WriteAt(pattern(bs, uint64(off)), off, flags); !errors.Is(err, syscall.ENOSPC) {
+					return fmt.Errorf("failing write: %v, want ENOSPC", err)
+				}
+				continue
+			}
+			if err := writeReadBack(c, off, bs, flags); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if n := ab.started.Load(); n != workers*per {
 		t.Fatalf("%d writes went through WriteAsync, want %d", n, workers*per)
 	}

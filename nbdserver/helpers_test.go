@@ -1,8 +1,10 @@
 package nbdserver
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -193,4 +195,38 @@ func serveLoopback(t testing.TB, s *Server) (string, <-chan error) {
 	go func() { served <- s.Serve(l) }()
 	t.Cleanup(func() { s.Shutdown(context.Background()) })
 	return l.Addr().String(), served
+}
+
+// writeReadBack writes n bytes of a pattern at off with flags, reads them
+// back and compares.
+func writeReadBack(c *nbdclient.Client, off int64, n int, flags nbdclient.CmdFlags) error {
+	want := pattern(n, uint64(off))
+	if _, err := c.WriteAt(want, off, flags); err != nil {
+		return err
+	}
+	got := make([]byte, n)
+	if _, err := c.ReadAt(got, off); err != nil {
+		return err
+	}
+	if !bytes.Equal(got, want) {
+		return fmt.Errorf("data at %d differs", off)
+	}
+	return nil
+}
+
+// parallel runs f(0) .. f(n-1) at once and fails t with their errors.
+func parallel(t testing.TB, n int, f func(w int) error) {
+	t.Helper()
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for w := range n {
+		wg.Go(func() { errs <- f(w) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 }

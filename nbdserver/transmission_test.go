@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"sync"
 	"syscall"
 	"testing"
 
@@ -226,32 +225,12 @@ func TestConcurrentRequests(t *testing.T) {
 	const workers, per, bs = 32, 40, 4096
 	_, addr := startServer(t, Options{Backend: NewMemBackend(workers * per * bs)})
 	c := dial(t, addr)
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for w := range workers {
-		wg.Go(func() {
-			for i := range per {
-				off := int64((w*per + i) * bs)
-				want := pattern(bs, uint64(off))
-				if _, err := c.WriteAt(want, off, 0); err != nil {
-					errs <- err
-					return
-				}
-				got := make([]byte, bs)
-				if _, err := c.ReadAt(got, off); err != nil {
-					errs <- err
-					return
-				}
-				if !bytes.Equal(got, want) {
-					errs <- fmt.Errorf("data at %d differs", off)
-					return
-				}
+	parallel(t, workers, func(w int) error {
+		for i := range per {
+			if err := writeReadBack(c, int64((w*per+i)*bs), bs, 0); err != nil {
+				return err
 			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+		}
+		return nil
+	})
 }
