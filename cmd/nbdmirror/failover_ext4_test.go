@@ -64,10 +64,7 @@ func (w *fileWriter) fsynced() map[string][32]byte {
 // system replays its journal, e2fsck finds it clean, and every file whose
 // fsync returned before the kill is intact.
 func TestFailoverWithExt4(t *testing.T) {
-	a, b := newPair(t, "256M", nil, nil)
-	a.start()
-	b.start()
-	a.waitFor("connected", 10*time.Second, established)
+	a, b := connectedPair(t, "256M")
 	dev := attachBlockDev(t, a.uri())
 	mnt := dev.mkfsAndMount()
 	sums := writeFiles(t, mnt, 20, 1)

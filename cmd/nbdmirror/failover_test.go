@@ -28,10 +28,7 @@ func (n *node) restartAs(role string) {
 // resyncs; the next round fails over the other way. At the end both images
 // are identical.
 func TestFailoverLosesNoAcknowledgedWrite(t *testing.T) {
-	a, b := newPair(t, "64M", nil, nil)
-	a.start()
-	b.start()
-	a.waitFor("connected", 10*time.Second, established)
+	a, b := connectedPair(t, "64M")
 	ck := checker.New(checker.Options{Blocks: 8192, InFlight: 32, FUAEvery: 5, FlushEvery: 50, Seed: 3})
 	rng := rand.New(rand.NewPCG(11, uint64(time.Now().UnixNano())))
 	primary, secondary := a, b

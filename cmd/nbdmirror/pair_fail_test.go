@@ -23,10 +23,7 @@ func (n *node) waitLog(s string, timeout time.Duration) {
 }
 
 func TestPeerRefusesStrangers(t *testing.T) {
-	a, b := newPair(t, "16M", nil, nil)
-	a.start()
-	b.start()
-	a.waitFor("connected", 10*time.Second, established)
+	a, b := connectedPair(t, "16M")
 	sumA, sumB := fileSum(t, a.disk), fileSum(t, b.disk)
 
 	wrong := filepath.Join(t.TempDir(), "wrong")
@@ -87,10 +84,7 @@ func randomBytes(n int) []byte {
 // once the Secondary is back the two resync to identical images.
 func TestPrimaryGoesOnWhenSecondaryDies(t *testing.T) {
 	needTools(t, "fio")
-	a, b := newPair(t, "128M", nil, nil)
-	a.start()
-	b.start()
-	a.waitFor("connected", 10*time.Second, established)
+	a, b := connectedPair(t, "128M")
 	fio := make(chan error, 1)
 	go func() {
 		_, err := runCmdErr(2*time.Minute, "fio", "--name=load", "--ioengine=nbd", "--uri="+a.uri(),

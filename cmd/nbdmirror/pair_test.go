@@ -44,6 +44,17 @@ func newPair(t testing.TB, size string, extraA, extraB []string) (a, b *node) {
 	return a, b
 }
 
+// connectedPair is newPair without extra flags, both nodes started and
+// connected.
+func connectedPair(t testing.TB, size string) (a, b *node) {
+	t.Helper()
+	a, b = newPair(t, size, nil, nil)
+	a.start()
+	b.start()
+	a.waitFor("connected", 10*time.Second, established)
+	return a, b
+}
+
 // waitFor polls the node's status until cond holds.
 func (n *node) waitFor(what string, timeout time.Duration, cond func(Status) bool) Status {
 	n.t.Helper()
@@ -122,10 +133,7 @@ func TestPairMirrorsWritesIdentically(t *testing.T) {
 }
 
 func TestSecondaryRefusesNBDClients(t *testing.T) {
-	a, b := newPair(t, "16M", nil, nil)
-	a.start()
-	b.start()
-	a.waitFor("connected", 10*time.Second, established)
+	_, b := connectedPair(t, "16M")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := nbdclient.Dial(ctx, b.nbd, "r0")
@@ -155,10 +163,7 @@ func runFio(t *testing.T, uri string, args ...string) {
 // grow by more than the framing.
 func TestReplicationCompresses(t *testing.T) {
 	needTools(t, "fio")
-	a, b := newPair(t, "128M", nil, nil)
-	a.start()
-	b.start()
-	a.waitFor("connected", 10*time.Second, established)
+	a, b := connectedPair(t, "128M")
 	var last replication.StatsStatus
 	for _, c := range []struct {
 		name     string

@@ -21,10 +21,7 @@ func ctlErr(t *testing.T, n *node, args ...string) string {
 }
 
 func TestRoleChangesFollowTheRules(t *testing.T) {
-	a, b := newPair(t, "32M", nil, nil)
-	a.start()
-	b.start()
-	a.waitFor("connected", 10*time.Second, established)
+	a, b := connectedPair(t, "32M")
 
 	if out := ctlErr(t, b, "role", "primary"); !strings.Contains(out, "the peer is Primary") {
 		t.Fatalf("promotion next to a Primary: %s", out)

@@ -165,10 +165,7 @@ func TestInitialSyncOfIdenticalImagesMovesChecksums(t *testing.T) {
 // TestVerifyFindsAndResyncRepairs alters a block of the Secondary's disk
 // behind the daemon's back: verify finds it, and the next resync repairs it.
 func TestVerifyFindsAndResyncRepairs(t *testing.T) {
-	a, b := newPair(t, "32M", nil, nil)
-	a.start()
-	b.start()
-	a.waitFor("connected", 10*time.Second, established)
+	a, b := connectedPair(t, "32M")
 	writeBlock(t, a, 1<<20, 0x11)
 	out := ctl(t, a, "verify")
 	if !strings.Contains(out, "0B differ") {

@@ -40,10 +40,7 @@ func TestVMKernelClient(t *testing.T) {
 	dir := t.TempDir()
 	buildGuest(t, dir)
 
-	a, b := newPair(t, "128M", nil, nil)
-	a.start()
-	b.start()
-	a.waitFor("connected", 10*time.Second, established)
+	a, b := connectedPair(t, "128M")
 	vm := startVM(t, qemu, dir, a.nbd, b.nbd)
 
 	var beforeKill Status
