@@ -113,16 +113,11 @@ func (c *Compressor) write(off int64, data []byte, lent bool) Record {
 		out = c.zenc.EncodeAll(data, b[:0])
 	}
 	// A shorter out was written into b: append grows only past cap(b) >= len(data).
-	switch {
-	case out != nil && len(out)+len(data)>>5 < len(data):
-		r.Codec, r.Payload, r.buf = c.codec, out, bp
-	case lent:
-		r.Payload = data
+	if out == nil || len(out)+len(data)>>5 >= len(data) {
 		putBuf(bp)
-	default:
-		r.Payload, r.buf = b[:len(data)], bp
-		copy(r.Payload, data)
+		return rawRecord(r, data, lent)
 	}
+	r.Codec, r.Payload, r.buf = c.codec, out, bp
 	r.sum, r.hasSum = crc32.Checksum(r.Payload, castagnoli), true
 	return r
 }
