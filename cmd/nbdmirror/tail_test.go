@@ -15,7 +15,7 @@ import (
 // --force; its ext4 passes e2fsck after mounting, and the files it holds are
 // a prefix of those written, in order.
 func TestTailTargetPromotedMidReplay(t *testing.T) {
-	a, b := newPair(t, "256M", []string{"--resync-rate", "4M"}, nil)
+	a, b := newPair(t, "256M", []string{"--resync-rate", "1M"}, nil)
 	a.start()
 	b.start()
 	a.waitFor("connected", 10*time.Second, established)
