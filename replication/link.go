@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/nbdmirror/nbdmirror/journal"
@@ -59,11 +60,13 @@ type link struct {
 	acked      [4]uint64 // by wire.AckKind: highest cumulative ack seen
 	oldest     time.Time // when the oldest pending record was queued
 	down       error     // set once: the link failed
-	// sending: someone holds the sender role, which owns bw and sentAck
-	// (see sendQueued); again: someone found it held and left work for it.
+	// sending: someone holds the sender role, which owns bw and writes
+	// sentAck (see sendQueued); again: someone found it held and left work
+	// for it.
 	sending, again bool
 	bw             *bufio.Writer
-	sentAck        [4]uint64
+	sentAck        [4]atomic.Uint64 // by wire.AckKind: highest ack written; read by anyone
+	raw            syscall.RawConn  // nil if conn has no descriptor: acks then go through the sender
 	kick           chan struct{}
 	closed         chan struct{}
 	// peerBitmap is closed once the peer's bitmap has been merged (a
@@ -75,6 +78,7 @@ type link struct {
 	sums      chan []byte
 	sumMu     sync.Mutex
 	closeOnce sync.Once
+	ackBuf    [128]byte // acks being written (three frames); sender role only
 
 	// Receiving side (the peer of a Primary): what to acknowledge.
 	lastRecv     uint64        // journal seq of the last record read; receiver only
@@ -82,6 +86,7 @@ type link struct {
 	journaledSeq atomic.Uint64 // last record written to the journal
 	syncedSeq    atomic.Uint64 // last barrier done
 	lastFrame    atomic.Int64  // unix nanos of the last frame read
+	recvWriting  atomic.Bool   // the receiver is writing queued records to the journal
 
 	bytesRaw  atomic.Uint64 // disk bytes carried by records sent
 	bytesWire atomic.Uint64 // bytes written to the connection
@@ -108,6 +113,9 @@ func newLink(res *Resource, conn net.Conn, remote wire.Hello) *link {
 		kick: make(chan struct{}, 1), closed: make(chan struct{}), peerBitmap: make(chan struct{}),
 		sums: make(chan []byte, 1)}
 	l.bw = bufio.NewWriterSize(conn, 256<<10)
+	if sc, ok := conn.(syscall.Conn); ok {
+		l.raw, _ = sc.SyscallConn()
+	}
 	l.lastFrame.Store(time.Now().UnixNano())
 	return l
 }
@@ -313,7 +321,7 @@ func (l *link) sendQueued() {
 		l.out, l.outA, l.again = nil, nil, false
 		l.mu.Unlock()
 		l.writeOut(l.bw, out)
-		l.sentAck = l.appendAcks(l.bw, l.sentAck)
+		l.bw.Write(l.appendAcks(l.ackBuf[:0]))
 		if err := l.bw.Flush(); err != nil {
 			l.mu.Lock()
 			l.sending = false
@@ -357,19 +365,99 @@ func (l *link) writeOut(bw *bufio.Writer, out []outItem) {
 	}
 }
 
-// appendAcks writes the acks that moved since the last ones sent.
-func (l *link) appendAcks(bw *bufio.Writer, sent [4]uint64) [4]uint64 {
-	for _, a := range []wire.Ack{
+// acks are the cumulative acks this side owes the peer, by kind.
+func (l *link) acks() [3]wire.Ack {
+	return [3]wire.Ack{
 		{Kind: wire.Received, Seq: l.recvSeq.Load()},
 		{Kind: wire.Journaled, Seq: l.journaledSeq.Load()},
 		{Kind: wire.Synced, Seq: l.syncedSeq.Load()},
-	} {
-		if a.Seq > sent[a.Kind] {
-			bw.Write(wire.AppendAck(nil, a))
-			sent[a.Kind] = a.Seq
+	}
+}
+
+// acksMoved reports whether an ack moved past the last one written.
+func (l *link) acksMoved() bool {
+	for _, a := range l.acks() {
+		if a.Seq > l.sentAck[a.Kind].Load() {
+			return true
 		}
 	}
-	return sent
+	return false
+}
+
+// appendAcks appends to b the acks that moved since the last ones written
+// and counts them as written. Requires the sender role.
+func (l *link) appendAcks(b []byte) []byte {
+	for _, a := range l.acks() {
+		if a.Seq > l.sentAck[a.Kind].Load() {
+			b = wire.AppendAck(b, a)
+			l.sentAck[a.Kind].Store(a.Seq)
+		}
+	}
+	return b
+}
+
+// sendAcks has the acks that moved sent, on the calling goroutine when the
+// sender role is free and nothing else is queued: one write that never
+// blocks, so the receiver can call it and still never stop reading. What
+// that write cannot take, and anything queued, the sender goroutine sends.
+// A Secondary's lone write thus hears its ack without waiting for a
+// goroutine hand-off, nor for being applied to the disk.
+func (l *link) sendAcks() {
+	if !l.acksMoved() {
+		return
+	}
+	if l.raw == nil || !l.claimSender() {
+		l.wake()
+		return
+	}
+	l.mu.Lock()
+	quiet := len(l.out) == 0 && len(l.outA) == 0 && l.bw.Buffered() == 0
+	l.mu.Unlock()
+	if quiet {
+		b := l.appendAcks(l.ackBuf[:0])
+		n, err := l.tryWrite(b)
+		l.bytesWire.Add(uint64(len(b)))
+		if err != nil {
+			l.mu.Lock()
+			l.sending = false
+			l.mu.Unlock()
+			l.fail(fmt.Errorf("%w: send: %v", ErrLinkDown, err))
+			return
+		}
+		l.bw.Write(b[n:]) // the rest goes next, from the sender
+	}
+	l.mu.Lock()
+	l.sending = false
+	rest := !quiet || l.again || len(l.out) > 0 || len(l.outA) > 0 || l.bw.Buffered() > 0
+	l.mu.Unlock()
+	if rest {
+		l.wake()
+	}
+}
+
+// tryWrite writes what of b the socket takes at once, without waiting.
+func (l *link) tryWrite(b []byte) (int, error) {
+	var n int
+	var errno syscall.Errno
+	err := l.raw.Write(func(fd uintptr) bool {
+		for {
+			m, err := syscall.Write(int(fd), b)
+			switch {
+			case err == syscall.EINTR:
+				continue
+			case err == syscall.EAGAIN:
+			case err != nil:
+				errno = err.(syscall.Errno)
+			default:
+				n = m
+			}
+			return true
+		}
+	})
+	if err == nil && errno != 0 {
+		err = errno
+	}
+	return n, err
 }
 
 // checkAlive fails a link whose peer has gone quiet or stopped acking for

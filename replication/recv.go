@@ -31,7 +31,7 @@ func (l *link) recvLoop() {
 			l.fail(err)
 			return
 		}
-		if br.Buffered() == 0 {
+		if br.Buffered() == 0 && l.acksMoved() {
 			// Acks of everything read so far go out together, from the
 			// sender: this goroutine must keep reading whatever the peer does.
 			l.wake()
@@ -55,7 +55,7 @@ func (l *link) handle(f wire.Frame, idle bool) error {
 				return
 			}
 			storeMax(&l.syncedSeq, seq)
-			l.wake()
+			l.sendAcks()
 		})
 	case wire.TypeAck:
 		a, err := wire.ParseAck(f.Body)
@@ -111,7 +111,11 @@ func (l *link) applyRecords(body []byte, idle bool) error {
 	if l.res.Role() == wire.Primary {
 		return fmt.Errorf("%w: the peer sent data to a Primary", ErrLinkDown)
 	}
-	defer l.res.journal.WriteQueued(idle) // what was queued, also if a record is bad
+	defer func() { // what was queued, also if a record is bad
+		l.recvWriting.Store(true)
+		l.res.journal.WriteQueued(idle)
+		l.recvWriting.Store(false)
+	}()
 	for len(body) > 0 {
 		rec, n, err := parseWireRecord(body, l.res.size, l.lastRecv)
 		if err != nil {
@@ -120,9 +124,16 @@ func (l *link) applyRecords(body []byte, idle bool) error {
 		body = body[n:]
 		l.lastRecv = rec.Seq
 		seq := l.recvSeq.Add(1)
+		last := idle && len(body) == 0
 		written := func() {
 			l.journaledSeq.Store(seq)
-			l.wake()
+			if last && l.recvWriting.Load() {
+				// This goroutine journaled the last record read and nothing
+				// is behind it: its ack goes now, before it is applied.
+				l.sendAcks()
+			} else {
+				l.wake()
+			}
 		}
 		l.res.journal.AppendLater(rec, false, written, func(jseq uint64, err error) {
 			if err != nil {
