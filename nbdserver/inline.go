@@ -6,7 +6,8 @@ import (
 )
 
 // The reader runs a small READ or WRITE itself ("inline") while the Backend
-// answers such requests quickly, as page-cache I/O does. Inline requests
+// answers such requests quickly, as page-cache I/O does, and a FLUSH that
+// is alone on the connection. Inline requests
 // cost no goroutine hand-off, their replies leave in one write per burst,
 // and only one goroutine per connection calls the Backend, which spares a
 // file's inode lock. A Backend that waits (a mirrored write waits for its
@@ -54,6 +55,11 @@ func (c *conn) inline(r *request) bool {
 	switch r.typ {
 	case cmdCache:
 		return true
+	case cmdFlush:
+		// Alone on the connection (its slot is the only one taken, nothing
+		// more has arrived), a FLUSH runs here: the reader has nothing else
+		// to do while it waits, and a goroutine would only add a hand-off.
+		return len(c.slots) == 1 && c.br.Buffered() == 0
 	case cmdRead:
 		k = kindRead
 	case cmdWrite:
