@@ -49,7 +49,7 @@ func (l *link) handle(f wire.Frame, idle bool) error {
 		if err != nil {
 			return err
 		}
-		l.res.journal.Sync(func(err error) {
+		l.res.journal.SyncLater(func(err error) {
 			if err != nil {
 				l.fail(fmt.Errorf("%w: journal sync: %v", ErrLinkDown, err))
 				return
@@ -57,6 +57,7 @@ func (l *link) handle(f wire.Frame, idle bool) error {
 			storeMax(&l.syncedSeq, seq)
 			l.sendAcks()
 		})
+		l.writeJournal(idle)
 	case wire.TypeAck:
 		a, err := wire.ParseAck(f.Body)
 		if err != nil {
@@ -111,11 +112,7 @@ func (l *link) applyRecords(body []byte, idle bool) error {
 	if l.res.Role() == wire.Primary {
 		return fmt.Errorf("%w: the peer sent data to a Primary", ErrLinkDown)
 	}
-	defer func() { // what was queued, also if a record is bad
-		l.recvWriting.Store(true)
-		l.res.journal.WriteQueued(idle)
-		l.recvWriting.Store(false)
-	}()
+	defer l.writeJournal(idle) // what was queued, also if a record is bad
 	for len(body) > 0 {
 		rec, n, err := parseWireRecord(body, l.res.size, l.lastRecv)
 		if err != nil {
@@ -145,6 +142,16 @@ func (l *link) applyRecords(body []byte, idle bool) error {
 		l.res.replRecv.Add(uint64(rec.RawLen))
 	}
 	return nil
+}
+
+// writeJournal has what was queued in the journal written (and synced, for
+// a barrier): by this goroutine when idle and the journal's writer idles
+// too, so that a lone write or FLUSH waits for no hand-off; by the writer
+// otherwise.
+func (l *link) writeJournal(idle bool) {
+	l.recvWriting.Store(true)
+	l.res.journal.WriteQueued(idle)
+	l.recvWriting.Store(false)
 }
 
 // queue adds a frame to the send queue.
