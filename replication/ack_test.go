@@ -147,3 +147,32 @@ func TestAcksGoOutAtOnceWhenTheConnectionTakesThem(t *testing.T) {
 	default:
 	}
 }
+
+// TestAckWriteErrorIsLeftToTheSender: a connection the peer reset fails the
+// ack write; sendAcks, which may run on the journal's writer, leaves the
+// acks and the error to the sender goroutine instead of failing the link
+// itself.
+func TestAckWriteErrorIsLeftToTheSender(t *testing.T) {
+	mine, theirs := tcpPair(t)
+	l := newLink(&Resource{}, mine, wire.Hello{})
+	theirs.SetLinger(0)
+	theirs.Close() // a reset
+	buf := make([]byte, 1)
+	mine.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := mine.Read(buf); err == nil {
+		t.Fatal("read from a reset connection succeeded")
+	}
+	l.journaledSeq.Store(1)
+	l.sendAcks() // an l.fail here would need a whole Resource and panic
+	select {
+	case <-l.kick:
+	default:
+		t.Fatal("the failed ack write was not left to the sender")
+	}
+	if l.bw.Buffered() == 0 {
+		t.Fatal("the acks were dropped instead of left to the sender")
+	}
+	if err := l.bw.Flush(); err == nil {
+		t.Fatal("the sender's write to a reset connection succeeded")
+	}
+}
