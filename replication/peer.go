@@ -72,6 +72,19 @@ func (r *Resource) acceptLoop(ln net.Listener) {
 	}
 }
 
+// onStop runs f if the Resource stops before release is called.
+func (r *Resource) onStop(f func()) (release func()) {
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-r.stop:
+			f()
+		case <-done:
+		}
+	}()
+	return func() { close(done) }
+}
+
 // dialLoop keeps a connection to cfg.Peer, retrying with backoff while
 // there is none.
 func (r *Resource) dialLoop() {
@@ -89,7 +102,9 @@ func (r *Resource) dialLoop() {
 			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.PeerTimeout)
+		release := r.onStop(cancel)
 		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", r.cfg.Peer)
+		release()
 		cancel()
 		if err == nil && r.meet(c, true) {
 			backoff = 100 * time.Millisecond
@@ -135,6 +150,7 @@ func (r *Resource) hello() wire.Hello {
 func (r *Resource) meet(c net.Conn, dialer bool) bool {
 	c.SetDeadline(time.Now().Add(r.cfg.PeerTimeout))
 	defer c.SetDeadline(time.Time{})
+	defer r.onStop(func() { c.Close() })() // a stop does not wait for a silent peer
 	hello := r.hello()
 	remote, err := wire.Handshake(c, hello, r.cfg.Secret, dialer)
 	if err != nil {

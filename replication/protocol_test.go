@@ -205,3 +205,32 @@ func TestSilentPeerIsGivenUpAfterTimeout(t *testing.T) {
 		t.Fatalf("the Primary did not start a new generation: %+v", r.meta.Gen)
 	}
 }
+
+// TestCloseDoesNotWaitForASilentPeer: a peer that takes the connection and
+// never says hello holds the handshake up to the peer timeout; Close must
+// not wait for it.
+func TestCloseDoesNotWaitForASilentPeer(t *testing.T) {
+	p := newFakePeer(t)
+	r, err := Open(Config{Name: "r0", Disk: memDisk{journal.NewMemDisk(testSize)}, MetaDir: t.TempDir(),
+		FS: journal.NewMemFS(), Role: wire.Primary, Created: true, Peer: p.ln.Addr().String(),
+		Secret: []byte("protocol-test-secret"), Protocol: ProtocolC, PeerTimeout: 10 * time.Minute,
+		CheckpointInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := p.ln.Accept() // and say nothing
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	closed := make(chan error, 1)
+	go func() { closed <- r.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Close waited for the handshake with a silent peer")
+	}
+}
