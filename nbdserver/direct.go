@@ -3,7 +3,8 @@ package nbdserver
 import (
 	"net"
 	"syscall"
-	"unsafe"
+
+	"github.com/nbdmirror/nbdmirror/nbdserver/netio"
 )
 
 // gather collects replies for one writev: headers and small payloads are
@@ -78,7 +79,7 @@ func (w *replyWriter) writeDirect(d *directState, rs []*request) {
 		d.g.add(r)
 	}
 	v := d.g.buffers()
-	n, err := w.tryWritev(&d.iov, v)
+	n, err := netio.TryWritev(w.raw, &d.iov, v)
 	if w.finish(rs, v, n, d.g.n, err) || err != nil {
 		d.g.reset()
 	} else {
@@ -100,7 +101,7 @@ func (w *replyWriter) sendOne(r *request) {
 	}
 	var iov [2]syscall.Iovec
 	iovs := iov[:0]
-	n, err := w.tryWritev(&iovs, v)
+	n, err := netio.TryWritev(w.raw, &iovs, v)
 	w.finish(rs[:], v, n, total, err)
 }
 
@@ -145,43 +146,6 @@ func (w *replyWriter) finish(rs []*request, v net.Buffers, n, total int, err err
 	}
 	w.c.release(rs)
 	return true
-}
-
-// tryWritev makes one non-blocking writev of v, using *iovs for the
-// iovecs, and returns the bytes taken.
-func (w *replyWriter) tryWritev(iovs *[]syscall.Iovec, v net.Buffers) (int, error) {
-	iov := (*iovs)[:0]
-	for _, b := range v {
-		if len(b) > 0 {
-			e := syscall.Iovec{Base: &b[0]}
-			e.SetLen(len(b))
-			iov = append(iov, e)
-		}
-	}
-	*iovs = iov
-	if len(iov) == 0 {
-		return 0, nil
-	}
-	var n int
-	var errno syscall.Errno
-	err := w.raw.Write(func(fd uintptr) bool {
-		r, _, e := syscall.Syscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
-		if e == syscall.EINTR {
-			return false
-		}
-		n, errno = int(r), e
-		return true
-	})
-	clear(iov)
-	switch {
-	case err != nil:
-		return 0, err
-	case errno == syscall.EAGAIN:
-		return 0, nil
-	case errno != 0:
-		return 0, errno
-	}
-	return n, nil
 }
 
 // skip returns a copy of v without its first n bytes.

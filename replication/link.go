@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nbdmirror/nbdmirror/journal"
+	"github.com/nbdmirror/nbdmirror/nbdserver/netio"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
@@ -78,7 +79,8 @@ type link struct {
 	sums      chan []byte
 	sumMu     sync.Mutex
 	closeOnce sync.Once
-	ackBuf    [128]byte // acks being written (three frames); sender role only
+	ackBuf    [128]byte       // acks being written (three frames); sender role only
+	ackIov    []syscall.Iovec // their iovec, for netio.TryWritev; sender role only
 
 	// Receiving side (the peer of a Primary): what to acknowledge.
 	lastRecv     uint64        // journal seq of the last record read; receiver only
@@ -415,7 +417,7 @@ func (l *link) sendAcks() {
 	l.mu.Unlock()
 	if quiet {
 		b := l.appendAcks(l.ackBuf[:0])
-		n, err := l.tryWrite(b)
+		n, err := netio.TryWritev(l.raw, &l.ackIov, [][]byte{b})
 		if err != nil {
 			// The sender's write meets the error again and fails the link
 			// from its own goroutine: this one may be the journal's writer.
@@ -430,31 +432,6 @@ func (l *link) sendAcks() {
 	if rest {
 		l.wake()
 	}
-}
-
-// tryWrite writes what of b the socket takes at once, without waiting.
-func (l *link) tryWrite(b []byte) (int, error) {
-	var n int
-	var errno syscall.Errno
-	err := l.raw.Write(func(fd uintptr) bool {
-		for {
-			m, err := syscall.Write(int(fd), b)
-			switch {
-			case err == syscall.EINTR:
-				continue
-			case err == syscall.EAGAIN:
-			case err != nil:
-				errno = err.(syscall.Errno)
-			default:
-				n = m
-			}
-			return true
-		}
-	})
-	if err == nil && errno != 0 {
-		err = errno
-	}
-	return n, err
 }
 
 // checkAlive fails a link whose peer has gone quiet or stopped acking for

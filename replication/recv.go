@@ -27,11 +27,12 @@ func (l *link) recvLoop() {
 			return
 		}
 		l.lastFrame.Store(time.Now().UnixNano())
-		if err := l.handle(f, br.Buffered() == 0); err != nil {
+		idle := br.Buffered() == 0
+		if err := l.handle(f, idle); err != nil {
 			l.fail(err)
 			return
 		}
-		if br.Buffered() == 0 && l.acksMoved() {
+		if idle && l.acksMoved() {
 			// Acks of everything read so far go out together, from the
 			// sender: this goroutine must keep reading whatever the peer does.
 			l.wake()
