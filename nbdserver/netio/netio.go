@@ -1,6 +1,7 @@
-// Package netio writes to a socket without waiting: the one system call
+// Package netio does socket I/O without waiting: the non-blocking write
 // that both the NBD server's replies and the replication link's acks make
-// from goroutines that must not block on a full socket.
+// from goroutines that must not block on a full socket, and the reader
+// that polls for a request about to arrive instead of sleeping.
 package netio
 
 import (

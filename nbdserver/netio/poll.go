@@ -1,0 +1,123 @@
+package netio
+
+import (
+	"io"
+	"net"
+	"runtime"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// PollReader reads from a socket and, when the wait for its data is likely
+// to be short, polls the socket for up to Limit before it sleeps in the
+// runtime's poller. A sleeping reader is woken through the poller and the
+// scheduler, which on a virtual machine costs tens of microseconds: about as
+// long as a client takes to send its next request after a reply. Polling
+// trades that for a core kept busy while it waits.
+//
+// It polls only while the mean of its recent waits is below Limit (a client
+// that pauses longer costs no polling after a few waits), when Want, if set,
+// says so, and when fewer readers of the process poll than it has cores
+// besides one. A read deadline set before Read is honoured; one that expires
+// while polling ends the wait at the latest at Limit.
+type PollReader struct {
+	conn  net.Conn
+	raw   syscall.RawConn // nil if conn has no descriptor: never polls
+	limit time.Duration
+	// Want, if set, is asked before each poll; false sleeps at once.
+	Want func() bool
+	mean time.Duration // moving mean of recent waits, each counted up to 2 x limit
+	// Polled and Slept, if set, count the reads whose data came while
+	// polling and those that slept in the poller (with polling off, none).
+	Polled, Slept *atomic.Uint64
+}
+
+// NewPollReader reads conn, polling for up to limit; 0 never polls.
+func NewPollReader(conn net.Conn, limit time.Duration) *PollReader {
+	r := &PollReader{conn: conn, limit: max(limit, 0)}
+	if sc, ok := conn.(syscall.Conn); ok && limit > 0 {
+		r.raw, _ = sc.SyscallConn()
+	}
+	return r
+}
+
+// pollers counts readers polling now, across the process.
+var pollers atomic.Int32
+
+// Read reads into p as net.Conn does.
+func (r *PollReader) Read(p []byte) (int, error) {
+	if r.raw == nil || len(p) == 0 {
+		return r.conn.Read(p)
+	}
+	start := time.Now()
+	if r.mean < r.limit && (r.Want == nil || r.Want()) && r.enter() {
+		n, ok, err := r.poll(p, start)
+		pollers.Add(-1)
+		if ok {
+			r.note(time.Since(start))
+			count(r.Polled)
+			return n, err
+		}
+	}
+	n, err := r.conn.Read(p)
+	r.note(time.Since(start))
+	count(r.Slept)
+	return n, err
+}
+
+func count(c *atomic.Uint64) {
+	if c != nil {
+		c.Add(1)
+	}
+}
+
+// enter takes one of the process's polling places, if one is free.
+func (r *PollReader) enter() bool {
+	if pollers.Add(1) <= int32(runtime.GOMAXPROCS(0)-1) {
+		return true
+	}
+	pollers.Add(-1)
+	return false
+}
+
+// poll reads without waiting until data, an error or the limit comes; ok is
+// false if the limit came first.
+func (r *PollReader) poll(p []byte, start time.Time) (n int, ok bool, err error) {
+	var errno syscall.Errno
+	rerr := r.raw.Read(func(fd uintptr) bool {
+		for i := 1; ; i++ {
+			// The socket does not block: no need to tell the scheduler.
+			m, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+			switch {
+			case e == syscall.EINTR:
+			case e != syscall.EAGAIN:
+				n, errno, ok = int(m), e, true
+				return true
+			case i%16 == 0 && time.Since(start) >= r.limit:
+				return true // ok false: sleep in the poller
+			}
+		}
+	})
+	switch {
+	case rerr != nil: // closed, or the deadline had passed
+		return 0, true, rerr
+	case !ok:
+		return 0, false, nil
+	case errno != 0:
+		return 0, true, &net.OpError{Op: "read", Net: r.conn.LocalAddr().Network(), Source: r.conn.LocalAddr(),
+			Addr: r.conn.RemoteAddr(), Err: errno}
+	case n == 0:
+		return 0, true, io.EOF
+	}
+	return n, true, nil
+}
+
+// note adds a wait to the moving mean (weight 1/8), counting a wait longer
+// than twice the limit as twice the limit, so that one long pause does not
+// stop polling for long.
+func (r *PollReader) note(d time.Duration) {
+	d = min(d, 2*r.limit)
+	r.mean += (d - r.mean) / 8
+}

@@ -1,0 +1,221 @@
+package netio
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// tcpPair returns the two ends of a loopback TCP connection, closed when
+// the test ends.
+func tcpPair(t *testing.T) (client, server net.Conn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := l.Accept()
+		accepted <- c
+	}()
+	client, err = net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server = <-accepted
+	if server == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { client.Close(); server.Close() })
+	return client, server
+}
+
+// twoCores gives the test two Ps, so that one reader may poll.
+func twoCores(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		old := runtime.GOMAXPROCS(2)
+		t.Cleanup(func() { runtime.GOMAXPROCS(old) })
+	}
+}
+
+func newCounted(c net.Conn, limit time.Duration) (*PollReader, *atomic.Uint64, *atomic.Uint64) {
+	r := NewPollReader(c, limit)
+	r.Polled, r.Slept = new(atomic.Uint64), new(atomic.Uint64)
+	return r, r.Polled, r.Slept
+}
+
+// readFull reads len(want) bytes from r and checks them.
+func readFull(t *testing.T, r io.Reader, want []byte) {
+	t.Helper()
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(r, got); err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("read %q, want %q", got, want)
+	}
+}
+
+// waitBuffered waits until the kernel holds n bytes for c to read, so that
+// a Read finds them at once.
+func waitBuffered(t *testing.T, c net.Conn, n int) {
+	t.Helper()
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		var avail int
+		raw.Control(func(fd uintptr) { avail = bytesToRead(t, fd) })
+		if avail >= n {
+			return
+		}
+	}
+	t.Fatalf("%d bytes never arrived", n)
+}
+
+func TestPollReaderFindsWaitingData(t *testing.T) {
+	twoCores(t)
+	client, server := tcpPair(t)
+	r, polled, slept := newCounted(server, time.Millisecond)
+	client.Write([]byte("request"))
+	waitBuffered(t, server, 7)
+	readFull(t, r, []byte("request"))
+	if polled.Load() != 1 || slept.Load() != 0 {
+		t.Fatalf("polled %d, slept %d; want the read polled", polled.Load(), slept.Load())
+	}
+}
+
+func TestPollReaderSleepsWhenNotWanted(t *testing.T) {
+	twoCores(t)
+	client, server := tcpPair(t)
+	r, polled, slept := newCounted(server, time.Millisecond)
+	r.Want = func() bool { return false }
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		client.Write([]byte("later"))
+	}()
+	readFull(t, r, []byte("later"))
+	if polled.Load() != 0 || slept.Load() != 1 {
+		t.Fatalf("polled %d, slept %d; want one sleep", polled.Load(), slept.Load())
+	}
+}
+
+// Data that comes after the poll gave up is read by the sleeping read.
+func TestPollReaderSleepsAfterLimit(t *testing.T) {
+	twoCores(t)
+	client, server := tcpPair(t)
+	r, polled, slept := newCounted(server, 50*time.Microsecond)
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		client.Write([]byte("late request"))
+	}()
+	readFull(t, r, []byte("late request"))
+	if polled.Load()+slept.Load() != 1 {
+		t.Fatalf("polled %d, slept %d; want one read", polled.Load(), slept.Load())
+	}
+}
+
+// After waits longer than the limit the reader stops polling: Want is not
+// even asked.
+func TestPollReaderStopsPollingForSlowClients(t *testing.T) {
+	twoCores(t)
+	client, server := tcpPair(t)
+	r := NewPollReader(server, 100*time.Microsecond)
+	asked := 0
+	r.Want = func() bool { asked++; return true }
+	for range 16 {
+		r.note(time.Second)
+	}
+	client.Write([]byte("x"))
+	readFull(t, r, []byte("x"))
+	if asked != 0 {
+		t.Fatalf("Want asked %d times after long waits, want 0", asked)
+	}
+	// Quick waits bring polling back.
+	for range 32 {
+		r.note(time.Microsecond)
+	}
+	client.Write([]byte("y"))
+	readFull(t, r, []byte("y"))
+	if asked != 1 {
+		t.Fatalf("Want asked %d times after quick waits, want 1", asked)
+	}
+}
+
+// One reader per core besides one polls at a time.
+func TestPollReaderPlaces(t *testing.T) {
+	twoCores(t)
+	client, server := tcpPair(t)
+	r, polled, slept := newCounted(server, time.Millisecond)
+	taken := int32(runtime.GOMAXPROCS(0) - 1)
+	pollers.Add(taken) // every place taken
+	client.Write([]byte("busy"))
+	waitBuffered(t, server, 4)
+	readFull(t, r, []byte("busy"))
+	pollers.Add(-taken)
+	if polled.Load() != 0 || slept.Load() != 1 {
+		t.Fatalf("polled %d, slept %d with no place free; want one sleep", polled.Load(), slept.Load())
+	}
+	if n := pollers.Load(); n != 0 {
+		t.Fatalf("%d places still taken", n)
+	}
+}
+
+func TestPollReaderEOFAndDeadline(t *testing.T) {
+	twoCores(t)
+	client, server := tcpPair(t)
+	r := NewPollReader(server, time.Millisecond)
+	server.SetReadDeadline(time.Now().Add(-time.Second))
+	if _, err := r.Read(make([]byte, 8)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past its deadline: %v, want os.ErrDeadlineExceeded", err)
+	}
+	server.SetReadDeadline(time.Time{})
+	client.Write([]byte("end"))
+	client.Close()
+	readFull(t, r, []byte("end"))
+	if n, err := r.Read(make([]byte, 8)); n != 0 || err != io.EOF {
+		t.Fatalf("read after close: %d, %v; want 0, io.EOF", n, err)
+	}
+	server.Close()
+	if _, err := r.Read(make([]byte, 8)); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read of a closed connection: %v, want net.ErrClosed", err)
+	}
+}
+
+// Without a descriptor (net.Pipe), or with a limit of 0, reads go straight
+// to the connection.
+func TestPollReaderOff(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	r, polled, slept := newCounted(b, time.Millisecond)
+	go a.Write([]byte("pipe"))
+	readFull(t, r, []byte("pipe"))
+	client, server := tcpPair(t)
+	r0, polled0, slept0 := newCounted(server, 0)
+	client.Write([]byte("off"))
+	readFull(t, r0, []byte("off"))
+	if polled.Load()+slept.Load()+polled0.Load()+slept0.Load() != 0 {
+		t.Fatal("a reader that cannot or may not poll counted a read")
+	}
+}
+
+// bytesToRead is what the kernel holds for fd to read.
+func bytesToRead(t *testing.T, fd uintptr) int {
+	n, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
