@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/nbdmirror/nbdmirror/nbdserver/netio"
 )
 
 // readBufferSize is the connection's read buffer: large enough that a burst
@@ -51,15 +53,25 @@ type conn struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	return &conn{
+	pr := netio.NewPollReader(nc, s.opts.Poll)
+	c := &conn{
 		srv:   s,
 		nc:    nc,
-		br:    bufio.NewReaderSize(nc, readBufferSize),
+		br:    bufio.NewReaderSize(pr, readBufferSize),
 		log:   s.log.With(slog.String("remote", remoteAddr(nc))),
 		slots: make(chan struct{}, s.opts.MaxInFlight),
 		quit:  make(chan struct{}),
 		done:  make(chan struct{}),
 	}
+	// Poll only for a client's next request: with a request of this
+	// connection in flight (the reader holds one slot for the request it
+	// reads), the wait is for the Backend, and a polling reader would take
+	// the core the Backend or its peer needs.
+	pr.Want = func() bool { return len(c.slots) <= 1 }
+	if s.opts.Poll > 0 {
+		pr.Polled, pr.Slept = &s.stats.polled, &s.stats.slept
+	}
+	return c
 }
 
 // serve runs the connection to its end and closes it.

@@ -38,6 +38,11 @@ type Options struct {
 	// is not available") carrying the error text and negotiation goes on;
 	// EXPORT_NAME, which cannot carry an error, closes the connection.
 	Admit func() error
+	// Poll is how long a connection's reader may poll its socket for the
+	// client's next request before it sleeps, when nothing of that
+	// connection is in flight and its recent requests came sooner than that
+	// (see netio.PollReader). Zero never polls.
+	Poll time.Duration
 }
 
 // Server serves one export over the NBD fixed-newstyle protocol.

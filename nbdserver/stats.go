@@ -14,12 +14,17 @@ type Stats struct {
 	BytesWritten uint64 // payload bytes applied by WRITE
 	Errors       uint64 // replies that carried an error, invalid requests included
 	Connections  uint64 // connections that entered the transmission phase
+	// PolledReads and SleptReads count the socket reads of requests whose
+	// data came while the reader polled, and those for which it slept
+	// (Options.Poll); both stay 0 with polling off.
+	PolledReads, SleptReads uint64
 }
 
 // counters are updated with single atomic adds on the request path.
 type counters struct {
 	reads, writes, fuaWrites, flushes, trims, zeroes atomic.Uint64
 	bytesRead, bytesWritten, errors, connections     atomic.Uint64
+	polled, slept                                    atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -34,6 +39,8 @@ func (c *counters) snapshot() Stats {
 		BytesWritten: c.bytesWritten.Load(),
 		Errors:       c.errors.Load(),
 		Connections:  c.connections.Load(),
+		PolledReads:  c.polled.Load(),
+		SleptReads:   c.slept.Load(),
 	}
 }
 

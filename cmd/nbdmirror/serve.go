@@ -33,6 +33,7 @@ type serveConfig struct {
 	disk      string
 	size      int64
 	nbdListen string
+	nbdPoll   time.Duration // --nbd-poll
 	control   string
 	metaDir   string
 	primary   bool
@@ -78,6 +79,7 @@ func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	fs.DurationVar(&c.peerTimeout, "peer-timeout", 5*time.Second, "how long the peer may stay silent before the primary goes on alone")
 	fs.StringVar(&c.metricsListen, "metrics-listen", "", "address to serve Prometheus metrics on (/metrics)")
 	fs.StringVar(&c.afterSB, "after-split-brain", "disconnect", "on a split brain: disconnect (wait for resolve) or discard-zero-changes")
+	fs.DurationVar(&c.nbdPoll, "nbd-poll", 150*time.Microsecond, "how long a connection may poll for the client's next request before it sleeps, while its requests come that fast; 0 never polls")
 	fs.StringVar(&resyncRate, "resync-rate", "0", "cap on resync traffic per second (e.g. 100M); 0 is as fast as the link allows")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -97,6 +99,9 @@ func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	}
 	if err := c.completePeer(protocol); err != nil {
 		return c, err
+	}
+	if c.nbdPoll < 0 || c.nbdPoll > 10*time.Millisecond {
+		return c, usagef("--nbd-poll %v: want 0 (never) up to 10ms", c.nbdPoll)
 	}
 	rate, err := parseSize(resyncRate)
 	if err != nil {
@@ -281,6 +286,7 @@ func startDaemon(c serveConfig, log *slog.Logger) (*daemon, error) {
 		Backend: d.res,
 		Logger:  log,
 		Admit:   d.admit,
+		Poll:    c.nbdPoll,
 	})
 	go func() { d.served <- d.nbd.Serve(d.nbdLn) }()
 	if d.metLn != nil {

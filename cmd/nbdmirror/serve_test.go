@@ -32,6 +32,8 @@ func TestServeRejectsBadFlagsAndCreatesNothing(t *testing.T) {
 		{"unknown flag", []string{"--disk", missing, "--size", "1M", "--frobnicate"}, "unknown flag"},
 		{"bad name", []string{"--disk", missing, "--size", "1M", "--name", "a/b"}, "--name"},
 		{"bad listen", []string{"--disk", missing, "--size", "1M", "--nbd-listen", "256.0.0.1:x"}, "--nbd-listen"},
+		{"negative poll", []string{"--disk", missing, "--size", "1M", "--nbd-poll", "-1us"}, "--nbd-poll"},
+		{"poll too long", []string{"--disk", missing, "--size", "1M", "--nbd-poll", "1s"}, "--nbd-poll"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cmd := exec.Command(binary, append([]string{"serve", "--control", ctl}, c.args...)...)
@@ -113,11 +115,27 @@ func TestServeFioVerify(t *testing.T) {
 	}{
 		{"randwrite-4k-qd32", []string{"--rw=randwrite", "--bs=4k", "--iodepth=32", "--size=64M"}},
 		{"seqwrite-1m-qd8", []string{"--rw=write", "--bs=1M", "--iodepth=8", "--size=256M"}},
+		{"randwrite-4k-qd1", []string{"--rw=randwrite", "--bs=4k", "--iodepth=1", "--size=8M"}},
 	} {
 		t.Run(job.name, func(t *testing.T) { runFioVerify(t, n.uri(), job.args...) })
 	}
-	if st := n.status(); st.NBD.Errors != 0 || st.NBD.Writes == 0 {
+	st := n.status()
+	if st.NBD.Errors != 0 || st.NBD.Writes == 0 {
 		t.Fatalf("nbd counters after fio: %+v", st.NBD)
+	}
+	// --nbd-poll is on by default: the request reads were counted, polled or slept.
+	if st.NBD.PolledReads+st.NBD.SleptReads == 0 {
+		t.Fatalf("no request read counted with polling on: %+v", st.NBD)
+	}
+}
+
+func TestServeWithoutPolling(t *testing.T) {
+	needTools(t, "fio")
+	n := newNode(t, "64M", "--nbd-poll", "0")
+	n.start()
+	runFioVerify(t, n.uri(), "--rw=randwrite", "--bs=4k", "--iodepth=1", "--size=8M")
+	if st := n.status(); st.NBD.Writes == 0 || st.NBD.PolledReads != 0 || st.NBD.SleptReads != 0 {
+		t.Fatalf("nbd counters with --nbd-poll 0: %+v", st.NBD)
 	}
 }
 

@@ -27,6 +27,10 @@ type NBDStatus struct {
 	Trims       uint64 `json:"trims"`
 	Zeroes      uint64 `json:"zeroes"`
 	Errors      uint64 `json:"errors"`
+	// PolledReads: socket reads whose request came while the reader polled
+	// (--nbd-poll); SleptReads: those it slept for.
+	PolledReads uint64 `json:"polled_reads"`
+	SleptReads  uint64 `json:"slept_reads"`
 }
 
 func (d *daemon) status() Status {
@@ -43,6 +47,8 @@ func (d *daemon) status() Status {
 			Trims:       st.Trims,
 			Zeroes:      st.Zeroes,
 			Errors:      st.Errors,
+			PolledReads: st.PolledReads,
+			SleptReads:  st.SleptReads,
 		},
 	}
 }
