@@ -43,6 +43,12 @@ type conn struct {
 	held        []*request  // replies of inline requests not yet pushed; reader only
 	lat         inlineStats // reader only
 	direct      directState // reader only
+	// requests counts the requests read; polledAt is its value when the
+	// reader last asked whether to poll; batched has a bit for each of the
+	// last 8 such asks, set if more than one request came before it.
+	// Reader only.
+	requests, polledAt uint64
+	batched            uint8
 
 	quit     chan struct{} // closed by stop
 	stopOnce sync.Once
@@ -63,11 +69,21 @@ func newConn(s *Server, nc net.Conn) *conn {
 		quit:  make(chan struct{}),
 		done:  make(chan struct{}),
 	}
-	// Poll only for a client's next request: with a request of this
-	// connection in flight (the reader holds one slot for the request it
-	// reads), the wait is for the Backend, and a polling reader would take
-	// the core the Backend or its peer needs.
-	pr.Want = func() bool { return len(c.slots) <= 1 }
+	// Poll only for the next request of a client that waits for each reply
+	// before it sends more. With a request of this connection in flight
+	// (the reader holds one slot for the request it reads), the wait is for
+	// the Backend, and a polling reader would take the core the Backend or
+	// its peer needs. A client that sent several requests between two of
+	// the last 8 reads pipelines them: while the reader sleeps, it sends
+	// more, and the next read takes them all at once.
+	pr.Want = func() bool {
+		c.batched <<= 1
+		if c.requests-c.polledAt > 1 {
+			c.batched |= 1
+		}
+		c.polledAt = c.requests
+		return c.batched == 0 && len(c.slots) <= 1
+	}
 	if s.opts.Poll > 0 {
 		pr.Polled, pr.Slept = &s.stats.polled, &s.stats.slept
 	}

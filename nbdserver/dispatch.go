@@ -28,6 +28,7 @@ func (c *conn) readLoop() error {
 			}
 			return fmt.Errorf("nbdserver: reading request: %w", err)
 		}
+		c.requests++
 		r := newRequest()
 		if err := decodeRequest(&hdr, r); err != nil {
 			<-c.slots

@@ -153,3 +153,47 @@ func TestPollOff(t *testing.T) {
 		t.Fatalf("Poll 0 counted reads: %+v", st)
 	}
 }
+
+// A client that pipelines gets no polling: requests that came together in
+// one read mean the reader sleeps on, so that the next read takes a batch.
+func TestNoPollForAPipeliningClient(t *testing.T) {
+	twoProcs(t)
+	inlineOverride = 1
+	t.Cleanup(func() { inlineOverride = 0 })
+	tb := newTestBackend(1 << 20)
+	entered, release := make(chan struct{}), make(chan struct{})
+	first := true
+	tb.hold = func(op string, off int64) {
+		if op == "read" && first {
+			first = false
+			close(entered)
+			<-release
+		}
+	}
+	s, addr := startServer(t, Options{Backend: tb, Poll: 100 * time.Millisecond})
+	c, nc := dialKept(t, addr)
+	read := func(off int64) chan error {
+		ch := make(chan error, 1)
+		go func() { _, err := c.ReadAt(make([]byte, 512), off); ch <- err }()
+		return ch
+	}
+	r0 := read(0)
+	<-entered
+	r1, r2 := read(4096), read(8192) // both wait in the socket: one read takes them
+	waitDelivered(t, nc)
+	close(release)
+	for _, ch := range []chan error{r0, r1, r2} {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := s.Stats()
+	if err := <-read(12288); err != nil {
+		t.Fatal(err)
+	}
+	after := s.Stats()
+	if after.PolledReads != before.PolledReads || after.SleptReads != before.SleptReads+1 {
+		t.Fatalf("polled %d -> %d, slept %d -> %d; want the read after a batch to sleep",
+			before.PolledReads, after.PolledReads, before.SleptReads, after.SleptReads)
+	}
+}
