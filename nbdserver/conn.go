@@ -82,7 +82,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 			c.batched |= 1
 		}
 		c.polledAt = c.requests
-		return c.batched == 0 && len(c.slots) <= 1
+		return c.batched == 0 && len(c.slots) <= 1 && (s.opts.PollIf == nil || s.opts.PollIf())
 	}
 	if s.opts.Poll > 0 {
 		pr.Polled, pr.Slept = &s.stats.polled, &s.stats.slept

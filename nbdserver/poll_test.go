@@ -141,6 +141,22 @@ func TestNoPollWhileARequestIsInFlight(t *testing.T) {
 	}
 }
 
+// PollIf false: every read sleeps.
+func TestPollIf(t *testing.T) {
+	twoProcs(t)
+	s, addr := startServer(t, Options{Backend: NewMemBackend(1 << 20), Poll: 100 * time.Millisecond,
+		PollIf: func() bool { return false }})
+	c := dial(t, addr)
+	for i := range 10 {
+		if _, err := c.WriteAt(make([]byte, 4096), int64(i)*4096, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := s.Stats(); st.PolledReads != 0 || st.SleptReads == 0 {
+		t.Fatalf("PollIf false: %+v", st)
+	}
+}
+
 func TestPollOff(t *testing.T) {
 	s, addr := startServer(t, Options{Backend: NewMemBackend(1 << 20)})
 	c := dial(t, addr)

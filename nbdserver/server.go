@@ -43,6 +43,8 @@ type Options struct {
 	// connection is in flight and its recent requests came sooner than that
 	// (see netio.PollReader). Zero never polls.
 	Poll time.Duration
+	// PollIf, if set, is asked before each poll too: false sleeps.
+	PollIf func() bool
 }
 
 // Server serves one export over the NBD fixed-newstyle protocol.

@@ -50,6 +50,9 @@ func (r *Resource) currentLink() *link {
 	return r.link
 }
 
+// Mirroring reports whether a link to the peer is up.
+func (r *Resource) Mirroring() bool { return r.currentLink() != nil }
+
 // Role is this node's role.
 func (r *Resource) Role() wire.Role {
 	r.mu.Lock()

@@ -129,6 +129,10 @@ func TestPairMirrorsWritesIdentically(t *testing.T) {
 	if st := a.status(); st.Stats.OutOfSyncBytes != 0 || !established(st) {
 		t.Fatalf("after fio: %+v", st)
 	}
+	// A Primary that mirrors does not poll for requests (--nbd-poll).
+	if st := a.status(); st.NBD.PolledReads != 0 || st.NBD.SleptReads == 0 {
+		t.Fatalf("a mirroring Primary polled: %+v", st.NBD)
+	}
 	stopPair(t, a, b)
 }
 
