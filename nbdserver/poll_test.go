@@ -56,44 +56,66 @@ func twoProcs(t *testing.T) {
 	}
 }
 
-// With nothing in flight the reader polls for the next request: a request
-// already waiting in the socket when the reader turns to it is counted as
-// polled, and the I/O is right.
-func TestPollForNextRequest(t *testing.T) {
+// holdServer serves a testBackend whose first call of op waits, once it
+// has closed entered, until release is closed; with inline for
+// inlineOverride (1: the reader runs requests itself, -1: goroutines do)
+// and polling on, on two Ps. It returns the server, a client and the
+// client's connection.
+func holdServer(t *testing.T, inline int, op string) (s *Server, c *nbdclient.Client, nc *net.TCPConn, entered, release chan struct{}) {
+	t.Helper()
 	twoProcs(t)
-	inlineOverride = 1 // the reader runs the first READ itself
+	inlineOverride = inline
 	t.Cleanup(func() { inlineOverride = 0 })
 	tb := newTestBackend(1 << 20)
-	entered, release := make(chan struct{}), make(chan struct{})
-	first := true
-	tb.hold = func(op string, off int64) {
-		if op == "read" && off == 0 && first {
+	entered, release = make(chan struct{}), make(chan struct{})
+	first := true // the hook runs on one goroutine at a time until it blocks
+	tb.hold = func(o string, off int64) {
+		if o == op && first {
 			first = false
 			close(entered)
 			<-release
 		}
 	}
 	s, addr := startServer(t, Options{Backend: tb, Poll: 100 * time.Millisecond})
-	c, nc := dialKept(t, addr)
+	c, nc = dialKept(t, addr)
+	return s, c, nc, entered, release
+}
+
+// goRead reads into p at off on a goroutine of its own.
+func goRead(c *nbdclient.Client, p []byte, off int64) chan error {
+	ch := make(chan error, 1)
+	go func() { _, err := c.ReadAt(p, off); ch <- err }()
+	return ch
+}
+
+// wait fails the test on the first error the channels return.
+func wait(t *testing.T, chs ...chan error) {
+	t.Helper()
+	for _, ch := range chs {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// With nothing in flight the reader polls for the next request: a request
+// already waiting in the socket when the reader turns to it is counted as
+// polled, and the I/O is right.
+func TestPollForNextRequest(t *testing.T) {
+	// The reader runs the first READ itself and is held in it.
+	s, c, nc, entered, release := holdServer(t, 1, "read")
 	want := bytes.Repeat([]byte{7}, 4096)
 	if _, err := c.WriteAt(want, 4096, 0); err != nil {
 		t.Fatal(err)
 	}
-	read1 := make(chan error, 1)
-	go func() { _, err := c.ReadAt(make([]byte, 4096), 0); read1 <- err }()
+	read1 := goRead(c, make([]byte, 4096), 0)
 	<-entered // the reader is busy with the first READ
 	got := make([]byte, 4096)
-	read2 := make(chan error, 1)
-	go func() { _, err := c.ReadAt(got, 4096); read2 <- err }()
+	read2 := goRead(c, got, 4096)
 	waitDelivered(t, nc)
 	before := s.Stats()
 	close(release)
-	if err := <-read1; err != nil {
-		t.Fatal(err)
-	}
-	if err := <-read2; err != nil {
-		t.Fatal(err)
-	}
+	wait(t, read1, read2)
 	after := s.Stats()
 	if !bytes.Equal(got, want) {
 		t.Fatal("read back differs")
@@ -107,37 +129,31 @@ func TestPollForNextRequest(t *testing.T) {
 // With a request in flight the reader sleeps instead: the wait is for the
 // Backend, which needs the core.
 func TestNoPollWhileARequestIsInFlight(t *testing.T) {
-	twoProcs(t)
-	inlineOverride = -1 // requests run on goroutines of their own
-	t.Cleanup(func() { inlineOverride = 0 })
-	tb := newTestBackend(1 << 20)
-	entered, release := make(chan struct{}), make(chan struct{})
-	tb.hold = func(op string, off int64) {
-		if op == "write" {
-			close(entered)
-			<-release
-		}
-	}
-	s, addr := startServer(t, Options{Backend: tb, Poll: 100 * time.Millisecond})
-	c, nc := dialKept(t, addr)
+	// Requests run on goroutines of their own; the WRITE is held.
+	s, c, nc, entered, release := holdServer(t, -1, "write")
 	write := make(chan error, 1)
 	go func() { _, err := c.WriteAt(make([]byte, 4096), 0, 0); write <- err }()
 	<-entered // the WRITE is in flight
 	before := s.Stats()
-	read := make(chan error, 1)
-	go func() { _, err := c.ReadAt(make([]byte, 4096), 8192); read <- err }()
+	read := goRead(c, make([]byte, 4096), 8192)
 	waitDelivered(t, nc)
-	if err := <-read; err != nil { // not held: answered while the WRITE waits
-		t.Fatal(err)
-	}
+	wait(t, read) // not held: answered while the WRITE waits
 	after := s.Stats()
 	close(release)
-	if err := <-write; err != nil {
-		t.Fatal(err)
-	}
+	wait(t, write)
 	if after.PolledReads != before.PolledReads || after.SleptReads != before.SleptReads+1 {
 		t.Fatalf("polled %d -> %d, slept %d -> %d; want one more sleep and no poll",
 			before.PolledReads, after.PolledReads, before.SleptReads, after.SleptReads)
+	}
+}
+
+// writeLone makes n 4 KiB writes, each waiting for its reply.
+func writeLone(t *testing.T, c *nbdclient.Client, n int) {
+	t.Helper()
+	for i := range n {
+		if _, err := c.WriteAt(make([]byte, 4096), int64(i)*4096, 0); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -146,12 +162,7 @@ func TestPollIf(t *testing.T) {
 	twoProcs(t)
 	s, addr := startServer(t, Options{Backend: NewMemBackend(1 << 20), Poll: 100 * time.Millisecond,
 		PollIf: func() bool { return false }})
-	c := dial(t, addr)
-	for i := range 10 {
-		if _, err := c.WriteAt(make([]byte, 4096), int64(i)*4096, 0); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeLone(t, dial(t, addr), 10)
 	if st := s.Stats(); st.PolledReads != 0 || st.SleptReads == 0 {
 		t.Fatalf("PollIf false: %+v", st)
 	}
@@ -159,12 +170,7 @@ func TestPollIf(t *testing.T) {
 
 func TestPollOff(t *testing.T) {
 	s, addr := startServer(t, Options{Backend: NewMemBackend(1 << 20)})
-	c := dial(t, addr)
-	for i := range 10 {
-		if _, err := c.WriteAt(make([]byte, 4096), int64(i)*4096, 0); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeLone(t, dial(t, addr), 10)
 	if st := s.Stats(); st.PolledReads != 0 || st.SleptReads != 0 {
 		t.Fatalf("Poll 0 counted reads: %+v", st)
 	}
@@ -173,40 +179,16 @@ func TestPollOff(t *testing.T) {
 // A client that pipelines gets no polling: requests that came together in
 // one read mean the reader sleeps on, so that the next read takes a batch.
 func TestNoPollForAPipeliningClient(t *testing.T) {
-	twoProcs(t)
-	inlineOverride = 1
-	t.Cleanup(func() { inlineOverride = 0 })
-	tb := newTestBackend(1 << 20)
-	entered, release := make(chan struct{}), make(chan struct{})
-	first := true
-	tb.hold = func(op string, off int64) {
-		if op == "read" && first {
-			first = false
-			close(entered)
-			<-release
-		}
-	}
-	s, addr := startServer(t, Options{Backend: tb, Poll: 100 * time.Millisecond})
-	c, nc := dialKept(t, addr)
-	read := func(off int64) chan error {
-		ch := make(chan error, 1)
-		go func() { _, err := c.ReadAt(make([]byte, 512), off); ch <- err }()
-		return ch
-	}
-	r0 := read(0)
+	s, c, nc, entered, release := holdServer(t, 1, "read")
+	r0 := goRead(c, make([]byte, 512), 0)
 	<-entered
-	r1, r2 := read(4096), read(8192) // both wait in the socket: one read takes them
+	// Both wait in the socket: one read takes them.
+	r1, r2 := goRead(c, make([]byte, 512), 4096), goRead(c, make([]byte, 512), 8192)
 	waitDelivered(t, nc)
 	close(release)
-	for _, ch := range []chan error{r0, r1, r2} {
-		if err := <-ch; err != nil {
-			t.Fatal(err)
-		}
-	}
+	wait(t, r0, r1, r2)
 	before := s.Stats()
-	if err := <-read(12288); err != nil {
-		t.Fatal(err)
-	}
+	wait(t, goRead(c, make([]byte, 512), 12288))
 	after := s.Stats()
 	if after.PolledReads != before.PolledReads || after.SleptReads != before.SleptReads+1 {
 		t.Fatalf("polled %d -> %d, slept %d -> %d; want the read after a batch to sleep",

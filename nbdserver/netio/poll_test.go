@@ -84,6 +84,14 @@ func waitBuffered(t *testing.T, c net.Conn, n int) {
 	t.Fatalf("%d bytes never arrived", n)
 }
 
+// sendLater writes msg on c after d, on a goroutine of its own.
+func sendLater(c net.Conn, d time.Duration, msg string) {
+	go func() {
+		time.Sleep(d)
+		c.Write([]byte(msg))
+	}()
+}
+
 func TestPollReaderFindsWaitingData(t *testing.T) {
 	twoCores(t)
 	client, server := tcpPair(t)
@@ -101,10 +109,7 @@ func TestPollReaderSleepsWhenNotWanted(t *testing.T) {
 	client, server := tcpPair(t)
 	r, polled, slept := newCounted(server, time.Millisecond)
 	r.Want = func() bool { return false }
-	go func() {
-		time.Sleep(20 * time.Millisecond)
-		client.Write([]byte("later"))
-	}()
+	sendLater(client, 20*time.Millisecond, "later")
 	readFull(t, r, []byte("later"))
 	if polled.Load() != 0 || slept.Load() != 1 {
 		t.Fatalf("polled %d, slept %d; want one sleep", polled.Load(), slept.Load())
@@ -116,10 +121,7 @@ func TestPollReaderSleepsAfterLimit(t *testing.T) {
 	twoCores(t)
 	client, server := tcpPair(t)
 	r, polled, slept := newCounted(server, 50*time.Microsecond)
-	go func() {
-		time.Sleep(50 * time.Millisecond)
-		client.Write([]byte("late request"))
-	}()
+	sendLater(client, 50*time.Millisecond, "late request")
 	readFull(t, r, []byte("late request"))
 	if polled.Load()+slept.Load() != 1 {
 		t.Fatalf("polled %d, slept %d; want one read", polled.Load(), slept.Load())
