@@ -84,9 +84,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 		c.polledAt = c.requests
 		return c.batched == 0 && len(c.slots) <= 1 && (s.opts.PollIf == nil || s.opts.PollIf())
 	}
-	if s.opts.Poll > 0 {
-		pr.Polled, pr.Slept = &s.stats.polled, &s.stats.slept
-	}
+	pr.Polled, pr.Slept = &s.stats.polled, &s.stats.slept // a reader that never polls counts nothing
 	return c
 }
 
