@@ -42,15 +42,54 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// freeAddr returns a loopback address with a port that was free a moment ago.
+// freeAddr returns a loopback address for a daemon to listen on, with a
+// port that was free a moment ago. The port comes from below the kernel's
+// ephemeral range, so no outgoing connection and no listener on port 0
+// (these tests make many of both) can take it before the daemon binds it,
+// and none is handed out twice in one test run.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	lo, hi := reservablePorts()
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range hi - lo {
+		port := lo + nextPort%(hi-lo)
+		nextPort++
+		if portsGiven[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		portsGiven[port] = true
+		return l.Addr().String()
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatalf("no free port in %d-%d", lo, hi)
+	return ""
+}
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+	nextPort   = os.Getpid() * 7 // another run of the tests starts elsewhere
+)
+
+// reservablePorts is the range [lo, hi) freeAddr takes ports from: up to
+// the start of the kernel's ephemeral range.
+func reservablePorts() (lo, hi int) {
+	lo, hi = 20000, 32768
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return lo, hi
+	}
+	var first, last int
+	if _, err := fmt.Sscan(string(b), &first, &last); err == nil && first > 2048 {
+		hi = first
+		lo = min(lo, first/2)
+	}
+	return lo, hi
 }
 
 // node is one nbdmirror serve process under test.
