@@ -1,9 +1,12 @@
 package netio
 
 import (
+	"errors"
 	"io"
 	"net"
+	"os"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -20,8 +23,10 @@ import (
 // It polls only while the mean of its recent waits is below Limit (a client
 // that pauses longer costs no polling after a few waits), when Want, if set,
 // says so, and when fewer readers of the process poll than it has cores
-// besides one. A read deadline set before Read is honoured; one that expires
-// while polling ends the wait at the latest at Limit.
+// besides one. Kick wakes a read that slept because Want said no, for it to
+// ask again. A read deadline set before Read is honoured (through
+// SetReadDeadline if Kick is used); one that expires while polling ends the
+// wait at the latest at Limit.
 type PollReader struct {
 	conn  net.Conn
 	raw   syscall.RawConn // nil if conn has no descriptor: never polls
@@ -32,6 +37,13 @@ type PollReader struct {
 	// Polled and Slept, if set, count the reads whose data came while
 	// polling and those that slept in the poller (with polling off, none).
 	Polled, Slept *atomic.Uint64
+
+	// kmu orders Kick against the sleep it cuts short and the deadline it
+	// puts back.
+	kmu      sync.Mutex
+	deadline time.Time // the caller's read deadline
+	sleeping bool      // Read sleeps, or is about to, in the poller
+	kicked   bool      // Kick cut that sleep short
 }
 
 // NewPollReader reads conn, polling for up to limit; 0 never polls.
@@ -52,19 +64,74 @@ func (r *PollReader) Read(p []byte) (int, error) {
 		return r.conn.Read(p)
 	}
 	start := time.Now()
-	if r.mean < r.limit && (r.Want == nil || r.Want()) && r.enter() {
-		n, ok, err := r.poll(p, start)
-		pollers.Add(-1)
-		if ok {
-			r.note(time.Since(start))
-			count(r.Polled)
-			return n, err
+	for {
+		if r.mean < r.limit && (r.Want == nil || r.Want()) && r.enter() {
+			n, ok, err := r.poll(p, start)
+			pollers.Add(-1)
+			if ok {
+				r.note(time.Since(start))
+				count(r.Polled)
+				return n, err
+			}
 		}
+		n, err, kicked := r.sleep(p)
+		if kicked && n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+			start = time.Now() // the wait that counts is the one after the Kick
+			continue           // ask Want again
+		}
+		r.note(time.Since(start))
+		count(r.Slept)
+		return n, err
 	}
-	n, err := r.conn.Read(p)
-	r.note(time.Since(start))
-	count(r.Slept)
-	return n, err
+}
+
+// sleep reads p in the poller; kicked says a Kick came meanwhile.
+func (r *PollReader) sleep(p []byte) (n int, err error, kicked bool) {
+	r.kmu.Lock()
+	r.sleeping = true
+	r.kmu.Unlock()
+	n, err = r.conn.Read(p)
+	r.kmu.Lock()
+	defer r.kmu.Unlock()
+	r.sleeping = false
+	if kicked = r.kicked; kicked {
+		r.kicked = false
+		r.conn.SetReadDeadline(r.deadline)
+	}
+	return n, err, kicked
+}
+
+// SetReadDeadline sets the connection's read deadline, as net.Conn does;
+// use it rather than the connection's own while reading through r.
+func (r *PollReader) SetReadDeadline(t time.Time) error {
+	r.kmu.Lock()
+	defer r.kmu.Unlock()
+	r.deadline = t
+	return r.conn.SetReadDeadline(t)
+}
+
+// Sleeping reports whether a Read sleeps in the poller now (also if
+// kicked and not yet awake).
+func (r *PollReader) Sleeping() bool {
+	r.kmu.Lock()
+	defer r.kmu.Unlock()
+	return r.sleeping
+}
+
+// Kick makes a Read that sleeps because Want said no ask Want again, and
+// poll if it now says yes: for when the reader's data just became likely to
+// come soon (a request went out whose answer it reads). It cuts the sleep
+// short through the read deadline, which Read then puts back.
+func (r *PollReader) Kick() {
+	if r.raw == nil {
+		return
+	}
+	r.kmu.Lock()
+	defer r.kmu.Unlock()
+	if r.sleeping && !r.kicked {
+		r.kicked = true
+		r.conn.SetReadDeadline(time.Now())
+	}
 }
 
 func count(c *atomic.Uint64) {

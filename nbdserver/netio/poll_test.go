@@ -221,3 +221,90 @@ func bytesToRead(t *testing.T, fd uintptr) int {
 	}
 	return n
 }
+
+// asleep waits until a Read of r sleeps in the poller and no Kick is
+// pending for it.
+func asleep(t *testing.T, r *PollReader) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		r.kmu.Lock()
+		s := r.sleeping && !r.kicked
+		r.kmu.Unlock()
+		if s {
+			return
+		}
+	}
+	t.Fatal("the read never went to sleep")
+}
+
+// goRead reads up to 64 bytes from r on a goroutine of its own.
+func goRead(r io.Reader) <-chan readResult {
+	got := make(chan readResult, 1)
+	go func() {
+		b := make([]byte, 64)
+		n, err := r.Read(b)
+		got <- readResult{string(b[:n]), err}
+	}()
+	return got
+}
+
+type readResult struct {
+	data string
+	err  error
+}
+
+// A Kick makes a read that slept because Want said no ask again, and poll.
+func TestPollReaderKick(t *testing.T) {
+	twoCores(t)
+	client, server := tcpPair(t)
+	r, polled, slept := newCounted(server, time.Minute)
+	var want atomic.Bool
+	r.Want = want.Load
+	got := goRead(r)
+	asleep(t, r)
+	want.Store(true)
+	r.Kick()
+	for end := time.Now().Add(5 * time.Second); pollers.Load() == 0; runtime.Gosched() { // the read polls now
+		if time.Now().After(end) {
+			t.Fatal("the kicked read does not poll")
+		}
+	}
+	client.Write([]byte("ack"))
+	if res := <-got; res.data != "ack" || res.err != nil {
+		t.Fatalf("read %q, %v; want ack", res.data, res.err)
+	}
+	if polled.Load() != 1 || slept.Load() != 0 {
+		t.Fatalf("polled %d, slept %d; want the kicked read to poll", polled.Load(), slept.Load())
+	}
+}
+
+// A Kick is no timeout: the caller's deadline is put back and honoured.
+func TestPollReaderKickKeepsDeadline(t *testing.T) {
+	twoCores(t)
+	client, server := tcpPair(t)
+	r := NewPollReader(server, time.Millisecond)
+	r.Want = func() bool { return false }
+	r.Kick() // no read yet: nothing to do
+	r.SetReadDeadline(time.Now().Add(time.Hour))
+	got := goRead(r)
+	asleep(t, r)
+	r.Kick()
+	asleep(t, r) // asleep again, not failed
+	select {
+	case res := <-got:
+		t.Fatalf("a Kick ended the read: %q, %v", res.data, res.err)
+	default:
+	}
+	client.Write([]byte("data"))
+	if res := <-got; res.data != "data" || res.err != nil {
+		t.Fatalf("read %q, %v; want data", res.data, res.err)
+	}
+
+	r.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	got = goRead(r)
+	asleep(t, r)
+	r.Kick()
+	if res := <-got; !errors.Is(res.err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past its deadline after a Kick: %q, %v; want a timeout", res.data, res.err)
+	}
+}
