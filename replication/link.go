@@ -48,12 +48,16 @@ type link struct {
 
 	// mu guards the send queue, the pending writes and the ack marks. The
 	// writers and the resync add, the sender takes, the receiver completes.
-	mu       sync.Mutex
-	out      []outItem  // frames and records to send, in order
-	outA     []*pending // protocol A: complete once out has been written
-	pending  []*pending // sent records waiting for their ack, seq ascending
-	seq      uint64     // last link seq handed out
-	lastSent uint64     // journal seq of the last record queued; written under Resource.order
+	mu      sync.Mutex
+	out     []outItem  // frames and records to send, in order
+	outA    []*pending // protocol A: complete once out has been written
+	pending []*pending // sent records waiting for their ack, seq ascending
+	// inflight is len(pending), for the reader's polling rule.
+	inflight atomic.Int32
+	// pr reads the connection (receiver only), polling as wantPoll says.
+	pr       *netio.PollReader
+	seq      uint64 // last link seq handed out
+	lastSent uint64 // journal seq of the last record queued; written under Resource.order
 	// catchingUp: a journal tail is being replayed; writers journal only,
 	// the tail loop sends their records. Guarded by Resource.order.
 	catchingUp bool
@@ -83,7 +87,10 @@ type link struct {
 	ackIov    []syscall.Iovec // their iovec, for netio.TryWritev; sender role only
 
 	// Receiving side (the peer of a Primary): what to acknowledge.
-	lastRecv     uint64        // journal seq of the last record read; receiver only
+	lastRecv uint64 // journal seq of the last record read; receiver only
+	// batched has a bit for each of the last 8 Records and Ack frames read,
+	// set if it was an Ack or carried more than one record; receiver only.
+	batched      uint8
 	recvSeq      atomic.Uint64 // last record read off the link
 	journaledSeq atomic.Uint64 // last record written to the journal
 	syncedSeq    atomic.Uint64 // last barrier done
@@ -111,10 +118,12 @@ type pending struct {
 }
 
 func newLink(res *Resource, conn net.Conn, remote wire.Hello) *link {
-	l := &link{res: res, conn: conn, remote: remote, proto: res.cfg.Protocol,
+	l := &link{res: res, conn: conn, remote: remote, proto: res.cfg.Protocol, batched: 0xff,
 		kick: make(chan struct{}, 1), closed: make(chan struct{}), peerBitmap: make(chan struct{}),
 		sums: make(chan []byte, 1)}
 	l.bw = bufio.NewWriterSize(conn, 256<<10)
+	l.pr = netio.NewPollReader(conn, res.cfg.PeerPoll)
+	l.pr.Want, l.pr.Polled, l.pr.Slept = l.wantPoll, &res.linkPolled, &res.linkSlept
 	if sc, ok := conn.(syscall.Conn); ok {
 		l.raw, _ = sc.SyscallConn()
 	}
@@ -189,6 +198,10 @@ func (l *link) track(p *pending) {
 		return
 	}
 	l.pending = append(l.pending, p)
+	l.inflight.Store(int32(len(l.pending)))
+	if len(l.pending) == 1 {
+		l.pr.Kick() // the reader may have gone to sleep with nothing to wait for
+	}
 }
 
 func (l *link) wake() {
@@ -230,6 +243,7 @@ func (l *link) ack(a wire.Ack) {
 	}
 	clear(l.pending[len(kept):])
 	l.pending = kept
+	l.inflight.Store(int32(len(kept)))
 	if len(done) > 0 {
 		l.oldest = time.Now()
 	}
@@ -251,6 +265,7 @@ func (l *link) fail(err error) {
 	l.down = err
 	waiting := append(l.pending, l.outA...)
 	l.pending, l.outA, l.out = nil, nil, nil
+	l.inflight.Store(0)
 	l.mu.Unlock()
 	l.closeOnce.Do(func() { close(l.closed); l.conn.Close() })
 	l.res.linkDown(l, err, waiting)

@@ -12,10 +12,10 @@ import (
 
 // recvLoop reads frames until the link fails.
 func (l *link) recvLoop() {
-	br := bufio.NewReaderSize(l.conn, 256<<10)
+	br := bufio.NewReaderSize(l.pr, 256<<10)
 	r := wire.NewReader(br)
 	for {
-		l.conn.SetReadDeadline(time.Now().Add(l.res.cfg.PeerTimeout))
+		l.pr.SetReadDeadline(time.Now().Add(l.res.cfg.PeerTimeout))
 		f, err := r.Next()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
@@ -40,11 +40,36 @@ func (l *link) recvLoop() {
 	}
 }
 
+// wantPoll says whether the reader polls for the next frame (see
+// Config.PeerPoll): on the side that sends records, while one or two wait
+// for their ack (a lone write, and the barrier of a FLUSH or FUA); on the
+// side that receives them, while each of the last 8 Records and Ack frames
+// carried a single record. A pipelining writer keeps both sides busy without it, and with
+// the client and both nodes on a few cores, polling then would take a core
+// from them.
+func (l *link) wantPoll() bool {
+	if n := l.inflight.Load(); n > 0 {
+		return n <= 2
+	}
+	return l.batched == 0
+}
+
+// noteBatched shifts into l.batched whether the frame just read carried
+// anything but one record.
+func (l *link) noteBatched(b bool) {
+	l.batched <<= 1
+	if b {
+		l.batched |= 1
+	}
+}
+
 // handle acts on frame f; idle says nothing more has arrived behind it.
 func (l *link) handle(f wire.Frame, idle bool) error {
 	switch f.Type {
 	case wire.TypeRecords:
-		return l.applyRecords(f.Body, idle)
+		n, err := l.applyRecords(f.Body, idle)
+		l.noteBatched(n != 1)
+		return err
 	case wire.TypeBarrier:
 		seq, err := wire.ParseBarrier(f.Body)
 		if err != nil {
@@ -64,6 +89,7 @@ func (l *link) handle(f wire.Frame, idle bool) error {
 		if err != nil {
 			return err
 		}
+		l.noteBatched(true)
 		l.ack(a)
 	case wire.TypePing:
 		token, err := wire.ParsePing(f.Body)
@@ -108,18 +134,19 @@ func (l *link) handle(f wire.Frame, idle bool) error {
 // written to the journal's segment, where this node's recovery replays it
 // from: applying it to the disk is not waited for. When nothing more has
 // arrived, this goroutine writes the journal itself if its writer idles.
-// The nth record of the link has seq n.
-func (l *link) applyRecords(body []byte, idle bool) error {
+// The nth record of the link has seq n. n is how many records it read.
+func (l *link) applyRecords(body []byte, idle bool) (n int, err error) {
 	if l.res.Role() == wire.Primary {
-		return fmt.Errorf("%w: the peer sent data to a Primary", ErrLinkDown)
+		return 0, fmt.Errorf("%w: the peer sent data to a Primary", ErrLinkDown)
 	}
 	defer l.writeJournal(idle) // what was queued, also if a record is bad
 	for len(body) > 0 {
-		rec, n, err := parseWireRecord(body, l.res.size, l.lastRecv)
+		rec, size, err := parseWireRecord(body, l.res.size, l.lastRecv)
 		if err != nil {
-			return fmt.Errorf("%w: record %d: %v", ErrLinkDown, l.recvSeq.Load()+1, err)
+			return n, fmt.Errorf("%w: record %d: %v", ErrLinkDown, l.recvSeq.Load()+1, err)
 		}
-		body = body[n:]
+		body = body[size:]
+		n++
 		l.lastRecv = rec.Seq
 		seq := l.recvSeq.Add(1)
 		last := idle && len(body) == 0
@@ -142,7 +169,7 @@ func (l *link) applyRecords(body []byte, idle bool) error {
 		})
 		l.res.replRecv.Add(uint64(rec.RawLen))
 	}
-	return nil
+	return n, nil
 }
 
 // writeJournal has what was queued in the journal written (and synced, for

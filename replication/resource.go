@@ -55,6 +55,11 @@ type Config struct {
 	// PeerTimeout is how long the peer may stay silent or leave a write
 	// unacknowledged before the link is given up; zero is 5s.
 	PeerTimeout time.Duration
+	// PeerPoll is how long the link's reader may poll the connection for
+	// the peer's next frame before it sleeps: while a lone write (and its
+	// barrier) waits for its ack, or while the peer's records come one at
+	// a time. Zero never polls.
+	PeerPoll time.Duration
 	// AfterSplitBrain says how a split brain is settled; zero is Disconnect.
 	AfterSplitBrain AfterSplitBrain
 	// ResyncRate caps resync traffic in bytes per second; zero is no cap.
@@ -98,9 +103,12 @@ type Resource struct {
 	writes       atomic.Uint64 // write, trim and zero records acknowledged
 	bytesWritten atomic.Uint64 // raw bytes those records covered
 	replRecv     atomic.Uint64 // raw bytes received from the peer
-	replRaw      atomic.Uint64 // raw bytes of links that are gone
-	replWire     atomic.Uint64 // bytes written by links that are gone
-	resyncWire   atomic.Uint64 // bytes of resync traffic: records, checksums, journal tails
+	// linkPolled and linkSlept count the links' reads that polled for
+	// their frame and those that slept (Config.PeerPoll).
+	linkPolled, linkSlept atomic.Uint64
+	replRaw               atomic.Uint64 // raw bytes of links that are gone
+	replWire              atomic.Uint64 // bytes written by links that are gone
+	resyncWire            atomic.Uint64 // bytes of resync traffic: records, checksums, journal tails
 	// peerSeq is the journal seq up to which the peer holds what this
 	// node's journal holds: acknowledged writes of a Primary, records
 	// journaled from the peer on a Secondary. Saved with the bitmap.

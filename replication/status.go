@@ -29,6 +29,10 @@ type PeerStatus struct {
 	Disk        string       `json:"disk"`
 	Replication string       `json:"replication"`
 	Resync      ResyncStatus `json:"resync"`
+	// PolledReads: link reads whose frame came while the reader polled
+	// (Config.PeerPoll); SleptReads: those it slept for.
+	PolledReads uint64 `json:"polled_reads"`
+	SleptReads  uint64 `json:"slept_reads"`
 }
 
 // ResyncStatus is the progress of a running resync.
@@ -59,7 +63,8 @@ func (r *Resource) Status() Status {
 	defer r.mu.Unlock()
 	st := Status{Name: r.name, Role: r.role.String(), Disk: r.meta.Disk, Size: r.size,
 		StandAlone: r.standAlone, Protocol: string(rune(r.cfg.Protocol)), Gen: r.meta.Gen}
-	st.Peer = PeerStatus{Connection: "Connecting", Role: "Unknown", Disk: "DUnknown", Replication: "Off"}
+	st.Peer = PeerStatus{Connection: "Connecting", Role: "Unknown", Disk: "DUnknown", Replication: "Off",
+		PolledReads: r.linkPolled.Load(), SleptReads: r.linkSlept.Load()}
 	if r.cfg.Peer == "" && r.cfg.PeerListen == "" || r.standAlone != "" {
 		st.Peer.Connection = "StandAlone"
 	}
