@@ -136,6 +136,34 @@ func TestPairMirrorsWritesIdentically(t *testing.T) {
 	stopPair(t, a, b)
 }
 
+// With lone writes, the Primary's link polls for their acks and the
+// Secondary's for their records (--peer-poll, here long enough for a slow
+// host); with --peer-poll 0 no link read polls or is counted.
+func TestPairPollsForLoneWrites(t *testing.T) {
+	needTools(t, "fio")
+	for _, c := range []struct {
+		poll   string
+		polled bool
+	}{{"10ms", true}, {"0", false}} {
+		t.Run(c.poll, func(t *testing.T) {
+			flags := []string{"--peer-poll", c.poll}
+			a, b := newPair(t, "64M", flags, flags)
+			a.start()
+			b.start()
+			a.waitFor("connected", 10*time.Second, established)
+			runFioVerify(t, a.uri(), "--rw=randwrite", "--bs=4k", "--iodepth=1", "--size=4M")
+			for _, n := range []*node{a, b} {
+				p := n.status().Peer
+				if c.polled && p.PolledReads == 0 || !c.polled && p.PolledReads+p.SleptReads != 0 {
+					t.Errorf("%s link reads with --peer-poll %s: %d polled, %d slept", n.status().Role, c.poll,
+						p.PolledReads, p.SleptReads)
+				}
+			}
+			stopPair(t, a, b)
+		})
+	}
+}
+
 func TestSecondaryRefusesNBDClients(t *testing.T) {
 	_, b := connectedPair(t, "16M")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -34,6 +34,7 @@ type serveConfig struct {
 	size      int64
 	nbdListen string
 	nbdPoll   time.Duration // --nbd-poll
+	peerPoll  time.Duration // --peer-poll
 	control   string
 	metaDir   string
 	primary   bool
@@ -80,6 +81,7 @@ func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	fs.StringVar(&c.metricsListen, "metrics-listen", "", "address to serve Prometheus metrics on (/metrics)")
 	fs.StringVar(&c.afterSB, "after-split-brain", "disconnect", "on a split brain: disconnect (wait for resolve) or discard-zero-changes")
 	fs.DurationVar(&c.nbdPoll, "nbd-poll", 150*time.Microsecond, "how long a connection may poll for the client's next request before it sleeps, while its requests come that fast; 0 never polls")
+	fs.DurationVar(&c.peerPoll, "peer-poll", 150*time.Microsecond, "how long the replication link may poll for the peer's next frame before it sleeps, while a lone write waits for its ack or the peer's writes come one at a time; 0 never polls")
 	fs.StringVar(&resyncRate, "resync-rate", "0", "cap on resync traffic per second (e.g. 100M); 0 is as fast as the link allows")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -100,8 +102,13 @@ func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	if err := c.completePeer(protocol); err != nil {
 		return c, err
 	}
-	if c.nbdPoll < 0 || c.nbdPoll > 10*time.Millisecond {
-		return c, usagef("--nbd-poll %v: want 0 (never) up to 10ms", c.nbdPoll)
+	for _, p := range []struct {
+		name string
+		d    time.Duration
+	}{{"--nbd-poll", c.nbdPoll}, {"--peer-poll", c.peerPoll}} {
+		if p.d < 0 || p.d > 10*time.Millisecond {
+			return c, usagef("%s %v: want 0 (never) up to 10ms", p.name, p.d)
+		}
 	}
 	rate, err := parseSize(resyncRate)
 	if err != nil {
@@ -336,6 +343,7 @@ func (d *daemon) openStorage() (err error) {
 		JournalSize: d.cfg.journalSize, JournalRetain: d.cfg.journalRetain, Logger: d.log,
 		Role: d.cfg.initialRole(), Created: created, PeerListen: d.cfg.peerListen, Peer: d.cfg.peer,
 		Secret: d.cfg.secret, Protocol: d.cfg.protocol, PeerTimeout: d.cfg.peerTimeout,
+		PeerPoll:     d.cfg.peerPoll,
 		ObserveWrite: d.metrics.observe, ResyncRate: d.cfg.resyncRate,
 		AfterSplitBrain: replication.AfterSplitBrain(d.cfg.afterSB),
 	})

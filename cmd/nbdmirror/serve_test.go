@@ -34,6 +34,8 @@ func TestServeRejectsBadFlagsAndCreatesNothing(t *testing.T) {
 		{"bad listen", []string{"--disk", missing, "--size", "1M", "--nbd-listen", "256.0.0.1:x"}, "--nbd-listen"},
 		{"negative poll", []string{"--disk", missing, "--size", "1M", "--nbd-poll", "-1us"}, "--nbd-poll"},
 		{"poll too long", []string{"--disk", missing, "--size", "1M", "--nbd-poll", "1s"}, "--nbd-poll"},
+		{"negative peer poll", []string{"--disk", missing, "--size", "1M", "--peer-poll", "-1us"}, "--peer-poll"},
+		{"peer poll too long", []string{"--disk", missing, "--size", "1M", "--peer-poll", "1s"}, "--peer-poll"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cmd := exec.Command(binary, append([]string{"serve", "--control", ctl}, c.args...)...)
