@@ -21,7 +21,8 @@ import (
 // trades that for a core kept busy while it waits.
 //
 // It polls only while the mean of its recent waits is below Limit (a client
-// that pauses longer costs no polling after a few waits), when Want, if set,
+// that pauses longer costs no polling after a few waits; a wait Want said
+// no to does not count), when Want, if set,
 // says so, and when fewer readers of the process poll than it has cores
 // besides one. Kick wakes a read that slept because Want said no, for it to
 // ask again. A read deadline set before Read is honoured (through
@@ -65,7 +66,10 @@ func (r *PollReader) Read(p []byte) (int, error) {
 	}
 	start := time.Now()
 	for {
-		if r.mean < r.limit && (r.Want == nil || r.Want()) && r.enter() {
+		// A wait Want said no to is not one polling would have shortened:
+		// it does not count in the mean.
+		wanted := r.Want == nil || r.Want()
+		if wanted && r.mean < r.limit && r.enter() {
 			n, ok, err := r.poll(p, start)
 			pollers.Add(-1)
 			if ok {
@@ -79,7 +83,9 @@ func (r *PollReader) Read(p []byte) (int, error) {
 			start = time.Now() // the wait that counts is the one after the Kick
 			continue           // ask Want again
 		}
-		r.note(time.Since(start))
+		if wanted {
+			r.note(time.Since(start))
+		}
 		count(r.Slept)
 		return n, err
 	}

@@ -128,30 +128,29 @@ func TestPollReaderSleepsAfterLimit(t *testing.T) {
 	}
 }
 
-// After waits longer than the limit the reader stops polling: Want is not
-// even asked.
+// After waits longer than the limit the reader stops polling, and quick
+// waits bring polling back.
 func TestPollReaderStopsPollingForSlowClients(t *testing.T) {
 	twoCores(t)
 	client, server := tcpPair(t)
-	r := NewPollReader(server, 100*time.Microsecond)
-	asked := 0
-	r.Want = func() bool { asked++; return true }
+	r, polled, slept := newCounted(server, 100*time.Microsecond)
 	for range 16 {
 		r.note(time.Second)
 	}
 	client.Write([]byte("x"))
+	waitBuffered(t, server, 1)
 	readFull(t, r, []byte("x"))
-	if asked != 0 {
-		t.Fatalf("Want asked %d times after long waits, want 0", asked)
+	if polled.Load() != 0 || slept.Load() != 1 {
+		t.Fatalf("after long waits: polled %d, slept %d; want a sleep", polled.Load(), slept.Load())
 	}
-	// Quick waits bring polling back.
 	for range 32 {
 		r.note(time.Microsecond)
 	}
 	client.Write([]byte("y"))
+	waitBuffered(t, server, 1)
 	readFull(t, r, []byte("y"))
-	if asked != 1 {
-		t.Fatalf("Want asked %d times after quick waits, want 1", asked)
+	if polled.Load() != 1 {
+		t.Fatalf("after quick waits: polled %d, want 1", polled.Load())
 	}
 }
 
@@ -306,5 +305,27 @@ func TestPollReaderKickKeepsDeadline(t *testing.T) {
 	r.Kick()
 	if res := <-got; !errors.Is(res.err, os.ErrDeadlineExceeded) {
 		t.Fatalf("read past its deadline after a Kick: %q, %v; want a timeout", res.data, res.err)
+	}
+}
+
+// A wait Want said no to does not count in the mean: polling comes back
+// at once when Want says yes again.
+func TestPollReaderCountsOnlyWantedWaits(t *testing.T) {
+	twoCores(t)
+	client, server := tcpPair(t)
+	r, polled, _ := newCounted(server, 100*time.Microsecond)
+	var want atomic.Bool
+	r.Want = want.Load
+	sendLater(client, 20*time.Millisecond, "slow")
+	readFull(t, r, []byte("slow"))
+	if r.mean != 0 {
+		t.Fatalf("mean %v after a wait Want said no to, want 0", r.mean)
+	}
+	want.Store(true)
+	client.Write([]byte("next"))
+	waitBuffered(t, server, 4)
+	readFull(t, r, []byte("next"))
+	if polled.Load() != 1 {
+		t.Fatalf("polled %d after Want said yes again, want 1", polled.Load())
 	}
 }
