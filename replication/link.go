@@ -52,7 +52,8 @@ type link struct {
 	out     []outItem  // frames and records to send, in order
 	outA    []*pending // protocol A: complete once out has been written
 	pending []*pending // sent records waiting for their ack, seq ascending
-	// inflight is len(pending), for the reader's polling rule.
+	// inflight is len(pending), or -1 if one of them waits for a sync:
+	// for the reader's polling rule.
 	inflight atomic.Int32
 	// pr reads the connection (receiver only), polling as wantPoll says.
 	pr       *netio.PollReader
@@ -88,14 +89,16 @@ type link struct {
 
 	// Receiving side (the peer of a Primary): what to acknowledge.
 	lastRecv uint64 // journal seq of the last record read; receiver only
-	// batched has a bit for each of the last 8 Records and Ack frames read,
-	// set if it was an Ack or carried more than one record; receiver only.
-	batched      uint8
-	recvSeq      atomic.Uint64 // last record read off the link
-	journaledSeq atomic.Uint64 // last record written to the journal
-	syncedSeq    atomic.Uint64 // last barrier done
-	lastFrame    atomic.Int64  // unix nanos of the last frame read
-	recvWriting  atomic.Bool   // the receiver is writing queued records to the journal
+	// recBatched has a bit for each of the last 8 Records frames read, set
+	// unless it carried one record and nothing was read behind it;
+	// ackBatched one for each of the last 8 Ack frames, set if it completed
+	// more than one pending write, or a barrier. Receiver only.
+	recBatched, ackBatched uint8
+	recvSeq                atomic.Uint64 // last record read off the link
+	journaledSeq           atomic.Uint64 // last record written to the journal
+	syncedSeq              atomic.Uint64 // last barrier done
+	lastFrame              atomic.Int64  // unix nanos of the last frame read
+	recvWriting            atomic.Bool   // the receiver is writing queued records to the journal
 
 	bytesRaw  atomic.Uint64 // disk bytes carried by records sent
 	bytesWire atomic.Uint64 // bytes written to the connection
@@ -118,7 +121,8 @@ type pending struct {
 }
 
 func newLink(res *Resource, conn net.Conn, remote wire.Hello) *link {
-	l := &link{res: res, conn: conn, remote: remote, proto: res.cfg.Protocol, batched: 0xff,
+	l := &link{res: res, conn: conn, remote: remote, proto: res.cfg.Protocol,
+		recBatched: 0xff, ackBatched: 0xff,
 		kick: make(chan struct{}, 1), closed: make(chan struct{}), peerBitmap: make(chan struct{}),
 		sums: make(chan []byte, 1)}
 	l.bw = bufio.NewWriterSize(conn, 256<<10)
@@ -198,10 +202,22 @@ func (l *link) track(p *pending) {
 		return
 	}
 	l.pending = append(l.pending, p)
-	l.inflight.Store(int32(len(l.pending)))
-	if len(l.pending) == 1 {
+	l.notePending()
+	if len(l.pending) == 1 && p.need != wire.Synced {
 		l.pr.Kick() // the reader may have gone to sleep with nothing to wait for
 	}
+}
+
+// notePending sets inflight from pending; l.mu held.
+func (l *link) notePending() {
+	n := int32(len(l.pending))
+	for _, p := range l.pending {
+		if p.need == wire.Synced {
+			n = -1
+			break
+		}
+	}
+	l.inflight.Store(n)
 }
 
 func (l *link) wake() {
@@ -226,8 +242,9 @@ func (l *link) lag() (records, bytes uint64) {
 }
 
 // ack applies a cumulative ack from the peer: every pending write it
-// satisfies completes.
-func (l *link) ack(a wire.Ack) {
+// satisfies completes. It reports whether that was more than one write, or
+// a barrier: acks the reader does not poll for (see wantPoll).
+func (l *link) ack(a wire.Ack) (batched bool) {
 	l.mu.Lock()
 	for k := wire.Received; k <= a.Kind; k++ {
 		l.acked[k] = max(l.acked[k], a.Seq) // a stronger ack implies the weaker ones
@@ -237,13 +254,14 @@ func (l *link) ack(a wire.Ack) {
 	for _, p := range l.pending {
 		if p.seq <= l.acked[p.need] {
 			done = append(done, p)
+			batched = batched || p.need == wire.Synced
 		} else {
 			kept = append(kept, p)
 		}
 	}
 	clear(l.pending[len(kept):])
 	l.pending = kept
-	l.inflight.Store(int32(len(kept)))
+	l.notePending()
 	if len(done) > 0 {
 		l.oldest = time.Now()
 	}
@@ -251,6 +269,7 @@ func (l *link) ack(a wire.Ack) {
 	for _, p := range done {
 		p.done(true)
 	}
+	return batched || len(done) > 1
 }
 
 // fail takes the link down once: the connection closes, and every write

@@ -6,19 +6,35 @@ import (
 	"time"
 
 	"github.com/nbdmirror/nbdmirror/journal"
+	"github.com/nbdmirror/nbdmirror/nbdserver/netio"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
-// The link's reader polls while one or two sends wait for their ack, and
-// on the receiving side while each of the last 8 frames carried one record.
+// The link's reader polls on the sending side while one or two writes wait
+// for their ack, none for a sync, and the last 8 acks completed one write
+// and no barrier each; on the receiving side while each of the last 8 Records frames
+// carried one record and came alone.
 func TestLinkWantsToPoll(t *testing.T) {
-	l := &link{batched: 0xff}
-	for n, want := range map[int32]bool{1: true, 2: true, 3: false, 32: false} {
+	l := &link{recBatched: 0xff, ackBatched: 0xff}
+	l.inflight.Store(1)
+	for i := range 8 {
+		if l.wantPoll() {
+			t.Fatalf("after %d lone acks of 8: wantPoll true", i)
+		}
+		shift(&l.ackBatched, false)
+	}
+	for n, want := range map[int32]bool{1: true, 2: true, 3: false, 32: false, -1: false} {
 		l.inflight.Store(n)
 		if got := l.wantPoll(); got != want {
-			t.Errorf("%d waiting for their ack: wantPoll %v, want %v", n, got, want)
+			t.Errorf("inflight %d: wantPoll %v, want %v", n, got, want)
 		}
 	}
+	l.inflight.Store(1)
+	shift(&l.ackBatched, true) // an ack that completed many writes
+	if l.wantPoll() {
+		t.Error("right after an ack of many writes: wantPoll true")
+	}
+
 	l.inflight.Store(0)
 	if l.wantPoll() {
 		t.Error("nothing sent and no record received yet: wantPoll true")
@@ -27,19 +43,48 @@ func TestLinkWantsToPoll(t *testing.T) {
 		if l.wantPoll() {
 			t.Fatalf("after %d lone records of 8: wantPoll true", i)
 		}
-		l.noteBatched(false)
+		shift(&l.recBatched, false)
 	}
 	if !l.wantPoll() {
 		t.Fatal("after 8 lone records: wantPoll false")
 	}
-	l.noteBatched(true) // a frame of many records, or an ack
+	shift(&l.recBatched, true) // a frame of many records, or one with more behind it
 	if l.wantPoll() {
 		t.Fatal("right after a batch: wantPoll true")
 	}
 }
 
+// inflight counts what waits for an ack, and is -1 while a barrier waits
+// for the peer's sync; an ack of several writes or of a barrier is batched.
+func TestLinkCountsPending(t *testing.T) {
+	l := &link{pr: netio.NewPollReader(nil, 0)}
+	l.track(&pending{seq: 1, need: wire.Journaled, done: func(bool) {}})
+	l.track(&pending{seq: 2, need: wire.Journaled, done: func(bool) {}})
+	if n := l.inflight.Load(); n != 2 {
+		t.Fatalf("two writes pending: inflight %d", n)
+	}
+	l.track(&pending{seq: 2, need: wire.Synced, done: func(bool) {}})
+	if n := l.inflight.Load(); n != -1 {
+		t.Fatalf("a barrier pending: inflight %d", n)
+	}
+	if !l.ack(wire.Ack{Kind: wire.Synced, Seq: 2}) {
+		t.Fatal("an ack of two writes and a barrier: not batched")
+	}
+	if n := l.inflight.Load(); n != 0 {
+		t.Fatalf("all acked: inflight %d", n)
+	}
+	l.track(&pending{seq: 3, need: wire.Journaled, done: func(bool) {}})
+	if l.ack(wire.Ack{Kind: wire.Journaled, Seq: 3}) {
+		t.Fatal("the ack of one write: batched")
+	}
+	l.track(&pending{seq: 3, need: wire.Synced, done: func(bool) {}})
+	if !l.ack(wire.Ack{Kind: wire.Synced, Seq: 3}) {
+		t.Fatal("the ack of a barrier alone: not batched")
+	}
+}
+
 // A Primary's reader, asleep while nothing was in flight, is kicked by a
-// lone write and polls for its ack.
+// lone write and polls for its ack, once the last 8 acks came alone.
 func TestPrimaryPollsForTheAckOfALoneWrite(t *testing.T) {
 	if runtime.GOMAXPROCS(0) < 2 { // a place to poll
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
@@ -58,19 +103,24 @@ func TestPrimaryPollsForTheAckOfALoneWrite(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	l := r.currentLink()
-	for !l.pr.Sleeping() {
-		time.Sleep(time.Millisecond)
-	}
-	done := startWrite(r, 0, false)
-	p.next(wire.TypeRecords)
-	for end := time.Now().Add(5 * time.Second); l.pr.Sleeping(); time.Sleep(time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatal("the reader still sleeps with a write waiting for its ack")
+	// Eight lone writes, each acked alone, before the reader polls.
+	for seq := uint64(1); seq <= 9; seq++ {
+		for !l.pr.Sleeping() {
+			time.Sleep(time.Millisecond)
 		}
+		done := startWrite(r, 0, false)
+		p.next(wire.TypeRecords)
+		if seq == 9 {
+			for end := time.Now().Add(5 * time.Second); l.pr.Sleeping(); time.Sleep(time.Millisecond) {
+				if time.Now().After(end) {
+					t.Fatal("the reader still sleeps with a write waiting for its ack")
+				}
+			}
+		}
+		p.ack(wire.Journaled, seq)
+		returns(t, done)
 	}
-	p.ack(wire.Journaled, 1)
-	returns(t, done)
-	if polled, slept := r.linkPolled.Load(), r.linkSlept.Load(); polled != 1 || slept != 0 {
-		t.Fatalf("link reads: %d polled, %d slept; want the ack polled for", polled, slept)
+	if polled := r.linkPolled.Load(); polled != 1 {
+		t.Fatalf("link reads: %d polled, %d slept; want the ninth ack polled for", polled, r.linkSlept.Load())
 	}
 }

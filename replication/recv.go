@@ -42,24 +42,25 @@ func (l *link) recvLoop() {
 
 // wantPoll says whether the reader polls for the next frame (see
 // Config.PeerPoll): on the side that sends records, while one or two wait
-// for their ack (a lone write, and the barrier of a FLUSH or FUA); on the
-// side that receives them, while each of the last 8 Records and Ack frames
-// carried a single record. A pipelining writer keeps both sides busy without it, and with
-// the client and both nodes on a few cores, polling then would take a core
-// from them.
+// for their ack, none waits for a sync, and each of the last 8 acks
+// completed one write and no barrier (a writer that flushes often waits
+// for the peer's fdatasync, longer than a poll should last); on the side that
+// receives them, while each of the last 8 Records frames carried one record
+// and came alone. A pipelining writer keeps both sides busy without it, and
+// with the client and both nodes on a few cores, polling then would take a
+// core from them.
 func (l *link) wantPoll() bool {
-	if n := l.inflight.Load(); n > 0 {
-		return n <= 2
+	if n := l.inflight.Load(); n != 0 {
+		return n > 0 && n <= 2 && l.ackBatched == 0
 	}
-	return l.batched == 0
+	return l.recBatched == 0
 }
 
-// noteBatched shifts into l.batched whether the frame just read carried
-// anything but one record.
-func (l *link) noteBatched(b bool) {
-	l.batched <<= 1
+// shift shifts bit b into the history h.
+func shift(h *uint8, b bool) {
+	*h <<= 1
 	if b {
-		l.batched |= 1
+		*h |= 1
 	}
 }
 
@@ -68,7 +69,7 @@ func (l *link) handle(f wire.Frame, idle bool) error {
 	switch f.Type {
 	case wire.TypeRecords:
 		n, err := l.applyRecords(f.Body, idle)
-		l.noteBatched(n != 1)
+		shift(&l.recBatched, n != 1 || !idle)
 		return err
 	case wire.TypeBarrier:
 		seq, err := wire.ParseBarrier(f.Body)
@@ -89,8 +90,7 @@ func (l *link) handle(f wire.Frame, idle bool) error {
 		if err != nil {
 			return err
 		}
-		l.noteBatched(true)
-		l.ack(a)
+		shift(&l.ackBatched, l.ack(a))
 	case wire.TypePing:
 		token, err := wire.ParsePing(f.Body)
 		if err != nil {
