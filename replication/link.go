@@ -55,8 +55,6 @@ type link struct {
 	// inflight is len(pending), or -1 if one of them waits for a sync:
 	// for the reader's polling rule.
 	inflight atomic.Int32
-	// pr reads the connection (receiver only), polling as wantPoll says.
-	pr       *netio.PollReader
 	seq      uint64 // last link seq handed out
 	lastSent uint64 // journal seq of the last record queued; written under Resource.order
 	// catchingUp: a journal tail is being replayed; writers journal only,
@@ -88,17 +86,22 @@ type link struct {
 	ackIov    []syscall.Iovec // their iovec, for netio.TryWritev; sender role only
 
 	// Receiving side (the peer of a Primary): what to acknowledge.
-	lastRecv uint64 // journal seq of the last record read; receiver only
+	lastRecv     uint64        // journal seq of the last record read; receiver only
+	recvSeq      atomic.Uint64 // last record read off the link
+	journaledSeq atomic.Uint64 // last record written to the journal
+	syncedSeq    atomic.Uint64 // last barrier done
+	lastFrame    atomic.Int64  // unix nanos of the last frame read
+	recvWriting  atomic.Bool   // the receiver is writing queued records to the journal
+
+	// The reader's polling, on either side.
+	// pr reads the connection for the receiving goroutine, polling as
+	// wantPoll says; anyone may Kick it.
+	pr *netio.PollReader
 	// recBatched has a bit for each of the last 8 Records frames read, set
 	// unless it carried one record and nothing was read behind it;
 	// ackBatched one for each of the last 8 Ack frames, set if it completed
-	// more than one pending write, or a barrier. Receiver only.
+	// more than one pending write, or a barrier. Receiving goroutine only.
 	recBatched, ackBatched uint8
-	recvSeq                atomic.Uint64 // last record read off the link
-	journaledSeq           atomic.Uint64 // last record written to the journal
-	syncedSeq              atomic.Uint64 // last barrier done
-	lastFrame              atomic.Int64  // unix nanos of the last frame read
-	recvWriting            atomic.Bool   // the receiver is writing queued records to the journal
 
 	bytesRaw  atomic.Uint64 // disk bytes carried by records sent
 	bytesWire atomic.Uint64 // bytes written to the connection
