@@ -48,10 +48,11 @@ type link struct {
 
 	// mu guards the send queue, the pending writes and the ack marks. The
 	// writers and the resync add, the sender takes, the receiver completes.
-	mu      sync.Mutex
-	out     []outItem  // frames and records to send, in order
-	outA    []*pending // protocol A: complete once out has been written
-	pending []*pending // sent records waiting for their ack, seq ascending
+	mu       sync.Mutex
+	out      []outItem  // frames and records to send, in order
+	outA     []*pending // protocol A: complete once out has been written
+	pending  []*pending // sent records waiting for their ack, seq ascending
+	barriers int        // how many of pending wait for a sync
 	// inflight is len(pending), or -1 if one of them waits for a sync:
 	// for the reader's polling rule.
 	inflight atomic.Int32
@@ -205,6 +206,9 @@ func (l *link) track(p *pending) {
 		return
 	}
 	l.pending = append(l.pending, p)
+	if p.need == wire.Synced {
+		l.barriers++
+	}
 	l.notePending()
 	if len(l.pending) == 1 && p.need != wire.Synced {
 		l.pr.Kick() // the reader may have gone to sleep with nothing to wait for
@@ -214,11 +218,8 @@ func (l *link) track(p *pending) {
 // notePending sets inflight from pending; l.mu held.
 func (l *link) notePending() {
 	n := int32(len(l.pending))
-	for _, p := range l.pending {
-		if p.need == wire.Synced {
-			n = -1
-			break
-		}
+	if l.barriers > 0 {
+		n = -1
 	}
 	l.inflight.Store(n)
 }
@@ -257,7 +258,10 @@ func (l *link) ack(a wire.Ack) (batched bool) {
 	for _, p := range l.pending {
 		if p.seq <= l.acked[p.need] {
 			done = append(done, p)
-			batched = batched || p.need == wire.Synced
+			if p.need == wire.Synced {
+				l.barriers--
+				batched = true
+			}
 		} else {
 			kept = append(kept, p)
 		}
@@ -286,7 +290,7 @@ func (l *link) fail(err error) {
 	}
 	l.down = err
 	waiting := append(l.pending, l.outA...)
-	l.pending, l.outA, l.out = nil, nil, nil
+	l.pending, l.outA, l.out, l.barriers = nil, nil, nil, 0
 	l.inflight.Store(0)
 	l.mu.Unlock()
 	l.closeOnce.Do(func() { close(l.closed); l.conn.Close() })
