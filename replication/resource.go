@@ -56,9 +56,9 @@ type Config struct {
 	// unacknowledged before the link is given up; zero is 5s.
 	PeerTimeout time.Duration
 	// PeerPoll is how long the link's reader may poll the connection for
-	// the peer's next frame before it sleeps: while a lone write (and its
-	// barrier) waits for its ack, or while the peer's records come one at
-	// a time. Zero never polls.
+	// the peer's next frame before it sleeps: while a lone write waits for
+	// its ack, or while the peer's records come one at a time (see
+	// link.wantPoll). Zero never polls.
 	PeerPoll time.Duration
 	// AfterSplitBrain says how a split brain is settled; zero is Disconnect.
 	AfterSplitBrain AfterSplitBrain
