@@ -48,7 +48,7 @@ type conn struct {
 	// last 8 such asks, set if more than one request came before it.
 	// Reader only.
 	requests, polledAt uint64
-	batched            uint8
+	batched            netio.Batches
 
 	quit     chan struct{} // closed by stop
 	stopOnce sync.Once
@@ -77,12 +77,9 @@ func newConn(s *Server, nc net.Conn) *conn {
 	// the last 8 reads pipelines them: while the reader sleeps, it sends
 	// more, and the next read takes them all at once.
 	pr.Want = func() bool {
-		c.batched <<= 1
-		if c.requests-c.polledAt > 1 {
-			c.batched |= 1
-		}
+		c.batched.Note(c.requests-c.polledAt > 1)
 		c.polledAt = c.requests
-		return c.batched == 0 && len(c.slots) <= 1 && (s.opts.PollIf == nil || s.opts.PollIf())
+		return c.batched.Lone() && len(c.slots) <= 1 && (s.opts.PollIf == nil || s.opts.PollIf())
 	}
 	pr.Polled, pr.Slept = &s.stats.polled, &s.stats.slept // a reader that never polls counts nothing
 	return c

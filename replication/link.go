@@ -102,7 +102,7 @@ type link struct {
 	// unless it carried one record and nothing was read behind it;
 	// ackBatched one for each of the last 8 Ack frames, set if it completed
 	// more than one pending write, or a barrier. Receiving goroutine only.
-	recBatched, ackBatched uint8
+	recBatched, ackBatched netio.Batches
 
 	bytesRaw  atomic.Uint64 // disk bytes carried by records sent
 	bytesWire atomic.Uint64 // bytes written to the connection
@@ -126,7 +126,7 @@ type pending struct {
 
 func newLink(res *Resource, conn net.Conn, remote wire.Hello) *link {
 	l := &link{res: res, conn: conn, remote: remote, proto: res.cfg.Protocol,
-		recBatched: 0xff, ackBatched: 0xff,
+		recBatched: netio.AllBatched, ackBatched: netio.AllBatched,
 		kick: make(chan struct{}, 1), closed: make(chan struct{}), peerBitmap: make(chan struct{}),
 		sums: make(chan []byte, 1)}
 	l.bw = bufio.NewWriterSize(conn, 256<<10)

@@ -15,13 +15,13 @@ import (
 // and no barrier each; on the receiving side while each of the last 8 Records frames
 // carried one record and came alone.
 func TestLinkWantsToPoll(t *testing.T) {
-	l := &link{recBatched: 0xff, ackBatched: 0xff}
+	l := &link{recBatched: netio.AllBatched, ackBatched: netio.AllBatched}
 	l.inflight.Store(1)
 	for i := range 8 {
 		if l.wantPoll() {
 			t.Fatalf("after %d lone acks of 8: wantPoll true", i)
 		}
-		shift(&l.ackBatched, false)
+		l.ackBatched.Note(false)
 	}
 	for n, want := range map[int32]bool{1: true, 2: true, 3: false, 32: false, -1: false} {
 		l.inflight.Store(n)
@@ -30,7 +30,7 @@ func TestLinkWantsToPoll(t *testing.T) {
 		}
 	}
 	l.inflight.Store(1)
-	shift(&l.ackBatched, true) // an ack that completed many writes
+	l.ackBatched.Note(true) // an ack that completed many writes
 	if l.wantPoll() {
 		t.Error("right after an ack of many writes: wantPoll true")
 	}
@@ -43,12 +43,12 @@ func TestLinkWantsToPoll(t *testing.T) {
 		if l.wantPoll() {
 			t.Fatalf("after %d lone records of 8: wantPoll true", i)
 		}
-		shift(&l.recBatched, false)
+		l.recBatched.Note(false)
 	}
 	if !l.wantPoll() {
 		t.Fatal("after 8 lone records: wantPoll false")
 	}
-	shift(&l.recBatched, true) // a frame of many records, or one with more behind it
+	l.recBatched.Note(true) // a frame of many records, or one with more behind it
 	if l.wantPoll() {
 		t.Fatal("right after a batch: wantPoll true")
 	}

@@ -51,17 +51,9 @@ func (l *link) recvLoop() {
 // core from them.
 func (l *link) wantPoll() bool {
 	if n := l.inflight.Load(); n != 0 {
-		return n > 0 && n <= 2 && l.ackBatched == 0
+		return n > 0 && n <= 2 && l.ackBatched.Lone()
 	}
-	return l.recBatched == 0
-}
-
-// shift shifts bit b into the history h.
-func shift(h *uint8, b bool) {
-	*h <<= 1
-	if b {
-		*h |= 1
-	}
+	return l.recBatched.Lone()
 }
 
 // handle acts on frame f; idle says nothing more has arrived behind it.
@@ -69,7 +61,7 @@ func (l *link) handle(f wire.Frame, idle bool) error {
 	switch f.Type {
 	case wire.TypeRecords:
 		n, err := l.applyRecords(f.Body, idle)
-		shift(&l.recBatched, n != 1 || !idle)
+		l.recBatched.Note(n != 1 || !idle)
 		return err
 	case wire.TypeBarrier:
 		seq, err := wire.ParseBarrier(f.Body)
@@ -90,7 +82,7 @@ func (l *link) handle(f wire.Frame, idle bool) error {
 		if err != nil {
 			return err
 		}
-		shift(&l.ackBatched, l.ack(a))
+		l.ackBatched.Note(l.ack(a))
 	case wire.TypePing:
 		token, err := wire.ParsePing(f.Body)
 		if err != nil {

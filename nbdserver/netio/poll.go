@@ -193,3 +193,24 @@ func (r *PollReader) note(d time.Duration) {
 	d = min(d, 2*r.limit)
 	r.mean += (d - r.mean) / 8
 }
+
+// Batches is the history a Want rule keeps of what its reader read: a bit
+// for each of the last 8 reads (or frames), set if that one carried more
+// than one message, as from a peer that pipelines. The zero value has seen
+// only lone messages.
+type Batches uint8
+
+// AllBatched is a history that turns lone only after 8 lone messages.
+const AllBatched Batches = 0xff
+
+// Note adds a read to the history: batched if it carried more than one
+// message.
+func (b *Batches) Note(batched bool) {
+	*b <<= 1
+	if batched {
+		*b |= 1
+	}
+}
+
+// Lone reports whether each of the last 8 reads carried one message.
+func (b Batches) Lone() bool { return b == 0 }
