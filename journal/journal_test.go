@@ -213,3 +213,48 @@ func TestAppendNotifyAndWaitApplied(t *testing.T) {
 		}
 	}
 }
+
+// Checkpointed is told of each periodic checkpoint that moved on, once the
+// disk holds its records durably; a tick with nothing new tells it nothing.
+func TestCheckpointedFollowsEachNewCheckpoint(t *testing.T) {
+	fs, disk := vfs.NewMem(), NewMemDisk(crashDiskSize)
+	o := testOptions()
+	o.CheckpointInterval = 5 * time.Millisecond
+	type call struct {
+		ckpt  uint64
+		syncs int
+	}
+	calls := make(chan call, 16)
+	var j *Journal
+	ready := make(chan struct{})
+	o.Checkpointed = func() {
+		<-ready
+		calls <- call{j.CheckpointSeq(), disk.Syncs()}
+	}
+	j, err := Open(fs, testDir, disk, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(ready)
+	defer j.Close()
+	for round := 1; round <= 2; round++ {
+		seq, err := j.Write(Zero(int64(round)*512, 512, false), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case c := <-calls:
+			if c.ckpt < seq || c.syncs < round {
+				t.Fatalf("round %d: told at checkpoint %d after %d disk syncs, want >= %d and >= %d", round, c.ckpt, c.syncs, seq, round)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: no Checkpointed call", round)
+		}
+		// Ticks with nothing written move no checkpoint and tell nothing.
+		select {
+		case c := <-calls:
+			t.Fatalf("round %d: told again at checkpoint %d with nothing new", round, c.ckpt)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
