@@ -34,7 +34,10 @@ type Params struct {
 	Dir       string   `json:"image_dir"`
 	DirFS     string   `json:"image_dir_fs"`
 	Warm      bool     `json:"warm"` // images read into the page cache before each turn
-	Order     string   `json:"order"`
+	// SyncedBeforeFio: sync(2) ran once the system was up, so nothing its
+	// start wrote (a pair's initial sync) was written back during the run.
+	SyncedBeforeFio bool   `json:"synced_before_fio"`
+	Order           string `json:"order"`
 }
 
 // writeTable prints the results as a markdown table, each workload's
@@ -168,6 +171,9 @@ func writeMarkdown(w io.Writer, r *Results) {
 	cache := "caches dropped before each turn"
 	if p.Warm {
 		cache += ", then the images read once"
+	}
+	if p.SyncedBeforeFio {
+		cache += "; sync(2) once the system is up, before fio"
 	}
 	fmt.Fprintf(w, "- runs: %d reps, %s each after a %s ramp, %s images on %s, %s; %s\n",
 		p.Reps, p.Runtime, p.Ramp, fmtSize(p.SizeBytes), p.DirFS, p.Order, cache)

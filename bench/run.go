@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -197,6 +198,9 @@ func (b *bench) turn(ctx context.Context, rep int, workload string, s system) Ru
 	}
 	uri, err := s.start(l)
 	if err == nil {
+		// What starting wrote (a pair's initial full sync) is written back
+		// now, not during the measured run: the turn started with nothing dirty.
+		syscall.Sync()
 		name := fmt.Sprintf("r%d-%s-%s", rep, workload, s.name)
 		r.Summary, err = b.measure(ctx, l, uri, workload, name)
 		if err == nil {
@@ -281,7 +285,7 @@ func (b *bench) report(start time.Time, stamp string) error {
 func (b *bench) params() Params {
 	p := Params{Workloads: b.cfg.workloads, Reps: b.cfg.reps, Runtime: fioTime(b.cfg.runtime),
 		Ramp: fioTime(b.cfg.ramp), SizeBytes: b.cfg.size, Dir: b.scratch, DirFS: fsType(b.scratch),
-		Warm: b.cfg.warm, Order: "each turn every system once, order flipped every turn"}
+		Warm: b.cfg.warm, SyncedBeforeFio: true, Order: "each turn every system once, order flipped every turn"}
 	for _, s := range b.cfg.systems {
 		p.Systems = append(p.Systems, s.name)
 	}
