@@ -56,8 +56,11 @@ type link struct {
 	// inflight is len(pending), or -1 if one of them waits for a sync:
 	// for the reader's polling rule.
 	inflight atomic.Int32
-	seq      uint64 // last link seq handed out
-	lastSent uint64 // journal seq of the last record queued; written under Resource.order
+	// localBusy counts writes sent on this link that this node has not
+	// journaled and applied yet (Resource.appendAsync).
+	localBusy atomic.Int32
+	seq       uint64 // last link seq handed out
+	lastSent  uint64 // journal seq of the last record queued; written under Resource.order
 	// catchingUp: a journal tail is being replayed; writers journal only,
 	// the tail loop sends their records. Guarded by Resource.order.
 	catchingUp bool

@@ -11,8 +11,8 @@ import (
 )
 
 // The link's reader polls on the sending side while one or two writes wait
-// for their ack, none for a sync, and the last 8 acks completed one write
-// and no barrier each; on the receiving side while each of the last 8 Records frames
+// for their ack, none for a sync, none is still being journaled or applied
+// here, and the last 8 acks completed one write and no barrier each; on the receiving side while each of the last 8 Records frames
 // carried one record and came alone.
 func TestLinkWantsToPoll(t *testing.T) {
 	l := &link{recBatched: netio.AllBatched, ackBatched: netio.AllBatched}
@@ -30,6 +30,14 @@ func TestLinkWantsToPoll(t *testing.T) {
 		}
 	}
 	l.inflight.Store(1)
+	l.localBusy.Store(1) // this node still journals and applies the write
+	if l.wantPoll() {
+		t.Error("while the awaited write is still local work: wantPoll true")
+	}
+	l.localBusy.Store(0)
+	if !l.wantPoll() {
+		t.Error("once the awaited write is done here: wantPoll false")
+	}
 	l.ackBatched.Note(true) // an ack that completed many writes
 	if l.wantPoll() {
 		t.Error("right after an ack of many writes: wantPoll true")

@@ -42,16 +42,18 @@ func (l *link) recvLoop() {
 
 // wantPoll says whether the reader polls for the next frame (see
 // Config.PeerPoll): on the side that sends records, while one or two wait
-// for their ack, none waits for a sync, and each of the last 8 acks
-// completed one write and no barrier (a writer that flushes often waits
-// for the peer's fdatasync, longer than a poll should last); on the side that
+// for their ack, none waits for a sync, each of the last 8 acks completed
+// one write and no barrier (a writer that flushes often waits for the
+// peer's fdatasync, longer than a poll should last), and this node is done
+// journaling and applying them (until then the write waits for that work,
+// which a polling reader would take a core from; its end kicks the reader); on the side that
 // receives them, while each of the last 8 Records frames carried one record
 // and came alone. A pipelining writer keeps both sides busy without it, and
 // with the client and both nodes on a few cores, polling then would take a
 // core from them.
 func (l *link) wantPoll() bool {
 	if n := l.inflight.Load(); n != 0 {
-		return n > 0 && n <= 2 && l.ackBatched.Lone()
+		return n > 0 && n <= 2 && l.ackBatched.Lone() && l.localBusy.Load() == 0
 	}
 	return l.recBatched.Lone()
 }
