@@ -109,9 +109,6 @@ type Resource struct {
 	replRaw               atomic.Uint64 // raw bytes of links that are gone
 	replWire              atomic.Uint64 // bytes written by links that are gone
 	resyncWire            atomic.Uint64 // bytes of resync traffic: records, checksums, journal tails
-	// dropKick asks cacheLoop to take a Secondary's disk out of the page
-	// cache: after each checkpoint, a resync and a demotion.
-	dropKick chan struct{}
 	// peerSeq is the journal seq up to which the peer holds what this
 	// node's journal holds: acknowledged writes of a Primary, records
 	// journaled from the peer on a Secondary. Saved with the bitmap.
@@ -130,13 +127,11 @@ func Open(c Config) (*Resource, error) {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	dropKick := make(chan struct{}, 1)
 	j, err := journal.Open(c.FS, filepath.Join(c.MetaDir, "journal"), c.Disk, journal.Options{
 		MaxBytes:           c.JournalSize,
 		RetainBytes:        c.JournalRetain,
 		CheckpointInterval: c.CheckpointInterval,
 		Logger:             c.Logger,
-		Checkpointed:       func() { kick(dropKick) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("replication: open %s: %w", c.Name, err)
@@ -157,8 +152,7 @@ func Open(c Config) (*Resource, error) {
 	}
 	r := &Resource{cfg: c, name: c.Name, disk: c.Disk, size: size, journal: j,
 		comp: journal.NewCompressor(c.Codec), log: c.Logger, oos: newBitmap(size),
-		meta: m, role: c.Role, linkChange: make(chan struct{}), stop: make(chan struct{}),
-		dropKick: dropKick}
+		meta: m, role: c.Role, linkChange: make(chan struct{}), stop: make(chan struct{})}
 	seq, err := r.loadBitmap()
 	if err == nil {
 		err = r.recoverMarks(seq)
@@ -172,13 +166,6 @@ func Open(c Config) (*Resource, error) {
 	}
 	r.wg.Add(1)
 	go func() { defer r.wg.Done(); r.bitmapLoop() }()
-	if d, ok := c.Disk.(cacheDropper); ok {
-		r.wg.Add(1)
-		go func() { defer r.wg.Done(); r.cacheLoop(d) }()
-		if c.Role == wire.Secondary {
-			kick(dropKick)
-		}
-	}
 	return r, nil
 }
 

@@ -160,7 +160,6 @@ func (r *Resource) SetRole(role wire.Role, force bool) error {
 		if err := r.Sync(); err != nil {
 			return err
 		}
-		kick(r.dropKick)
 	}
 	r.log.Info("role changed", "role", role.String())
 	if l != nil {

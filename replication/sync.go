@@ -212,6 +212,5 @@ func (r *Resource) syncDone(l *link, body []byte) error {
 		return fmt.Errorf("%w: %v", ErrLinkDown, err)
 	}
 	r.log.Info("resync done: UpToDate", "gen", gen)
-	kick(r.dropKick) // the resync's large writes left large folios cached
 	return nil
 }

@@ -13,10 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nbdmirror/nbdmirror/nbdserver/filedisk"
 	"github.com/nbdmirror/nbdmirror/nbdserver/nbdclient"
 	"github.com/nbdmirror/nbdmirror/replication"
-	"golang.org/x/sys/unix"
 )
 
 // pairSecret is the secret the nodes of a test pair share.
@@ -235,45 +233,4 @@ func diffBlocks(t testing.TB, x, y string) string {
 		}
 	}
 	return fmt.Sprintf("%d blocks differ, first %v", count, first)
-}
-
-// A Secondary keeps its disk out of the page cache, which it never reads:
-// what is cached (here by reading the image) is dropped after its next
-// checkpoint. The Primary's cache, which serves reads, stays.
-func TestSecondaryKeepsItsDiskOutOfThePageCache(t *testing.T) {
-	needTools(t, "fio")
-	a, b := connectedPair(t, "32M")
-	var st unix.Statfs_t
-	if err := unix.Statfs(b.dir, &st); err != nil {
-		t.Fatal(err)
-	}
-	if st.Type == unix.TMPFS_MAGIC {
-		t.Skip("tmpfs pages cannot leave the page cache")
-	}
-	pages := (32 << 20) / os.Getpagesize()
-	resident := func(n *node) int {
-		r, err := filedisk.Resident(n.disk)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
-	for _, n := range []*node{a, b} {
-		if _, err := os.ReadFile(n.disk); err != nil {
-			t.Fatal(err)
-		}
-		if r := resident(n); r < pages/2 {
-			t.Fatalf("%d of %d pages cached right after reading the image", r, pages)
-		}
-	}
-	runFioVerify(t, a.uri(), "--rw=randwrite", "--bs=4k", "--iodepth=4", "--size=32M", "--io_size=4M")
-	for deadline := time.Now().Add(30 * time.Second); resident(b) != 0; time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the Secondary's image still has %d of %d pages cached 30s after the writes", resident(b), pages)
-		}
-	}
-	if r := resident(a); r < pages*9/10 {
-		t.Fatalf("the Primary's image has only %d of %d pages cached", r, pages)
-	}
-	stopPair(t, a, b)
 }
