@@ -374,13 +374,8 @@ func (j *Journal) checkpointLoop() {
 		case <-tick:
 		case <-j.ckptKick:
 		}
-		before := j.ckptSeq.Load()
 		if err := j.Checkpoint(); err != nil {
 			j.log.Warn("journal: checkpoint failed", "dir", j.dir, "err", err)
-			continue
-		}
-		if j.opts.Checkpointed != nil && j.ckptSeq.Load() > before {
-			j.opts.Checkpointed()
 		}
 	}
 }

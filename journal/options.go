@@ -55,10 +55,6 @@ type Options struct {
 	Spares int
 	// Logger receives recovery and failure reports; nil means slog.Default().
 	Logger *slog.Logger
-	// Checkpointed, if set, is called on the checkpoint goroutine after each
-	// periodic or forced checkpoint that moved the checkpoint on: the disk
-	// has just been synced. It must not block.
-	Checkpointed func()
 }
 
 func (o Options) withDefaults() Options {
