@@ -28,7 +28,6 @@ type Disk struct {
 	isBlock bool
 
 	syncs     atomic.Uint64 // fdatasync calls that succeeded
-	drops     atomic.Uint64 // DropCache calls that succeeded
 	noPunch   atomic.Bool   // FALLOC_FL_PUNCH_HOLE unsupported: write zeros instead
 	noZeroRng atomic.Bool   // FALLOC_FL_ZERO_RANGE unsupported: write zeros instead
 }
