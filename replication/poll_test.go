@@ -12,8 +12,9 @@ import (
 
 // The link's reader polls on the sending side while one or two writes wait
 // for their ack, none for a sync, none is still being journaled or applied
-// here, and the last 8 acks completed one write and no barrier each; on the receiving side while each of the last 8 Records frames
-// carried one record and came alone.
+// here, and the last 8 acks completed one write and no barrier each; on the
+// receiving side while each of the last 8 Records frames carried one record
+// and came alone.
 func TestLinkWantsToPoll(t *testing.T) {
 	l := &link{recBatched: netio.AllBatched, ackBatched: netio.AllBatched}
 	l.inflight.Store(1)

@@ -46,9 +46,9 @@ func (l *link) recvLoop() {
 // one write and no barrier (a writer that flushes often waits for the
 // peer's fdatasync, longer than a poll should last), and this node is done
 // journaling and applying them (until then the write waits for that work,
-// which a polling reader would take a core from; its end kicks the reader); on the side that
-// receives them, while each of the last 8 Records frames carried one record
-// and came alone. A pipelining writer keeps both sides busy without it, and
+// which a polling reader would take a core from; its end kicks the
+// reader); on the side that receives them, while each of the last 8
+// Records frames carried one record and came alone. A pipelining writer keeps both sides busy without it, and
 // with the client and both nodes on a few cores, polling then would take a
 // core from them.
 func (l *link) wantPoll() bool {

@@ -23,8 +23,8 @@ import (
 // It polls only while the mean of its recent waits is below Limit (a client
 // that pauses longer costs no polling after a few waits; a wait Want said
 // no to does not count), when Want, if set, says so, and when fewer readers
-// of the process poll than it has cores besides one. Kick wakes a read that slept because Want said no, for it to
-// ask again. A read deadline set before Read is honoured (through
+// of the process poll than it has cores besides one. Kick wakes a read that
+// slept because Want said no, for it to ask again. A read deadline set before Read is honoured (through
 // SetReadDeadline if Kick is used); one that expires while polling ends the
 // wait at the latest at Limit.
 type PollReader struct {
