@@ -262,19 +262,13 @@ func (r *Resource) appendAsync(rec *journal.Record, fua, here bool, then func(er
 		r.oos.mark(rec.Offset, int64(rec.RawLen))
 	}
 	rec.Seq = r.allocSeq()
-	local := w.localDone
 	if l != nil {
 		// While this node journals and applies the write, its link's reader
 		// need not poll for the peer's ack: the write waits for both.
 		l.localBusy.Add(1)
-		local = func(seq uint64, err error) {
-			if l.localBusy.Add(-1) == 0 && l.inflight.Load() > 0 {
-				l.pr.Kick()
-			}
-			w.localDone(seq, err)
-		}
+		w.busy = l
 	}
-	jseq := r.journal.AppendLater(*rec, fua, nil, local)
+	jseq := r.journal.AppendLater(*rec, fua, nil, w.localDone)
 	if l != nil && l.catchingUp {
 		r.oos.mark(rec.Offset, int64(rec.RawLen)) // cleared once the tail has carried it
 		l = nil

@@ -13,6 +13,9 @@ type waiter struct {
 	err   error // the local half's error; written before its decrement
 	ready chan struct{}
 	then  func(error) // if set, called with the local error instead of a wake
+	// busy, if set, is the link the write went out on: its localBusy
+	// counts the write until the local half is done.
+	busy *link
 }
 
 var waiters = sync.Pool{New: func() any { return &waiter{ready: make(chan struct{}, 1)} }}
@@ -20,12 +23,19 @@ var waiters = sync.Pool{New: func() any { return &waiter{ready: make(chan struct
 func newWaiter() *waiter {
 	w := waiters.Get().(*waiter)
 	w.left.Store(2)
-	w.err, w.then = nil, nil
+	w.err, w.then, w.busy = nil, nil, nil
 	return w
 }
 
-// localDone is the journal's completion.
+// localDone is the journal's completion. It wakes the busy link's reader
+// when this was the last local work its pending writes waited for.
 func (w *waiter) localDone(_ uint64, err error) {
+	if l := w.busy; l != nil {
+		w.busy = nil
+		if l.localBusy.Add(-1) == 0 && l.inflight.Load() > 0 {
+			l.pr.Kick()
+		}
+	}
 	w.err = err
 	w.done()
 }
