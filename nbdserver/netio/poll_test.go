@@ -329,3 +329,24 @@ func TestPollReaderCountsOnlyWantedWaits(t *testing.T) {
 		t.Fatalf("polled %d after Want said yes again, want 1", polled.Load())
 	}
 }
+
+// Between two tries a poll yields its core, so that a thread with work on
+// it (such as the one about to send the awaited data) runs at once.
+func TestPollReaderYieldsBetweenTries(t *testing.T) {
+	twoCores(t)
+	var yields atomic.Int64
+	saved := yield
+	yield = func() { yields.Add(1); saved() }
+	t.Cleanup(func() { yield = saved })
+	client, server := tcpPair(t)
+	r, polled, _ := newCounted(server, 20*time.Millisecond)
+	sendLater(client, 2*time.Millisecond, "request")
+	readFull(t, r, []byte("request"))
+	if polled.Load() != 1 {
+		t.Fatalf("polled %d reads; want the one read to poll", polled.Load())
+	}
+	if yields.Load() == 0 {
+		t.Fatal("the poll never yielded its core between tries")
+	}
+}
+
