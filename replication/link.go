@@ -109,6 +109,10 @@ type link struct {
 
 	bytesRaw  atomic.Uint64 // disk bytes carried by records sent
 	bytesWire atomic.Uint64 // bytes written to the connection
+
+	// queued: records wait in out for a sender (see Resource.appendAsync);
+	// sends: this side sent records since it last read any.
+	queued, sends atomic.Bool
 }
 
 // outItem is a frame to send, or a journal record frame that goes out in
@@ -135,6 +139,7 @@ func newLink(res *Resource, conn net.Conn, remote wire.Hello) *link {
 	l.bw = bufio.NewWriterSize(conn, 256<<10)
 	l.pr = netio.NewPollReader(conn, res.cfg.PeerPoll)
 	l.pr.Want, l.pr.Polled, l.pr.Slept = l.wantPoll, &res.linkPolled, &res.linkSlept
+	l.pr.Between = l.sendIfQueued
 	if sc, ok := conn.(syscall.Conn); ok {
 		l.raw, _ = sc.SyscallConn()
 	}
@@ -173,6 +178,10 @@ func (l *link) sendRecord(rec *journal.Record, fua bool, done func(acked bool)) 
 	}
 	l.seq = seq
 	l.out = append(l.out, outItem{b: enc, record: true})
+	l.queued.Store(true)
+	if !l.sends.Load() {
+		l.sends.Store(true)
+	}
 	if fua {
 		l.out = append(l.out, outItem{b: wire.AppendBarrier(nil, seq)})
 	}
@@ -340,6 +349,15 @@ func (l *link) send(here bool) {
 	l.wake()
 }
 
+// sendIfQueued sends, from the polling reader, the records a writer left
+// queued for it: the writer went on with its own half of the write while
+// this goroutine, already running, sent its record.
+func (l *link) sendIfQueued() {
+	if l.queued.Load() && l.claimSender() && l.sendQueued() {
+		l.res.readerSends.Add(1)
+	}
+}
+
 // claimSender makes the caller the sender if no one is. If someone is, it
 // leaves them word to look again before they give the role up, so nothing
 // queued or acknowledged meanwhile waits for the next wake.
@@ -359,12 +377,15 @@ func (l *link) claimSender() bool {
 
 // sendQueued writes, as the sender, the queued frames (runs of records as
 // Records frames, many per system call) and the acks that moved, until
-// nothing more is queued; then it gives the role up.
-func (l *link) sendQueued() {
+// nothing more is queued; then it gives the role up. It reports whether
+// it wrote records.
+func (l *link) sendQueued() (records bool) {
 	for {
 		l.mu.Lock()
 		out, outA := l.out, l.outA
 		l.out, l.outA, l.again = nil, nil, false
+		records = records || l.queued.Load()
+		l.queued.Store(false)
 		l.mu.Unlock()
 		l.writeOut(l.bw, out)
 		l.bw.Write(l.appendAcks(l.ackBuf[:0]))
@@ -468,6 +489,9 @@ func (l *link) sendAcks() {
 			n = 0
 		}
 		l.bw.Write(b[n:]) // the rest goes next, from the sender
+		// A Primary's reader that polls for this ack on this core reads it
+		// now, before this goroutine goes on to apply the record.
+		netio.Yield()
 	}
 	l.mu.Lock()
 	l.sending = false

@@ -12,9 +12,9 @@ import (
 
 // The link's reader polls on the sending side while one or two writes wait
 // for their ack, none for a sync, none is still being journaled or applied
-// here, and the last 8 acks completed one write and no barrier each; on the
-// receiving side while each of the last 8 Records frames carried one record
-// and came alone.
+// here, and the last 8 acks completed one write and no barrier each, or
+// while nothing waits after such acks; on the receiving side while each of
+// the last 8 Records frames carried one record and came alone.
 func TestLinkWantsToPoll(t *testing.T) {
 	l := &link{recBatched: netio.AllBatched, ackBatched: netio.AllBatched}
 	l.inflight.Store(1)
@@ -45,6 +45,16 @@ func TestLinkWantsToPoll(t *testing.T) {
 	}
 
 	l.inflight.Store(0)
+	l.sends.Store(true) // the sending side, between writes
+	l.ackBatched = 0    // the last 8 acks came alone
+	if !l.wantPoll() {
+		t.Error("nothing in flight after lone acks: wantPoll false")
+	}
+	l.ackBatched.Note(true)
+	if l.wantPoll() {
+		t.Error("nothing in flight after an ack of many writes: wantPoll true")
+	}
+	l.sends.Store(false) // the receiving side
 	if l.wantPoll() {
 		t.Error("nothing sent and no record received yet: wantPoll true")
 	}
@@ -92,8 +102,11 @@ func TestLinkCountsPending(t *testing.T) {
 	}
 }
 
-// A Primary's reader, asleep while nothing was in flight, is kicked by a
-// lone write and polls for its ack, once the last 8 acks came alone.
+// A Primary's reader, asleep while nothing was in flight, polls once the
+// last 8 acks came alone: while idle, for the next write, whose record it
+// sends itself while the writer journals and applies it; and, once that
+// poll has timed out and it sleeps, for the ack of a lone write as soon as
+// this node is done with the write's local half (which kicks it).
 func TestPrimaryPollsForTheAckOfALoneWrite(t *testing.T) {
 	if runtime.GOMAXPROCS(0) < 2 { // a place to poll
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
@@ -102,7 +115,7 @@ func TestPrimaryPollsForTheAckOfALoneWrite(t *testing.T) {
 	secret := []byte("protocol-test-secret")
 	r, err := Open(Config{Name: "r0", Disk: memDisk{journal.NewMemDisk(testSize)}, MetaDir: t.TempDir(),
 		FS: journal.NewMemFS(), Role: wire.Primary, Created: true, Peer: p.ln.Addr().String(),
-		Secret: secret, PeerTimeout: time.Minute, PeerPoll: time.Minute, CheckpointInterval: -1})
+		Secret: secret, PeerTimeout: time.Minute, PeerPoll: time.Second, CheckpointInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,24 +125,41 @@ func TestPrimaryPollsForTheAckOfALoneWrite(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	l := r.currentLink()
-	// Eight lone writes, each acked alone, before the reader polls.
-	for seq := uint64(1); seq <= 9; seq++ {
-		for !l.pr.Sleeping() {
-			time.Sleep(time.Millisecond)
-		}
-		done := startWrite(r, 0, false)
-		p.next(wire.TypeRecords)
-		if seq == 9 {
-			for end := time.Now().Add(5 * time.Second); l.pr.Sleeping(); time.Sleep(time.Millisecond) {
-				if time.Now().After(end) {
-					t.Fatal("the reader still sleeps with a write waiting for its ack")
-				}
+	until := func(what string, cond func() bool) {
+		t.Helper()
+		for end := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+			if time.Now().After(end) {
+				t.Fatal(what)
 			}
 		}
+	}
+	// Eight lone writes, each acked alone, before the reader polls.
+	for seq := uint64(1); seq <= 8; seq++ {
+		until("the reader never slept between writes", l.pr.Sleeping)
+		done := startWrite(r, 0, false)
+		p.next(wire.TypeRecords)
 		p.ack(wire.Journaled, seq)
 		returns(t, done)
 	}
-	if polled := r.linkPolled.Load(); polled != 1 {
-		t.Fatalf("link reads: %d polled, %d slept; want the ninth ack polled for", polled, r.linkSlept.Load())
+	until("the reader does not poll for the next write", l.pr.Polling)
+	done := startWrite(r, 0, false)
+	p.next(wire.TypeRecords)
+	p.ack(wire.Journaled, 9)
+	returns(t, done)
+	if n := r.readerSends.Load(); n != 1 {
+		t.Fatalf("the polling reader sent %d times; want the ninth write's record", n)
+	}
+	// The poll times out; the next write finds the reader asleep.
+	until("the reader never stopped polling", l.pr.Sleeping)
+	done = startWrite(r, 0, false)
+	p.next(wire.TypeRecords)
+	until("the reader still sleeps with a write waiting for its ack", func() bool { return !l.pr.Sleeping() })
+	p.ack(wire.Journaled, 10)
+	returns(t, done)
+	if polled := r.linkPolled.Load(); polled != 2 {
+		t.Fatalf("link reads: %d polled, %d slept; want the ninth and tenth acks polled for", polled, r.linkSlept.Load())
+	}
+	if n := r.readerSends.Load(); n != 1 {
+		t.Fatalf("the reader sent %d times; want only the ninth write's record", n)
 	}
 }

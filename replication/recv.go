@@ -55,6 +55,9 @@ func (l *link) wantPoll() bool {
 	if n := l.inflight.Load(); n != 0 {
 		return n > 0 && n <= 2 && l.ackBatched.Lone() && l.localBusy.Load() == 0
 	}
+	if l.sends.Load() {
+		return l.ackBatched.Lone()
+	}
 	return l.recBatched.Lone()
 }
 
@@ -134,6 +137,9 @@ func (l *link) applyRecords(body []byte, idle bool) (n int, err error) {
 		return 0, fmt.Errorf("%w: the peer sent data to a Primary", ErrLinkDown)
 	}
 	defer l.writeJournal(idle) // what was queued, also if a record is bad
+	if l.sends.Load() {
+		l.sends.Store(false)
+	}
 	for len(body) > 0 {
 		rec, size, err := parseWireRecord(body, l.res.size, l.lastRecv)
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nbdmirror/nbdmirror/journal"
 	"github.com/nbdmirror/nbdmirror/journal/vfs"
+	"github.com/nbdmirror/nbdmirror/nbdserver/netio"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
@@ -106,9 +107,12 @@ type Resource struct {
 	// linkPolled and linkSlept count the links' reads that polled for
 	// their frame and those that slept (Config.PeerPoll).
 	linkPolled, linkSlept atomic.Uint64
-	replRaw               atomic.Uint64 // raw bytes of links that are gone
-	replWire              atomic.Uint64 // bytes written by links that are gone
-	resyncWire            atomic.Uint64 // bytes of resync traffic: records, checksums, journal tails
+	// readerSends counts the times a link's polling reader sent records
+	// that writers left for it.
+	readerSends atomic.Uint64
+	replRaw     atomic.Uint64 // raw bytes of links that are gone
+	replWire    atomic.Uint64 // bytes written by links that are gone
+	resyncWire  atomic.Uint64 // bytes of resync traffic: records, checksums, journal tails
 	// peerSeq is the journal seq up to which the peer holds what this
 	// node's journal holds: acknowledged writes of a Primary, records
 	// journaled from the peer on a Secondary. Saved with the bitmap.
@@ -287,7 +291,14 @@ func (r *Resource) appendAsync(rec *journal.Record, fua, here bool, then func(er
 	}
 	r.order.Unlock()
 	if sent {
-		l.send(here) // first: the peer's round trip is the longer way
+		if !l.pr.Polling() {
+			l.send(here) // first: the peer's round trip is the longer way
+		} else {
+			// The link's reader polls: it sends the record from its core
+			// while this goroutine journals and applies it, and is given
+			// this core first if it shares it.
+			netio.Yield()
+		}
 	}
 	r.journal.WriteQueued(here)
 }

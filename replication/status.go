@@ -33,6 +33,9 @@ type PeerStatus struct {
 	// (Config.PeerPoll); SleptReads: those it slept for.
 	PolledReads uint64 `json:"polled_reads"`
 	SleptReads  uint64 `json:"slept_reads"`
+	// ReaderSends: the times the link's reader, polling, sent records a
+	// writer had left for it.
+	ReaderSends uint64 `json:"reader_sends"`
 }
 
 // ResyncStatus is the progress of a running resync.
@@ -64,7 +67,7 @@ func (r *Resource) Status() Status {
 	st := Status{Name: r.name, Role: r.role.String(), Disk: r.meta.Disk, Size: r.size,
 		StandAlone: r.standAlone, Protocol: string(rune(r.cfg.Protocol)), Gen: r.meta.Gen}
 	st.Peer = PeerStatus{Connection: "Connecting", Role: "Unknown", Disk: "DUnknown", Replication: "Off",
-		PolledReads: r.linkPolled.Load(), SleptReads: r.linkSlept.Load()}
+		PolledReads: r.linkPolled.Load(), SleptReads: r.linkSlept.Load(), ReaderSends: r.readerSends.Load()}
 	if r.cfg.Peer == "" && r.cfg.PeerListen == "" || r.standAlone != "" {
 		st.Peer.Connection = "StandAlone"
 	}

@@ -138,7 +138,8 @@ func TestPairMirrorsWritesIdentically(t *testing.T) {
 
 // With lone writes, the Primary's link polls for their acks and the
 // Secondary's for their records (--peer-poll, here long enough for a slow
-// host); with --peer-poll 0 no link read polls or is counted.
+// host), and the Primary's polling reader sends records left for it; with
+// --peer-poll 0 no link read polls or is counted, and the writers send.
 func TestPairPollsForLoneWrites(t *testing.T) {
 	needTools(t, "fio")
 	for _, c := range []struct {
@@ -158,6 +159,12 @@ func TestPairPollsForLoneWrites(t *testing.T) {
 					t.Errorf("%s link reads with --peer-poll %s: %d polled, %d slept", n.status().Role, c.poll,
 						p.PolledReads, p.SleptReads)
 				}
+			}
+			if sent := a.status().Peer.ReaderSends; c.polled != (sent > 0) {
+				t.Errorf("--peer-poll %s: the Primary's reader sent records %d times", c.poll, sent)
+			}
+			if sent := b.status().Peer.ReaderSends; sent != 0 {
+				t.Errorf("the Secondary's reader sent records %d times", sent)
 			}
 			stopPair(t, a, b)
 		})

@@ -38,6 +38,12 @@ type PollReader struct {
 	// Polled and Slept, if set, count the reads whose data came while
 	// polling and those that slept in the poller (with polling off, none).
 	Polled, Slept *atomic.Uint64
+	// Between, if set, runs on the reading goroutine between two tries of
+	// a poll and once as the poll ends: a reader that polls may do small
+	// work there that would otherwise wake another goroutine. It must not
+	// block for long.
+	Between func()
+	polling atomic.Bool // a poll runs now
 
 	// kmu orders Kick against the sleep it cuts short and the deadline it
 	// puts back.
@@ -153,6 +159,16 @@ func count(c *atomic.Uint64) {
 // tests.
 var yield = func() { syscall.RawSyscall(syscall.SYS_SCHED_YIELD, 0, 0, 0) }
 
+// Polling reports whether a Read polls now, and so runs Between soon: a
+// caller that leaves work for Between stores what it left before it asks,
+// and does the work itself if Polling says false (the poll's end runs
+// Between once more after it stops saying true).
+func (r *PollReader) Polling() bool { return r.polling.Load() }
+
+// Yield gives the core to any other thread runnable on it, as a poll does
+// between tries.
+func Yield() { yield() }
+
 // enter takes one of the process's polling places, if one is free.
 func (r *PollReader) enter() bool {
 	if pollers.Add(1) <= int32(runtime.GOMAXPROCS(0)-1) {
@@ -166,6 +182,15 @@ func (r *PollReader) enter() bool {
 // false if the limit came first.
 func (r *PollReader) poll(p []byte, start time.Time) (n int, ok bool, err error) {
 	var errno syscall.Errno
+	if r.Between != nil {
+		r.polling.Store(true)
+		defer func() {
+			// Work left for the poll after its last try is done here: the
+			// store comes before the call, see Polling.
+			r.polling.Store(false)
+			r.Between()
+		}()
+	}
 	rerr := r.raw.Read(func(fd uintptr) bool {
 		for i := 1; ; i++ {
 			// The socket does not block: no need to tell the scheduler.
@@ -177,6 +202,9 @@ func (r *PollReader) poll(p []byte, start time.Time) (n int, ok bool, err error)
 				return true
 			case i%16 == 0 && time.Since(start) >= r.limit:
 				return true // ok false: sleep in the poller
+			}
+			if r.Between != nil {
+				r.Between()
 			}
 			yield()
 		}

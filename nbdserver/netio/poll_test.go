@@ -350,3 +350,27 @@ func TestPollReaderYieldsBetweenTries(t *testing.T) {
 	}
 }
 
+// A poll runs Between between tries, while Polling says true, and once more
+// after Polling turned false: work left for it is never stranded.
+func TestPollReaderRunsBetween(t *testing.T) {
+	twoCores(t)
+	client, server := tcpPair(t)
+	r, polled, _ := newCounted(server, time.Second)
+	var during, after atomic.Int64
+	r.Between = func() {
+		if r.Polling() {
+			during.Add(1)
+		} else {
+			after.Add(1)
+		}
+	}
+	sendLater(client, 2*time.Millisecond, "request")
+	readFull(t, r, []byte("request"))
+	if polled.Load() != 1 {
+		t.Fatalf("polled %d reads; want the one read to poll", polled.Load())
+	}
+	if during.Load() == 0 || after.Load() != 1 || r.Polling() {
+		t.Fatalf("Between ran %d times while polling, %d after; Polling %v after the read",
+			during.Load(), after.Load(), r.Polling())
+	}
+}
