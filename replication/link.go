@@ -165,7 +165,8 @@ func (l *link) needFor(fua bool) wire.AckKind {
 // false, without queueing, when the link is already down. The caller holds
 // Resource.order, which keeps seqs in journal order: seq is written only
 // under it, so the frame is encoded before l.mu is taken. The caller then
-// calls send.
+// calls send, or leaves the record to the reader if it polls (see
+// PollReader.Polling and sendIfQueued).
 func (l *link) sendRecord(rec *journal.Record, fua bool, done func(acked bool)) bool {
 	seq := l.seq + 1
 	enc := appendWireRecord(make([]byte, 0, wireRecordHeader+binary.MaxVarintLen64+len(rec.Payload)), rec, l.lastSent)

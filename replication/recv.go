@@ -47,10 +47,12 @@ func (l *link) recvLoop() {
 // peer's fdatasync, longer than a poll should last), and this node is done
 // journaling and applying them (until then the write waits for that work,
 // which a polling reader would take a core from; its end kicks the
-// reader); on the side that receives them, while each of the last 8
-// Records frames carried one record and came alone. A pipelining writer keeps both sides busy without it, and
-// with the client and both nodes on a few cores, polling then would take a
-// core from them.
+// reader); with nothing in flight, while each of the last 8 acks completed
+// one write and no barrier (the next lone write's record is then sent by
+// this reader, see sendIfQueued); on the side that receives them, while
+// each of the last 8 Records frames carried one record and came alone. A
+// pipelining writer keeps both sides busy without it, and with the client
+// and both nodes on a few cores, polling then would take a core from them.
 func (l *link) wantPoll() bool {
 	if n := l.inflight.Load(); n != 0 {
 		return n > 0 && n <= 2 && l.ackBatched.Lone() && l.localBusy.Load() == 0

@@ -25,9 +25,9 @@ import (
 // that pauses longer costs no polling after a few waits; a wait Want said
 // no to does not count), when Want, if set, says so, and when fewer readers
 // of the process poll than it has cores besides one. Kick wakes a read that
-// slept because Want said no, for it to ask again. A read deadline set before Read is honoured (through
-// SetReadDeadline if Kick is used); one that expires while polling ends the
-// wait at the latest at Limit.
+// slept because Want said no, for it to ask again. A read deadline set
+// before Read is honoured (through SetReadDeadline if Kick is used); one
+// that expires while polling ends the wait at the latest at Limit.
 type PollReader struct {
 	conn  net.Conn
 	raw   syscall.RawConn // nil if conn has no descriptor: never polls
