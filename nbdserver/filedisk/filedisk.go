@@ -30,6 +30,10 @@ type Disk struct {
 	syncs     atomic.Uint64 // fdatasync calls that succeeded
 	noPunch   atomic.Bool   // FALLOC_FL_PUNCH_HOLE unsupported: write zeros instead
 	noZeroRng atomic.Bool   // FALLOC_FL_ZERO_RANGE unsupported: write zeros instead
+
+	writeOnly atomic.Bool     // the node does not read the disk (see SetWriteOnly)
+	dropped   []atomic.Uint64 // a bit per cacheRegion: dropped since its last large write or read
+	drops     atomic.Uint64   // regions dropped before a small write
 }
 
 // Stat reports whether path exists and, if so, its size in bytes (the device
@@ -91,6 +95,7 @@ func Open(path string, size int64) (*Disk, error) {
 		}
 		d.size = size
 	}
+	d.dropped = make([]atomic.Uint64, (d.size+64*cacheRegion-1)/(64*cacheRegion))
 	fi, err := f.Stat()
 	if err == nil {
 		d.isBlock = fi.Mode()&os.ModeDevice != 0
@@ -109,6 +114,7 @@ func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
 	if err := d.check(off, int64(len(p))); err != nil {
 		return 0, err
 	}
+	d.cached(off, int64(len(p)))
 	n := 0
 	for n < len(p) {
 		m, err := unix.Pread(d.fd, p[n:], off+int64(n))
@@ -132,6 +138,7 @@ func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 	if err := d.check(off, int64(len(p))); err != nil {
 		return 0, err
 	}
+	d.beforeWrite(off, int64(len(p)))
 	n := 0
 	for n < len(p) {
 		m, err := unix.Pwrite(d.fd, p[n:], off+int64(n))
