@@ -168,6 +168,7 @@ func Open(c Config) (*Resource, error) {
 		j.Close()
 		return nil, err
 	}
+	r.setDiskRole(c.Role)
 	r.wg.Add(1)
 	go func() { defer r.wg.Done(); r.bitmapLoop() }()
 	return r, nil

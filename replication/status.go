@@ -58,6 +58,9 @@ type StatsStatus struct {
 	// Records sent to the peer and not yet acknowledged, and their bytes.
 	ReplLagRecords uint64 `json:"repl_lag_records"`
 	ReplLagBytes   uint64 `json:"repl_lag_bytes"`
+	// Regions of the disk a Secondary dropped from the page cache before
+	// a small write (see filedisk.Disk.SetWriteOnly).
+	DiskCacheDrops uint64 `json:"disk_cache_drops"`
 }
 
 // Status reports the node's state.
@@ -73,7 +76,8 @@ func (r *Resource) Status() Status {
 	}
 	st.Stats = StatsStatus{Writes: r.writes.Load(), BytesWritten: r.bytesWritten.Load(),
 		ReplBytesRaw: r.replRaw.Load(), ReplBytesWire: r.replWire.Load(), ResyncBytesWire: r.resyncWire.Load(),
-		OutOfSyncBytes: uint64(r.oos.bytes()), ReplBytesRecv: r.replRecv.Load()}
+		OutOfSyncBytes: uint64(r.oos.bytes()), ReplBytesRecv: r.replRecv.Load(),
+		DiskCacheDrops: r.cacheDrops()}
 	if l := r.link; l != nil {
 		st.Peer.Connection, st.Peer.Role = "Connected", r.peer.Role.String()
 		st.Peer.Disk, st.Peer.Replication = r.peer.Disk.String(), "Established"
@@ -156,6 +160,7 @@ func (r *Resource) SetRole(role wire.Role, force bool) error {
 		}
 	}
 	r.role = role
+	r.setDiskRole(role)
 	l := r.link
 	r.mu.Unlock()
 	r.order.Unlock()

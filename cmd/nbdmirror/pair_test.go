@@ -171,6 +171,26 @@ func TestPairPollsForLoneWrites(t *testing.T) {
 	}
 }
 
+// TestSecondaryKeepsSmallWritesOutOfItsCache checks that the Secondary, which
+// serves no reads, drops a region's cached pages before small writes there
+// (not before large ones), and that the Primary keeps its cache.
+func TestSecondaryKeepsSmallWritesOutOfItsCache(t *testing.T) {
+	needTools(t, "fio")
+	a, b := connectedPair(t, "16M")
+	runFio(t, a.uri(), "--rw=write", "--bs=1M", "--iodepth=4", "--size=16M")
+	if d := b.status().Stats.DiskCacheDrops; d != 0 {
+		t.Fatalf("the Secondary dropped %d regions for 1 MiB writes", d)
+	}
+	runFio(t, a.uri(), "--rw=randwrite", "--bs=4k", "--iodepth=4", "--size=16M", "--io_size=2M")
+	if d := b.status().Stats.DiskCacheDrops; d == 0 || d > 8 {
+		t.Errorf("the Secondary dropped %d regions for 4 KiB writes into 8 regions of 2 MiB, want 1-8", d)
+	}
+	if d := a.status().Stats.DiskCacheDrops; d != 0 {
+		t.Errorf("the Primary dropped %d regions of its cache", d)
+	}
+	stopPair(t, a, b)
+}
+
 func TestSecondaryRefusesNBDClients(t *testing.T) {
 	_, b := connectedPair(t, "16M")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -1,0 +1,28 @@
+package replication
+
+import "github.com/nbdmirror/nbdmirror/replication/wire"
+
+// writeOnlyDisk is a disk that can be told this node does not read it
+// (filedisk.Disk): it then keeps small writes out of large cached folios.
+type writeOnlyDisk interface {
+	SetWriteOnly(on bool)
+	CacheDrops() uint64
+}
+
+// setDiskRole tells the disk whether this node reads it: a Primary serves
+// reads from it, a Secondary only writes it (its reads, for a resync, are
+// few and large).
+func (r *Resource) setDiskRole(role wire.Role) {
+	if d, ok := r.disk.(writeOnlyDisk); ok {
+		d.SetWriteOnly(role == wire.Secondary)
+	}
+}
+
+// cacheDrops is how many regions of the disk small writes dropped from the
+// page cache (0 for a disk that does not).
+func (r *Resource) cacheDrops() uint64 {
+	if d, ok := r.disk.(writeOnlyDisk); ok {
+		return d.CacheDrops()
+	}
+	return 0
+}
