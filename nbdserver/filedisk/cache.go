@@ -3,6 +3,7 @@ package filedisk
 import (
 	"fmt"
 	"os"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -49,11 +50,10 @@ func (d *Disk) beforeWrite(off, n int64) {
 		return
 	}
 	for r := off / cacheRegion; r <= (off+n-1)/cacheRegion; r++ {
-		w, bit := &d.dropped[r/64], uint64(1)<<(r%64)
-		if w.Load()&bit != 0 {
+		w, bit := d.regionBit(r)
+		if w.Load()&bit != 0 || w.Or(bit)&bit != 0 { // dropped already, or by another writer now
 			continue
 		}
-		w.Or(bit)
 		// Only clean pages go; dirty ones are left (and their write-back
 		// started). A failure costs speed, not data: it is not an error.
 		if unix.Fadvise(d.fd, r*cacheRegion, cacheRegion, unix.FADV_DONTNEED) == nil {
@@ -69,10 +69,15 @@ func (d *Disk) cached(off, n int64) {
 		return
 	}
 	for r := off / cacheRegion; r <= (off+n-1)/cacheRegion; r++ {
-		if w, bit := &d.dropped[r/64], uint64(1)<<(r%64); w.Load()&bit != 0 {
+		if w, bit := d.regionBit(r); w.Load()&bit != 0 {
 			w.And(^bit)
 		}
 	}
+}
+
+// regionBit is the word of d.dropped and the bit in it for region r.
+func (d *Disk) regionBit(r int64) (*atomic.Uint64, uint64) {
+	return &d.dropped[r/64], uint64(1) << (r % 64)
 }
 
 // Resident counts the pages of the file at path that are in the page cache
