@@ -15,7 +15,7 @@ type FS = vfs.FS
 func NewMemFS() *vfs.MemFS { return vfs.NewMem() }
 
 // Disk is the backing disk the journal applies records to.
-// nbdserver/filedisk.Disk satisfies it.
+// internal/filedisk.Disk satisfies it.
 type Disk interface {
 	WriteAt(p []byte, off int64) (int, error)
 	Trim(off, length int64) error

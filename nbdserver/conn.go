@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nbdmirror/nbdmirror/nbdserver/netio"
+	"github.com/nbdmirror/nbdmirror/internal/netio"
 )
 
 // readBufferSize is the connection's read buffer: large enough that a burst

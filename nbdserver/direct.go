@@ -4,7 +4,7 @@ import (
 	"net"
 	"syscall"
 
-	"github.com/nbdmirror/nbdmirror/nbdserver/netio"
+	"github.com/nbdmirror/nbdmirror/internal/netio"
 )
 
 // gather collects replies for one writev: headers and small payloads are

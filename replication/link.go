@@ -11,8 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nbdmirror/nbdmirror/internal/netio"
 	"github.com/nbdmirror/nbdmirror/journal"
-	"github.com/nbdmirror/nbdmirror/nbdserver/netio"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 

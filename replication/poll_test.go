@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nbdmirror/nbdmirror/internal/netio"
 	"github.com/nbdmirror/nbdmirror/journal"
-	"github.com/nbdmirror/nbdmirror/nbdserver/netio"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 

@@ -10,9 +10,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nbdmirror/nbdmirror/internal/netio"
 	"github.com/nbdmirror/nbdmirror/journal"
 	"github.com/nbdmirror/nbdmirror/journal/vfs"
-	"github.com/nbdmirror/nbdmirror/nbdserver/netio"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 

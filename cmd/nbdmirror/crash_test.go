@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nbdmirror/nbdmirror/internal/checker"
 	"github.com/nbdmirror/nbdmirror/nbdserver/nbdclient"
-	"github.com/nbdmirror/nbdmirror/replication/checker"
 )
 
 var crashRounds = flag.Int("crash.rounds", 3, "SIGKILL-and-restart rounds of TestCrashKeepsAcknowledgedWrites")

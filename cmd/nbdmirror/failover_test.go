@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nbdmirror/nbdmirror/replication/checker"
+	"github.com/nbdmirror/nbdmirror/internal/checker"
 )
 
 var failoverRounds = flag.Int("failover.rounds", 4, "rounds of TestFailoverLosesNoAcknowledgedWrite")

@@ -18,9 +18,9 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/nbdmirror/nbdmirror/internal/filedisk"
 	"github.com/nbdmirror/nbdmirror/journal"
 	"github.com/nbdmirror/nbdmirror/nbdserver"
-	"github.com/nbdmirror/nbdmirror/nbdserver/filedisk"
 	"github.com/nbdmirror/nbdmirror/replication"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
