@@ -179,9 +179,10 @@ func (r *PollReader) enter() bool {
 }
 
 // poll reads without waiting until data, an error or the limit comes; ok is
-// false if the limit came first.
+// false if the limit came first. Each try is one RawConn.Read call that
+// returns at once: Between and the yield run outside it, so they may write
+// to the connection, or have it closed, without waiting on this read.
 func (r *PollReader) poll(p []byte, start time.Time) (n int, ok bool, err error) {
-	var errno syscall.Errno
 	if r.Between != nil {
 		r.polling.Store(true)
 		defer func() {
@@ -191,22 +192,33 @@ func (r *PollReader) poll(p []byte, start time.Time) (n int, ok bool, err error)
 			r.Between()
 		}()
 	}
+	for i := 1; ; i++ {
+		n, ok, err = r.try(p)
+		switch {
+		case ok:
+			return n, true, err
+		case i%16 == 0 && time.Since(start) >= r.limit:
+			return 0, false, nil // sleep in the poller
+		}
+		if r.Between != nil {
+			r.Between()
+		}
+		yield()
+	}
+}
+
+// try makes one read of p that does not wait; ok is false if nothing was
+// there to read.
+func (r *PollReader) try(p []byte) (n int, ok bool, err error) {
+	var errno syscall.Errno
 	rerr := r.raw.Read(func(fd uintptr) bool {
-		for i := 1; ; i++ {
+		for {
 			// The socket does not block: no need to tell the scheduler.
 			m, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			switch {
-			case e == syscall.EINTR:
-			case e != syscall.EAGAIN:
-				n, errno, ok = int(m), e, true
+			if e != syscall.EINTR {
+				n, errno, ok = int(m), e, e != syscall.EAGAIN
 				return true
-			case i%16 == 0 && time.Since(start) >= r.limit:
-				return true // ok false: sleep in the poller
 			}
-			if r.Between != nil {
-				r.Between()
-			}
-			yield()
 		}
 	})
 	switch {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -372,5 +373,33 @@ func TestPollReaderRunsBetween(t *testing.T) {
 	if during.Load() == 0 || after.Load() != 1 || r.Polling() {
 		t.Fatalf("Between ran %d times while polling, %d after; Polling %v after the read",
 			during.Load(), after.Load(), r.Polling())
+	}
+}
+
+// Between runs outside the read's hold on the connection: it may write to
+// the connection and close it, and the Read then returns the closed
+// connection's error instead of waiting for itself.
+func TestPollReaderBetweenMayCloseTheConnection(t *testing.T) {
+	twoCores(t)
+	c, _ := tcpPair(t)
+	r := NewPollReader(c, time.Minute)
+	var once sync.Once
+	r.Between = func() {
+		once.Do(func() {
+			if _, err := c.Write([]byte("x")); err != nil {
+				t.Error(err)
+			}
+			c.Close()
+		})
+	}
+	done := make(chan error, 1)
+	go func() { _, err := r.Read(make([]byte, 8)); done <- err }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("read after Between closed the connection: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Read hangs after Between closed the connection")
 	}
 }
