@@ -68,6 +68,9 @@ type link struct {
 	acked      [4]uint64 // by wire.AckKind: highest cumulative ack seen
 	oldest     time.Time // when the oldest pending record was queued
 	down       error     // set once: the link failed
+	// byeQueued: close queued a Bye; byeSent: a sender took it, and takes
+	// the link down once it is written.
+	byeQueued, byeSent bool
 	// sending: someone holds the sender role, which owns bw and writes
 	// sentAck (see sendQueued); again: someone found it held and left work
 	// for it.
@@ -76,7 +79,7 @@ type link struct {
 	sentAck        [4]atomic.Uint64 // by wire.AckKind: highest ack written; read by anyone
 	raw            syscall.RawConn  // nil if conn has no descriptor: acks then go through the sender
 	kick           chan struct{}
-	closed         chan struct{}
+	closed         chan struct{} // closed by fail: run tears the link down
 	// peerBitmap is closed once the peer's bitmap has been merged (a
 	// SyncSource waits for it before it starts).
 	peerBitmap     chan struct{}
@@ -85,7 +88,6 @@ type link struct {
 	// holds sumMu: one comparison at a time.
 	sums      chan []byte
 	sumMu     sync.Mutex
-	closeOnce sync.Once
 	ackBuf    [128]byte       // acks being written (three frames); sender role only
 	ackIov    []syscall.Iovec // their iovec, for netio.TryWritev; sender role only
 
@@ -128,7 +130,9 @@ type pending struct {
 	need   wire.AckKind // the ack that completes it
 	off    int64        // the region it wrote, marked out of sync if the link fails
 	length int64
-	done   func(acked bool) // acked is false when the link gave up on it
+	// done is told the ack that completed it (kind 0: written, under
+	// protocol A), or acked false when the link gave up on it.
+	done func(acked bool, kind wire.AckKind)
 }
 
 func newLink(res *Resource, conn net.Conn, remote wire.Hello) *link {
@@ -167,7 +171,7 @@ func (l *link) needFor(fua bool) wire.AckKind {
 // under it, so the frame is encoded before l.mu is taken. The caller then
 // calls send, or leaves the record to the reader if it polls (see
 // PollReader.Polling and sendIfQueued).
-func (l *link) sendRecord(rec *journal.Record, fua bool, done func(acked bool)) bool {
+func (l *link) sendRecord(rec *journal.Record, fua bool, done func(acked bool, kind wire.AckKind)) bool {
 	seq := l.seq + 1
 	enc := appendWireRecord(make([]byte, 0, wireRecordHeader+binary.MaxVarintLen64+len(rec.Payload)), rec, l.lastSent)
 	l.lastSent = rec.Seq
@@ -193,7 +197,7 @@ func (l *link) sendRecord(rec *journal.Record, fua bool, done func(acked bool)) 
 
 // sendBarrier queues a flush barrier covering every record queued so far.
 // The caller holds Resource.order.
-func (l *link) sendBarrier(done func(acked bool)) bool {
+func (l *link) sendBarrier(done func(acked bool, kind wire.AckKind)) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.down != nil {
@@ -215,7 +219,7 @@ func (l *link) track(p *pending) {
 		l.oldest = time.Now()
 	}
 	if p.seq <= l.acked[p.need] {
-		p.done(true)
+		p.done(true, p.need)
 		return
 	}
 	l.pending = append(l.pending, p)
@@ -287,14 +291,15 @@ func (l *link) ack(a wire.Ack) (batched bool) {
 	}
 	l.mu.Unlock()
 	for _, p := range done {
-		p.done(true)
+		p.done(true, p.need)
 	}
 	return batched || len(done) > 1
 }
 
-// fail takes the link down once: the connection closes, and every write
-// still waiting on the peer is marked out of sync and completed, so it is
-// acknowledged on the strength of the local disk alone.
+// fail takes the link down once. It may be called from any goroutine,
+// also one that holds the sender role or reads the connection: it only
+// records err and tells the link's owner (run), which closes the
+// connection and completes the writes still waiting on the peer.
 func (l *link) fail(err error) {
 	l.mu.Lock()
 	if l.down != nil {
@@ -302,11 +307,30 @@ func (l *link) fail(err error) {
 		return
 	}
 	l.down = err
+	l.mu.Unlock()
+	close(l.closed)
+}
+
+// run owns the link: it starts its sender and receiver goroutines and, once
+// the link fails (by them or anyone), closes the connection, waits for
+// both to end, and hands the resource the writes still waiting on the peer,
+// which are then marked out of sync and complete on the strength of the
+// local disk alone. Nothing inside a read or a write ever closes the
+// connection or waits for the teardown.
+func (l *link) run() {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); l.sendLoop() }()
+	go func() { defer wg.Done(); l.recvLoop() }()
+	<-l.closed
+	l.conn.Close()
+	wg.Wait()
+	l.mu.Lock()
 	waiting := append(l.pending, l.outA...)
 	l.pending, l.outA, l.out, l.barriers = nil, nil, nil, 0
 	l.inflight.Store(0)
+	err := l.down
 	l.mu.Unlock()
-	l.closeOnce.Do(func() { close(l.closed); l.conn.Close() })
 	l.res.linkDown(l, err, waiting)
 }
 
@@ -383,8 +407,9 @@ func (l *link) claimSender() bool {
 func (l *link) sendQueued() (records bool) {
 	for {
 		l.mu.Lock()
-		out, outA := l.out, l.outA
+		out, outA, bye := l.out, l.outA, l.byeQueued && !l.byeSent
 		l.out, l.outA, l.again = nil, nil, false
+		l.byeSent = l.byeSent || bye
 		records = records || l.queued.Load()
 		l.queued.Store(false)
 		l.mu.Unlock()
@@ -395,10 +420,17 @@ func (l *link) sendQueued() (records bool) {
 			l.sending = false
 			l.mu.Unlock()
 			l.fail(fmt.Errorf("%w: send: %v", ErrLinkDown, err))
+			for _, p := range outA {
+				p.done(false, 0)
+			}
 			return
 		}
 		for _, p := range outA {
-			p.done(true)
+			p.done(true, 0)
+		}
+		if bye {
+			l.fail(errDisconnected)
+			return
 		}
 		l.mu.Lock()
 		if len(l.out) == 0 && len(l.outA) == 0 && !l.again {
@@ -518,16 +550,37 @@ func (l *link) checkAlive() error {
 	return nil
 }
 
-// close ends the link in an orderly way (Bye), as for a disconnect command.
+// errDisconnected is the failure of a link closed by this node.
+var errDisconnected = fmt.Errorf("%w: disconnected by command", ErrLinkDown)
+
+// byeGrace bounds how long close waits for the Bye to be written before it
+// takes the link down anyway: a peer that reads nothing holds it up.
+const byeGrace = time.Second
+
+// close ends the link in an orderly way: a Bye is queued, and whoever
+// writes it takes the link down; if that does not happen within byeGrace,
+// close does.
 func (l *link) close() {
 	l.mu.Lock()
-	if l.down == nil {
+	if l.down == nil && !l.byeQueued {
+		l.byeQueued = true
 		l.out = append(l.out, outItem{b: wire.AppendBye(nil)})
 		l.wake()
 	}
 	l.mu.Unlock()
-	time.Sleep(10 * time.Millisecond) // let the Bye go out; the peer copes without it
-	l.fail(fmt.Errorf("%w: disconnected by command", ErrLinkDown))
+	select {
+	case <-l.closed:
+	case <-time.After(byeGrace):
+		l.fail(errDisconnected)
+	}
+}
+
+// localDone is told that a request sent on this link is done here: its
+// reader, if it slept, may now poll for the acks (see wantPoll).
+func (l *link) localDone() {
+	if l.localBusy.Add(-1) == 0 && l.inflight.Load() > 0 {
+		l.pr.Kick()
+	}
 }
 
 // storeMax raises a to v unless it is already higher.

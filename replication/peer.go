@@ -264,12 +264,14 @@ func (r *Resource) admitPeer(hello, remote wire.Hello) (Decision, wire.Reason, s
 	if r.role == wire.Primary && remote.Role == wire.Primary {
 		return d, wire.ReasonBusy, "both nodes are Primary: demote one"
 	}
-	r.admitting = true
 	if old != nil {
-		r.mu.Unlock()
+		// The peer came back before this node noticed it was gone. The old
+		// link goes down first; the peer dials again and meets this node's
+		// state after that link's writes are marked.
 		old.fail(fmt.Errorf("%w: the peer connected again", ErrLinkDown))
-		r.mu.Lock()
+		return d, wire.ReasonBusy, "the previous connection is being closed; dial again"
 	}
+	r.admitting = true
 	return d, 0, ""
 }
 
@@ -304,9 +306,8 @@ func (r *Resource) attach(c net.Conn, hello, remote wire.Hello, d Decision) bool
 	r.order.Unlock()
 	r.log.Info("peer connected", "addr", c.RemoteAddr().String(), "peer_role", remote.Role.String(),
 		"peer_disk", remote.Disk.String(), "outcome", d.Outcome.String(), "full", d.Full)
-	r.wg.Add(2)
-	go func() { defer r.wg.Done(); l.sendLoop() }()
-	go func() { defer r.wg.Done(); l.recvLoop() }()
+	r.wg.Add(1)
+	go func() { defer r.wg.Done(); l.run() }()
 	r.startSync(l, d)
 	return true
 }
@@ -317,10 +318,10 @@ func (r *Resource) signalLinkChange() {
 	r.linkChange = make(chan struct{})
 }
 
-// linkDown is the link's last word: the connection is gone. Writes that
-// still waited on the peer are marked out of sync and complete. A Primary
-// that goes on alone starts a new generation first, so the peer's data is
-// known to be behind.
+// linkDown is the link's last word, from its owner once the connection
+// is closed: writes that still waited on the peer complete as lost, which
+// marks their regions out of sync. A Primary that goes on alone starts a
+// new generation first, so the peer's data is known to be behind.
 func (r *Resource) linkDown(l *link, err error, waiting []*pending) {
 	r.order.Lock()
 	r.mu.Lock()
@@ -338,12 +339,9 @@ func (r *Resource) linkDown(l *link, err error, waiting []*pending) {
 		r.signalLinkChange()
 	}
 	r.mu.Unlock()
-	for _, p := range waiting {
-		r.oos.mark(p.off, p.length)
-	}
 	r.order.Unlock()
 	for _, p := range waiting {
-		p.done(false)
+		p.done(false, 0)
 	}
 	select {
 	case <-r.stop:

@@ -77,12 +77,12 @@ func TestLinkWantsToPoll(t *testing.T) {
 // for the peer's sync; an ack of several writes or of a barrier is batched.
 func TestLinkCountsPending(t *testing.T) {
 	l := &link{pr: netio.NewPollReader(nil, 0)}
-	l.track(&pending{seq: 1, need: wire.Journaled, done: func(bool) {}})
-	l.track(&pending{seq: 2, need: wire.Journaled, done: func(bool) {}})
+	l.track(&pending{seq: 1, need: wire.Journaled, done: func(bool, wire.AckKind) {}})
+	l.track(&pending{seq: 2, need: wire.Journaled, done: func(bool, wire.AckKind) {}})
 	if n := l.inflight.Load(); n != 2 {
 		t.Fatalf("two writes pending: inflight %d", n)
 	}
-	l.track(&pending{seq: 2, need: wire.Synced, done: func(bool) {}})
+	l.track(&pending{seq: 2, need: wire.Synced, done: func(bool, wire.AckKind) {}})
 	if n := l.inflight.Load(); n != -1 {
 		t.Fatalf("a barrier pending: inflight %d", n)
 	}
@@ -92,11 +92,11 @@ func TestLinkCountsPending(t *testing.T) {
 	if n := l.inflight.Load(); n != 0 {
 		t.Fatalf("all acked: inflight %d", n)
 	}
-	l.track(&pending{seq: 3, need: wire.Journaled, done: func(bool) {}})
+	l.track(&pending{seq: 3, need: wire.Journaled, done: func(bool, wire.AckKind) {}})
 	if l.ack(wire.Ack{Kind: wire.Journaled, Seq: 3}) {
 		t.Fatal("the ack of one write: batched")
 	}
-	l.track(&pending{seq: 3, need: wire.Synced, done: func(bool) {}})
+	l.track(&pending{seq: 3, need: wire.Synced, done: func(bool, wire.AckKind) {}})
 	if !l.ack(wire.Ack{Kind: wire.Synced, Seq: 3}) {
 		t.Fatal("the ack of a barrier alone: not batched")
 	}

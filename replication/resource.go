@@ -235,15 +235,14 @@ func (r *Resource) append(rec *journal.Record, fua bool) error {
 }
 
 // appendAsync journals rec locally and, in parallel, sends it to the peer;
-// then runs when both are done as far as the protocol asks. Without a link
-// the region is marked out of sync first, so no acknowledged write is
-// unknown to a later resync. The journal and the link copy what they keep of
-// rec before appendAsync returns, except a lent payload (see WriteAsync).
+// then runs once the request is complete (see request). Without a link the
+// region is marked out of sync first, so no acknowledged write is unknown
+// to a later resync. The journal and the link copy what they keep of rec
+// before appendAsync returns, except a lent payload (see WriteAsync).
 func (r *Resource) appendAsync(rec *journal.Record, fua, here bool, then func(error)) {
 	start := time.Now()
-	w := newWaiter()
 	raw := uint64(rec.RawLen)
-	w.then = func(err error) {
+	q := newRequest(r, rec.Offset, int64(rec.RawLen), func(err error) {
 		if err != nil {
 			then(fmt.Errorf("replication: %s: %w", r.name, err))
 			return
@@ -254,15 +253,18 @@ func (r *Resource) appendAsync(rec *journal.Record, fua, here bool, then func(er
 			r.cfg.ObserveWrite(time.Since(start))
 		}
 		then(nil)
-	}
+	})
 	r.order.Lock()
 	if r.Role() != wire.Primary {
 		r.order.Unlock()
-		waiters.Put(w)
+		requests.Put(q)
 		then(ErrNotPrimary)
 		return
 	}
 	l := r.currentLink()
+	if l != nil && l.catchingUp {
+		l = nil // the tail loop sends its record; the mark goes once the tail has carried it
+	}
 	if l == nil {
 		r.oos.mark(rec.Offset, int64(rec.RawLen))
 	}
@@ -271,35 +273,28 @@ func (r *Resource) appendAsync(rec *journal.Record, fua, here bool, then func(er
 		// While this node journals and applies the write, its link's reader
 		// need not poll for the peer's ack: the write waits for both.
 		l.localBusy.Add(1)
-		w.busy = l
+		q.busy = l
 	}
-	jseq := r.journal.AppendLater(*rec, fua, nil, w.localDone)
-	if l != nil && l.catchingUp {
-		r.oos.mark(rec.Offset, int64(rec.RawLen)) // cleared once the tail has carried it
-		l = nil
-	}
-	sent := l != nil && l.sendRecord(rec, fua, func(acked bool) {
+	jseq := r.journal.AppendLater(*rec, fua, nil, q.localResult)
+	sent := l != nil && l.sendRecord(rec, fua, func(acked bool, kind wire.AckKind) {
 		if acked {
 			storeMax(&r.peerSeq, jseq)
 		}
-		w.peerDone()
+		q.peerResult(acked, kind)
 	})
-	if !sent {
-		if l != nil {
-			r.oos.mark(rec.Offset, int64(rec.RawLen))
-		}
-		w.peerDone()
-	}
 	r.order.Unlock()
-	if sent {
-		if !l.pr.Polling() {
-			l.send(here) // first: the peer's round trip is the longer way
-		} else {
-			// The link's reader polls: it sends the record from its core
-			// while this goroutine journals and applies it, and is given
-			// this core first if it shares it.
-			netio.Yield()
-		}
+	switch {
+	case l == nil:
+		q.notOnLink()
+	case !sent:
+		q.step(evPeerLost, 0, nil) // the link went down before it took the record
+	case !l.pr.Polling():
+		l.send(here) // first: the peer's round trip is the longer way
+	default:
+		// The link's reader polls: it sends the record between two tries
+		// while this goroutine journals and applies it, and is given this
+		// core first if it shares it.
+		netio.Yield()
 	}
 	r.journal.WriteQueued(here)
 }
@@ -322,19 +317,20 @@ const seqGap = 1 << 32
 // journal sync here (group commit) and a barrier on the peer, in parallel.
 // The disks themselves are synced at checkpoints.
 func (r *Resource) Sync() error {
-	w := newWaiter()
+	q := newRequest(r, 0, 0, nil)
 	r.order.Lock()
 	l := r.currentLink()
 	if l != nil && l.catchingUp {
 		l = nil // the peer is catching up: only this journal's writes are promised
 	}
-	r.journal.SyncLater(func(err error) { w.localDone(0, err) })
-	if l == nil || !l.sendBarrier(func(bool) { w.peerDone() }) {
-		w.peerDone()
-	}
+	r.journal.SyncLater(func(err error) { q.localResult(0, err) })
+	sent := l != nil && l.sendBarrier(q.peerResult)
 	r.order.Unlock()
+	if !sent {
+		q.notOnLink()
+	}
 	r.journal.WriteQueued(true) // this goroutine waits anyway: it may as well sync
-	if err := w.wait(); err != nil {
+	if err := q.wait(); err != nil {
 		return fmt.Errorf("replication: %s: sync: %w", r.name, err)
 	}
 	return nil

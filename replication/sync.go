@@ -121,7 +121,7 @@ func (r *Resource) finishSource(l *link) error {
 	gen := r.meta.Gen.Current
 	r.mu.Unlock()
 	l.queue(wire.AppendSyncDone(nil, gen))
-	if !l.sendBarrier(func(acked bool) {
+	if !l.sendBarrier(func(acked bool, _ wire.AckKind) {
 		if acked {
 			r.wg.Add(1)
 			go func() { defer r.wg.Done(); r.sourceDone(l, gen) }()
@@ -149,7 +149,7 @@ func (r *Resource) sendRun(l *link, reg int64, buf []byte) (int64, error) {
 	rec := r.comp.Write(off, buf[:n])
 	rec.Seq = r.allocSeq()
 	defer rec.Release()
-	sent := l.sendRecord(&rec, false, func(acked bool) {
+	sent := l.sendRecord(&rec, false, func(acked bool, _ wire.AckKind) {
 		if !acked {
 			return // the bit stays: a later resync sends the region
 		}

@@ -70,7 +70,7 @@ func (r *Resource) tailLoop(l *link, from uint64) error {
 		r.resync.total += n
 		r.mu.Unlock()
 		r.order.Lock()
-		sent := l.sendRecord(&rec, false, func(acked bool) {
+		sent := l.sendRecord(&rec, false, func(acked bool, _ wire.AckKind) {
 			if acked {
 				r.mu.Lock()
 				r.resync.done += n

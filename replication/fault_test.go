@@ -1,0 +1,70 @@
+package replication
+
+import (
+	"net"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/nbdmirror/nbdmirror/journal"
+	"github.com/nbdmirror/nbdmirror/replication/wire"
+)
+
+// until waits, with a deadline, for cond.
+func until(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal(what)
+		}
+	}
+}
+
+// TestSendFailureWhileTheReaderPollsTakesTheLinkDown: the Primary's reader
+// polls for the next lone write and sends its record; the send fails (the
+// connection cannot be written any more). The link must go down, the write
+// complete on the strength of the local disk with its region marked, and
+// the resource close: the failure is handled by the link's owner, never
+// from inside the reader's poll.
+func TestSendFailureWhileTheReaderPollsTakesTheLinkDown(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 { // a place to poll
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	}
+	p := newFakePeer(t)
+	secret := []byte("protocol-test-secret")
+	r, err := Open(Config{Name: "r0", Disk: memDisk{journal.NewMemDisk(testSize)}, MetaDir: t.TempDir(),
+		FS: journal.NewMemFS(), Role: wire.Primary, Created: true, Peer: p.ln.Addr().String(),
+		Secret: secret, PeerTimeout: time.Minute, PeerPoll: time.Second, CheckpointInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.accept(secret)
+	until(t, "no link", func() bool { return r.currentLink() != nil })
+	l := r.currentLink()
+	for seq := uint64(1); seq <= 8; seq++ { // lone writes, acked alone: the reader polls while idle
+		done := startWrite(r, 0, false)
+		p.next(wire.TypeRecords)
+		p.ack(wire.Journaled, seq)
+		returns(t, done)
+	}
+	until(t, "the reader does not poll for the next write", l.pr.Polling)
+	// From here every write to the connection fails; reads still work.
+	if err := l.conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	returns(t, startWrite(r, 8192, false))
+	until(t, "the link stayed up after a failed send", func() bool { return r.currentLink() == nil })
+	if st := r.Status(); st.Peer.Connection == "Connected" || st.Stats.OutOfSyncBytes == 0 {
+		t.Fatalf("after the failed send: connection %s, out of sync %d", st.Peer.Connection, st.Stats.OutOfSyncBytes)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- r.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close hangs after a failed send")
+	}
+}

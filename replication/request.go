@@ -1,0 +1,200 @@
+package replication
+
+import (
+	"sync"
+
+	"github.com/nbdmirror/nbdmirror/replication/wire"
+)
+
+// A request is one client write (or trim, zero or flush) from its
+// submission to its reply. Its life is two halves, each a state that only
+// step changes:
+//
+//	local: pending -> done | failed          journal append and apply (FUA: synced too)
+//	peer:  queued  -> sent | received | journaled | synced | lost
+//	       none                              no link took it: its region was marked at submission
+//
+// The peer half ends with the ack the protocol asks for (A: sent, B:
+// received, C: journaled, FUA or flush: synced), or lost when the link went
+// down first. Once both halves are final, complete runs once, on the
+// goroutine of the last event: outcome decides what the client hears and
+// whether the region is marked out of sync, for every combination.
+type request struct {
+	mu        sync.Mutex // guards the states; held only inside step
+	local     localState
+	peer      peerState
+	err       error // the local half's error
+	completed bool
+
+	res         *Resource
+	off, length int64
+	// busy, if set, is the link the request went out on: its localBusy
+	// counts the request until the local half ends (see link.wantPoll).
+	busy  *link
+	then  func(error) // called with the reply, if set; else ready is signalled
+	ready chan struct{}
+}
+
+type localState uint8
+
+const (
+	localPending localState = iota
+	localDone
+	localFailed
+)
+
+type peerState uint8
+
+const (
+	peerNone      peerState = iota // not on a link: marked at submission, a resync carries it
+	peerQueued                     // on the link, not acknowledged as far as asked yet
+	peerSent                       // written to the connection (protocol A)
+	peerReceived                   // the peer read it (protocol B)
+	peerJournaled                  // in the peer's journal (protocol C)
+	peerSynced                     // durable on the peer (FUA, flush)
+	peerLost                       // the link went down first: the peer may or may not hold it
+)
+
+var peerStateNames = [...]string{"none", "queued", "sent", "received", "journaled", "synced", "lost"}
+
+func (s peerState) String() string { return peerStateNames[s] }
+
+// event is what happened to one half of a request.
+type event uint8
+
+const (
+	evLocalDone event = iota
+	evLocalFailed
+	evPeerAcked // with the peer state the ack brought
+	evPeerLost
+)
+
+// ackState is the peer state an ack of kind k brings; kind 0 is "written
+// to the connection" (protocol A).
+func ackState(k wire.AckKind) peerState {
+	switch k {
+	case wire.Received:
+		return peerReceived
+	case wire.Journaled:
+		return peerJournaled
+	case wire.Synced:
+		return peerSynced
+	}
+	return peerSent
+}
+
+// outcome is the reply and the out-of-sync mark of a request whose halves
+// are final. The client hears success only if this node holds the write.
+// The region is marked whenever the peer may hold something else than this
+// node: the link was lost under it, or this node failed a write the peer
+// took. A request that never reached a link was marked when submitted.
+func outcome(local localState, peer peerState) (ok, mark bool) {
+	ok = local == localDone
+	switch peer {
+	case peerNone:
+		return ok, false
+	case peerLost:
+		return ok, true
+	}
+	return ok, local == localFailed
+}
+
+var requests = sync.Pool{New: func() any { return &request{ready: make(chan struct{}, 1)} }}
+
+// newRequest starts a request over [off, off+length): local pending, peer
+// queued until the submitter says otherwise (step evPeerLost or
+// notOnLink).
+func newRequest(res *Resource, off, length int64, then func(error)) *request {
+	q := requests.Get().(*request)
+	q.local, q.peer, q.err, q.completed = localPending, peerQueued, nil, false
+	q.res, q.off, q.length, q.busy, q.then = res, off, length, nil, then
+	return q
+}
+
+// notOnLink says no link took the request: its region is already marked.
+func (q *request) notOnLink() {
+	q.mu.Lock()
+	q.peer = peerNone
+	q.mu.Unlock()
+	q.finishIfFinal()
+}
+
+// localResult is the journal's completion of the local half.
+func (q *request) localResult(_ uint64, err error) {
+	if l := q.busy; l != nil {
+		q.busy = nil
+		l.localDone()
+	}
+	if err != nil {
+		q.step(evLocalFailed, 0, err)
+		return
+	}
+	q.step(evLocalDone, 0, nil)
+}
+
+// peerResult is the link's completion of the peer half: the ack that
+// completed it (see ackState), or lost.
+func (q *request) peerResult(acked bool, kind wire.AckKind) {
+	if !acked {
+		q.step(evPeerLost, 0, nil)
+		return
+	}
+	q.step(evPeerAcked, kind, nil)
+}
+
+// step applies ev, the one place a request's states change, and completes
+// the request if that made both halves final.
+func (q *request) step(ev event, kind wire.AckKind, err error) {
+	q.mu.Lock()
+	switch ev {
+	case evLocalDone:
+		q.local = localDone
+	case evLocalFailed:
+		q.local, q.err = localFailed, err
+	case evPeerAcked:
+		q.peer = ackState(kind)
+	case evPeerLost:
+		q.peer = peerLost
+	}
+	q.mu.Unlock()
+	q.finishIfFinal()
+}
+
+// finishIfFinal completes the request, once, when both halves are final.
+func (q *request) finishIfFinal() {
+	q.mu.Lock()
+	final := q.local != localPending && q.peer != peerQueued && !q.completed
+	q.completed = q.completed || final
+	local, peer, err := q.local, q.peer, q.err
+	q.mu.Unlock()
+	if !final {
+		return
+	}
+	ok, mark := outcome(local, peer)
+	if mark {
+		q.res.oos.mark(q.off, q.length)
+	}
+	if ok {
+		err = nil
+	}
+	if then := q.then; then != nil {
+		requests.Put(q)
+		then(err)
+		return
+	}
+	q.ready <- struct{}{}
+}
+
+// wait blocks until a request without then completes, returns the local
+// error (nil if the reply is success) and recycles the request.
+func (q *request) wait() error {
+	<-q.ready
+	q.mu.Lock()
+	err := q.err
+	if q.local == localDone {
+		err = nil
+	}
+	q.mu.Unlock()
+	requests.Put(q)
+	return err
+}
