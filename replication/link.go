@@ -86,10 +86,10 @@ type link struct {
 	peerBitmapOnce sync.Once
 	// sums carries the peer's checksum replies to compareSums, which
 	// holds sumMu: one comparison at a time.
-	sums      chan []byte
-	sumMu     sync.Mutex
-	ackBuf    [128]byte       // acks being written (three frames); sender role only
-	ackIov    []syscall.Iovec // their iovec, for netio.TryWritev; sender role only
+	sums   chan []byte
+	sumMu  sync.Mutex
+	ackBuf [128]byte       // acks being written (three frames); sender role only
+	ackIov []syscall.Iovec // their iovec, for netio.TryWritev; sender role only
 
 	// Receiving side (the peer of a Primary): what to acknowledge.
 	lastRecv     uint64        // journal seq of the last record read; receiver only
