@@ -68,3 +68,31 @@ func TestSendFailureWhileTheReaderPollsTakesTheLinkDown(t *testing.T) {
 		t.Fatal("Close hangs after a failed send")
 	}
 }
+
+// TestResyncEndsWhenTheTargetSaysSo: a Primary that went on alone and
+// wrote nothing meets its peer again as SyncSource with nothing to send. The
+// peer is UpToDate only once it answers the SyncDone, not before it has
+// even read it.
+func TestResyncEndsWhenTheTargetSaysSo(t *testing.T) {
+	p := newFakePeer(t)
+	r := openPrimary(t, p, ProtocolC, time.Minute)
+	l := r.currentLink()
+	p.conn.Close() // the Primary goes on alone: a new generation
+	until(t, "the link stayed up", func() bool { return r.currentLink() == nil })
+	p.accept([]byte("protocol-test-secret"))
+	until(t, "no link again", func() bool { return r.currentLink() != nil && r.currentLink() != l })
+	f := p.next(wire.TypeSyncDone)
+	gen, err := wire.ParseSyncDone(f.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // room for a wrong early end to show
+	if st := r.Status(); st.Peer.Replication != "SyncSource" || st.Peer.Disk == "UpToDate" {
+		t.Fatalf("before the target answered: %s, peer %s", st.Peer.Replication, st.Peer.Disk)
+	}
+	p.conn.Write(wire.AppendSyncDone(nil, gen))
+	until(t, "the resync never ended", func() bool {
+		st := r.Status()
+		return st.Peer.Replication == "Established" && st.Peer.Disk == "UpToDate" && st.Gen.Bitmap == 0
+	})
+}

@@ -413,8 +413,10 @@ func (l *link) sendQueued() (records bool) {
 		records = records || l.queued.Load()
 		l.queued.Store(false)
 		l.mu.Unlock()
-		l.writeOut(l.bw, out)
+		// Acks first: a frame queued after records were read (a SyncDone
+		// answer) must not overtake their acks.
 		l.bw.Write(l.appendAcks(l.ackBuf[:0]))
+		l.writeOut(l.bw, out)
 		if err := l.bw.Flush(); err != nil {
 			l.mu.Lock()
 			l.sending = false

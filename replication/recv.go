@@ -121,7 +121,7 @@ func (l *link) handle(f wire.Frame, idle bool) error {
 			return fmt.Errorf("%w: checksums nobody asked for", ErrLinkDown)
 		}
 	case wire.TypeSyncDone:
-		return l.res.syncDone(l, f.Body)
+		return l.res.syncDoneFrame(l, f.Body)
 	default:
 		return fmt.Errorf("%w: unexpected %s frame", ErrLinkDown, f.Type)
 	}

@@ -112,23 +112,20 @@ func (r *Resource) resyncLoop(l *link) error {
 	return r.finishSource(l)
 }
 
-// finishSource sends SyncDone and a barrier; when the barrier's ack comes
-// back the peer is UpToDate.
+// finishSource sends SyncDone after every resync record. The target
+// answers with its own SyncDone once those records are durable there and it
+// has recorded itself UpToDate; only then is the peer UpToDate here (see
+// syncDoneFrame).
 func (r *Resource) finishSource(l *link) error {
 	r.order.Lock()
 	defer r.order.Unlock()
 	r.mu.Lock()
 	gen := r.meta.Gen.Current
 	r.mu.Unlock()
-	l.queue(wire.AppendSyncDone(nil, gen))
-	if !l.sendBarrier(func(acked bool, _ wire.AckKind) {
-		if acked {
-			r.wg.Add(1)
-			go func() { defer r.wg.Done(); r.sourceDone(l, gen) }()
-		}
-	}) {
+	if l.isDown() {
 		return ErrLinkDown
 	}
+	l.queue(wire.AppendSyncDone(nil, gen))
 	return nil
 }
 
@@ -168,8 +165,32 @@ func (r *Resource) sendRun(l *link, reg int64, buf []byte) (int64, error) {
 	return n, nil
 }
 
-// sourceDone runs when the target acknowledged the end of the resync:
-// this node's bitmap generation is gone, both hold the same data.
+// syncDoneFrame handles a SyncDone frame: on the target, the source's end
+// of the resync; on the source, the target's answer that it is UpToDate.
+func (r *Resource) syncDoneFrame(l *link, body []byte) error {
+	gen, err := wire.ParseSyncDone(body)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	source, target := r.link == l && r.resync.source, r.link == l && r.resync.target
+	r.mu.Unlock()
+	switch {
+	case source:
+		r.sourceDone(l, gen)
+		return nil
+	case !target:
+		return fmt.Errorf("%w: sync done out of turn", ErrLinkDown)
+	}
+	if err := r.syncDone(gen); err != nil {
+		return err
+	}
+	l.queue(wire.AppendSyncDone(nil, gen))
+	return nil
+}
+
+// sourceDone runs when the target answered the end of the resync: this
+// node's bitmap generation is gone, both hold the same data.
 func (r *Resource) sourceDone(l *link, gen uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -189,11 +210,7 @@ func (r *Resource) sourceDone(l *link, gen uint64) {
 // syncDone handles the source's SyncDone on the target: every resync record
 // came before it, so once the journal has them this node is UpToDate in the
 // source's generation.
-func (r *Resource) syncDone(l *link, body []byte) error {
-	gen, err := wire.ParseSyncDone(body)
-	if err != nil {
-		return err
-	}
+func (r *Resource) syncDone(gen uint64) error {
 	if err := r.journal.SyncWait(); err != nil {
 		return fmt.Errorf("%w: journal: %v", ErrLinkDown, err)
 	}

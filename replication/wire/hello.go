@@ -8,8 +8,9 @@ import (
 
 const (
 	// Version is the protocol version this package speaks. A Hello of any
-	// other version is refused.
-	Version uint16 = 1
+	// other version is refused. Version 2: the target of a resync answers
+	// the source's SyncDone with its own.
+	Version uint16 = 2
 	// HelloMagic opens a Hello body: "NBMH".
 	HelloMagic uint32 = 0x4E424D48
 	// MaxResourceName bounds a resource name in bytes.
