@@ -163,7 +163,7 @@ func helloSeeds() [][]byte {
 	body := appendHelloBody(nil, &h)
 	h.Resource = strings.Repeat("r", MaxResourceName)
 	long := appendHelloBody(nil, &h)
-	h.Version = 2
+	h.Version = Version + 1
 	v2 := appendHelloBody(nil, &h)
 	return [][]byte{body, long, v2, body[:helloFixed], body[:6], []byte("NBMH")}
 }

@@ -79,7 +79,7 @@ func TestParseHelloBadBodies(t *testing.T) {
 	h := testHello(1)
 	good := appendHelloBody(nil, &h)
 	other := testHello(1)
-	other.Version = 2
+	other.Version = Version + 1
 	v2 := appendHelloBody(nil, &other)
 	for _, tc := range []struct {
 		name string
@@ -91,14 +91,14 @@ func TestParseHelloBadBodies(t *testing.T) {
 		{"truncated", good[:len(good)-1], ErrMalformed},
 		{"fixed part only", good[:helloFixed], ErrMalformed},
 		{"trailing", append(good, 0), ErrMalformed},
-		{"version 2", v2, ErrUnknownVersion},
-		{"version 2 truncated", v2[:6], ErrUnknownVersion},
+		{"next version", v2, ErrUnknownVersion},
+		{"next version truncated", v2[:6], ErrUnknownVersion},
 	} {
 		got, err := ParseHello(tc.body)
 		if !errors.Is(err, tc.want) {
 			t.Errorf("%s: got %v, want %v", tc.name, err, tc.want)
 		}
-		if tc.want == ErrUnknownVersion && got.Version != 2 {
+		if tc.want == ErrUnknownVersion && got.Version != Version+1 {
 			t.Errorf("%s: version %d not reported", tc.name, got.Version)
 		}
 	}
