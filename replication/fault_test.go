@@ -96,3 +96,52 @@ func TestResyncEndsWhenTheTargetSaysSo(t *testing.T) {
 		return st.Peer.Replication == "Established" && st.Peer.Disk == "UpToDate" && st.Gen.Bitmap == 0
 	})
 }
+
+// TestNextFlapDelay: each link that fails within linkStable doubles the
+// wait before the next, up to flapMax; one that lived longer resets it.
+func TestNextFlapDelay(t *testing.T) {
+	d := time.Duration(0)
+	for _, want := range []time.Duration{flapMin, 2 * flapMin, 4 * flapMin, 8 * flapMin, 16 * flapMin, flapMax, flapMax} {
+		if d = nextFlapDelay(d, 10*time.Millisecond); d != want {
+			t.Fatalf("after a short link: %v, want %v", d, want)
+		}
+	}
+	if d = nextFlapDelay(d, linkStable); d != 0 {
+		t.Fatalf("after a stable link: %v", d)
+	}
+}
+
+// TestPeerThatFailsAtOnceIsNotRedialedAtOnce: a peer that drops every link
+// right after the handshake meets a Primary that waits longer each time,
+// instead of one that dials again at once, hundreds of times a second.
+func TestPeerThatFailsAtOnceIsNotRedialedAtOnce(t *testing.T) {
+	p := newFakePeer(t)
+	openPrimary(t, p, ProtocolC, time.Minute)
+	secret := []byte("protocol-test-secret")
+	hello := wire.Hello{Resource: "r0", Size: testSize, NodeID: 99, Role: wire.Secondary,
+		Disk: wire.UpToDate, Gen: wire.GenIDs{Current: GenZero}}
+	links := 1
+	end := time.Now().Add(2 * time.Second)
+	for p.conn.Close(); ; p.conn.Close() {
+		p.ln.(*net.TCPListener).SetDeadline(end)
+		c, err := p.ln.Accept()
+		if err != nil {
+			break
+		}
+		p.conn = c
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := wire.Handshake(c, hello, secret, false); err != nil {
+			t.Fatal(err)
+		}
+		if f, err := wire.NewReader(c).Next(); err != nil || f.Type != wire.TypeReady {
+			t.Fatalf("agreement: %v %v", f.Type, err)
+		}
+		c.Write(wire.AppendReady(nil))
+		links++
+	}
+	// Waits of 100, 200, 400, 800 ms and more: at most 5 links in 2 s.
+	if links > 5 {
+		t.Fatalf("%d links in 2 s with a peer that fails each at once", links)
+	}
+	t.Logf("%d links in 2 s", links)
+}

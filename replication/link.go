@@ -43,6 +43,7 @@ var ErrLinkDown = errors.New("replication: link down")
 type link struct {
 	res    *Resource
 	conn   net.Conn
+	start  time.Time // when it was attached
 	remote wire.Hello
 	proto  Protocol
 
@@ -136,7 +137,7 @@ type pending struct {
 }
 
 func newLink(res *Resource, conn net.Conn, remote wire.Hello) *link {
-	l := &link{res: res, conn: conn, remote: remote, proto: res.cfg.Protocol,
+	l := &link{res: res, conn: conn, remote: remote, proto: res.cfg.Protocol, start: time.Now(),
 		recBatched: netio.AllBatched, ackBatched: netio.AllBatched,
 		kick: make(chan struct{}, 1), closed: make(chan struct{}), peerBitmap: make(chan struct{}),
 		sums: make(chan []byte, 1)}
@@ -552,8 +553,13 @@ func (l *link) checkAlive() error {
 	return nil
 }
 
-// errDisconnected is the failure of a link closed by this node.
-var errDisconnected = fmt.Errorf("%w: disconnected by command", ErrLinkDown)
+// errDisconnected and errPeerDisconnected end a link closed on purpose, by
+// this node or by the peer (Bye): no failure, so no wait before the next
+// link (see nextFlapDelay).
+var (
+	errDisconnected     = fmt.Errorf("%w: disconnected by command", ErrLinkDown)
+	errPeerDisconnected = fmt.Errorf("%w: the peer disconnected", ErrLinkDown)
+)
 
 // byeGrace bounds how long close waits for the Bye to be written before it
 // takes the link down anyway: a peer that reads nothing holds it up.

@@ -95,11 +95,19 @@ func (r *Resource) dialLoop() {
 	for {
 		r.mu.Lock()
 		changed, connected, alone := r.linkChange, r.link != nil, r.standAlone != ""
+		wait := time.Until(r.flapUntil)
 		r.mu.Unlock()
 		if connected || alone {
 			select {
 			case <-changed:
 				continue
+			case <-r.stop:
+				return
+			}
+		}
+		if wait > 0 { // the last link failed soon after it came up
+			select {
+			case <-time.After(wait):
 			case <-r.stop:
 				return
 			}
@@ -245,6 +253,8 @@ func (r *Resource) admitPeer(hello, remote wire.Hello) (Decision, wire.Reason, s
 		return Decision{}, wire.ReasonBusy, "StandAlone: " + r.standAlone
 	case old != nil && remote.NodeID != r.peer.NodeID:
 		return Decision{}, wire.ReasonBusy, "already connected to another node"
+	case old == nil && time.Now().Before(r.flapUntil):
+		return Decision{}, wire.ReasonBusy, fmt.Sprintf("the last link failed soon after it came up: waiting %v before the next", r.flapDelay)
 	}
 	lw, rw := hello.Flags&wire.HasOutOfSync != 0, remote.Flags&wire.HasOutOfSync != 0
 	local := side{primary: r.role == wire.Primary, id: r.meta.NodeID, wrote: lw,
@@ -327,6 +337,10 @@ func (r *Resource) linkDown(l *link, err error, waiting []*pending) {
 	r.mu.Lock()
 	if r.link == l {
 		r.link = nil
+		if err != errDisconnected && err != errPeerDisconnected {
+			r.flapDelay = nextFlapDelay(r.flapDelay, time.Since(l.start))
+			r.flapUntil = time.Now().Add(r.flapDelay)
+		}
 		r.replRaw.Add(l.bytesRaw.Load())
 		r.replWire.Add(l.bytesWire.Load())
 		r.resync = resyncState{}

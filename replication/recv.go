@@ -98,7 +98,7 @@ func (l *link) handle(f wire.Frame, idle bool) error {
 		l.queue(wire.AppendPong(nil, token))
 	case wire.TypePong:
 	case wire.TypeBye:
-		return fmt.Errorf("%w: the peer disconnected", ErrLinkDown)
+		return errPeerDisconnected
 	case wire.TypeRefuse:
 		ref, _ := wire.ParseRefuse(f.Body)
 		return fmt.Errorf("%w: the peer refused: %s: %s", ErrLinkDown, ref.Reason, ref.Text)

@@ -97,6 +97,10 @@ type Resource struct {
 	admitting  bool       // a connection is between handshake and attach
 	resync     resyncState
 	linkChange chan struct{} // closed and replaced whenever link changes
+	// flapDelay is the wait after the last link before the next one,
+	// flapUntil its end (see nextFlapDelay).
+	flapDelay time.Duration
+	flapUntil time.Time
 
 	stop chan struct{} // closed by Close
 	wg   sync.WaitGroup

@@ -90,6 +90,11 @@ func (r *Resource) Status() Status {
 			st.Peer.Replication, st.Peer.Disk = "SyncSource", wire.Inconsistent.String()
 		case r.resync.target:
 			st.Peer.Replication = "SyncTarget"
+		case st.Stats.OutOfSyncBytes > 0 && st.Peer.Disk == wire.UpToDate.String():
+			// Regions the peer may not hold as this node does (a write that
+			// failed here after the peer took it, or one verify found): the
+			// next resync carries them.
+			st.Peer.Disk = wire.Inconsistent.String()
 		}
 		if r.resync.source || r.resync.target {
 			st.Peer.Resync = r.resync.progress()

@@ -1,0 +1,23 @@
+package replication
+
+import "time"
+
+// A link that fails soon after it came up (a peer whose disk fails on its
+// first write, a connection reset on every connect) would otherwise be made
+// again at once, many times a second, each time with a handshake and the
+// start of a resync. Each short-lived link doubles the wait before the
+// next one, dialed or accepted; a link that lived for linkStable resets it.
+const (
+	linkStable = time.Second
+	flapMin    = 100 * time.Millisecond
+	flapMax    = 2 * time.Second
+)
+
+// nextFlapDelay is how long to wait before the next link, after one that
+// lived for lived; prev is the wait before that one.
+func nextFlapDelay(prev, lived time.Duration) time.Duration {
+	if lived >= linkStable {
+		return 0
+	}
+	return min(max(2*prev, flapMin), flapMax)
+}
