@@ -53,6 +53,9 @@ type link struct {
 	out      []outItem  // frames and records to send, in order
 	outA     []*pending // protocol A: complete once out has been written
 	pending  []*pending // sent records waiting for their ack, seq ascending
+	// acking is signalled when acks complete pending records and when the
+	// link fails: for waitLag.
+	acking *sync.Cond
 	barriers int        // how many of pending wait for a sync
 	// inflight is len(pending), or -1 if one of them waits for a sync:
 	// for the reader's polling rule.
@@ -141,6 +144,7 @@ func newLink(res *Resource, conn net.Conn, remote wire.Hello) *link {
 		recBatched: netio.AllBatched, ackBatched: netio.AllBatched,
 		kick: make(chan struct{}, 1), closed: make(chan struct{}), peerBitmap: make(chan struct{}),
 		sums: make(chan []byte, 1)}
+	l.acking = sync.NewCond(&l.mu)
 	l.bw = bufio.NewWriterSize(conn, 256<<10)
 	l.pr = netio.NewPollReader(conn, res.cfg.PeerPoll)
 	l.pr.Want, l.pr.Polled, l.pr.Slept = l.wantPoll, &res.linkPolled, &res.linkSlept
@@ -254,6 +258,10 @@ func (l *link) wake() {
 func (l *link) lag() (records, bytes uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.lagLocked()
+}
+
+func (l *link) lagLocked() (records, bytes uint64) {
 	for _, p := range l.pending {
 		if p.length > 0 || p.need != wire.Synced {
 			records++
@@ -261,6 +269,22 @@ func (l *link) lag() (records, bytes uint64) {
 		}
 	}
 	return records, bytes
+}
+
+// waitLag waits until the records in flight cover at most maxBytes of the
+// disk, or the link fails.
+func (l *link) waitLag(maxBytes uint64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for {
+		if l.down != nil {
+			return ErrLinkDown
+		}
+		if _, bytes := l.lagLocked(); bytes <= maxBytes {
+			return nil
+		}
+		l.acking.Wait()
+	}
 }
 
 // ack applies a cumulative ack from the peer: every pending write it
@@ -289,6 +313,7 @@ func (l *link) ack(a wire.Ack) (batched bool) {
 	l.notePending()
 	if len(done) > 0 {
 		l.oldest = time.Now()
+		l.acking.Broadcast()
 	}
 	l.mu.Unlock()
 	for _, p := range done {
@@ -308,6 +333,7 @@ func (l *link) fail(err error) {
 		return
 	}
 	l.down = err
+	l.acking.Broadcast()
 	l.mu.Unlock()
 	close(l.closed)
 }

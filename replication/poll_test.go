@@ -2,6 +2,7 @@ package replication
 
 import (
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -77,6 +78,7 @@ func TestLinkWantsToPoll(t *testing.T) {
 // for the peer's sync; an ack of several writes or of a barrier is batched.
 func TestLinkCountsPending(t *testing.T) {
 	l := &link{pr: netio.NewPollReader(nil, 0)}
+	l.acking = sync.NewCond(&l.mu)
 	l.track(&pending{seq: 1, need: wire.Journaled, done: func(bool, wire.AckKind) {}})
 	l.track(&pending{seq: 2, need: wire.Journaled, done: func(bool, wire.AckKind) {}})
 	if n := l.inflight.Load(); n != 2 {

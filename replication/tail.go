@@ -84,8 +84,8 @@ func (r *Resource) tailLoop(l *link, from uint64) error {
 		l.send(false)
 		r.resyncWire.Add(uint64(wireRecordHeader + len(rec.Payload)))
 		pace.wait(n, l.closed)
-		for _, lagBytes := l.lag(); lagBytes > tailMaxPending && !l.isDown(); _, lagBytes = l.lag() {
-			time.Sleep(time.Millisecond)
+		if err := l.waitLag(tailMaxPending); err != nil {
+			return err
 		}
 	}
 	r.oos.subtract(carried)
