@@ -73,7 +73,7 @@ func TestAcksNeverBlockTheCaller(t *testing.T) {
 	default:
 		t.Fatal("acks the connection did not take were not left to the sender")
 	}
-	if l.bw.Buffered() == 0 {
+	if l.snd.bw.Buffered() == 0 {
 		t.Fatal("the full connection took the acks: nothing was left to test")
 	}
 	if l.acksMoved() {
@@ -100,10 +100,11 @@ func TestAcksNeverBlockTheCaller(t *testing.T) {
 		}
 		got <- acks
 	}()
-	if !l.claimSender() {
+	s := l.claimSender()
+	if s == nil {
 		t.Fatal("the sender role was left held")
 	}
-	l.sendQueued()
+	l.sendQueued(s)
 	want := []wire.Ack{{Kind: wire.Received, Seq: 7}, {Kind: wire.Journaled, Seq: 5}}
 	select {
 	case acks := <-got:
@@ -169,10 +170,10 @@ func TestAckWriteErrorIsLeftToTheSender(t *testing.T) {
 	default:
 		t.Fatal("the failed ack write was not left to the sender")
 	}
-	if l.bw.Buffered() == 0 {
+	if l.snd.bw.Buffered() == 0 {
 		t.Fatal("the acks were dropped instead of left to the sender")
 	}
-	if err := l.bw.Flush(); err == nil {
+	if err := l.snd.bw.Flush(); err == nil {
 		t.Fatal("the sender's write to a reset connection succeeded")
 	}
 }

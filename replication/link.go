@@ -49,14 +49,14 @@ type link struct {
 
 	// mu guards the send queue, the pending writes and the ack marks. The
 	// writers and the resync add, the sender takes, the receiver completes.
-	mu       sync.Mutex
-	out      []outItem  // frames and records to send, in order
-	outA     []*pending // protocol A: complete once out has been written
-	pending  []*pending // sent records waiting for their ack, seq ascending
+	mu      sync.Mutex
+	out     []outItem  // frames and records to send, in order
+	outA    []*pending // protocol A: complete once out has been written
+	pending []*pending // sent records waiting for their ack, seq ascending
 	// acking is signalled when acks complete pending records and when the
 	// link fails: for waitLag.
-	acking *sync.Cond
-	barriers int        // how many of pending wait for a sync
+	acking   *sync.Cond
+	barriers int // how many of pending wait for a sync
 	// inflight is len(pending), or -1 if one of them waits for a sync:
 	// for the reader's polling rule.
 	inflight atomic.Int32
@@ -75,13 +75,11 @@ type link struct {
 	// byeQueued: close queued a Bye; byeSent: a sender took it, and takes
 	// the link down once it is written.
 	byeQueued, byeSent bool
-	// sending: someone holds the sender role, which owns bw and writes
-	// sentAck (see sendQueued); again: someone found it held and left work
-	// for it.
+	// sending: someone holds the sender role (see sender); again: someone
+	// found it held and left work for it.
 	sending, again bool
-	bw             *bufio.Writer
+	snd            sender           // the write half: only the sender role's holder touches it
 	sentAck        [4]atomic.Uint64 // by wire.AckKind: highest ack written; read by anyone
-	raw            syscall.RawConn  // nil if conn has no descriptor: acks then go through the sender
 	kick           chan struct{}
 	closed         chan struct{} // closed by fail: run tears the link down
 	// peerBitmap is closed once the peer's bitmap has been merged (a
@@ -90,10 +88,8 @@ type link struct {
 	peerBitmapOnce sync.Once
 	// sums carries the peer's checksum replies to compareSums, which
 	// holds sumMu: one comparison at a time.
-	sums   chan []byte
-	sumMu  sync.Mutex
-	ackBuf [128]byte       // acks being written (three frames); sender role only
-	ackIov []syscall.Iovec // their iovec, for netio.TryWritev; sender role only
+	sums  chan []byte
+	sumMu sync.Mutex
 
 	// Receiving side (the peer of a Primary): what to acknowledge.
 	lastRecv     uint64        // journal seq of the last record read; receiver only
@@ -145,12 +141,12 @@ func newLink(res *Resource, conn net.Conn, remote wire.Hello) *link {
 		kick: make(chan struct{}, 1), closed: make(chan struct{}), peerBitmap: make(chan struct{}),
 		sums: make(chan []byte, 1)}
 	l.acking = sync.NewCond(&l.mu)
-	l.bw = bufio.NewWriterSize(conn, 256<<10)
+	l.snd.bw = bufio.NewWriterSize(conn, 256<<10)
 	l.pr = netio.NewPollReader(conn, res.cfg.PeerPoll)
 	l.pr.Want, l.pr.Polled, l.pr.Slept = l.wantPoll, &res.linkPolled, &res.linkSlept
 	l.pr.Between = l.sendIfQueued
 	if sc, ok := conn.(syscall.Conn); ok {
-		l.raw, _ = sc.SyscallConn()
+		l.snd.raw, _ = sc.SyscallConn()
 	}
 	l.lastFrame.Store(time.Now().UnixNano())
 	return l
@@ -365,203 +361,6 @@ func (l *link) isDown() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.down != nil
-}
-
-// sendLoop is the sender goroutine: woken, it writes what is queued unless
-// someone else is writing; it pings the peer and checks it is alive.
-func (l *link) sendLoop() {
-	ping := time.NewTicker(l.res.cfg.PeerTimeout / 4)
-	defer ping.Stop()
-	for {
-		select {
-		case <-l.kick:
-		case <-ping.C:
-			if err := l.checkAlive(); err != nil {
-				l.fail(err)
-				return
-			}
-			l.queue(wire.AppendPing(nil, uint64(time.Now().UnixNano())))
-		case <-l.closed:
-			return
-		}
-		if l.claimSender() {
-			l.sendQueued()
-		}
-	}
-}
-
-// send has what is queued sent: on the calling goroutine with here, if no
-// one else is sending (a lone write then waits for no hand-off), and by the
-// sender goroutine otherwise.
-func (l *link) send(here bool) {
-	if here && l.claimSender() {
-		l.sendQueued()
-		return
-	}
-	l.wake()
-}
-
-// sendIfQueued sends, from the polling reader, the records a writer left
-// queued for it: the writer went on with its own half of the write while
-// this goroutine, already running, sent its record.
-func (l *link) sendIfQueued() {
-	if l.queued.Load() && l.claimSender() && l.sendQueued() {
-		l.res.readerSends.Add(1)
-	}
-}
-
-// claimSender makes the caller the sender if no one is. If someone is, it
-// leaves them word to look again before they give the role up, so nothing
-// queued or acknowledged meanwhile waits for the next wake.
-func (l *link) claimSender() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.down != nil {
-		return false
-	}
-	if l.sending {
-		l.again = true
-		return false
-	}
-	l.sending = true
-	return true
-}
-
-// sendQueued writes, as the sender, the queued frames (runs of records as
-// Records frames, many per system call) and the acks that moved, until
-// nothing more is queued; then it gives the role up. It reports whether
-// it wrote records.
-func (l *link) sendQueued() (records bool) {
-	for {
-		l.mu.Lock()
-		out, outA, bye := l.out, l.outA, l.byeQueued && !l.byeSent
-		l.out, l.outA, l.again = nil, nil, false
-		l.byeSent = l.byeSent || bye
-		records = records || l.queued.Load()
-		l.queued.Store(false)
-		l.mu.Unlock()
-		// Acks first: a frame queued after records were read (a SyncDone
-		// answer) must not overtake their acks.
-		l.bw.Write(l.appendAcks(l.ackBuf[:0]))
-		l.writeOut(l.bw, out)
-		if err := l.bw.Flush(); err != nil {
-			l.mu.Lock()
-			l.sending = false
-			l.mu.Unlock()
-			l.fail(fmt.Errorf("%w: send: %v", ErrLinkDown, err))
-			for _, p := range outA {
-				p.done(false, 0)
-			}
-			return
-		}
-		for _, p := range outA {
-			p.done(true, 0)
-		}
-		if bye {
-			l.fail(errDisconnected)
-			return
-		}
-		l.mu.Lock()
-		if len(l.out) == 0 && len(l.outA) == 0 && !l.again {
-			l.sending = false
-			l.mu.Unlock()
-			return
-		}
-		l.mu.Unlock()
-	}
-}
-
-// writeOut writes queued items; runs of records go out as Records frames.
-func (l *link) writeOut(bw *bufio.Writer, out []outItem) {
-	for i := 0; i < len(out); {
-		if !out[i].record {
-			bw.Write(out[i].b)
-			l.bytesWire.Add(uint64(len(out[i].b)))
-			i++
-			continue
-		}
-		parts, size := make([][]byte, 0, len(out)-i), 0
-		for ; i < len(out) && out[i].record && size+len(out[i].b) <= wire.MaxBodySize; i++ {
-			parts = append(parts, out[i].b)
-			size += len(out[i].b)
-		}
-		hdr, _ := wire.AppendRecordsHeader(nil, parts)
-		bw.Write(hdr)
-		for _, p := range parts {
-			bw.Write(p)
-		}
-		l.bytesWire.Add(uint64(len(hdr) + size))
-	}
-}
-
-// acks are the cumulative acks this side owes the peer, by kind.
-func (l *link) acks() [3]wire.Ack {
-	return [3]wire.Ack{
-		{Kind: wire.Received, Seq: l.recvSeq.Load()},
-		{Kind: wire.Journaled, Seq: l.journaledSeq.Load()},
-		{Kind: wire.Synced, Seq: l.syncedSeq.Load()},
-	}
-}
-
-// acksMoved reports whether an ack moved past the last one written.
-func (l *link) acksMoved() bool {
-	for _, a := range l.acks() {
-		if a.Seq > l.sentAck[a.Kind].Load() {
-			return true
-		}
-	}
-	return false
-}
-
-// appendAcks appends to b the acks that moved since the last ones written
-// and counts them as written. Requires the sender role.
-func (l *link) appendAcks(b []byte) []byte {
-	for _, a := range l.acks() {
-		if a.Seq > l.sentAck[a.Kind].Load() {
-			b = wire.AppendAck(b, a)
-			l.sentAck[a.Kind].Store(a.Seq)
-		}
-	}
-	return b
-}
-
-// sendAcks has the acks that moved sent, on the calling goroutine when the
-// sender role is free and nothing else is queued: one write that never
-// blocks, so the receiver can call it and still never stop reading. What
-// that write cannot take, and anything queued, the sender goroutine sends.
-// A Secondary's lone write thus hears its ack without waiting for a
-// goroutine hand-off, nor for being applied to the disk.
-func (l *link) sendAcks() {
-	if !l.acksMoved() {
-		return
-	}
-	if l.raw == nil || !l.claimSender() {
-		l.wake()
-		return
-	}
-	l.mu.Lock()
-	quiet := len(l.out) == 0 && len(l.outA) == 0 && l.bw.Buffered() == 0
-	l.mu.Unlock()
-	if quiet {
-		b := l.appendAcks(l.ackBuf[:0])
-		n, err := netio.TryWritev(l.raw, &l.ackIov, [][]byte{b})
-		if err != nil {
-			// The sender's write meets the error again and fails the link
-			// from its own goroutine: this one may be the journal's writer.
-			n = 0
-		}
-		l.bw.Write(b[n:]) // the rest goes next, from the sender
-		// A Primary's reader that polls for this ack on this core reads it
-		// now, before this goroutine goes on to apply the record.
-		netio.Yield()
-	}
-	l.mu.Lock()
-	l.sending = false
-	rest := !quiet || l.again || len(l.out) > 0 || len(l.outA) > 0 || l.bw.Buffered() > 0
-	l.mu.Unlock()
-	if rest {
-		l.wake()
-	}
 }
 
 // checkAlive fails a link whose peer has gone quiet or stopped acking for
