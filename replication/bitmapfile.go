@@ -48,7 +48,7 @@ func (r *Resource) saveBitmap() error {
 		b = le.AppendUint64(b, w)
 	}
 	b = le.AppendUint32(b, crc32.Checksum(b, castagnoli))
-	return writeAtomic(r.cfg.MetaDir, bitmapFile, b)
+	return writeAtomic(r.cfg.FS, r.cfg.MetaDir, bitmapFile, b)
 }
 
 // loadBitmap reads the bitmap file into r.oos and returns the journal seq
@@ -56,7 +56,7 @@ func (r *Resource) saveBitmap() error {
 // never been apart from its peer: nothing to load, and every record in
 // its journal came before any peer.
 func (r *Resource) loadBitmap() (uint64, error) {
-	b, err := os.ReadFile(filepath.Join(r.cfg.MetaDir, bitmapFile))
+	b, err := vfs.ReadFile(r.cfg.FS, filepath.Join(r.cfg.MetaDir, bitmapFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return r.journal.LastSeq(), nil
 	}
@@ -145,11 +145,12 @@ func (r *Resource) bitmapLoop() {
 	}
 }
 
-// writeAtomic replaces dir/name with b: temp file, fsync, rename, fsync of
-// the directory. The metadata lives on the real file system, next to the
-// journal's directory.
-func writeAtomic(dir, name string, b []byte) error {
-	if err := vfs.WriteFileAtomic(vfs.Default, dir, name, b); err != nil {
+// writeAtomic replaces dir/name on fs with b: temp file, fsync, rename,
+// fsync of the directory. The metadata lives on the resource's file system
+// (Config.FS), next to the journal's directory, so a crash of that file
+// system covers all of a node's durable state.
+func writeAtomic(fs vfs.FS, dir, name string, b []byte) error {
+	if err := vfs.WriteFileAtomic(fs, dir, name, b); err != nil {
 		return fmt.Errorf("replication: write %s: %w", name, err)
 	}
 	return nil

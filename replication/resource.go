@@ -36,7 +36,8 @@ type Config struct {
 	// CheckpointInterval is the time between checkpoints; 0 is the default.
 	CheckpointInterval time.Duration
 	Logger             *slog.Logger
-	// FS is where the journal lives; nil is the real file system.
+	// FS holds the journal, meta.json and the bitmap file: all of the
+	// node's durable state. Nil is the real file system.
 	FS journal.FS
 
 	// Role is the role to start in.
@@ -140,7 +141,7 @@ func Open(c Config) (*Resource, error) {
 	if err != nil {
 		return nil, fmt.Errorf("replication: open %s: %w", c.Name, err)
 	}
-	m, err := loadMeta(c.MetaDir, c.Created)
+	m, err := loadMeta(c.FS, c.MetaDir, c.Created)
 	if err != nil {
 		j.Close()
 		return nil, err
