@@ -80,6 +80,8 @@ type Resource struct {
 	comp    *journal.Compressor
 	log     *slog.Logger
 	oos     *bitmap // regions the peer may not hold as this node does
+	// bitmapFile saves oos (with peerSeq) in MetaDir.
+	bitmapFile *bitmapStore
 
 	// order is held from a write's journal append to its queueing on the
 	// link, so the peer receives records in journal order. It guards
@@ -157,7 +159,8 @@ func Open(c Config) (*Resource, error) {
 	}
 	r := &Resource{cfg: c, name: c.Name, disk: c.Disk, size: size, journal: j,
 		comp: journal.NewCompressor(c.Codec), log: c.Logger, oos: newBitmap(size),
-		meta: m, role: c.Role, linkChange: make(chan struct{}), stop: make(chan struct{})}
+		meta: m, role: c.Role, linkChange: make(chan struct{}), stop: make(chan struct{}),
+		bitmapFile: &bitmapStore{fs: c.FS, dir: c.MetaDir}}
 	seq, err := r.loadBitmap()
 	if err == nil {
 		err = r.recoverMarks(seq)
