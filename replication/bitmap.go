@@ -23,14 +23,25 @@ const maxRun = 256
 type bitmap struct {
 	size int64 // bytes of the disk
 
-	mu    sync.Mutex // guards words and count
+	mu    sync.Mutex // guards words, count and dirty
 	words []uint64
 	count int // bits set
+	// dirty has a bit per page of the bitmap file (pageWords words) whose
+	// words changed since the last takeDirty or takeAll.
+	dirty []uint64
 }
 
 func newBitmap(size int64) *bitmap {
 	regions := (size + RegionSize - 1) / RegionSize
-	return &bitmap{size: size, words: make([]uint64, (regions+63)/64)}
+	words := (regions + 63) / 64
+	pages := (words + pageWords - 1) / pageWords
+	return &bitmap{size: size, words: make([]uint64, words), dirty: make([]uint64, (pages+63)/64)}
+}
+
+// touch notes that word w changed. Requires b.mu.
+func (b *bitmap) touch(w int64) {
+	p := w / pageWords
+	b.dirty[p/64] |= 1 << (p % 64)
 }
 
 // mark sets the bits of every region [off, off+length) touches.
@@ -45,6 +56,7 @@ func (b *bitmap) mark(off, length int64) {
 		if b.words[w]&m == 0 {
 			b.words[w] |= m
 			b.count++
+			b.touch(w)
 		}
 	}
 	b.mu.Unlock()
@@ -57,6 +69,7 @@ func (b *bitmap) clear(r int64) {
 	if b.words[w]&m != 0 {
 		b.words[w] &^= m
 		b.count--
+		b.touch(w)
 	}
 	b.mu.Unlock()
 }
@@ -152,8 +165,11 @@ func (b *bitmap) merge(body []byte) error {
 	for i := range n {
 		w := binary.LittleEndian.Uint64(body[8+8*i:])
 		old := b.words[start+i]
-		b.words[start+i] = old | w
-		b.count += bits.OnesCount64(w &^ old)
+		if w&^old != 0 {
+			b.words[start+i] = old | w
+			b.count += bits.OnesCount64(w &^ old)
+			b.touch(int64(start + i))
+		}
 	}
 	return nil
 }
@@ -164,14 +180,22 @@ func (b *bitmap) subtract(o *bitmap) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for i, w := range words {
-		b.count -= bits.OnesCount64(b.words[i] & w)
-		b.words[i] &^= w
+		if b.words[i]&w != 0 {
+			b.count -= bits.OnesCount64(b.words[i] & w)
+			b.words[i] &^= w
+			b.touch(int64(i))
+		}
 	}
 }
 
 // reset clears every bit.
 func (b *bitmap) reset() {
 	b.mu.Lock()
+	for i, w := range b.words {
+		if w != 0 {
+			b.touch(int64(i))
+		}
+	}
 	clear(b.words)
 	b.count = 0
 	b.mu.Unlock()
@@ -184,12 +208,54 @@ func (b *bitmap) snapshot() []uint64 {
 	return slices.Clone(b.words)
 }
 
-// load ORs saved words in.
-func (b *bitmap) load(words []uint64) {
+// loadAt ORs saved words in, the first at word index first; words past
+// the end of the bitmap are ignored.
+func (b *bitmap) loadAt(first int, words []uint64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for i := range min(len(words), len(b.words)) {
-		b.count += bits.OnesCount64(words[i] &^ b.words[i])
-		b.words[i] |= words[i]
+	regions := (b.size + RegionSize - 1) / RegionSize
+	for i, w := range words[:max(0, min(len(words), len(b.words)-first))] {
+		if int64(first+i) == regions/64 {
+			w &= 1<<(regions%64) - 1 // no bits past the last region
+		}
+		if old := b.words[first+i]; w&^old != 0 {
+			b.count += bits.OnesCount64(w &^ old)
+			b.words[first+i] = old | w
+			b.touch(int64(first + i))
+		}
 	}
+}
+
+// markWords sets every bit of the n words from first on that stands for
+// a region of the disk.
+func (b *bitmap) markWords(first, n int) {
+	off := int64(first) * 64 * RegionSize
+	if off < b.size {
+		b.mark(off, min(int64(n)*64*RegionSize, b.size-off))
+	}
+}
+
+// takeDirty returns the pages of words that changed since the last take,
+// each with a copy of its words, and forgets that they changed.
+func (b *bitmap) takeDirty() []bitmapPage {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var pages []bitmapPage
+	for i, d := range b.dirty {
+		for ; d != 0; d &= d - 1 {
+			p := i*64 + bits.TrailingZeros64(d)
+			words := b.words[p*pageWords : min((p+1)*pageWords, len(b.words))]
+			pages = append(pages, bitmapPage{index: p, words: slices.Clone(words)})
+		}
+		b.dirty[i] = 0
+	}
+	return pages
+}
+
+// takeAll copies the words and forgets which pages changed.
+func (b *bitmap) takeAll() []uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	clear(b.dirty)
+	return slices.Clone(b.words)
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/nbdmirror/nbdmirror/journal/vfs"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
@@ -16,8 +17,9 @@ import (
 // two such devices hold the same bytes (zeros) and need no initial sync.
 const GenZero uint64 = 1
 
-// meta is what a node keeps about itself in META-DIR/meta.json, replaced
-// atomically (temp file, fsync, rename, fsync of the directory).
+// meta is what a node keeps about itself in META-DIR/meta.json on the
+// resource's file system (Config.FS), replaced atomically (temp file,
+// fsync, rename, fsync of the directory).
 type meta struct {
 	NodeID  uint64      `json:"node_id"`
 	Gen     wire.GenIDs `json:"gen"`
@@ -40,18 +42,18 @@ func parseDiskState(s string) (wire.DiskState, error) {
 
 const metaFile = "meta.json"
 
-// loadMeta reads dir's metadata; a missing file gives a new node: created
-// says whether the disk was made empty by this daemon (GenZero) or holds
-// data nobody has vouched for (a random generation).
-func loadMeta(dir string, created bool) (meta, error) {
-	raw, err := os.ReadFile(filepath.Join(dir, metaFile))
+// loadMeta reads dir's metadata from fs; a missing file gives a new node:
+// created says whether the disk was made empty by this daemon (GenZero) or
+// holds data nobody has vouched for (a random generation).
+func loadMeta(fs vfs.FS, dir string, created bool) (meta, error) {
+	raw, err := vfs.ReadFile(fs, filepath.Join(dir, metaFile))
 	if errors.Is(err, os.ErrNotExist) {
 		m := meta{NodeID: randomID(), Disk: wire.UpToDate.String(), Created: created}
 		m.Gen.Current = randomID()
 		if created {
 			m.Gen.Current = GenZero
 		}
-		return m, saveMeta(dir, m)
+		return m, writeMeta(fs, dir, m)
 	}
 	if err != nil {
 		return meta{}, fmt.Errorf("replication: read %s: %w", metaFile, err)
@@ -63,12 +65,16 @@ func loadMeta(dir string, created bool) (meta, error) {
 	return m, nil
 }
 
-func saveMeta(dir string, m meta) error {
+// saveMeta makes r.meta durable. Requires r.mu.
+func (r *Resource) saveMeta() error { return writeMeta(r.cfg.FS, r.cfg.MetaDir, r.meta) }
+
+// writeMeta replaces dir's meta.json on fs with m.
+func writeMeta(fs vfs.FS, dir string, m meta) error {
 	raw, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err
 	}
-	return writeAtomic(dir, metaFile, append(raw, '\n'))
+	return writeAtomic(fs, dir, metaFile, append(raw, '\n'))
 }
 
 // randomID is a non-zero random id that is not GenZero.

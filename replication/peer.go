@@ -346,7 +346,7 @@ func (r *Resource) linkDown(l *link, err error, waiting []*pending) {
 		r.resync = resyncState{}
 		if r.role == wire.Primary && r.meta.Gen.Bitmap == 0 {
 			r.meta.newCurrent()
-			if serr := saveMeta(r.cfg.MetaDir, r.meta); serr != nil {
+			if serr := r.saveMeta(); serr != nil {
 				r.log.Error("saving the new generation", "err", serr)
 			}
 		}

@@ -36,7 +36,8 @@ type Config struct {
 	// CheckpointInterval is the time between checkpoints; 0 is the default.
 	CheckpointInterval time.Duration
 	Logger             *slog.Logger
-	// FS is where the journal lives; nil is the real file system.
+	// FS holds the journal, meta.json and the bitmap file: all of the
+	// node's durable state. Nil is the real file system.
 	FS journal.FS
 
 	// Role is the role to start in.
@@ -79,6 +80,8 @@ type Resource struct {
 	comp    *journal.Compressor
 	log     *slog.Logger
 	oos     *bitmap // regions the peer may not hold as this node does
+	// bitmapFile saves oos (with peerSeq) in MetaDir.
+	bitmapFile *bitmapStore
 
 	// order is held from a write's journal append to its queueing on the
 	// link, so the peer receives records in journal order. It guards
@@ -144,7 +147,7 @@ func Open(c Config) (*Resource, error) {
 	if err != nil {
 		return nil, fmt.Errorf("replication: open %s: %w", c.Name, err)
 	}
-	m, err := loadMeta(c.MetaDir, c.Created)
+	m, err := loadMeta(c.FS, c.MetaDir, c.Created)
 	if err != nil {
 		j.Close()
 		return nil, err
@@ -160,7 +163,8 @@ func Open(c Config) (*Resource, error) {
 	}
 	r := &Resource{cfg: c, name: c.Name, disk: c.Disk, size: size, journal: j,
 		comp: journal.NewCompressor(c.Codec), log: c.Logger, oos: newBitmap(size),
-		meta: m, role: c.Role, linkChange: make(chan struct{}), stop: make(chan struct{})}
+		meta: m, role: c.Role, linkChange: make(chan struct{}), stop: make(chan struct{}),
+		bitmapFile: &bitmapStore{fs: c.FS, dir: c.MetaDir}}
 	seq, err := r.loadBitmap()
 	if err == nil {
 		err = r.recoverMarks(seq)

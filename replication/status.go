@@ -151,7 +151,7 @@ func (r *Resource) SetRole(role wire.Role, force bool) error {
 	}
 	if role == wire.Primary && r.link == nil && r.meta.Gen.Bitmap == 0 {
 		r.meta.newCurrent()
-		if err := saveMeta(r.cfg.MetaDir, r.meta); err != nil {
+		if err := r.saveMeta(); err != nil {
 			r.mu.Unlock()
 			r.order.Unlock()
 			return err
@@ -195,7 +195,7 @@ func (r *Resource) canPromote(force bool) error {
 	if r.meta.Disk != wire.UpToDate.String() {
 		r.meta.Disk = wire.UpToDate.String()
 		r.meta.newCurrent()
-		return saveMeta(r.cfg.MetaDir, r.meta)
+		return r.saveMeta()
 	}
 	return nil
 }
@@ -230,7 +230,7 @@ func (r *Resource) DiscardMyData() error {
 		return fmt.Errorf("%w: a Primary cannot discard its data; demote it first", ErrRefused)
 	}
 	r.meta.DiscardMyData = true
-	if err := saveMeta(r.cfg.MetaDir, r.meta); err != nil {
+	if err := r.saveMeta(); err != nil {
 		return err
 	}
 	r.standAlone = ""

@@ -200,7 +200,7 @@ func (r *Resource) sourceDone(l *link, gen uint64) {
 	r.meta.Gen.Bitmap = 0
 	r.resync.source = false
 	r.peer.Disk = wire.UpToDate
-	if err := saveMeta(r.cfg.MetaDir, r.meta); err != nil {
+	if err := r.saveMeta(); err != nil {
 		r.log.Error("saving metadata after resync", "err", err)
 	}
 	r.log.Info("resync done: the peer is UpToDate", "bytes", r.resync.done,
@@ -225,7 +225,7 @@ func (r *Resource) syncDone(gen uint64) error {
 	r.meta.DiscardMyData = false
 	r.oos.reset() // its marks were sent to the source and synced from there
 	r.resync.target = false
-	if err := saveMeta(r.cfg.MetaDir, r.meta); err != nil {
+	if err := r.saveMeta(); err != nil {
 		return fmt.Errorf("%w: %v", ErrLinkDown, err)
 	}
 	r.log.Info("resync done: UpToDate", "gen", gen)

@@ -120,7 +120,7 @@ func (r *Resource) startTarget(l *link, body []byte) error {
 		}
 	}
 	r.meta.Disk = state.String()
-	err := saveMeta(r.cfg.MetaDir, r.meta)
+	err := r.saveMeta()
 	r.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrLinkDown, err)

@@ -1,6 +1,9 @@
 package vfs
 
-import "path/filepath"
+import (
+	"io"
+	"path/filepath"
+)
 
 // WriteFileAtomic replaces dir/name with data so that a crash leaves either
 // the old file or the new one: a temp file is written and synced, renamed
@@ -28,4 +31,23 @@ func WriteFileAtomic(fs FS, dir, name string, data []byte) error {
 		fs.Remove(tmp)
 	}
 	return err
+}
+
+// ReadFile returns the contents of name.
+func ReadFile(fs FS, name string) ([]byte, error) {
+	f, err := fs.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	size, err := f.Size()
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, size)
+	n, err := f.ReadAt(b, 0)
+	if err == io.EOF && int64(n) == size {
+		err = nil
+	}
+	return b[:n], err
 }

@@ -66,6 +66,36 @@ func TestMemCrashKeepsPrefix(t *testing.T) {
 	}
 }
 
+func TestMemCrashAnyOrder(t *testing.T) {
+	fs := NewMem()
+	f, _ := fs.Create("/a")
+	fs.SyncDir("/")
+	f.Write([]byte("0123456789"))
+	f.Sync()
+	f.WriteAt([]byte("AB"), 0)
+	f.WriteAt([]byte("YZ"), 8)
+	seen := map[string]bool{}
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for range 200 {
+		seen[string(readAll(t, fs.CrashCloneAnyOrder(rnd), "/a"))] = true
+	}
+	// Each write is dropped, torn or kept, whatever the other did.
+	var want []string
+	for _, head := range []string{"01", "A1", "AB"} {
+		for _, tail := range []string{"89", "Y9", "YZ"} {
+			want = append(want, head+"234567"+tail)
+		}
+	}
+	for _, w := range want {
+		if !seen[w] {
+			t.Errorf("never kept %q", w)
+		}
+	}
+	if len(seen) != len(want) {
+		t.Errorf("kept %d contents, want %d: %v", len(seen), len(want), seen)
+	}
+}
+
 func TestMemRenameNeedsSyncDir(t *testing.T) {
 	fs := NewMem()
 	f, _ := fs.Create("/cp")

@@ -145,7 +145,16 @@ func (i memInfo) Mode() os.FileMode {
 // torn (a random prefix of its bytes), and each directory keeps a random
 // prefix of its unsynced creates, renames and removes: the disk wrote things
 // in order and stopped somewhere.
-func (fs *MemFS) CrashClone(rnd *rand.Rand) *MemFS {
+func (fs *MemFS) CrashClone(rnd *rand.Rand) *MemFS { return fs.crashClone(rnd, false) }
+
+// CrashCloneAnyOrder is CrashClone(rnd) for a disk that writes back in any
+// order between syncs: each file keeps a random subset of its unsynced
+// changes (applied in their order), each kept write possibly torn; each
+// directory still keeps a prefix of its unsynced changes. It shows what a
+// missing Sync between two writes that must reach the disk in order costs.
+func (fs *MemFS) CrashCloneAnyOrder(rnd *rand.Rand) *MemFS { return fs.crashClone(rnd, true) }
+
+func (fs *MemFS) crashClone(rnd *rand.Rand, anyOrder bool) *MemFS {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	c := &MemFS{dirs: map[string]*memDir{}}
@@ -163,7 +172,7 @@ func (fs *MemFS) CrashClone(rnd *rand.Rand) *MemFS {
 		for name, ino := range entries {
 			ci := inodes[ino]
 			if ci == nil {
-				ci = ino.crashCopy(rnd)
+				ci = ino.crashCopy(rnd, anyOrder)
 				inodes[ino] = ci
 			}
 			nd.entries[name] = ci
@@ -215,9 +224,19 @@ func (fs *MemFS) Clone() *MemFS {
 }
 
 // crashCopy is the inode as a power loss leaves it. Requires MemFS.mu.
-func (ino *memInode) crashCopy(rnd *rand.Rand) *memInode {
+func (ino *memInode) crashCopy(rnd *rand.Rand, anyOrder bool) *memInode {
 	data := append([]byte(nil), ino.synced...)
-	if rnd != nil && len(ino.ops) > 0 {
+	if rnd != nil && anyOrder {
+		for _, w := range ino.ops {
+			if rnd.IntN(2) == 0 {
+				continue
+			}
+			if !w.truncate && len(w.data) > 1 && rnd.IntN(4) == 0 {
+				w.data = w.data[:1+rnd.IntN(len(w.data)-1)]
+			}
+			data = w.apply(data)
+		}
+	} else if rnd != nil && len(ino.ops) > 0 {
 		keep := rnd.IntN(len(ino.ops) + 1)
 		for _, w := range ino.ops[:keep] {
 			data = w.apply(data)

@@ -1,0 +1,99 @@
+package replication
+
+import (
+	"bytes"
+	"os"
+	"path"
+	"testing"
+
+	"github.com/nbdmirror/nbdmirror/journal"
+	"github.com/nbdmirror/nbdmirror/journal/vfs"
+	"github.com/nbdmirror/nbdmirror/replication/wire"
+)
+
+// TestMetaLivesOnTheResourceFS checks that meta.json is created, replaced
+// and read through the given file system, and that a power loss of that
+// file system right after a save keeps what was saved.
+func TestMetaLivesOnTheResourceFS(t *testing.T) {
+	fs := vfs.NewMem()
+	if err := fs.MkdirAll("/meta", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m, err := loadMeta(fs, "/meta", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Gen.Current != GenZero || m.NodeID == 0 {
+		t.Fatalf("a new created node: %+v", m)
+	}
+	m.Disk = wire.Outdated.String()
+	m.newCurrent()
+	if err := writeMeta(fs, "/meta", m); err != nil {
+		t.Fatal(err)
+	}
+	got, err := loadMeta(fs.CrashClone(nil), "/meta", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != m {
+		t.Fatalf("after a crash: %+v, saved %+v", got, m)
+	}
+	if err := writeAtomic(fs, "/meta", metaFile, []byte("{")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadMeta(fs, "/meta", false); err == nil {
+		t.Fatal("a damaged meta.json loaded")
+	}
+}
+
+// TestResourceStateLivesOnItsFS promotes a node alone on a memory file
+// system (a new generation), writes (each write is marked: no peer has
+// it), saves, and opens
+// again on what a power loss of that file system and the disk leaves: the
+// generation ids and the marks are back, meta.json and the bitmap are in the
+// memory file system, and the real META-DIR holds nothing.
+func TestResourceStateLivesOnItsFS(t *testing.T) {
+	fs, disk, dir := journal.NewMemFS(), journal.NewMemDisk(testSize), t.TempDir()
+	open := func(fs vfs.FS, disk *journal.MemDisk, role wire.Role) *Resource {
+		t.Helper()
+		r, err := Open(Config{Name: "r0", Disk: memDisk{disk}, MetaDir: dir, FS: fs,
+			Role: role, Created: true, CheckpointInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	r := open(fs, disk, wire.Secondary)
+	if err := r.SetRole(wire.Primary, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []int64{0, 64 << 10, testSize - 4096} {
+		if _, err := r.WriteAtFUA(bytes.Repeat([]byte{1}, 4096), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.saveBitmap(); err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	saved := r.meta
+	r.mu.Unlock()
+	afterFS, afterDisk := fs.CrashClone(nil), disk.Crash()
+	r.Close()
+	for _, name := range []string{metaFile, bitmapFile} {
+		if _, err := afterFS.Stat(path.Join(dir, name)); err != nil {
+			t.Errorf("%s is not on the resource's file system: %v", name, err)
+		}
+	}
+	if ents, err := os.ReadDir(dir); err != nil || len(ents) != 0 {
+		t.Errorf("the real META-DIR holds %v (%v)", ents, err)
+	}
+	r = open(afterFS, afterDisk, wire.Primary)
+	defer r.Close()
+	if r.meta != saved || r.meta.Gen.Bitmap == 0 {
+		t.Errorf("meta after the crash %+v, saved %+v (a Primary alone has a bitmap generation)", r.meta, saved)
+	}
+	if got := r.oos.bytes(); got != 3*4096 {
+		t.Errorf("%d bytes marked after the crash, want the 3 writes' 12288", got)
+	}
+}
