@@ -23,9 +23,9 @@ import (
 // uvarint, the record's seq less the seq of the record before it on the
 // link (from 0 on a new link), so usually one byte. The receiver journals
 // the record under that seq: both nodes number their records alike.
-
-// RecordHeaderSize is the fixed part of a record in a Records frame; the
-// seq delta (1 to binary.MaxVarintLen64 bytes) and the payload follow it.
+//
+// RecordHeaderSize is the fixed part of a record, before the seq delta (1 to
+// binary.MaxVarintLen64 bytes) and the payload.
 const RecordHeaderSize = 18
 
 // AppendRecord appends rec in link form to dst; prevSeq is the seq of the
