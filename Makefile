@@ -29,6 +29,18 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzNegotiation$$' -fuzztime $(FUZZTIME) ./nbdserver
 	$(GO) test -run '^$$' -fuzz '^FuzzFrameReader$$' -fuzztime $(FUZZTIME) ./replication/wire
 	$(GO) test -run '^$$' -fuzz '^FuzzHello$$' -fuzztime $(FUZZTIME) ./replication/wire
+	$(GO) test -run '^$$' -fuzz '^FuzzRecord$$' -fuzztime $(FUZZTIME) ./replication/wire
+	$(GO) test -run '^$$' -fuzz '^FuzzRecords$$' -fuzztime $(FUZZTIME) ./replication/wire
+	$(GO) test -run '^$$' -fuzz '^FuzzAuth$$' -fuzztime $(FUZZTIME) ./replication/wire
+	$(GO) test -run '^$$' -fuzz '^FuzzRefuse$$' -fuzztime $(FUZZTIME) ./replication/wire
+	$(GO) test -run '^$$' -fuzz '^FuzzBarrier$$' -fuzztime $(FUZZTIME) ./replication/wire
+	$(GO) test -run '^$$' -fuzz '^FuzzAck$$' -fuzztime $(FUZZTIME) ./replication/wire
+	$(GO) test -run '^$$' -fuzz '^FuzzPing$$' -fuzztime $(FUZZTIME) ./replication/wire
+	$(GO) test -run '^$$' -fuzz '^FuzzSyncDone$$' -fuzztime $(FUZZTIME) ./replication/wire
+	$(GO) test -run '^$$' -fuzz '^FuzzSyncStart$$' -fuzztime $(FUZZTIME) ./replication/wire
+	$(GO) test -run '^$$' -fuzz '^FuzzSumRequest$$' -fuzztime $(FUZZTIME) ./replication/wire
+	$(GO) test -run '^$$' -fuzz '^FuzzSums$$' -fuzztime $(FUZZTIME) ./replication/wire
+	$(GO) test -run '^$$' -fuzz '^FuzzBitmapChunk$$' -fuzztime $(FUZZTIME) ./replication/wire
 
 # The kernel's nbd driver end to end: a Debian guest under qemu attaches
 # /dev/nbd0 to a pair on loopback, runs ext4 on it and lives through a

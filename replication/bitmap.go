@@ -1,7 +1,6 @@
 package replication
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math/bits"
 	"slices"
@@ -123,14 +122,11 @@ func (b *bitmap) regionLen(r int64) int64 {
 	return min(RegionSize, b.size-r*RegionSize)
 }
 
-// bitmapEnd flags the last BitmapChunk frame of a bitmap exchange.
-const bitmapEnd = 1
-
 // chunkWords is the most bitmap words one BitmapChunk frame carries.
 const chunkWords = 32 << 10
 
-// chunks encodes the set parts of the bitmap as BitmapChunk frames: a
-// first word index, then the words, little endian.
+// chunks encodes the parts of the bitmap with bits set as BitmapChunk
+// frames.
 func (b *bitmap) chunks() [][]byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -140,11 +136,7 @@ func (b *bitmap) chunks() [][]byte {
 		if !slices.ContainsFunc(words, func(w uint64) bool { return w != 0 }) {
 			continue
 		}
-		body := binary.LittleEndian.AppendUint64(make([]byte, 0, 8+8*len(words)), uint64(start))
-		for _, w := range words {
-			body = binary.LittleEndian.AppendUint64(body, w)
-		}
-		f, _ := wire.AppendFrame(nil, wire.TypeBitmapChunk, 0, body)
+		f, _ := wire.AppendBitmapChunk(nil, wire.BitmapChunk{First: uint64(start), Words: words})
 		frames = append(frames, f)
 	}
 	return frames
@@ -152,23 +144,22 @@ func (b *bitmap) chunks() [][]byte {
 
 // merge ORs a BitmapChunk body into the bitmap.
 func (b *bitmap) merge(body []byte) error {
-	if len(body) < 8 || len(body)%8 != 0 {
-		return fmt.Errorf("bitmap chunk of %d bytes", len(body))
+	c, err := wire.ParseBitmapChunk(body)
+	if err != nil {
+		return err
 	}
-	start := binary.LittleEndian.Uint64(body)
-	n := uint64(len(body)/8 - 1)
+	start, n := c.First, uint64(len(c.Words))
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if start > uint64(len(b.words)) || n > uint64(len(b.words))-start {
 		return fmt.Errorf("bitmap chunk of words [%d, +%d) past %d words", start, n, len(b.words))
 	}
-	for i := range n {
-		w := binary.LittleEndian.Uint64(body[8+8*i:])
-		old := b.words[start+i]
+	for i, w := range c.Words {
+		old := b.words[start+uint64(i)]
 		if w&^old != 0 {
-			b.words[start+i] = old | w
+			b.words[start+uint64(i)] = old | w
 			b.count += bits.OnesCount64(w &^ old)
-			b.touch(int64(start + i))
+			b.touch(int64(start) + int64(i))
 		}
 	}
 	return nil

@@ -2,7 +2,6 @@ package replication
 
 import (
 	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
 	"time"
 
@@ -14,19 +13,10 @@ import (
 // runs it over the whole disk before sending anything, so identical and
 // zero regions never cross the wire; verify runs it while I/O goes on.
 const (
-	sumBlock  = 64 << 10 // bytes a checksum covers
-	sumSize   = 16       // bytes of SHA-256 kept per block
-	sumBlocks = 1024     // blocks per request: 64 MiB
+	sumBlock  = 64 << 10     // bytes a checksum covers
+	sumSize   = wire.SumSize // bytes of SHA-256 kept per block
+	sumBlocks = 1024         // blocks per request: 64 MiB
 )
-
-// appendSumRequest appends a SumRequest frame: checksums of count blocks
-// from first.
-func appendSumRequest(first uint64, count uint32) []byte {
-	body := binary.LittleEndian.AppendUint64(nil, first)
-	body = binary.LittleEndian.AppendUint32(body, count)
-	f, _ := wire.AppendFrame(nil, wire.TypeSumRequest, 0, body)
-	return f
-}
 
 // blockSums reads count blocks from first and returns their checksums.
 func (r *Resource) blockSums(first, count uint64, buf []byte) ([]byte, error) {
@@ -45,10 +35,11 @@ func (r *Resource) blockSums(first, count uint64, buf []byte) ([]byte, error) {
 
 // answerSums serves a SumRequest from the peer, off the receive loop.
 func (l *link) answerSums(body []byte) error {
-	if len(body) != 12 {
-		return fmt.Errorf("%w: sum request of %d bytes", ErrLinkDown, len(body))
+	req, err := wire.ParseSumRequest(body)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrLinkDown, err)
 	}
-	first, count := binary.LittleEndian.Uint64(body), uint64(binary.LittleEndian.Uint32(body[8:]))
+	first, count := req.First, uint64(req.Count)
 	blocks := uint64((l.res.size + sumBlock - 1) / sumBlock)
 	if count > sumBlocks || first > blocks || count > blocks-first {
 		return fmt.Errorf("%w: sum request for blocks [%d, +%d) of %d", ErrLinkDown, first, count, blocks)
@@ -59,8 +50,7 @@ func (l *link) answerSums(body []byte) error {
 			l.fail(fmt.Errorf("%w: checksums: %v", ErrLinkDown, err))
 			return
 		}
-		reply := binary.LittleEndian.AppendUint64(nil, first)
-		f, _ := wire.AppendFrame(nil, wire.TypeSums, 0, append(reply, sums...))
+		f, _ := wire.AppendSums(nil, wire.Sums{First: first, Sums: sums})
 		l.queue(f)
 	}()
 	return nil
@@ -76,26 +66,27 @@ func (r *Resource) compareSums(l *link) (int64, error) {
 	var marked int64
 	for first := uint64(0); first < blocks; first += sumBlocks {
 		count := min(sumBlocks, blocks-first)
-		l.queue(appendSumRequest(first, uint32(count)))
+		l.queue(wire.AppendSumRequest(nil, wire.SumRequest{First: first, Count: uint32(count)}))
 		mine, err := r.blockSums(first, count, buf)
 		if err != nil {
 			return marked, err
 		}
-		var theirs []byte
+		var body []byte
 		select {
-		case theirs = <-l.sums:
+		case body = <-l.sums:
 		case <-l.closed:
 			return marked, ErrLinkDown
 		case <-time.After(10 * r.cfg.PeerTimeout):
 			return marked, fmt.Errorf("%w: no checksums from the peer", ErrLinkDown)
 		}
-		if len(theirs) != 8+len(mine) || binary.LittleEndian.Uint64(theirs) != first {
+		theirs, err := wire.ParseSums(body)
+		if err != nil || theirs.First != first || len(theirs.Sums) != len(mine) {
 			return marked, fmt.Errorf("%w: checksums for the wrong blocks", ErrLinkDown)
 		}
 		// Both directions of the exchange count as resync traffic.
-		r.resyncWire.Add(uint64(2*wire.HeaderSize + 12 + len(theirs)))
+		r.resyncWire.Add(uint64(2*wire.HeaderSize + wire.SumRequestSize + len(body)))
 		for i := range count {
-			if string(mine[i*sumSize:(i+1)*sumSize]) != string(theirs[8+i*sumSize:8+(i+1)*sumSize]) {
+			if string(mine[i*sumSize:(i+1)*sumSize]) != string(theirs.Sum(int(i))) {
 				off := int64(first+i) * sumBlock
 				n := min(sumBlock, r.size-off)
 				r.oos.mark(off, n)

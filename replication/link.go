@@ -174,7 +174,7 @@ func (l *link) needFor(fua bool) wire.AckKind {
 // PollReader.Polling and sendIfQueued).
 func (l *link) sendRecord(rec *journal.Record, fua bool, done func(acked bool, kind wire.AckKind)) bool {
 	seq := l.seq + 1
-	enc := appendWireRecord(make([]byte, 0, wireRecordHeader+binary.MaxVarintLen64+len(rec.Payload)), rec, l.lastSent)
+	enc := wire.AppendRecord(make([]byte, 0, wire.RecordHeaderSize+binary.MaxVarintLen64+len(rec.Payload)), rec, l.lastSent)
 	l.lastSent = rec.Seq
 	p := &pending{seq: seq, need: l.needFor(fua), off: rec.Offset, length: int64(rec.RawLen), done: done}
 	l.mu.Lock()

@@ -69,7 +69,7 @@ func (p *fakePeer) next(t wire.Type) wire.Frame {
 		}
 		if f.Type == wire.TypeRecords {
 			for b := f.Body; len(b) > 0; {
-				rec, n, err := parseWireRecord(b, testSize, p.last)
+				rec, n, err := wire.ParseRecord(b, testSize, p.last)
 				if err != nil {
 					p.t.Fatal(err)
 				}

@@ -103,7 +103,7 @@ func (l *link) handle(f wire.Frame, idle bool) error {
 		ref, _ := wire.ParseRefuse(f.Body)
 		return fmt.Errorf("%w: the peer refused: %s: %s", ErrLinkDown, ref.Reason, ref.Text)
 	case wire.TypeBitmapChunk:
-		if f.Flags&bitmapEnd != 0 {
+		if f.Flags&wire.BitmapEnd != 0 {
 			l.peerBitmapOnce.Do(func() { close(l.peerBitmap) })
 			return nil
 		}
@@ -143,7 +143,7 @@ func (l *link) applyRecords(body []byte, idle bool) (n int, err error) {
 		l.sends.Store(false)
 	}
 	for len(body) > 0 {
-		rec, size, err := parseWireRecord(body, l.res.size, l.lastRecv)
+		rec, size, err := wire.ParseRecord(body, l.res.size, l.lastRecv)
 		if err != nil {
 			return n, fmt.Errorf("%w: record %d: %v", ErrLinkDown, l.recvSeq.Load()+1, err)
 		}

@@ -60,7 +60,7 @@ func (r *Resource) runSource(l *link, d Decision) error {
 		r.mu.Lock()
 		r.resync.tail = true
 		r.mu.Unlock()
-		l.queue(appendSyncStart(syncTail, false))
+		l.queue(wire.AppendSyncStart(nil, wire.SyncStart{Mode: wire.SyncTail}))
 		if err := r.tailLoop(l, l.tailFrom); err != nil {
 			return err
 		}
@@ -70,9 +70,9 @@ func (r *Resource) runSource(l *link, d Decision) error {
 		r.mu.Lock()
 		r.resync.tail = false
 		r.mu.Unlock()
-		l.queue(appendSyncStart(syncBitmap, false)) // marks the tail did not cover
+		l.queue(wire.AppendSyncStart(nil, wire.SyncStart{Mode: wire.SyncBitmap})) // marks the tail did not cover
 	} else {
-		l.queue(appendSyncStart(syncBitmap, d.Full))
+		l.queue(wire.AppendSyncStart(nil, wire.SyncStart{Mode: wire.SyncBitmap, Full: d.Full}))
 	}
 	if d.Full {
 		if _, err := r.compareSums(l); err != nil {
@@ -161,7 +161,7 @@ func (r *Resource) sendRun(l *link, reg int64, buf []byte) (int64, error) {
 		return 0, ErrLinkDown
 	}
 	l.send(false)
-	r.resyncWire.Add(uint64(wireRecordHeader + len(rec.Payload)))
+	r.resyncWire.Add(uint64(wire.RecordHeaderSize + len(rec.Payload)))
 	return n, nil
 }
 

@@ -9,23 +9,8 @@ import (
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
-// Sync modes a source announces in its SyncStart frame.
-const (
-	syncBitmap = 1 // regions from the bitmap: the target is Inconsistent until the end
-	syncTail   = 2 // the journal's tail, in order: the target stays Consistent
-)
-
 // tailMaxPending bounds the bytes of a journal tail in flight on the link.
 const tailMaxPending = 32 << 20
-
-func appendSyncStart(mode byte, full bool) []byte {
-	body := []byte{mode, 0}
-	if full {
-		body[1] = 1
-	}
-	f, _ := wire.AppendFrame(nil, wire.TypeSyncStart, 0, body)
-	return f
-}
 
 // tailCovers says whether the journal's tail can bring the peer up to date:
 // the peer's disk is whole, it holds nothing this node lacks, and this
@@ -82,7 +67,7 @@ func (r *Resource) tailLoop(l *link, from uint64) error {
 			return ErrLinkDown
 		}
 		l.send(false)
-		r.resyncWire.Add(uint64(wireRecordHeader + len(rec.Payload)))
+		r.resyncWire.Add(uint64(wire.RecordHeaderSize + len(rec.Payload)))
 		pace.wait(n, l.closed)
 		if err := l.waitLag(tailMaxPending); err != nil {
 			return err
@@ -108,31 +93,31 @@ func (r *Resource) goLive(l *link, last uint64) bool {
 // Inconsistent and sends the source its own bitmap first; a journal tail
 // keeps it Consistent, holding a state the source really had.
 func (r *Resource) startTarget(l *link, body []byte) error {
-	if len(body) != 2 || body[0] != syncBitmap && body[0] != syncTail {
-		return fmt.Errorf("%w: bad sync start", ErrLinkDown)
+	start, err := wire.ParseSyncStart(body)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrLinkDown, err)
 	}
 	r.mu.Lock()
 	state := wire.Consistent
-	if body[0] == syncBitmap {
+	if start.Mode == wire.SyncBitmap {
 		state = wire.Inconsistent
-		if body[1] == 1 { // a full sync: the peer's bitmap does not cover this node's changes
+		if start.Full { // a full sync: the peer's bitmap does not cover this node's changes
 			r.meta.Gen.Bitmap = 0
 		}
 	}
 	r.meta.Disk = state.String()
-	err := r.saveMeta()
+	err = r.saveMeta()
 	r.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrLinkDown, err)
 	}
-	if body[0] == syncBitmap {
+	if start.Mode == wire.SyncBitmap {
 		for _, f := range r.oos.chunks() {
 			l.queue(f)
 		}
-		end, _ := wire.AppendFrame(nil, wire.TypeBitmapChunk, bitmapEnd, nil)
-		l.queue(end)
+		l.queue(wire.AppendBitmapEnd(nil))
 	}
-	r.log.Info("sync target", "mode", map[byte]string{syncBitmap: "bitmap", syncTail: "journal tail"}[body[0]],
+	r.log.Info("sync target", "mode", start.Mode.String(),
 		"disk", state.String())
 	return nil
 }

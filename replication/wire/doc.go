@@ -5,7 +5,8 @@
 //
 // # Frames (layout version 1, frozen: change it only with Version)
 //
-// Every frame is a 16-byte header and a body; integers are big endian.
+// Every frame is a 16-byte header and a body; the header's integers are
+// big endian.
 //
 //	 0      4      5       6          8        12       16
 //	+------+------+-------+----------+--------+--------+---------------+
@@ -16,22 +17,34 @@
 // crc is the CRC-32C (Castagnoli) of header bytes 0-11 followed by the
 // body. length is at most MaxBodySize (33 MiB), 1 KiB in the handshake. A
 // frame whose magic, length or crc is wrong is never acted on. Reserved
-// bytes are sent as zero and ignored on read. The bodies:
+// bytes are sent as zero and ignored on read. The bodies (be: big endian,
+// le: little endian; each as existing peers send it):
 //
-//	Hello    1  magic "NBMH" u32, version u16, flags u16, node id u64,
-//	            size u64, role u8, disk u8, name length u8, 5 zero bytes,
-//	            gen current u64, gen bitmap u64, gen history 4*u64,
-//	            last seq u64, nonce [32], resource name (1-64 bytes)
-//	Auth     2  proof [32]: HMAC-SHA256, see Proof
-//	Refuse   3  reason u16, text (0-512 bytes)
-//	Ready    4  empty
-//	Ping     8  token u64
-//	Pong     9  token u64
-//	Bye     10  empty
-//	Record  16  seq u64, journal record bytes (opaque here)
-//	Barrier 17  seq u64
-//	Ack     18  seq u64, kind u8
-//	        32-63 reserved for resync frames
+//	Hello        1  magic "NBMH" u32, version u16, flags u16, node id u64,
+//	                size u64, role u8, disk u8, name length u8, 5 zero bytes,
+//	                gen current u64, gen bitmap u64, gen history 4*u64,
+//	                last seq u64, nonce [32], resource name (1-64 bytes); be
+//	Auth         2  proof [32]: HMAC-SHA256, see Proof
+//	Refuse       3  reason u16 be, text (0-512 bytes)
+//	Ready        4  empty
+//	Ping         8  token u64 be
+//	Pong         9  token u64 be
+//	Bye         10  empty
+//	            16  was Record; never reuse
+//	Barrier     17  seq u64 be
+//	Ack         18  seq u64 be, kind u8
+//	Records     19  records back to back, see RecordHeaderSize; le
+//	SumRequest  32  first block u64, count u32; le
+//	Sums        33  first block u64, 16 bytes per block; le
+//	SyncStart   34  mode u8, full u8
+//	BitmapChunk 35  first word u64, words u64...; le; flag BitmapEnd: the
+//	                last frame of an exchange, empty
+//	SyncDone    36  generation id u64 be
+//
+// Each type has an Append function that writes its whole frame (Records:
+// AppendRecordsHeader, the records written by AppendRecord after it) and,
+// unless its body is empty, a Parse function that checks the body's length
+// and values (Pong: ParsePing).
 //
 // # Use
 //
@@ -41,17 +54,22 @@
 //	peer, err := wire.Handshake(conn, local, secret, dialed)
 //	conn.SetDeadline(time.Time{})
 //
+//	recs = wire.AppendRecord(recs[:0], rec, prevSeq)  // rec is journal's
 //	buf = wire.AppendAck(buf[:0], wire.Ack{Kind: wire.Journaled, Seq: 41})
-//	buf, err = wire.AppendRecordHeader(buf, 42, rec) // rec is read, not copied
-//	_, err = (&net.Buffers{buf, rec}).WriteTo(conn)  // both frames, one writev
+//	buf, err = wire.AppendRecordsHeader(buf, [][]byte{recs})
+//	_, err = (&net.Buffers{buf, recs}).WriteTo(conn) // both frames, one writev
 //
 //	r := wire.NewReader(bufio.NewReaderSize(conn, 256<<10))
 //	for {
 //		f, err := r.Next() // f.Body is valid until the next call
 //		...
 //		switch f.Type {
-//		case wire.TypeRecord:
-//			seq, rec, err := wire.ParseRecord(f.Body)
+//		case wire.TypeRecords:
+//			for b := f.Body; len(b) > 0; b = b[n:] {
+//				rec, n, err = wire.ParseRecord(b, diskSize, prevSeq)
+//				...
+//				prevSeq = rec.Seq
+//			}
 //		}
 //	}
 package wire

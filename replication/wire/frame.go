@@ -44,18 +44,8 @@ var (
 // Frame is one decoded frame. Body aliases the Reader's buffer.
 type Frame struct {
 	Type  Type
-	Flags uint8 // per type; no type defines any yet, senders send zero
+	Flags uint8 // per type: BitmapEnd on a BitmapChunk; zero on the others
 	Body  []byte
-}
-
-// AppendFrame appends a frame of type t with the given body to dst.
-func AppendFrame(dst []byte, t Type, flags uint8, body []byte) ([]byte, error) {
-	if len(body) > MaxBodySize {
-		return dst, fmt.Errorf("%w: %s body of %d bytes, max %d", ErrFrameTooLarge, t, len(body), MaxBodySize)
-	}
-	dst, start := beginFrame(dst)
-	dst = append(dst, body...)
-	return endFrame(dst, start, t, flags), nil
 }
 
 // beginFrame reserves room for a header; endFrame fills it in once the body

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -27,6 +28,17 @@ func readAll(t *testing.T, b []byte) []Frame {
 	}
 }
 
+// appendFrame appends a frame of any type with any body, as no encoder of
+// this package would.
+func appendFrame(dst []byte, t Type, flags uint8, body []byte) ([]byte, error) {
+	if len(body) > MaxBodySize {
+		return dst, fmt.Errorf("%w: %s body of %d bytes, max %d", ErrFrameTooLarge, t, len(body), MaxBodySize)
+	}
+	dst, start := beginFrame(dst)
+	dst = append(dst, body...)
+	return endFrame(dst, start, t, flags), nil
+}
+
 func mustRead(t *testing.T, b []byte) Frame {
 	t.Helper()
 	fs := readAll(t, b)
@@ -38,7 +50,7 @@ func mustRead(t *testing.T, b []byte) Frame {
 
 func TestFrameRoundTrip(t *testing.T) {
 	for _, body := range [][]byte{nil, {1}, bytes.Repeat([]byte("x"), 100_000)} {
-		b, err := AppendFrame(nil, TypeRecord, 7, body)
+		b, err := appendFrame(nil, TypeRecords, 7, body)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -46,7 +58,7 @@ func TestFrameRoundTrip(t *testing.T) {
 			t.Fatalf("frame of %d bytes for a body of %d", len(b), len(body))
 		}
 		f := mustRead(t, b)
-		if f.Type != TypeRecord || f.Flags != 7 || !bytes.Equal(f.Body, body) {
+		if f.Type != TypeRecords || f.Flags != 7 || !bytes.Equal(f.Body, body) {
 			t.Fatalf("got type %v flags %d body %d bytes", f.Type, f.Flags, len(f.Body))
 		}
 	}
@@ -55,11 +67,11 @@ func TestFrameRoundTrip(t *testing.T) {
 func TestFrameCoalesced(t *testing.T) {
 	var b []byte
 	b = AppendPing(b, 1)
-	b, _ = AppendRecord(b, 2, []byte("record"))
+	b, _ = appendFrame(b, TypeRecords, 0, []byte("records"))
 	b = AppendAck(b, Ack{Kind: Synced, Seq: 2})
 	b = AppendBye(b)
 	fs := readAll(t, b)
-	want := []Type{TypePing, TypeRecord, TypeAck, TypeBye}
+	want := []Type{TypePing, TypeRecords, TypeAck, TypeBye}
 	if len(fs) != len(want) {
 		t.Fatalf("got %d frames, want %d", len(fs), len(want))
 	}
@@ -70,41 +82,9 @@ func TestFrameCoalesced(t *testing.T) {
 	}
 }
 
-func TestRecordHeaderMatchesRecord(t *testing.T) {
-	payload := bytes.Repeat([]byte{0xA5, 0x5A, 3}, 1500)
-	full, err := AppendRecord([]byte("prefix"), 99, payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hdr, err := AppendRecordHeader([]byte("prefix"), 99, payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := append(hdr, payload...); !bytes.Equal(got, full) {
-		t.Fatal("header + payload differs from AppendRecord")
-	}
-	seq, p, err := ParseRecord(mustRead(t, full[len("prefix"):]).Body)
-	if err != nil || seq != 99 || !bytes.Equal(p, payload) {
-		t.Fatalf("ParseRecord: seq %d, %d bytes, %v", seq, len(p), err)
-	}
-}
-
-func TestRecordTooLarge(t *testing.T) {
-	big := make([]byte, MaxRecordSize+1)
-	if _, err := AppendRecordHeader(nil, 1, big); !errors.Is(err, ErrFrameTooLarge) {
-		t.Errorf("AppendRecordHeader: %v, want ErrFrameTooLarge", err)
-	}
-	if _, err := AppendRecord(nil, 1, big); !errors.Is(err, ErrFrameTooLarge) {
-		t.Errorf("AppendRecord: %v, want ErrFrameTooLarge", err)
-	}
-	if _, err := AppendRecordHeader(nil, 1, big[:MaxRecordSize]); err != nil {
-		t.Errorf("largest record: %v", err)
-	}
-}
-
 // Every single flipped bit of a frame is caught before the frame is used.
 func TestFrameCorruptionDetected(t *testing.T) {
-	frame, _ := AppendRecord(nil, 5, []byte("some journal record bytes"))
+	frame, _ := appendFrame(nil, TypeRecords, 0, []byte("some journal record bytes"))
 	for i := range frame {
 		for bit := range 8 {
 			b := bytes.Clone(frame)
@@ -123,7 +103,7 @@ func TestReaderErrors(t *testing.T) {
 	binary.BigEndian.PutUint32(tooLarge[8:], MaxBodySize+1)
 	badCRC := bytes.Clone(good)
 	badCRC[len(badCRC)-1]++
-	unknown, _ := AppendFrame(nil, Type(200), 0, []byte("future"))
+	unknown, _ := appendFrame(nil, Type(200), 0, []byte("future"))
 	for _, tc := range []struct {
 		name string
 		in   []byte
@@ -149,7 +129,7 @@ func TestReaderErrors(t *testing.T) {
 
 // After an unknown type the stream is still in step.
 func TestReaderSkipsUnknownType(t *testing.T) {
-	b, _ := AppendFrame(nil, Type(40), 0, []byte("resync to come"))
+	b, _ := appendFrame(nil, Type(40), 0, []byte("resync to come"))
 	b = AppendPong(b, 77)
 	r := NewReader(bytes.NewReader(b))
 	if f, err := r.Next(); !errors.Is(err, ErrUnknownType) || f.Type != 40 {
@@ -167,7 +147,7 @@ func TestReaderSkipsUnknownType(t *testing.T) {
 // A header claiming a huge body that never comes costs little memory.
 func TestReaderGrowsWithData(t *testing.T) {
 	h := make([]byte, HeaderSize)
-	putHeader(h, TypeRecord, 0, MaxBodySize)
+	putHeader(h, TypeRecords, 0, MaxBodySize)
 	r := NewReader(io.MultiReader(bytes.NewReader(h), strings.NewReader("short")))
 	if _, err := r.Next(); !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("got %v, want unexpected EOF", err)
@@ -179,7 +159,7 @@ func TestReaderGrowsWithData(t *testing.T) {
 
 // The body buffer is reused: a second frame of the same size allocates nothing.
 func TestReaderReusesBuffer(t *testing.T) {
-	one, _ := AppendRecord(nil, 1, make([]byte, 4096))
+	one, _ := appendFrame(nil, TypeRecords, 0, make([]byte, 4096))
 	src := &loopReader{b: one}
 	r := NewReader(src)
 	r.Next()
@@ -261,7 +241,7 @@ func TestParseMalformed(t *testing.T) {
 		{"auth short", func() error { _, err := ParseAuth(make([]byte, 31)); return err }},
 		{"refuse empty", func() error { _, err := ParseRefuse(nil); return err }},
 		{"refuse long", func() error { _, err := ParseRefuse(make([]byte, 2+MaxRefuseText+1)); return err }},
-		{"record short", func() error { _, _, err := ParseRecord(make([]byte, 7)); return err }},
+		{"record short", func() error { _, _, err := ParseRecord(make([]byte, 7), 1<<20, 0); return err }},
 		{"barrier long", func() error { _, err := ParseBarrier(make([]byte, 9)); return err }},
 		{"ack kind 0", func() error { _, err := ParseAck(make([]byte, 9)); return err }},
 		{"ack kind 4", func() error { _, err := ParseAck(append(make([]byte, 8), 4)); return err }},
@@ -286,7 +266,7 @@ func TestRefuseTextCut(t *testing.T) {
 }
 
 func TestRecordsFrameRoundTrip(t *testing.T) {
-	parts := [][]byte{[]byte("first journal frame"), {}, bytes.Repeat([]byte{7}, 5000)}
+	parts := [][]byte{[]byte("first record"), {}, bytes.Repeat([]byte{7}, 5000)}
 	hdr, err := AppendRecordsHeader(nil, parts)
 	if err != nil {
 		t.Fatal(err)
@@ -299,5 +279,15 @@ func TestRecordsFrameRoundTrip(t *testing.T) {
 	stream[len(stream)-1] ^= 1
 	if _, err := NewReader(bytes.NewReader(stream)).Next(); !errors.Is(err, ErrBadChecksum) {
 		t.Fatalf("corrupt records frame: %v", err)
+	}
+}
+
+func TestRecordsHeaderTooLarge(t *testing.T) {
+	half := make([]byte, MaxBodySize/2+1)
+	if _, err := AppendRecordsHeader(nil, [][]byte{half, half}); !errors.Is(err, ErrFrameTooLarge) {
+		t.Errorf("records body past MaxBodySize: %v, want ErrFrameTooLarge", err)
+	}
+	if _, err := AppendRecordsHeader(nil, [][]byte{half, half[:MaxBodySize-len(half)]}); err != nil {
+		t.Errorf("largest records body: %v", err)
 	}
 }

@@ -64,7 +64,7 @@ func TestHandshakeSucceeds(t *testing.T) {
 	if dRemote.NodeID != 2 || dRemote.Role != Primary || dRemote.Gen != lh.Gen || dRemote.LastSeq != lh.LastSeq {
 		t.Errorf("dialer learned %+v", dRemote)
 	}
-	if l.remote.NodeID != 1 || l.remote.Flags != WantsFullSync || l.remote.Resource != "r0" {
+	if l.remote.NodeID != 1 || l.remote.Flags != DiscardMyData || l.remote.Resource != "r0" {
 		t.Errorf("listener learned %+v", l.remote)
 	}
 	if dRemote.Nonce == lh.Nonce || l.remote.Nonce == dh.Nonce {
@@ -182,7 +182,7 @@ func TestHandshakeGarbage(t *testing.T) {
 		{"hello cut in header", true, hello()[:7], io.ErrUnexpectedEOF},
 		{"nothing", false, nil, io.EOF},
 		{"ping instead of hello", false, AppendPing(nil, 1), ErrUnexpectedFrame},
-		{"empty refuse", true, mustFrame(AppendFrame(nil, TypeRefuse, 0, nil)), ErrMalformed},
+		{"empty refuse", true, mustFrame(appendFrame(nil, TypeRefuse, 0, nil)), ErrMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			conn := fakePeer(t, func(c net.Conn, r *Reader) {
@@ -270,9 +270,9 @@ func TestHandshakeReplayRefused(t *testing.T) {
 	}
 
 	conn := fakePeer(t, func(c net.Conn, r *Reader) {
-		c.Write(mustFrame(AppendFrame(nil, TypeHello, 0, frames[0].Body)))
+		c.Write(mustFrame(appendFrame(nil, TypeHello, 0, frames[0].Body)))
 		r.Next()
-		c.Write(mustFrame(AppendFrame(nil, TypeAuth, 0, frames[1].Body)))
+		c.Write(mustFrame(appendFrame(nil, TypeAuth, 0, frames[1].Body)))
 	})
 	_, err := Handshake(conn, lh, []byte("secret"), false)
 	wantRefused(t, "listener", err, ReasonWrongSecret, false)

@@ -34,8 +34,7 @@ const (
 	// DiscardMyData: this node gives up its changes if the generation ids
 	// show a split brain (`resolve --discard-my-data`).
 	DiscardMyData HelloFlags = 1 << 0
-	// WantsFullSync: this node asks for a full sync whatever the ids say.
-	WantsFullSync HelloFlags = 1 << 1
+	// 1 << 1 was WantsFullSync, never sent; never reuse.
 	// Dials: this node dials its peer too. When both do, only the
 	// connection dialed by the lower node id is kept.
 	Dials HelloFlags = 1 << 2

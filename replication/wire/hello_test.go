@@ -8,7 +8,7 @@ import (
 
 func testHello(node uint64) Hello {
 	h := Hello{
-		Flags:    WantsFullSync,
+		Flags:    DiscardMyData,
 		Resource: "r0",
 		Size:     1 << 30,
 		NodeID:   node,

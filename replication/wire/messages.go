@@ -10,13 +10,10 @@ import (
 const (
 	// ProofSize is the size of an Auth body.
 	ProofSize = 32
-	// MaxRecordSize is the largest record payload a Record frame carries.
-	MaxRecordSize = MaxBodySize - recordPrefix
 	// MaxRefuseText bounds a Refuse frame's text; longer text is cut.
 	MaxRefuseText = 512
 
-	recordPrefix = 8 // seq
-	ackSize      = 9 // seq + kind
+	ackSize = 9 // seq + kind
 )
 
 // AppendAuth appends an Auth frame carrying proof.
@@ -68,53 +65,6 @@ func ParseRefuse(body []byte) (Refuse, error) {
 		Reason: Reason(binary.BigEndian.Uint16(body)),
 		Text:   string(body[2:]),
 	}, nil
-}
-
-// AppendRecord appends a Record frame, copying payload into dst. To send a
-// large payload without copying it, use AppendRecordHeader.
-func AppendRecord(dst []byte, seq uint64, payload []byte) ([]byte, error) {
-	if err := checkRecordSize(len(payload)); err != nil {
-		return dst, err
-	}
-	dst, start := beginFrame(dst)
-	dst = binary.BigEndian.AppendUint64(dst, seq)
-	dst = append(dst, payload...)
-	return endFrame(dst, start, TypeRecord, 0), nil
-}
-
-// AppendRecordHeader appends everything of a Record frame but its payload:
-// the caller writes payload right after it, e.g. as
-// net.Buffers{frame, payload}. The payload is read once for the checksum,
-// never copied.
-func AppendRecordHeader(dst []byte, seq uint64, payload []byte) ([]byte, error) {
-	if err := checkRecordSize(len(payload)); err != nil {
-		return dst, err
-	}
-	start := len(dst)
-	dst = append(dst, make([]byte, HeaderSize+recordPrefix)...)
-	h := dst[start : start+HeaderSize]
-	putHeader(h, TypeRecord, 0, recordPrefix+len(payload))
-	binary.BigEndian.PutUint64(dst[start+HeaderSize:], seq)
-	crc := crc32.Update(0, castagnoli, h[:crcOffset])
-	crc = crc32.Update(crc, castagnoli, dst[start+HeaderSize:])
-	crc = crc32.Update(crc, castagnoli, payload)
-	binary.BigEndian.PutUint32(h[crcOffset:], crc)
-	return dst, nil
-}
-
-func checkRecordSize(n int) error {
-	if n > MaxRecordSize {
-		return fmt.Errorf("%w: record payload of %d bytes, max %d", ErrFrameTooLarge, n, MaxRecordSize)
-	}
-	return nil
-}
-
-// ParseRecord parses the body of a Record frame. payload aliases body.
-func ParseRecord(body []byte) (seq uint64, payload []byte, err error) {
-	if len(body) < recordPrefix {
-		return 0, nil, malformed(TypeRecord, "%d bytes, want at least %d", len(body), recordPrefix)
-	}
-	return binary.BigEndian.Uint64(body), body[recordPrefix:], nil
 }
 
 // AppendBarrier appends a Barrier frame: the peer makes every record up to
@@ -213,11 +163,9 @@ func ParseSyncDone(body []byte) (gen uint64, err error) {
 }
 
 // AppendRecordsHeader appends the header of a Records frame whose body is
-// parts written back to back: journal record frames, each self-delimiting
-// and checksummed by the journal. Records frames carry no seq: the nth
-// record sent on a link has seq n, which is what acks count. The caller
-// writes the parts right after the header, e.g. as net.Buffers; they are
-// read once for the checksum, never copied.
+// parts written back to back: records in link form (AppendRecord). The
+// caller writes the parts right after the header, e.g. as net.Buffers; they
+// are read once for the checksum, never copied.
 func AppendRecordsHeader(dst []byte, parts [][]byte) ([]byte, error) {
 	n := 0
 	for _, p := range parts {

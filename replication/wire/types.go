@@ -19,17 +19,16 @@ const (
 	TypeBye  Type = 10 // empty: orderly close, no more frames follow
 
 	// Replication: 16-31.
-	TypeRecord  Type = 16 // seq + journal record bytes
+	// 16 was Record; never reuse.
 	TypeBarrier Type = 17 // seq: make everything <= seq durable, then ack Synced
 	TypeAck     Type = 18 // kind + cumulative seq
-	TypeRecords Type = 19 // journal record frames back to back; the nth record on a link has seq n
+	TypeRecords Type = 19 // records back to back, see AppendRecord
 
-	// Resync: 32-63. Reserved for frames to come:
-	//   32 SyncRequest, 33 Checksums, 34 RegionData, 35 BitmapChunk.
-	TypeSumRequest  Type = 32 // uint64 first block + uint32 count: send their checksums
-	TypeSums        Type = 33 // uint64 first block + 16 bytes of SHA-256 per 64 KiB block
-	TypeSyncStart   Type = 34 // mode byte (1 bitmap, 2 journal tail) + full byte: how the source syncs
-	TypeBitmapChunk Type = 35 // uint64 first word index + bitmap words; flag 1: the last chunk
+	// Resync: 32-63.
+	TypeSumRequest  Type = 32 // first block + count: send their checksums, see SumRequest
+	TypeSums        Type = 33 // first block + 16 bytes of SHA-256 per block, see Sums
+	TypeSyncStart   Type = 34 // how the source syncs, see SyncStart
+	TypeBitmapChunk Type = 35 // first word index + bitmap words; flag BitmapEnd: the last chunk
 	TypeSyncDone    Type = 36 // uint64: the source's current generation id; the target is UpToDate
 	// 64-255 unassigned.
 )
@@ -42,7 +41,6 @@ var typeNames = map[Type]string{
 	TypePing:        "ping",
 	TypePong:        "pong",
 	TypeBye:         "bye",
-	TypeRecord:      "record",
 	TypeBarrier:     "barrier",
 	TypeAck:         "ack",
 	TypeRecords:     "records",
