@@ -34,6 +34,7 @@ type Journal struct {
 	closing  bool       // Close has begun: Append and Sync fail
 	stopping bool       // the final checkpoint is queued: the writer exits when idle
 	writing  bool       // someone holds the writer role (see WriteQueued)
+	kicked   bool       // the writer was woken for what is queued
 	failure  error      // sticky: a failed sync or apply; every later record fails
 	space    *sync.Cond // on mu; broadcast when bytes drops or closing/failure is set
 
@@ -69,6 +70,8 @@ type Journal struct {
 	ckptSeq     atomic.Uint64 // last checkpoint: seqs <= it are on the synced disk
 	diskSyncing atomic.Bool   // a disk sync runs: the writer syncs every batch
 	st          counters
+
+	prog progress // wakes AwaitApplied and AwaitWritten
 
 	closeOnce sync.Once
 	closeErr  error
@@ -214,11 +217,18 @@ func (j *Journal) full(n int64) bool {
 	return j.bytes+n > max-2*pageSize
 }
 
-// enqueueLocked queues it and, with wake, wakes the writer if it may be
-// idle; without, the caller calls WriteQueued. Requires mu.
+// enqueueLocked queues it and, with wake, wakes the writer unless that is
+// done for what is queued already (items queued without wake do not count).
+// Without wake the caller calls WriteQueued, unless someone awaits a seq not
+// appended yet: then the writer is woken anyway, so that the waiter is not
+// left waiting for a caller of WriteQueued (it may be the one that caller
+// waits for). seqFor stored lastSeq before this looks at prog.ahead, which a
+// waiter counts itself in before it looks at lastSeq: one of the two sees
+// the other. Requires mu.
 func (j *Journal) enqueueLocked(it item, wake bool) {
 	j.queue = append(j.queue, it)
-	if wake && len(j.queue) == 1 {
+	if (wake || j.prog.ahead.Load() > 0) && !j.kicked {
+		j.kicked = true
 		j.wakeWriter()
 	}
 }
@@ -281,26 +291,6 @@ func (j *Journal) SyncWait() error {
 // LastSeq is the last seq assigned by Append (or recovered).
 func (j *Journal) LastSeq() uint64 { return j.lastSeq.Load() }
 
-// WaitApplied waits until every record appended before it was called is
-// applied to the disk, so reads of the disk see them all. It returns the
-// journal's failure instead if it fails first.
-func (j *Journal) WaitApplied() error {
-	target := j.lastSeq.Load()
-	for j.appliedSeq.Load() < target {
-		j.mu.Lock()
-		err := j.failure
-		if err == nil && j.closing {
-			err = ErrClosed
-		}
-		j.mu.Unlock()
-		if err != nil {
-			return err
-		}
-		time.Sleep(100 * time.Microsecond) // rare (a promotion), and short
-	}
-	return nil
-}
-
 // AppliedSeq is the last seq applied to the disk.
 func (j *Journal) AppliedSeq() uint64 { return j.appliedSeq.Load() }
 
@@ -330,6 +320,7 @@ func (j *Journal) close() error {
 	j.closing = true
 	j.space.Broadcast()
 	j.mu.Unlock()
+	j.prog.signal()
 	close(j.stop)
 	err := j.Checkpoint()
 	j.mu.Lock()
@@ -386,6 +377,7 @@ func (j *Journal) failLocked(err error) {
 		j.failure = err
 		j.log.Error("journal: failed; every later write fails until reopened", "dir", j.dir, "err", err)
 		j.space.Broadcast()
+		j.prog.signal()
 	}
 }
 

@@ -49,6 +49,16 @@ func (b *batch) firstSeq() uint64 {
 	return 0
 }
 
+// lastSeq is the seq of the last record in b.
+func (b *batch) lastSeq() uint64 {
+	for i := len(b.items) - 1; i >= 0; i-- {
+		if b.items[i].isRecord() {
+			return b.items[i].rec.Seq
+		}
+	}
+	return 0
+}
+
 // pad appends to the write a padding frame from end to the next page boundary
 // (the one after if the gap is too small for a header), and returns its size.
 func (j *Journal) pad(end int64, seq uint64) int64 {
@@ -193,6 +203,7 @@ func (j *Journal) takeLocked(b *batch) {
 	}
 	if n == len(j.queue) {
 		b.items, j.queue = j.queue, b.items[:0]
+		j.kicked = false
 		return
 	}
 	b.items = append(b.items, j.queue[:n]...)
@@ -277,6 +288,7 @@ func (j *Journal) writeRecords(b *batch) error {
 	j.startWriteback()
 	w.seg.publish(w.off, last)
 	j.writtenSeq.Store(last)
+	j.prog.signal()
 	j.st.batches.Add(1)
 	return nil
 }
@@ -363,6 +375,7 @@ func (j *Journal) failBatch(b *batch, err error) {
 		j.bytes -= b.bytes
 		j.space.Broadcast()
 		j.mu.Unlock()
+		j.prog.lose(b.firstSeq(), b.lastSeq(), j.writtenSeq.Load())
 	}
 	b.recycle()
 }
