@@ -95,13 +95,16 @@ func (j *Journal) prepareSpare() (string, error) {
 	return hex + spareExt, err
 }
 
-// retire recycles s as a spare, or removes it when there are spares enough or
-// its file is too small to be worth it. Requires ckptMu (or recovery).
+// retire recycles s as a spare, or removes it when there are spares enough,
+// its file is too small to be worth it or a Reader has it open (it reads on
+// from the removed file, which nobody overwrites). Requires ckptMu (or
+// recovery).
 func (j *Journal) retire(s *segment) error {
 	s.removed.Store(true)
 	fi, err := j.fs.Stat(j.path(s.name))
 	j.segMu.Lock()
-	recycle := len(j.spares) < maxSpares && err == nil && fi.Size() >= j.opts.SegmentSize/2
+	recycle := len(j.spares) < maxSpares && err == nil && fi.Size() >= j.opts.SegmentSize/2 &&
+		s.readers == 0
 	j.segMu.Unlock()
 	if !recycle {
 		if err := j.fs.Remove(j.path(s.name)); err != nil && !os.IsNotExist(err) {

@@ -29,6 +29,7 @@ type segment struct {
 	lastSeq  atomic.Uint64           // seq of the last whole frame, 0 if none
 	next     atomic.Pointer[segment] // the segment after this one, set when it is created
 	removed  atomic.Bool             // removed or recycled: its file may hold other data now
+	readers  int                     // open Readers in it, which keep it; guarded by Journal.segMu
 }
 
 // segmentName is the file name of the segment whose first seq is seq.
