@@ -67,10 +67,10 @@ func (j *Journal) writeCheckpoint(seq uint64) error {
 	return nil
 }
 
-// Checkpoint syncs the journal, applies everything before it to the disk,
+// checkpoint syncs the journal, applies everything before it to the disk,
 // syncs the disk, records the checkpoint and removes the segments no longer
 // needed for recovery nor retained for replay.
-func (j *Journal) Checkpoint() error {
+func (j *Journal) checkpoint() error {
 	j.ckptMu.Lock()
 	defer j.ckptMu.Unlock()
 	if j.LastSeq() > j.ckptSeq.Load() {

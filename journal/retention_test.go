@@ -18,7 +18,7 @@ func writeRaw(t *testing.T, j *Journal, rnd *rand.Rand, n int) map[uint64][]byte
 	got := map[uint64][]byte{}
 	for range n {
 		data := randomBytes(rnd, 1024)
-		seq, err := j.Write(c.Write(rnd.Int64N(60)*1024, data), false)
+		seq, err := j.write(c.Write(rnd.Int64N(60)*1024, data), false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -45,17 +45,17 @@ func TestRetention(t *testing.T) {
 		retain int64
 	}{{"beyond RetainBytes", 16 << 10}, {"within RetainBytes", 1 << 20}, {"none", -1}} {
 		t.Run(tc.name, func(t *testing.T) {
-			o := Options{SegmentSize: 4 << 10, RetainBytes: tc.retain, CheckpointInterval: -1, Logger: quiet}
+			o := Options{segmentSize: 4 << 10, RetainBytes: tc.retain, CheckpointInterval: -1, Logger: quiet}
 			j, err := Open(vfs.NewMem(), testDir, NewMemDisk(crashDiskSize), o)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer j.Close()
 			writeRaw(t, j, rand.New(rand.NewPCG(1, 2)), 100) // ~105 KiB, ~30 segments
-			if err := j.Checkpoint(); err != nil {
+			if err := j.checkpoint(); err != nil {
 				t.Fatal(err)
 			}
-			kept, n := segmentBytesBefore(j, j.CheckpointSeq())
+			kept, n := segmentBytesBefore(j, j.ckptSeq.Load())
 			switch {
 			case tc.retain == 1<<20 && (j.OldestRetainedSeq() != 1 || n < 20):
 				t.Fatalf("deleted within RetainBytes: oldest seq %d, %d segments", j.OldestRetainedSeq(), n)
@@ -69,7 +69,7 @@ func TestRetention(t *testing.T) {
 }
 
 func TestReaderFromRetainedSeq(t *testing.T) {
-	o := Options{SegmentSize: 4 << 10, RetainBytes: 16 << 10, CheckpointInterval: -1, Logger: quiet}
+	o := Options{segmentSize: 4 << 10, RetainBytes: 16 << 10, CheckpointInterval: -1, Logger: quiet}
 	j, err := Open(vfs.NewMem(), testDir, NewMemDisk(crashDiskSize), o)
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +77,7 @@ func TestReaderFromRetainedSeq(t *testing.T) {
 	defer j.Close()
 	rnd := rand.New(rand.NewPCG(3, 4))
 	data := writeRaw(t, j, rnd, 100)
-	if err := j.Checkpoint(); err != nil {
+	if err := j.checkpoint(); err != nil {
 		t.Fatal(err)
 	}
 	oldest := j.OldestRetainedSeq()
@@ -136,7 +136,7 @@ func TestBackPressure(t *testing.T) {
 			c := NewCompressor(CodecNone)
 			rnd := rand.New(rand.NewPCG(uint64(g), 9))
 			for range 100 {
-				if _, err := j.Write(c.Write(rnd.Int64N(60)*1024, randomBytes(rnd, 1024)), g == 0); err != nil {
+				if _, err := j.write(c.Write(rnd.Int64N(60)*1024, randomBytes(rnd, 1024)), g == 0); err != nil {
 					t.Error(err)
 					return
 				}
@@ -157,7 +157,7 @@ func TestBackPressure(t *testing.T) {
 	// A record of half the journal still gets in.
 	big := NewCompressor(CodecNone).Write(0, make([]byte, 32<<10))
 	for range 4 {
-		if _, err := j.Write(big, false); err != nil {
+		if _, err := j.write(big, false); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -167,7 +167,7 @@ func TestBackPressure(t *testing.T) {
 // that a journal running on recycled files recovers after a crash.
 func TestRecycleSegments(t *testing.T) {
 	fs, disk := vfs.NewMem(), NewMemDisk(crashDiskSize)
-	o := Options{SegmentSize: 4 << 10, RetainBytes: -1, CheckpointInterval: -1, Logger: quiet}
+	o := Options{segmentSize: 4 << 10, RetainBytes: -1, CheckpointInterval: -1, Logger: quiet}
 	j, err := Open(fs, testDir, disk, o)
 	if err != nil {
 		t.Fatal(err)
@@ -178,7 +178,7 @@ func TestRecycleSegments(t *testing.T) {
 		for seq, d := range writeRaw(t, j, rnd, 10) {
 			data[seq] = d
 		}
-		if err := j.Checkpoint(); err != nil {
+		if err := j.checkpoint(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -195,12 +195,12 @@ func TestRecycleSegments(t *testing.T) {
 		t.Fatalf("%d spares and %d segments after 100 KiB through 4 KiB segments: %v", spares, segs, names)
 	}
 	from := j.OldestRetainedSeq()
-	seq, err := j.Write(Trim(0, 512), true)
+	seq, err := j.write(Trim(0, 512), true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	data[seq] = nil
-	crashed := disk.CrashWith(func() { fs = fs.CrashClone(nil) })
+	crashed := disk.crashWith(func() { fs = fs.CrashClone(nil) })
 	j.Close()
 	j, err = Open(fs, testDir, crashed, o)
 	if err != nil {
@@ -220,7 +220,7 @@ func TestRecycleSegments(t *testing.T) {
 // journal passes its high-water mark, so appends never stall on it, and it
 // reads true records, then maybe ErrNotRetained, never other data.
 func TestReaderFallsBehind(t *testing.T) {
-	o := Options{SegmentSize: 4 << 10, MaxBytes: 64 << 10, RetainBytes: -1, CheckpointInterval: -1, Logger: quiet}
+	o := Options{segmentSize: 4 << 10, MaxBytes: 64 << 10, RetainBytes: -1, CheckpointInterval: -1, Logger: quiet}
 	j, err := Open(vfs.NewMem(), testDir, NewMemDisk(crashDiskSize), o)
 	if err != nil {
 		t.Fatal(err)
@@ -241,9 +241,9 @@ func TestReaderFallsBehind(t *testing.T) {
 	go func() { // 200 KiB through 64 KiB; data is the test's once wrote says so
 		for i := range 200 {
 			d := randomBytes(rnd, 1024)
-			seq, err := j.Write(c.Write(rnd.Int64N(60)*1024, d), false)
+			seq, err := j.write(c.Write(rnd.Int64N(60)*1024, d), false)
 			if err == nil && i%20 == 19 {
-				err = j.Checkpoint()
+				err = j.checkpoint()
 			}
 			if err != nil {
 				wrote <- err
@@ -279,7 +279,7 @@ func TestReaderFallsBehind(t *testing.T) {
 // reads every record, the segments behind it go as it moves on, and the rest
 // go at the first checkpoint after it is closed.
 func TestReaderKeepsItsSegments(t *testing.T) {
-	o := Options{SegmentSize: 4 << 10, RetainBytes: -1, CheckpointInterval: -1, Logger: quiet}
+	o := Options{segmentSize: 4 << 10, RetainBytes: -1, CheckpointInterval: -1, Logger: quiet}
 	j, err := Open(vfs.NewMem(), testDir, NewMemDisk(crashDiskSize), o)
 	if err != nil {
 		t.Fatal(err)
@@ -294,12 +294,12 @@ func TestReaderKeepsItsSegments(t *testing.T) {
 	defer r.Close()
 	checkpoint := func() {
 		t.Helper()
-		if err := j.Checkpoint(); err != nil {
+		if err := j.checkpoint(); err != nil {
 			t.Fatal(err)
 		}
 	}
 	checkpoint()
-	if _, n := segmentBytesBefore(j, j.CheckpointSeq()); j.OldestRetainedSeq() != 1 || n < 5 {
+	if _, n := segmentBytesBefore(j, j.ckptSeq.Load()); j.OldestRetainedSeq() != 1 || n < 5 {
 		t.Fatalf("checkpoint under a reader at seq 1: oldest seq %d, %d segments", j.OldestRetainedSeq(), n)
 	}
 	next := uint64(1) // the next seq the reader returns
@@ -331,7 +331,7 @@ func TestReaderKeepsItsSegments(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkpoint()
-	if _, n := segmentBytesBefore(j, j.CheckpointSeq()); n != 0 || j.OldestRetainedSeq() <= next {
+	if _, n := segmentBytesBefore(j, j.ckptSeq.Load()); n != 0 || j.OldestRetainedSeq() <= next {
 		t.Fatalf("closed reader at seq %d: oldest retained %d, %d segments before the checkpoint",
 			next, j.OldestRetainedSeq(), n)
 	}

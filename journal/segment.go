@@ -182,19 +182,19 @@ func (sc *scanner) next() (Record, error) {
 
 // frame decodes the frame at sc.off and advances past it.
 func (sc *scanner) frame() (Record, error) {
-	b, err := sc.window(HeaderSize)
+	b, err := sc.window(headerSize)
 	if err != nil {
 		return Record{}, err
 	}
-	if len(b) >= HeaderSize {
+	if len(b) >= headerSize {
 		if h, herr := parseHeader(b); herr == nil {
-			b, err = sc.window(HeaderSize + align(int(h.length)))
+			b, err = sc.window(headerSize + align(int(h.length)))
 			if err != nil {
 				return Record{}, err
 			}
 		}
 	}
-	r, n, err := DecodeRecord(b)
+	r, n, err := decodeRecord(b)
 	if err != nil {
 		return Record{}, err
 	}

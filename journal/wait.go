@@ -78,14 +78,14 @@ func (p *progress) lose(first, last, written uint64) {
 }
 
 // AwaitApplied waits until the records up to seq are applied to the disk
-// (AppliedSeq >= seq), so that reads of the disk see them. It returns the
+// (Stats().AppliedSeq >= seq), so that reads of the disk see them. It returns the
 // journal's failure, or ErrClosed once Close has begun, if that comes first,
 // and an error wrapping ErrCanceled when cancel (may be nil) closes first.
 //
 // Records a failed segment write dropped (their appenders got the error) are
 // never applied: waiting for one of them waits for the records before it.
 // A seq not appended yet is waited for too: on a replica, whose seqs may skip,
-// AppliedSeq passing it is enough.
+// the applied seq (Stats().AppliedSeq) passing it is enough.
 //
 // Waiting wakes the writer: records queued by AppendLater or SyncLater,
 // before the call or during it, are written even if nobody calls
@@ -94,8 +94,7 @@ func (j *Journal) AwaitApplied(seq uint64, cancel <-chan struct{}) error {
 	return j.await(seq, cancel, &j.appliedSeq, "applied")
 }
 
-// AwaitWritten waits until the records up to seq are written to a segment
-// (writtenSeq >= seq): a Reader opened from then on finds every one of them,
+// AwaitWritten waits until the records up to seq are written to a segment: a Reader opened from then on finds every one of them,
 // and recovery after a crash of this process does too. Errors, lost records
 // and waking the writer are as for AwaitApplied.
 func (j *Journal) AwaitWritten(seq uint64, cancel <-chan struct{}) error {

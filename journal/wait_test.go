@@ -75,12 +75,12 @@ func TestAwaitAppliedWokenByApply(t *testing.T) {
 	c := NewCompressor(CodecNone)
 	for i := range 50 {
 		disk.hold()
-		seq := j.Append(oneBlock(c, i), false, func(uint64, error) {})
+		seq := j.appendNow(oneBlock(c, i), false, func(uint64, error) {})
 		<-disk.entered // the applier is inside WriteAt: seq is not applied
 		res := make(chan error, 1)
 		go func() {
 			err := j.AwaitApplied(seq, nil)
-			if err == nil && j.AppliedSeq() < seq {
+			if err == nil && j.appliedSeq.Load() < seq {
 				err = errors.New("returned before the apply")
 			}
 			res <- err
@@ -102,7 +102,7 @@ func TestAwaitWokenByFailure(t *testing.T) {
 	j := openWith(t, vfs.NewMem(), disk)
 	c := NewCompressor(CodecNone)
 	disk.hold()
-	seq := j.Append(oneBlock(c, 0), false, func(uint64, error) {})
+	seq := j.appendNow(oneBlock(c, 0), false, func(uint64, error) {})
 	<-disk.entered
 	waits := []func() error{
 		func() error { return j.AwaitApplied(seq, nil) },
@@ -129,7 +129,7 @@ func TestAwaitWokenByFailure(t *testing.T) {
 func TestAwaitCanceled(t *testing.T) {
 	j := openWith(t, vfs.NewMem(), NewMemDisk(crashDiskSize))
 	c := NewCompressor(CodecNone)
-	seq, err := j.Write(oneBlock(c, 0), false)
+	seq, err := j.write(oneBlock(c, 0), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,8 +173,8 @@ func TestAwaitWritesWhatAppendLaterQueued(t *testing.T) {
 	if err := waitResult(t, res, "WaitApplied of a queued record"); err != nil {
 		t.Fatal(err)
 	}
-	if j.AppliedSeq() < seq {
-		t.Fatalf("WaitApplied returned at applied seq %d, before %d", j.AppliedSeq(), seq)
+	if j.appliedSeq.Load() < seq {
+		t.Fatalf("WaitApplied returned at applied seq %d, before %d", j.appliedSeq.Load(), seq)
 	}
 	if err := waitResult(t, done, "done of the queued record"); err != nil {
 		t.Fatal(err)
@@ -200,13 +200,13 @@ func TestAwaitSkipsRecordsAFailedWriteDropped(t *testing.T) {
 	ffs := newFaultyFS()
 	j := openWith(t, ffs.fs, NewMemDisk(crashDiskSize))
 	c := NewCompressor(CodecNone)
-	if _, err := j.Write(oneBlock(c, 0), false); err != nil {
+	if _, err := j.write(oneBlock(c, 0), false); err != nil {
 		t.Fatal(err)
 	}
 	ffs.failOn(vfs.OpWrite, ".seg", syscall.ENOSPC)
 	var lost uint64
 	for i := range 3 {
-		seq, err := j.Write(oneBlock(c, i), i == 1)
+		seq, err := j.write(oneBlock(c, i), i == 1)
 		if !errors.Is(err, syscall.ENOSPC) {
 			t.Fatalf("write on a full file system: %v, want ENOSPC", err)
 		}
@@ -221,7 +221,7 @@ func TestAwaitSkipsRecordsAFailedWriteDropped(t *testing.T) {
 		}
 	}
 	ffs.failOn(0, "", nil)
-	seq, err := j.Write(oneBlock(c, 0), false)
+	seq, err := j.write(oneBlock(c, 0), false)
 	if err != nil || j.AwaitApplied(seq, nil) != nil {
 		t.Fatalf("write after space came back: %v", err)
 	}
