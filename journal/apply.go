@@ -76,6 +76,7 @@ func (j *Journal) applyBatch(a *applier, b *batch) {
 		}
 		i += len(run)
 	}
+	j.prog.signal() // appliedSeq moved, or the apply failed
 	switch {
 	case ckpt != nil:
 		b.synced.Wait()

@@ -52,7 +52,7 @@ func openBenchWith(b *testing.B, o Options) (*Journal, *fileDisk) {
 	}
 	b.Cleanup(func() { j.Close() })
 	// The spares a fresh journal prepares are a one-time cost: not measured.
-	for deadline := time.Now().Add(10 * time.Second); j.nspares.Load() < int32(j.opts.Spares) && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(10 * time.Second); j.nspares.Load() < int32(j.opts.spares) && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return j, disk
@@ -63,15 +63,15 @@ func openBenchWith(b *testing.B, o Options) (*Journal, *fileDisk) {
 func warmUp(b *testing.B, j *Journal) {
 	c := NewCompressor(CodecNone)
 	data := make([]byte, 1<<20)
-	for i := range 3 * int(j.opts.SegmentSize>>20) {
-		if _, err := j.Write(c.Write(int64(i)<<20, data), false); err != nil {
+	for i := range 3 * int(j.opts.segmentSize>>20) {
+		if _, err := j.write(c.Write(int64(i)<<20, data), false); err != nil {
 			b.Fatal(err)
 		}
 		if i%8 == 7 {
-			j.Checkpoint()
+			j.checkpoint()
 		}
 	}
-	if err := j.Checkpoint(); err != nil {
+	if err := j.checkpoint(); err != nil {
 		b.Fatal(err)
 	}
 }
@@ -104,7 +104,7 @@ func BenchmarkAppend(b *testing.B) {
 				} else {
 					rec = c.Write(off, data)
 				}
-				j.Append(rec, false, func(uint64, error) {
+				j.appendNow(rec, false, func(uint64, error) {
 					rec.Release()
 					<-inflight
 					wg.Done()
@@ -121,7 +121,7 @@ func BenchmarkAppend(b *testing.B) {
 func benchFUA(b *testing.B, writers int) {
 	b.Run("fresh", func(b *testing.B) { j, _ := openBench(b); runFUA(b, j, writers) })
 	b.Run("recycled", func(b *testing.B) {
-		j, _ := openBenchWith(b, Options{SegmentSize: 16 << 20, RetainBytes: -1, Logger: quiet})
+		j, _ := openBenchWith(b, Options{segmentSize: 16 << 20, RetainBytes: -1, Logger: quiet})
 		warmUp(b, j)
 		runFUA(b, j, writers)
 	})
@@ -142,7 +142,7 @@ func runFUA(b *testing.B, j *Journal, writers int) {
 			rnd := rand.New(rand.NewPCG(uint64(w), 3))
 			for range per {
 				rec := c.Write(rnd.Int64N(benchDiskSize/4096)*4096, data)
-				if _, err := j.Write(rec, true); err != nil {
+				if _, err := j.write(rec, true); err != nil {
 					b.Error(err)
 					return
 				}
@@ -176,22 +176,22 @@ func BenchmarkS2Encode4K(b *testing.B) {
 func BenchmarkRecordEncode(b *testing.B) {
 	r := NewCompressor(CodecNone).Write(4096, randomBytes(rand.New(rand.NewPCG(5, 5)), 4096))
 	r.Seq = 1
-	buf := make([]byte, 0, r.EncodedLen())
-	b.SetBytes(int64(r.EncodedLen()))
+	buf := make([]byte, 0, r.encodedLen())
+	b.SetBytes(int64(r.encodedLen()))
 	b.ReportAllocs()
 	for b.Loop() {
-		buf = r.AppendEncoded(buf[:0])
+		buf = appendFrame(buf[:0], &r)
 	}
 }
 
 func BenchmarkRecordDecode(b *testing.B) {
 	r := NewCompressor(CodecNone).Write(4096, randomBytes(rand.New(rand.NewPCG(6, 6)), 4096))
 	r.Seq = 1
-	frame := r.AppendEncoded(nil)
+	frame := appendFrame(nil, &r)
 	b.SetBytes(int64(len(frame)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, _, err := DecodeRecord(frame); err != nil {
+		if _, _, err := decodeRecord(frame); err != nil {
 			b.Fatal(err)
 		}
 	}

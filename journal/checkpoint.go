@@ -67,10 +67,10 @@ func (j *Journal) writeCheckpoint(seq uint64) error {
 	return nil
 }
 
-// Checkpoint syncs the journal, applies everything before it to the disk,
+// checkpoint syncs the journal, applies everything before it to the disk,
 // syncs the disk, records the checkpoint and removes the segments no longer
 // needed for recovery nor retained for replay.
-func (j *Journal) Checkpoint() error {
+func (j *Journal) checkpoint() error {
 	j.ckptMu.Lock()
 	defer j.ckptMu.Unlock()
 	if j.LastSeq() > j.ckptSeq.Load() {
@@ -112,37 +112,60 @@ func (j *Journal) checkpointDisk() (uint64, error) {
 	return res.seq, res.err
 }
 
-// removeSegments removes the segments wholly at or before the checkpoint,
-// keeping the newest of them within RetainBytes while the journal is below
-// half its MaxBytes. Requires ckptMu.
+// removeSegments removes the segments wholly at or before the checkpoint
+// that segmentsToRemove gives up. Requires ckptMu.
 func (j *Journal) removeSegments() error {
 	cp := j.ckptSeq.Load()
+	j.mu.Lock()
+	total := j.bytes
+	j.mu.Unlock()
 	j.segMu.Lock()
 	segs := append([]*segment(nil), j.segs...)
-	j.segMu.Unlock()
+	sizes, pinned := make([]int64, len(segs)), len(segs)
+	for i, s := range segs {
+		sizes[i] = s.size.Load()
+		if s.readers > 0 && pinned == len(segs) {
+			pinned = i
+		}
+	}
 	done := 0 // segments before this one are wholly at or before cp
 	for done+1 < len(segs) && segs[done+1].firstSeq <= cp+1 {
 		done++
 	}
-	j.mu.Lock()
-	total := j.bytes
-	j.mu.Unlock()
-	remove, kept := 0, int64(0)
-	for i := done - 1; i >= 0; i-- {
-		kept += segs[i].size.Load()
-		if kept > j.opts.RetainBytes {
-			remove = i + 1
-			break
-		}
+	remove := segmentsToRemove(sizes, done, total, pinned, &j.opts)
+	for _, s := range segs[:remove] {
+		s.removed.Store(true) // no Reader pins it from here on
 	}
-	for remove < done && total > j.opts.MaxBytes/2 {
-		total -= segs[remove].size.Load()
-		remove++
-	}
+	j.segMu.Unlock()
 	if remove == 0 {
 		return nil
 	}
 	return j.removeOldest(segs[:remove])
+}
+
+// segmentsToRemove says how many of the oldest segments (of sizes, oldest
+// first) a checkpoint removes: of the done ones wholly at or before it, those
+// beyond RetainBytes, and more while the journal (total bytes) is past half
+// its MaxBytes. A Reader keeps the segment it reads, pinned, and every later
+// one, unless the journal is past its high-water mark: a reader that falls so
+// far behind loses its records (ErrNotRetained) rather than stall appends.
+func segmentsToRemove(sizes []int64, done int, total int64, pinned int, o *Options) int {
+	remove, kept := 0, int64(0)
+	for i := done - 1; i >= 0; i-- {
+		kept += sizes[i]
+		if kept > o.RetainBytes {
+			remove = i + 1
+			break
+		}
+	}
+	full := total > o.highWater()
+	for left := total; remove < done && left > o.MaxBytes/2; remove++ {
+		left -= sizes[remove]
+	}
+	if !full {
+		remove = min(remove, pinned)
+	}
+	return remove
 }
 
 // removeOldest retires segs, oldest first, so a crash in between leaves the
@@ -160,6 +183,9 @@ func (j *Journal) removeOldest(segs []*segment) error {
 	}
 	j.segMu.Lock()
 	j.segs = j.segs[n:]
+	for _, s := range segs[n:] { // kept: their retirement failed
+		s.removed.Store(false)
+	}
 	j.segMu.Unlock()
 	j.mu.Lock()
 	j.bytes -= freed

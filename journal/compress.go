@@ -17,8 +17,6 @@ const (
 	CodecNone Codec = 0 // raw
 	CodecS2   Codec = 1 // s2 block format (github.com/klauspost/compress/s2)
 	CodecZstd Codec = 2 // one zstd frame without checksum
-
-	DefaultCodec = CodecS2
 )
 
 func (c Codec) String() string {
@@ -67,15 +65,13 @@ func NewCompressor(codec Codec) *Compressor {
 	return c
 }
 
-// Codec is the codec the Compressor tries.
-func (c *Compressor) Codec() Codec { return c.codec }
-
 // Write returns a write record of data at off. The payload is compressed when
 // that saves at least 1/32 of it, and stored raw otherwise: it never grows.
 // Data that a sample says will not shrink by 1/8 is stored raw without
 // trying (see worthCompressing).
 // The record owns its payload (a pooled buffer, see Release); data may be
-// reused as soon as Write returns. len(data) must not exceed MaxRawLen.
+// reused as soon as Write returns. len(data) must not exceed 128 MiB
+// (maxRawLen, what a frame can say).
 func (c *Compressor) Write(off int64, data []byte) Record {
 	return c.write(off, data, false)
 }
@@ -89,8 +85,8 @@ func (c *Compressor) WriteLent(off int64, data []byte) Record {
 }
 
 func (c *Compressor) write(off int64, data []byte, lent bool) Record {
-	if len(data) > MaxRawLen {
-		panic(fmt.Sprintf("journal: write of %d bytes exceeds MaxRawLen", len(data)))
+	if len(data) > maxRawLen {
+		panic(fmt.Sprintf("journal: write of %d bytes exceeds %d", len(data), maxRawLen))
 	}
 	r := Record{Kind: KindWrite, Offset: off, RawLen: uint32(len(data))}
 	if lent {
@@ -196,7 +192,7 @@ func (r *Record) AttachRaw(data []byte) {
 
 var zdec = sync.OnceValue(func() *zstd.Decoder {
 	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0),
-		zstd.WithDecoderMaxMemory(MaxRawLen))
+		zstd.WithDecoderMaxMemory(maxRawLen))
 	if err != nil {
 		panic("journal: zstd decoder: " + err.Error())
 	}

@@ -2,6 +2,7 @@ package journal
 
 import (
 	"bytes"
+	"errors"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -87,7 +88,7 @@ func TestRawRejectsBadPayload(t *testing.T) {
 	r.Payload = append([]byte(nil), r.Payload...)
 	r.Payload[len(r.Payload)/2] ^= 0xff
 	r.RawLen++
-	if _, err := r.Raw(nil); !IsCorrupt(err) {
+	if _, err := r.Raw(nil); !errors.Is(err, ErrCorruptRecord) {
 		t.Fatalf("bad payload: %v, want corrupt", err)
 	}
 }

@@ -62,7 +62,7 @@ func runSchedule(t *testing.T, seed uint64) {
 		t: t, rnd: rnd, fs: vfs.NewMem(), disk: NewMemDisk(crashDiskSize), h: newHistory(),
 		c: NewCompressor([]Codec{CodecNone, CodecS2, CodecZstd}[rnd.IntN(3)]),
 		opts: Options{
-			SegmentSize:        []int64{1 << 10, 4 << 10, 16 << 10, 256 << 10}[rnd.IntN(4)],
+			segmentSize:        []int64{1 << 10, 4 << 10, 16 << 10, 256 << 10}[rnd.IntN(4)],
 			RetainBytes:        []int64{-1, 8 << 10, 1 << 20}[rnd.IntN(3)],
 			MaxBytes:           []int64{64 << 10, 256 << 10, 1 << 30}[rnd.IntN(3)],
 			CheckpointInterval: -1,
@@ -71,7 +71,7 @@ func runSchedule(t *testing.T, seed uint64) {
 	}
 	var mustHave uint64
 	for range 1 + rnd.IntN(3) {
-		s.disk.SyncDelay = slowSync
+		s.disk.syncDelay = slowSync
 		j, err := Open(s.fs, "/meta/journal", s.disk, s.opts)
 		if err != nil {
 			t.Fatalf("seed %d: open after crash: %v", seed, err)
@@ -117,7 +117,7 @@ func (s *schedule) run(j *Journal) uint64 {
 			s.h.ack(last, true, nil)
 		case x < 17:
 			last := j.LastSeq()
-			if err := j.Checkpoint(); err != nil {
+			if err := j.checkpoint(); err != nil {
 				s.t.Fatal(err)
 			}
 			s.h.ack(last, true, nil)
@@ -154,7 +154,7 @@ func (s *schedule) append(j *Journal, fua bool) {
 func appendSome(j *Journal, rnd *rand.Rand, rec Record, fua bool, done func(uint64, error)) uint64 {
 	switch rnd.IntN(3) {
 	case 0:
-		return j.Append(rec, fua, done)
+		return j.appendNow(rec, fua, done)
 	case 1:
 		seq := j.AppendLater(rec, fua, nil, done)
 		j.WriteQueued(true)
@@ -168,7 +168,7 @@ func appendSome(j *Journal, rnd *rand.Rand, rec Record, fua bool, done func(uint
 func (s *schedule) write(j *Journal) {
 	rec, o := randomOp(s.rnd, s.c, crashDiskSize)
 	fua := s.rnd.IntN(2) == 0
-	seq, err := j.Write(rec, fua)
+	seq, err := j.write(rec, fua)
 	s.h.add(seq, o)
 	s.h.ack(seq, fua, err)
 }
@@ -214,7 +214,7 @@ func (s *schedule) crash() uint64 {
 	if s.rnd.IntN(4) == 0 {
 		rnd = nil // drop everything unsynced
 	}
-	s.disk = s.disk.CrashWith(func() { fs = s.fs.CrashClone(rnd) })
+	s.disk = s.disk.crashWith(func() { fs = s.fs.CrashClone(rnd) })
 	s.fs = fs
 	return durable
 }

@@ -6,15 +6,15 @@
 //
 // # What it owns
 //
-//   - The record format and its framing over io.Reader / io.Writer
-//     (AppendEncoded, WriteTo, DecodeRecord, Encoder, Decoder). Replication
-//     sends exactly the stored frames.
+//   - The record format: Record, its frame in the segment files (below) and
+//     its payload's codecs. Replication carries the records in frames of
+//     its own.
 //   - Compression, once per write, in the caller's goroutine (Compressor):
 //     s2 block format by default, zstd or none selectable; a payload that does
 //     not shrink is stored raw.
 //   - The segment files under the directory it is given (META-DIR/journal),
 //     written by one goroutine that takes every queued record, writes them
-//     with one pwritev and, when a FUA record or a Sync waits, covers them all
+//     with one pwritev and, when a FUA record or a sync waits, covers them all
 //     with one fdatasync (group commit).
 //   - Applying records to the Disk, in seq order, by one goroutine: overlapping
 //     writes land in one order, and the disk file sees one writer.
@@ -67,11 +67,11 @@
 //
 // # Guarantees
 //
-// A record's completion (the done callback of Append) means: written to the
+// A record's completion (the done callback of AppendLater) means: written to the
 // segment file and applied to the disk, so it survives a daemon crash; with
 // FUA also synced in the journal, so it survives a power loss. Records are
 // applied in seq order; completions may run out of order (a FUA record waits
-// for its fdatasync, a later record without FUA does not). Sync completes
+// for its fdatasync, a later record without FUA does not). A sync completes
 // once every record appended before it is synced. Recovery (Open) applies every
 // record after the checkpoint; a torn tail of the last segment (short frame,
 // bad checksum, zeros) is cut off and logged; a bad record followed by a good
@@ -82,6 +82,24 @@
 // error; a failed fdatasync or disk write fails the journal: every later
 // record completes with the error until the journal is reopened.
 //
+// # Waiting
+//
+// Nothing in the journal sleeps to wait for a state. AwaitApplied(seq,
+// cancel) returns once the records up to seq are applied to the disk,
+// AwaitWritten(seq, cancel) once they are in a segment (a Reader opened then
+// finds them); WaitApplied is AwaitApplied of LastSeq. The writer and the
+// applier wake the waiters as they progress; a failure, Close or the cancel
+// channel ends the wait with an error. A waiter also wakes the writer, so
+// records queued by AppendLater are written even before their appender calls
+// WriteQueued.
+//
+// # Readers
+//
+// A Reader replays the journal from a retained seq while appends go on. It
+// keeps the segment it reads and the later ones until it moves past them or
+// is closed, unless the journal fills up past its high-water mark: then the
+// reader, too far behind, gets ErrNotRetained rather than stall appends.
+//
 // # Usage
 //
 //	j, err := journal.Open(vfs.Default, "/var/lib/nbdmirror/r0/journal", disk, journal.Options{})
@@ -91,12 +109,17 @@
 //
 //	rec := c.WriteLent(off, data)          // compress once, in this goroutine; data
 //	                                       // stays unchanged until done (or use Write)
-//	j.Append(rec, fua, func(seq uint64, err error) {
+//	j.AppendLater(rec, fua, nil, func(seq uint64, err error) {
 //		reply(err)                         // journaled + applied (+ synced if fua)
 //		rec.Release()
 //	})
-//	j.Sync(func(err error) { reply(err) }) // NBD_CMD_FLUSH
+//	j.WriteQueued(true)                    // write it now, here if the writer idles
+//	j.SyncLater(func(err error) { reply(err) }) // NBD_CMD_FLUSH
+//	j.WriteQueued(false)
+//
+//	err = j.AwaitApplied(seq, cancel)      // reads of the disk see seq and all before it
 //
 //	r, err := j.NewReader(peerSeq + 1)     // resync: replay the tail to a peer
-//	for rec, err := r.Next(); err == nil; rec, err = r.Next() { rec.WriteTo(conn) }
+//	defer r.Close()
+//	for rec, err := r.Next(); err == nil; rec, err = r.Next() { send(rec) }
 package journal

@@ -71,7 +71,7 @@ func (e *failEnv) open(o Options) *Journal {
 // one is recorded as nothing (it must never appear).
 func (e *failEnv) write(j *Journal, fua bool) error {
 	rec, o := randomOp(e.rnd, e.c, crashDiskSize)
-	seq, err := j.Write(rec, fua)
+	seq, err := j.write(rec, fua)
 	if err != nil {
 		o = op{}
 	}
@@ -82,7 +82,7 @@ func (e *failEnv) write(j *Journal, fua bool) error {
 
 func TestFailedWriteContinues(t *testing.T) {
 	e := newFailEnv(t)
-	j := e.open(Options{SegmentSize: 8 << 10, CheckpointInterval: -1, Logger: quiet})
+	j := e.open(Options{segmentSize: 8 << 10, CheckpointInterval: -1, Logger: quiet})
 	for range 5 {
 		if err := e.write(j, false); err != nil {
 			t.Fatal(err)
@@ -113,7 +113,7 @@ func TestFailedWriteContinues(t *testing.T) {
 
 func TestFailedRotationContinues(t *testing.T) {
 	e := newFailEnv(t)
-	j := e.open(Options{SegmentSize: 4 << 10, CheckpointInterval: -1, Logger: quiet})
+	j := e.open(Options{segmentSize: 4 << 10, CheckpointInterval: -1, Logger: quiet})
 	e.ffs.failOn(vfs.OpCreate, ".seg", syscall.ENOSPC)
 	failed := 0
 	for range 10 {
@@ -165,7 +165,7 @@ func TestFailedSyncFailsJournal(t *testing.T) {
 	}
 	// Power loss, then reopen: what was durable is there.
 	fs := e.ffs.mem.CrashClone(nil)
-	disk := e.disk.Crash()
+	disk := e.disk.crash()
 	j, err := Open(fs, testDir, disk, testOptions())
 	if err != nil {
 		t.Fatal(err)
@@ -189,22 +189,22 @@ func TestFailedDiskWriteFailsJournal(t *testing.T) {
 		}
 	}
 	e.disk.mu.Lock()
-	e.disk.Fail = func(op string) error { return syscall.EIO }
+	e.disk.fail = func(op string) error { return syscall.EIO }
 	e.disk.mu.Unlock()
 	rec, o := randomOp(e.rnd, e.c, crashDiskSize)
-	seq, err := j.Write(rec, false)
+	seq, err := j.write(rec, false)
 	if !errors.Is(err, syscall.EIO) {
 		t.Fatalf("write to a failing disk: %v, want EIO", err)
 	}
 	e.h.add(seq, o) // in the journal all the same
-	if err := j.Checkpoint(); err == nil {
+	if err := j.checkpoint(); err == nil {
 		t.Fatal("checkpoint past a failed disk write succeeded")
 	}
 	j.Close()
 	// The disk is back (replaced): recovery replays the journal onto it,
 	// including the record whose apply failed: it is in the journal.
-	e.disk = e.disk.Clone()
-	e.disk.Fail = nil
+	e.disk = e.disk.clone()
+	e.disk.fail = nil
 	j, err = Open(e.ffs.fs, testDir, e.disk, testOptions())
 	if err != nil {
 		t.Fatal(err)
@@ -223,14 +223,14 @@ func TestFailedCheckpointWriteIsRetried(t *testing.T) {
 		}
 	}
 	e.ffs.failOn(vfs.OpCreate, checkpointTmp, syscall.ENOSPC)
-	if err := j.Checkpoint(); !errors.Is(err, syscall.ENOSPC) {
+	if err := j.checkpoint(); !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("checkpoint on a full file system: %v, want ENOSPC", err)
 	}
 	e.ffs.failOn(0, "", nil)
 	if err := e.write(j, true); err != nil {
 		t.Fatalf("write after a failed checkpoint: %v", err)
 	}
-	if err := j.Checkpoint(); err != nil || j.CheckpointSeq() != 6 {
-		t.Fatalf("checkpoint retry: %v, seq %d", err, j.CheckpointSeq())
+	if err := j.checkpoint(); err != nil || j.ckptSeq.Load() != 6 {
+		t.Fatalf("checkpoint retry: %v, seq %d", err, j.ckptSeq.Load())
 	}
 }

@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// Errors of Append.
+// Errors of AppendLater.
 var (
 	// ErrClosed is returned for work handed to a closed journal.
 	ErrClosed = errors.New("journal: closed")
@@ -25,15 +25,17 @@ type Journal struct {
 	opts Options
 	log  *slog.Logger
 
-	// mu guards the append queue and the journal's size. Append, Sync and
-	// Checkpoint (any goroutine) add to queue; the writer goroutine takes it.
+	// mu guards the append queue and the journal's size. AppendLater,
+	// SyncLater and checkpoints (any goroutine) add to queue; the writer
+	// goroutine (or a caller of WriteQueued) takes it.
 	mu       sync.Mutex
 	queue    []item
-	nextSeq  uint64     // seq the next Append assigns
+	nextSeq  uint64     // seq the next append assigns
 	bytes    int64      // segment files plus queued frames
-	closing  bool       // Close has begun: Append and Sync fail
+	closing  bool       // Close has begun: appends and syncs fail
 	stopping bool       // the final checkpoint is queued: the writer exits when idle
 	writing  bool       // someone holds the writer role (see WriteQueued)
+	kicked   bool       // the writer was woken for what is queued
 	failure  error      // sticky: a failed sync or apply; every later record fails
 	space    *sync.Cond // on mu; broadcast when bytes drops or closing/failure is set
 
@@ -70,6 +72,8 @@ type Journal struct {
 	diskSyncing atomic.Bool   // a disk sync runs: the writer syncs every batch
 	st          counters
 
+	prog progress // wakes AwaitApplied and AwaitWritten
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -78,7 +82,7 @@ type Journal struct {
 // writer for a sync (syncDone) or a checkpoint (ckptDone).
 type item struct {
 	rec       Record
-	hdr       [HeaderSize]byte // encoded by the writer
+	hdr       [headerSize]byte // encoded by the writer
 	fua       bool
 	completed bool // done has run (set by the applier)
 	done      func(seq uint64, err error)
@@ -109,9 +113,9 @@ func Open(fs FS, dir string, disk Disk, o Options) (*Journal, error) {
 	if err := j.recover(); err != nil {
 		return nil, err
 	}
-	if len(j.spares) == 0 && o.Spares > 0 {
+	if len(j.spares) == 0 && o.spares > 0 {
 		j.wg.Add(1)
-		go func() { defer j.wg.Done(); j.prepareSpares(o.Spares) }()
+		go func() { defer j.wg.Done(); j.prepareSpares(o.spares) }()
 	}
 	j.wg.Add(4)
 	go func() { defer j.wg.Done(); j.diskSyncLoop() }()
@@ -121,38 +125,30 @@ func Open(fs FS, dir string, disk Disk, o Options) (*Journal, error) {
 	return j, nil
 }
 
-// Append assigns r the next seq, queues it and returns the seq at once. done
-// runs, from a journal goroutine, once the record is in the journal file and
-// applied to the disk and, with fua, synced; it must not block nor call the
-// journal's waiting methods (Write, SyncWait, Checkpoint, Close). Append
-// blocks only while the journal is full. A record is appended once; r's
-// payload must stay unchanged until done.
+// AppendLater assigns r the next seq, queues it and returns the seq at once.
+// The writer is left asleep: the caller calls WriteQueued after it, maybe
+// after more appends (or a waiter wakes it, see AwaitApplied).
+//
+// written, if not nil, runs from the writer's goroutine as soon as the record
+// is in the segment file: before it is applied or synced, but where recovery
+// finds it after a crash of this process. done runs, from a journal
+// goroutine, once the record is in the journal file and applied to the disk
+// and, with fua, synced. written runs before done, never after a failure;
+// neither may block nor call the journal's waiting methods (SyncWait, the
+// Await methods, Close). AppendLater blocks only while the journal is full.
+// A record is appended once; r's payload must stay unchanged until done.
 //
 // A record that already has a seq (a replica journaling what its primary
 // sent) keeps it: it must be above LastSeq, and seqs may skip. Failures that
-// Append sees itself (a closed journal, ErrSeqOrder) run done before Append
+// AppendLater sees itself (a closed journal, ErrSeqOrder) run done before it
 // returns.
-func (j *Journal) Append(r Record, fua bool, done func(seq uint64, err error)) uint64 {
-	return j.AppendNotify(r, fua, nil, done)
-}
-
-// AppendNotify is Append that also calls written, from the writer goroutine,
-// as soon as the record is written to the segment file: before it is applied
-// or synced, but where recovery finds it after a crash of this process.
-// written runs before done, never after a failure, and must not block.
-func (j *Journal) AppendNotify(r Record, fua bool, written func(), done func(seq uint64, err error)) uint64 {
-	return j.append(r, fua, written, done, true)
-}
-
-// AppendLater is AppendNotify that leaves the writer asleep: the caller
-// calls WriteQueued after it, maybe after more appends.
 func (j *Journal) AppendLater(r Record, fua bool, written func(), done func(seq uint64, err error)) uint64 {
 	return j.append(r, fua, written, done, false)
 }
 
 func (j *Journal) append(r Record, fua bool, written func(), done func(seq uint64, err error), wake bool) uint64 {
 	r.payloadSum() // in the caller's goroutine
-	n := int64(r.EncodedLen())
+	n := int64(r.encodedLen())
 	j.mu.Lock()
 	if j.full(n) {
 		j.st.stalls.Add(1)
@@ -214,11 +210,18 @@ func (j *Journal) full(n int64) bool {
 	return j.bytes+n > max-2*pageSize
 }
 
-// enqueueLocked queues it and, with wake, wakes the writer if it may be
-// idle; without, the caller calls WriteQueued. Requires mu.
+// enqueueLocked queues it and, with wake, wakes the writer unless that is
+// done for what is queued already (items queued without wake do not count).
+// Without wake the caller calls WriteQueued, unless someone awaits a seq not
+// appended yet: then the writer is woken anyway, so that the waiter is not
+// left waiting for a caller of WriteQueued (it may be the one that caller
+// waits for). seqFor stored lastSeq before this looks at prog.ahead, which a
+// waiter counts itself in before it looks at lastSeq: one of the two sees
+// the other. Requires mu.
 func (j *Journal) enqueueLocked(it item, wake bool) {
 	j.queue = append(j.queue, it)
-	if wake && len(j.queue) == 1 {
+	if (wake || j.prog.ahead.Load() > 0) && !j.kicked {
+		j.kicked = true
 		j.wakeWriter()
 	}
 }
@@ -239,25 +242,10 @@ func (j *Journal) kickCheckpoint() {
 	}
 }
 
-// Write appends r and waits for its completion.
-func (j *Journal) Write(r Record, fua bool) (uint64, error) {
-	type result struct {
-		seq uint64
-		err error
-	}
-	ch := make(chan result, 1)
-	j.Append(r, fua, func(seq uint64, err error) { ch <- result{seq, err} })
-	res := <-ch
-	return res.seq, res.err
-}
-
-// Sync calls done once every record appended before the call is durable in
-// the journal: one fdatasync covers all the records and syncs queued with it.
-// done runs from a journal goroutine and must not block.
-func (j *Journal) Sync(done func(err error)) { j.sync(done, true) }
-
-// SyncLater is Sync that leaves the writer asleep, as AppendLater does: the
-// caller calls WriteQueued after it.
+// SyncLater calls done once every record appended before the call is durable
+// in the journal: one fdatasync covers all the records and syncs queued with
+// it. done runs from a journal goroutine and must not block. As AppendLater
+// does, it leaves the writer asleep: the caller calls WriteQueued after it.
 func (j *Journal) SyncLater(done func(err error)) { j.sync(done, false) }
 
 func (j *Journal) sync(done func(err error), wake bool) {
@@ -271,45 +259,16 @@ func (j *Journal) sync(done func(err error), wake bool) {
 	j.mu.Unlock()
 }
 
-// SyncWait is Sync and waits.
+// SyncWait waits until every record appended before the call is durable in
+// the journal.
 func (j *Journal) SyncWait() error {
 	ch := make(chan error, 1)
-	j.Sync(func(err error) { ch <- err })
+	j.sync(func(err error) { ch <- err }, true)
 	return <-ch
 }
 
-// LastSeq is the last seq assigned by Append (or recovered).
+// LastSeq is the last seq assigned by AppendLater (or recovered).
 func (j *Journal) LastSeq() uint64 { return j.lastSeq.Load() }
-
-// WaitApplied waits until every record appended before it was called is
-// applied to the disk, so reads of the disk see them all. It returns the
-// journal's failure instead if it fails first.
-func (j *Journal) WaitApplied() error {
-	target := j.lastSeq.Load()
-	for j.appliedSeq.Load() < target {
-		j.mu.Lock()
-		err := j.failure
-		if err == nil && j.closing {
-			err = ErrClosed
-		}
-		j.mu.Unlock()
-		if err != nil {
-			return err
-		}
-		time.Sleep(100 * time.Microsecond) // rare (a promotion), and short
-	}
-	return nil
-}
-
-// AppliedSeq is the last seq applied to the disk.
-func (j *Journal) AppliedSeq() uint64 { return j.appliedSeq.Load() }
-
-// DurableSeq is the last seq known synced in the journal.
-func (j *Journal) DurableSeq() uint64 { return j.durableSeq.Load() }
-
-// CheckpointSeq is the last checkpoint: every record up to it is applied and
-// the disk synced.
-func (j *Journal) CheckpointSeq() uint64 { return j.ckptSeq.Load() }
 
 // OldestRetainedSeq is the oldest seq NewReader accepts.
 func (j *Journal) OldestRetainedSeq() uint64 {
@@ -330,8 +289,9 @@ func (j *Journal) close() error {
 	j.closing = true
 	j.space.Broadcast()
 	j.mu.Unlock()
+	j.prog.signal()
 	close(j.stop)
-	err := j.Checkpoint()
+	err := j.checkpoint()
 	j.mu.Lock()
 	j.stopping = true
 	j.enqueueLocked(item{syncDone: func(error) {}}, true) // wakes the writer
@@ -374,7 +334,7 @@ func (j *Journal) checkpointLoop() {
 		case <-tick:
 		case <-j.ckptKick:
 		}
-		if err := j.Checkpoint(); err != nil {
+		if err := j.checkpoint(); err != nil {
 			j.log.Warn("journal: checkpoint failed", "dir", j.dir, "err", err)
 		}
 	}
@@ -386,6 +346,7 @@ func (j *Journal) failLocked(err error) {
 		j.failure = err
 		j.log.Error("journal: failed; every later write fails until reopened", "dir", j.dir, "err", err)
 		j.space.Broadcast()
+		j.prog.signal()
 	}
 }
 

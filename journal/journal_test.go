@@ -22,7 +22,7 @@ func TestCloseDrainsAndRejects(t *testing.T) {
 	var mu sync.Mutex
 	for i := range 100 {
 		wg.Add(1)
-		j.Append(Zero(int64(i%64)*512, 512, false), i%7 == 0, func(seq uint64, err error) {
+		j.appendNow(Zero(int64(i%64)*512, 512, false), i%7 == 0, func(seq uint64, err error) {
 			mu.Lock()
 			if err != nil {
 				failed++
@@ -35,29 +35,29 @@ func TestCloseDrainsAndRejects(t *testing.T) {
 		t.Fatal(err)
 	}
 	wg.Wait() // every queued record completed before Close returned
-	if failed != 0 || j.CheckpointSeq() != 100 || j.AppliedSeq() != 100 {
-		t.Fatalf("close: %d failed, checkpoint %d, applied %d", failed, j.CheckpointSeq(), j.AppliedSeq())
+	if failed != 0 || j.ckptSeq.Load() != 100 || j.appliedSeq.Load() != 100 {
+		t.Fatalf("close: %d failed, checkpoint %d, applied %d", failed, j.ckptSeq.Load(), j.appliedSeq.Load())
 	}
 	if err := j.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if _, err := j.Write(Trim(0, 512), false); !errors.Is(err, ErrClosed) {
+	if _, err := j.write(Trim(0, 512), false); !errors.Is(err, ErrClosed) {
 		t.Fatalf("write after close: %v", err)
 	}
 	if err := j.SyncWait(); !errors.Is(err, ErrClosed) {
 		t.Fatalf("sync after close: %v", err)
 	}
-	if err := j.Checkpoint(); err != nil && !errors.Is(err, ErrClosed) {
+	if err := j.checkpoint(); err != nil && !errors.Is(err, ErrClosed) {
 		t.Fatalf("checkpoint after close: %v", err)
 	}
 	// A clean close leaves nothing to replay.
-	j, err = Open(fs, testDir, disk.Crash(), testOptions())
+	j, err = Open(fs, testDir, disk.crash(), testOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer j.Close()
-	if j.LastSeq() != 100 || j.CheckpointSeq() != 100 {
-		t.Fatalf("reopened at seq %d, checkpoint %d", j.LastSeq(), j.CheckpointSeq())
+	if j.LastSeq() != 100 || j.ckptSeq.Load() != 100 {
+		t.Fatalf("reopened at seq %d, checkpoint %d", j.LastSeq(), j.ckptSeq.Load())
 	}
 }
 
@@ -68,12 +68,12 @@ func TestSyncCoversEarlierAppends(t *testing.T) {
 	}
 	defer j.Close()
 	for i := range 10 {
-		j.Append(Trim(int64(i)*512, 512), false, func(uint64, error) {})
+		j.appendNow(Trim(int64(i)*512, 512), false, func(uint64, error) {})
 	}
 	if err := j.SyncWait(); err != nil {
 		t.Fatal(err)
 	}
-	if d := j.DurableSeq(); d < 10 {
+	if d := j.durableSeq.Load(); d < 10 {
 		t.Fatalf("durable seq %d after a sync following seq 10", d)
 	}
 	syncs := j.Stats().Syncs
@@ -92,22 +92,22 @@ func TestAppendKeepsGivenSeq(t *testing.T) {
 	}
 	rec := Trim(0, 512)
 	rec.Seq = 10
-	if seq, err := j.Write(rec, false); seq != 10 || err != nil {
+	if seq, err := j.write(rec, false); seq != 10 || err != nil {
 		t.Fatalf("given seq 10: got %d, %v", seq, err)
 	}
-	if seq, err := j.Write(Trim(512, 512), false); seq != 11 || err != nil {
+	if seq, err := j.write(Trim(512, 512), false); seq != 11 || err != nil {
 		t.Fatalf("next seq: got %d, %v", seq, err)
 	}
 	rec.Seq = 11
-	if _, err := j.Write(rec, false); !errors.Is(err, ErrSeqOrder) {
+	if _, err := j.write(rec, false); !errors.Is(err, ErrSeqOrder) {
 		t.Fatalf("repeated seq: %v, want ErrSeqOrder", err)
 	}
 	rec.Seq = 20
-	if _, err := j.Write(rec, true); err != nil {
+	if _, err := j.write(rec, true); err != nil {
 		t.Fatal(err)
 	}
 	j.Close()
-	j, err = Open(fs, testDir, disk.Crash(), testOptions())
+	j, err = Open(fs, testDir, disk.crash(), testOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func TestAppendKeepsGivenSeq(t *testing.T) {
 func TestSequentialWritesCoalesce(t *testing.T) {
 	disk := NewMemDisk(crashDiskSize)
 	var once sync.Once
-	disk.Fail = func(string) error { // hold the applier so that records queue up
+	disk.fail = func(string) error { // hold the applier so that records queue up
 		once.Do(func() { time.Sleep(50 * time.Millisecond) })
 		return nil
 	}
@@ -151,21 +151,21 @@ func TestSequentialWritesCoalesce(t *testing.T) {
 		}
 		off := int64(i%100) * 512
 		wg.Add(1)
-		seq := j.Append(c.Write(off, data), i%5 == 0, func(uint64, error) { wg.Done() })
+		seq := j.appendNow(c.Write(off, data), i%5 == 0, func(uint64, error) { wg.Done() })
 		h.add(seq, op{kind: KindWrite, off: off, n: 512, data: data})
 	}
 	wg.Wait()
 	if got, want := disk.Bytes(), h.image(t, crashDiskSize, 120); !bytes.Equal(got, want) {
 		t.Fatalf("coalesced writes landed wrong (first difference at %d)", firstDiff(got, want))
 	}
-	if disk.Writes() >= 120 {
-		t.Fatalf("%d disk writes for 120 consecutive records queued together", disk.Writes())
+	if disk.writeCount() >= 120 {
+		t.Fatalf("%d disk writes for 120 consecutive records queued together", disk.writeCount())
 	}
 }
 
-// AppendNotify's written runs in seq order, before done, once the record is
+// written (AppendLater) runs in seq order, before done, once the record is
 // in the segment; WaitApplied returns once every appended record is applied.
-func TestAppendNotifyAndWaitApplied(t *testing.T) {
+func TestWrittenAndWaitApplied(t *testing.T) {
 	fs, disk := vfs.NewMem(), NewMemDisk(crashDiskSize)
 	j, err := Open(fs, testDir, disk, testOptions())
 	if err != nil {
@@ -190,21 +190,21 @@ func TestAppendNotifyAndWaitApplied(t *testing.T) {
 			written[seq] = true
 		}
 		mu.Lock()
-		seq = j.AppendNotify(Zero(int64(i%64)*512, 512, false), i%9 == 0, w, func(s uint64, err error) {
+		seq = j.append(Zero(int64(i%64)*512, 512, false), i%9 == 0, w, func(s uint64, err error) {
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil || !written[s] {
 				t.Errorf("seq %d done (err %v) before written", s, err)
 			}
 			wg.Done()
-		})
+		}, true)
 		mu.Unlock()
 	}
 	if err := j.WaitApplied(); err != nil {
 		t.Fatal(err)
 	}
-	if j.AppliedSeq() != n {
-		t.Fatalf("WaitApplied returned at applied seq %d of %d", j.AppliedSeq(), n)
+	if j.appliedSeq.Load() != n {
+		t.Fatalf("WaitApplied returned at applied seq %d of %d", j.appliedSeq.Load(), n)
 	}
 	wg.Wait()
 	for i, s := range order {

@@ -6,19 +6,19 @@ import (
 )
 
 // MemDisk is an in-memory Disk for tests. Like a disk with a volatile write
-// cache, its writes survive a power loss (Crash) only once synced.
+// cache, its writes survive a power loss (crash) only once synced.
 type MemDisk struct {
 	mu     sync.Mutex // guards everything below
 	data   []byte     // what reads see
 	synced []byte     // what a power loss keeps
 	syncs  int
 	writes int
-	// Fail, when set, is asked before every operation ("write", "trim",
+	// fail, when set, is asked before every operation ("write", "trim",
 	// "zero", "sync"); an error fails it without effect.
-	Fail func(op string) error
-	// SyncDelay, when set, runs at the start of Sync, unlocked: writes made
+	fail func(op string) error
+	// syncDelay, when set, runs at the start of Sync, unlocked: writes made
 	// meanwhile are made durable by that Sync, as a slow sync may do.
-	SyncDelay func()
+	syncDelay func()
 }
 
 // NewMemDisk returns a zeroed disk of size bytes.
@@ -30,8 +30,8 @@ func (d *MemDisk) check(op string, off, n int64) error {
 	if off < 0 || n < 0 || off+n > int64(len(d.data)) {
 		return fmt.Errorf("memdisk: %s [%d, %d) out of range (size %d)", op, off, off+n, len(d.data))
 	}
-	if d.Fail != nil {
-		return d.Fail(op)
+	if d.fail != nil {
+		return d.fail(op)
 	}
 	return nil
 }
@@ -70,8 +70,8 @@ func (d *MemDisk) zero(op string, off, n int64) error {
 }
 
 func (d *MemDisk) Sync() error {
-	if d.SyncDelay != nil {
-		d.SyncDelay()
+	if d.syncDelay != nil {
+		d.syncDelay()
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -83,15 +83,15 @@ func (d *MemDisk) Sync() error {
 	return nil
 }
 
-// Syncs is the number of successful Syncs.
-func (d *MemDisk) Syncs() int {
+// syncCount is the number of successful Syncs.
+func (d *MemDisk) syncCount() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.syncs
 }
 
-// Writes is the number of successful WriteAt calls.
-func (d *MemDisk) Writes() int {
+// writeCount is the number of successful WriteAt calls.
+func (d *MemDisk) writeCount() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.writes
@@ -104,13 +104,13 @@ func (d *MemDisk) Bytes() []byte {
 	return append([]byte(nil), d.data...)
 }
 
-// Crash returns the disk as a power loss leaves it: only synced data.
-func (d *MemDisk) Crash() *MemDisk { return d.CrashWith(nil) }
+// crash returns the disk as a power loss leaves it: only synced data.
+func (d *MemDisk) crash() *MemDisk { return d.crashWith(nil) }
 
-// CrashWith is Crash, running also (if not nil) at the same instant: no disk
+// crashWith is crash, running also (if not nil) at the same instant: no disk
 // operation runs in between. A test crashes a MemFS in also to take both at
 // one moment.
-func (d *MemDisk) CrashWith(also func()) *MemDisk {
+func (d *MemDisk) crashWith(also func()) *MemDisk {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if also != nil {
@@ -119,9 +119,9 @@ func (d *MemDisk) CrashWith(also func()) *MemDisk {
 	return &MemDisk{data: append([]byte(nil), d.synced...), synced: append([]byte(nil), d.synced...)}
 }
 
-// Clone returns a copy with everything kept, synced or not: what a process
+// clone returns a copy with everything kept, synced or not: what a process
 // crash leaves.
-func (d *MemDisk) Clone() *MemDisk {
+func (d *MemDisk) clone() *MemDisk {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return &MemDisk{data: append([]byte(nil), d.data...), synced: append([]byte(nil), d.synced...)}

@@ -25,61 +25,64 @@ type Disk interface {
 
 // Defaults of Options.
 const (
-	DefaultSegmentSize        = 64 << 20
-	DefaultRetainBytes        = 256 << 20
-	DefaultMaxBytes           = 1 << 30
-	DefaultCheckpointInterval = 5 * time.Second
+	defaultSegmentSize        = 64 << 20
+	defaultRetainBytes        = 256 << 20
+	defaultMaxBytes           = 1 << 30
+	defaultCheckpointInterval = 5 * time.Second
 )
 
 // Options tune a Journal. The zero value takes every default.
 type Options struct {
-	// SegmentSize is the size at which the journal starts a new segment file
-	// (default 64 MiB, at most MaxBytes/4).
-	SegmentSize int64
 	// RetainBytes is how much of the journal before the checkpoint is kept for
 	// replay to a peer (NewReader): default 256 MiB, at most MaxBytes/2,
 	// negative keeps nothing. A journal past half its MaxBytes keeps less.
 	RetainBytes int64
 	// MaxBytes bounds the journal's size on disk (default 1 GiB, 64 KiB at
 	// least; spare files come on top). Past three quarters of it a checkpoint
-	// is forced; at it Append waits until a checkpoint frees space.
+	// is forced; at it AppendLater waits until a checkpoint frees space.
 	MaxBytes int64
 	// CheckpointInterval is the time between periodic checkpoints (default
-	// 5s). Negative disables them: checkpoints then happen on Checkpoint, on
-	// Close and when the journal fills up.
+	// 5s). Negative disables them: checkpoints then happen on Close and when
+	// the journal fills up.
 	CheckpointInterval time.Duration
-	// Spares is how many zero-filled spare segments Open prepares in the
+	// Logger receives recovery and failure reports; nil means slog.Default().
+	Logger *slog.Logger
+
+	// Knobs that only tests turn:
+	//
+	// segmentSize is the size at which the journal starts a new segment file
+	// (default 64 MiB, at most MaxBytes/4).
+	segmentSize int64
+	// spares is how many zero-filled spare segments Open prepares in the
 	// background when the journal has none (a fresh journal): writing into a
 	// file's existing blocks makes FUA writes cheaper. Zero means 2; negative
 	// none. Later, retired segments are recycled as spares.
-	Spares int
-	// Logger receives recovery and failure reports; nil means slog.Default().
-	Logger *slog.Logger
+	spares int
 }
 
 func (o Options) withDefaults() Options {
-	if o.SegmentSize <= 0 {
-		o.SegmentSize = DefaultSegmentSize
+	if o.segmentSize <= 0 {
+		o.segmentSize = defaultSegmentSize
 	}
 	if o.MaxBytes <= 0 {
-		o.MaxBytes = DefaultMaxBytes
+		o.MaxBytes = defaultMaxBytes
 	}
 	o.MaxBytes = max(o.MaxBytes, 64<<10)
 	if o.RetainBytes == 0 {
-		o.RetainBytes = DefaultRetainBytes
+		o.RetainBytes = defaultRetainBytes
 	}
 	if o.CheckpointInterval == 0 {
-		o.CheckpointInterval = DefaultCheckpointInterval
+		o.CheckpointInterval = defaultCheckpointInterval
 	}
-	if o.Spares == 0 {
-		o.Spares = 2
+	if o.spares == 0 {
+		o.spares = 2
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
 	// Keep room for a checkpoint to free: segments of at most a quarter of
 	// the journal, retention of at most half.
-	o.SegmentSize = max(min(o.SegmentSize, o.MaxBytes/4), 1024)
+	o.segmentSize = max(min(o.segmentSize, o.MaxBytes/4), 1024)
 	o.RetainBytes = min(max(o.RetainBytes, 0), o.MaxBytes/2)
 	return o
 }
@@ -88,4 +91,4 @@ func (o Options) withDefaults() Options {
 func (o *Options) highWater() int64 { return o.MaxBytes / 4 * 3 }
 
 // maxBatchBytes bounds one write to the segment.
-func (o *Options) maxBatchBytes() int64 { return min(o.SegmentSize/2, 4<<20) }
+func (o *Options) maxBatchBytes() int64 { return min(o.segmentSize/2, 4<<20) }

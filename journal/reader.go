@@ -14,17 +14,21 @@ var ErrNotRetained = errors.New("journal: seq not retained")
 
 // Reader reads the journal's records in seq order from a retained seq, while
 // the journal goes on. Resync uses it to replay the journal tail to a peer.
-// A Reader is for one goroutine.
+// An open Reader keeps the segment it reads and every later one: checkpoints
+// remove them only once it has moved past them or is closed, unless the
+// journal fills up past its high-water mark (see segmentsToRemove). A Reader
+// is for one goroutine.
 type Reader struct {
 	j    *Journal
-	from uint64 // records below it are skipped
-	seg  *segment
+	from uint64   // records below it are skipped
+	seg  *segment // pinned (segment.readers) while f is open
 	f    vfs.File
 	sc   *scanner
 }
 
 // NewReader returns a Reader positioned at fromSeq (0: the oldest retained).
 // It returns ErrNotRetained when fromSeq is older than OldestRetainedSeq.
+// Close it when done: until then it keeps its segments.
 func (j *Journal) NewReader(fromSeq uint64) (*Reader, error) {
 	j.segMu.Lock()
 	oldest := j.segs[0].firstSeq
@@ -37,11 +41,14 @@ func (j *Journal) NewReader(fromSeq uint64) (*Reader, error) {
 			seg = s
 		}
 	}
-	j.segMu.Unlock()
-	if fromSeq < oldest || seg == nil {
+	if fromSeq < oldest || seg == nil || seg.removed.Load() {
+		j.segMu.Unlock()
 		return nil, fmt.Errorf("%w: seq %d, oldest is %d", ErrNotRetained, fromSeq, oldest)
 	}
+	seg.readers++
+	j.segMu.Unlock()
 	if last := j.LastSeq(); fromSeq > last+1 {
+		j.unpin(seg)
 		return nil, fmt.Errorf("journal: reader from seq %d past the end (%d)", fromSeq, last)
 	}
 	r := &Reader{j: j, from: fromSeq}
@@ -51,16 +58,39 @@ func (j *Journal) NewReader(fromSeq uint64) (*Reader, error) {
 	return r, nil
 }
 
-func (r *Reader) open(s *segment) error {
-	f, err := r.j.fs.Open(r.j.path(s.name))
-	if errors.Is(err, os.ErrNotExist) {
+// pin keeps s for a Reader, unless a checkpoint is removing it.
+func (j *Journal) pin(s *segment) error {
+	j.segMu.Lock()
+	defer j.segMu.Unlock()
+	if s.removed.Load() {
 		return fmt.Errorf("%w: segment %s removed", ErrNotRetained, s.name)
 	}
+	s.readers++
+	return nil
+}
+
+// unpin lets checkpoints remove s again, as far as this Reader goes.
+func (j *Journal) unpin(s *segment) {
+	j.segMu.Lock()
+	s.readers--
+	j.segMu.Unlock()
+}
+
+// open moves the reader to the start of s, which the caller pinned, and
+// unpins the segment it leaves. On failure s is unpinned and the reader
+// stays where it was.
+func (r *Reader) open(s *segment) error {
+	f, err := r.j.fs.Open(r.j.path(s.name))
 	if err != nil {
+		r.j.unpin(s)
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%w: segment %s removed", ErrNotRetained, s.name)
+		}
 		return fmt.Errorf("journal: reader: %w", err)
 	}
 	if r.f != nil {
 		r.f.Close()
+		r.j.unpin(r.seg)
 	}
 	r.seg, r.f = s, f
 	r.sc = newScanner(f, 0, s.size.Load())
@@ -80,6 +110,9 @@ func (r *Reader) Next() (Record, error) {
 		r.sc.limit = r.seg.size.Load() // published before the next segment exists
 		rec, err := r.sc.next()
 		if err == io.EOF && next != nil {
+			if err := r.j.pin(next); err != nil {
+				return Record{}, err
+			}
 			if err := r.open(next); err != nil {
 				return Record{}, err
 			}
@@ -89,7 +122,7 @@ func (r *Reader) Next() (Record, error) {
 			err = fmt.Errorf("%w: seq %d out of place", ErrCorruptRecord, rec.Seq)
 		}
 		if err != nil && err != io.EOF && r.seg.removed.Load() {
-			// The segment was recycled under the reader: it fell behind.
+			// The segment was removed under the reader: it fell behind.
 			return Record{}, fmt.Errorf("%w: segment %s removed while reading", ErrNotRetained, r.seg.name)
 		}
 		if err != nil {
@@ -106,13 +139,14 @@ func (r *Reader) Next() (Record, error) {
 	}
 }
 
-// Close releases the reader's file.
+// Close releases the reader's file and the segments it kept.
 func (r *Reader) Close() error {
 	if r.f == nil {
 		return nil
 	}
 	err := r.f.Close()
 	r.f = nil
+	r.j.unpin(r.seg)
 	return err
 }
 

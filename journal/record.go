@@ -42,10 +42,10 @@ func (k Kind) valid() bool { return k >= KindWrite && k <= kindPad }
 
 // Frame layout constants; see the package doc. Frozen.
 const (
-	// HeaderSize is the size of a record header.
-	HeaderSize = 32
-	// MaxRawLen is the largest RawLen of a write record (and so of its payload).
-	MaxRawLen = 128 << 20
+	// headerSize is the size of a record header.
+	headerSize = 32
+	// maxRawLen is the largest RawLen of a write record (and so of its payload).
+	maxRawLen = 128 << 20
 	// frameAlign is the alignment of every frame in a segment.
 	frameAlign = 8
 )
@@ -63,12 +63,6 @@ var (
 
 // errZeroHeader is unwritten space, where a segment's frames end.
 var errZeroHeader = fmt.Errorf("%w: zero header", ErrTornRecord)
-
-// IsTorn reports whether err is or wraps ErrTornRecord.
-func IsTorn(err error) bool { return errors.Is(err, ErrTornRecord) }
-
-// IsCorrupt reports whether err is or wraps ErrCorruptRecord.
-func IsCorrupt(err error) bool { return errors.Is(err, ErrCorruptRecord) }
 
 // CorruptionError says where in the journal a bad record is. Err wraps
 // ErrCorruptRecord (or ErrTornRecord), so errors.Is works on it.
@@ -91,7 +85,7 @@ func (e *CorruptionError) Unwrap() error { return e.Err }
 // buffer back once nobody uses the record any more.
 type Record struct {
 	Kind    Kind
-	Seq     uint64 // assigned by Append; zero until then
+	Seq     uint64 // assigned by AppendLater; zero until then
 	Offset  int64  // disk offset
 	RawLen  uint32 // bytes of disk the record covers
 	Codec   Codec  // codec of Payload
@@ -131,13 +125,13 @@ func (r *Record) payloadSum() uint32 {
 	return r.sum
 }
 
-// EncodedLen is the length of the record's frame: header, payload, padding.
-func (r *Record) EncodedLen() int { return HeaderSize + align(len(r.Payload)) }
+// encodedLen is the length of the record's frame: header, payload, padding.
+func (r *Record) encodedLen() int { return headerSize + align(len(r.Payload)) }
 
 func align(n int) int { return (n + frameAlign - 1) &^ (frameAlign - 1) }
 
 // putHeader encodes the header of r into h, checksum included.
-func (r *Record) putHeader(h *[HeaderSize]byte) {
+func (r *Record) putHeader(h *[headerSize]byte) {
 	binary.LittleEndian.PutUint32(h[4:], uint32(len(r.Payload)))
 	h[8] = byte(r.Kind)
 	h[9] = byte(r.Codec)
@@ -161,7 +155,7 @@ type header struct {
 // is ErrCorruptRecord.
 func parseHeader(b []byte) (header, error) {
 	var h header
-	if allZero(b[:HeaderSize]) {
+	if allZero(b[:headerSize]) {
 		return h, errZeroHeader
 	}
 	h.sum = binary.LittleEndian.Uint32(b[0:])
@@ -194,7 +188,7 @@ func (h *header) check(res0, res1 byte) error {
 		return fmt.Errorf("bad padding frame")
 	case r.Kind != KindWrite && r.Kind != kindPad && (h.length != 0 || r.Codec != CodecNone):
 		return fmt.Errorf("%v record with a payload", r.Kind)
-	case r.Kind == KindWrite && (r.RawLen > MaxRawLen || h.length > r.RawLen):
+	case r.Kind == KindWrite && (r.RawLen > maxRawLen || h.length > r.RawLen):
 		return fmt.Errorf("write of %d bytes stored in %d", r.RawLen, h.length)
 	case r.Kind == KindWrite && r.Codec == CodecNone && h.length != r.RawLen:
 		return fmt.Errorf("raw write of %d bytes stored in %d", r.RawLen, h.length)
@@ -206,7 +200,7 @@ func (h *header) check(res0, res1 byte) error {
 // record. payload must be exactly h.length bytes; the record keeps it.
 func (h *header) finish(hdr []byte, payload []byte) (Record, error) {
 	psum := crc32.Checksum(payload, castagnoli)
-	if crc32.Update(psum, castagnoli, hdr[4:HeaderSize]) != h.sum {
+	if crc32.Update(psum, castagnoli, hdr[4:headerSize]) != h.sum {
 		return Record{}, fmt.Errorf("%w: checksum mismatch at seq %d", ErrCorruptRecord, h.rec.Seq)
 	}
 	r := h.rec

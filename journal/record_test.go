@@ -3,7 +3,6 @@ package journal
 import (
 	"bytes"
 	"errors"
-	"io"
 	"math/rand/v2"
 	"testing"
 )
@@ -56,37 +55,23 @@ func sameRecord(t *testing.T, got, want Record) {
 func TestFrameRoundTrip(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(1, 1))
 	recs := sampleRecords(rnd)
-	var stream bytes.Buffer
-	enc := NewEncoder(&stream)
 	var flat []byte
 	for i := range recs {
-		if err := enc.Encode(&recs[i]); err != nil {
-			t.Fatal(err)
-		}
-		flat = recs[i].AppendEncoded(flat)
+		flat = appendFrame(flat, &recs[i])
 		if len(flat)%8 != 0 {
 			t.Fatalf("frame %d leaves length %d unaligned", i, len(flat))
 		}
 	}
-	if !bytes.Equal(stream.Bytes(), flat) {
-		t.Fatal("Encoder and AppendEncoded disagree")
-	}
-	dec := NewDecoder(&stream)
 	for i := range recs {
-		got, err := dec.Decode()
-		if err != nil {
-			t.Fatal(err)
+		got, n, err := decodeRecord(flat)
+		if err != nil || n != recs[i].encodedLen() {
+			t.Fatalf("decodeRecord: %d %v", n, err)
 		}
 		sameRecord(t, got, recs[i])
-		got2, n, err := DecodeRecord(flat)
-		if err != nil || n != recs[i].EncodedLen() {
-			t.Fatalf("DecodeRecord: %d %v", n, err)
-		}
-		sameRecord(t, got2, recs[i])
 		flat = flat[n:]
 	}
-	if _, err := dec.Decode(); err != io.EOF {
-		t.Fatalf("at end: %v, want io.EOF", err)
+	if len(flat) != 0 {
+		t.Fatalf("%d bytes left after the frames", len(flat))
 	}
 }
 
@@ -94,35 +79,32 @@ func TestFrameErrors(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(2, 2))
 	r := NewCompressor(CodecNone).Write(0, randomBytes(rnd, 100))
 	r.Seq = 9
-	frame := r.AppendEncoded(nil)
+	frame := appendFrame(nil, &r)
 	for cut := 1; cut < len(frame); cut += 7 {
-		if _, _, err := DecodeRecord(frame[:cut]); !IsTorn(err) {
+		if _, _, err := decodeRecord(frame[:cut]); !errors.Is(err, ErrTornRecord) {
 			t.Fatalf("cut at %d: %v, want torn", cut, err)
-		}
-		if _, err := NewDecoder(bytes.NewReader(frame[:cut])).Decode(); !IsTorn(err) {
-			t.Fatalf("decoder cut at %d: %v, want torn", cut, err)
 		}
 	}
 	for _, pos := range []int{0, 5, 9, 17, 30, 40, 131} {
 		bad := append([]byte(nil), frame...)
 		bad[pos] ^= 0x10
-		_, _, err := DecodeRecord(bad)
-		if !IsCorrupt(err) {
+		_, _, err := decodeRecord(bad)
+		if !errors.Is(err, ErrCorruptRecord) {
 			t.Fatalf("flip at %d: %v, want corrupt", pos, err)
 		}
 	}
-	if _, _, err := DecodeRecord(make([]byte, 64)); !IsTorn(err) {
+	if _, _, err := decodeRecord(make([]byte, 64)); !errors.Is(err, ErrTornRecord) {
 		t.Fatalf("zeros: %v, want torn", err)
 	}
 	ce := &CorruptionError{Segment: "x.seg", Offset: 8, Err: ErrCorruptRecord}
-	if !errors.Is(ce, ErrCorruptRecord) || !IsCorrupt(ce) {
+	if !errors.Is(ce, ErrCorruptRecord) {
 		t.Fatal("CorruptionError does not unwrap")
 	}
 }
 
 func TestFrameLayoutFrozen(t *testing.T) {
 	r := Record{Kind: KindWrite, Seq: 0x0102030405060708, Offset: 0x1000, RawLen: 3, Payload: []byte("abc")}
-	got := r.AppendEncoded(nil)
+	got := appendFrame(nil, &r)
 	want := []byte{
 		0, 0, 0, 0, 3, 0, 0, 0, // crc (checked below), len 3
 		1, 0, 0, 0, 3, 0, 0, 0, // kind write, codec none, reserved, rawlen 3

@@ -100,11 +100,11 @@ func validAfter(f io.ReaderAt, off, size int64, minSeq uint64) bool {
 	if n, _ := f.ReadAt(rest, off); int64(n) < size-off {
 		rest = rest[:n]
 	}
-	for p := frameAlign; p+HeaderSize <= len(rest); p += frameAlign {
+	for p := frameAlign; p+headerSize <= len(rest); p += frameAlign {
 		if rest[p] == 0 && allZero(rest[p:p+frameAlign]) {
 			continue // zeros: no checksum starts with 8 zero bytes often enough to matter
 		}
-		if r, _, err := DecodeRecord(rest[p:]); err == nil && r.Seq >= minSeq {
+		if r, _, err := decodeRecord(rest[p:]); err == nil && r.Seq >= minSeq {
 			return true
 		}
 	}

@@ -15,7 +15,7 @@ import (
 const testDir = "/meta/journal"
 
 func testOptions() Options {
-	return Options{SegmentSize: 64 << 10, Spares: -1, CheckpointInterval: -1, Logger: quiet}
+	return Options{segmentSize: 64 << 10, spares: -1, CheckpointInterval: -1, Logger: quiet}
 }
 
 // fixture is a journal directory with n synced records that were never
@@ -37,7 +37,7 @@ func newFixture(t *testing.T, n int, o Options) *fixture {
 	c := NewCompressor(CodecS2)
 	for range n {
 		rec, o := randomOp(rnd, c, crashDiskSize)
-		seq, err := j.Write(rec, false)
+		seq, err := j.write(rec, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -46,7 +46,7 @@ func newFixture(t *testing.T, n int, o Options) *fixture {
 	if err := j.SyncWait(); err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{disk: disk.CrashWith(func() { fs = fs.CrashClone(nil) }), fs: fs, h: h}
+	f := &fixture{disk: disk.crashWith(func() { fs = fs.CrashClone(nil) }), fs: fs, h: h}
 	j.Close()
 	return f
 }
@@ -116,7 +116,7 @@ func frameOffsets(t *testing.T, b []byte) []int {
 	t.Helper()
 	var offs []int
 	for off := 0; off < len(b); {
-		_, n, err := DecodeRecord(b[off:])
+		_, n, err := decodeRecord(b[off:])
 		if errors.Is(err, errZeroHeader) {
 			break // the rest of a zero-filled spare
 		}
@@ -145,7 +145,7 @@ func TestRecoverTornTail(t *testing.T) {
 		cut  func(seg []byte, last int) []byte // damages the last frame, which starts at last
 		keep int                               // records lost off the end
 	}{
-		{"truncated header", func(b []byte, last int) []byte { return b[:last+HeaderSize-9] }, 1},
+		{"truncated header", func(b []byte, last int) []byte { return b[:last+headerSize-9] }, 1},
 		{"truncated payload", func(b []byte, last int) []byte { return b[:len(b)-5] }, 1},
 		{"bad checksum", func(b []byte, last int) []byte { b[last+1] ^= 0xff; return b }, 1},
 		{"bad payload byte", func(b []byte, last int) []byte { b[len(b)-1] ^= 1; return b }, 1},
@@ -181,7 +181,7 @@ func TestRecoverTornTail(t *testing.T) {
 				t.Fatalf("segment cut to %d bytes, want %d", cut, wantCut)
 			}
 			// Appends go on after the cut, and all of it recovers again.
-			seq, err := j.Write(Trim(0, 512), true)
+			seq, err := j.write(Trim(0, 512), true)
 			if err != nil || seq != want+1 {
 				t.Fatalf("append after recovery: seq %d, %v; want %d", seq, err, want+1)
 			}
@@ -230,7 +230,7 @@ func TestRecoverRefusesCorruption(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, 30, Options{SegmentSize: 16 << 10, Spares: -1, CheckpointInterval: -1, Logger: quiet})
+			f := newFixture(t, 30, Options{segmentSize: 16 << 10, spares: -1, CheckpointInterval: -1, Logger: quiet})
 			if len(f.segments(t)) < 2 {
 				t.Fatal("fixture needs two segments")
 			}
@@ -265,7 +265,7 @@ func TestRecoverBadCheckpointFile(t *testing.T) {
 	b := fileBytes(t, f.fs, name)
 	b[9] ^= 1
 	rewrite(t, f.fs, name, b)
-	if _, err := Open(f.fs, testDir, f.disk, testOptions()); !IsCorrupt(err) {
+	if _, err := Open(f.fs, testDir, f.disk, testOptions()); !errors.Is(err, ErrCorruptRecord) {
 		t.Fatalf("open with a bad checkpoint file: %v, want corrupt", err)
 	}
 }

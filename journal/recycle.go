@@ -16,7 +16,7 @@ import (
 // The old frames left after a recycled segment's new ones have seqs below its
 // firstSeq, or do not decode: either ends the segment (see checkSegment).
 //
-// A fresh journal has no retired segments yet, so Open prepares Options.Spares
+// A fresh journal has no retired segments yet, so Open prepares Options.spares
 // zero-filled spares in the background (a one-time cost of writing them).
 const (
 	spareExt  = ".free"
@@ -59,7 +59,7 @@ func (j *Journal) addSpare(name string) {
 	j.segMu.Unlock()
 }
 
-// prepareSpare writes one zero-filled spare of SegmentSize bytes and returns
+// prepareSpare writes one zero-filled spare of segmentSize bytes and returns
 // its name, or "" if Close came first.
 func (j *Journal) prepareSpare() (string, error) {
 	hex := fmt.Sprintf("%016x", rand.Uint64()|1<<63)
@@ -69,8 +69,8 @@ func (j *Journal) prepareSpare() (string, error) {
 		return "", err
 	}
 	defer j.fs.Remove(tmp) // fails once renamed
-	zeros := make([]byte, min(j.opts.SegmentSize, 1<<20))
-	for off := int64(0); off < j.opts.SegmentSize; off += int64(len(zeros)) {
+	zeros := make([]byte, min(j.opts.segmentSize, 1<<20))
+	for off := int64(0); off < j.opts.segmentSize; off += int64(len(zeros)) {
 		select {
 		case <-j.stop:
 			f.Close()
@@ -95,13 +95,16 @@ func (j *Journal) prepareSpare() (string, error) {
 	return hex + spareExt, err
 }
 
-// retire recycles s as a spare, or removes it when there are spares enough or
-// its file is too small to be worth it. Requires ckptMu (or recovery).
+// retire recycles s as a spare, or removes it when there are spares enough,
+// its file is too small to be worth it or a Reader has it open (it reads on
+// from the removed file, which nobody overwrites). Requires ckptMu (or
+// recovery).
 func (j *Journal) retire(s *segment) error {
 	s.removed.Store(true)
 	fi, err := j.fs.Stat(j.path(s.name))
 	j.segMu.Lock()
-	recycle := len(j.spares) < maxSpares && err == nil && fi.Size() >= j.opts.SegmentSize/2
+	recycle := len(j.spares) < maxSpares && err == nil && fi.Size() >= j.opts.segmentSize/2 &&
+		s.readers == 0
 	j.segMu.Unlock()
 	if !recycle {
 		if err := j.fs.Remove(j.path(s.name)); err != nil && !os.IsNotExist(err) {

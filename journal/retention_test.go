@@ -18,7 +18,7 @@ func writeRaw(t *testing.T, j *Journal, rnd *rand.Rand, n int) map[uint64][]byte
 	got := map[uint64][]byte{}
 	for range n {
 		data := randomBytes(rnd, 1024)
-		seq, err := j.Write(c.Write(rnd.Int64N(60)*1024, data), false)
+		seq, err := j.write(c.Write(rnd.Int64N(60)*1024, data), false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -45,17 +45,17 @@ func TestRetention(t *testing.T) {
 		retain int64
 	}{{"beyond RetainBytes", 16 << 10}, {"within RetainBytes", 1 << 20}, {"none", -1}} {
 		t.Run(tc.name, func(t *testing.T) {
-			o := Options{SegmentSize: 4 << 10, RetainBytes: tc.retain, CheckpointInterval: -1, Logger: quiet}
+			o := Options{segmentSize: 4 << 10, RetainBytes: tc.retain, CheckpointInterval: -1, Logger: quiet}
 			j, err := Open(vfs.NewMem(), testDir, NewMemDisk(crashDiskSize), o)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer j.Close()
 			writeRaw(t, j, rand.New(rand.NewPCG(1, 2)), 100) // ~105 KiB, ~30 segments
-			if err := j.Checkpoint(); err != nil {
+			if err := j.checkpoint(); err != nil {
 				t.Fatal(err)
 			}
-			kept, n := segmentBytesBefore(j, j.CheckpointSeq())
+			kept, n := segmentBytesBefore(j, j.ckptSeq.Load())
 			switch {
 			case tc.retain == 1<<20 && (j.OldestRetainedSeq() != 1 || n < 20):
 				t.Fatalf("deleted within RetainBytes: oldest seq %d, %d segments", j.OldestRetainedSeq(), n)
@@ -69,7 +69,7 @@ func TestRetention(t *testing.T) {
 }
 
 func TestReaderFromRetainedSeq(t *testing.T) {
-	o := Options{SegmentSize: 4 << 10, RetainBytes: 16 << 10, CheckpointInterval: -1, Logger: quiet}
+	o := Options{segmentSize: 4 << 10, RetainBytes: 16 << 10, CheckpointInterval: -1, Logger: quiet}
 	j, err := Open(vfs.NewMem(), testDir, NewMemDisk(crashDiskSize), o)
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +77,7 @@ func TestReaderFromRetainedSeq(t *testing.T) {
 	defer j.Close()
 	rnd := rand.New(rand.NewPCG(3, 4))
 	data := writeRaw(t, j, rnd, 100)
-	if err := j.Checkpoint(); err != nil {
+	if err := j.checkpoint(); err != nil {
 		t.Fatal(err)
 	}
 	oldest := j.OldestRetainedSeq()
@@ -136,7 +136,7 @@ func TestBackPressure(t *testing.T) {
 			c := NewCompressor(CodecNone)
 			rnd := rand.New(rand.NewPCG(uint64(g), 9))
 			for range 100 {
-				if _, err := j.Write(c.Write(rnd.Int64N(60)*1024, randomBytes(rnd, 1024)), g == 0); err != nil {
+				if _, err := j.write(c.Write(rnd.Int64N(60)*1024, randomBytes(rnd, 1024)), g == 0); err != nil {
 					t.Error(err)
 					return
 				}
@@ -157,7 +157,7 @@ func TestBackPressure(t *testing.T) {
 	// A record of half the journal still gets in.
 	big := NewCompressor(CodecNone).Write(0, make([]byte, 32<<10))
 	for range 4 {
-		if _, err := j.Write(big, false); err != nil {
+		if _, err := j.write(big, false); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -167,7 +167,7 @@ func TestBackPressure(t *testing.T) {
 // that a journal running on recycled files recovers after a crash.
 func TestRecycleSegments(t *testing.T) {
 	fs, disk := vfs.NewMem(), NewMemDisk(crashDiskSize)
-	o := Options{SegmentSize: 4 << 10, RetainBytes: -1, CheckpointInterval: -1, Logger: quiet}
+	o := Options{segmentSize: 4 << 10, RetainBytes: -1, CheckpointInterval: -1, Logger: quiet}
 	j, err := Open(fs, testDir, disk, o)
 	if err != nil {
 		t.Fatal(err)
@@ -178,7 +178,7 @@ func TestRecycleSegments(t *testing.T) {
 		for seq, d := range writeRaw(t, j, rnd, 10) {
 			data[seq] = d
 		}
-		if err := j.Checkpoint(); err != nil {
+		if err := j.checkpoint(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -195,12 +195,12 @@ func TestRecycleSegments(t *testing.T) {
 		t.Fatalf("%d spares and %d segments after 100 KiB through 4 KiB segments: %v", spares, segs, names)
 	}
 	from := j.OldestRetainedSeq()
-	seq, err := j.Write(Trim(0, 512), true)
+	seq, err := j.write(Trim(0, 512), true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	data[seq] = nil
-	crashed := disk.CrashWith(func() { fs = fs.CrashClone(nil) })
+	crashed := disk.crashWith(func() { fs = fs.CrashClone(nil) })
 	j.Close()
 	j, err = Open(fs, testDir, crashed, o)
 	if err != nil {
@@ -215,10 +215,12 @@ func TestRecycleSegments(t *testing.T) {
 	expectRecords(t, r, data, from, seq)
 }
 
-// TestReaderFallsBehind reads while the segments under the reader are
-// recycled: it gets true records or ErrNotRetained, never other data.
+// TestReaderFallsBehind reads while a journal far smaller than what is
+// written through it fills up: the reader keeps its segments only until the
+// journal passes its high-water mark, so appends never stall on it, and it
+// reads true records, then maybe ErrNotRetained, never other data.
 func TestReaderFallsBehind(t *testing.T) {
-	o := Options{SegmentSize: 4 << 10, RetainBytes: -1, CheckpointInterval: -1, Logger: quiet}
+	o := Options{segmentSize: 4 << 10, MaxBytes: 64 << 10, RetainBytes: -1, CheckpointInterval: -1, Logger: quiet}
 	j, err := Open(vfs.NewMem(), testDir, NewMemDisk(crashDiskSize), o)
 	if err != nil {
 		t.Fatal(err)
@@ -234,25 +236,131 @@ func TestReaderFallsBehind(t *testing.T) {
 	if _, err := r.Next(); err != nil {
 		t.Fatal(err)
 	}
-	for range 5 {
-		for seq, d := range writeRaw(t, j, rnd, 20) {
+	wrote := make(chan error, 1)
+	c := NewCompressor(CodecNone)
+	go func() { // 200 KiB through 64 KiB; data is the test's once wrote says so
+		for i := range 200 {
+			d := randomBytes(rnd, 1024)
+			seq, err := j.write(c.Write(rnd.Int64N(60)*1024, d), false)
+			if err == nil && i%20 == 19 {
+				err = j.checkpoint()
+			}
+			if err != nil {
+				wrote <- err
+				return
+			}
 			data[seq] = d
 		}
-		if err := j.Checkpoint(); err != nil {
-			t.Fatal(err)
-		}
+		wrote <- nil
+	}()
+	if err := waitResult(t, wrote, "appends past an open reader"); err != nil {
+		t.Fatal(err)
 	}
-	for {
+	if st := j.Stats(); st.Size > o.MaxBytes {
+		t.Fatalf("journal of %d bytes, MaxBytes %d", st.Size, o.MaxBytes)
+	}
+	for want := uint64(2); ; want++ {
 		rec, err := r.Next()
-		if errors.Is(err, ErrNotRetained) {
+		if errors.Is(err, ErrNotRetained) || err == io.EOF && want == j.LastSeq()+1 {
 			return
 		}
 		if err != nil {
 			t.Fatalf("reader behind retention: %v, want records or ErrNotRetained", err)
 		}
 		raw, _ := rec.Raw(nil)
-		if !bytes.Equal(raw, data[rec.Seq]) {
-			t.Fatalf("seq %d: wrong data from a recycled segment", rec.Seq)
+		if rec.Seq != want || !bytes.Equal(raw, data[rec.Seq]) {
+			t.Fatalf("got seq %d, want %d with its data", rec.Seq, want)
 		}
+	}
+}
+
+// TestReaderKeepsItsSegments opens a reader at the oldest seq and forces
+// checkpoints that retain nothing while appending more: the reader still
+// reads every record, the segments behind it go as it moves on, and the rest
+// go at the first checkpoint after it is closed.
+func TestReaderKeepsItsSegments(t *testing.T) {
+	o := Options{segmentSize: 4 << 10, RetainBytes: -1, CheckpointInterval: -1, Logger: quiet}
+	j, err := Open(vfs.NewMem(), testDir, NewMemDisk(crashDiskSize), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	rnd := rand.New(rand.NewPCG(10, 10))
+	data := writeRaw(t, j, rnd, 40) // ~10 segments
+	r, err := j.NewReader(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	checkpoint := func() {
+		t.Helper()
+		if err := j.checkpoint(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkpoint()
+	if _, n := segmentBytesBefore(j, j.ckptSeq.Load()); j.OldestRetainedSeq() != 1 || n < 5 {
+		t.Fatalf("checkpoint under a reader at seq 1: oldest seq %d, %d segments", j.OldestRetainedSeq(), n)
+	}
+	next := uint64(1) // the next seq the reader returns
+	for range 8 {
+		for seq, d := range writeRaw(t, j, rnd, 10) {
+			data[seq] = d
+		}
+		checkpoint()
+		if oldest := j.OldestRetainedSeq(); oldest > next {
+			t.Fatalf("reader at seq %d, but the oldest retained is %d", next, oldest)
+		}
+		for range 8 { // slower than the writes: it stays behind
+			rec, err := r.Next()
+			if err != nil {
+				t.Fatalf("reading seq %d: %v", next, err)
+			}
+			raw, _ := rec.Raw(nil)
+			if rec.Seq != next || !bytes.Equal(raw, data[next]) {
+				t.Fatalf("got seq %d, want %d with its data", rec.Seq, next)
+			}
+			next++
+		}
+	}
+	checkpoint()
+	if oldest := j.OldestRetainedSeq(); oldest <= 1 || oldest > next {
+		t.Fatalf("reader at seq %d, oldest retained %d: want the segments it moved past gone, its own kept", next, oldest)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkpoint()
+	if _, n := segmentBytesBefore(j, j.ckptSeq.Load()); n != 0 || j.OldestRetainedSeq() <= next {
+		t.Fatalf("closed reader at seq %d: oldest retained %d, %d segments before the checkpoint",
+			next, j.OldestRetainedSeq(), n)
+	}
+}
+
+func TestSegmentsToRemove(t *testing.T) {
+	o := Options{MaxBytes: 1000, RetainBytes: 150}
+	sizes := []int64{100, 100, 100, 100, 100, 100}
+	for _, tc := range []struct {
+		name   string
+		done   int   // segments wholly at or before the checkpoint
+		total  int64 // journal bytes
+		pinned int   // oldest segment a reader is in; len(sizes) if none
+		want   int
+	}{
+		{"retain 150 bytes: the newest done one kept", 5, 450, 6, 4},
+		{"nothing done", 0, 450, 6, 0},
+		{"reader in the oldest", 5, 450, 0, 0},
+		{"reader in the second", 5, 450, 1, 1},
+		{"reader past the removable", 5, 450, 5, 4},
+		{"past half: retention shrinks", 5, 700, 6, 5},
+		{"past half, reader keeps", 5, 700, 2, 2},
+		{"past high water: readers lose", 5, 760, 0, 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := segmentsToRemove(sizes, tc.done, tc.total, tc.pinned, &o); got != tc.want {
+				t.Fatalf("segmentsToRemove(done %d, total %d, pinned %d) = %d, want %d",
+					tc.done, tc.total, tc.pinned, got, tc.want)
+			}
+		})
 	}
 }

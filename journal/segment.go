@@ -29,6 +29,7 @@ type segment struct {
 	lastSeq  atomic.Uint64           // seq of the last whole frame, 0 if none
 	next     atomic.Pointer[segment] // the segment after this one, set when it is created
 	removed  atomic.Bool             // removed or recycled: its file may hold other data now
+	readers  int                     // open Readers in it, which keep it; guarded by Journal.segMu
 }
 
 // segmentName is the file name of the segment whose first seq is seq.
@@ -181,19 +182,19 @@ func (sc *scanner) next() (Record, error) {
 
 // frame decodes the frame at sc.off and advances past it.
 func (sc *scanner) frame() (Record, error) {
-	b, err := sc.window(HeaderSize)
+	b, err := sc.window(headerSize)
 	if err != nil {
 		return Record{}, err
 	}
-	if len(b) >= HeaderSize {
+	if len(b) >= headerSize {
 		if h, herr := parseHeader(b); herr == nil {
-			b, err = sc.window(HeaderSize + align(int(h.length)))
+			b, err = sc.window(headerSize + align(int(h.length)))
 			if err != nil {
 				return Record{}, err
 			}
 		}
 	}
-	r, n, err := DecodeRecord(b)
+	r, n, err := decodeRecord(b)
 	if err != nil {
 		return Record{}, err
 	}

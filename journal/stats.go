@@ -48,9 +48,9 @@ func (j *Journal) Stats() Stats {
 		Size:          size,
 		Segments:      nseg,
 		LastSeq:       j.LastSeq(),
-		DurableSeq:    j.DurableSeq(),
-		AppliedSeq:    j.AppliedSeq(),
-		CheckpointSeq: j.CheckpointSeq(),
+		DurableSeq:    j.durableSeq.Load(),
+		AppliedSeq:    j.appliedSeq.Load(),
+		CheckpointSeq: j.ckptSeq.Load(),
 	}
 }
 

@@ -18,7 +18,7 @@ type writer struct {
 	recycled bool     // f is a recycled file: old data may follow off
 	started  int64    // f is being written back up to here (startWriteback)
 	iov      [][]byte // scratch for one pwritev
-	padHdr   [HeaderSize]byte
+	padHdr   [headerSize]byte
 }
 
 // batch is what the writer took from the queue in one go: written with one
@@ -49,6 +49,16 @@ func (b *batch) firstSeq() uint64 {
 	return 0
 }
 
+// lastSeq is the seq of the last record in b.
+func (b *batch) lastSeq() uint64 {
+	for i := len(b.items) - 1; i >= 0; i-- {
+		if b.items[i].isRecord() {
+			return b.items[i].rec.Seq
+		}
+	}
+	return 0
+}
+
 // pad appends to the write a padding frame from end to the next page boundary
 // (the one after if the gap is too small for a header), and returns its size.
 func (j *Journal) pad(end int64, seq uint64) int64 {
@@ -57,10 +67,10 @@ func (j *Journal) pad(end int64, seq uint64) int64 {
 	if n == 0 {
 		return 0
 	}
-	if n < HeaderSize {
+	if n < headerSize {
 		n += pageSize
 	}
-	p := Record{Kind: kindPad, Seq: seq, Payload: zeroPadding(n - HeaderSize)}
+	p := Record{Kind: kindPad, Seq: seq, Payload: zeroPadding(n - headerSize)}
 	p.putHeader(&w.padHdr)
 	w.iov = append(w.iov, w.padHdr[:], p.Payload)
 	j.addBytes(n)
@@ -183,7 +193,7 @@ func (j *Journal) takeLocked(b *batch) {
 	for n < len(j.queue) && (b.bytes == 0 || b.bytes < limit) {
 		it := &j.queue[n]
 		if it.isRecord() {
-			b.bytes += int64(it.rec.EncodedLen())
+			b.bytes += int64(it.rec.encodedLen())
 			b.records = true
 		}
 		b.needSync = b.needSync || it.fua || it.syncDone != nil || it.ckptDone != nil ||
@@ -193,6 +203,7 @@ func (j *Journal) takeLocked(b *batch) {
 	}
 	if n == len(j.queue) {
 		b.items, j.queue = j.queue, b.items[:0]
+		j.kicked = false
 		return
 	}
 	b.items = append(b.items, j.queue[:n]...)
@@ -239,7 +250,7 @@ func (j *Journal) writeRecords(b *batch) error {
 	w := &j.w
 	// A new segment when this one is full, or early when a spare is ready to
 	// replace a fresh file (whose appends make every fdatasync commit metadata).
-	full := w.off+b.bytes > j.opts.SegmentSize
+	full := w.off+b.bytes > j.opts.segmentSize
 	if w.off > 0 && (full || !w.recycled && j.nspares.Load() > 0) {
 		if err := j.rotate(b.firstSeq()); err != nil {
 			return err
@@ -277,6 +288,7 @@ func (j *Journal) writeRecords(b *batch) error {
 	j.startWriteback()
 	w.seg.publish(w.off, last)
 	j.writtenSeq.Store(last)
+	j.prog.signal()
 	j.st.batches.Add(1)
 	return nil
 }
@@ -363,6 +375,7 @@ func (j *Journal) failBatch(b *batch, err error) {
 		j.bytes -= b.bytes
 		j.space.Broadcast()
 		j.mu.Unlock()
+		j.prog.lose(b.firstSeq(), b.lastSeq(), j.writtenSeq.Load())
 	}
 	b.recycle()
 }
