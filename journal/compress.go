@@ -71,7 +71,7 @@ func NewCompressor(codec Codec) *Compressor {
 // trying (see worthCompressing).
 // The record owns its payload (a pooled buffer, see Release); data may be
 // reused as soon as Write returns. len(data) must not exceed 128 MiB
-// (maxRawLen, what a frame can say).
+// (MaxRawLen, what a frame can say).
 func (c *Compressor) Write(off int64, data []byte) Record {
 	return c.write(off, data, false)
 }
@@ -85,8 +85,8 @@ func (c *Compressor) WriteLent(off int64, data []byte) Record {
 }
 
 func (c *Compressor) write(off int64, data []byte, lent bool) Record {
-	if len(data) > maxRawLen {
-		panic(fmt.Sprintf("journal: write of %d bytes exceeds %d", len(data), maxRawLen))
+	if len(data) > MaxRawLen {
+		panic(fmt.Sprintf("journal: write of %d bytes exceeds %d", len(data), MaxRawLen))
 	}
 	r := Record{Kind: KindWrite, Offset: off, RawLen: uint32(len(data))}
 	if lent {
@@ -192,7 +192,7 @@ func (r *Record) AttachRaw(data []byte) {
 
 var zdec = sync.OnceValue(func() *zstd.Decoder {
 	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0),
-		zstd.WithDecoderMaxMemory(maxRawLen))
+		zstd.WithDecoderMaxMemory(MaxRawLen))
 	if err != nil {
 		panic("journal: zstd decoder: " + err.Error())
 	}

@@ -165,7 +165,7 @@ func TestFailedSyncFailsJournal(t *testing.T) {
 	}
 	// Power loss, then reopen: what was durable is there.
 	fs := e.ffs.mem.CrashClone(nil)
-	disk := e.disk.crash()
+	disk := e.disk.Crash()
 	j, err := Open(fs, testDir, disk, testOptions())
 	if err != nil {
 		t.Fatal(err)

@@ -51,7 +51,7 @@ func TestCloseDrainsAndRejects(t *testing.T) {
 		t.Fatalf("checkpoint after close: %v", err)
 	}
 	// A clean close leaves nothing to replay.
-	j, err = Open(fs, testDir, disk.crash(), testOptions())
+	j, err = Open(fs, testDir, disk.Crash(), testOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func TestAppendKeepsGivenSeq(t *testing.T) {
 		t.Fatal(err)
 	}
 	j.Close()
-	j, err = Open(fs, testDir, disk.crash(), testOptions())
+	j, err = Open(fs, testDir, disk.Crash(), testOptions())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -104,8 +104,8 @@ func (d *MemDisk) Bytes() []byte {
 	return append([]byte(nil), d.data...)
 }
 
-// crash returns the disk as a power loss leaves it: only synced data.
-func (d *MemDisk) crash() *MemDisk { return d.crashWith(nil) }
+// Crash returns the disk as a power loss leaves it: only synced data.
+func (d *MemDisk) Crash() *MemDisk { return d.crashWith(nil) }
 
 // crashWith is crash, running also (if not nil) at the same instant: no disk
 // operation runs in between. A test crashes a MemFS in also to take both at

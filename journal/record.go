@@ -44,8 +44,8 @@ func (k Kind) valid() bool { return k >= KindWrite && k <= kindPad }
 const (
 	// headerSize is the size of a record header.
 	headerSize = 32
-	// maxRawLen is the largest RawLen of a write record (and so of its payload).
-	maxRawLen = 128 << 20
+	// MaxRawLen is the largest RawLen of a write record (and so of its payload).
+	MaxRawLen = 128 << 20
 	// frameAlign is the alignment of every frame in a segment.
 	frameAlign = 8
 )
@@ -188,7 +188,7 @@ func (h *header) check(res0, res1 byte) error {
 		return fmt.Errorf("bad padding frame")
 	case r.Kind != KindWrite && r.Kind != kindPad && (h.length != 0 || r.Codec != CodecNone):
 		return fmt.Errorf("%v record with a payload", r.Kind)
-	case r.Kind == KindWrite && (r.RawLen > maxRawLen || h.length > r.RawLen):
+	case r.Kind == KindWrite && (r.RawLen > MaxRawLen || h.length > r.RawLen):
 		return fmt.Errorf("write of %d bytes stored in %d", r.RawLen, h.length)
 	case r.Kind == KindWrite && r.Codec == CodecNone && h.length != r.RawLen:
 		return fmt.Errorf("raw write of %d bytes stored in %d", r.RawLen, h.length)
