@@ -98,6 +98,8 @@ type Resource struct {
 	resync     resyncState
 	linkChange chan struct{} // closed and replaced whenever link changes
 
+	refusal wire.Reason // what a dialing peer is told while standAlone (mu)
+
 	stop chan struct{} // closed by Close
 	wg   sync.WaitGroup
 

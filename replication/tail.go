@@ -27,16 +27,6 @@ func appendSyncStart(mode byte, full bool) []byte {
 	return f
 }
 
-// tailCovers says whether the journal's tail can bring the peer up to date:
-// the peer's disk is whole, it holds nothing this node lacks, and this
-// journal still holds every record after the peer's last. r.order held.
-func (r *Resource) tailCovers(hello, remote wire.Hello) bool {
-	disk := remote.Disk == wire.UpToDate || remote.Disk == wire.Consistent
-	clean := remote.Flags&wire.HasOutOfSync == 0 && remote.LastSeq <= hello.LastSeq
-	return disk && clean && remote.LastSeq >= r.journal.OldestRetainedSeq()-1 &&
-		remote.LastSeq <= r.journal.LastSeq()
-}
-
 // tailLoop replays the journal after the peer's last seq, in order, while
 // writers keep the link to themselves: until it has caught up, their
 // records reach the peer through this loop. Then the link goes live, the
