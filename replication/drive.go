@@ -34,10 +34,6 @@ func (r *Resource) setCoreState(s State) {
 // that), logging. It returns every action, in order, for the caller to
 // perform the others, and the first error of saving meta. r.mu held.
 func (r *Resource) stepLocked(ev Event) ([]Action, error) {
-	peerGen := r.peer.Gen
-	if h, ok := ev.(PeerHello); ok {
-		peerGen = h.Remote.Gen
-	}
 	s, acts := step(r.coreState(), ev)
 	r.setCoreState(s)
 	var err error
@@ -57,7 +53,7 @@ func (r *Resource) stepLocked(ev Event) ([]Action, error) {
 			r.log.Info("new generation", "gen", fmt.Sprintf("%+v", r.meta.Gen))
 		case GoStandAlone:
 			r.log.Error("StandAlone", "why", a.Text, "reason", a.Reason.String(),
-				"local_gen", fmt.Sprintf("%+v", r.meta.Gen), "peer_gen", fmt.Sprintf("%+v", peerGen))
+				"local_gen", fmt.Sprintf("%+v", r.meta.Gen))
 		}
 	}
 	return acts, err

@@ -227,7 +227,8 @@ func (r *Resource) admitPeer(c net.Conn, hello, remote wire.Hello, dialer bool) 
 			c.Close()
 			return Decision{}, false
 		case Refuse:
-			r.log.Warn("peer not connected", "addr", c.RemoteAddr().String(), "reason", a.Text)
+			r.log.Warn("peer not connected", "addr", c.RemoteAddr().String(), "reason", a.Text,
+				"local_gen", fmt.Sprintf("%+v", hello.Gen), "peer_gen", fmt.Sprintf("%+v", remote.Gen))
 			c.Write(wire.AppendRefuse(nil, a.Reason, a.Text))
 			if _, ok := has[AwaitVerdict](acts); ok {
 				r.awaitVerdict(c, a)
