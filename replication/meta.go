@@ -87,15 +87,3 @@ func randomID() uint64 {
 		}
 	}
 }
-
-// newCurrent starts a new generation: this node's data moves on without
-// the peer. The old current id becomes the bitmap id (what the peer holds,
-// the base of the out-of-sync bitmap) unless one is already set.
-func (m *meta) newCurrent() {
-	if m.Gen.Bitmap == 0 {
-		m.Gen.Bitmap = m.Gen.Current
-	}
-	copy(m.Gen.History[1:], m.Gen.History[:])
-	m.Gen.History[0] = m.Gen.Current
-	m.Gen.Current = randomID()
-}

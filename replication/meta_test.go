@@ -27,7 +27,7 @@ func TestMetaLivesOnTheResourceFS(t *testing.T) {
 		t.Fatalf("a new created node: %+v", m)
 	}
 	m.Disk = wire.Outdated.String()
-	m.newCurrent()
+	m.Gen = newGeneration(m.Gen, randomID())
 	if err := writeMeta(fs, "/meta", m); err != nil {
 		t.Fatal(err)
 	}

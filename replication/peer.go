@@ -144,8 +144,8 @@ func (r *Resource) hello() wire.Hello {
 	if r.meta.DiscardMyData {
 		h.Flags |= wire.DiscardMyData
 	}
-	if r.cfg.Peer != "" {
-		h.Flags |= wire.Dials
+	if r.cfg.Peer != "" && r.standAlone == "" {
+		h.Flags |= wire.Dials // a StandAlone node does not dial: the peer keeps a connection it makes
 	}
 	if r.oos.bytes() > 0 {
 		h.Flags |= wire.HasOutOfSync
@@ -169,10 +169,11 @@ func (r *Resource) meet(c net.Conn, dialer bool) bool {
 		r.logRefusal(c, err)
 		return false
 	}
-	if !canonical(remote, r.cfg.Peer != "", dialer, r.meta.NodeID) {
-		c.Close() // both dial: the peer keeps the other connection
+	d, ok := r.admitPeer(c, hello, remote, dialer)
+	if !ok {
 		return false
 	}
+	defer r.endAdmit()
 	// Records the peer acknowledged (up to peerSeq) but no longer holds are
 	// regions it lacks: a crashed Primary's peer may hold writes that
 	// never reached the Primary's own journal. Every later record is
@@ -182,32 +183,12 @@ func (r *Resource) meet(c net.Conn, dialer bool) bool {
 		r.log.Error("marking the records the peer lacks", "err", err)
 		return false
 	}
-	d, reason, text := r.admitPeer(hello, remote)
-	defer r.endAdmit()
-	if text != "" {
-		r.log.Warn("peer not connected", "addr", c.RemoteAddr().String(), "reason", text)
-		c.Write(wire.AppendRefuse(nil, reason, text))
-		c.Close()
-		return false
-	}
 	if err := r.agree(c); err != nil {
 		c.Close()
 		r.logRefusal(c, err)
 		return false
 	}
 	return r.attach(c, hello, remote, d)
-}
-
-// canonical says whether a connection is the one to keep: when both nodes
-// dial, the one dialed by the lower node id.
-func canonical(remote wire.Hello, iDial, dialer bool, self uint64) bool {
-	if !iDial || remote.Flags&wire.Dials == 0 {
-		return true
-	}
-	if dialer {
-		return self < remote.NodeID
-	}
-	return remote.NodeID < self
 }
 
 // agree sends Ready and waits for the peer's Ready.
@@ -233,56 +214,46 @@ func (r *Resource) logRefusal(c net.Conn, err error) {
 	if errors.As(err, &ref) {
 		r.log.Warn("peer refused", "addr", c.RemoteAddr().String(), "reason", ref.Reason.String(),
 			"by_peer", ref.ByPeer, "err", err)
+		r.refusedByPeer(err)
 		return
 	}
 	r.log.Warn("peer handshake failed", "addr", c.RemoteAddr().String(), "err", err)
 }
 
-// admitPeer decides whether an authenticated peer may become the link and
-// what the generation ids say. A link to the same peer node is replaced:
-// the peer came back before this node noticed it was gone. Until endAdmit
-// no other connection is admitted.
-func (r *Resource) admitPeer(hello, remote wire.Hello) (Decision, wire.Reason, string) {
+// admitPeer asks the decision core whether an authenticated peer may
+// become the link and acts on its answer: it closes a connection the peer
+// does not keep, tells a refused peer why, or fails the link the peer
+// replaces. Until endAdmit no other connection is admitted.
+func (r *Resource) admitPeer(c net.Conn, hello, remote wire.Hello, dialer bool) (Decision, bool) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	acts, _ := r.stepLocked(PeerHello{Local: hello, Remote: remote, Dialer: dialer, // saves nothing
+		BackingOff: time.Now().Before(r.flapUntil)})
 	old := r.link
-	switch {
-	case r.admitting:
-		return Decision{}, wire.ReasonBusy, "another connection is being set up"
-	case r.standAlone != "":
-		return Decision{}, wire.ReasonBusy, "StandAlone: " + r.standAlone
-	case old != nil && remote.NodeID != r.peer.NodeID:
-		return Decision{}, wire.ReasonBusy, "already connected to another node"
-	case old == nil && time.Now().Before(r.flapUntil):
-		return Decision{}, wire.ReasonBusy, fmt.Sprintf("the last link failed soon after it came up: waiting %v before the next", r.flapDelay)
+	r.mu.Unlock()
+	for _, a := range acts {
+		switch a := a.(type) {
+		case Drop: // both dial: the peer keeps the other connection
+			c.Close()
+			return Decision{}, false
+		case Refuse:
+			r.log.Warn("peer not connected", "addr", c.RemoteAddr().String(), "reason", a.Text,
+				"local_gen", fmt.Sprintf("%+v", hello.Gen), "peer_gen", fmt.Sprintf("%+v", remote.Gen))
+			c.Write(wire.AppendRefuse(nil, a.Reason, a.Text))
+			if _, ok := has[AwaitVerdict](acts); ok {
+				r.awaitVerdict(c, a)
+			}
+			c.Close()
+			return Decision{}, false
+		case FailLink:
+			if old != nil {
+				old.fail(fmt.Errorf("%w: the peer connected again", ErrLinkDown))
+			}
+		case Admit:
+			return a.Decision, true
+		}
 	}
-	lw, rw := hello.Flags&wire.HasOutOfSync != 0, remote.Flags&wire.HasOutOfSync != 0
-	local := side{primary: r.role == wire.Primary, id: r.meta.NodeID, wrote: lw,
-		dirty: lw || hello.LastSeq > remote.LastSeq}
-	peer := side{primary: remote.Role == wire.Primary, id: remote.NodeID, wrote: rw,
-		dirty: rw || remote.LastSeq > hello.LastSeq}
-	d := resolve(decide(r.meta.Gen, remote.Gen), r.meta.DiscardMyData, remote.Flags&wire.DiscardMyData != 0)
-	switch {
-	case d.Outcome == InSync:
-		d = dirtyDirection(local, peer)
-	case d.Outcome == SplitBrain && r.cfg.AfterSplitBrain == DiscardZeroChanges:
-		d = discardZeroChanges(local, peer)
-	}
-	if text := r.refuseOutcome(d, remote); text != "" {
-		return d, wire.ReasonSplitBrain, text
-	}
-	if r.role == wire.Primary && remote.Role == wire.Primary {
-		return d, wire.ReasonBusy, "both nodes are Primary: demote one"
-	}
-	if old != nil {
-		// The peer came back before this node noticed it was gone. The old
-		// link goes down first; the peer dials again and meets this node's
-		// state after that link's writes are marked.
-		old.fail(fmt.Errorf("%w: the peer connected again", ErrLinkDown))
-		return d, wire.ReasonBusy, "the previous connection is being closed; dial again"
-	}
-	r.admitting = true
-	return d, 0, ""
+	c.Close()
+	return Decision{}, false
 }
 
 func (r *Resource) endAdmit() {
@@ -296,9 +267,7 @@ func (r *Resource) endAdmit() {
 func (r *Resource) attach(c net.Conn, hello, remote wire.Hello, d Decision) bool {
 	l := newLink(r, c, remote)
 	r.order.Lock()
-	if d.Outcome == SyncSource && !d.Full && r.tailCovers(hello, remote) {
-		l.catchingUp, l.tailFrom = true, remote.LastSeq+1
-	}
+	oldest, last := r.journal.OldestRetainedSeq(), r.journal.LastSeq()
 	r.mu.Lock()
 	select {
 	case <-r.stop: // stopPeer has begun: it looks for the link after closing stop, under r.mu
@@ -308,9 +277,13 @@ func (r *Resource) attach(c net.Conn, hello, remote wire.Hello, d Decision) bool
 		return false
 	default:
 	}
-	r.link, r.peer = l, remote
+	r.resync = resyncState{started: time.Now()}
+	acts, _ := r.stepLocked(Attach{Local: hello, Remote: remote, Decision: d, OldestSeq: oldest, LastSeq: last})
+	if s, ok := has[StartSync](acts); ok && s.Mode == SyncTail {
+		l.catchingUp, l.tailFrom = true, remote.LastSeq+1
+	}
+	r.link = l
 	r.seqFloor.Store(max(r.seqFloor.Load(), remote.LastSeq)) // r.order held
-	r.resync = resyncState{source: d.Outcome == SyncSource, target: d.Outcome == SyncTarget, started: time.Now()}
 	r.signalLinkChange()
 	r.mu.Unlock()
 	r.order.Unlock()
@@ -344,13 +317,9 @@ func (r *Resource) linkDown(l *link, err error, waiting []*pending) {
 		r.replRaw.Add(l.bytesRaw.Load())
 		r.replWire.Add(l.bytesWire.Load())
 		r.resync = resyncState{}
-		if r.role == wire.Primary && r.meta.Gen.Bitmap == 0 {
-			r.meta.newCurrent()
-			if serr := r.saveMeta(); serr != nil {
-				r.log.Error("saving the new generation", "err", serr)
-			}
+		if _, serr := r.stepLocked(LinkLost{NewID: randomID()}); serr != nil {
+			r.log.Error("saving the new generation", "err", serr)
 		}
-		r.signalLinkChange()
 	}
 	r.mu.Unlock()
 	r.order.Unlock()
@@ -361,5 +330,6 @@ func (r *Resource) linkDown(l *link, err error, waiting []*pending) {
 	case <-r.stop:
 	default:
 		r.log.Warn("peer disconnected", "err", err, "out_of_sync_bytes", r.oos.bytes())
+		r.refusedByPeer(err) // the peer refused on the link: a split brain it found
 	}
 }

@@ -101,7 +101,7 @@ func (l *link) handle(f wire.Frame, idle bool) error {
 		return errPeerDisconnected
 	case wire.TypeRefuse:
 		ref, _ := wire.ParseRefuse(f.Body)
-		return fmt.Errorf("%w: the peer refused: %s: %s", ErrLinkDown, ref.Reason, ref.Text)
+		return fmt.Errorf("%w: %w", ErrLinkDown, &wire.RefusedError{Reason: ref.Reason, Text: ref.Text, ByPeer: true})
 	case wire.TypeBitmapChunk:
 		if f.Flags&wire.BitmapEnd != 0 {
 			l.peerBitmapOnce.Do(func() { close(l.peerBitmap) })

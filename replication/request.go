@@ -17,8 +17,8 @@ import (
 // The peer half ends with the ack the protocol asks for (A: sent, B:
 // received, C: journaled, FUA or flush: synced), or lost when the link went
 // down first. Once both halves are final, complete runs once, on the
-// goroutine of the last event: outcome decides what the client hears and
-// whether the region is marked out of sync, for every combination.
+// goroutine of the last event: replyOf decides what the client hears and
+// whether the region is marked out of sync (replyOf), for every combination.
 type request struct {
 	mu        sync.Mutex // guards the states; held only inside step
 	local     localState
@@ -83,12 +83,12 @@ func ackState(k wire.AckKind) peerState {
 	return peerSent
 }
 
-// outcome is the reply and the out-of-sync mark of a request whose halves
+// replyOf is the reply and the out-of-sync mark of a request whose halves
 // are final. The client hears success only if this node holds the write.
 // The region is marked whenever the peer may hold something else than this
 // node: the link was lost under it, or this node failed a write the peer
 // took. A request that never reached a link was marked when submitted.
-func outcome(local localState, peer peerState) (ok, mark bool) {
+func replyOf(local localState, peer peerState) (ok, mark bool) {
 	ok = local == localDone
 	switch peer {
 	case peerNone:
@@ -170,7 +170,7 @@ func (q *request) finishIfFinal() {
 	if !final {
 		return
 	}
-	ok, mark := outcome(local, peer)
+	ok, mark := replyOf(local, peer)
 	if mark {
 		q.res.oos.mark(q.off, q.length)
 	}

@@ -105,6 +105,8 @@ type Resource struct {
 	flapDelay time.Duration
 	flapUntil time.Time
 
+	refusal wire.Reason // what a dialing peer is told while standAlone (mu)
+
 	stop chan struct{} // closed by Close
 	wg   sync.WaitGroup
 

@@ -132,70 +132,36 @@ func (r *Resource) SetRole(role wire.Role, force bool) error {
 	}
 	r.order.Lock() // no write is between its journal append and its send
 	r.mu.Lock()
-	if r.role == role {
+	old := r.role
+	var ev Event = Demote{}
+	if role == wire.Primary {
+		ev = Promote{Force: force, NewID: randomID()}
+	}
+	acts, err := r.stepLocked(ev)
+	if d, ok := has[Deny](acts); ok {
+		err = fmt.Errorf("%w: %s", ErrRefused, d.Text)
+	}
+	if err == nil && len(acts) > 0 && role == wire.Primary {
+		err = r.journal.WaitApplied()
+	}
+	if err != nil || len(acts) == 0 { // refused, failed, or the role already
+		r.role = old
 		r.mu.Unlock()
 		r.order.Unlock()
-		return nil
+		return err
 	}
-	if role == wire.Primary {
-		if err := r.canPromote(force); err != nil {
-			r.mu.Unlock()
-			r.order.Unlock()
-			return err
-		}
-	}
-	if role == wire.Primary && r.link == nil {
-		// Promoted alone: whatever it writes, the peer does not have, and
-		// its seqs must not meet those its old Primary may have used.
-		r.seqFloor.Store(max(r.seqFloor.Load(), r.journal.LastSeq()) + seqGap)
-	}
-	if role == wire.Primary && r.link == nil && r.meta.Gen.Bitmap == 0 {
-		r.meta.newCurrent()
-		if err := r.saveMeta(); err != nil {
-			r.mu.Unlock()
-			r.order.Unlock()
-			return err
-		}
-	}
-	if role == wire.Primary {
-		if err := r.journal.WaitApplied(); err != nil {
-			r.mu.Unlock()
-			r.order.Unlock()
-			return err
-		}
-	}
-	r.role = role
 	r.setDiskRole(role)
 	l := r.link
 	r.mu.Unlock()
 	r.order.Unlock()
-	if role == wire.Secondary {
+	if _, ok := has[FlushWrites](acts); ok {
 		if err := r.Sync(); err != nil {
 			return err
 		}
 	}
 	r.log.Info("role changed", "role", role.String())
-	if l != nil {
+	if _, ok := has[Reconnect](acts); ok && l != nil {
 		l.close() // reconnects at once, announcing the new role
-	}
-	return nil
-}
-
-// canPromote says why this node may not become Primary; r.mu held.
-func (r *Resource) canPromote(force bool) error {
-	if r.link != nil && r.peer.Role == wire.Primary {
-		return fmt.Errorf("%w: the peer is Primary", ErrRefused)
-	}
-	// A Consistent disk holds a state its peer really had (a journal tail
-	// cut short): older, but whole.
-	whole := r.meta.Disk == wire.UpToDate.String() || r.meta.Disk == wire.Consistent.String()
-	if !whole && !force {
-		return fmt.Errorf("%w: the disk is %s (a resync has not finished); --force promotes it anyway", ErrRefused, r.meta.Disk)
-	}
-	if r.meta.Disk != wire.UpToDate.String() {
-		r.meta.Disk = wire.UpToDate.String()
-		r.meta.newCurrent()
-		return r.saveMeta()
 	}
 	return nil
 }
@@ -203,11 +169,10 @@ func (r *Resource) canPromote(force bool) error {
 // Disconnect drops the link and stays StandAlone until Connect.
 func (r *Resource) Disconnect() {
 	r.mu.Lock()
-	r.standAlone = "disconnected by command"
+	acts, _ := r.stepLocked(CmdDisconnect{}) // saves nothing
 	l := r.link
-	r.signalLinkChange()
 	r.mu.Unlock()
-	if l != nil {
+	if _, ok := has[CloseLink](acts); ok && l != nil {
 		l.close()
 	}
 }
@@ -215,8 +180,7 @@ func (r *Resource) Disconnect() {
 // Connect leaves StandAlone: the node connects to its peer again.
 func (r *Resource) Connect() {
 	r.mu.Lock()
-	r.standAlone = ""
-	r.signalLinkChange()
+	r.stepLocked(CmdConnect{}) // saves nothing
 	r.mu.Unlock()
 }
 
@@ -226,15 +190,13 @@ func (r *Resource) Connect() {
 func (r *Resource) DiscardMyData() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.role == wire.Primary {
-		return fmt.Errorf("%w: a Primary cannot discard its data; demote it first", ErrRefused)
+	acts, err := r.stepLocked(CmdDiscard{})
+	if d, ok := has[Deny](acts); ok {
+		return fmt.Errorf("%w: %s", ErrRefused, d.Text)
 	}
-	r.meta.DiscardMyData = true
-	if err := r.saveMeta(); err != nil {
+	if err != nil {
 		return err
 	}
-	r.standAlone = ""
-	r.signalLinkChange()
 	r.log.Warn("this node will discard its data and take the peer's at the next connection")
 	return nil
 }

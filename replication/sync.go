@@ -15,27 +15,6 @@ type resyncState struct {
 	started        time.Time
 }
 
-// refuseOutcome says why this node will not go on with a decision, or ""
-// when it will; r.mu held. Split brain and unrelated data make both nodes
-// StandAlone: nothing is changed until an operator says which data wins.
-func (r *Resource) refuseOutcome(d Decision, remote wire.Hello) string {
-	switch {
-	case d.Outcome == SplitBrain:
-		r.standAlone = "split brain: both nodes wrote while apart"
-	case d.Outcome == Unrelated:
-		r.standAlone = "unrelated data: the generation ids share no history"
-	case d.Outcome == SyncTarget && r.role == wire.Primary:
-		r.standAlone = "the peer holds newer data than this Primary"
-	case d.Outcome == SyncSource && remote.Role == wire.Primary:
-		r.standAlone = "this node holds newer data than the Primary peer"
-	default:
-		return ""
-	}
-	r.log.Error("StandAlone", "why", r.standAlone, "local_gen", fmt.Sprintf("%+v", r.meta.Gen),
-		"peer_gen", fmt.Sprintf("%+v", remote.Gen))
-	return r.standAlone
-}
-
 // startSync begins what the decision asks for on a new link. The source
 // says how it syncs (SyncStart); the target answers a bitmap sync with its
 // own bitmap (see startTarget).
@@ -134,7 +113,9 @@ func (r *Resource) finishSource(l *link) error {
 func (r *Resource) sendRun(l *link, reg int64, buf []byte) (int64, error) {
 	r.order.Lock()
 	defer r.order.Unlock()
-	if err := r.journal.WaitApplied(); err != nil {
+	// Under order no write is appended: wait for those before to reach the
+	// disk, or for the link to fail.
+	if err := r.journal.AwaitApplied(r.journal.LastSeq(), l.closed); err != nil {
 		return 0, err
 	}
 	regions := max(r.oos.run(reg, maxRun), 1)
@@ -194,14 +175,12 @@ func (r *Resource) syncDoneFrame(l *link, body []byte) error {
 func (r *Resource) sourceDone(l *link, gen uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.link != l || l.isDown() || r.meta.Gen.Current != gen || r.oos.bytes() != 0 {
-		return
-	}
-	r.meta.Gen.Bitmap = 0
-	r.resync.source = false
-	r.peer.Disk = wire.UpToDate
-	if err := r.saveMeta(); err != nil {
+	acts, err := r.stepLocked(SyncDoneAcked{Gen: gen, Current: r.link == l && !l.isDown(), Marks: r.oos.bytes() != 0})
+	if err != nil {
 		r.log.Error("saving metadata after resync", "err", err)
+	}
+	if _, ok := has[PeerUpToDate](acts); !ok {
+		return
 	}
 	r.log.Info("resync done: the peer is UpToDate", "bytes", r.resync.done,
 		"seconds", time.Since(r.resync.started).Seconds())
@@ -216,16 +195,7 @@ func (r *Resource) syncDone(gen uint64) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.meta.Gen.Current != gen {
-		copy(r.meta.Gen.History[1:], r.meta.Gen.History[:])
-		r.meta.Gen.History[0] = r.meta.Gen.Current
-	}
-	r.meta.Gen.Current, r.meta.Gen.Bitmap = gen, 0
-	r.meta.Disk = wire.UpToDate.String()
-	r.meta.DiscardMyData = false
-	r.oos.reset() // its marks were sent to the source and synced from there
-	r.resync.target = false
-	if err := r.saveMeta(); err != nil {
+	if _, err := r.stepLocked(SyncDoneReceived{Gen: gen}); err != nil {
 		return fmt.Errorf("%w: %v", ErrLinkDown, err)
 	}
 	r.log.Info("resync done: UpToDate", "gen", gen)

@@ -4,23 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
 // tailMaxPending bounds the bytes of a journal tail in flight on the link.
 const tailMaxPending = 32 << 20
-
-// tailCovers says whether the journal's tail can bring the peer up to date:
-// the peer's disk is whole, it holds nothing this node lacks, and this
-// journal still holds every record after the peer's last. r.order held.
-func (r *Resource) tailCovers(hello, remote wire.Hello) bool {
-	disk := remote.Disk == wire.UpToDate || remote.Disk == wire.Consistent
-	clean := remote.Flags&wire.HasOutOfSync == 0 && remote.LastSeq <= hello.LastSeq
-	return disk && clean && remote.LastSeq >= r.journal.OldestRetainedSeq()-1 &&
-		remote.LastSeq <= r.journal.LastSeq()
-}
 
 // tailLoop replays the journal after the peer's last seq, in order, while
 // writers keep the link to themselves: until it has caught up, their
@@ -42,7 +31,10 @@ func (r *Resource) tailLoop(l *link, from uint64) error {
 			if r.goLive(l, last) {
 				break
 			}
-			time.Sleep(100 * time.Microsecond) // appended, not yet in the segment
+			// Appended, not yet in the segment: wait until it is.
+			if err := r.journal.AwaitWritten(last+1, l.closed); err != nil {
+				return err
+			}
 			continue
 		}
 		if err != nil {

@@ -1,0 +1,534 @@
+package replication
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/nbdmirror/nbdmirror/replication/wire"
+)
+
+// The replication decisions as one pure function: step takes what a node
+// knows of itself (State) and something that happened (an Event) and
+// returns the node's new state and the actions its Resource must perform,
+// in order. It takes no lock and touches no file, socket, log or clock;
+// whatever it needs to know of the world comes in the event (the peer's
+// Hello, the journal's retained seqs, a fresh random id). The Resource
+// holds the state under Resource.mu and is the only caller:
+//
+//	s, acts := step(r.coreState(), ev)
+//	r.setCoreState(s)
+//	for _, a := range acts { /* save meta, send a refusal, start a sync, ... */ }
+//
+// testdata/core/*.txt holds its scripted tests (see core_test.go).
+
+// State is what the decisions read and change of a node.
+type State struct {
+	NodeID        uint64
+	Role          wire.Role
+	Disk          wire.DiskState
+	Gen           wire.GenIDs
+	DiscardMyData bool // resolve --discard-my-data: give in at the next connection
+	// StandAlone says why this node will not connect ("" when it will);
+	// Refusal is the reason a dialing peer is told: ReasonSplitBrain or
+	// ReasonUnrelatedData when the data keeps the nodes apart, ReasonBusy
+	// when an operator said so.
+	StandAlone string
+	Refusal    wire.Reason
+	// AfterSplitBrain is the configured split-brain policy.
+	AfterSplitBrain AfterSplitBrain
+
+	Admitting bool       // a connection is between its admission and AdmitEnd
+	Linked    bool       // a link to the peer is up
+	Peer      wire.Hello // what the peer said in its last admitted handshake
+	// Source and Target: a resync runs on the link, from or to this node.
+	Source, Target bool
+}
+
+// Event is something that happened to a node: one of the types below.
+type Event interface{ event() }
+
+// PeerHello: an authenticated peer finished the handshake on a new
+// connection. Local is the Hello this node sent on it.
+type PeerHello struct {
+	Local, Remote wire.Hello
+	Dialer        bool // this node dialed the connection
+	// BackingOff: the last link failed soon after it came up, and the wait
+	// before the next (see nextFlapDelay) is not over.
+	BackingOff bool
+}
+
+// AdmitEnd: the admitted connection became the link, or failed before.
+type AdmitEnd struct{}
+
+// Attach: the admitted connection is the link now. OldestSeq and LastSeq
+// are the first seq the journal still holds and its last one.
+type Attach struct {
+	Local, Remote wire.Hello
+	Decision      Decision
+	OldestSeq     uint64
+	LastSeq       uint64
+}
+
+// LinkLost: the link is gone. NewID is a fresh random generation id.
+type LinkLost struct{ NewID uint64 }
+
+// Promote: an operator asks for Primary. NewID is a fresh generation id.
+type Promote struct {
+	Force bool
+	NewID uint64
+}
+
+// Demote: an operator asks for Secondary.
+type Demote struct{}
+
+// CmdConnect, CmdDisconnect and CmdDiscard are the operator's connect,
+// disconnect and resolve --discard-my-data.
+type (
+	CmdConnect    struct{}
+	CmdDisconnect struct{}
+	CmdDiscard    struct{}
+)
+
+// SyncDoneAcked: the target acknowledged the end of the resync this node
+// sent in generation Gen. Current: the link that carried it is still the
+// link; Marks: regions are still marked out of sync.
+type SyncDoneAcked struct {
+	Gen            uint64
+	Current, Marks bool
+}
+
+// SyncDoneReceived: the source's SyncDone came, after every resync record
+// it sent; the journal holds them all.
+type SyncDoneReceived struct{ Gen uint64 }
+
+// PeerVerdict: after this node refused a connection for its data (Mine),
+// the peer's own word on it: Ready, a Refuse with Reason, or nothing
+// (Lost: the connection failed first).
+type PeerVerdict struct {
+	Mine   Refuse
+	Ready  bool
+	Reason wire.Reason
+	Lost   bool
+}
+
+// RefusedByPeer: the peer refused a connection and said why.
+type RefusedByPeer struct {
+	Reason wire.Reason
+	Text   string
+}
+
+func (PeerHello) event()        {}
+func (AdmitEnd) event()         {}
+func (Attach) event()           {}
+func (LinkLost) event()         {}
+func (Promote) event()          {}
+func (Demote) event()           {}
+func (CmdConnect) event()       {}
+func (CmdDisconnect) event()    {}
+func (CmdDiscard) event()       {}
+func (SyncDoneAcked) event()    {}
+func (SyncDoneReceived) event() {}
+func (RefusedByPeer) event()    {}
+func (PeerVerdict) event()      {}
+
+// Action is something the Resource must do: one of the types below.
+type Action interface{ action() }
+
+type (
+	// SaveMeta: persist the state's generation ids, disk state and
+	// discard-my-data flag.
+	SaveMeta struct{}
+	// Drop: close the connection without a word; the peer keeps the other
+	// one (both dialed).
+	Drop struct{}
+	// Refuse: tell the peer why this connection is not taken, and close it.
+	Refuse struct {
+		Reason wire.Reason
+		Text   string
+	}
+	// AwaitVerdict: read the peer's Ready or Refuse on the connection this
+	// node refused, and step PeerVerdict with it.
+	AwaitVerdict struct{}
+	// GoStandAlone: this node stopped connecting (State.StandAlone says why).
+	GoStandAlone struct {
+		Reason wire.Reason
+		Text   string
+	}
+	// Admit: go on with the connection (agree, then attach) as Decision says.
+	Admit struct{ Decision Decision }
+	// FailLink: take the current link down (the same peer came back before
+	// this node noticed it was gone).
+	FailLink struct{}
+	// StartSync: this node is the source of a resync in Mode.
+	StartSync struct {
+		Mode SyncMode
+		Full bool
+	}
+	// NewGeneration: the state's current generation id is new.
+	NewGeneration struct{}
+	// SkipSeqs: move the seqs this node hands out past any its old Primary
+	// may have used (it was promoted alone).
+	SkipSeqs struct{}
+	// Deny: refuse the operator's command with this text.
+	Deny struct{ Text string }
+	// Reconnect: close the link so that it is made again (the peer learns
+	// the new role).
+	Reconnect struct{}
+	// CloseLink: close the link and stay apart.
+	CloseLink struct{}
+	// Wake: the dialer waits for a change of the link or StandAlone state.
+	Wake struct{}
+	// FlushWrites: every acknowledged write durable on both nodes (Sync).
+	FlushWrites struct{}
+	// ClearMarks: forget every out-of-sync mark.
+	ClearMarks struct{}
+	// PeerUpToDate: the resync is over, the peer holds this node's data.
+	PeerUpToDate struct{}
+	// UpToDate: the resync to this node is over.
+	UpToDate struct{}
+)
+
+func (SaveMeta) action()      {}
+func (Drop) action()          {}
+func (Refuse) action()        {}
+func (GoStandAlone) action()  {}
+func (AwaitVerdict) action()  {}
+func (Admit) action()         {}
+func (StartSync) action()     {}
+func (NewGeneration) action() {}
+func (SkipSeqs) action()      {}
+func (Deny) action()          {}
+func (Reconnect) action()     {}
+func (CloseLink) action()     {}
+func (FailLink) action()      {}
+func (Wake) action()          {}
+func (FlushWrites) action()   {}
+func (ClearMarks) action()    {}
+func (PeerUpToDate) action()  {}
+func (UpToDate) action()      {}
+
+// SyncMode is how a source brings its peer up to date.
+type SyncMode uint8
+
+const (
+	SyncBitmap SyncMode = SyncMode(wire.SyncBitmap) // the marked regions; the target is Inconsistent until the end
+	SyncTail   SyncMode = SyncMode(wire.SyncTail)   // the journal's tail, in order; the target stays Consistent
+)
+
+func (m SyncMode) String() string {
+	if m == SyncTail {
+		return "tail"
+	}
+	return "bitmap"
+}
+
+// step is the decision core: the new state and the actions for e.
+func step(s State, e Event) (State, []Action) {
+	switch e := e.(type) {
+	case PeerHello:
+		return admit(s, e)
+	case AdmitEnd:
+		s.Admitting = false
+		return s, nil
+	case Attach:
+		return attached(s, e)
+	case LinkLost:
+		return linkLost(s, e)
+	case Promote:
+		return promote(s, e)
+	case Demote:
+		return demote(s)
+	case CmdConnect:
+		s.StandAlone, s.Refusal = "", 0
+		return s, []Action{Wake{}}
+	case CmdDisconnect:
+		s.StandAlone, s.Refusal = "disconnected by command", wire.ReasonBusy
+		return s, []Action{CloseLink{}, Wake{}}
+	case CmdDiscard:
+		return discard(s)
+	case SyncDoneAcked:
+		return syncDoneAcked(s, e)
+	case SyncDoneReceived:
+		return syncDoneReceived(s, e)
+	case RefusedByPeer:
+		return refusedByPeer(s, e)
+	case PeerVerdict:
+		return verdict(s, e)
+	}
+	panic(fmt.Sprintf("replication: step: unknown event %T", e))
+}
+
+// canonical says whether a connection is the one to keep: when both nodes
+// dial, the one dialed by the lower node id. A node that does not dial
+// (it is StandAlone, or has no peer address) says so in its Hello.
+func canonical(local, remote wire.Hello, dialer bool) bool {
+	if local.Flags&wire.Dials == 0 || remote.Flags&wire.Dials == 0 {
+		return true
+	}
+	if dialer {
+		return local.NodeID < remote.NodeID
+	}
+	return remote.NodeID < local.NodeID
+}
+
+// admit decides whether an authenticated peer may become the link and what
+// the generation ids say. A link to the same peer node is replaced: the
+// peer came back before this node noticed it was gone. A node that is
+// StandAlone for its data tells the peer why, so that it goes StandAlone
+// as well. A node that finds a split brain or unrelated data refuses, and
+// goes StandAlone once it has the peer's word on the same Hellos
+// (PeerVerdict): a Hello sent before its node changed (a lost link, a
+// promotion) is refused as busy, and judged again on a fresh connection.
+func admit(s State, e PeerHello) (State, []Action) {
+	switch {
+	case s.StandAlone != "" && (s.Refusal == wire.ReasonSplitBrain || s.Refusal == wire.ReasonUnrelatedData):
+		return s, []Action{Refuse{s.Refusal, s.StandAlone}}
+	case s.StandAlone != "":
+		return s, []Action{Refuse{wire.ReasonBusy, "StandAlone: " + s.StandAlone}}
+	case !canonical(e.Local, e.Remote, e.Dialer):
+		return s, []Action{Drop{}}
+	case e.Local.Gen != s.Gen || e.Local.Role != s.Role || e.Local.Disk != s.Disk:
+		// The peer decides on the Hello it was sent, which no longer holds.
+		return s, []Action{Refuse{wire.ReasonBusy, "this node changed while the connection was set up"}}
+	case s.Admitting:
+		return s, []Action{Refuse{wire.ReasonBusy, "another connection is being set up"}}
+	case s.Linked && e.Remote.NodeID != s.Peer.NodeID:
+		return s, []Action{Refuse{wire.ReasonBusy, "already connected to another node"}}
+	case s.Linked:
+		// The old link goes down first, and its writes are marked; the
+		// peer dials again and meets this node's state after that.
+		return s, []Action{FailLink{}, Refuse{wire.ReasonBusy, "the previous connection is being closed; dial again"}}
+	case e.BackingOff:
+		return s, []Action{Refuse{wire.ReasonBusy, "the last link failed soon after it came up: waiting before the next"}}
+	}
+	d := outcome(s, e.Local, e.Remote)
+	if reason, text := refusal(s, d, e.Remote); text != "" {
+		return s, []Action{Refuse{reason, text}, AwaitVerdict{}}
+	}
+	if s.Role == wire.Primary && e.Remote.Role == wire.Primary {
+		return s, []Action{Refuse{wire.ReasonBusy, "both nodes are Primary: demote one"}}
+	}
+	s.Admitting = true
+	return s, []Action{Admit{Decision: d}}
+}
+
+// outcome is what the generation ids, the operator's word, the bitmaps and
+// the split-brain policy say of two nodes.
+func outcome(s State, local, remote wire.Hello) Decision {
+	lw, rw := local.Flags&wire.HasOutOfSync != 0, remote.Flags&wire.HasOutOfSync != 0
+	l := side{primary: s.Role == wire.Primary, id: s.NodeID, wrote: lw, dirty: lw || local.LastSeq > remote.LastSeq}
+	p := side{primary: remote.Role == wire.Primary, id: remote.NodeID, wrote: rw,
+		dirty: rw || remote.LastSeq > local.LastSeq}
+	d := resolve(decide(s.Gen, remote.Gen), s.DiscardMyData, remote.Flags&wire.DiscardMyData != 0)
+	switch {
+	case d.Outcome == InSync:
+		d = dirtyDirection(l, p)
+	case d.Outcome == SplitBrain && s.AfterSplitBrain == DiscardZeroChanges:
+		d = discardZeroChanges(l, p)
+	}
+	return d
+}
+
+// refusal says why this node will not go on with a decision, or "" when it
+// will. Split brain and unrelated data make both nodes StandAlone: nothing
+// is changed until an operator says which data wins.
+func refusal(s State, d Decision, remote wire.Hello) (wire.Reason, string) {
+	switch {
+	case d.Outcome == SplitBrain:
+		return wire.ReasonSplitBrain, "split brain: both nodes wrote while apart"
+	case d.Outcome == Unrelated:
+		return wire.ReasonUnrelatedData, "unrelated data: the generation ids share no history"
+	case d.Outcome == SyncTarget && s.Role == wire.Primary:
+		return wire.ReasonSplitBrain, "the peer holds newer data than this Primary"
+	case d.Outcome == SyncSource && remote.Role == wire.Primary:
+		return wire.ReasonSplitBrain, "this node holds newer data than the Primary peer"
+	}
+	return 0, ""
+}
+
+// verdict: this node refused a connection for its data, and goes
+// StandAlone for it unless the peer did not judge the same Hellos: it was
+// busy, StandAlone by command, or changed while the connection was set up.
+// Both then meet again later, on fresh Hellos.
+func verdict(s State, e PeerVerdict) (State, []Action) {
+	if !e.Ready && !e.Lost && e.Reason == wire.ReasonBusy || s.StandAlone != "" {
+		return s, nil
+	}
+	s.StandAlone, s.Refusal = e.Mine.Text, e.Mine.Reason
+	return s, []Action{GoStandAlone(e.Mine), Wake{}}
+}
+
+// refusedByPeer: a peer that will not connect because of the data (split
+// brain, unrelated data) makes this node StandAlone too, with its reason;
+// unless this node gave in (discard-my-data): it waits, Connecting, for
+// the peer to be told to connect, and then takes its data.
+func refusedByPeer(s State, e RefusedByPeer) (State, []Action) {
+	if s.StandAlone != "" || s.DiscardMyData || e.Reason != wire.ReasonSplitBrain && e.Reason != wire.ReasonUnrelatedData {
+		return s, nil
+	}
+	text := e.Reason.String() + " (found by the peer)"
+	_, rest, ok := strings.Cut(e.Text, ": ")
+	if ok && strings.HasPrefix(e.Text, e.Reason.String()) { // "split brain: ...", "split brain (found by the peer): ..."
+		text += ": " + rest
+	} else if e.Text != "" {
+		text = fmt.Sprintf("%s (found by the peer, which says %q)", e.Reason, e.Text)
+	}
+	s.StandAlone, s.Refusal = text, e.Reason
+	return s, []Action{GoStandAlone{e.Reason, text}, Wake{}}
+}
+
+func discard(s State) (State, []Action) {
+	if s.Role == wire.Primary {
+		return s, []Action{Deny{"a Primary cannot discard its data; demote it first"}}
+	}
+	s.DiscardMyData = true
+	s.StandAlone, s.Refusal = "", 0
+	return s, []Action{SaveMeta{}, Wake{}}
+}
+
+// String shows an action as the scripted tests spell it.
+func actionString(a Action) string {
+	switch a := a.(type) {
+	case Refuse:
+		return fmt.Sprintf("Refuse(%s, %q)", a.Reason, a.Text)
+	case GoStandAlone:
+		return fmt.Sprintf("GoStandAlone(%s, %q)", a.Reason, a.Text)
+	case Admit:
+		return fmt.Sprintf("Admit(%s, full=%v)", strings.ReplaceAll(a.Decision.Outcome.String(), " ", "-"), a.Decision.Full)
+	case StartSync:
+		return fmt.Sprintf("StartSync(%s, full=%v)", a.Mode, a.Full)
+	case Deny:
+		return fmt.Sprintf("Deny(%q)", a.Text)
+	}
+	return strings.TrimPrefix(fmt.Sprintf("%T", a), "replication.")
+}
+
+// attached: the link is up. A source syncs from its journal's tail when
+// the tail covers what the peer lacks, else from its bitmap.
+func attached(s State, e Attach) (State, []Action) {
+	d := e.Decision
+	s.Linked, s.Peer = true, e.Remote
+	s.Source, s.Target = d.Outcome == SyncSource, d.Outcome == SyncTarget
+	if !s.Source {
+		return s, nil
+	}
+	mode := SyncBitmap
+	if !d.Full && tailCovers(e.Local, e.Remote, e.OldestSeq, e.LastSeq) {
+		mode = SyncTail
+	}
+	return s, []Action{StartSync{mode, d.Full}}
+}
+
+// tailCovers says whether the journal's tail can bring the peer up to date:
+// the peer's disk is whole, it holds nothing this node lacks, and this
+// journal (oldest to last) still holds every record after the peer's last.
+func tailCovers(local, remote wire.Hello, oldest, last uint64) bool {
+	disk := remote.Disk == wire.UpToDate || remote.Disk == wire.Consistent
+	clean := remote.Flags&wire.HasOutOfSync == 0 && remote.LastSeq <= local.LastSeq
+	return disk && clean && remote.LastSeq >= oldest-1 && remote.LastSeq <= last
+}
+
+// linkLost: a Primary that goes on alone starts a new generation, so the
+// peer's data is known to be behind.
+func linkLost(s State, e LinkLost) (State, []Action) {
+	s.Linked, s.Source, s.Target = false, false, false
+	acts := []Action{}
+	if s.Role == wire.Primary && s.Gen.Bitmap == 0 {
+		s.Gen = newGeneration(s.Gen, e.NewID)
+		acts = append(acts, NewGeneration{}, SaveMeta{})
+	}
+	return s, append(acts, Wake{})
+}
+
+// promote: a node becomes Primary with a whole disk (UpToDate, or
+// Consistent: a state its peer really had, older but whole), or with any
+// disk when forced, and never while its peer is Primary. A disk that was
+// not UpToDate is from then on, in a generation of its own. Promoted alone,
+// whatever it writes the peer lacks: a new generation unless its bitmap
+// already counts from an older one, and seqs its old Primary cannot have
+// used.
+func promote(s State, e Promote) (State, []Action) {
+	if s.Role == wire.Primary {
+		return s, nil
+	}
+	if s.Linked && s.Peer.Role == wire.Primary {
+		return s, []Action{Deny{"the peer is Primary"}}
+	}
+	whole := s.Disk == wire.UpToDate || s.Disk == wire.Consistent
+	if !whole && !e.Force {
+		return s, []Action{Deny{fmt.Sprintf("the disk is %s (a resync has not finished); --force promotes it anyway", s.Disk)}}
+	}
+	var acts []Action
+	if s.Disk != wire.UpToDate {
+		s.Disk = wire.UpToDate
+		s.Gen = newGeneration(s.Gen, e.NewID)
+		acts = append(acts, NewGeneration{}, SaveMeta{})
+	}
+	if !s.Linked {
+		acts = append(acts, SkipSeqs{})
+		if s.Gen.Bitmap == 0 {
+			s.Gen = newGeneration(s.Gen, e.NewID)
+			acts = append(acts, NewGeneration{}, SaveMeta{})
+		}
+	}
+	s.Role = wire.Primary
+	if s.Linked {
+		acts = append(acts, Reconnect{})
+	}
+	return s, acts
+}
+
+// demote: a Secondary makes what it acknowledged durable on both nodes
+// and reconnects, so the peer learns its role.
+func demote(s State) (State, []Action) {
+	if s.Role == wire.Secondary {
+		return s, nil
+	}
+	s.Role = wire.Secondary
+	acts := []Action{FlushWrites{}}
+	if s.Linked {
+		acts = append(acts, Reconnect{})
+	}
+	return s, acts
+}
+
+// syncDoneAcked: the target holds everything of this generation; the
+// bitmap generation is gone, both hold the same data. An ack that comes
+// from a link that is gone, for an older generation, or while regions are
+// still marked changes nothing.
+func syncDoneAcked(s State, e SyncDoneAcked) (State, []Action) {
+	if !e.Current || !s.Linked || s.Gen.Current != e.Gen || e.Marks {
+		return s, nil
+	}
+	s.Gen.Bitmap = 0
+	s.Source = false
+	s.Peer.Disk = wire.UpToDate
+	return s, []Action{SaveMeta{}, PeerUpToDate{}}
+}
+
+// syncDoneReceived: the target is UpToDate in the source's generation; its
+// own marks were sent to the source and synced from there.
+func syncDoneReceived(s State, e SyncDoneReceived) (State, []Action) {
+	if s.Gen.Current != e.Gen {
+		copy(s.Gen.History[1:], s.Gen.History[:])
+		s.Gen.History[0] = s.Gen.Current
+	}
+	s.Gen.Current, s.Gen.Bitmap = e.Gen, 0
+	s.Disk = wire.UpToDate
+	s.DiscardMyData = false
+	s.Target = false
+	return s, []Action{ClearMarks{}, SaveMeta{}, UpToDate{}}
+}
+
+// newGeneration starts generation id: the data moves on without the peer.
+// The old current id becomes the bitmap id (what the peer holds, the base
+// of the out-of-sync bitmap) unless one is already set.
+func newGeneration(g wire.GenIDs, id uint64) wire.GenIDs {
+	if g.Bitmap == 0 {
+		g.Bitmap = g.Current
+	}
+	copy(g.History[1:], g.History[:])
+	g.History[0] = g.Current
+	g.Current = id
+	return g
+}
