@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -85,15 +87,36 @@ func newConn(now, killed map[string]bool) bool {
 	return false
 }
 
-// resetMany resets the link n times and fails the test at the first reset
-// after which the link does not come back.
-func (r *resetter) resetMany(n int) {
-	r.t.Helper()
+// resetMany resets the link n times and says what went wrong at the first
+// reset after which the link did not come back, if any.
+func (r *resetter) resetMany(n int) string {
 	for i := range n {
 		if problem := r.reset(10 * time.Second); problem != "" {
-			r.t.Fatalf("reset %d of %d: %s\nprimary:\n%s", i+1, n, problem, r.a.logs())
+			return fmt.Sprintf("reset %d of %d: %s", i+1, n, problem)
 		}
 	}
+	return ""
+}
+
+// stuck describes a node the test gives up on: its last status answers,
+// then its goroutines (SIGQUIT makes it print them and exit) with the end
+// of its log.
+func stuck(n *node, w *statusWatch) string {
+	recent := w.since(time.Now().Add(-5 * time.Second))
+	var b strings.Builder
+	if len(recent) > 0 {
+		first, last := recent[0].st, recent[len(recent)-1].st
+		fmt.Fprintf(&b, "last status: connection %s, replication %s, peer disk %s, out_of_sync_bytes %d; "+
+			"%d writes completed in the last %v\n", last.Peer.Connection, last.Peer.Replication, last.Peer.Disk,
+			last.Stats.OutOfSyncBytes, last.Stats.Writes-first.Stats.Writes, recent[len(recent)-1].at.Sub(recent[0].at).Round(time.Millisecond))
+	}
+	n.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-n.exited:
+	case <-time.After(5 * time.Second):
+	}
+	b.WriteString(tail(n.logs(), 400))
+	return b.String()
 }
 
 // waitSynced waits until the Primary has resynced its peer and the
@@ -143,7 +166,11 @@ func resetRound(t *testing.T, n int) {
 		"--time_based", "--runtime=1h")
 	r := newResetter(t, a, b, wa)
 	start := time.Now()
-	r.resetMany(n)
+	if problem := r.resetMany(n); problem != "" {
+		wa.close()
+		wa.check(t)
+		t.Fatalf("%s\nprimary: %s", problem, stuck(a, wa))
+	}
 	t.Logf("%d resets in %v, the slowest return of the link %v", n, time.Since(start), r.slow)
 	checkFio(t, fio.stop(t, 2*peerTimeout))
 	waitSynced(a, b)

@@ -176,10 +176,14 @@ type fioJob struct {
 func startFio(t testing.TB, uri string, args ...string) *fioJob {
 	t.Helper()
 	j := &fioJob{out: filepath.Join(t.TempDir(), "fio.json"), done: make(chan error, 1)}
-	base := []string{"--name=load", "--ioengine=nbd", "--uri=" + uri, "--output-format=json", "--output=" + j.out}
+	// --thread: a forked job would run in a session of its own and outlive
+	// the SIGKILL of fio's process group.
+	base := []string{"--name=load", "--ioengine=nbd", "--uri=" + uri, "--thread", "--output-format=json",
+		"--output=" + j.out}
 	j.cmd = exec.Command("fio", append(base, args...)...)
 	j.cmd.Stdout, j.cmd.Stderr = &j.logs, &j.logs
 	j.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	j.cmd.WaitDelay = 5 * time.Second
 	if err := j.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
