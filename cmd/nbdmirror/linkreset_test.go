@@ -48,8 +48,10 @@ func (r *resetter) reset(timeout time.Duration) string {
 			return r.writesFlow(st.Stats.Writes, timeout)
 		}
 		if time.Now().After(deadline) {
-			return "the link did not come back within " + timeout.String() + ": connection " + st.Peer.Connection +
-				", replication " + st.Peer.Replication + ", peer disk " + st.Peer.Disk
+			return fmt.Sprintf("the link did not come back within %v: status says connection %s, replication %s, "+
+				"peer disk %s, out_of_sync_bytes %d; new TCP connections between the peer ports: %v",
+				timeout, st.Peer.Connection, st.Peer.Replication, st.Peer.Disk, st.Stats.OutOfSyncBytes,
+				newConn(peerConns(r.t, false, r.ports...), killed))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
