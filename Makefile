@@ -8,7 +8,7 @@ DEMO     := demo
 FUZZTIME ?= 100000x
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: all build test vet fuzz vmtest demo bench profile clean
+.PHONY: all build test vet fuzz vmtest stress demo bench profile clean
 
 all: build
 
@@ -48,6 +48,12 @@ fuzz:
 # socat and apt-get download; the .debs are cached in ~/.cache/nbdmirror-vm.
 vmtest:
 	$(GO) test -tags vmtest -run '^TestVM' -count=1 -timeout 5m -v ./cmd/nbdmirror
+
+# The long end-to-end runs (cmd/nbdmirror, NBDMIRROR_STRESS=1): 5 rounds of
+# 1000 link resets under lone writes, SIGTERM during a reset storm, and 50
+# split brains. Needs root, fio and ss (iproute2).
+stress:
+	NBDMIRROR_STRESS=1 $(GO) test -run 'Stress|SplitBrainSeenByBoth' -count=1 -timeout 60m -v ./cmd/nbdmirror
 
 # A Primary and a Secondary on loopback with sparse 1 GiB images and a
 # generated secret under ./demo. Ctrl-C stops both.

@@ -124,6 +124,12 @@ func newNode(t testing.TB, size string, extra ...string) *node {
 // start runs the daemon and waits until its control socket exists.
 func (n *node) start() {
 	n.t.Helper()
+	n.startPolling(10 * time.Millisecond)
+}
+
+// startPolling is start, looking for the control socket every interval.
+func (n *node) startPolling(every time.Duration) {
+	n.t.Helper()
 	n.cmd = exec.Command(binary, n.args...)
 	n.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stderr, err := n.cmd.StderrPipe()
@@ -145,7 +151,7 @@ func (n *node) start() {
 		select {
 		case <-n.exited:
 			n.t.Fatalf("daemon exited before it was ready: %v\n%s", n.cmd.ProcessState, n.logs())
-		case <-time.After(10 * time.Millisecond):
+		case <-time.After(every):
 		}
 		if time.Now().After(deadline) {
 			n.t.Fatalf("daemon not ready after 20s\n%s", n.logs())

@@ -232,13 +232,17 @@ func runServe(args []string, stdout io.Writer) error {
 	if err := c.checkFiles(); err != nil {
 		return err
 	}
+	// Signals are caught before anything is published: a SIGTERM sent the
+	// moment the control socket appears (or during start-up) stops the
+	// daemon cleanly once it is up, instead of killing it half-way.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("resource", c.name)
 	d, err := startDaemon(c, log)
 	if err != nil {
 		return err
 	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	s := <-sig
 	log.Info("stopping", "signal", s.String())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
