@@ -61,7 +61,7 @@ type link struct {
 	// for the reader's polling rule.
 	inflight atomic.Int32
 	// localBusy counts writes sent on this link that this node has not
-	// journaled and applied yet (Resource.appendAsync, waiter.localDone).
+	// journaled and applied yet (Resource.appendAsync, request.localResult).
 	localBusy atomic.Int32
 	seq       uint64 // last link seq handed out
 	lastSent  uint64 // journal seq of the last record queued; written under Resource.order
