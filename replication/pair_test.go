@@ -22,31 +22,47 @@ type testPair struct {
 }
 
 // openPair opens a pair whose Primary's journal lives on pfs (nil: a
-// memory file system) and waits until it is connected.
+// memory file system) and waits until it is in sync.
 func openPair(t *testing.T, pfs journal.FS) *testPair {
 	t.Helper()
-	if pfs == nil {
-		pfs = journal.NewMemFS()
-	}
+	p := openPairWith(t, testSize, func(primary, _ *Config) {
+		if pfs != nil {
+			primary.FS = pfs
+		}
+	}, nil)
+	p.waitInSync(t)
+	return p
+}
+
+// openPairWith opens a pair on disks of size bytes after edit changed
+// their configurations; between the two Opens it calls before (if set) with
+// the Secondary.
+func openPairWith(t *testing.T, size int64, edit func(primary, secondary *Config), before func(*Resource)) *testPair {
+	t.Helper()
 	secret := []byte("pair-test-secret")
 	addr := freeAddr(t)
-	p := &testPair{pdisk: memDisk{journal.NewMemDisk(testSize)}, sdisk: memDisk{journal.NewMemDisk(testSize)}}
-	var err error
-	p.secondary, err = Open(Config{Name: "r0", Disk: p.sdisk, MetaDir: t.TempDir(), FS: journal.NewMemFS(),
+	p := &testPair{pdisk: memDisk{journal.NewMemDisk(size)}, sdisk: memDisk{journal.NewMemDisk(size)}}
+	pc := Config{Name: "r0", Disk: p.pdisk, MetaDir: t.TempDir(), FS: journal.NewMemFS(),
+		Role: wire.Primary, Created: true, Peer: addr, Secret: secret, PeerTimeout: 5 * time.Second,
+		CheckpointInterval: -1}
+	sc := Config{Name: "r0", Disk: p.sdisk, MetaDir: t.TempDir(), FS: journal.NewMemFS(),
 		Role: wire.Secondary, Created: true, PeerListen: addr, Secret: secret, PeerTimeout: 5 * time.Second,
-		CheckpointInterval: -1})
-	if err != nil {
+		CheckpointInterval: -1}
+	if edit != nil {
+		edit(&pc, &sc)
+	}
+	var err error
+	if p.secondary, err = Open(sc); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.secondary.Close() })
-	p.primary, err = Open(Config{Name: "r0", Disk: p.pdisk, MetaDir: t.TempDir(), FS: pfs,
-		Role: wire.Primary, Created: true, Peer: addr, Secret: secret, PeerTimeout: 5 * time.Second,
-		CheckpointInterval: -1})
-	if err != nil {
+	if before != nil {
+		before(p.secondary)
+	}
+	if p.primary, err = Open(pc); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.primary.Close() })
-	p.waitInSync(t)
 	return p
 }
 
@@ -110,4 +126,118 @@ func TestLocalJournalFailureAfterThePeerTookTheWrite(t *testing.T) {
 	if got := p.primary.disk.(memDisk).Bytes()[0]; got != 0x11 {
 		t.Fatalf("the Primary holds %#x where its failed write went", got)
 	}
+}
+
+// TestLinkFailureInEveryResyncPhase: the link fails while a resync replays
+// the journal's tail, sends the bitmap's regions, or compares checksums,
+// with a client writing all along. No write waits past the peer timeout
+// (plus a margin) on any lock or on the dead link, the pair reconnects,
+// and it ends with identical images.
+func TestLinkFailureInEveryResyncPhase(t *testing.T) {
+	for _, phase := range []string{"tail", "bitmap", "checksum"} {
+		t.Run(phase, func(t *testing.T) {
+			size, rate := int64(testSize), int64(64<<10) // slow: the cut lands mid-resync
+			var before func(*Resource)
+			if phase == "checksum" {
+				// Data nobody vouched for, given up: a full sync, checksums first.
+				size = 256 << 20
+				before = func(s *Resource) {
+					if err := s.DiscardMyData(); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			p := openPairWith(t, size, func(pc, sc *Config) {
+				pc.ResyncRate = rate
+				pc.PeerTimeout, sc.PeerTimeout = 2*time.Second, 2*time.Second
+				pc.Created, sc.Created = phase != "checksum", phase != "checksum" // checksum: unrelated data
+			}, before)
+			if phase != "checksum" {
+				p.waitInSync(t)
+				p.primary.Disconnect()
+				for i := range 64 {
+					if _, err := p.primary.WriteAt(bytes.Repeat([]byte{byte(i + 1)}, 4096), int64(i)*8192); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if phase == "bitmap" { // marks on the Secondary: the tail cannot serve it
+					p.secondary.oos.mark(4096, 4096)
+				}
+				p.primary.Connect()
+			}
+			until(t, "no resync", func() bool { return p.primary.Status().Peer.Replication == "SyncSource" })
+			worst := writeWhile(t, p.primary, func() {
+				r := p.primary
+				var l *link
+				until(t, "the resync never reached the "+phase+" phase", func() bool {
+					r.mu.Lock()
+					defer r.mu.Unlock()
+					rs := r.resync
+					l = r.link
+					if !rs.source || l == nil {
+						return false
+					}
+					switch phase {
+					case "tail":
+						return rs.tail
+					case "bitmap":
+						return !rs.tail && rs.total > 0
+					}
+					comparing := !l.sumMu.TryLock() // compareSums holds it
+					if !comparing {
+						l.sumMu.Unlock()
+					}
+					return comparing
+				})
+				if l != nil {
+					l.fail(errors.New("replication: cut by the test"))
+				}
+			})
+			if limit := 2*time.Second + time.Second; worst > limit {
+				t.Fatalf("a write waited %v after the link failed mid-%s", worst, phase)
+			}
+			p.waitInSync(t)
+			p.sameImages(t)
+		})
+	}
+}
+
+// writeWhile writes on r (in the second half of a testSize disk) from
+// another goroutine while during runs, then 20 writes more, and returns the
+// longest a write took.
+func writeWhile(t *testing.T, r *Resource, during func()) time.Duration {
+	t.Helper()
+	stop := make(chan struct{})
+	res := make(chan time.Duration, 1)
+	go func() {
+		var worst time.Duration
+		after := -1
+		for i := 0; after != 0; i++ {
+			select {
+			case <-stop:
+				if after < 0 {
+					after = 20
+				}
+			default:
+			}
+			if after > 0 {
+				after--
+			}
+			start := time.Now()
+			if _, err := r.WriteAt(bytes.Repeat([]byte{0xee}, 4096), int64(i%128)*4096+testSize/2); err != nil {
+				t.Error(err)
+			}
+			worst = max(worst, time.Since(start))
+		}
+		res <- worst
+	}()
+	during()
+	close(stop)
+	select {
+	case worst := <-res:
+		return worst
+	case <-time.After(30 * time.Second):
+		t.Fatal("a write never returned after the link failed")
+	}
+	return 0
 }

@@ -3,7 +3,9 @@ package replication
 import (
 	"errors"
 	"fmt"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
@@ -116,5 +118,20 @@ func TestSyncRequestWaits(t *testing.T) {
 	go q.localResult(0, errors.New("sync failed"))
 	if err := q.wait(); err == nil || res.oos.bytes() != 0 {
 		t.Fatalf("flush: err %v, marked %d", err, res.oos.bytes())
+	}
+}
+
+// TestWriteOutsideTheDiskIsRefused: a write past the end gets EINVAL and
+// touches nothing (the NBD server checks first; the Resource does too).
+func TestWriteOutsideTheDiskIsRefused(t *testing.T) {
+	p := newFakePeer(t)
+	r := openPrimary(t, p, ProtocolC, time.Minute)
+	for _, off := range []int64{testSize, testSize - 2048, -4096} {
+		if _, err := r.WriteAt(make([]byte, 4096), off); !errors.Is(err, syscall.EINVAL) {
+			t.Fatalf("a write at %d: %v", off, err)
+		}
+	}
+	if st := r.Status(); st.Stats.OutOfSyncBytes != 0 || st.Stats.Writes != 0 {
+		t.Fatalf("after refused writes: %+v", st.Stats)
 	}
 }

@@ -264,6 +264,12 @@ func (r *Resource) appendAsync(rec *journal.Record, fua, here bool, then func(er
 		}
 		then(nil)
 	})
+	if rec.Offset < 0 || rec.Offset > r.size || int64(rec.RawLen) > r.size-rec.Offset {
+		requests.Put(q)
+		then(fmt.Errorf("replication: %s: write [%d, +%d) outside a %d-byte disk: %w",
+			r.name, rec.Offset, rec.RawLen, r.size, syscall.EINVAL))
+		return
+	}
 	r.order.Lock()
 	if r.Role() != wire.Primary {
 		r.order.Unlock()
