@@ -98,15 +98,19 @@ func TestResyncEndsWhenTheTargetSaysSo(t *testing.T) {
 }
 
 // TestNextFlapDelay: each link that fails within linkStable doubles the
-// wait before the next, up to flapMax; one that lived longer resets it.
+// wait before the next, up to flapMax; one that lived longer, or carried a
+// client write both ways, resets it.
 func TestNextFlapDelay(t *testing.T) {
 	d := time.Duration(0)
 	for _, want := range []time.Duration{flapMin, 2 * flapMin, 4 * flapMin, 8 * flapMin, 16 * flapMin, flapMax, flapMax} {
-		if d = nextFlapDelay(d, 10*time.Millisecond); d != want {
+		if d = nextFlapDelay(d, 10*time.Millisecond, false); d != want {
 			t.Fatalf("after a short link: %v, want %v", d, want)
 		}
 	}
-	if d = nextFlapDelay(d, linkStable); d != 0 {
+	if d := nextFlapDelay(d, 10*time.Millisecond, true); d != 0 {
+		t.Fatalf("after a short link that carried a write: %v", d)
+	}
+	if d = nextFlapDelay(d, linkStable, false); d != 0 {
 		t.Fatalf("after a stable link: %v", d)
 	}
 }

@@ -44,6 +44,9 @@ type link struct {
 	res    *Resource
 	conn   net.Conn
 	start  time.Time // when it was attached
+	// settled: the peer acknowledged a client write on this link (see
+	// nextFlapDelay).
+	settled atomic.Bool
 	remote wire.Hello
 	proto  Protocol
 

@@ -311,7 +311,7 @@ func (r *Resource) linkDown(l *link, err error, waiting []*pending) {
 	if r.link == l {
 		r.link = nil
 		if err != errDisconnected && err != errPeerDisconnected {
-			r.flapDelay = nextFlapDelay(r.flapDelay, time.Since(l.start))
+			r.flapDelay = nextFlapDelay(r.flapDelay, time.Since(l.start), l.settled.Load())
 			r.flapUntil = time.Now().Add(r.flapDelay)
 		}
 		r.replRaw.Add(l.bytesRaw.Load())
