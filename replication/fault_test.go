@@ -2,11 +2,9 @@ package replication
 
 import (
 	"net"
-	"runtime"
 	"testing"
 	"time"
 
-	"github.com/nbdmirror/nbdmirror/journal"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
@@ -27,18 +25,8 @@ func until(t *testing.T, what string, cond func() bool) {
 // the resource close: the failure is handled by the link's owner, never
 // from inside the reader's poll.
 func TestSendFailureWhileTheReaderPollsTakesTheLinkDown(t *testing.T) {
-	if runtime.GOMAXPROCS(0) < 2 { // a place to poll
-		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
-	}
 	p := newFakePeer(t)
-	secret := []byte("protocol-test-secret")
-	r, err := Open(Config{Name: "r0", Disk: memDisk{journal.NewMemDisk(testSize)}, MetaDir: t.TempDir(),
-		FS: journal.NewMemFS(), Role: wire.Primary, Created: true, Peer: p.ln.Addr().String(),
-		Secret: secret, PeerTimeout: time.Minute, PeerPoll: time.Second, CheckpointInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.accept(secret)
+	r := openPollingPrimary(t, p)
 	until(t, "no link", func() bool { return r.currentLink() != nil })
 	l := r.currentLink()
 	for seq := uint64(1); seq <= 8; seq++ { // lone writes, acked alone: the reader polls while idle
@@ -59,14 +47,7 @@ func TestSendFailureWhileTheReaderPollsTakesTheLinkDown(t *testing.T) {
 	}
 	closed := make(chan error, 1)
 	go func() { closed <- r.Close() }()
-	select {
-	case err := <-closed:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Close hangs after a failed send")
-	}
+	returns(t, closed) // Close hung here before
 }
 
 // TestResyncEndsWhenTheTargetSaysSo: a Primary that went on alone and

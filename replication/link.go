@@ -41,14 +41,14 @@ var ErrLinkDown = errors.New("replication: link down")
 // records from the Primary (or the SyncSource) to the other side, and acks
 // back. Each side runs a sender and a receiver goroutine on it.
 type link struct {
-	res    *Resource
-	conn   net.Conn
-	start  time.Time // when it was attached
+	res   *Resource
+	conn  net.Conn
+	start time.Time // when it was attached
 	// settled: the peer acknowledged a client write on this link (see
 	// nextFlapDelay).
 	settled atomic.Bool
-	remote wire.Hello
-	proto  Protocol
+	remote  wire.Hello
+	proto   Protocol
 
 	// mu guards the send queue, the pending writes and the ack marks. The
 	// writers and the resync add, the sender takes, the receiver completes.

@@ -110,19 +110,8 @@ func TestLinkCountsPending(t *testing.T) {
 // poll has timed out and it sleeps, for the ack of a lone write as soon as
 // this node is done with the write's local half (which kicks it).
 func TestPrimaryPollsForTheAckOfALoneWrite(t *testing.T) {
-	if runtime.GOMAXPROCS(0) < 2 { // a place to poll
-		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
-	}
 	p := newFakePeer(t)
-	secret := []byte("protocol-test-secret")
-	r, err := Open(Config{Name: "r0", Disk: memDisk{journal.NewMemDisk(testSize)}, MetaDir: t.TempDir(),
-		FS: journal.NewMemFS(), Role: wire.Primary, Created: true, Peer: p.ln.Addr().String(),
-		Secret: secret, PeerTimeout: time.Minute, PeerPoll: time.Second, CheckpointInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
-	p.accept(secret)
+	r := openPollingPrimary(t, p)
 	for r.currentLink() == nil {
 		time.Sleep(time.Millisecond)
 	}
@@ -164,4 +153,23 @@ func TestPrimaryPollsForTheAckOfALoneWrite(t *testing.T) {
 	if n := r.readerSends.Load(); n != 1 {
 		t.Fatalf("the reader sent %d times; want only the ninth write's record", n)
 	}
+}
+
+// openPollingPrimary opens a Primary whose link may poll for up to a
+// second, with a second P to poll on, connected to p.
+func openPollingPrimary(t *testing.T, p *fakePeer) *Resource {
+	t.Helper()
+	if runtime.GOMAXPROCS(0) < 2 {
+		t.Cleanup(func() { runtime.GOMAXPROCS(runtime.GOMAXPROCS(2)) })
+	}
+	secret := []byte("protocol-test-secret")
+	r, err := Open(Config{Name: "r0", Disk: memDisk{journal.NewMemDisk(testSize)}, MetaDir: t.TempDir(),
+		FS: journal.NewMemFS(), Role: wire.Primary, Created: true, Peer: p.ln.Addr().String(),
+		Secret: secret, PeerTimeout: time.Minute, PeerPoll: time.Second, CheckpointInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	p.accept(secret)
+	return r
 }

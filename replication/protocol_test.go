@@ -137,7 +137,7 @@ func returns(t *testing.T, done chan error) {
 			t.Fatal(err)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("the write never returned")
+		t.Fatal("it never returned")
 	}
 }
 
