@@ -14,7 +14,11 @@ import (
 // startPeer opens the replication listener and starts the dialer.
 func (r *Resource) startPeer() error {
 	if r.cfg.PeerListen != "" {
-		ln, err := net.Listen("tcp", r.cfg.PeerListen)
+		listen := r.cfg.Listen
+		if listen == nil {
+			listen = func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
+		}
+		ln, err := listen(r.cfg.PeerListen)
 		if err != nil {
 			return fmt.Errorf("replication: --peer-listen: %w", err)
 		}
@@ -106,7 +110,7 @@ func (r *Resource) dialLoop() {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.PeerTimeout)
 		release := r.onStop(cancel)
-		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", r.cfg.Peer)
+		c, err := r.dial(ctx)
 		release()
 		cancel()
 		if err == nil && r.meet(c, true) {
@@ -122,6 +126,14 @@ func (r *Resource) dialLoop() {
 		}
 		backoff = min(backoff*2, 5*time.Second)
 	}
+}
+
+// dial connects to cfg.Peer through cfg.Dial, or TCP.
+func (r *Resource) dial(ctx context.Context) (net.Conn, error) {
+	if r.cfg.Dial != nil {
+		return r.cfg.Dial(ctx, r.cfg.Peer)
+	}
+	return (&net.Dialer{}).DialContext(ctx, "tcp", r.cfg.Peer)
 }
 
 // hello is what this node says of itself.

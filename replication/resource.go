@@ -1,9 +1,11 @@
 package replication
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -49,6 +51,10 @@ type Config struct {
 	PeerListen string
 	// Peer is the other node's PeerListen address to dial ("" for none).
 	Peer string
+	// Listen and Dial are the network the link runs on; nil is TCP. A
+	// simulation passes an in-memory network of its own.
+	Listen func(addr string) (net.Listener, error)
+	Dial   func(ctx context.Context, addr string) (net.Conn, error)
 	// Secret authenticates both nodes to each other (HMAC-SHA256).
 	Secret []byte
 	// Protocol says when a write is acknowledged; zero is ProtocolC.
