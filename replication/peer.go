@@ -8,6 +8,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/nbdmirror/nbdmirror/replication/internal/plant"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
@@ -273,7 +274,7 @@ func (r *Resource) admitPeer(hello, remote wire.Hello) (Decision, wire.Reason, s
 	if text := r.refuseOutcome(d, remote); text != "" {
 		return d, wire.ReasonSplitBrain, text
 	}
-	if r.role == wire.Primary && remote.Role == wire.Primary {
+	if r.role == wire.Primary && remote.Role == wire.Primary && !plant.On(plant.PromoteOverPrimary) {
 		return d, wire.ReasonBusy, "both nodes are Primary: demote one"
 	}
 	r.admitting = true
@@ -316,6 +317,9 @@ func (r *Resource) attach(c net.Conn, hello, remote wire.Hello, d Decision) bool
 	r.order.Unlock()
 	r.log.Info("peer connected", "addr", c.RemoteAddr().String(), "peer_role", remote.Role.String(),
 		"peer_disk", remote.Disk.String(), "outcome", d.Outcome.String(), "full", d.Full)
+	if plant.On(plant.LeakLinkGoroutine) {
+		go func() { <-l.closed; <-make(chan struct{}) }()
+	}
 	r.wg.Add(2)
 	go func() { defer r.wg.Done(); l.sendLoop() }()
 	go func() { defer r.wg.Done(); l.recvLoop() }()
@@ -355,7 +359,9 @@ func (r *Resource) linkDown(l *link, err error, waiting []*pending) {
 	}
 	r.order.Unlock()
 	for _, p := range waiting {
-		p.done(false)
+		if !plant.On(plant.ForgetWaiters) {
+			p.done(false)
+		}
 	}
 	select {
 	case <-r.stop:

@@ -15,6 +15,7 @@ import (
 	"github.com/nbdmirror/nbdmirror/internal/netio"
 	"github.com/nbdmirror/nbdmirror/journal"
 	"github.com/nbdmirror/nbdmirror/journal/vfs"
+	"github.com/nbdmirror/nbdmirror/replication/internal/plant"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
@@ -269,7 +270,7 @@ func (r *Resource) appendAsync(rec *journal.Record, fua, here bool, then func(er
 		return
 	}
 	l := r.currentLink()
-	if l == nil {
+	if l == nil && !plant.On(plant.SkipMarkWhenDown) {
 		r.oos.mark(rec.Offset, int64(rec.RawLen))
 	}
 	rec.Seq = r.allocSeq()

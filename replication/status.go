@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nbdmirror/nbdmirror/replication/internal/plant"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
@@ -96,6 +97,9 @@ func (r *Resource) Status() Status {
 		}
 		st.Stats.ReplLagRecords, st.Stats.ReplLagBytes = l.lag()
 	}
+	if plant.On(plant.PeerAlwaysUpToDate) {
+		st.Peer.Disk = wire.UpToDate.String()
+	}
 	return st
 }
 
@@ -178,7 +182,7 @@ func (r *Resource) SetRole(role wire.Role, force bool) error {
 
 // canPromote says why this node may not become Primary; r.mu held.
 func (r *Resource) canPromote(force bool) error {
-	if r.link != nil && r.peer.Role == wire.Primary {
+	if r.link != nil && r.peer.Role == wire.Primary && !plant.On(plant.PromoteOverPrimary) {
 		return fmt.Errorf("%w: the peer is Primary", ErrRefused)
 	}
 	// A Consistent disk holds a state its peer really had (a journal tail

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nbdmirror/nbdmirror/replication/internal/plant"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
@@ -20,7 +21,7 @@ type resyncState struct {
 // StandAlone: nothing is changed until an operator says which data wins.
 func (r *Resource) refuseOutcome(d Decision, remote wire.Hello) string {
 	switch {
-	case d.Outcome == SplitBrain:
+	case d.Outcome == SplitBrain && !plant.On(plant.MergeSplitBrain):
 		r.standAlone = "split brain: both nodes wrote while apart"
 	case d.Outcome == Unrelated:
 		r.standAlone = "unrelated data: the generation ids share no history"
