@@ -119,7 +119,11 @@ type runner struct {
 	// with its peer (Connected, Established, nothing out of sync).
 	lastInSync [2]uint64
 	split      bool
-	stopped    bool // a hang: the resources are abandoned
+	stopped    bool // a hang: the resources are abandoned (step goroutine)
+	// hung: Status hung on a watcher or step call; the step goroutine
+	// turns it into stopped.
+	stopMu sync.Mutex
+	hung   bool
 }
 
 // op is a client request in flight.
@@ -176,6 +180,9 @@ func run(seed uint64, opt Options) (res Result) {
 		r.note("%s step %d: %s", time.Now().Format("15:04:05.000"), i, st)
 		r.step(st)
 		r.observe()
+		if r.isHung() {
+			r.stopped = true
+		}
 		if r.stopped {
 			stopWatch()
 			r.note("stopped after step %d (%s)", i, st)
@@ -242,7 +249,27 @@ func (r *runner) statuses() [2]replication.Status {
 	r.mu.Lock()
 	a, b := r.nodes[0].res, r.nodes[1].res
 	r.mu.Unlock()
-	return [2]replication.Status{a.Status(), b.Status()}
+	got := make(chan [2]replication.Status, 1)
+	go func() { got <- [2]replication.Status{a.Status(), b.Status()} }()
+	select {
+	case s := <-got:
+		return s
+	case <-time.After(2*r.opt.Liveness + time.Second):
+		// Status waits for the Resource's lock: held for good, it is a
+		// deadlock. The run stops; the caller sees no peer.
+		r.violate(InvLiveness, "Status hung; stacks:\n%s", stacks())
+		r.stopMu.Lock()
+		r.hung = true
+		r.stopMu.Unlock()
+		return [2]replication.Status{}
+	}
+}
+
+// isHung reports whether a Status call hung.
+func (r *runner) isHung() bool {
+	r.stopMu.Lock()
+	defer r.stopMu.Unlock()
+	return r.hung
 }
 
 // open starts node n's next incarnation.
@@ -273,7 +300,9 @@ func (r *runner) sawInSync(i int, tick uint64) {
 func (r *runner) waitFor(timeout time.Duration, ok func([2]replication.Status) bool) bool {
 	deadline := time.Now().Add(timeout)
 	for tick := time.Millisecond; ; tick = min(tick*2, 20*time.Millisecond) {
-		if ok(r.statuses()) {
+		if s := r.statuses(); r.isHung() {
+			return false
+		} else if ok(s) {
 			return true
 		}
 		if time.Now().After(deadline) {
@@ -316,8 +345,14 @@ func (r *runner) watch() (stop func()) {
 // observe checks the invariants that hold at every moment, and notes
 // when each node was last in sync.
 func (r *runner) observe() {
+	if r.isHung() {
+		return
+	}
 	tick := r.m.now()
 	s := r.statuses()
+	if r.isHung() {
+		return
+	}
 	r.mu.Lock()
 	split := r.split
 	r.mu.Unlock()

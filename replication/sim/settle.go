@@ -16,6 +16,10 @@ import (
 // then the Primary must hold every acknowledged write, both images must be
 // identical once closed, and nothing may outlive Close.
 func (r *runner) settle(base int) {
+	if r.isHung() {
+		r.stopped = true
+		return
+	}
 	r.net.Heal("a", "b")
 	for _, n := range r.nodes {
 		n.diskFail.Store(false)
@@ -34,26 +38,22 @@ func (r *runner) settle(base int) {
 	}
 	r.resolveSplit()
 	r.setRoles()
-	if r.stopped {
+	r.connectAll()
+	if r.stopped || r.isHung() {
 		return
-	}
-	for _, n := range r.nodes {
-		n.res.Connect()
 	}
 	together := func(s [2]replication.Status) bool {
 		return inSync(s[0]) && inSync(s[1]) && s[r.primary].Role == "Primary"
 	}
 	refused := func(s [2]replication.Status) bool { return together(s) || s[1-r.primary].StandAlone != "" }
 	if r.waitFor(r.opt.Settle, refused) && !together(r.statuses()) && r.discardSecondary() {
-		for _, n := range r.nodes {
-			n.res.Connect()
-		}
+		r.connectAll()
 	}
 	if !r.waitFor(r.opt.Settle, together) {
 		r.violate(InvResync, "no reconnect and resync within %v: %s", r.opt.Settle, r.describe())
 		r.setRoles() // a Primary refused while resyncing may be promoted now
 	}
-	if r.stopped {
+	if r.stopped || r.isHung() {
 		return
 	}
 	r.observe()
@@ -122,9 +122,7 @@ func (r *runner) resolveSplit() {
 		return
 	}
 	// Healed and told to connect, the two must stay apart until the word.
-	for _, n := range r.nodes {
-		n.res.Connect()
-	}
+	r.connectAll()
 	r.waitFor(r.opt.Liveness, func(s [2]replication.Status) bool {
 		return s[0].Peer.Connection != "Connecting" && s[1].Peer.Connection != "Connecting"
 	})
@@ -134,7 +132,9 @@ func (r *runner) resolveSplit() {
 	if err := r.setRole(n, wire.Secondary, false); err != nil {
 		r.violate(InvHarness, "split brain: demote %s: %v", n.name, err)
 	}
-	if err := n.res.DiscardMyData(); err != nil {
+	var err error
+	res := n.res
+	if r.guard("DiscardMyData", func() { err = res.DiscardMyData() }) && err != nil {
 		r.violate(InvHarness, "split brain: discard on %s: %v", n.name, err)
 	}
 	r.m.discard(loser, r.lastInSync[loser])
@@ -155,11 +155,23 @@ func (r *runner) discardSecondary() bool {
 		return false
 	}
 	r.note("%s is StandAlone (%s): it discards its data", n.name, why)
-	if err := n.res.DiscardMyData(); err != nil {
+	var err error
+	res := n.res
+	if !r.guard("DiscardMyData", func() { err = res.DiscardMyData() }) {
+		return false
+	}
+	if err != nil {
 		r.violate(InvHarness, "discard on %s: %v", n.name, err)
 		return false
 	}
 	return true
+}
+
+// connectAll tells both nodes to leave StandAlone.
+func (r *runner) connectAll() {
+	for _, n := range r.nodes {
+		r.guard("Connect on "+n.name, n.res.Connect)
+	}
 }
 
 // setRoles makes the client's Primary the only Primary.

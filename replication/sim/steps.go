@@ -2,6 +2,7 @@ package sim
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/nbdmirror/nbdmirror/replication"
@@ -49,15 +50,19 @@ func (r *runner) step(st Step) {
 	case Promote:
 		r.promote()
 	case Disconnect:
-		r.nodes[st.Node].res.Disconnect()
+		res := r.nodes[st.Node].res
+		r.guard("Disconnect", res.Disconnect)
 	case Connect:
-		r.nodes[st.Node].res.Connect()
+		res := r.nodes[st.Node].res
+		r.guard("Connect", res.Connect)
 	case Discard:
 		if r.split {
 			r.note("discard skipped: a split brain is settled at the end")
 			return
 		}
-		if err := r.nodes[1-r.primary].res.DiscardMyData(); err != nil {
+		var err error
+		res := r.nodes[1-r.primary].res
+		if r.guard("DiscardMyData", func() { err = res.DiscardMyData() }) && err != nil {
 			r.note("discard: %v", err)
 		}
 	case Pause:
@@ -65,22 +70,32 @@ func (r *runner) step(st Step) {
 	}
 }
 
-// setRole is n's SetRole, given at most the liveness bound twice: a role
-// change that hangs stops the run.
+// setRole is n's SetRole under guard.
 func (r *runner) setRole(n *node, role wire.Role, force bool) error {
-	if r.stopped {
+	var err error
+	res := n.res
+	if !r.guard(fmt.Sprintf("SetRole(%s) on %s", role, n.name), func() { err = res.SetRole(role, force) }) {
 		return errStopped
 	}
-	done := make(chan error, 1)
-	res := n.res
-	go func() { done <- res.SetRole(role, force) }()
+	return err
+}
+
+// guard runs a control call, given at most the liveness bound twice: a
+// call that hangs (a deadlock in the Resource) stops the run, and reports
+// false.
+func (r *runner) guard(what string, f func()) bool {
+	if r.stopped {
+		return false
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); f() }()
 	select {
-	case err := <-done:
-		return err
+	case <-done:
+		return true
 	case <-time.After(2*r.opt.Liveness + time.Second):
-		r.violate(InvLiveness, "SetRole(%s) on %s hung: %s; stacks:\n%s", role, n.name, r.describe(), stacks())
+		r.violate(InvLiveness, "%s hung; stacks:\n%s", what, stacks())
 		r.stopped = true
-		return errStopped
+		return false
 	}
 }
 
@@ -140,7 +155,10 @@ func (r *runner) write(st Step) {
 	for b := range st.N {
 		stamp(buf[b*BlockSize:(b+1)*BlockSize], w.id, st.Block+b)
 	}
-	res.WriteAsync(buf, off, st.FUA, st.Kind == Write, func(err error) { r.end(o, err) })
+	// WriteAsync may block before it returns (it takes the Resource's
+	// order lock): a goroutine of its own keeps a deadlock there from
+	// stopping the run.
+	go res.WriteAsync(buf, off, st.FUA, st.Kind == Write, func(err error) { r.end(o, err) })
 	if st.Kind == Write {
 		r.wait(o)
 	}
