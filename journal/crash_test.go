@@ -214,7 +214,7 @@ func (s *schedule) crash() uint64 {
 	if s.rnd.IntN(4) == 0 {
 		rnd = nil // drop everything unsynced
 	}
-	s.disk = s.disk.crashWith(func() { fs = s.fs.CrashClone(rnd) })
+	s.disk = s.disk.CrashWith(func() { fs = s.fs.CrashClone(rnd) })
 	s.fs = fs
 	return durable
 }

@@ -189,7 +189,7 @@ func TestFailedDiskWriteFailsJournal(t *testing.T) {
 		}
 	}
 	e.disk.mu.Lock()
-	e.disk.fail = func(op string) error { return syscall.EIO }
+	e.disk.Fail = func(op string) error { return syscall.EIO }
 	e.disk.mu.Unlock()
 	rec, o := randomOp(e.rnd, e.c, crashDiskSize)
 	seq, err := j.write(rec, false)
@@ -203,8 +203,8 @@ func TestFailedDiskWriteFailsJournal(t *testing.T) {
 	j.Close()
 	// The disk is back (replaced): recovery replays the journal onto it,
 	// including the record whose apply failed: it is in the journal.
-	e.disk = e.disk.clone()
-	e.disk.fail = nil
+	e.disk = e.disk.Clone()
+	e.disk.Fail = nil
 	j, err = Open(e.ffs.fs, testDir, e.disk, testOptions())
 	if err != nil {
 		t.Fatal(err)

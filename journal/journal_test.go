@@ -129,7 +129,7 @@ func TestAppendKeepsGivenSeq(t *testing.T) {
 func TestSequentialWritesCoalesce(t *testing.T) {
 	disk := NewMemDisk(crashDiskSize)
 	var once sync.Once
-	disk.fail = func(string) error { // hold the applier so that records queue up
+	disk.Fail = func(string) error { // hold the applier so that records queue up
 		once.Do(func() { time.Sleep(50 * time.Millisecond) })
 		return nil
 	}

@@ -13,9 +13,9 @@ type MemDisk struct {
 	synced []byte     // what a power loss keeps
 	syncs  int
 	writes int
-	// fail, when set, is asked before every operation ("write", "trim",
+	// Fail, when set, is asked before every operation ("write", "trim",
 	// "zero", "sync"); an error fails it without effect.
-	fail func(op string) error
+	Fail func(op string) error
 	// syncDelay, when set, runs at the start of Sync, unlocked: writes made
 	// meanwhile are made durable by that Sync, as a slow sync may do.
 	syncDelay func()
@@ -30,8 +30,8 @@ func (d *MemDisk) check(op string, off, n int64) error {
 	if off < 0 || n < 0 || off+n > int64(len(d.data)) {
 		return fmt.Errorf("memdisk: %s [%d, %d) out of range (size %d)", op, off, off+n, len(d.data))
 	}
-	if d.fail != nil {
-		return d.fail(op)
+	if d.Fail != nil {
+		return d.Fail(op)
 	}
 	return nil
 }
@@ -105,12 +105,12 @@ func (d *MemDisk) Bytes() []byte {
 }
 
 // Crash returns the disk as a power loss leaves it: only synced data.
-func (d *MemDisk) Crash() *MemDisk { return d.crashWith(nil) }
+func (d *MemDisk) Crash() *MemDisk { return d.CrashWith(nil) }
 
-// crashWith is crash, running also (if not nil) at the same instant: no disk
+// CrashWith is Crash, running also (if not nil) at the same instant: no disk
 // operation runs in between. A test crashes a MemFS in also to take both at
 // one moment.
-func (d *MemDisk) crashWith(also func()) *MemDisk {
+func (d *MemDisk) CrashWith(also func()) *MemDisk {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if also != nil {
@@ -119,9 +119,9 @@ func (d *MemDisk) crashWith(also func()) *MemDisk {
 	return &MemDisk{data: append([]byte(nil), d.synced...), synced: append([]byte(nil), d.synced...)}
 }
 
-// clone returns a copy with everything kept, synced or not: what a process
+// Clone returns a copy with everything kept, synced or not: what a process
 // crash leaves.
-func (d *MemDisk) clone() *MemDisk {
+func (d *MemDisk) Clone() *MemDisk {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return &MemDisk{data: append([]byte(nil), d.data...), synced: append([]byte(nil), d.synced...)}

@@ -46,7 +46,7 @@ func newFixture(t *testing.T, n int, o Options) *fixture {
 	if err := j.SyncWait(); err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{disk: disk.crashWith(func() { fs = fs.CrashClone(nil) }), fs: fs, h: h}
+	f := &fixture{disk: disk.CrashWith(func() { fs = fs.CrashClone(nil) }), fs: fs, h: h}
 	j.Close()
 	return f
 }

@@ -200,7 +200,7 @@ func TestRecycleSegments(t *testing.T) {
 		t.Fatal(err)
 	}
 	data[seq] = nil
-	crashed := disk.crashWith(func() { fs = fs.CrashClone(nil) })
+	crashed := disk.CrashWith(func() { fs = fs.CrashClone(nil) })
 	j.Close()
 	j, err = Open(fs, testDir, crashed, o)
 	if err != nil {

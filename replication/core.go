@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/nbdmirror/nbdmirror/replication/internal/plant"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
@@ -305,7 +306,7 @@ func admit(s State, e PeerHello) (State, []Action) {
 	if reason, text := refusal(s, d, e.Remote); text != "" {
 		return s, []Action{Refuse{reason, text}, AwaitVerdict{}}
 	}
-	if s.Role == wire.Primary && e.Remote.Role == wire.Primary {
+	if s.Role == wire.Primary && e.Remote.Role == wire.Primary && !plant.On(plant.PromoteOverPrimary) {
 		return s, []Action{Refuse{wire.ReasonBusy, "both nodes are Primary: demote one"}}
 	}
 	s.Admitting = true
@@ -334,7 +335,7 @@ func outcome(s State, local, remote wire.Hello) Decision {
 // is changed until an operator says which data wins.
 func refusal(s State, d Decision, remote wire.Hello) (wire.Reason, string) {
 	switch {
-	case d.Outcome == SplitBrain:
+	case d.Outcome == SplitBrain && !plant.On(plant.MergeSplitBrain):
 		return wire.ReasonSplitBrain, "split brain: both nodes wrote while apart"
 	case d.Outcome == Unrelated:
 		return wire.ReasonUnrelatedData, "unrelated data: the generation ids share no history"
@@ -451,7 +452,7 @@ func promote(s State, e Promote) (State, []Action) {
 	if s.Role == wire.Primary {
 		return s, nil
 	}
-	if s.Linked && s.Peer.Role == wire.Primary {
+	if s.Linked && s.Peer.Role == wire.Primary && !plant.On(plant.PromoteOverPrimary) {
 		return s, []Action{Deny{"the peer is Primary"}}
 	}
 	whole := s.Disk == wire.UpToDate || s.Disk == wire.Consistent

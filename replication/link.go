@@ -13,6 +13,7 @@ import (
 
 	"github.com/nbdmirror/nbdmirror/internal/netio"
 	"github.com/nbdmirror/nbdmirror/journal"
+	"github.com/nbdmirror/nbdmirror/replication/internal/plant"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
@@ -158,6 +159,8 @@ func newLink(res *Resource, conn net.Conn, remote wire.Hello) *link {
 // needFor is the ack a write waits for under the link's protocol.
 func (l *link) needFor(fua bool) wire.AckKind {
 	switch {
+	case plant.On(plant.AckBeforePeer) && !fua:
+		return 0
 	case fua:
 		return wire.Synced
 	case l.proto == ProtocolB:

@@ -8,13 +8,18 @@ import (
 	"net"
 	"time"
 
+	"github.com/nbdmirror/nbdmirror/replication/internal/plant"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
 // startPeer opens the replication listener and starts the dialer.
 func (r *Resource) startPeer() error {
 	if r.cfg.PeerListen != "" {
-		ln, err := net.Listen("tcp", r.cfg.PeerListen)
+		listen := r.cfg.Listen
+		if listen == nil {
+			listen = func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
+		}
+		ln, err := listen(r.cfg.PeerListen)
 		if err != nil {
 			return fmt.Errorf("replication: --peer-listen: %w", err)
 		}
@@ -114,7 +119,7 @@ func (r *Resource) dialLoop() {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.PeerTimeout)
 		release := r.onStop(cancel)
-		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", r.cfg.Peer)
+		c, err := r.dial(ctx)
 		release()
 		cancel()
 		if err == nil && r.meet(c, true) {
@@ -130,6 +135,14 @@ func (r *Resource) dialLoop() {
 		}
 		backoff = min(backoff*2, 5*time.Second)
 	}
+}
+
+// dial connects to cfg.Peer through cfg.Dial, or TCP.
+func (r *Resource) dial(ctx context.Context) (net.Conn, error) {
+	if r.cfg.Dial != nil {
+		return r.cfg.Dial(ctx, r.cfg.Peer)
+	}
+	return (&net.Dialer{}).DialContext(ctx, "tcp", r.cfg.Peer)
 }
 
 // hello is what this node says of itself.
@@ -289,6 +302,9 @@ func (r *Resource) attach(c net.Conn, hello, remote wire.Hello, d Decision) bool
 	r.order.Unlock()
 	r.log.Info("peer connected", "addr", c.RemoteAddr().String(), "peer_role", remote.Role.String(),
 		"peer_disk", remote.Disk.String(), "outcome", d.Outcome.String(), "full", d.Full)
+	if plant.On(plant.LeakLinkGoroutine) {
+		go func() { <-l.closed; <-make(chan struct{}) }()
+	}
 	r.wg.Add(1)
 	go func() { defer r.wg.Done(); l.run() }()
 	r.startSync(l, d)
@@ -324,7 +340,9 @@ func (r *Resource) linkDown(l *link, err error, waiting []*pending) {
 	r.mu.Unlock()
 	r.order.Unlock()
 	for _, p := range waiting {
-		p.done(false, 0)
+		if !plant.On(plant.ForgetWaiters) {
+			p.done(false, 0)
+		}
 	}
 	select {
 	case <-r.stop:

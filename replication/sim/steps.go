@@ -1,0 +1,354 @@
+package sim
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nbdmirror/nbdmirror/replication"
+	"github.com/nbdmirror/nbdmirror/replication/wire"
+)
+
+// step carries out one step of the schedule.
+func (r *runner) step(st Step) {
+	peer := func(i int) (string, string) { return nodeName(i), nodeName(1 - i) }
+	switch st.Kind {
+	case Write, WriteAsync, Trim:
+		r.write(st)
+	case Flush:
+		r.flush()
+	case Crash, PowerLoss:
+		r.crash(st.Node, st.Kind == PowerLoss)
+	case LinkReset:
+		r.net.Reset("a", "b")
+	case LinkCut:
+		r.net.Cut("a", "b")
+	case LinkHeal:
+		r.net.Heal("a", "b")
+	case LinkDelay:
+		from, to := peer(st.Node)
+		r.net.SetDelay(from, to, st.Delay)
+	case LinkHole:
+		from, to := peer(st.Node)
+		r.net.SetHole(from, to, true)
+	case DiskFail:
+		r.epoch.Add(1)
+		r.faulted[st.Node] = true
+		r.nodes[st.Node].diskFail.Store(true)
+	case DiskHeal:
+		for _, n := range r.nodes {
+			n.diskFail.Store(false)
+		}
+	case JournalFail:
+		r.epoch.Add(1)
+		r.faulted[st.Node] = true
+		r.nodes[st.Node].fsFail.Store(true)
+	case Switchover:
+		r.switchover()
+	case SplitBrain:
+		r.splitBrain()
+	case Promote:
+		r.promote()
+	case Disconnect:
+		res := r.nodes[st.Node].res
+		r.guard("Disconnect", res.Disconnect)
+	case Connect:
+		res := r.nodes[st.Node].res
+		r.guard("Connect", res.Connect)
+	case Discard:
+		if r.split {
+			r.note("discard skipped: a split brain is settled at the end")
+			return
+		}
+		var err error
+		res := r.nodes[1-r.primary].res
+		if r.guard("DiscardMyData", func() { err = res.DiscardMyData() }) && err != nil {
+			r.note("discard: %v", err)
+		}
+	case Pause:
+		time.Sleep(st.Delay)
+	}
+}
+
+// setRole is n's SetRole under guard.
+func (r *runner) setRole(n *node, role wire.Role, force bool) error {
+	var err error
+	res := n.res
+	if !r.guard(fmt.Sprintf("SetRole(%s) on %s", role, n.name), func() { err = res.SetRole(role, force) }) {
+		return errStopped
+	}
+	return err
+}
+
+// guard runs a control call, given at most the liveness bound twice: a
+// call that hangs (a deadlock in the Resource) stops the run, and reports
+// false.
+func (r *runner) guard(what string, f func()) bool {
+	if r.stopped {
+		return false
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); f() }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(2*r.opt.Liveness + time.Second):
+		r.violate(InvLiveness, "%s hung; stacks:\n%s", what, stacks())
+		r.stopped = true
+		return false
+	}
+}
+
+var errStopped = errors.New("sim: the run stopped")
+
+// begin tracks a request to node n.
+func (r *runner) begin(what string, n *node, w *mwrite) *op {
+	o := &op{what: what, inc: n.inc, start: time.Now(), epoch: r.epoch.Load(), w: w, done: make(chan struct{})}
+	r.opsMu.Lock()
+	r.inflight[o] = struct{}{}
+	r.opsMu.Unlock()
+	return o
+}
+
+// end records o's outcome: an acknowledgement counts only if the node's
+// incarnation was alive to give it.
+func (r *runner) end(o *op, err error) (acked bool) {
+	acked = err == nil && !o.inc.dead.Load()
+	if o.w != nil {
+		r.m.complete(o.w, acked)
+	}
+	if took := time.Since(o.start); took > r.opt.Liveness && !o.inc.dead.Load() && r.epoch.Load() == o.epoch {
+		r.violate(InvLiveness, "%s took %v", o.what, took.Round(time.Millisecond))
+	}
+	r.opsMu.Lock()
+	delete(r.inflight, o)
+	if len(r.inflight) == 0 {
+		close(r.opsIdle)
+		r.opsIdle = make(chan struct{})
+	}
+	r.opsMu.Unlock()
+	close(o.done)
+	return acked
+}
+
+// wait waits for o, at most twice the liveness bound.
+func (r *runner) wait(o *op) {
+	select {
+	case <-o.done:
+	case <-time.After(2 * r.opt.Liveness):
+	}
+}
+
+// write issues a write or trim to the Primary; WriteAsync does not wait.
+func (r *runner) write(st Step) {
+	n := r.nodes[r.primary]
+	w := r.m.issue(r.primary, st.Block, st.N, st.Kind == Trim, st.FUA)
+	off, length := int64(st.Block)*BlockSize, int64(st.N)*BlockSize
+	o := r.begin(st.String(), n, w)
+	res := n.res
+	if st.Kind == Trim {
+		go func() { r.end(o, res.Trim(off, length)) }()
+		r.wait(o)
+		return
+	}
+	buf := make([]byte, length)
+	for b := range st.N {
+		stamp(buf[b*BlockSize:(b+1)*BlockSize], w.id, st.Block+b)
+	}
+	// WriteAsync may block before it returns (it takes the Resource's
+	// order lock): a goroutine of its own keeps a deadlock there from
+	// stopping the run.
+	go res.WriteAsync(buf, off, st.FUA, st.Kind == Write, func(err error) { r.end(o, err) })
+	if st.Kind == Write {
+		r.wait(o)
+	}
+}
+
+// flush issues a FLUSH to the Primary and waits for it.
+func (r *runner) flush() {
+	n := r.nodes[r.primary]
+	issued := r.m.now()
+	o := r.begin("flush", n, nil)
+	res := n.res
+	go func() {
+		if r.end(o, res.Sync()) {
+			r.m.flushed(issued)
+		}
+	}()
+	r.wait(o)
+}
+
+// checkPrimary checks the Primary's image against the model.
+func (r *runner) checkPrimary(why string) {
+	n := r.nodes[r.primary]
+	img := make([]byte, len(n.disk.Bytes()))
+	if _, err := n.res.ReadAt(img, 0); err != nil {
+		r.note("%s: reading %s: %v", why, n.name, err)
+		return
+	}
+	if err := r.m.check(img); err != nil {
+		r.violate(InvAcked, "%s: on %s: %v", why, n.name, err)
+	}
+}
+
+// crash kills node i (a power loss with power) and restarts it. A Primary
+// that was in sync with its peer fails over: the peer is promoted and must
+// hold every acknowledged write. Otherwise it restarts in its role.
+func (r *runner) crash(i int, power bool) {
+	n := r.nodes[i]
+	r.awaitBitmap(n)
+	tick := r.m.now()
+	n.inc.dead.Store(true)
+	pre := n.res.Status()
+	role := wire.Secondary
+	if pre.Role == "Primary" {
+		role = wire.Primary
+	}
+	if inSync(pre) {
+		r.sawInSync(i, tick)
+	}
+	closed, err := n.crash(power, r.newDir())
+	if err != nil {
+		r.violate(InvHarness, "crash %s: %v", n.name, err)
+		r.stopped = true
+		return
+	}
+	r.closing = append(r.closing, closed)
+	if power {
+		r.m.powerLoss()
+	}
+	if i == r.primary && !r.split && !r.m.ackedSince(i, r.lastInSync[i]) && r.peerGone(1-i) {
+		if err := r.setRole(r.nodes[1-i], wire.Primary, false); err == nil {
+			r.primary, role = 1-i, wire.Secondary
+			r.checkPrimary("failover to " + r.nodes[1-i].name)
+		} else {
+			r.note("failover to %s refused: %v", r.nodes[1-i].name, err)
+		}
+	}
+	r.faulted[i] = false // a restart clears the disk's faults
+	n.diskFail.Store(false)
+	n.fsFail.Store(false)
+	if err := r.open(n, role, false); err != nil {
+		r.violate(InvHarness, "restart %s: %v", n.name, err)
+		r.stopped = true
+	}
+}
+
+// awaitBitmap waits, with Options.WaitBitmap, until a node apart from its
+// peer has saved its bitmap file.
+func (r *runner) awaitBitmap(n *node) {
+	if !r.opt.WaitBitmap {
+		return
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		st := n.res.Status()
+		if st.Gen.Bitmap == 0 && st.Stats.OutOfSyncBytes == 0 || n.bitmapSaved() {
+			return
+		}
+		if time.Now().After(deadline) {
+			r.note("%s crashed before its bitmap was saved", n.name)
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// peerGone waits until node i no longer sees its peer connected, as an
+// operator checks before a failover.
+func (r *runner) peerGone(i int) bool {
+	if r.waitFor(r.opt.Liveness, func(s [2]replication.Status) bool { return s[i].Peer.Connection != "Connected" }) {
+		return true
+	}
+	r.violate(InvLiveness, "%s still sees its crashed peer connected: %s", nodeName(i), r.describe())
+	return false
+}
+
+// switchover demotes the Primary and promotes its peer, as an operator
+// plans it: only when both report they are in sync, and the peer is
+// promoted only once it sees the old Primary demoted and still in sync.
+func (r *runner) switchover() {
+	p, s := r.nodes[r.primary], r.nodes[1-r.primary]
+	if st := r.statuses(); r.split || !inSync(st[0]) || !inSync(st[1]) {
+		r.note("switchover skipped: not in sync")
+		return
+	}
+	r.epoch.Add(1)
+	if err := r.setRole(p, wire.Secondary, false); err != nil {
+		r.note("switchover: demote %s: %v", p.name, err)
+		return
+	}
+	handed := func(st [2]replication.Status) bool {
+		return inSync(st[1-r.primary]) && st[1-r.primary].Peer.Role == "Secondary"
+	}
+	if !r.waitFor(r.opt.Liveness, handed) {
+		r.note("switchover: %s did not see %s demoted in sync: %s", s.name, p.name, r.describe())
+		if err := r.setRole(p, wire.Primary, false); err != nil {
+			r.note("switchover: promote %s back: %v", p.name, err)
+		}
+		return
+	}
+	if err := r.setRole(s, wire.Primary, false); err != nil {
+		r.note("switchover: promote %s: %v", s.name, err)
+		if err := r.setRole(p, wire.Primary, false); err != nil {
+			r.violate(InvHarness, "switchover: promote %s back: %v", p.name, err)
+			r.stopped = true
+		}
+		return
+	}
+	r.primary = 1 - r.primary
+	r.checkPrimary("switchover to " + s.name)
+}
+
+// splitBrain cuts the link, promotes the Secondary and writes on it, then
+// demotes the old Primary: the client now writes to the new one, and the
+// two hold data apart that must stay apart until DiscardMyData.
+func (r *runner) splitBrain() {
+	if r.split {
+		return
+	}
+	r.net.Cut("a", "b")
+	apart := func(s [2]replication.Status) bool {
+		return s[0].Peer.Connection != "Connected" && s[1].Peer.Connection != "Connected"
+	}
+	if !r.waitFor(r.opt.Liveness, apart) {
+		r.violate(InvLiveness, "the link did not go down after a cut: %s", r.describe())
+		return
+	}
+	pi, si := r.primary, 1-r.primary
+	p, s := r.nodes[pi], r.nodes[si]
+	r.epoch.Add(1)
+	if err := r.setRole(s, wire.Primary, true); err != nil {
+		r.note("split brain: promote %s: %v", s.name, err)
+		return
+	}
+	r.setSplit(true)
+	r.primary = si
+	w := r.m.issue(si, 0, 1, false, false)
+	buf := make([]byte, BlockSize)
+	stamp(buf, w.id, 0)
+	o := r.begin("split-brain write", s, w)
+	_, err := s.res.WriteAt(buf, 0)
+	if !r.end(o, err) {
+		r.note("split brain: write on %s: %v", s.name, err)
+	}
+	if err := r.setRole(p, wire.Secondary, false); err != nil {
+		r.note("split brain: demote %s: %v", p.name, err)
+	}
+}
+
+// promote tries to promote the Secondary while it may be connected to the
+// Primary: an operator's mistake that must be refused while connected.
+func (r *runner) promote() {
+	s := r.nodes[1-r.primary]
+	if r.split || s.res.Status().Peer.Connection != "Connected" {
+		return
+	}
+	r.epoch.Add(1)
+	if err := r.setRole(s, wire.Primary, false); err == nil {
+		// Refused while connected; allowed once the link fell meanwhile,
+		// which makes it a split brain the operator settles at the end.
+		r.setSplit(true)
+		r.note("%s promoted while its peer is Primary (%s)", s.name, brief(s.res.Status()))
+	}
+}
