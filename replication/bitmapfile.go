@@ -296,14 +296,20 @@ func (r *Resource) saveBitmap() error {
 }
 
 // loadBitmap reads the bitmap file into r.oos and returns the journal seq
-// after which records must be marked again. A node without the file has
-// never been apart from its peer: nothing to load, and every record in
-// its journal came before any peer.
+// after which records must be marked again. A node without the file that
+// has no bitmap generation has never been apart from its peer: nothing to
+// load, and every record in its journal came before any peer. One with a
+// bitmap generation crashed before its first save: every record counts.
 func (r *Resource) loadBitmap() (uint64, error) {
 	ld, err := loadBitmapFile(r.cfg.FS, filepath.Join(r.cfg.MetaDir, bitmapFile), r.oos)
 	switch {
 	case err != nil:
 		return 0, err
+	case !ld.found && r.meta.Gen.Bitmap != 0:
+		// Apart from the peer (a bitmap generation) with no bitmap saved
+		// yet: a crash came before the first save, so any record the
+		// journal holds may be one the peer lacks.
+		return 0, nil
 	case !ld.found:
 		return r.journal.LastSeq(), nil
 	case ld.header.save == 0:

@@ -53,6 +53,18 @@ func TestMetaLivesOnTheResourceFS(t *testing.T) {
 // generation ids and the marks are back, meta.json and the bitmap are in the
 // memory file system, and the real META-DIR holds nothing.
 func TestResourceStateLivesOnItsFS(t *testing.T) {
+	testCrashOfANodeAlone(t, true)
+}
+
+// TestCrashBeforeTheFirstBitmapSave: as above, but the power goes before
+// any bitmap was saved. The node has a bitmap generation and no bitmap
+// file: every write its journal holds is marked again, none is taken as
+// one the peer has.
+func TestCrashBeforeTheFirstBitmapSave(t *testing.T) {
+	testCrashOfANodeAlone(t, false)
+}
+
+func testCrashOfANodeAlone(t *testing.T, save bool) {
 	fs, disk, dir := journal.NewMemFS(), journal.NewMemDisk(testSize), t.TempDir()
 	open := func(fs vfs.FS, disk *journal.MemDisk, role wire.Role) *Resource {
 		t.Helper()
@@ -72,15 +84,21 @@ func TestResourceStateLivesOnItsFS(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := r.saveBitmap(); err != nil {
-		t.Fatal(err)
+	if save {
+		if err := r.saveBitmap(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	r.mu.Lock()
 	saved := r.meta
 	r.mu.Unlock()
 	afterFS, afterDisk := fs.CrashClone(nil), disk.Crash()
 	r.Close()
-	for _, name := range []string{metaFile, bitmapFile} {
+	names := []string{metaFile}
+	if save {
+		names = append(names, bitmapFile)
+	}
+	for _, name := range names {
 		if _, err := afterFS.Stat(path.Join(dir, name)); err != nil {
 			t.Errorf("%s is not on the resource's file system: %v", name, err)
 		}
