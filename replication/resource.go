@@ -129,6 +129,9 @@ type Resource struct {
 	replRaw     atomic.Uint64 // raw bytes of links that are gone
 	replWire    atomic.Uint64 // bytes written by links that are gone
 	resyncWire  atomic.Uint64 // bytes of resync traffic: records, checksums, journal tails
+	// resyncRate caps each resync started from now on (Config.ResyncRate,
+	// setResyncRate).
+	resyncRate atomic.Int64
 	// peerSeq is the journal seq up to which the peer holds what this
 	// node's journal holds: acknowledged writes of a Primary, records
 	// journaled from the peer on a Secondary. Saved with the bitmap.
@@ -174,6 +177,7 @@ func Open(c Config) (*Resource, error) {
 		comp: journal.NewCompressor(c.Codec), log: c.Logger, oos: newBitmap(size),
 		meta: m, role: c.Role, linkChange: make(chan struct{}), stop: make(chan struct{}),
 		bitmapFile: &bitmapStore{fs: c.FS, dir: c.MetaDir}}
+	r.resyncRate.Store(c.ResyncRate)
 	seq, err := r.loadBitmap()
 	if err == nil {
 		err = r.recoverMarks(seq)
@@ -190,6 +194,10 @@ func Open(c Config) (*Resource, error) {
 	go func() { defer r.wg.Done(); r.bitmapLoop() }()
 	return r, nil
 }
+
+// setResyncRate caps the resyncs started from now on at rate bytes per
+// second; zero is no cap.
+func (r *Resource) setResyncRate(rate int64) { r.resyncRate.Store(max(rate, 0)) }
 
 // Size is the device size in bytes.
 func (r *Resource) Size() (int64, error) { return r.size, nil }

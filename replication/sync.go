@@ -75,7 +75,7 @@ func (r *Resource) resyncLoop(l *link) error {
 	r.mu.Lock()
 	r.resync.total = r.resync.done + r.oos.bytes()
 	r.mu.Unlock()
-	pace := newPacer(r.cfg.ResyncRate)
+	pace := newPacer(r.resyncRate.Load())
 	buf := make([]byte, maxRun*RegionSize)
 	for reg := r.oos.next(0); reg >= 0; {
 		if l.isDown() {

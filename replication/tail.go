@@ -24,7 +24,7 @@ func (r *Resource) tailLoop(l *link, from uint64) error {
 	defer rd.Close()
 	carried := newBitmap(r.size)
 	last := from - 1
-	pace := newPacer(r.cfg.ResyncRate)
+	pace := newPacer(r.resyncRate.Load())
 	for {
 		rec, err := rd.Next()
 		if errors.Is(err, io.EOF) {
