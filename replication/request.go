@@ -25,6 +25,7 @@ type request struct {
 	peer      peerState
 	err       error // the local half's error
 	completed bool
+	reply     error // what the client hears, once completed (for wait)
 
 	res         *Resource
 	off, length int64
@@ -106,7 +107,7 @@ var requests = sync.Pool{New: func() any { return &request{ready: make(chan stru
 // notOnLink).
 func newRequest(res *Resource, off, length int64, then func(error)) *request {
 	q := requests.Get().(*request)
-	q.local, q.peer, q.err, q.completed = localPending, peerQueued, nil, false
+	q.local, q.peer, q.err, q.completed, q.reply = localPending, peerQueued, nil, false, nil
 	q.res, q.off, q.length, q.busy, q.then = res, off, length, nil, then
 	return q
 }
@@ -182,19 +183,15 @@ func (q *request) finishIfFinal() {
 		then(err)
 		return
 	}
+	q.reply = err // read by wait after the signal
 	q.ready <- struct{}{}
 }
 
-// wait blocks until a request without then completes, returns the local
-// error (nil if the reply is success) and recycles the request.
+// wait blocks until a request without then completes, returns its reply
+// (the local error, nil if the reply is success) and recycles the request.
 func (q *request) wait() error {
 	<-q.ready
-	q.mu.Lock()
-	err := q.err
-	if q.local == localDone {
-		err = nil
-	}
-	q.mu.Unlock()
+	err := q.reply
 	requests.Put(q)
 	return err
 }
