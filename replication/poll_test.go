@@ -112,27 +112,17 @@ func TestLinkCountsPending(t *testing.T) {
 func TestPrimaryPollsForTheAckOfALoneWrite(t *testing.T) {
 	p := newFakePeer(t)
 	r := openPollingPrimary(t, p)
-	for r.currentLink() == nil {
-		time.Sleep(time.Millisecond)
-	}
+	until(t, "no link", func() bool { return r.currentLink() != nil })
 	l := r.currentLink()
-	until := func(what string, cond func() bool) {
-		t.Helper()
-		for end := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-			if time.Now().After(end) {
-				t.Fatal(what)
-			}
-		}
-	}
 	// Eight lone writes, each acked alone, before the reader polls.
 	for seq := uint64(1); seq <= 8; seq++ {
-		until("the reader never slept between writes", l.pr.Sleeping)
+		until(t, "the reader never slept between writes", l.pr.Sleeping)
 		done := startWrite(r, 0, false)
 		p.next(wire.TypeRecords)
 		p.ack(wire.Journaled, seq)
 		returns(t, done)
 	}
-	until("the reader does not poll for the next write", l.pr.Polling)
+	until(t, "the reader does not poll for the next write", l.pr.Polling)
 	done := startWrite(r, 0, false)
 	p.next(wire.TypeRecords)
 	p.ack(wire.Journaled, 9)
@@ -141,10 +131,10 @@ func TestPrimaryPollsForTheAckOfALoneWrite(t *testing.T) {
 		t.Fatalf("the polling reader sent %d times; want the ninth write's record", n)
 	}
 	// The poll times out; the next write finds the reader asleep.
-	until("the reader never stopped polling", l.pr.Sleeping)
+	until(t, "the reader never stopped polling", l.pr.Sleeping)
 	done = startWrite(r, 0, false)
 	p.next(wire.TypeRecords)
-	until("the reader still sleeps with a write waiting for its ack", func() bool { return !l.pr.Sleeping() })
+	until(t, "the reader still sleeps with a write waiting for its ack", func() bool { return !l.pr.Sleeping() })
 	p.ack(wire.Journaled, 10)
 	returns(t, done)
 	if polled := r.linkPolled.Load(); polled != 2 {

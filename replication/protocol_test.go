@@ -97,9 +97,7 @@ func openPrimary(t *testing.T, p *fakePeer, proto Protocol, timeout time.Duratio
 	}
 	t.Cleanup(func() { r.Close() })
 	p.accept(secret)
-	for r.currentLink() == nil { // attached right after the agreement
-		time.Sleep(time.Millisecond)
-	}
+	until(t, "no link after the agreement", func() bool { return r.currentLink() != nil })
 	return r
 }
 
