@@ -162,7 +162,7 @@ type (
 	FailLink struct{}
 	// StartSync: this node is the source of a resync in Mode.
 	StartSync struct {
-		Mode SyncMode
+		Mode wire.SyncMode
 		Full bool
 	}
 	// NewGeneration: the state's current generation id is new.
@@ -207,21 +207,6 @@ func (FlushWrites) action()   {}
 func (ClearMarks) action()    {}
 func (PeerUpToDate) action()  {}
 func (UpToDate) action()      {}
-
-// SyncMode is how a source brings its peer up to date.
-type SyncMode uint8
-
-const (
-	SyncBitmap SyncMode = SyncMode(wire.SyncBitmap) // the marked regions; the target is Inconsistent until the end
-	SyncTail   SyncMode = SyncMode(wire.SyncTail)   // the journal's tail, in order; the target stays Consistent
-)
-
-func (m SyncMode) String() string {
-	if m == SyncTail {
-		return "tail"
-	}
-	return "bitmap"
-}
 
 // step is the decision core: the new state and the actions for e.
 func step(s State, e Event) (State, []Action) {
@@ -413,9 +398,9 @@ func attached(s State, e Attach) (State, []Action) {
 	if !s.Source {
 		return s, nil
 	}
-	mode := SyncBitmap
+	mode := wire.SyncBitmap
 	if !d.Full && tailCovers(e.Local, e.Remote, e.OldestSeq, e.LastSeq) {
-		mode = SyncTail
+		mode = wire.SyncTail
 	}
 	return s, []Action{StartSync{mode, d.Full}}
 }

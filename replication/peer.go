@@ -292,7 +292,7 @@ func (r *Resource) attach(c net.Conn, hello, remote wire.Hello, d Decision) bool
 	}
 	r.resync = resyncState{started: time.Now()}
 	acts, _ := r.stepLocked(Attach{Local: hello, Remote: remote, Decision: d, OldestSeq: oldest, LastSeq: last})
-	if s, ok := has[StartSync](acts); ok && s.Mode == SyncTail {
+	if s, ok := has[StartSync](acts); ok && s.Mode == wire.SyncTail {
 		l.catchingUp, l.tailFrom = true, remote.LastSeq+1
 	}
 	r.link = l
