@@ -1,7 +1,6 @@
 package sim
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -101,12 +100,12 @@ func (n *node) open(role wire.Role, created bool, timeout time.Duration) error {
 
 // crash ends the incarnation: its acknowledgements stop counting, it is
 // taken off the network (so it sends nothing after its death), and its file
-// system, disk and metadata are copied as the crash leaves them (power:
-// only what was synced). Between the two it may still notice its link
+// system (journal, meta.json, bitmap, all under the same META-DIR) and disk
+// are copied as the crash leaves them (power: only what was synced). Between the two it may still notice its link
 // fell, as a process that dies a moment after its link does. The old
 // Resource is then closed in the background on the old copies, unseen;
 // closed reports when that is done.
-func (n *node) crash(power bool, newDir string) (closed chan error, err error) {
+func (n *node) crash(power bool) (closed chan error) {
 	n.inc.dead.Store(true)
 	n.net.Down(n.name)
 	var fs *vfs.MemFS
@@ -119,51 +118,19 @@ func (n *node) crash(power bool, newDir string) (closed chan error, err error) {
 		fs = n.fs.Clone()
 		disk = n.disk.Clone()
 	}
-	oldDir := n.metaDir()
-	n.dir = newDir
-	err = copyDir(oldDir, n.metaDir())
 	old := n.res
 	n.fs, n.disk = fs, disk
 	closed = make(chan error, 1)
 	go func() { closed <- old.Close() }()
-	return closed, err
+	return closed
 }
 
 // bitmapSaved reports whether the node's bitmap file exists.
 func (n *node) bitmapSaved() bool {
-	_, err := os.Stat(filepath.Join(n.metaDir(), "bitmap"))
+	_, err := n.fs.Stat(filepath.Join(n.metaDir(), "bitmap"))
 	return err == nil
 }
 
-// copyDir copies the files of src into dst (created).
-func copyDir(src, dst string) error {
-	if err := os.MkdirAll(dst, 0o755); err != nil {
-		return err
-	}
-	ents, err := os.ReadDir(src)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		if e.IsDir() || strings.HasPrefix(e.Name(), ".") {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if errors.Is(err, os.ErrNotExist) {
-			continue // a temp file renamed meanwhile
-		}
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
-}
 
 // ring keeps the last lines a node logged, for a failure's report.
 type ring struct {

@@ -102,12 +102,8 @@ func (r *runner) restart(i int) {
 		role = wire.Primary
 	}
 	r.awaitBitmap(n)
-	closed, err := n.crash(false, r.newDir())
-	if err == nil {
-		r.closing = append(r.closing, closed)
-		err = r.open(n, role, false)
-	}
-	if err != nil {
+	r.closing = append(r.closing, n.crash(false))
+	if err := r.open(n, role, false); err != nil {
 		r.violate(InvHarness, "restart %s: %v", n.name, err)
 		r.stopped = true
 	}

@@ -207,13 +207,7 @@ func (r *runner) crash(i int, power bool) {
 	if inSync(pre) {
 		r.sawInSync(i, tick)
 	}
-	closed, err := n.crash(power, r.newDir())
-	if err != nil {
-		r.violate(InvHarness, "crash %s: %v", n.name, err)
-		r.stopped = true
-		return
-	}
-	r.closing = append(r.closing, closed)
+	r.closing = append(r.closing, n.crash(power))
 	if power {
 		r.m.powerLoss()
 	}
