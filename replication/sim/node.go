@@ -131,7 +131,6 @@ func (n *node) bitmapSaved() bool {
 	return err == nil
 }
 
-
 // ring keeps the last lines a node logged, for a failure's report.
 type ring struct {
 	mu    sync.Mutex
