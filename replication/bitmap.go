@@ -14,9 +14,6 @@ import (
 // little more. The bitmap costs 32 KiB of memory per GiB of disk.
 const RegionSize = 4 << 10
 
-// maxRun is the most regions one resync record carries.
-const maxRun = 256
-
 // bitmap marks the regions of the disk that the peer may not hold as this
 // node does. Its methods are safe for concurrent use.
 type bitmap struct {
@@ -122,17 +119,14 @@ func (b *bitmap) regionLen(r int64) int64 {
 	return min(RegionSize, b.size-r*RegionSize)
 }
 
-// chunkWords is the most bitmap words one BitmapChunk frame carries.
-const chunkWords = 32 << 10
-
 // chunks encodes the parts of the bitmap with bits set as BitmapChunk
 // frames.
 func (b *bitmap) chunks() [][]byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var frames [][]byte
-	for start := 0; start < len(b.words); start += chunkWords {
-		words := b.words[start:min(start+chunkWords, len(b.words))]
+	for start := 0; start < len(b.words); start += tune.chunkWords {
+		words := b.words[start:min(start+tune.chunkWords, len(b.words))]
 		if !slices.ContainsFunc(words, func(w uint64) bool { return w != 0 }) {
 			continue
 		}

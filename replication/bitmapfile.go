@@ -55,8 +55,6 @@ const (
 	pageWords = (bitmapPageSize - 8) / 8
 	// headerPages is the number of header slots before the first page of words.
 	headerPages = 2
-	// bitmapSaveInterval is how often a changed bitmap is saved.
-	bitmapSaveInterval = time.Second
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -364,9 +362,9 @@ func (r *Resource) markRange(seq, to uint64) error {
 	return nil
 }
 
-// bitmapLoop saves the bitmap every bitmapSaveInterval until stop.
+// bitmapLoop saves the bitmap every tune.bitmapSave until stop.
 func (r *Resource) bitmapLoop() {
-	t := time.NewTicker(bitmapSaveInterval)
+	t := time.NewTicker(tune.bitmapSave)
 	defer t.Stop()
 	for {
 		select {

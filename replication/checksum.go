@@ -13,9 +13,8 @@ import (
 // runs it over the whole disk before sending anything, so identical and
 // zero regions never cross the wire; verify runs it while I/O goes on.
 const (
-	sumBlock  = 64 << 10     // bytes a checksum covers
-	sumSize   = wire.SumSize // bytes of SHA-256 kept per block
-	sumBlocks = 1024         // blocks per request: 64 MiB
+	sumBlock = 64 << 10     // bytes a checksum covers
+	sumSize  = wire.SumSize // bytes of SHA-256 kept per block
 )
 
 // blockSums reads count blocks from first and returns their checksums.
@@ -41,7 +40,7 @@ func (l *link) answerSums(body []byte) error {
 	}
 	first, count := req.First, uint64(req.Count)
 	blocks := uint64((l.res.size + sumBlock - 1) / sumBlock)
-	if count > sumBlocks || first > blocks || count > blocks-first {
+	if count > tune.sumBlocks || first > blocks || count > blocks-first {
 		return fmt.Errorf("%w: sum request for blocks [%d, +%d) of %d", ErrLinkDown, first, count, blocks)
 	}
 	go func() {
@@ -64,8 +63,8 @@ func (r *Resource) compareSums(l *link) (int64, error) {
 	blocks := uint64((r.size + sumBlock - 1) / sumBlock)
 	buf := make([]byte, sumBlock)
 	var marked int64
-	for first := uint64(0); first < blocks; first += sumBlocks {
-		count := min(sumBlocks, blocks-first)
+	for first := uint64(0); first < blocks; first += tune.sumBlocks {
+		count := min(tune.sumBlocks, blocks-first)
 		l.queue(wire.AppendSumRequest(nil, wire.SumRequest{First: first, Count: uint32(count)}))
 		mine, err := r.blockSums(first, count, buf)
 		if err != nil {
@@ -76,7 +75,7 @@ func (r *Resource) compareSums(l *link) (int64, error) {
 		case body = <-l.sums:
 		case <-l.closed:
 			return marked, ErrLinkDown
-		case <-time.After(10 * r.cfg.PeerTimeout):
+		case <-time.After(tune.sumTimeouts * r.cfg.PeerTimeout):
 			return marked, fmt.Errorf("%w: no checksums from the peer", ErrLinkDown)
 		}
 		theirs, err := wire.ParseSums(body)

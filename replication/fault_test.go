@@ -83,7 +83,7 @@ func TestResyncEndsWhenTheTargetSaysSo(t *testing.T) {
 // client write both ways, resets it.
 func TestNextFlapDelay(t *testing.T) {
 	d := time.Duration(0)
-	for _, want := range []time.Duration{flapMin, 2 * flapMin, 4 * flapMin, 8 * flapMin, 16 * flapMin, flapMax, flapMax} {
+	for _, want := range []time.Duration{tune.flapMin, 2 * tune.flapMin, 4 * tune.flapMin, 8 * tune.flapMin, 16 * tune.flapMin, tune.flapMax, tune.flapMax} {
 		if d = nextFlapDelay(d, 10*time.Millisecond, false); d != want {
 			t.Fatalf("after a short link: %v, want %v", d, want)
 		}
@@ -91,7 +91,7 @@ func TestNextFlapDelay(t *testing.T) {
 	if d := nextFlapDelay(d, 10*time.Millisecond, true); d != 0 {
 		t.Fatalf("after a short link that carried a write: %v", d)
 	}
-	if d = nextFlapDelay(d, linkStable, false); d != 0 {
+	if d = nextFlapDelay(d, tune.linkStable, false); d != 0 {
 		t.Fatalf("after a stable link: %v", d)
 	}
 }

@@ -392,12 +392,8 @@ var (
 	errPeerDisconnected = fmt.Errorf("%w: the peer disconnected", ErrLinkDown)
 )
 
-// byeGrace bounds how long close waits for the Bye to be written before it
-// takes the link down anyway: a peer that reads nothing holds it up.
-const byeGrace = time.Second
-
 // close ends the link in an orderly way: a Bye is queued, and whoever
-// writes it takes the link down; if that does not happen within byeGrace,
+// writes it takes the link down; if that does not happen within tune.byeGrace,
 // close does.
 func (l *link) close() {
 	l.mu.Lock()
@@ -409,7 +405,7 @@ func (l *link) close() {
 	l.mu.Unlock()
 	select {
 	case <-l.closed:
-	case <-time.After(byeGrace):
+	case <-time.After(tune.byeGrace):
 		l.fail(errDisconnected)
 	}
 }

@@ -73,7 +73,7 @@ func (r *Resource) acceptLoop(ln net.Listener) {
 				return
 			}
 			r.log.Warn("peer listener", "err", err)
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(tune.acceptRetry)
 			continue
 		}
 		go r.meet(c, false)
@@ -96,7 +96,7 @@ func (r *Resource) onStop(f func()) (release func()) {
 // dialLoop keeps a connection to cfg.Peer, retrying with backoff while
 // there is none.
 func (r *Resource) dialLoop() {
-	backoff := 100 * time.Millisecond
+	backoff := tune.dialMin
 	for {
 		r.mu.Lock()
 		changed, connected, alone := r.linkChange, r.link != nil, r.standAlone != ""
@@ -123,7 +123,7 @@ func (r *Resource) dialLoop() {
 		release()
 		cancel()
 		if err == nil && r.meet(c, true) {
-			backoff = 100 * time.Millisecond
+			backoff = tune.dialMin
 			continue
 		}
 		jitter := time.Duration(rand.Int64N(int64(backoff) / 2))
@@ -133,7 +133,7 @@ func (r *Resource) dialLoop() {
 		case <-r.stop:
 			return
 		}
-		backoff = min(backoff*2, 5*time.Second)
+		backoff = min(backoff*2, tune.dialMax)
 	}
 }
 

@@ -26,7 +26,7 @@ type sender struct {
 // sendLoop is the sender goroutine: woken, it writes what is queued unless
 // someone else is writing; it pings the peer and checks it is alive.
 func (l *link) sendLoop() {
-	ping := time.NewTicker(l.res.cfg.PeerTimeout / 4)
+	ping := time.NewTicker(l.res.cfg.PeerTimeout / time.Duration(tune.pingsPerTimeout))
 	defer ping.Stop()
 	for {
 		select {

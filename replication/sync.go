@@ -76,7 +76,7 @@ func (r *Resource) resyncLoop(l *link) error {
 	r.resync.total = r.resync.done + r.oos.bytes()
 	r.mu.Unlock()
 	pace := newPacer(r.resyncRate.Load())
-	buf := make([]byte, maxRun*RegionSize)
+	buf := make([]byte, tune.maxRun*RegionSize)
 	for reg := r.oos.next(0); reg >= 0; {
 		if l.isDown() {
 			return ErrLinkDown
@@ -118,7 +118,7 @@ func (r *Resource) sendRun(l *link, reg int64, buf []byte) (int64, error) {
 	if err := r.journal.AwaitApplied(r.journal.LastSeq(), l.closed); err != nil {
 		return 0, err
 	}
-	regions := max(r.oos.run(reg, maxRun), 1)
+	regions := max(r.oos.run(reg, tune.maxRun), 1)
 	off := reg * RegionSize
 	n := min(regions*RegionSize, r.size-off)
 	if _, err := r.disk.ReadAt(buf[:n], off); err != nil {

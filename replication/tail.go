@@ -8,9 +8,6 @@ import (
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
-// tailMaxPending bounds the bytes of a journal tail in flight on the link.
-const tailMaxPending = 32 << 20
-
 // tailLoop replays the journal after the peer's last seq, in order, while
 // writers keep the link to themselves: until it has caught up, their
 // records reach the peer through this loop. Then the link goes live, the
@@ -61,7 +58,7 @@ func (r *Resource) tailLoop(l *link, from uint64) error {
 		l.send(false)
 		r.resyncWire.Add(uint64(wire.RecordHeaderSize + len(rec.Payload)))
 		pace.wait(n, l.closed)
-		if err := l.waitLag(tailMaxPending); err != nil {
+		if err := l.waitLag(tune.tailMaxPending); err != nil {
 			return err
 		}
 	}
