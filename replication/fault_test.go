@@ -1,7 +1,9 @@
 package replication
 
 import (
+	"fmt"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 
@@ -93,6 +95,31 @@ func TestNextFlapDelay(t *testing.T) {
 	}
 	if d = nextFlapDelay(d, tune.linkStable, false); d != 0 {
 		t.Fatalf("after a stable link: %v", d)
+	}
+}
+
+// TestNextDialBackoff: a failed dial doubles the wait before the next, up
+// to dialMax, unless the peer said it is busy: then it is asked again after
+// dialMin, however long the wait had grown.
+func TestNextDialBackoff(t *testing.T) {
+	busy := &wire.RefusedError{Reason: wire.ReasonBusy, ByPeer: true}
+	for _, c := range []struct {
+		name string
+		prev time.Duration
+		err  error
+		want time.Duration
+	}{
+		{"refused connection", tune.dialMin, syscall.ECONNREFUSED, 2 * tune.dialMin},
+		{"at the cap", tune.dialMax, syscall.ECONNREFUSED, tune.dialMax},
+		{"not kept here", 0, errNotKept, tune.dialMin},
+		{"split brain", tune.dialMin, &wire.RefusedError{Reason: wire.ReasonSplitBrain, ByPeer: true}, 2 * tune.dialMin},
+		{"peer busy", tune.dialMax, busy, tune.dialMin},
+		{"peer busy, wrapped", 8 * tune.dialMin, fmt.Errorf("meet: %w", busy), tune.dialMin},
+		{"busy, said by this node", tune.dialMin, &wire.RefusedError{Reason: wire.ReasonBusy}, 2 * tune.dialMin},
+	} {
+		if got := nextDialBackoff(c.prev, c.err); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
 	}
 }
 

@@ -45,7 +45,8 @@ type link struct {
 	res   *Resource
 	conn  net.Conn
 	start time.Time // when it was attached
-	// settled: the peer acknowledged a client write on this link (see
+	// settled: a write crossed this link both ways: the peer acknowledged
+	// a client write, or this node journaled a record from the peer (see
 	// nextFlapDelay).
 	settled atomic.Bool
 	remote  wire.Hello

@@ -122,7 +122,10 @@ func (r *Resource) dialLoop() {
 		c, err := r.dial(ctx)
 		release()
 		cancel()
-		if err == nil && r.meet(c, true) {
+		if err == nil {
+			err = r.meet(c, true)
+		}
+		if err == nil {
 			backoff = tune.dialMin
 			continue
 		}
@@ -133,7 +136,7 @@ func (r *Resource) dialLoop() {
 		case <-r.stop:
 			return
 		}
-		backoff = min(backoff*2, tune.dialMax)
+		backoff = nextDialBackoff(backoff, err)
 	}
 }
 
@@ -167,11 +170,12 @@ func (r *Resource) hello() wire.Hello {
 }
 
 // meet runs the handshake on a new connection and, if both sides agree,
-// makes it the link. It reports whether the connection became the link.
+// makes it the link. It returns nil if the connection became the link,
+// else why not (errNotKept when this node closed it).
 // After the handshake each side says Ready or Refuse, and only a
 // connection both sides accept is attached: neither side ever acts on a
 // link the other refused.
-func (r *Resource) meet(c net.Conn, dialer bool) bool {
+func (r *Resource) meet(c net.Conn, dialer bool) error {
 	c.SetDeadline(time.Now().Add(r.cfg.PeerTimeout))
 	defer c.SetDeadline(time.Time{})
 	defer r.onStop(func() { c.Close() })() // a stop does not wait for a silent peer
@@ -180,11 +184,11 @@ func (r *Resource) meet(c net.Conn, dialer bool) bool {
 	if err != nil {
 		c.Close()
 		r.logRefusal(c, err)
-		return false
+		return err
 	}
 	d, ok := r.admitPeer(c, hello, remote, dialer)
 	if !ok {
-		return false
+		return errNotKept
 	}
 	defer r.endAdmit()
 	// Records the peer acknowledged (up to peerSeq) but no longer holds are
@@ -194,23 +198,32 @@ func (r *Resource) meet(c net.Conn, dialer bool) bool {
 	if err := r.markRange(remote.LastSeq, r.peerSeq.Load()); err != nil {
 		c.Close()
 		r.log.Error("marking the records the peer lacks", "err", err)
-		return false
+		return err
 	}
 	if err := r.agree(c); err != nil {
 		c.Close()
 		r.logRefusal(c, err)
-		return false
-	}
-	return r.attach(c, hello, remote, d)
-}
-
-// agree sends Ready and waits for the peer's Ready.
-func (r *Resource) agree(c net.Conn) error {
-	if _, err := c.Write(wire.AppendReady(nil)); err != nil {
 		return err
 	}
+	if !r.attach(c, hello, remote, d) {
+		return errNotKept
+	}
+	return nil
+}
+
+// errNotKept: this node closed a connection without making it the link
+// (the peer keeps another one, this node refused it, or it is stopping).
+var errNotKept = errors.New("replication: connection not kept")
+
+// agree sends Ready and waits for the peer's Ready. A peer that refused
+// may have closed the connection already, failing the write: its Refuse
+// is read all the same, so that this node learns why.
+func (r *Resource) agree(c net.Conn) error {
+	_, werr := c.Write(wire.AppendReady(nil))
 	f, err := wire.NewReader(c).Next()
 	switch {
+	case err != nil && werr != nil:
+		return werr
 	case err != nil:
 		return err
 	case f.Type == wire.TypeRefuse:
@@ -254,6 +267,12 @@ func (r *Resource) admitPeer(c net.Conn, hello, remote wire.Hello, dialer bool) 
 			c.Write(wire.AppendRefuse(nil, a.Reason, a.Text))
 			if _, ok := has[AwaitVerdict](acts); ok {
 				r.awaitVerdict(c, a)
+			} else {
+				// The peer's word (its Ready or Refuse), read before the
+				// close: closing with it unread would reset the connection,
+				// and the reset can discard the refusal before the peer
+				// reads it. The handshake's deadline bounds the wait.
+				wire.NewReader(c).Next()
 			}
 			c.Close()
 			return Decision{}, false

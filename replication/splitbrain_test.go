@@ -29,6 +29,13 @@ func freeAddr(t *testing.T) string {
 // small in-memory journal.
 func openDialingPair(t *testing.T) (a, b *Resource) {
 	t.Helper()
+	return openPairDialing(t, true)
+}
+
+// openPairDialing is openDialingPair; without bDials the second node only
+// listens (it has no peer address) and the first dials it.
+func openPairDialing(t *testing.T, bDials bool) (a, b *Resource) {
+	t.Helper()
 	secret := []byte("pair-test-secret")
 	la, lb := freeAddr(t), freeAddr(t)
 	open := func(role wire.Role, listen, peer string) *Resource {
@@ -40,6 +47,9 @@ func openDialingPair(t *testing.T) (a, b *Resource) {
 		}
 		t.Cleanup(func() { r.Close() })
 		return r
+	}
+	if !bDials {
+		return open(wire.Primary, la, lb), open(wire.Secondary, lb, "")
 	}
 	return open(wire.Primary, la, lb), open(wire.Secondary, lb, la)
 }
@@ -78,9 +88,20 @@ func splitBrained(st Status) bool {
 // Each run: a connected pair, disconnect both, promote the Secondary, write
 // on both, connect both in quick succession (alternating who is first).
 func TestSplitBrainBothStandAlone(t *testing.T) {
+	splitBrainRuns(t, true)
+}
+
+// TestSplitBrainBothStandAloneListenOnly is TestSplitBrainBothStandAlone
+// with a Secondary that only listens: it learns of the split brain from the
+// node that dials it, whichever connects first.
+func TestSplitBrainBothStandAloneListenOnly(t *testing.T) {
+	splitBrainRuns(t, false)
+}
+
+func splitBrainRuns(t *testing.T, bDials bool) {
 	const runs = 50
 	for i := range runs {
-		a, b := openDialingPair(t)
+		a, b := openPairDialing(t, bDials)
 		waitState(t, a, "connected", 10*time.Second, connected)
 		waitState(t, b, "connected", 10*time.Second, connected)
 		a.Disconnect()

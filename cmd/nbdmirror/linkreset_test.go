@@ -170,8 +170,9 @@ func resetRound(t *testing.T, n int) {
 	start := time.Now()
 	if problem := r.resetMany(n); problem != "" {
 		wa.close()
+		wb.close()
 		wa.check(t)
-		t.Fatalf("%s\nprimary: %s", problem, stuck(a, wa))
+		t.Fatalf("%s\nprimary: %s\nsecondary: %s", problem, stuck(a, wa), stuck(b, wb))
 	}
 	t.Logf("%d resets in %v, the slowest return of the link %v", n, time.Since(start), r.slow)
 	checkFio(t, fio.stop(t, 2*peerTimeout))
