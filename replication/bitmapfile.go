@@ -294,22 +294,19 @@ func (r *Resource) saveBitmap() error {
 }
 
 // loadBitmap reads the bitmap file into r.oos and returns the journal seq
-// after which records must be marked again. A node without the file that
-// has no bitmap generation has never been apart from its peer: nothing to
-// load, and every record in its journal came before any peer. One with a
-// bitmap generation crashed before its first save: every record counts.
+// after which records must be marked again. A node without the file
+// crashed before its first save (within tune.bitmapSave of its first
+// write): any record its journal still holds may be one the peer lacks,
+// whether the node was apart from its peer or in sync with it (a write in
+// flight to the peer when it crashed is replayed here, as DRBD resyncs its
+// activity log's extents after a Primary's crash).
 func (r *Resource) loadBitmap() (uint64, error) {
 	ld, err := loadBitmapFile(r.cfg.FS, filepath.Join(r.cfg.MetaDir, bitmapFile), r.oos)
 	switch {
 	case err != nil:
 		return 0, err
-	case !ld.found && r.meta.Gen.Bitmap != 0:
-		// Apart from the peer (a bitmap generation) with no bitmap saved
-		// yet: a crash came before the first save, so any record the
-		// journal holds may be one the peer lacks.
-		return 0, nil
 	case !ld.found:
-		return r.journal.LastSeq(), nil
+		return max(r.journal.OldestRetainedSeq(), 1) - 1, nil
 	case ld.header.save == 0:
 		r.log.Warn("the bitmap file is damaged: marking the whole disk", "dir", r.cfg.MetaDir)
 		r.oos.mark(0, r.size)
