@@ -12,7 +12,8 @@ import (
 // writers keep the link to themselves: until it has caught up, their
 // records reach the peer through this loop. Then the link goes live, the
 // regions the tail carried are no longer out of sync, and the end of the
-// sync is announced as for a bitmap resync.
+// sync is announced as for a bitmap resync. A record the link loses before
+// the peer acknowledged it marks its region again.
 func (r *Resource) tailLoop(l *link, from uint64) error {
 	rd, err := r.journal.NewReader(from)
 	if err != nil {
@@ -25,8 +26,8 @@ func (r *Resource) tailLoop(l *link, from uint64) error {
 	for {
 		rec, err := rd.Next()
 		if errors.Is(err, io.EOF) {
-			if r.goLive(l, last) {
-				break
+			if r.goLive(l, last, carried) {
+				return nil
 			}
 			// Appended, not yet in the segment: wait until it is.
 			if err := r.journal.AwaitWritten(last+1, l.closed); err != nil {
@@ -39,17 +40,19 @@ func (r *Resource) tailLoop(l *link, from uint64) error {
 		}
 		last = rec.Seq
 		carried.mark(rec.Offset, int64(rec.RawLen))
-		n := int64(rec.RawLen)
+		off, n := rec.Offset, int64(rec.RawLen)
 		r.mu.Lock()
 		r.resync.total += n
 		r.mu.Unlock()
 		r.order.Lock()
 		sent := l.sendRecord(&rec, false, func(acked bool, _ wire.AckKind) {
-			if acked {
-				r.mu.Lock()
-				r.resync.done += n
-				r.mu.Unlock()
+			if !acked {
+				r.oos.mark(off, n) // goLive may have cleared it already
+				return
 			}
+			r.mu.Lock()
+			r.resync.done += n
+			r.mu.Unlock()
 		})
 		r.order.Unlock()
 		if !sent {
@@ -62,19 +65,21 @@ func (r *Resource) tailLoop(l *link, from uint64) error {
 			return err
 		}
 	}
-	r.oos.subtract(carried)
-	return nil
 }
 
 // goLive ends the catch-up if the tail read so far reaches the journal's
-// last record: from then on writers send their records themselves.
-func (r *Resource) goLive(l *link, last uint64) bool {
+// last record: from then on writers send their records themselves, and
+// the regions the tail carried are no longer out of sync (one whose record
+// the link then loses is marked again). Under order, no write falls
+// between the two.
+func (r *Resource) goLive(l *link, last uint64, carried *bitmap) bool {
 	r.order.Lock()
 	defer r.order.Unlock()
 	if last < r.journal.LastSeq() {
 		return false
 	}
 	l.catchingUp = false
+	r.oos.subtract(carried)
 	return true
 }
 
