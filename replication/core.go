@@ -102,6 +102,10 @@ type SyncDoneAcked struct {
 // it sent; the journal holds them all.
 type SyncDoneReceived struct{ Gen uint64 }
 
+// SyncStartReceived: the source began a resync on the current link (the
+// first, decided at Attach, or another pass after marks were left).
+type SyncStartReceived struct{}
+
 // PeerVerdict: after this node refused a connection for its data (Mine),
 // the peer's own word on it: Ready, a Refuse with Reason, or nothing
 // (Lost: the connection failed first).
@@ -118,19 +122,20 @@ type RefusedByPeer struct {
 	Text   string
 }
 
-func (PeerHello) event()        {}
-func (AdmitEnd) event()         {}
-func (Attach) event()           {}
-func (LinkLost) event()         {}
-func (Promote) event()          {}
-func (Demote) event()           {}
-func (CmdConnect) event()       {}
-func (CmdDisconnect) event()    {}
-func (CmdDiscard) event()       {}
-func (SyncDoneAcked) event()    {}
-func (SyncDoneReceived) event() {}
-func (RefusedByPeer) event()    {}
-func (PeerVerdict) event()      {}
+func (PeerHello) event()         {}
+func (AdmitEnd) event()          {}
+func (Attach) event()            {}
+func (LinkLost) event()          {}
+func (Promote) event()           {}
+func (Demote) event()            {}
+func (CmdConnect) event()        {}
+func (CmdDisconnect) event()     {}
+func (CmdDiscard) event()        {}
+func (SyncDoneAcked) event()     {}
+func (SyncDoneReceived) event()  {}
+func (SyncStartReceived) event() {}
+func (RefusedByPeer) event()     {}
+func (PeerVerdict) event()       {}
 
 // Action is something the Resource must do: one of the types below.
 type Action interface{ action() }
@@ -234,6 +239,11 @@ func step(s State, e Event) (State, []Action) {
 		return discard(s)
 	case SyncDoneAcked:
 		return syncDoneAcked(s, e)
+	case SyncStartReceived:
+		if s.Linked {
+			s.Target = true
+		}
+		return s, nil
 	case SyncDoneReceived:
 		return syncDoneReceived(s, e)
 	case RefusedByPeer:
@@ -483,8 +493,14 @@ func demote(s State) (State, []Action) {
 // from a link that is gone, for an older generation, or while regions are
 // still marked changes nothing.
 func syncDoneAcked(s State, e SyncDoneAcked) (State, []Action) {
-	if !e.Current || !s.Linked || s.Gen.Current != e.Gen || e.Marks {
+	if !e.Current || !s.Linked || s.Gen.Current != e.Gen {
 		return s, nil
+	}
+	if e.Marks {
+		// Regions marked while the resync ran (a write lost with the
+		// previous link, one that failed here after the peer took it):
+		// another pass carries them.
+		return s, []Action{StartSync{Mode: wire.SyncBitmap}}
 	}
 	s.Gen.Bitmap = 0
 	s.Source = false

@@ -103,6 +103,8 @@ func scriptEvent(t *testing.T, d *datadriven.TestData, s State) Event {
 		return CmdDiscard{}
 	case "sync-done-acked":
 		return SyncDoneAcked{Gen: argUint(t, d, "gen", 0), Current: !d.HasArg("stale"), Marks: d.HasArg("marks")}
+	case "sync-start":
+		return SyncStartReceived{}
 	case "sync-done":
 		return SyncDoneReceived{Gen: argUint(t, d, "gen", 0)}
 	case "verdict":

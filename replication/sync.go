@@ -51,6 +51,9 @@ func (r *Resource) runSource(l *link, d Decision) error {
 		r.mu.Unlock()
 		l.queue(wire.AppendSyncStart(nil, wire.SyncStart{Mode: wire.SyncBitmap})) // marks the tail did not cover
 	} else {
+		r.mu.Lock()
+		r.resync.tail = false
+		r.mu.Unlock()
 		l.queue(wire.AppendSyncStart(nil, wire.SyncStart{Mode: wire.SyncBitmap, Full: d.Full}))
 	}
 	if d.Full {
@@ -178,6 +181,11 @@ func (r *Resource) sourceDone(l *link, gen uint64) {
 	acts, err := r.stepLocked(SyncDoneAcked{Gen: gen, Current: r.link == l && !l.isDown(), Marks: r.oos.bytes() != 0})
 	if err != nil {
 		r.log.Error("saving metadata after resync", "err", err)
+	}
+	if _, ok := has[StartSync](acts); ok {
+		r.log.Info("regions were marked during the resync: another pass", "out_of_sync_bytes", r.oos.bytes())
+		r.startSync(l, Decision{Outcome: SyncSource})
+		return
 	}
 	if _, ok := has[PeerUpToDate](acts); !ok {
 		return

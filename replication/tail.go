@@ -92,6 +92,7 @@ func (r *Resource) startTarget(l *link, body []byte) error {
 		return fmt.Errorf("%w: %v", ErrLinkDown, err)
 	}
 	r.mu.Lock()
+	r.stepLocked(SyncStartReceived{}) // saves nothing
 	state := wire.Consistent
 	if start.Mode == wire.SyncBitmap {
 		state = wire.Inconsistent

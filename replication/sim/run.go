@@ -357,7 +357,9 @@ func (r *runner) observe() {
 	split := r.split
 	r.mu.Unlock()
 	for i, st := range s {
-		if st.Peer.Disk == wire.UpToDate.String() && st.Stats.OutOfSyncBytes > 0 {
+		// A SyncTarget's marks are regions it lacks itself: its source
+		// is UpToDate.
+		if st.Peer.Disk == wire.UpToDate.String() && st.Stats.OutOfSyncBytes > 0 && st.Peer.Replication != "SyncTarget" {
 			r.violate(InvHonesty, "%s reports its peer UpToDate with %d bytes out of sync", nodeName(i), st.Stats.OutOfSyncBytes)
 		}
 		if st.Role == "Primary" && st.Peer.Connection == "Connected" && st.Peer.Role == "Primary" {
