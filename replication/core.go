@@ -106,13 +106,14 @@ type SyncDoneReceived struct{ Gen uint64 }
 // first, decided at Attach, or another pass after marks were left).
 type SyncStartReceived struct{}
 
-// PeerVerdict: after this node refused a connection for its data (Mine),
-// the peer's own word on it: Ready, a Refuse with Reason, or nothing
-// (Lost: the connection failed first).
+// PeerVerdict: after this node refused a connection (Mine: for its data,
+// or busy on fresh Hellos), the peer's own word on it: Ready, a Refuse
+// with Reason and Text, or nothing (Lost: the connection failed first).
 type PeerVerdict struct {
 	Mine   Refuse
 	Ready  bool
 	Reason wire.Reason
+	Text   string
 	Lost   bool
 }
 
@@ -286,23 +287,25 @@ func admit(s State, e PeerHello) (State, []Action) {
 	case e.Local.Gen != s.Gen || e.Local.Role != s.Role || e.Local.Disk != s.Disk:
 		// The peer decides on the Hello it was sent, which no longer holds.
 		return s, []Action{Refuse{wire.ReasonBusy, "this node changed while the connection was set up"}}
+	// Busy below, on Hellos that hold: the peer's word on the data (a split
+	// brain it found) is taken all the same (see verdict).
 	case s.Admitting:
-		return s, []Action{Refuse{wire.ReasonBusy, "another connection is being set up"}}
+		return s, []Action{Refuse{wire.ReasonBusy, "another connection is being set up"}, AwaitVerdict{}}
 	case s.Linked && e.Remote.NodeID != s.Peer.NodeID:
 		return s, []Action{Refuse{wire.ReasonBusy, "already connected to another node"}}
 	case s.Linked:
 		// The old link goes down first, and its writes are marked; the
 		// peer dials again and meets this node's state after that.
-		return s, []Action{FailLink{}, Refuse{wire.ReasonBusy, "the previous connection is being closed; dial again"}}
+		return s, []Action{FailLink{}, Refuse{wire.ReasonBusy, "the previous connection is being closed; dial again"}, AwaitVerdict{}}
 	case e.BackingOff:
-		return s, []Action{Refuse{wire.ReasonBusy, "the last link failed soon after it came up: waiting before the next"}}
+		return s, []Action{Refuse{wire.ReasonBusy, "the last link failed soon after it came up: waiting before the next"}, AwaitVerdict{}}
 	}
 	d := outcome(s, e.Local, e.Remote)
 	if reason, text := refusal(s, d, e.Remote); text != "" {
 		return s, []Action{Refuse{reason, text}, AwaitVerdict{}}
 	}
 	if s.Role == wire.Primary && e.Remote.Role == wire.Primary && !plant.On(plant.PromoteOverPrimary) {
-		return s, []Action{Refuse{wire.ReasonBusy, "both nodes are Primary: demote one"}}
+		return s, []Action{Refuse{wire.ReasonBusy, "both nodes are Primary: demote one"}, AwaitVerdict{}}
 	}
 	s.Admitting = true
 	return s, []Action{Admit{Decision: d}}
@@ -342,12 +345,23 @@ func refusal(s State, d Decision, remote wire.Hello) (wire.Reason, string) {
 	return 0, ""
 }
 
-// verdict: this node refused a connection for its data, and goes
-// StandAlone for it unless the peer did not judge the same Hellos: it was
-// busy, StandAlone by command, or changed while the connection was set up.
-// Both then meet again later, on fresh Hellos.
+// verdict: this node refused a connection, and goes StandAlone for it
+// unless the peer did not judge the same Hellos: it was busy, StandAlone
+// by command, or changed while the connection was set up. Both then meet
+// again later, on fresh Hellos. A node that was only busy on Hellos that
+// hold takes the peer's word on the data: a split brain the peer found
+// makes it StandAlone too, so that neither stays Connecting.
 func verdict(s State, e PeerVerdict) (State, []Action) {
-	if !e.Ready && !e.Lost && e.Reason == wire.ReasonBusy || s.StandAlone != "" {
+	if s.StandAlone != "" {
+		return s, nil
+	}
+	if e.Mine.Reason == wire.ReasonBusy {
+		if e.Ready || e.Lost {
+			return s, nil
+		}
+		return refusedByPeer(s, RefusedByPeer{Reason: e.Reason, Text: e.Text})
+	}
+	if !e.Ready && !e.Lost && e.Reason == wire.ReasonBusy {
 		return s, nil
 	}
 	s.StandAlone, s.Refusal = e.Mine.Text, e.Mine.Reason

@@ -83,9 +83,9 @@ func has[A Action](acts []Action) (A, bool) {
 	return zero, false
 }
 
-// awaitVerdict reads the peer's word on a connection this node refused for
-// its data (its Ready, or its own Refuse) and hands it to the core, which
-// says whether this node goes StandAlone.
+// awaitVerdict reads the peer's word on a connection this node refused
+// (its Ready, or its own Refuse) and hands it to the core, which says
+// whether this node goes StandAlone.
 func (r *Resource) awaitVerdict(c net.Conn, mine Refuse) {
 	v := PeerVerdict{Mine: mine}
 	f, err := wire.NewReader(c).Next()
@@ -94,7 +94,7 @@ func (r *Resource) awaitVerdict(c net.Conn, mine Refuse) {
 		v.Lost = true
 	case f.Type == wire.TypeRefuse:
 		ref, _ := wire.ParseRefuse(f.Body)
-		v.Reason = ref.Reason
+		v.Reason, v.Text = ref.Reason, ref.Text
 	default:
 		v.Ready = f.Type == wire.TypeReady
 		v.Lost = !v.Ready
