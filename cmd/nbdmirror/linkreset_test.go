@@ -112,12 +112,31 @@ func stuck(n *node, w *statusWatch) string {
 			"%d writes completed in the last %v\n", last.Peer.Connection, last.Peer.Replication, last.Peer.Disk,
 			last.Stats.OutOfSyncBytes, last.Stats.Writes-first.Stats.Writes, recent[len(recent)-1].at.Sub(recent[0].at).Round(time.Millisecond))
 	}
+	b.WriteString(tail(n.logs(), 150))
+	before := len(n.logs())
 	n.cmd.Process.Signal(syscall.SIGQUIT)
 	select {
 	case <-n.exited:
 	case <-time.After(5 * time.Second):
 	}
-	b.WriteString(tail(n.logs(), 400))
+	b.WriteString("\ngoroutines in the project's code:\n")
+	b.WriteString(projectFrames(n.logs()[before:]))
+	return b.String()
+}
+
+// projectFrames keeps, of a goroutine dump, each goroutine's header and
+// its frames in the project's packages.
+func projectFrames(dump string) string {
+	var b strings.Builder
+	lines := strings.Split(dump, "\n")
+	for i, l := range lines {
+		switch {
+		case strings.HasPrefix(l, "goroutine "):
+			b.WriteString(l + "\n")
+		case strings.Contains(l, "nbdmirror/nbdmirror/") && i+1 < len(lines):
+			b.WriteString(l + "\n" + lines[i+1] + "\n")
+		}
+	}
 	return b.String()
 }
 
