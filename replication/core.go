@@ -481,6 +481,13 @@ func promote(s State, e Promote) (State, []Action) {
 			acts = append(acts, NewGeneration{}, SaveMeta{})
 		}
 	}
+	if s.DiscardMyData {
+		// A Primary never discards its data: the operator who promotes
+		// it takes back the resolve that said it would. Kept, the flag
+		// would settle a later split brain without the operator's word.
+		s.DiscardMyData = false
+		acts = append(acts, SaveMeta{})
+	}
 	s.Role = wire.Primary
 	if s.Linked {
 		acts = append(acts, Reconnect{})
