@@ -12,7 +12,11 @@ type tuning struct {
 
 	// dialMin and dialMax bound the dialer's backoff after a failed dial
 	// or handshake: it doubles from dialMin, plus up to half of it in
-	// jitter, and is reset by a link that came up.
+	// jitter, and is reset by a link that came up. dialMax bounds how long
+	// a peer that comes back (restarted, or its StandAlone ended) may wait
+	// for the next dial: 3 s with jitter, within the simulation's 5 s to
+	// settle (at 5 s, 7.5 s with jitter, a node could sit out a whole
+	// settle window behind a StandAlone peer it had not dialed yet).
 	dialMin, dialMax time.Duration
 	// acceptRetry is the pause after the listener fails to accept (out of
 	// descriptors, say), so that a persistent error does not spin.
@@ -54,7 +58,7 @@ type tuning struct {
 // the failure it bounds; the comments above say which.
 var tune = tuning{
 	dialMin:         100 * time.Millisecond,
-	dialMax:         5 * time.Second,
+	dialMax:         2 * time.Second,
 	acceptRetry:     100 * time.Millisecond,
 	linkStable:      time.Second,
 	flapMin:         100 * time.Millisecond,
