@@ -106,6 +106,15 @@ func (r *Resource) startTarget(l *link, body []byte) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrLinkDown, err)
 	}
+	if start.Mode == wire.SyncBitmap && !start.Full {
+		// Records this node holds past the source's last are ones the
+		// source lost (a power loss took its unflushed tail after this
+		// node journaled them): their regions join the bitmap sent, and
+		// the source's data, older there, is synced over them.
+		if err := r.markRange(l.remote.LastSeq, r.journal.LastSeq()); err != nil {
+			return fmt.Errorf("%w: %v", ErrLinkDown, err)
+		}
+	}
 	if start.Mode == wire.SyncBitmap {
 		for _, f := range r.oos.chunks() {
 			l.queue(f)
