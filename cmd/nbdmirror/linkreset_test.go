@@ -34,12 +34,18 @@ func newResetter(t testing.TB, a, b *node, wa *statusWatch) *resetter {
 // reset kills the peer connection and waits, at most timeout, until the
 // Primary says Connected over a new one. It says what went wrong, if anything.
 func (r *resetter) reset(timeout time.Duration) string {
-	killed := peerConns(r.t, true, r.ports...)
-	if len(killed) == 0 {
-		return "no peer connection to reset"
-	}
 	start := time.Now()
 	deadline := start.Add(timeout)
+	killed := peerConns(r.t, true, r.ports...)
+	for len(killed) == 0 {
+		// The link fell by itself since it last came back (a reset can
+		// catch a connection being set up): it must come back in time.
+		if time.Now().After(deadline) {
+			return fmt.Sprintf("no peer connection to reset for %v", timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+		killed = peerConns(r.t, true, r.ports...)
+	}
 	var st Status
 	for {
 		err := r.wa.c.get("/status", &st)
