@@ -87,6 +87,7 @@ type link struct {
 	sentAck        [4]atomic.Uint64 // by wire.AckKind: highest ack written; read by anyone
 	kick           chan struct{}
 	closed         chan struct{} // closed by fail: run tears the link down
+	gone           chan struct{} // closed by run once linkDown returned (the new generation saved)
 	// peerBitmap is closed once the peer's bitmap has been merged (a
 	// SyncSource waits for it before it starts).
 	peerBitmap     chan struct{}
@@ -143,7 +144,7 @@ type pending struct {
 func newLink(res *Resource, conn net.Conn, remote wire.Hello) *link {
 	l := &link{res: res, conn: conn, remote: remote, proto: res.cfg.Protocol, start: time.Now(),
 		recBatched: netio.AllBatched, ackBatched: netio.AllBatched,
-		kick: make(chan struct{}, 1), closed: make(chan struct{}), peerBitmap: make(chan struct{}),
+		kick: make(chan struct{}, 1), closed: make(chan struct{}), gone: make(chan struct{}), peerBitmap: make(chan struct{}),
 		sums: make(chan []byte, 1)}
 	l.acking = sync.NewCond(&l.mu)
 	l.snd.bw = bufio.NewWriterSize(conn, 256<<10)
@@ -362,6 +363,7 @@ func (l *link) run() {
 	err := l.down
 	l.mu.Unlock()
 	l.res.linkDown(l, err, waiting)
+	close(l.gone)
 }
 
 func (l *link) isDown() bool {

@@ -321,7 +321,13 @@ func (r *Resource) appendAsync(rec *journal.Record, fua, here bool, then func(er
 	case l == nil:
 		q.notOnLink()
 	case !sent:
-		q.step(evPeerLost, 0, nil) // the link went down before it took the record
+		// The link went down before it took the record. The write may
+		// complete without the peer only once the link's teardown saved
+		// this node's new generation: acknowledged first, it would be
+		// forgotten by a crash in between (the peer, promoted, would then
+		// look newer and sync over it).
+		<-l.gone
+		q.step(evPeerLost, 0, nil)
 	case !l.pr.Polling():
 		l.send(here) // first: the peer's round trip is the longer way
 	default:
