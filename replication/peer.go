@@ -343,6 +343,15 @@ func (r *Resource) signalLinkChange() {
 func (r *Resource) linkDown(l *link, err error, waiting []*pending) {
 	r.order.Lock()
 	r.mu.Lock()
+	// The regions of what still waited on the peer are marked before the
+	// next link can attach (their completions below mark them again): a
+	// mark that came after it would be missed by its resync, or by the
+	// "in sync" that needs none.
+	for _, p := range waiting {
+		if p.length > 0 && !plant.On(plant.ForgetWaiters) {
+			r.oos.mark(p.off, p.length)
+		}
+	}
 	if r.link == l {
 		r.link = nil
 		if err != errDisconnected && err != errPeerDisconnected {
