@@ -284,7 +284,8 @@ func admit(s State, e PeerHello) (State, []Action) {
 		return s, []Action{Refuse{wire.ReasonBusy, "StandAlone: " + s.StandAlone}}
 	case !canonical(e.Local, e.Remote, e.Dialer):
 		return s, []Action{Drop{}}
-	case e.Local.Gen != s.Gen || e.Local.Role != s.Role || e.Local.Disk != s.Disk:
+	case e.Local.Gen != s.Gen || e.Local.Role != s.Role || e.Local.Disk != s.Disk ||
+		(e.Local.Flags&wire.DiscardMyData != 0) != s.DiscardMyData:
 		// The peer decides on the Hello it was sent, which no longer holds.
 		return s, []Action{Refuse{wire.ReasonBusy, "this node changed while the connection was set up"}}
 	// Busy below, on Hellos that hold: the peer's word on the data (a split

@@ -22,7 +22,7 @@ import (
 //	node id=1 role=Primary disk=UpToDate gen=9:7:7 [discard] [policy=discard-zero-changes]
 //	     [standalone=split-brain|unrelated-data|busy] [linked peer=2 peer-role=Secondary peer-disk=UpToDate]
 //	hello peer=2 role=Secondary disk=UpToDate gen=7:0 [lastseq=N peer-lastseq=N]
-//	     [flags=dials,oos,discard] [peer-flags=dials,oos,discard] [dialer] [sent-gen=7:0] [backing-off]
+//	     [flags=dials,oos,discard] [peer-flags=dials,oos,discard] [dialer] [sent-gen=7:0] [sent-before-discard] [backing-off]
 //	attach outcome=SyncSource [full] peer=2 peer-disk=UpToDate lastseq=N peer-lastseq=N
 //	     oldest=N last=N [peer-flags=oos]
 //	admit-end | link-lost newid=N | promote [force] newid=N | demote
@@ -73,6 +73,9 @@ func scriptEvent(t *testing.T, d *datadriven.TestData, s State) Event {
 	case "hello":
 		local := wire.Hello{NodeID: s.NodeID, Role: s.Role, Disk: s.Disk, Gen: s.Gen,
 			LastSeq: argUint(t, d, "lastseq", 0), Flags: argFlags(t, d, "flags")}
+		if s.DiscardMyData && !d.HasArg("sent-before-discard") { // as Resource.hello says it
+			local.Flags |= wire.DiscardMyData
+		}
 		if d.HasArg("sent-gen") { // the Hello was sent before the node changed
 			local.Gen = argGen(t, d, "sent-gen")
 		}

@@ -296,7 +296,10 @@ func (r *runner) switchover() {
 
 // splitBrain cuts the link, promotes the Secondary and writes on it, then
 // demotes the old Primary: the client now writes to the new one, and the
-// two hold data apart that must stay apart until DiscardMyData.
+// two hold data apart that must stay apart until DiscardMyData. It is no
+// split brain if the old Primary never moved on from the generation the
+// new one was promoted from (a crash took its new generation, and it wrote
+// nothing apart): the new Primary is then simply ahead.
 func (r *runner) splitBrain() {
 	if r.split {
 		return
@@ -328,6 +331,10 @@ func (r *runner) splitBrain() {
 	}
 	if err := r.setRole(p, wire.Secondary, false); err != nil {
 		r.note("split brain: demote %s: %v", p.name, err)
+	}
+	if pg, sg := p.res.Status().Gen, s.res.Status().Gen; pg.Current == sg.Bitmap {
+		r.setSplit(false)
+		r.note("no split brain: %s is still at %x, the generation %s was promoted from", p.name, pg.Current, s.name)
 	}
 }
 
