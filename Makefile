@@ -8,7 +8,7 @@ DEMO     := demo
 FUZZTIME ?= 100000x
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: all build test vet fuzz simtest simbugs vmtest stress demo bench profile clean
+.PHONY: all build testtools test vet fuzz simtest simbugs vmtest stress demo bench profile clean
 
 all: build
 
@@ -19,10 +19,26 @@ vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 
+# The tools the tests drive, as TOOL=DEBIAN-PACKAGE (a TOOL starting with /
+# is a file). `make test` installs the missing ones first when it runs as
+# root, or stops with the apt-get line that would (.ci/need-tools); the
+# tests then fail, never skip, when a tool is missing
+# (NBDMIRROR_REQUIRE_TOOLS, see internal/testtools).
+TEST_TOOLS := git=git fio=fio nbdinfo=libnbd-bin nbdfuse=nbdfuse fusermount3=fuse3 \
+	losetup=mount mount=mount umount=mount mkfs.ext4=e2fsprogs e2fsck=e2fsprogs ss=iproute2 \
+	/etc/ssl/certs/ca-certificates.crt=ca-certificates
+VM_TOOLS := qemu-system-x86_64=qemu-system-x86 socat=socat mke2fs=e2fsprogs e2fsck=e2fsprogs \
+	flock=util-linux /etc/ssl/certs/ca-certificates.crt=ca-certificates
+
+testtools:
+	@.ci/need-tools $(TEST_TOOLS)
+	@test "$$(id -u)" = 0 || echo "make test: not root: the file system tests skip (mounting needs root)"
+
 # Unit, integration and end-to-end tests (the simulation's 1000 schedules
 # among them), each of the simulation's planted bugs, then each fuzz target
 # briefly.
-test: vet
+test: export NBDMIRROR_REQUIRE_TOOLS := 1
+test: testtools vet
 	$(GO) test -timeout 9m ./...
 	$(MAKE) simbugs
 	$(MAKE) fuzz
@@ -63,6 +79,7 @@ simbugs:
 # failover (cmd/nbdmirror/vm_test.go, testdata/vm/). Needs qemu-system-x86,
 # socat and apt-get download; the .debs are cached in ~/.cache/nbdmirror-vm.
 vmtest:
+	@.ci/need-tools $(VM_TOOLS)
 	$(GO) test -tags vmtest -run '^TestVM' -count=1 -timeout 5m -v ./cmd/nbdmirror
 
 # The long end-to-end runs (cmd/nbdmirror, NBDMIRROR_STRESS=1): 5 rounds of
