@@ -29,7 +29,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "nbdmirror")
-	args := []string{"build", "-o", binary}
+	// -buildvcs=auto: the git revision goes into the build info when the
+	// tree is a checkout (TestVersion), whatever GOFLAGS says.
+	args := []string{"build", "-buildvcs=auto", "-o", binary}
 	if os.Getenv("NBDMIRROR_TEST_RACE") != "" { // daemons built with the race detector
 		args = append(args, "-race")
 	}
