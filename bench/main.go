@@ -1,12 +1,14 @@
 // Command bench measures nbdmirror against the NBD servers its users would
 // otherwise pick, with fio driving each over loopback.
 //
-// Run it from the repository:
+// It is a module of its own (bench/go.mod), so that its chart library stays
+// out of the daemon's go.mod. Build it and run it from the repository:
 //
-//	go run ./bench                                  # nbdmirror and nbdkit, 5 workloads, 3 reps
-//	go run ./bench --systems nbdkit,qemu-nbd --reps 1 --runtime 3
-//	go run ./bench --workloads randwrite-4k-qd1,randread-4k-qd32 --size 256M
-//	go run ./bench --render bench/results/DATE-TIME.json   # the table of an earlier run
+//	make bench                                      # builds bin/bench, runs bin/bench --warm
+//	go -C bench build -o ../bin/bench .
+//	bin/bench --systems nbdkit,qemu-nbd --reps 1 --runtime 3
+//	bin/bench --workloads randwrite-4k-qd1,randread-4k-qd32 --size 256M
+//	bin/bench --render bench/results/raw/DATE-TIME.json   # the table of an earlier run
 //
 // For every system it builds what is needed (go build ./cmd/nbdmirror for
 // nbdmirror), creates its disk images the same way (written once in 1 MiB
