@@ -21,10 +21,15 @@
 // them again. The CPU time of the server processes is read from /proc
 // between the end of fio's ramp and its exit.
 //
-// A markdown table of medians, spreads and ratios goes to stdout and to
-// bench/results/latest.md; bench/results/DATE-TIME.json holds the machine,
-// the parameters and every run, and bench/results/DATE-TIME/ the filled job
-// files and raw fio JSON. Progress goes to stderr. Every server runs in its
+// A markdown table of medians, spreads and ratios goes to stdout and, with
+// its chart, to bench/results/latest.md and latest.png when the run is the
+// reference one (default systems and workloads, no --against), else to
+// bench/results/raw/DATE-TIME.md. bench/results/raw/ (ignored by git) holds
+// DATE-TIME.json, the machine, the parameters and every run, and
+// DATE-TIME/, the filled job files and raw fio JSON; each run adds a line of
+// its summary figures to bench/results/history.md, which names its raw
+// results (--add-history adds the line of an earlier results file). Progress
+// goes to stderr. Every server runs in its
 // own process group and is stopped on return, error or Ctrl-C.
 //
 // The job files use ${URI}, ${SIZE}, ${RUNTIME:-10s} and ${RAMP:-2s}; the
