@@ -11,7 +11,7 @@ import (
 )
 
 // Results is everything one run of the harness measured, as written to
-// bench/results/DATE-TIME.json.
+// bench/results/raw/DATE-TIME.json.
 type Results struct {
 	Date    time.Time       `json:"date"`
 	Machine Machine         `json:"machine"`
