@@ -28,10 +28,9 @@ func TestIsDaemonModule(t *testing.T) {
 // its root go.mod still requires the chart library and has no bench/go.mod.
 const splitParent = "10567b9"
 
-// TestBuildRevisionBeforeSplit builds the daemon of a revision from before
-// bench/go.mod the way --against does, from a tree extracted below this
-// module (as the scratch dir is when the temp dir is a tmpfs), with a
-// go.work above it that would otherwise capture the build.
+// TestBuildRevisionBeforeSplit builds the daemon the way --against does, of
+// a revision from before bench/go.mod and of HEAD, each from a tree
+// extracted below a go.work that would otherwise capture the build.
 func TestBuildRevisionBeforeSplit(t *testing.T) {
 	root, err := moduleRoot()
 	if err != nil {
@@ -44,12 +43,14 @@ func TestBuildRevisionBeforeSplit(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "go.work"), []byte("go 1.26.8\n\nuse ./nowhere\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	bin, err := buildRevision(context.Background(), root, filepath.Join(dir, "scratch"), splitParent)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(bin, "--help").CombinedOutput()
-	if err != nil || len(out) == 0 {
-		t.Fatalf("%s --help: %v\n%s", bin, err, out)
+	for _, rev := range []string{splitParent, "HEAD"} {
+		bin, err := buildRevision(context.Background(), root, filepath.Join(dir, "scratch"), rev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(bin, "--help").CombinedOutput()
+		if err != nil || len(out) == 0 {
+			t.Fatalf("%s --help: %v\n%s", bin, err, out)
+		}
 	}
 }
