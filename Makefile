@@ -8,7 +8,7 @@ DEMO     := demo
 FUZZTIME ?= 100000x
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: all build test vet fuzz simtest simbugs vmtest stress demo bench profile clean
+.PHONY: all build testtools test vet fuzz simtest simbugs vmtest stress demo bench benchtool profile clean
 
 all: build
 
@@ -17,13 +17,31 @@ build:
 
 vet:
 	$(GO) vet ./...
+	$(GO) -C bench vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+
+# The tools the tests drive, as TOOL=DEBIAN-PACKAGE (a TOOL starting with /
+# is a file). `make test` installs the missing ones first when it runs as
+# root, or stops with the apt-get line that would (.ci/need-tools); the
+# tests then fail, never skip, when a tool is missing
+# (NBDMIRROR_REQUIRE_TOOLS, see internal/testtools).
+TEST_TOOLS := git=git fio=fio nbdinfo=libnbd-bin nbdfuse=nbdfuse fusermount3=fuse3 \
+	losetup=mount mount=mount umount=mount mkfs.ext4=e2fsprogs e2fsck=e2fsprogs ss=iproute2 \
+	/etc/ssl/certs/ca-certificates.crt=ca-certificates
+VM_TOOLS := qemu-system-x86_64=qemu-system-x86 socat=socat mke2fs=e2fsprogs e2fsck=e2fsprogs \
+	flock=util-linux /etc/ssl/certs/ca-certificates.crt=ca-certificates
+
+testtools:
+	@.ci/need-tools $(TEST_TOOLS)
+	@test "$$(id -u)" = 0 || echo "make test: not root: the file system tests skip (mounting needs root)"
 
 # Unit, integration and end-to-end tests (the simulation's 1000 schedules
 # among them), each of the simulation's planted bugs, then each fuzz target
 # briefly.
-test: vet
+test: export NBDMIRROR_REQUIRE_TOOLS := 1
+test: testtools vet
 	$(GO) test -timeout 9m ./...
+	$(GO) -C bench test ./...
 	$(MAKE) simbugs
 	$(MAKE) fuzz
 
@@ -63,6 +81,7 @@ simbugs:
 # failover (cmd/nbdmirror/vm_test.go, testdata/vm/). Needs qemu-system-x86,
 # socat and apt-get download; the .debs are cached in ~/.cache/nbdmirror-vm.
 vmtest:
+	@.ci/need-tools $(VM_TOOLS)
 	$(GO) test -tags vmtest -run '^TestVM' -count=1 -timeout 5m -v ./cmd/nbdmirror
 
 # The long end-to-end runs (cmd/nbdmirror, NBDMIRROR_STRESS=1): 5 rounds of
@@ -92,18 +111,25 @@ demo: build
 	echo; echo "Ctrl-C stops both."; wait
 
 # fio against nbdmirror (standalone, pair C, pair A), nbdkit and qemu's quorum
-# mirror; installs what it drives when missing (Debian, as root).
-BENCH_TOOLS := fio nbdkit qemu-storage-daemon curl
-bench:
-	@for t in $(BENCH_TOOLS); do command -v $$t >/dev/null || missing=1; done; \
-	if [ -n "$$missing" ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
-		--no-install-recommends fio libnbd-bin nbdkit qemu-utils qemu-system-common curl; fi
-	$(GO) run ./bench --warm
+# mirror; installs what it drives when missing (Debian, as root). The harness
+# is a module of its own (bench/go.mod: its chart library stays out of the
+# daemon's go.mod), built as bin/bench; BENCH_FLAGS go to it, e.g.
+# make bench BENCH_FLAGS='--against v1.2 --note "what changed"'.
+BENCH_TOOLS := fio=fio nbdinfo=libnbd-bin nbdkit=nbdkit qemu-nbd=qemu-utils \
+	qemu-storage-daemon=qemu-system-common
+BENCH_FLAGS ?=
+bench: benchtool
+	@.ci/need-tools $(BENCH_TOOLS)
+	bin/bench --warm $(BENCH_FLAGS)
+
+benchtool:
+	$(GO) -C bench build -o ../bin/bench .
 
 # A CPU profile of a pair's Primary under 4k random writes at QD32, in
 # ./profile (pair images are sparse 1 GiB files there).
 PROFDIR := profile
 profile: build
+	@.ci/need-tools fio=fio curl=curl
 	@rm -rf $(PROFDIR) && mkdir -p $(PROFDIR) && echo profile-secret-0123456789 > $(PROFDIR)/secret
 	@trap 'kill $$A $$B 2>/dev/null; wait' EXIT; \
 	$(BIN) serve --disk $(PROFDIR)/a.img --size 1G --nbd-listen 127.0.0.1:10819 --control $(PROFDIR)/a.sock \

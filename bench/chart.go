@@ -5,7 +5,6 @@ import (
 	"image/color"
 	"math"
 	"os"
-	"path/filepath"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -85,17 +84,6 @@ func barChart(r *Results, workloads, systems []string, title string, value func(
 	}
 	p.Y.Min = 1 // bars stand on 0, which a log scale cannot show
 	return p, nil
-}
-
-// writeCharts draws the chart of a results file as STAMP.png and as
-// latest.png in dir.
-func writeCharts(r *Results, dir, stamp string) error {
-	for _, name := range []string{stamp + ".png", "latest.png"} {
-		if err := writeChart(r, filepath.Join(dir, name)); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // floorLog is a log scale on which a bar's base at 0 sits at the axis

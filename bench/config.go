@@ -27,6 +27,9 @@ type config struct {
 	resync    bool   // measure resync throughput on the pair-C images
 	dir       string // where the scratch dir goes; "" picks one
 	render    string // a results JSON to print again instead of running
+	history   string // a results JSON to add to the history instead of running
+	rawName   string // with history: how the line names the results
+	note      string // what the run is for, for the history
 	out       string // results dir
 }
 
@@ -46,12 +49,18 @@ func parseFlags(args []string, root string, stderr io.Writer) (config, error) {
 	out := fs.String("out", filepath.Join(root, "bench", "results"), "results directory")
 	render := fs.String("render", "", "print the markdown of an earlier results JSON and exit")
 	resync := fs.Bool("resync", true, "after the fio runs, measure resync throughput of pair-C (when it runs)")
+	history := fs.String("add-history", "", "append the history line of an earlier results JSON to the results dir's history.md and exit")
+	rawName := fs.String("raw-name", "", "with --add-history: how the line names the results (default: the path given)")
+	note := fs.String("note", "", "what the run is for, kept in its results and its history line")
 	against := fs.String("against", "", "also run each nbdmirror system built from this git revision, side by side (before and after)")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
 	if *render != "" {
 		return config{render: *render}, nil
+	}
+	if *history != "" {
+		return config{history: *history, rawName: *rawName, note: *note, out: *out}, nil
 	}
 	if fs.NArg() > 0 {
 		return config{}, fmt.Errorf("bench: unexpected arguments %q", fs.Args())
@@ -68,7 +77,8 @@ func parseFlags(args []string, root string, stderr io.Writer) (config, error) {
 		sys = withRevision(sys, *against)
 	}
 	cfg := config{systems: sys, workloads: splitList(*workloadsFlag), reps: *reps,
-		runtime: time.Duration(runtime), ramp: time.Duration(ramp), size: size, warm: *warm, dir: *dir, out: *out, resync: *resync}
+		runtime: time.Duration(runtime), ramp: time.Duration(ramp), size: size, warm: *warm, dir: *dir, out: *out,
+		resync: *resync, note: *note}
 	return cfg, cfg.check(root)
 }
 
@@ -92,6 +102,17 @@ func (c config) check(root string) error {
 		}
 	}
 	return nil
+}
+
+// replacesLatest reports whether the run is the reference one, whose table
+// and chart become latest.md and latest.png: the default systems and
+// workloads, none built from another revision.
+func (c config) replacesLatest() bool {
+	var names []string
+	for _, s := range c.systems {
+		names = append(names, s.name)
+	}
+	return strings.Join(names, ",") == defaultSystems && strings.Join(c.workloads, ",") == defaultWorkloads
 }
 
 func jobFile(root, workload string) string {

@@ -113,24 +113,45 @@ func scratchDir(dir, fallback string) (string, error) {
 	return d, nil
 }
 
-// moduleRoot finds the directory of the project's go.mod, from the
-// working directory up.
+// moduleRoot finds the directory of the daemon's go.mod (not the bench's
+// own, bench/go.mod), from the working directory up.
 func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
+	start, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
-	for {
+	for dir := start; ; {
 		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && strings.Contains(string(b), "module github.com/nbdmirror/nbdmirror") {
+		if err == nil && isDaemonModule(string(b)) {
 			return dir, nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", fmt.Errorf("bench: run from inside the nbdmirror module")
+			return "", fmt.Errorf("bench: run from inside the nbdmirror repository "+
+				"(no go.mod of github.com/nbdmirror/nbdmirror at or above %s)", start)
 		}
 		dir = parent
 	}
+}
+
+// isDaemonModule reports whether a go.mod is the daemon's module.
+func isDaemonModule(gomod string) bool {
+	for _, line := range strings.Split(gomod, "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "module" {
+			return strings.Trim(f[1], `"`) == "github.com/nbdmirror/nbdmirror"
+		}
+	}
+	return false
+}
+
+// goBuild is `go build -o bin ./cmd/nbdmirror` in the module at dir, on
+// that module's go.mod alone: GOWORK=off, so that neither a go.work of the
+// user's nor one above a tree extracted under bench/ decides the versions.
+func goBuild(ctx context.Context, dir, bin string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/nbdmirror")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOWORK=off")
+	return cmd
 }
 
 // buildRevision builds ./cmd/nbdmirror as of the git revision rev (a tree
@@ -145,9 +166,7 @@ func buildRevision(ctx context.Context, root, dir, rev string) (string, error) {
 		return "", fmt.Errorf("bench: cannot extract revision %s: %v\n%s", rev, err, out)
 	}
 	bin := filepath.Join(dir, "bin-"+rev, "nbdmirror")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/nbdmirror")
-	cmd.Dir = src
-	if out, err := cmd.CombinedOutput(); err != nil {
+	if out, err := goBuild(ctx, src, bin).CombinedOutput(); err != nil {
 		return "", fmt.Errorf("bench: cannot build nbdmirror at %s: %v\n%s", rev, err, out)
 	}
 	return bin, nil
@@ -156,11 +175,9 @@ func buildRevision(ctx context.Context, root, dir, rev string) (string, error) {
 // buildNbdmirror builds ./cmd/nbdmirror into dir/bin and returns the binary.
 func buildNbdmirror(ctx context.Context, root, dir string) (string, error) {
 	bin := filepath.Join(dir, "bin", "nbdmirror")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/nbdmirror")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
+	if out, err := goBuild(ctx, root, bin).CombinedOutput(); err != nil {
 		return "", fmt.Errorf("bench: cannot build nbdmirror (go build ./cmd/nbdmirror: %v)\n%s"+
-			"to bench the other systems meanwhile: go run ./bench --systems nbdkit,qemu-nbd",
+			"to bench the other systems meanwhile: bin/bench --systems nbdkit,qemu-nbd",
 			err, out)
 	}
 	return bin, nil

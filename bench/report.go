@@ -11,7 +11,7 @@ import (
 )
 
 // Results is everything one run of the harness measured, as written to
-// bench/results/DATE-TIME.json.
+// bench/results/raw/DATE-TIME.json.
 type Results struct {
 	Date    time.Time       `json:"date"`
 	Machine Machine         `json:"machine"`
@@ -21,6 +21,7 @@ type Results struct {
 	Ratios  []Ratio         `json:"ratios"`
 	Resyncs []*ResyncResult `json:"resyncs,omitempty"`
 	Device  *DeviceResult   `json:"device,omitempty"`
+	Note    string          `json:"note,omitempty"` // --note: what the run was for
 }
 
 // Params are the knobs of the run.
@@ -200,29 +201,42 @@ func render(path string) error {
 		return fmt.Errorf("bench: %s: %w", path, err)
 	}
 	writeMarkdown(os.Stdout, &r)
-	stamp := strings.TrimSuffix(filepath.Base(path), ".json")
-	return writeCharts(&r, filepath.Dir(path), stamp)
+	return writeChart(&r, strings.TrimSuffix(path, ".json")+".png")
 }
 
-// save writes the results JSON and the markdown to dir as stamp.json and
-// latest.md, and returns the JSON path.
-func save(dir, stamp string, r *Results) (string, error) {
+// rawDirName is the results directory's git-ignored folder of full results.
+const rawDirName = "raw"
+
+// save writes a run's results under dir: raw/STAMP.json (every run's fio
+// summary), its chart raw/STAMP.png and its markdown, as latest.md with the
+// chart latest.png when latest is set (the reference run the README shows),
+// else as raw/STAMP.md; then it appends the run's line to the history. It
+// returns the JSON path.
+func save(dir, stamp string, r *Results, latest bool) (string, error) {
+	raw := filepath.Join(dir, rawDirName)
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return "", fmt.Errorf("bench: encode results: %w", err)
 	}
-	path := filepath.Join(dir, stamp+".json")
+	path := filepath.Join(raw, stamp+".json")
 	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
 		return "", fmt.Errorf("bench: %w", err)
 	}
-	if err := writeCharts(r, dir, stamp); err != nil {
+	if err := writeChart(r, filepath.Join(raw, stamp+".png")); err != nil {
 		return "", err
+	}
+	mdPath, chart := filepath.Join(raw, stamp+".md"), stamp+".png"
+	if latest {
+		mdPath, chart = filepath.Join(dir, "latest.md"), "latest.png"
+		if err := writeChart(r, filepath.Join(dir, chart)); err != nil {
+			return "", err
+		}
 	}
 	var md strings.Builder
 	writeMarkdown(&md, r)
-	fmt.Fprintf(&md, "\n![IOPS and p99 per workload and system](%s.png)\n", stamp)
-	if err := os.WriteFile(filepath.Join(dir, "latest.md"), []byte(md.String()), 0o644); err != nil {
+	fmt.Fprintf(&md, "\n![IOPS and p99 per workload and system](%s)\n", chart)
+	if err := os.WriteFile(mdPath, []byte(md.String()), 0o644); err != nil {
 		return "", fmt.Errorf("bench: %w", err)
 	}
-	return path, nil
+	return path, appendHistory(dir, historyLine(r, rawDirName+"/"+stamp+".json"))
 }

@@ -18,7 +18,7 @@ type bench struct {
 	cfg     config
 	root    string // module root
 	scratch string // images, sockets, logs, the nbdmirror binary
-	rawDir  string // results/STAMP: filled job files and raw fio JSON
+	rawDir  string // results/raw/STAMP: filled job files and raw fio JSON
 	bin     string // nbdmirror binary, when nbdmirror runs
 	machine Machine
 	cells   []*Cell
@@ -41,6 +41,9 @@ func run(ctx context.Context, args []string) error {
 	if cfg.render != "" {
 		return render(cfg.render)
 	}
+	if cfg.history != "" {
+		return addHistory(cfg.out, cfg.history, cfg.rawName, cfg.note)
+	}
 	if err := checkTools(cfg.systems); err != nil {
 		return err
 	}
@@ -56,7 +59,7 @@ func run(ctx context.Context, args []string) error {
 	start := time.Now()
 	b.machine.LoadStart = loadAvg()
 	stamp := start.Format("20060102-150405")
-	b.rawDir = filepath.Join(cfg.out, stamp)
+	b.rawDir = filepath.Join(cfg.out, rawDirName, stamp)
 	if err := os.MkdirAll(b.rawDir, 0o755); err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}
@@ -265,8 +268,8 @@ func (b *bench) report(start time.Time, stamp string) error {
 	}
 	b.machine.LoadEnd = loadAvg()
 	r := &Results{Date: start, Machine: b.machine, Notes: b.notes, Params: b.params(), Cells: b.cells,
-		Ratios: ratios(b.cells, pairs), Resyncs: b.resyncResults, Device: b.device}
-	path, err := save(b.cfg.out, stamp, r)
+		Ratios: ratios(b.cells, pairs), Resyncs: b.resyncResults, Device: b.device, Note: b.cfg.note}
+	path, err := save(b.cfg.out, stamp, r, b.cfg.replacesLatest())
 	if err != nil {
 		return err
 	}
@@ -275,7 +278,11 @@ func (b *bench) report(start time.Time, stamp string) error {
 	for _, n := range b.notes {
 		fmt.Printf("\nnote: %s\n", n)
 	}
-	logf("results in %s and %s", path, filepath.Join(b.cfg.out, "latest.md"))
+	md := strings.TrimSuffix(path, ".json") + ".md"
+	if b.cfg.replacesLatest() {
+		md = filepath.Join(b.cfg.out, "latest.md")
+	}
+	logf("results in %s and %s, a line in %s", path, md, filepath.Join(b.cfg.out, historyFile))
 	if failed > 0 {
 		return fmt.Errorf("bench: %d runs failed; their errors are in %s", failed, path)
 	}

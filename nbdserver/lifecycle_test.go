@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nbdmirror/nbdmirror/internal/testtools"
 	"github.com/nbdmirror/nbdmirror/nbdserver/nbdclient"
 )
 
@@ -265,9 +266,10 @@ func TestCloseClients(t *testing.T) {
 }
 
 func TestNbdinfo(t *testing.T) {
+	testtools.Need(t, "nbdinfo")
 	nbdinfo, err := exec.LookPath("nbdinfo")
 	if err != nil {
-		t.Skip("nbdinfo not on PATH")
+		t.Fatal(err)
 	}
 	_, addr := startServer(t, Options{Backend: NewMemBackend(3 << 20)})
 	out, err := exec.Command(nbdinfo, "--json", "nbd://"+addr).Output()

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nbdmirror/nbdmirror/internal/testtools"
 )
 
 // binary is the nbdmirror executable built once for the tests that run
@@ -27,7 +29,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "nbdmirror")
-	args := []string{"build", "-o", binary}
+	// -buildvcs=auto: the git revision goes into the build info when the
+	// tree is a checkout (TestVersion), whatever GOFLAGS says.
+	args := []string{"build", "-buildvcs=auto", "-o", binary}
 	if os.Getenv("NBDMIRROR_TEST_RACE") != "" { // daemons built with the race detector
 		args = append(args, "-race")
 	}
@@ -222,14 +226,11 @@ func (n *node) status() Status {
 	return st
 }
 
-// needTools skips the test when a command it drives is not installed.
+// needTools skips the test when a command it drives is not installed, or
+// fails it under CI and make test (see testtools.Need).
 func needTools(t testing.TB, tools ...string) {
 	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (.ci/run installs it)", tool)
-		}
-	}
+	testtools.Need(t, tools...)
 }
 
 // runCmd runs a command with a timeout and fails the test on error.

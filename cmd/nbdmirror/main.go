@@ -35,6 +35,7 @@ var commands = map[string]func(args []string, stdout io.Writer) error{
 	"verify":     runVerify,
 	"attach":     runAttach,
 	"detach":     runDetach,
+	"version":    runVersion,
 }
 
 const usage = `usage: nbdmirror COMMAND [flags]
@@ -49,6 +50,7 @@ commands:
   verify      compare every block with the peer's; mark the ones that differ
   attach      --nbd ADDR [--export NAME] /dev/nbdN: connect a kernel NBD device
   detach      /dev/nbdN: disconnect it
+  version     the module version and git revision of this binary (also --version)
 
 Run 'nbdmirror COMMAND --help' for a command's flags.
 `
@@ -65,9 +67,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	cmd, ok := commands[args[0]]
+	name := args[0]
+	if name == "--version" || name == "-version" {
+		name = "version"
+	}
+	cmd, ok := commands[name]
 	if !ok {
-		fmt.Fprintf(stderr, "nbdmirror: unknown command %q\n%s", args[0], usage)
+		fmt.Fprintf(stderr, "nbdmirror: unknown command %q\n%s", name, usage)
 		return exitUsage
 	}
 	err := cmd(args[1:], stdout)
@@ -77,10 +83,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, errHelp):
 		return 0
 	case errors.As(err, new(usageError)):
-		fmt.Fprintf(stderr, "nbdmirror %s: %v\n", args[0], err)
+		fmt.Fprintf(stderr, "nbdmirror %s: %v\n", name, err)
 		return exitUsage
 	default:
-		fmt.Fprintf(stderr, "nbdmirror %s: %v\n", args[0], err)
+		fmt.Fprintf(stderr, "nbdmirror %s: %v\n", name, err)
 		return 1
 	}
 }

@@ -99,10 +99,10 @@ func vmTools(t *testing.T) string {
 	t.Helper()
 	qemu, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
-		t.Fatal("qemu-system-x86_64 not found: apt-get install qemu-system-x86 (.ci/run does)")
+		t.Fatal("qemu-system-x86_64 not found: apt-get install qemu-system-x86 (make vmtest does, as root)")
 	}
 	if _, err := exec.LookPath("socat"); err != nil {
-		t.Fatal("socat not found (qemu runs one per guest connection): apt-get install socat (.ci/run does)")
+		t.Fatal("socat not found (qemu runs one per guest connection): apt-get install socat (make vmtest does, as root)")
 	}
 	return qemu
 }
