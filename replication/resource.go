@@ -316,6 +316,11 @@ func (r *Resource) appendAsync(rec *journal.Record, fua, here bool, then func(er
 		}
 		q.peerResult(acked, kind)
 	})
+	if l != nil && !sent && !plant.On(plant.SkipMarkWhenDown) {
+		// Marked under order, so before linkDown (which takes it) lets
+		// the next link attach: a mark made after that would be missed.
+		r.oos.mark(rec.Offset, int64(rec.RawLen))
+	}
 	r.order.Unlock()
 	switch {
 	case l == nil:
