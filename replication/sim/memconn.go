@@ -17,6 +17,7 @@ type pipe struct {
 	mu       sync.Mutex // guards everything below
 	buf      []byte     // delivered, unread
 	inflight []chunk    // written, not yet delivered (delay), in order
+	held     []byte     // written into a hole: delivered once it closes
 	eof      bool       // the writer closed: EOF once buf is read
 	gone     bool       // the reader closed: writes fail
 	broken   bool       // reset: reads and writes fail, bytes are lost
@@ -51,9 +52,11 @@ func (p *pipe) write(b []byte) (int, error) {
 	case p.gone:
 		return 0, &net.OpError{Op: "write", Net: "sim", Err: syscall.EPIPE}
 	case f.hole:
+		p.held = append(p.held, b...)
 		return len(b), nil
 	}
-	c := chunk{at: time.Now().Add(f.delay), b: append([]byte(nil), b...)}
+	c := chunk{at: time.Now().Add(f.delay), b: append(p.held, b...)} // what the hole held goes first
+	p.held = nil
 	if f.delay <= 0 && len(p.inflight) == 0 {
 		p.buf = append(p.buf, c.b...)
 		p.signal()
@@ -62,6 +65,22 @@ func (p *pipe) write(b []byte) (int, error) {
 	p.inflight = append(p.inflight, c)
 	time.AfterFunc(f.delay, p.deliver)
 	return len(b), nil
+}
+
+// release delivers what a hole held, after what is on its way.
+func (p *pipe) release() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.held) == 0 || p.broken {
+		return
+	}
+	if len(p.inflight) == 0 {
+		p.buf = append(p.buf, p.held...)
+		p.signal()
+	} else {
+		p.inflight = append(p.inflight, chunk{at: time.Now(), b: p.held})
+	}
+	p.held = nil
 }
 
 // deliver moves the chunks whose time has come to buf, in order: a chunk
@@ -131,7 +150,7 @@ func (p *pipe) read(b []byte, dl *deadline) (int, error) {
 func (p *pipe) reset() {
 	p.mu.Lock()
 	p.broken = true
-	p.buf, p.inflight = nil, nil
+	p.buf, p.inflight, p.held = nil, nil, nil
 	p.signal()
 	p.mu.Unlock()
 	p.net.forget(p)

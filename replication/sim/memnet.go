@@ -13,9 +13,11 @@ import (
 // Network is an in-memory network between named hosts. Each connection is
 // a pair of buffered byte streams: a write never blocks, a read waits for
 // data, EOF, a reset or its deadline. Faults apply per direction (from one
-// host to the other): a delay on delivery, a black hole (bytes written are
-// lost: a partition one way), a cut (no dial gets through either way and
-// live connections are reset), and a reset of the live connections.
+// host to the other): a delay on delivery, a black hole (a partition one
+// way: bytes written are held, as TCP keeps retransmitting them, and arrive
+// in order once the hole closes, unless the connection is reset first), a
+// cut (no dial gets through either way and live connections are reset),
+// and a reset of the live connections.
 type Network struct {
 	mu        sync.Mutex // guards everything below
 	listeners map[string]*listener
@@ -26,7 +28,7 @@ type Network struct {
 // direction is the fault state of the bytes from one host to another.
 type direction struct {
 	delay time.Duration
-	hole  bool // bytes are accepted and lost
+	hole  bool // bytes are accepted and held until the hole closes
 	cut   bool // dials refused
 }
 
@@ -53,11 +55,30 @@ func (n *Network) SetDelay(from, to string, d time.Duration) {
 	n.mu.Unlock()
 }
 
-// SetHole makes what from writes to to vanish (on) or arrive again (off).
+// SetHole holds what from writes to to (on), or delivers it, and what was
+// held, again (off).
 func (n *Network) SetHole(from, to string, on bool) {
 	n.mu.Lock()
 	n.dir(from, to).hole = on
 	n.mu.Unlock()
+	if !on {
+		n.release(from, to)
+	}
+}
+
+// release delivers what the live connections from -> to held in a hole.
+func (n *Network) release(from, to string) {
+	n.mu.Lock()
+	var hit []*pipe
+	for p := range n.conns {
+		if p.from == from && p.to == to {
+			hit = append(hit, p)
+		}
+	}
+	n.mu.Unlock()
+	for _, p := range hit {
+		p.release()
+	}
 }
 
 // Cut refuses dials between a and b and resets their connections.
@@ -73,6 +94,8 @@ func (n *Network) Heal(a, b string) {
 	n.mu.Lock()
 	*n.dir(a, b), *n.dir(b, a) = direction{}, direction{}
 	n.mu.Unlock()
+	n.release(a, b)
+	n.release(b, a)
 }
 
 // Reset resets every live connection between a and b (either way round):
