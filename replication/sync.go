@@ -114,10 +114,16 @@ func (r *Resource) finishSource(l *link) error {
 // sendRun sends the run of marked regions that starts at reg as one record
 // and returns its length in bytes.
 func (r *Resource) sendRun(l *link, reg int64, buf []byte) (int64, error) {
+	// The region is read from the disk once every earlier write reached it.
+	// Most of that wait is done without order, so that writers do not
+	// queue behind a long apply backlog (a Primary that wrote alone at
+	// full speed has one); under order only what was queued meanwhile is
+	// left, and no write is appended.
+	if err := r.journal.AwaitApplied(r.journal.LastSeq(), l.closed); err != nil {
+		return 0, err
+	}
 	r.order.Lock()
 	defer r.order.Unlock()
-	// Under order no write is appended: wait for those before to reach the
-	// disk, or for the link to fail.
 	if err := r.journal.AwaitApplied(r.journal.LastSeq(), l.closed); err != nil {
 		return 0, err
 	}
