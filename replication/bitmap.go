@@ -5,6 +5,7 @@ import (
 	"math/bits"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
@@ -25,13 +26,20 @@ type bitmap struct {
 	// dirty has a bit per page of the bitmap file (pageWords words) whose
 	// words changed since the last takeDirty or takeAll.
 	dirty []uint64
+
+	// watch, when set, makes mark tell marked (never blocking) that it
+	// set bits: the Resource watches for marks while its link is
+	// established and no resync runs (see markLoop).
+	watch  atomic.Bool
+	marked chan struct{}
 }
 
 func newBitmap(size int64) *bitmap {
 	regions := (size + RegionSize - 1) / RegionSize
 	words := (regions + 63) / 64
 	pages := (words + pageWords - 1) / pageWords
-	return &bitmap{size: size, words: make([]uint64, words), dirty: make([]uint64, (pages+63)/64)}
+	return &bitmap{size: size, words: make([]uint64, words), dirty: make([]uint64, (pages+63)/64),
+		marked: make(chan struct{}, 1)}
 }
 
 // touch notes that word w changed. Requires b.mu.
@@ -46,6 +54,7 @@ func (b *bitmap) mark(off, length int64) {
 		return
 	}
 	first, last := off/RegionSize, (off+length-1)/RegionSize
+	set := false
 	b.mu.Lock()
 	for r := first; r <= last; r++ {
 		w, m := r/64, uint64(1)<<(r%64)
@@ -53,9 +62,16 @@ func (b *bitmap) mark(off, length int64) {
 			b.words[w] |= m
 			b.count++
 			b.touch(w)
+			set = true
 		}
 	}
 	b.mu.Unlock()
+	if set && b.watch.Load() {
+		select {
+		case b.marked <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // clear unsets region r's bit.

@@ -106,6 +106,10 @@ type SyncDoneReceived struct{ Gen uint64 }
 // first, decided at Attach, or another pass after marks were left).
 type SyncStartReceived struct{}
 
+// MarksWhileLinked: regions were marked while the link was established and
+// no resync ran.
+type MarksWhileLinked struct{}
+
 // PeerVerdict: after this node refused a connection (Mine: for its data,
 // or busy on fresh Hellos), the peer's own word on it: Ready, a Refuse
 // with Reason and Text, or nothing (Lost: the connection failed first).
@@ -135,6 +139,7 @@ func (CmdDiscard) event()        {}
 func (SyncDoneAcked) event()     {}
 func (SyncDoneReceived) event()  {}
 func (SyncStartReceived) event() {}
+func (MarksWhileLinked) event()  {}
 func (RefusedByPeer) event()     {}
 func (PeerVerdict) event()       {}
 
@@ -240,6 +245,14 @@ func step(s State, e Event) (State, []Action) {
 		return discard(s)
 	case SyncDoneAcked:
 		return syncDoneAcked(s, e)
+	case MarksWhileLinked:
+		// A Primary syncs them at once, by another bitmap pass; a
+		// Secondary's marks join the Primary's at the next pass.
+		if !s.Linked || s.Source || s.Target || s.Role != wire.Primary {
+			return s, nil
+		}
+		s.Source = true
+		return s, []Action{StartSync{Mode: wire.SyncBitmap}}
 	case SyncStartReceived:
 		if s.Linked {
 			s.Target = true

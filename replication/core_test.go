@@ -106,6 +106,8 @@ func scriptEvent(t *testing.T, d *datadriven.TestData, s State) Event {
 		return CmdDiscard{}
 	case "sync-done-acked":
 		return SyncDoneAcked{Gen: argUint(t, d, "gen", 0), Current: !d.HasArg("stale"), Marks: d.HasArg("marks")}
+	case "marks":
+		return MarksWhileLinked{}
 	case "sync-start":
 		return SyncStartReceived{}
 	case "sync-done":

@@ -26,6 +26,7 @@ func (r *Resource) setCoreState(s State) {
 	r.role, r.meta.Gen, r.meta.DiscardMyData = s.Role, s.Gen, s.DiscardMyData
 	r.standAlone, r.refusal, r.admitting = s.StandAlone, s.Refusal, s.Admitting
 	r.peer, r.resync.source, r.resync.target = s.Peer, s.Source, s.Target
+	r.oos.watch.Store(s.Linked && !s.Source && !s.Target && s.Role == wire.Primary)
 }
 
 // stepLocked feeds ev to the decision core, takes its new state and

@@ -192,6 +192,8 @@ func Open(c Config) (*Resource, error) {
 	r.setDiskRole(c.Role)
 	r.wg.Add(1)
 	go func() { defer r.wg.Done(); r.bitmapLoop() }()
+	r.wg.Add(1)
+	go func() { defer r.wg.Done(); r.markLoop() }()
 	return r, nil
 }
 

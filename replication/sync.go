@@ -155,6 +155,40 @@ func (r *Resource) sendRun(l *link, reg int64, buf []byte) (int64, error) {
 	return n, nil
 }
 
+// markLoop starts a resync pass whenever regions are marked while the
+// link is established and no resync runs (the bitmap tells it, see
+// bitmap.watch): a write the previous link lost whose completion came after
+// this link attached, or one that failed here after the peer took it.
+// Without it they would wait for the next reconnection.
+func (r *Resource) markLoop() {
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-r.oos.marked:
+		}
+		r.resyncMarks()
+	}
+}
+
+func (r *Resource) resyncMarks() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l := r.link
+	if l == nil || r.oos.bytes() == 0 {
+		return
+	}
+	acts, err := r.stepLocked(MarksWhileLinked{})
+	if err != nil {
+		r.log.Error("saving metadata", "err", err)
+	}
+	if _, ok := has[StartSync](acts); ok {
+		r.resync.total, r.resync.done, r.resync.started = 0, 0, time.Now()
+		r.log.Info("regions were marked while connected: another resync pass", "out_of_sync_bytes", r.oos.bytes())
+		r.startSync(l, Decision{Outcome: SyncSource})
+	}
+}
+
 // syncDoneFrame handles a SyncDone frame: on the target, the source's end
 // of the resync; on the source, the target's answer that it is UpToDate.
 func (r *Resource) syncDoneFrame(l *link, body []byte) error {
