@@ -14,13 +14,13 @@ import (
 // request, so no byte of the transmission phase is read here. nc is not
 // closed on error.
 func Negotiate(ctx context.Context, nc net.Conn, exportName string) (int64, TransmissionFlags, error) {
-	c := &Client{nc: nc}
+	c := &Client{nc: nc, br: bufio.NewReaderSize(nc, 4096)}
 	if dl, ok := ctx.Deadline(); ok {
 		nc.SetDeadline(dl)
 	}
 	defer nc.SetDeadline(time.Time{})
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
-	err := c.negotiate(bufio.NewReaderSize(nc, 4096), exportName)
+	err := c.negotiate(exportName)
 	if !stop() && err == nil {
 		err = ctx.Err()
 	}
