@@ -94,20 +94,51 @@ func (ca *CA) Dir(t testing.TB) string {
 	dir := t.TempDir()
 	sc, sk := ca.Issue(t, "nbdmirror test server", true)
 	cc, ck := ca.Issue(t, "nbdmirror test client", false)
-	for _, f := range []struct {
-		name string
-		data []byte
-		mode os.FileMode
-	}{
+	writeFiles(t, dir, []file{
 		{"ca-cert.pem", ca.CertPEM(), 0o644},
 		{"server-cert.pem", sc, 0o644}, {"server-key.pem", sk, 0o600},
 		{"client-cert.pem", cc, 0o644}, {"client-key.pem", ck, 0o600},
-	} {
+	})
+	return dir
+}
+
+// ClientDir writes a directory for a client (as libnbd and qemu read it):
+// the certificate of trust (nil: ca) as ca-cert.pem, and a client
+// certificate ca signed with its key. It returns its path.
+func (ca *CA) ClientDir(t testing.TB, trust *CA) string {
+	t.Helper()
+	if trust == nil {
+		trust = ca
+	}
+	dir := t.TempDir()
+	cc, ck := ca.Issue(t, "nbdmirror test client", false)
+	writeFiles(t, dir, []file{{"ca-cert.pem", trust.CertPEM(), 0o644},
+		{"client-cert.pem", cc, 0o644}, {"client-key.pem", ck, 0o600}})
+	return dir
+}
+
+// CADir writes a directory holding only ca's certificate: a client that
+// trusts the server but has no certificate of its own.
+func (ca *CA) CADir(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	writeFiles(t, dir, []file{{"ca-cert.pem", ca.CertPEM(), 0o644}})
+	return dir
+}
+
+type file struct {
+	name string
+	data []byte
+	mode os.FileMode
+}
+
+func writeFiles(t testing.TB, dir string, files []file) {
+	t.Helper()
+	for _, f := range files {
 		if err := os.WriteFile(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return dir
 }
 
 func newKey(t testing.TB) *ecdsa.PrivateKey {
