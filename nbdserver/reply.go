@@ -138,15 +138,20 @@ func (w *replyWriter) write(v *net.Buffers) {
 	if err != nil {
 		return
 	}
+	timeout := w.c.srv.opts.ReplyTimeout
+	if timeout > 0 {
+		// Cleared after, or the next direct write would find it passed.
+		defer w.c.raw.SetWriteDeadline(time.Time{})
+	}
 	for len(*v) > 0 {
 		piece := w.next(v)
-		if t := w.c.srv.opts.ReplyTimeout; t > 0 {
-			w.c.raw.SetWriteDeadline(time.Now().Add(t))
+		if timeout > 0 {
+			w.c.raw.SetWriteDeadline(time.Now().Add(timeout))
 		}
 		if _, err := piece.WriteTo(w.c.nc); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				// Not wrapped: a deadline error reads as a clean stop.
-				err = fmt.Errorf("nbdserver: the client took no reply for %v (%v)", w.c.srv.opts.ReplyTimeout, err)
+				err = fmt.Errorf("nbdserver: the client took no reply for %v (%v)", timeout, err)
 			} else {
 				err = fmt.Errorf("nbdserver: sending replies: %w", err)
 			}
