@@ -2,15 +2,22 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
+	be "encoding/binary"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nbdmirror/nbdmirror/internal/tlsdir"
 	"github.com/nbdmirror/nbdmirror/internal/tlstest"
+	"github.com/nbdmirror/nbdmirror/nbdserver"
+	"github.com/nbdmirror/nbdmirror/nbdserver/nbdclient"
 )
 
 // tlsExport is a standalone daemon exporting with --tls require and
@@ -214,4 +221,71 @@ func TestTLSPSKRefused(t *testing.T) {
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
+}
+
+// TestAttachTLSSocket: what attach hands the kernel for a TLS export, a
+// Unix socket in the clear whose other end is copied to and from the TLS
+// connection, carries NBD requests and replies (the ioctls themselves need
+// the nbd module, which this machine lacks).
+func TestAttachTLSSocket(t *testing.T) {
+	ca := tlstest.NewCA(t, "attach CA")
+	srvCfg, err := tlsdir.Server(ca.Dir(t), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := nbdserver.New(nbdserver.Options{Name: "r0", Backend: nbdserver.NewMemBackend(1 << 20),
+		TLSMode: nbdserver.TLSRequire, TLS: srvCfg})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	defer srv.Shutdown(context.Background())
+
+	cfg, err := attachTLS(ca.ClientDir(t, nil), l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tc, size, _, err := nbdclient.NegotiateTLS(ctx, nc, "r0", cfg)
+	if err != nil || size != 1<<20 {
+		t.Fatalf("negotiate: size %d, %v", size, err)
+	}
+	f, err := kernelSocket(tc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, err := net.FileConn(f) // the kernel's side
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kc.Close()
+	kc.SetDeadline(time.Now().Add(10 * time.Second))
+	data := bytes.Repeat([]byte("kernel"), 700)[:4096]
+	req := func(typ uint16, handle uint64, payload []byte) []byte {
+		h := make([]byte, 28)
+		be.BigEndian.PutUint32(h[0:], 0x25609513)
+		be.BigEndian.PutUint16(h[6:], typ)
+		be.BigEndian.PutUint64(h[8:], handle)
+		be.BigEndian.PutUint64(h[16:], 8192)
+		be.BigEndian.PutUint32(h[24:], 4096)
+		return append(h, payload...)
+	}
+	if _, err := kc.Write(append(req(1, 1, data), req(0, 2, nil)...)); err != nil {
+		t.Fatal(err)
+	}
+	replies := make([]byte, 16+16+4096)
+	if _, err := io.ReadFull(kc, replies); err != nil {
+		t.Fatal(err)
+	}
+	if be.BigEndian.Uint32(replies[4:]) != 0 || be.BigEndian.Uint64(replies[8:]) != 1 ||
+		be.BigEndian.Uint32(replies[20:]) != 0 || be.BigEndian.Uint64(replies[24:]) != 2 || !bytes.Equal(replies[32:], data) {
+		t.Fatalf("replies through the TLS proxy: % x", replies[:32])
+	}
 }
