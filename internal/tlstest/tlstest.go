@@ -1,9 +1,13 @@
-// Package tlstest makes throwaway X.509 certificates for tests: a CA, and
-// server and client certificates it signs, written as the files
-// internal/tlsdir (and nbdkit, qemu, libnbd) read.
+// Package tlstest makes throwaway X.509 certificates for tests and the
+// bench: a CA, and server and client certificates it signs, written as the
+// files internal/tlsdir (and nbdkit, qemu, libnbd) read.
 //
 //	ca := tlstest.NewCA(t, "test CA")
-//	dir := ca.Dir(t) // ca-cert.pem, server-*.pem for 127.0.0.1 and localhost, client-*.pem
+//	dir := ca.Dir(t)              // ca-cert.pem, server-*.pem for 127.0.0.1 and localhost, client-*.pem
+//	cdir := ca.ClientDir(t, nil)  // ca-cert.pem, client-*.pem: what a client reads
+//
+// The functions without a testing.TB (New, IssuePEM, WriteDir, ...) return
+// errors instead.
 package tlstest
 
 import (
@@ -21,19 +25,21 @@ import (
 	"time"
 )
 
-// CA is a certificate authority that lives as long as a test.
+// CA is a certificate authority valid for a day.
 type CA struct {
 	cert *x509.Certificate
 	der  []byte
 	key  *ecdsa.PrivateKey
 }
 
-// NewCA makes a self-signed CA called name.
-func NewCA(t testing.TB, name string) *CA {
-	t.Helper()
-	key := newKey(t)
+// New makes a self-signed CA called name.
+func New(name string) (*CA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
 	tmpl := &x509.Certificate{
-		SerialNumber:          serial(t),
+		SerialNumber:          serial(),
 		Subject:               pkix.Name{CommonName: name},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(24 * time.Hour),
@@ -43,22 +49,34 @@ func NewCA(t testing.TB, name string) *CA {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	return &CA{cert: cert, der: der, key: key}
+	return &CA{cert: cert, der: der, key: key}, nil
 }
 
-// Issue returns a certificate for name and its key, both PEM: a server
-// certificate valid for 127.0.0.1, ::1 and localhost, or a client one.
-func (ca *CA) Issue(t testing.TB, name string, server bool) (certPEM, keyPEM []byte) {
+// NewCA is New for a test.
+func NewCA(t testing.TB, name string) *CA {
 	t.Helper()
-	key := newKey(t)
+	ca, err := New(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+// IssuePEM returns a certificate for name and its key, both PEM: a server
+// certificate valid for 127.0.0.1, ::1 and localhost, or a client one.
+func (ca *CA) IssuePEM(name string, server bool) (certPEM, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
 	tmpl := &x509.Certificate{
-		SerialNumber: serial(t),
+		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: name},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
@@ -72,14 +90,24 @@ func (ca *CA) Issue(t testing.TB, name string, server bool) (certPEM, keyPEM []b
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	kder, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), nil
+}
+
+// Issue is IssuePEM for a test.
+func (ca *CA) Issue(t testing.TB, name string, server bool) (certPEM, keyPEM []byte) {
+	t.Helper()
+	c, k, err := ca.IssuePEM(name, server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, k
 }
 
 // CertPEM is the CA's certificate.
@@ -87,33 +115,57 @@ func (ca *CA) CertPEM() []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.der})
 }
 
-// Dir writes a fresh directory with the CA's certificate and a server and
-// a client certificate it signed, keys mode 0600, and returns its path.
-func (ca *CA) Dir(t testing.TB) string {
-	t.Helper()
-	dir := t.TempDir()
-	sc, sk := ca.Issue(t, "nbdmirror test server", true)
-	cc, ck := ca.Issue(t, "nbdmirror test client", false)
-	writeFiles(t, dir, []file{
+// WriteDir writes into dir the CA's certificate and a server and a client
+// certificate it signed, keys mode 0600.
+func (ca *CA) WriteDir(dir string) error {
+	sc, sk, err := ca.IssuePEM("nbdmirror test server", true)
+	if err != nil {
+		return err
+	}
+	cc, ck, err := ca.IssuePEM("nbdmirror test client", false)
+	if err != nil {
+		return err
+	}
+	return writeFiles(dir, []file{
 		{"ca-cert.pem", ca.CertPEM(), 0o644},
 		{"server-cert.pem", sc, 0o644}, {"server-key.pem", sk, 0o600},
 		{"client-cert.pem", cc, 0o644}, {"client-key.pem", ck, 0o600},
 	})
+}
+
+// Dir is WriteDir into a fresh directory of the test, whose path it returns.
+func (ca *CA) Dir(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := ca.WriteDir(dir); err != nil {
+		t.Fatal(err)
+	}
 	return dir
 }
 
-// ClientDir writes a directory for a client (as libnbd and qemu read it):
-// the certificate of trust (nil: ca) as ca-cert.pem, and a client
-// certificate ca signed with its key. It returns its path.
-func (ca *CA) ClientDir(t testing.TB, trust *CA) string {
-	t.Helper()
+// WriteClientDir writes into dir what a client reads (libnbd, qemu): the
+// certificate of trust (nil: ca) as ca-cert.pem, and a client certificate
+// ca signed with its key, mode keyMode.
+func (ca *CA) WriteClientDir(dir string, trust *CA, keyMode os.FileMode) error {
 	if trust == nil {
 		trust = ca
 	}
+	cc, ck, err := ca.IssuePEM("nbdmirror test client", false)
+	if err != nil {
+		return err
+	}
+	return writeFiles(dir, []file{{"ca-cert.pem", trust.CertPEM(), 0o644},
+		{"client-cert.pem", cc, 0o644}, {"client-key.pem", ck, keyMode}})
+}
+
+// ClientDir is WriteClientDir into a fresh directory of the test (key mode
+// 0600), whose path it returns.
+func (ca *CA) ClientDir(t testing.TB, trust *CA) string {
+	t.Helper()
 	dir := t.TempDir()
-	cc, ck := ca.Issue(t, "nbdmirror test client", false)
-	writeFiles(t, dir, []file{{"ca-cert.pem", trust.CertPEM(), 0o644},
-		{"client-cert.pem", cc, 0o644}, {"client-key.pem", ck, 0o600}})
+	if err := ca.WriteClientDir(dir, trust, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	return dir
 }
 
@@ -122,7 +174,9 @@ func (ca *CA) ClientDir(t testing.TB, trust *CA) string {
 func (ca *CA) CADir(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
-	writeFiles(t, dir, []file{{"ca-cert.pem", ca.CertPEM(), 0o644}})
+	if err := writeFiles(dir, []file{{"ca-cert.pem", ca.CertPEM(), 0o644}}); err != nil {
+		t.Fatal(err)
+	}
 	return dir
 }
 
@@ -132,27 +186,16 @@ type file struct {
 	mode os.FileMode
 }
 
-func writeFiles(t testing.TB, dir string, files []file) {
-	t.Helper()
+func writeFiles(dir string, files []file) error {
 	for _, f := range files {
 		if err := os.WriteFile(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
+	return nil
 }
 
-func newKey(t testing.TB) *ecdsa.PrivateKey {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key
-}
-
-func serial(t testing.TB) *big.Int {
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
-	if err != nil {
-		t.Fatal(err)
-	}
+func serial() *big.Int {
+	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
 	return n
 }
