@@ -167,6 +167,9 @@ func TestMaxConnections(t *testing.T) {
 		t.Fatalf("Open() = %d, want 2", n)
 	}
 	dialRaw(t, addr).expectClosed()
+	if n := s.Stats().RefusedConnections; n != 1 {
+		t.Fatalf("RefusedConnections = %d, want 1", n)
+	}
 	a.Close()
 	// b still works; so does a new connection once a has gone (the server
 	// notices a's close when it reads).

@@ -192,6 +192,7 @@ func (s *Server) ServeConn(nc net.Conn) {
 	if err := s.trackConn(c, true); err != nil {
 		nc.Close()
 		if errors.Is(err, errTooManyConnections) {
+			s.stats.refused.Add(1)
 			if ok, suppressed := s.fullLimit.allow(time.Now()); ok {
 				c.log.Warn("nbdserver: connection refused", "err", err,
 					"max", s.opts.MaxConnections, "refused_before", suppressed)

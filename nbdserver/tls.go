@@ -87,6 +87,7 @@ func (c *conn) startTLS(data []byte) error {
 		return fmt.Errorf("nbdserver: TLS handshake: %w", err)
 	}
 	c.nc, c.tlsUp = tc, true
+	c.srv.stats.tlsConnections.Add(1)
 	c.br = bufio.NewReaderSize(tc, handshakeBufferSize)
 	c.log.Debug("nbdserver: TLS up", "version", tls.VersionName(tc.ConnectionState().Version))
 	return nil

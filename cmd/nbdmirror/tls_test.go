@@ -83,6 +83,9 @@ func TestTLSLibnbdClients(t *testing.T) {
 	if len(got) != 64<<20 || !bytes.Equal(got[:len(data)], data) {
 		t.Fatalf("nbdcopy read back %d bytes, differing from what it wrote", len(got))
 	}
+	if st := e.n.status(); st.NBD.TLSConnections < 3 {
+		t.Fatalf("status counts %d TLS connections after nbdinfo and two nbdcopy", st.NBD.TLSConnections)
+	}
 	refused(t, "plain NBD", "nbdinfo", e.uri(""))
 	refused(t, "no client certificate", "nbdinfo", e.uri(e.anon))
 	refused(t, "another CA's certificate", "nbdinfo", e.uri(e.stranger))
