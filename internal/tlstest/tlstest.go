@@ -27,6 +27,10 @@ import (
 
 // CA is a certificate authority valid for a day.
 type CA struct {
+	// ServerIPs are addresses server certificates are valid for besides
+	// 127.0.0.1 and ::1 (a test guest's view of the host, say).
+	ServerIPs []net.IP
+
 	cert *x509.Certificate
 	der  []byte
 	key  *ecdsa.PrivateKey
@@ -86,7 +90,7 @@ func (ca *CA) IssuePEM(name string, server bool) (certPEM, keyPEM []byte, err er
 	if server {
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 		tmpl.DNSNames = []string{"localhost"}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+		tmpl.IPAddresses = append([]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, ca.ServerIPs...)
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
