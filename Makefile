@@ -25,7 +25,8 @@ vet:
 # root, or stops with the apt-get line that would (.ci/need-tools); the
 # tests then fail, never skip, when a tool is missing
 # (NBDMIRROR_REQUIRE_TOOLS, see internal/testtools).
-TEST_TOOLS := git=git fio=fio nbdinfo=libnbd-bin nbdfuse=nbdfuse fusermount3=fuse3 \
+TEST_TOOLS := git=git fio=fio nbdinfo=libnbd-bin nbdcopy=libnbd-bin nbdfuse=nbdfuse fusermount3=fuse3 \
+	qemu-img=qemu-utils qemu-io=qemu-utils setpriv=util-linux \
 	losetup=mount mount=mount umount=mount mkfs.ext4=e2fsprogs e2fsck=e2fsprogs ss=iproute2 \
 	/etc/ssl/certs/ca-certificates.crt=ca-certificates
 VM_TOOLS := qemu-system-x86_64=qemu-system-x86 socat=socat mke2fs=e2fsprogs e2fsck=e2fsprogs \
@@ -48,6 +49,7 @@ test: testtools vet
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzRequestHeader$$' -fuzztime $(FUZZTIME) ./nbdserver
 	$(GO) test -run '^$$' -fuzz '^FuzzNegotiation$$' -fuzztime $(FUZZTIME) ./nbdserver
+	$(GO) test -run '^$$' -fuzz '^FuzzNegotiationTLS$$' -fuzztime $(FUZZTIME) ./nbdserver
 	$(GO) test -run '^$$' -fuzz '^FuzzFrameReader$$' -fuzztime $(FUZZTIME) ./replication/wire
 	$(GO) test -run '^$$' -fuzz '^FuzzHello$$' -fuzztime $(FUZZTIME) ./replication/wire
 	$(GO) test -run '^$$' -fuzz '^FuzzRecord$$' -fuzztime $(FUZZTIME) ./replication/wire

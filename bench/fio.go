@@ -146,6 +146,10 @@ type fioRun struct {
 	vars    map[string]string // URI, SIZE, RUNTIME, RAMP
 	workDir string            // where the filled job, output and log go
 	name    string            // base name of those files
+	// home, if set, makes fio run as nobody with this HOME (where libnbd
+	// finds its TLS certificates); its job and output pass through
+	// home/out, which nobody may write.
+	home string
 }
 
 // run fills the job file, runs fio to completion and returns its raw JSON.
@@ -164,16 +168,29 @@ func (r fioRun) run(ctx context.Context) ([]byte, error) {
 	if err := os.WriteFile(base+".fio", []byte(job), 0o644); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
-	cmd := groupCommand(ctx, "fio", "--output="+base+".json",
-		"--output-format=json", "--eta=never", base+".fio")
+	argv, fioBase := []string{"fio"}, base
+	if r.home != "" {
+		fioBase = r.home + "/out/" + r.name
+		if err := os.WriteFile(fioBase+".fio", []byte(job), 0o644); err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
+		}
+		argv = []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", "HOME=" + r.home, "fio"}
+	}
+	cmd := groupCommand(ctx, append(argv, "--output="+fioBase+".json",
+		"--output-format=json", "--eta=never", fioBase+".fio")...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("bench: fio %s: %w: %s", r.name, err, lastLines(stderr.String(), 5))
 	}
-	out, err := os.ReadFile(base + ".json")
+	out, err := os.ReadFile(fioBase + ".json")
 	if err != nil {
 		return nil, fmt.Errorf("bench: fio %s wrote no output: %w", r.name, err)
+	}
+	if r.home != "" {
+		if err := os.WriteFile(base+".json", out, 0o644); err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
+		}
 	}
 	return out, nil
 }

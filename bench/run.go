@@ -235,6 +235,7 @@ func (b *bench) measure(ctx context.Context, l *launch, uri, workload, name stri
 			"RUNTIME": fioTime(b.cfg.runtime), "RAMP": fioTime(b.cfg.ramp)},
 		workDir: b.rawDir,
 		name:    name,
+		home:    l.fioHome,
 	}.run(ctx)
 	end, cpuErr := cpuSeconds(pids)
 	ramped := !timer.Stop()

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/nbdmirror/nbdmirror/internal/tlstest"
 )
 
 // system is one NBD server setup under test. Adding one is an entry in
@@ -22,6 +24,7 @@ type system struct {
 	needs     []string // executables it runs (the nbdmirror binary is built instead)
 	baselines []string // systems it is compared with in the ratio rows
 	nbdmirror bool     // it runs the nbdmirror binary
+	tls       bool     // it serves TLS with client certificates (fio runs as nobody, see tlsLaunch)
 	rev       string   // it runs nbdmirror built from this git revision (--against)
 	start     func(l *launch) (uri string, err error)
 }
@@ -54,6 +57,9 @@ var systems = []system{
 	{name: "qemu-nbd", images: 1, needs: []string{"qemu-nbd"}, start: startQemuNBD},
 	{name: "qemu-quorum", images: 2, needs: []string{"nbdkit", "qemu-storage-daemon"},
 		start: startQemuQuorum},
+	{name: "nbdmirror-tls", nbdmirror: true, tls: true, images: 1, needs: []string{"setpriv"},
+		baselines: []string{"nbdkit-tls", "nbdmirror"}, start: startNbdmirrorTLS},
+	{name: "nbdkit-tls", tls: true, images: 1, needs: []string{"nbdkit", "setpriv"}, start: startNbdkitTLS},
 }
 
 // defaultSystems is what runs without --systems.
@@ -92,6 +98,9 @@ type launch struct {
 	images []string
 	bin    string // the nbdmirror binary, when it was built
 	procs  []*proc
+	// fioHome, for a TLS system, is the home directory fio runs with:
+	// its .pki/libnbd holds the client certificate.
+	fioHome string
 }
 
 // readyTimeout bounds how long a server may take to accept connections.
@@ -140,6 +149,10 @@ func (l *launch) stop() error {
 		}
 	}
 	l.procs = nil
+	if l.fioHome != "" {
+		os.RemoveAll(l.fioHome)
+		l.fioHome = ""
+	}
 	return first
 }
 
@@ -148,11 +161,79 @@ func startNbdmirror(l *launch) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	return "nbd://" + addr + "/r0", serveNbdmirror(l, addr)
+}
+
+func serveNbdmirror(l *launch, addr string, extra ...string) error {
 	sock := filepath.Join(l.dir, "r0.sock")
 	os.Remove(sock) // left by an earlier run; readiness waits for a new one
-	err = l.serve("nbdmirror", addr, []string{sock}, l.bin, "serve", "--name", "r0",
-		"--disk", l.images[0], "--nbd-listen", addr, "--control", sock, "--primary")
-	return "nbd://" + addr + "/r0", err
+	return l.serve("nbdmirror", addr, []string{sock}, append([]string{l.bin, "serve", "--name", "r0",
+		"--disk", l.images[0], "--nbd-listen", addr, "--control", sock, "--primary"}, extra...)...)
+}
+
+// startNbdmirrorTLS is nbdmirror with --tls require and client
+// certificates, as startNbdkitTLS runs nbdkit.
+func startNbdmirrorTLS(l *launch) (string, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return "", err
+	}
+	certs, err := tlsLaunch(l)
+	if err != nil {
+		return "", err
+	}
+	err = serveNbdmirror(l, addr, "--tls", "require", "--tls-certificates", certs, "--tls-verify-peer")
+	return "nbds://" + addr + "/r0", err
+}
+
+func startNbdkitTLS(l *launch) (string, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return "", err
+	}
+	certs, err := tlsLaunch(l)
+	if err != nil {
+		return "", err
+	}
+	err = l.serve("nbdkit", addr, nil, "nbdkit", "-f", "-i", "127.0.0.1", "-p", port(addr),
+		"--threads", "16", "--tls=require", "--tls-certificates="+certs, "--tls-verify-peer",
+		"file", "file="+l.images[0])
+	return "nbds://" + addr + "/", err
+}
+
+// tlsLaunch makes a CA, a server certificate directory in the launch's
+// directory, whose path it returns, and a home for fio whose .pki/libnbd
+// holds a client certificate. fio's nbd engine does not let its URI name a
+// certificate directory (libnbd wants nbd_set_uri_allow_local_file for
+// that), and libnbd run by root reads only /etc/pki/libnbd: fio runs as
+// nobody with that home instead (fioRun.home), leaving /etc alone.
+func tlsLaunch(l *launch) (string, error) {
+	ca, err := tlstest.New("nbdmirror bench CA")
+	if err != nil {
+		return "", err
+	}
+	certs := filepath.Join(l.dir, "tls")
+	if err := os.MkdirAll(certs, 0o700); err != nil {
+		return "", err
+	}
+	if err := ca.WriteDir(certs); err != nil {
+		return "", err
+	}
+	if l.fioHome, err = os.MkdirTemp("", "nbdmirror-bench-fio"); err != nil {
+		return "", err
+	}
+	pki := filepath.Join(l.fioHome, ".pki", "libnbd")
+	out := filepath.Join(l.fioHome, "out")
+	for _, d := range []string{pki, out} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return "", err
+		}
+	}
+	for _, d := range []string{l.fioHome, filepath.Dir(pki), pki} {
+		os.Chmod(d, 0o755)
+	}
+	os.Chmod(out, 0o777)
+	return certs, ca.WriteClientDir(pki, nil, 0o644) // a throwaway key that nobody must read
 }
 
 // startPair runs two nbdmirror daemons mirroring with protocol proto and

@@ -2,6 +2,8 @@ package nbdserver
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -11,25 +13,45 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/semaphore"
+
 	"github.com/nbdmirror/nbdmirror/internal/netio"
 )
 
-// readBufferSize is the connection's read buffer: large enough that a burst
-// of small pipelined writes arrives with few read calls.
-const readBufferSize = 128 << 10
+// readBufferSize is the connection's read buffer in the transmission phase:
+// large enough that a burst of small pipelined writes arrives with few read
+// calls. Negotiation reads through a small one, so a crowd of connections
+// that never get past it holds little memory.
+const (
+	readBufferSize      = 128 << 10
+	handshakeBufferSize = 4 << 10
+)
 
 // conn is one client connection. Its goroutines: the reader (handshake, then
 // reading requests, running the small ones inline and sending their replies
 // in bursts), one goroutine per request that does not run inline, and the
 // reply writer (replyWriter.run).
 type conn struct {
-	srv    *Server
+	srv *Server
+	raw net.Conn // the socket: deadlines and closing act on it
+	// nc carries the protocol: raw, or TLS over it once STARTTLS
+	// succeeded. The reader goroutine's until transmission starts.
 	nc     net.Conn
-	br     *bufio.Reader // owned by the reader goroutine
+	pr     *netio.PollReader // reads raw
+	br     *bufio.Reader     // reads nc; owned by the reader goroutine
 	log    *slog.Logger
 	size   uint64 // export size, fixed when transmission starts
 	hbuf   []byte // handshake replies being built; reader goroutine only
 	noZero bool   // client set NBD_FLAG_C_NO_ZEROES
+	tlsUp  bool   // STARTTLS succeeded; reader goroutine only
+
+	// bytes bounds the READ and WRITE payload bytes of this connection
+	// between reading a request and freeing its reply (Options.
+	// MaxInFlightBytes); ctx ends the reader's wait for it, and for the
+	// server's total, when the connection stops.
+	bytes  *semaphore.Weighted
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	// slots holds one token per request between reading its header and
 	// writing its reply: a full channel stops the reader (back-pressure).
@@ -62,13 +84,17 @@ func newConn(s *Server, nc net.Conn) *conn {
 	pr := netio.NewPollReader(nc, s.opts.Poll)
 	c := &conn{
 		srv:   s,
+		raw:   nc,
 		nc:    nc,
-		br:    bufio.NewReaderSize(pr, readBufferSize),
+		pr:    pr,
+		br:    bufio.NewReaderSize(pr, handshakeBufferSize),
 		log:   s.log.With(slog.String("remote", remoteAddr(nc))),
+		bytes: semaphore.NewWeighted(s.connBytes),
 		slots: make(chan struct{}, s.opts.MaxInFlight),
 		quit:  make(chan struct{}),
 		done:  make(chan struct{}),
 	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	// Poll only for the next request of a client that waits for each reply
 	// before it sends more. With a request of this connection in flight
 	// (the reader holds one slot for the request it reads), the wait is for
@@ -88,7 +114,8 @@ func newConn(s *Server, nc net.Conn) *conn {
 // serve runs the connection to its end and closes it.
 func (c *conn) serve() {
 	defer close(c.done)
-	defer c.nc.Close()
+	defer func() { c.nc.Close() }() // the TLS connection if STARTTLS made one
+	defer c.cancel()
 	ok, err := c.handshake()
 	if err != nil {
 		c.logEnd("negotiation", err)
@@ -107,12 +134,16 @@ func (c *conn) serve() {
 // or the connection is stopped, then drains: every request already read
 // runs and is replied to before the connection closes.
 func (c *conn) transmit() {
+	c.growReadBuffer()
 	c.w = newReplyWriter(c)
 	c.direct.g = newGather()
 	go c.w.run()
 	err := c.readLoop()
 	c.ops.Wait()
 	c.w.close()
+	if err == nil {
+		err = c.w.failure() // why the writer stopped the reader, if it did
+	}
 	c.logEnd("transmission", err)
 }
 
@@ -121,9 +152,10 @@ func (c *conn) transmit() {
 func (c *conn) stop() {
 	c.stopOnce.Do(func() {
 		close(c.quit)
+		c.cancel()
 		c.mu.Lock()
 		c.stopping = true
-		c.nc.SetReadDeadline(time.Unix(1, 0))
+		c.raw.SetReadDeadline(time.Unix(1, 0))
 		c.mu.Unlock()
 	})
 }
@@ -143,8 +175,22 @@ func (c *conn) setDeadline(t time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.stopping {
-		c.nc.SetDeadline(t)
+		c.raw.SetDeadline(t)
 	}
+}
+
+// growReadBuffer moves reading to a buffer of readBufferSize for the
+// transmission phase, keeping whatever the client already sent.
+func (c *conn) growReadBuffer() {
+	var src io.Reader = c.pr
+	if c.tlsUp {
+		src = c.nc
+	}
+	if n := c.br.Buffered(); n > 0 {
+		early, _ := c.br.Peek(n)
+		src = io.MultiReader(bytes.NewReader(bytes.Clone(early)), src)
+	}
+	c.br = bufio.NewReaderSize(src, readBufferSize)
 }
 
 // logEnd logs why a phase ended: quietly for a clean end, one line otherwise.

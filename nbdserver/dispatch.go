@@ -67,8 +67,14 @@ func (c *conn) acquireSlot() bool {
 // goroutine of its own. It returns an error only if the stream broke.
 func (c *conn) dispatch(r *request) error {
 	r.errno = r.check(c.size)
+	if r.errno == 0 && (r.typ == cmdRead || r.typ == cmdWrite) && r.length > 0 && !c.acquireBytes(r) {
+		<-c.slots // stopped while waiting: readLoop ends
+		freeRequest(r)
+		return nil
+	}
 	if r.hasPayload() {
 		if err := c.readPayload(r); err != nil {
+			c.releaseBytes(r)
 			<-c.slots
 			freeRequest(r)
 			return err
@@ -162,5 +168,40 @@ func (c *conn) pushHeld() {
 		c.w.writeDirect(&c.direct, c.held)
 		clear(c.held)
 		c.held = c.held[:0]
+	}
+}
+
+// acquireBytes charges r's payload to the connection's and the server's
+// in-flight byte bounds, first sending the replies held back and then
+// waiting while either bound is reached (the client's requests stay unread
+// meanwhile). A request larger than a bound is charged the bound. It
+// returns false if the connection is stopped while waiting.
+func (c *conn) acquireBytes(r *request) bool {
+	n := int64(r.length)
+	own, all := min(n, c.srv.connBytes), min(n, c.srv.totalBytes)
+	if !c.bytes.TryAcquire(own) {
+		c.pushHeld()
+		if c.bytes.Acquire(c.ctx, own) != nil {
+			return false
+		}
+	}
+	if !c.srv.total.TryAcquire(all) {
+		c.pushHeld()
+		if c.srv.total.Acquire(c.ctx, all) != nil {
+			c.bytes.Release(own)
+			return false
+		}
+	}
+	r.charged = true
+	return true
+}
+
+// releaseBytes gives back what acquireBytes charged for r.
+func (c *conn) releaseBytes(r *request) {
+	if r.charged {
+		n := int64(r.length)
+		c.bytes.Release(min(n, c.srv.connBytes))
+		c.srv.total.Release(min(n, c.srv.totalBytes))
+		r.charged = false
 	}
 }

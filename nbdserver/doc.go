@@ -2,8 +2,8 @@
 // fixed-newstyle protocol (NetworkBlockDevice/nbd doc/proto.md).
 //
 // It owns the wire: negotiation (NBD_OPT_GO, INFO, LIST, ABORT,
-// EXPORT_NAME; STARTTLS and unknown options are refused and negotiation goes
-// on) and the transmission phase (READ, WRITE, FLUSH, TRIM, WRITE_ZEROES,
+// EXPORT_NAME, and STARTTLS as Options.TLSMode says; unknown options are
+// refused and negotiation goes on) and the transmission phase (READ, WRITE, FLUSH, TRIM, WRITE_ZEROES,
 // CACHE, DISC, with FUA). It knows nothing of replication: it checks each
 // request against the export size and calls the Backend.
 //
@@ -23,6 +23,13 @@
 // The export advertises HAS_FLAGS, SEND_FLUSH, SEND_FUA, SEND_TRIM,
 // SEND_WRITE_ZEROES and CAN_MULTI_CONN, and block sizes 1 / 4096 / 32 MiB.
 // Only simple replies are used.
+//
+// A client cannot make the server hold much: payload bytes in flight are
+// bounded per connection and in total (Options.MaxInFlightBytes) and a
+// connection at its bound is not read, connections are bounded in number
+// (MaxConnections), negotiation (with its TLS handshake) in time
+// (HandshakeTimeout), and replies that the client does not take in time
+// (ReplyTimeout) close its connection.
 //
 // Usage:
 //

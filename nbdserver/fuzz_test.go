@@ -2,11 +2,15 @@ package nbdserver
 
 import (
 	"bytes"
+	"crypto/tls"
+	"encoding/binary"
 	"io"
 	"log/slog"
 	"net"
 	"testing"
 	"time"
+
+	"github.com/nbdmirror/nbdmirror/internal/tlstest"
 )
 
 func FuzzRequestHeader(f *testing.F) {
@@ -72,11 +76,20 @@ func FuzzNegotiation(f *testing.F) {
 	})
 }
 
-// fakeConn is a net.Conn that reads a fixed input and discards writes.
-type fakeConn struct{ r *bytes.Reader }
+// fakeConn is a net.Conn that reads a fixed input and keeps what is written
+// in w, if set.
+type fakeConn struct {
+	r *bytes.Reader
+	w *bytes.Buffer
+}
 
-func (c *fakeConn) Read(p []byte) (int, error)       { return c.r.Read(p) }
-func (c *fakeConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (c *fakeConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c *fakeConn) Write(p []byte) (int, error) {
+	if c.w != nil {
+		c.w.Write(p)
+	}
+	return len(p), nil
+}
 func (c *fakeConn) Close() error                     { return nil }
 func (c *fakeConn) LocalAddr() net.Addr              { return fakeAddr{} }
 func (c *fakeConn) RemoteAddr() net.Addr             { return fakeAddr{} }
@@ -88,3 +101,87 @@ type fakeAddr struct{}
 
 func (fakeAddr) Network() string { return "fake" }
 func (fakeAddr) String() string  { return "fake" }
+
+// FuzzNegotiationTLS feeds arbitrary client bytes to a server in each TLS
+// mode (the first byte picks it) and checks what it answered in the clear:
+// with "require", every option but STARTTLS and ABORT is refused with
+// NBD_REP_ERR_TLS_REQD and transmission never starts (the fuzzer cannot
+// finish a TLS handshake); with "on", nothing is refused for want of TLS;
+// with "off", STARTTLS is never accepted.
+func FuzzNegotiationTLS(f *testing.F) {
+	hello := func(mode, cflags byte) []byte { return []byte{mode, 0, 0, 0, cflags} }
+	startTLS := optionBytes(optStartTLS, nil)
+	goOpt := optionBytes(optGo, infoData("", infoBlockSize))
+	for mode := range byte(3) {
+		f.Add(append(hello(mode, 1), startTLS...))
+		f.Add(append(append(hello(mode, 1), goOpt...), startTLS...))
+		f.Add(append(append(hello(mode, 3), optionBytes(optList, nil)...), optionBytes(optAbort, nil)...))
+		f.Add(append(append(hello(mode, 1), startTLS...), goOpt...))
+		f.Add(append(append(hello(mode, 1), optionBytes(optStartTLS, []byte("x"))...), optionBytes(optExportName, nil)...))
+		f.Add(append(append(hello(mode, 1), startTLS...), 0x16, 3, 1, 0, 5, 1, 0, 0, 1, 0))
+	}
+	cert := tlstest.NewCA(f, "fuzz CA")
+	certPEM, keyPEM := cert.Issue(f, "fuzz server", true)
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		f.Fatal(err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{pair}}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var servers [3]*Server
+	for m := range servers {
+		o := Options{Name: "disk", Backend: NewMemBackend(64 << 10), Logger: quiet, TLSMode: TLSMode(m),
+			HandshakeTimeout: -1}
+		if o.TLSMode != TLSOff {
+			o.TLS = cfg
+		}
+		servers[m] = New(o)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if len(in) == 0 {
+			return
+		}
+		mode := TLSMode(in[0] % 3)
+		s := servers[mode]
+		before := s.Stats().Connections
+		out := &bytes.Buffer{}
+		done := make(chan struct{})
+		go func() {
+			s.ServeConn(&fakeConn{r: bytes.NewReader(in[1:]), w: out})
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("ServeConn hangs on % x", in)
+		}
+		checkClearReplies(t, mode, out.Bytes())
+		if mode == TLSRequire && s.Stats().Connections != before {
+			t.Fatalf("transmission began without TLS on % x", in)
+		}
+	})
+}
+
+// checkClearReplies parses the option replies a server sent before TLS.
+func checkClearReplies(t *testing.T, mode TLSMode, out []byte) {
+	if len(out) < 18 {
+		return
+	}
+	for b := out[18:]; len(b) >= repHeaderSize; {
+		if binary.BigEndian.Uint64(b) != repMagic {
+			return // the export's data after NBD_OPT_EXPORT_NAME
+		}
+		opt, typ := binary.BigEndian.Uint32(b[8:]), binary.BigEndian.Uint32(b[12:])
+		b = b[min(len(b), repHeaderSize+int(binary.BigEndian.Uint32(b[16:]))):]
+		switch {
+		case mode == TLSRequire && opt != optStartTLS && opt != optAbort && typ != repErrTLSReqd:
+			t.Fatalf("option %d answered with %#x before TLS", opt, typ)
+		case mode != TLSRequire && typ == repErrTLSReqd:
+			t.Fatalf("option %d refused for want of TLS in mode %v", opt, mode)
+		case mode == TLSOff && opt == optStartTLS && typ == repAck:
+			t.Fatal("STARTTLS accepted with TLS off")
+		case opt == optStartTLS && typ == repAck:
+			return // TLS records follow
+		}
+	}
+}

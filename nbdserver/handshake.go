@@ -96,6 +96,13 @@ func (c *conn) readOption() (opt uint32, data []byte, err error) {
 // option answers one option, gathering the replies in c.hbuf. It returns
 // true when transmission begins (GO or EXPORT_NAME accepted).
 func (c *conn) option(opt uint32, data []byte) (bool, error) {
+	if c.tlsRequired(opt) {
+		if opt == optExportName {
+			return false, errors.New("nbdserver: NBD_OPT_EXPORT_NAME before NBD_OPT_STARTTLS, and TLS is required")
+		}
+		c.optionReply(opt, repErrTLSReqd, []byte("TLS is required: send NBD_OPT_STARTTLS first"))
+		return false, nil
+	}
 	if data == nil {
 		c.optionReply(opt, repErrTooBig, []byte("option too long"))
 		return false, nil
@@ -112,7 +119,7 @@ func (c *conn) option(opt uint32, data []byte) (bool, error) {
 	case optList:
 		c.list(data)
 	case optStartTLS:
-		c.optionReply(opt, repErrPolicy, []byte("TLS is not supported"))
+		return false, c.startTLS(data)
 	case optInfo, optGo:
 		return c.infoOrGo(opt, data), nil
 	default:

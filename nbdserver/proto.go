@@ -39,6 +39,7 @@ const (
 	repErrUnsup          = protocol.NEGOTIATION_TYPE_REPLY_ERR_UNSUPPORTED
 	repErrPolicy         = uint32(1<<31 | 2)
 	repErrInvalid        = uint32(1<<31 | 3)
+	repErrTLSReqd        = uint32(1<<31 | 5)
 	repErrUnknown        = protocol.NEGOTIATION_TYPE_REPLY_ERR_UNKNOWN
 	repErrShutdown       = uint32(1<<31 | 7)
 	repErrTooBig         = uint32(1<<31 | 9)

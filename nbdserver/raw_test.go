@@ -109,6 +109,8 @@ func (o optReply) kind() string {
 		return "err:unknown"
 	case repErrTooBig:
 		return "err:toobig"
+	case repErrTLSReqd:
+		return "err:tls_reqd"
 	}
 	return fmt.Sprintf("reply:%#x", o.typ)
 }

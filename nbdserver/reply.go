@@ -1,9 +1,13 @@
 package nbdserver
 
 import (
+	"errors"
+	"fmt"
 	"net"
+	"os"
 	"sync"
 	"syscall"
+	"time"
 )
 
 const (
@@ -134,9 +138,54 @@ func (w *replyWriter) write(v *net.Buffers) {
 	if err != nil {
 		return
 	}
-	if _, err := v.WriteTo(w.c.nc); err != nil {
-		w.fail(err)
+	timeout := w.c.srv.opts.ReplyTimeout
+	if timeout > 0 {
+		// Cleared after, or the next direct write would find it passed.
+		defer w.c.raw.SetWriteDeadline(time.Time{})
 	}
+	for len(*v) > 0 {
+		piece := w.next(v)
+		if timeout > 0 {
+			w.c.raw.SetWriteDeadline(time.Now().Add(timeout))
+		}
+		if _, err := piece.WriteTo(w.c.nc); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				// Not wrapped: a deadline error reads as a clean stop.
+				err = fmt.Errorf("nbdserver: the client took no reply for %v (%v)", timeout, err)
+			} else {
+				err = fmt.Errorf("nbdserver: sending replies: %w", err)
+			}
+			w.fail(err)
+			return
+		}
+	}
+}
+
+// stallPiece is the most written under one write deadline: replies that
+// make no progress for Options.ReplyTimeout close the connection, however
+// large they are.
+const stallPiece = 4 << 20
+
+// next takes from v the buffers of the next write: all of v when it is
+// small, else up to stallPiece bytes of it, splitting a buffer if need be.
+func (w *replyWriter) next(v *net.Buffers) net.Buffers {
+	total := 0
+	for i, b := range *v {
+		if total+len(b) <= stallPiece {
+			total += len(b)
+			continue
+		}
+		if i > 0 {
+			piece := (*v)[:i:i]
+			*v = (*v)[i:]
+			return piece
+		}
+		(*v)[0] = b[stallPiece:]
+		return net.Buffers{b[:stallPiece]}
+	}
+	piece := *v
+	*v = nil
+	return piece
 }
 
 // fail records the first write error and stops the connection: the client
@@ -150,9 +199,17 @@ func (w *replyWriter) fail(err error) {
 	w.c.stop()
 }
 
+// failure returns the first write error, if any.
+func (w *replyWriter) failure() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
 // release frees replied requests and their in-flight slots.
 func (c *conn) release(rs []*request) {
 	for _, r := range rs {
+		c.releaseBytes(r)
 		freeRequest(r)
 		<-c.slots
 	}

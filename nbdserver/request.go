@@ -21,6 +21,7 @@ type request struct {
 	typ     uint16
 	flags   uint16
 	errno   uint32                // error to reply with; 0 is success
+	charged bool                  // its length counts in the in-flight byte bounds
 	payload *[]byte               // write data until applied; read data until replied
 	hdr     [replyHeaderSize]byte // the reply header when sent on its own
 }

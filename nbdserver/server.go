@@ -2,6 +2,7 @@ package nbdserver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,12 +10,19 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/semaphore"
 )
 
 // Defaults for Options fields left zero.
 const (
 	DefaultMaxInFlight      = 128
 	DefaultHandshakeTimeout = 10 * time.Second
+	// DefaultMaxInFlightBytes bounds the payload held for all clients at
+	// once; each connection may hold a quarter of the bound.
+	DefaultMaxInFlightBytes = 256 << 20
+	DefaultMaxConnections   = 128
+	DefaultReplyTimeout     = 60 * time.Second
 )
 
 // Options configure a Server.
@@ -29,6 +37,28 @@ type Options struct {
 	// connection; the connection stops reading at the bound. Zero means
 	// DefaultMaxInFlight.
 	MaxInFlight int
+	// MaxInFlightBytes bounds the READ and WRITE payload bytes held for all
+	// clients together, from reading a request until its reply is sent;
+	// MaxConnInFlightBytes bounds those of one connection. A connection at
+	// either bound stops reading requests until replies go out, so a client
+	// that sends faster than the Backend answers, or never reads its
+	// replies, makes the server wait, not allocate. A request larger than a
+	// bound is let through alone. Zero means DefaultMaxInFlightBytes, and a
+	// quarter of MaxInFlightBytes (at least the 32 MiB of the largest
+	// request, at most MaxInFlightBytes) per connection.
+	MaxInFlightBytes, MaxConnInFlightBytes int64
+	// MaxConnections bounds the connections open at once, negotiating or
+	// not; one more is closed as soon as it is accepted. Zero means
+	// DefaultMaxConnections; negative means no bound.
+	MaxConnections int
+	// ReplyTimeout closes a connection whose replies make no progress for
+	// this long: a client that stopped reading them. Zero means
+	// DefaultReplyTimeout; negative means no limit.
+	ReplyTimeout time.Duration
+	// TLSMode says whether clients may or must use STARTTLS; TLS is the
+	// configuration of its handshake, required unless TLSMode is TLSOff.
+	TLSMode TLSMode
+	TLS     *tls.Config
 	// HandshakeTimeout bounds the whole negotiation phase of a connection.
 	// Zero means DefaultHandshakeTimeout; negative means no limit.
 	HandshakeTimeout time.Duration
@@ -56,9 +86,15 @@ type Server struct {
 	log     *slog.Logger
 	opts    Options
 
-	stats    counters
-	active   atomic.Int64 // connections in the transmission phase
-	errLimit rateLimiter
+	stats     counters
+	active    atomic.Int64 // connections in the transmission phase
+	errLimit  rateLimiter
+	fullLimit rateLimiter // logs of connections refused at MaxConnections
+
+	// total bounds the payload bytes of all connections, connBytes is each
+	// connection's bound (Options.MaxInFlightBytes, MaxConnInFlightBytes).
+	total                 *semaphore.Weighted
+	totalBytes, connBytes int64
 
 	mu        sync.Mutex // guards the fields below
 	closed    bool       // Shutdown was called
@@ -66,32 +102,58 @@ type Server struct {
 	conns     map[*conn]struct{}
 }
 
-// New returns a Server for o. It panics if o.Backend is nil.
+// New returns a Server for o. It panics if o.Backend is nil, or if
+// o.TLSMode asks for TLS without o.TLS.
 func New(o Options) *Server {
 	if o.Backend == nil {
 		panic("nbdserver: Options.Backend is nil")
 	}
+	if o.TLSMode != TLSOff && o.TLS == nil {
+		panic("nbdserver: Options.TLSMode " + o.TLSMode.String() + " without Options.TLS")
+	}
+	o = o.withDefaults()
+	s := &Server{
+		name:       o.Name,
+		backend:    o.Backend,
+		log:        o.Logger,
+		opts:       o,
+		errLimit:   rateLimiter{interval: time.Second},
+		fullLimit:  rateLimiter{interval: time.Second},
+		total:      semaphore.NewWeighted(o.MaxInFlightBytes),
+		totalBytes: o.MaxInFlightBytes,
+		connBytes:  o.MaxConnInFlightBytes,
+		listeners:  make(map[net.Listener]struct{}),
+		conns:      make(map[*conn]struct{}),
+	}
+	s.fua, _ = o.Backend.(FUAWriter)
+	s.async, _ = o.Backend.(AsyncWriter)
+	return s
+}
+
+// withDefaults fills in the fields left zero.
+func (o Options) withDefaults() Options {
 	if o.MaxInFlight <= 0 {
 		o.MaxInFlight = DefaultMaxInFlight
 	}
 	if o.HandshakeTimeout == 0 {
 		o.HandshakeTimeout = DefaultHandshakeTimeout
 	}
+	if o.ReplyTimeout == 0 {
+		o.ReplyTimeout = DefaultReplyTimeout
+	}
+	if o.MaxConnections == 0 {
+		o.MaxConnections = DefaultMaxConnections
+	}
+	if o.MaxInFlightBytes <= 0 {
+		o.MaxInFlightBytes = DefaultMaxInFlightBytes
+	}
+	if o.MaxConnInFlightBytes <= 0 {
+		o.MaxConnInFlightBytes = min(max(o.MaxInFlightBytes/4, maxBlockSize), o.MaxInFlightBytes)
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	s := &Server{
-		name:      o.Name,
-		backend:   o.Backend,
-		log:       o.Logger,
-		opts:      o,
-		errLimit:  rateLimiter{interval: time.Second},
-		listeners: make(map[net.Listener]struct{}),
-		conns:     make(map[*conn]struct{}),
-	}
-	s.fua, _ = o.Backend.(FUAWriter)
-	s.async, _ = o.Backend.(AsyncWriter)
-	return s
+	return o
 }
 
 // Serve accepts connections on l and serves each on its own goroutine. It
@@ -127,8 +189,15 @@ func (s *Server) Serve(l net.Listener) error {
 // closed. It takes ownership of nc.
 func (s *Server) ServeConn(nc net.Conn) {
 	c := newConn(s, nc)
-	if !s.trackConn(c, true) {
+	if err := s.trackConn(c, true); err != nil {
 		nc.Close()
+		if errors.Is(err, errTooManyConnections) {
+			s.stats.refused.Add(1)
+			if ok, suppressed := s.fullLimit.allow(time.Now()); ok {
+				c.log.Warn("nbdserver: connection refused", "err", err,
+					"max", s.opts.MaxConnections, "refused_before", suppressed)
+			}
+		}
 		return
 	}
 	defer s.trackConn(c, false)
@@ -167,7 +236,7 @@ func (s *Server) CloseClients(ctx context.Context) error {
 		case <-c.done:
 		case <-ctx.Done():
 			for _, c := range conns[i:] {
-				c.nc.Close()
+				c.raw.Close()
 			}
 			return fmt.Errorf("nbdserver: closing clients: %w", ctx.Err())
 		}
@@ -202,18 +271,31 @@ func (s *Server) trackListener(l net.Listener, add bool) bool {
 	return true
 }
 
-func (s *Server) trackConn(c *conn, add bool) bool {
+// trackConn adds or removes c. Adding fails once Shutdown was called or
+// with MaxConnections open.
+func (s *Server) trackConn(c *conn, add bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !add {
+	switch {
+	case !add:
 		delete(s.conns, c)
-		return true
-	}
-	if s.closed {
-		return false
+		return nil
+	case s.closed:
+		return net.ErrClosed
+	case s.opts.MaxConnections > 0 && len(s.conns) >= s.opts.MaxConnections:
+		return errTooManyConnections
 	}
 	s.conns[c] = struct{}{}
-	return true
+	return nil
+}
+
+var errTooManyConnections = errors.New("nbdserver: too many connections")
+
+// Open returns the number of connections open now, negotiating or not.
+func (s *Server) Open() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
 }
 
 // exportFor returns the export size for a client asking for name, or an

@@ -14,6 +14,9 @@ type Stats struct {
 	BytesWritten uint64 // payload bytes applied by WRITE
 	Errors       uint64 // replies that carried an error, invalid requests included
 	Connections  uint64 // connections that entered the transmission phase
+	// TLSConnections counts the connections that completed STARTTLS;
+	// RefusedConnections those closed at once at Options.MaxConnections.
+	TLSConnections, RefusedConnections uint64
 	// PolledReads and SleptReads count the socket reads of requests whose
 	// data came while the reader polled, and those for which it slept
 	// (Options.Poll); both stay 0 with polling off.
@@ -25,6 +28,7 @@ type counters struct {
 	reads, writes, fuaWrites, flushes, trims, zeroes atomic.Uint64
 	bytesRead, bytesWritten, errors, connections     atomic.Uint64
 	polled, slept                                    atomic.Uint64
+	tlsConnections, refused                          atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -39,8 +43,11 @@ func (c *counters) snapshot() Stats {
 		BytesWritten: c.bytesWritten.Load(),
 		Errors:       c.errors.Load(),
 		Connections:  c.connections.Load(),
-		PolledReads:  c.polled.Load(),
-		SleptReads:   c.slept.Load(),
+
+		TLSConnections:     c.tlsConnections.Load(),
+		RefusedConnections: c.refused.Load(),
+		PolledReads:        c.polled.Load(),
+		SleptReads:         c.slept.Load(),
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
+	"github.com/nbdmirror/nbdmirror/internal/tlsdir"
 	"github.com/nbdmirror/nbdmirror/nbdserver/nbdclient"
 )
 
@@ -51,8 +53,16 @@ func runAttach(args []string, stdout io.Writer) error {
 	export := fs.String("export", "r0", "export name")
 	timeout := fs.Duration("timeout", 30*time.Second, "the kernel gives up a request after this long")
 	foreground := fs.Bool("foreground", false, "stay in the foreground holding the device")
-	if err := parseFlags(fs, args, stdout, "attach --nbd ADDR [--export NAME] /dev/nbdN"); err != nil {
+	tlsDir := fs.String("tls-certificates", "", "connect with TLS: directory of ca-cert.pem and, for --tls-verify-peer, client-cert.pem and client-key.pem")
+	if err := parseFlags(fs, args, stdout, "attach --nbd ADDR [--export NAME] [--tls-certificates DIR] /dev/nbdN"); err != nil {
 		return err
+	}
+	var tlsCfg *tls.Config
+	if *tlsDir != "" {
+		var err error
+		if tlsCfg, err = attachTLS(*tlsDir, *addr); err != nil {
+			return usagef("--tls-certificates: %v", err)
+		}
 	}
 	if fs.NArg() != 1 {
 		return usagef("want one argument: the device, e.g. /dev/nbd0")
@@ -64,7 +74,7 @@ func runAttach(args []string, stdout io.Writer) error {
 	if !*foreground && os.Getenv(attachChildEnv) == "" {
 		return attachInBackground(dev)
 	}
-	return attach(dev, *addr, *export, *timeout)
+	return attach(dev, *addr, *export, *timeout, tlsCfg)
 }
 
 // attachInBackground runs this command again as a detached process that
@@ -115,7 +125,7 @@ func nbdPidFile(dev string) string {
 // attach connects to the export, hands the socket and the export's flags to
 // the kernel, and serves the device until it is detached or the connection
 // ends (NBD_DO_IT returns).
-func attach(dev, addr, export string, timeout time.Duration) error {
+func attach(dev, addr, export string, timeout time.Duration, tlsCfg *tls.Config) error {
 	// The kernel binds the device's setup to the calling thread, and a
 	// signal that reaches the thread waiting in NBD_DO_IT tears the
 	// connection down: one thread for all of it, with signals blocked.
@@ -137,15 +147,16 @@ func attach(dev, addr, export string, timeout time.Duration) error {
 		return fmt.Errorf("attach: %w", err)
 	}
 	defer nc.Close()
-	size, flags, err := nbdclient.Negotiate(ctx, nc, export)
+	tc, size, flags, err := nbdclient.NegotiateTLS(ctx, nc, export, tlsCfg)
 	if err != nil {
 		return fmt.Errorf("attach: %w", err)
 	}
-	sock, err := nc.(*net.TCPConn).File()
+	sock, err := kernelSocket(tc)
 	if err != nil {
 		return fmt.Errorf("attach: %w", err)
 	}
 	defer sock.Close()
+	defer tc.Close()
 	fd := f.Fd()
 	for _, c := range []struct {
 		name     string
@@ -169,6 +180,48 @@ func attach(dev, addr, export string, timeout time.Duration) error {
 		return fmt.Errorf("attach: NBD_DO_IT on %s: %w", dev, errno)
 	}
 	return nil
+}
+
+// attachTLS is the TLS configuration for the export at addr, from the
+// client directory dir.
+func attachTLS(dir, addr string) (*tls.Config, error) {
+	cfg, err := tlsdir.Client(dir)
+	if err != nil {
+		return nil, err
+	}
+	cfg.ServerName, _, err = net.SplitHostPort(addr)
+	return cfg, err
+}
+
+// kernelSocket returns the socket to hand the kernel for nc. The kernel's
+// nbd driver speaks the protocol in the clear on the socket it is given:
+// for a plain TCP connection that is the connection itself; for TLS it is
+// one end of a Unix socket pair, and two goroutines copy between the other
+// end and the TLS connection until either side closes (nbd-client's TLS
+// works the same way).
+func kernelSocket(nc net.Conn) (*os.File, error) {
+	if tc, ok := nc.(*net.TCPConn); ok {
+		return tc.File()
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("socketpair: %w", err)
+	}
+	kernel, local := os.NewFile(uintptr(fds[0]), "nbd-kernel"), os.NewFile(uintptr(fds[1]), "nbd-tls-proxy")
+	lc, err := net.FileConn(local)
+	local.Close()
+	if err != nil {
+		kernel.Close()
+		return nil, err
+	}
+	pipe := func(dst, src net.Conn) {
+		io.Copy(dst, src)
+		dst.Close()
+		src.Close()
+	}
+	go pipe(nc, lc)
+	go pipe(lc, nc)
+	return kernel, nil
 }
 
 // blockSignals blocks every signal on the calling thread.

@@ -53,6 +53,7 @@ type serveConfig struct {
 	metricsListen string
 	resyncRate    int64
 	afterSB       string
+	nbdSec        nbdSecurity // --tls*, --max-inflight-bytes, --max-connections, --handshake-limit
 }
 
 var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
@@ -83,6 +84,7 @@ func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	fs.DurationVar(&c.nbdPoll, "nbd-poll", 150*time.Microsecond, "how long a connection may poll for the client's next request before it sleeps, while its requests come that fast; 0 never polls")
 	fs.DurationVar(&c.peerPoll, "peer-poll", 150*time.Microsecond, "how long the replication link may poll for the peer's next frame before it sleeps, while writes come one at a time (on the Primary the polling reader also sends their records) or the peer's writes come one at a time; 0 never polls")
 	fs.StringVar(&resyncRate, "resync-rate", "0", "cap on resync traffic per second (e.g. 100M); 0 is as fast as the link allows")
+	c.nbdSec.addFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			fmt.Fprintf(stdout, "usage: nbdmirror serve --disk PATH [flags]\n\n%s", fs.FlagUsages())
@@ -100,6 +102,9 @@ func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 		return c, err
 	}
 	if err := c.completePeer(protocol); err != nil {
+		return c, err
+	}
+	if err := c.nbdSec.complete(); err != nil {
 		return c, err
 	}
 	for _, p := range []struct {
@@ -292,7 +297,7 @@ func startDaemon(c serveConfig, log *slog.Logger) (*daemon, error) {
 		d.closeListeners()
 		return nil, err
 	}
-	d.nbd = nbdserver.New(nbdserver.Options{
+	opts := nbdserver.Options{
 		Name:    c.name,
 		Backend: d.res,
 		Logger:  log,
@@ -303,7 +308,9 @@ func startDaemon(c serveConfig, log *slog.Logger) (*daemon, error) {
 		// side of it may need (on the same host in tests and benchmarks,
 		// where a pair's write and flush lost 10-15% to it).
 		PollIf: func() bool { return !d.res.Mirroring() },
-	})
+	}
+	c.nbdSec.apply(&opts)
+	d.nbd = nbdserver.New(opts)
 	go func() { d.served <- d.nbd.Serve(d.nbdLn) }()
 	if d.metLn != nil {
 		d.metrics.serve(d.metLn, d)
@@ -312,7 +319,7 @@ func startDaemon(c serveConfig, log *slog.Logger) (*daemon, error) {
 		d.stop(context.Background())
 		return nil, err
 	}
-	log.Info("ready", "role", d.res.Role().String(), "nbd", d.nbdLn.Addr().String(), "control", c.control,
+	log.Info("ready", "role", d.res.Role().String(), "nbd", d.nbdLn.Addr().String(), "tls", c.nbdSec.mode.String(), "control", c.control,
 		"disk", c.disk, "size", d.size())
 	return d, nil
 }

@@ -31,6 +31,10 @@ type NBDStatus struct {
 	// (--nbd-poll); SleptReads: those it slept for.
 	PolledReads uint64 `json:"polled_reads"`
 	SleptReads  uint64 `json:"slept_reads"`
+	// TLSConnections: connections that completed STARTTLS;
+	// RefusedConnections: those closed at once at --max-connections.
+	TLSConnections     uint64 `json:"tls_connections"`
+	RefusedConnections uint64 `json:"refused_connections"`
 }
 
 func (d *daemon) status() Status {
@@ -49,6 +53,9 @@ func (d *daemon) status() Status {
 			Errors:      st.Errors,
 			PolledReads: st.PolledReads,
 			SleptReads:  st.SleptReads,
+
+			TLSConnections:     st.TLSConnections,
+			RefusedConnections: st.RefusedConnections,
 		},
 	}
 }

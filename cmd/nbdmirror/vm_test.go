@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nbdmirror/nbdmirror/internal/tlstest"
 )
 
 // The kernel-client test (make vmtest): a Linux guest under qemu uses the
@@ -38,9 +41,17 @@ const (
 func TestVMKernelClient(t *testing.T) {
 	qemu := vmTools(t)
 	dir := t.TempDir()
-	buildGuest(t, dir)
+	// The export also takes TLS clients (--tls on) with certificates valid
+	// for the guest's view of the two hosts; the guest gets a client's.
+	ca := tlstest.NewCA(t, "vm test CA")
+	ca.ServerIPs = []net.IP{net.IPv4(10, 0, 2, 100), net.IPv4(10, 0, 2, 101)}
+	buildGuest(t, dir, ca.ClientDir(t, nil))
 
-	a, b := connectedPair(t, "128M")
+	tlsFlags := []string{"--tls", "on", "--tls-certificates", ca.Dir(t)}
+	a, b := newPair(t, "128M", tlsFlags, tlsFlags)
+	a.start()
+	b.start()
+	a.waitFor("connected", 10*time.Second, established)
 	vm := startVM(t, qemu, dir, a.nbd, b.nbd)
 
 	var beforeKill Status
@@ -91,6 +102,9 @@ func TestVMKernelClient(t *testing.T) {
 			t.Errorf("%s: the kernel's FLUSH, FUA writes and TRIMs did not all arrive", c.who)
 		}
 	}
+	if n := beforeKill.NBD.TLSConnections; n < 2 {
+		t.Errorf("the old Primary counted %d TLS connections, want 2 (attach and nbd-client)", n)
+	}
 }
 
 // vmTools finds qemu and socat, or fails saying what to install: the test is
@@ -108,7 +122,7 @@ func vmTools(t *testing.T) string {
 }
 
 // buildGuest writes dir/vmlinuz and dir/initrd.cpio, with a static nbdmirror.
-func buildGuest(t *testing.T, dir string) {
+func buildGuest(t *testing.T, dir, tlsDir string) {
 	t.Helper()
 	bin := filepath.Join(dir, "nbdmirror-static")
 	cmd := exec.Command("go", "build", "-o", bin, ".")
@@ -120,7 +134,7 @@ func buildGuest(t *testing.T, dir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := runCmdErr(4*time.Minute, script, dir, bin)
+	out, err := runCmdErr(4*time.Minute, script, dir, bin, tlsDir)
 	if err != nil {
 		t.Fatalf("build-initramfs.sh: %v\n%s", err, out)
 	}

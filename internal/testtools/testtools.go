@@ -23,6 +23,10 @@ import (
 var packages = map[string]string{
 	"fio":         "fio",
 	"nbdinfo":     "libnbd-bin",
+	"nbdcopy":     "libnbd-bin",
+	"qemu-img":    "qemu-utils",
+	"qemu-io":     "qemu-utils",
+	"setpriv":     "util-linux",
 	"nbdfuse":     "nbdfuse",
 	"fusermount3": "fuse3",
 	"losetup":     "mount",

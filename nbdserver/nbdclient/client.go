@@ -3,6 +3,7 @@ package nbdclient
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -23,8 +24,9 @@ const CloseTimeout = 10 * time.Second
 // waits for its own reply while other requests are in flight, and a reader
 // goroutine matches replies to requests by handle.
 type Client struct {
-	nc    net.Conn
+	nc    net.Conn      // TLS over the socket once STARTTLS succeeded
 	br    *bufio.Reader // reader goroutine only, after negotiation
+	tls   *tls.Config   // nil: no STARTTLS
 	size  uint64
 	flags TransmissionFlags
 
@@ -57,25 +59,45 @@ var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}
 // negotiates the export name with NBD_OPT_GO. ctx bounds the connection and
 // the negotiation only.
 func Dial(ctx context.Context, addr, exportName string) (*Client, error) {
+	return DialTLS(ctx, addr, exportName, nil)
+}
+
+// DialTLS is Dial with TLS when cfg is not nil: it sends NBD_OPT_STARTTLS
+// first and gives up if the server refuses it or the TLS handshake fails.
+// Without cfg.ServerName (and InsecureSkipVerify), the server's certificate
+// must name the host of addr.
+func DialTLS(ctx context.Context, addr, exportName string, cfg *tls.Config) (*Client, error) {
 	network := "tcp"
 	if p, ok := strings.CutPrefix(addr, "unix:"); ok {
 		network, addr = "unix", p
+	}
+	if cfg != nil && cfg.ServerName == "" && !cfg.InsecureSkipVerify {
+		cfg = cfg.Clone()
+		cfg.ServerName = addr
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			cfg.ServerName = host
+		}
 	}
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("nbdclient: %w", err)
 	}
-	return NewClient(ctx, nc, exportName)
+	return NewClientTLS(ctx, nc, exportName, cfg)
 }
 
 // NewClient negotiates exportName on an established connection and returns a
 // Client owning nc. On error nc is closed.
 func NewClient(ctx context.Context, nc net.Conn, exportName string) (*Client, error) {
+	return NewClientTLS(ctx, nc, exportName, nil)
+}
+
+// NewClientTLS is NewClient with TLS when cfg is not nil (see DialTLS).
+func NewClientTLS(ctx context.Context, nc net.Conn, exportName string, cfg *tls.Config) (*Client, error) {
 	c := &Client{
 		nc:         nc,
 		br:         bufio.NewReaderSize(nc, 128<<10),
-		bw:         bufio.NewWriterSize(nc, 128<<10),
+		tls:        cfg,
 		pending:    make(map[uint64]*call),
 		readerDone: make(chan struct{}),
 	}
@@ -83,15 +105,16 @@ func NewClient(ctx context.Context, nc net.Conn, exportName string) (*Client, er
 		nc.SetDeadline(dl)
 	}
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
-	err := c.negotiate(c.br, exportName)
+	err := c.negotiate(exportName)
 	if !stop() && err == nil {
 		err = ctx.Err()
 	}
 	if err != nil {
-		nc.Close()
+		c.nc.Close()
 		return nil, err
 	}
 	nc.SetDeadline(time.Time{})
+	c.bw = bufio.NewWriterSize(c.nc, 128<<10)
 	go c.readReplies()
 	return c, nil
 }

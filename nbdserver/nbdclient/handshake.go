@@ -2,6 +2,7 @@ package nbdclient
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -11,7 +12,8 @@ import (
 // negotiate runs the fixed-newstyle handshake on c.nc and fills in the
 // export's size and flags. It uses NBD_OPT_GO and falls back to
 // NBD_OPT_EXPORT_NAME for servers that do not know GO.
-func (c *Client) negotiate(br *bufio.Reader, name string) error {
+func (c *Client) negotiate(name string) error {
+	br := c.br
 	var hello [18]byte
 	if _, err := io.ReadFull(br, hello[:]); err != nil {
 		return fmt.Errorf("nbdclient: reading greeting: %w", err)
@@ -29,6 +31,12 @@ func (c *Client) negotiate(br *bufio.Reader, name string) error {
 		cflags |= flagCNoZeroes
 	}
 	b := binary.BigEndian.AppendUint32(nil, cflags)
+	if c.tls != nil {
+		if err := c.startTLS(b); err != nil {
+			return err
+		}
+		b, br = nil, c.br
+	}
 	// NBD_OPT_GO: name length, name, no information requests.
 	data := binary.BigEndian.AppendUint32(nil, uint32(len(name)))
 	data = append(data, name...)
@@ -50,6 +58,40 @@ func appendOption(b []byte, opt uint32, data []byte) []byte {
 	b = binary.BigEndian.AppendUint32(b, opt)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(data)))
 	return append(b, data...)
+}
+
+// startTLS sends prefix (the client flags) and NBD_OPT_STARTTLS, and on its
+// acknowledgement makes the TLS handshake: from then on c.nc and c.br are
+// TLS. A refusal ends the negotiation, since the caller asked for TLS.
+func (c *Client) startTLS(prefix []byte) error {
+	if _, err := c.nc.Write(appendOption(prefix, optStartTLS, nil)); err != nil {
+		return fmt.Errorf("nbdclient: sending NBD_OPT_STARTTLS: %w", err)
+	}
+	var h [20]byte
+	if _, err := io.ReadFull(c.br, h[:]); err != nil {
+		return fmt.Errorf("nbdclient: reading NBD_OPT_STARTTLS reply: %w", err)
+	}
+	opt, typ, n := binary.BigEndian.Uint32(h[8:12]), binary.BigEndian.Uint32(h[12:16]), binary.BigEndian.Uint32(h[16:20])
+	if binary.BigEndian.Uint64(h[0:8]) != repMagic || opt != optStartTLS || n > maxOptionReply {
+		return errors.New("nbdclient: bad reply to NBD_OPT_STARTTLS")
+	}
+	msg := make([]byte, n)
+	if _, err := io.ReadFull(c.br, msg); err != nil {
+		return fmt.Errorf("nbdclient: reading NBD_OPT_STARTTLS reply: %w", err)
+	}
+	if typ != repAck {
+		return &OptionError{Option: opt, Reply: typ, Message: string(msg)}
+	}
+	if c.br.Buffered() > 0 {
+		return errors.New("nbdclient: server sent data after accepting NBD_OPT_STARTTLS")
+	}
+	tc := tls.Client(c.nc, c.tls)
+	if err := tc.Handshake(); err != nil {
+		return fmt.Errorf("nbdclient: TLS handshake: %w", err)
+	}
+	c.nc = tc
+	c.br = bufio.NewReaderSize(tc, c.br.Size())
+	return nil
 }
 
 // goReplies reads the replies to NBD_OPT_GO up to the final one.

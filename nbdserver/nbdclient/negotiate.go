@@ -3,6 +3,7 @@ package nbdclient
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"net"
 	"time"
 )
@@ -14,15 +15,23 @@ import (
 // request, so no byte of the transmission phase is read here. nc is not
 // closed on error.
 func Negotiate(ctx context.Context, nc net.Conn, exportName string) (int64, TransmissionFlags, error) {
-	c := &Client{nc: nc}
+	_, size, flags, err := NegotiateTLS(ctx, nc, exportName, nil)
+	return size, flags, err
+}
+
+// NegotiateTLS is Negotiate with TLS when cfg is not nil (STARTTLS first,
+// as in DialTLS). It returns the connection the transmission phase goes on:
+// the TLS one over nc, or nc itself without cfg.
+func NegotiateTLS(ctx context.Context, nc net.Conn, exportName string, cfg *tls.Config) (net.Conn, int64, TransmissionFlags, error) {
+	c := &Client{nc: nc, br: bufio.NewReaderSize(nc, 4096), tls: cfg}
 	if dl, ok := ctx.Deadline(); ok {
 		nc.SetDeadline(dl)
 	}
 	defer nc.SetDeadline(time.Time{})
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
-	err := c.negotiate(bufio.NewReaderSize(nc, 4096), exportName)
+	err := c.negotiate(exportName)
 	if !stop() && err == nil {
 		err = ctx.Err()
 	}
-	return int64(c.size), c.flags, err
+	return c.nc, int64(c.size), c.flags, err
 }

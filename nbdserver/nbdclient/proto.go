@@ -17,6 +17,7 @@ const (
 	flagCNoZeroes      = uint32(1 << 1)
 
 	optExportName = uint32(1)
+	optStartTLS   = uint32(5)
 	optGo         = protocol.NEGOTIATION_ID_OPTION_GO
 	repAck        = protocol.NEGOTIATION_TYPE_REPLY_ACK
 	repInfo       = protocol.NEGOTIATION_TYPE_REPLY_INFO

@@ -3,7 +3,10 @@
 # an uncompressed initramfs with busybox, nbd-client, mke2fs, e2fsck, the
 # given nbdmirror binary (static) and init.sh as /init.
 #
-#   build-initramfs.sh OUTDIR NBDMIRROR   # writes OUTDIR/vmlinuz, OUTDIR/initrd.cpio
+#   build-initramfs.sh OUTDIR NBDMIRROR [TLSDIR]   # writes OUTDIR/vmlinuz, OUTDIR/initrd.cpio
+#
+# TLSDIR, if given, is copied to the guest's /tls (a client's ca-cert.pem,
+# client-cert.pem, client-key.pem).
 #
 # Nothing is installed on the host: the .debs are fetched with apt-get download
 # into $NBDMIRROR_VM_CACHE (default ~/.cache/nbdmirror-vm, ~72 MB once) and
@@ -61,6 +64,7 @@ rm -rf "$R" && mkdir -p "$R"/{bin,sbin,etc,proc,sys,dev,mnt,tmp,lib/modules,run}
 cp "$X/bin/busybox" "$R/bin/busybox"
 install -m755 "$BIN" "$R/bin/nbdmirror"
 install -m755 "$HERE/init.sh" "$R/init"
+if [ -n "${3:-}" ]; then mkdir -p "$R/tls" && cp "$3"/*.pem "$R/tls/" && chmod 600 "$R"/tls/*-key.pem; fi
 for m in $MODS; do cp "$X/lib/modules/$KVER/kernel/$m" "$R/lib/modules/"; done
 
 # copy_bin SRC DST: a dynamic binary and its libraries, the unpacked .debs' first.

@@ -87,6 +87,30 @@ dd if=/dev/nbd0 of=/tmp/back0 bs=1M skip=16 count=2 iflag=direct 2>/dev/null || 
 counts nbd1
 nbd-client -d /dev/nbd1 >/dev/null 2>&1 || fail "nbd-client -d"
 say "nbd-client: second client on nbd1 read nbd0's write, nbd0 read its write; disconnected"
+# 2b. TLS (the host runs the Primary with --tls on): nbdmirror attach and
+# nbd-client, each with a client certificate, read nbd0's write and write
+# what nbd0 reads.
+tlsclient() { # DEV WHAT: check DEV against nbd0 both ways
+	dd if=/dev/$1 of=/tmp/back2 bs=1M skip=8 count=4 iflag=direct 2>/dev/null || fail "$2: read"
+	[ "$(sum /tmp/raw)" = "$(sum /tmp/back2)" ] || fail "$2 does not see nbd0's write"
+	dd if=/dev/urandom of=/tmp/raw2 bs=1M count=1 2>/dev/null
+	dd if=/tmp/raw2 of=/dev/$1 bs=1M seek=24 oflag=direct conv=fsync 2>/dev/null || fail "$2: write"
+	dd if=/dev/nbd0 of=/tmp/back0 bs=1M skip=24 count=1 iflag=direct 2>/dev/null || fail "nbd0 read"
+	[ "$(sum /tmp/raw2)" = "$(sum /tmp/back0)" ] || fail "nbd0 does not see what $2 wrote"
+}
+if [ -d /tls ]; then
+	nbdmirror attach --tls-certificates /tls --nbd $PRIMARY /dev/nbd2 || fail "attach with TLS"
+	tlsclient nbd2 "nbdmirror attach --tls-certificates"
+	nbdmirror detach /dev/nbd2 || fail "detach nbd2"
+	nbd-client -cacertfile /tls/ca-cert.pem -certfile /tls/client-cert.pem -keyfile /tls/client-key.pem \
+		-tlshostname ${PRIMARY%:*} ${PRIMARY%:*} ${PRIMARY#*:} /dev/nbd3 -N r0 >/tmp/nbd-client.out 2>&1 || {
+		cat /tmp/nbd-client.out
+		fail "nbd-client with TLS"
+	}
+	tlsclient nbd3 "nbd-client with TLS"
+	nbd-client -d /dev/nbd3 >/dev/null 2>&1 || fail "nbd-client -d nbd3"
+	say "tls: nbdmirror attach and nbd-client with client certificates read and wrote through TLS"
+fi
 blkdiscard -o $((8 << 20)) -l $((16 << 20)) /dev/nbd0 || fail "blkdiscard"
 say "raw: blkdiscard of 16 MiB done"
 
