@@ -14,6 +14,7 @@ import (
 func (c *Coordinator) follow(ctx context.Context, st NodeState) {
 	if st.Primary {
 		c.log.Warn("Primary without the election: demoting")
+		c.gate.SetPrimary(false)
 		c.node.Depose()
 	}
 	c.mu.Lock()
@@ -59,6 +60,7 @@ func (c *Coordinator) lead(ctx context.Context, st NodeState) {
 	switch {
 	case v == Resign && st.Primary:
 		c.log.Warn("lease not renewed in time: demoting; writes wait for a renewal or for another holder")
+		c.gate.SetPrimary(false)
 		if err := c.node.Demote(); err != nil {
 			c.log.Error("demote", "err", err)
 		}
@@ -69,6 +71,7 @@ func (c *Coordinator) lead(ctx context.Context, st NodeState) {
 		c.promote(ctx, st, fresh, rec)
 		return
 	}
+	c.gate.SetPrimary(true) // also after a `role primary` of its own
 	recorded := rec != nil && rec.By == c.cfg.ID
 	switch PeerFence(st.Peer, recorded) {
 	case WriteRecord:
@@ -100,15 +103,19 @@ func (c *Coordinator) promote(ctx context.Context, st NodeState, fresh bool, rec
 	}
 	err := c.node.Promote()
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	last := c.promoteErr
+	c.promoteErr = ""
 	if err != nil {
-		if err.Error() != c.promoteErr {
+		c.promoteErr = err.Error()
+	}
+	c.mu.Unlock()
+	if err != nil {
+		if err.Error() != last {
 			c.log.Warn("holding the election, not yet Primary", "err", err)
 		}
-		c.promoteErr = err.Error()
 		return
 	}
-	c.promoteErr = ""
+	c.gate.SetPrimary(true)
 	c.log.Info("promoted: this node holds the election", "id", c.cfg.ID)
 }
 

@@ -78,6 +78,7 @@ const (
 type GateInput struct {
 	Enabled    bool         // the coordinator is on; without it every reply passes
 	Holder     bool         // this node holds the election (or may still: see Lease)
+	Primary    bool         // the node is Primary (promoted after the win)
 	Verdict    LeaseVerdict // the lease's verdict now
 	Mirroring  bool         // the link to the peer is up
 	PeerFenced bool         // the peer is recorded outdated in etcd
@@ -97,7 +98,8 @@ var actionNames = [...]string{"pass", "wait", "fail"}
 
 func (a GateAction) String() string { return actionNames[a] }
 
-// Decide is the gate's rule. A reply the peer may lack (no link) waits
+// Decide is the gate's rule. A holder not yet promoted (or promoted again
+// after a renewal) holds writes until it is. A reply the peer may lack (no link) waits
 // until the peer is fenced, whatever OnLost says: if etcd cannot be
 // written, the peer might be the one promoted next.
 func Decide(in GateInput) GateAction {
@@ -108,7 +110,7 @@ func Decide(in GateInput) GateAction {
 		return Fail
 	case in.Verdict != Serve && in.OnLost == IOError:
 		return Fail
-	case in.Verdict != Serve:
+	case in.Verdict != Serve || !in.Primary:
 		return Wait
 	case !in.Mirroring && !in.PeerFenced:
 		return Wait

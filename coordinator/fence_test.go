@@ -65,7 +65,7 @@ func TestVerdict(t *testing.T) {
 }
 
 func TestDecide(t *testing.T) {
-	on := GateInput{Enabled: true, Holder: true, Mirroring: true, OnLost: Suspend}
+	on := GateInput{Enabled: true, Holder: true, Primary: true, Mirroring: true, OnLost: Suspend}
 	with := func(f func(*GateInput)) GateInput { in := on; f(&in); return in }
 	for _, tc := range []struct {
 		name string
@@ -75,6 +75,7 @@ func TestDecide(t *testing.T) {
 		{"off", GateInput{}, Pass},
 		{"holder, mirrored", on, Pass},
 		{"not holder", with(func(in *GateInput) { in.Holder = false }), Fail},
+		{"holder, not yet promoted", with(func(in *GateInput) { in.Primary = false }), Wait},
 		{"lease holds, suspend", with(func(in *GateInput) { in.Verdict = Hold }), Wait},
 		{"lease holds, io-error", with(func(in *GateInput) { in.Verdict, in.OnLost = Hold, IOError }), Fail},
 		{"lease gone, suspend", with(func(in *GateInput) { in.Verdict = Resign }), Wait},

@@ -170,3 +170,9 @@ func (g *Gate) Verdict() LeaseVerdict {
 	defer g.mu.Unlock()
 	return Verdict(g.now(), g.ls)
 }
+
+// SetPrimary tells the gate whether the node is Primary now.
+func (g *Gate) SetPrimary(p bool) { g.update(func(in *GateInput, _ *Lease) { in.Primary = p }) }
+
+// Close fails everything held and every write from now on: the daemon stops.
+func (g *Gate) Close() { g.update(func(in *GateInput, ls *Lease) { *ls = Lease{} }) }

@@ -15,7 +15,7 @@ func testGate(onLost OnLostLease) (*Gate, *time.Time, *atomic.Bool) {
 	g := NewGate(onLost, mirroring.Load)
 	g.now = func() time.Time { return now }
 	g.update(func(in *GateInput, ls *Lease) {
-		in.Enabled = true
+		in.Enabled, in.Primary = true, true
 		*ls = Lease{Holder: true, Deadline: now.Add(3 * time.Second), Gone: now.Add(6 * time.Second)}
 	})
 	return g, &now, &mirroring

@@ -98,6 +98,7 @@ func (c *Coordinator) lost(why string) {
 	c.gate.update(func(_ *GateInput, ls *Lease) { *ls = Lease{} })
 	if won {
 		c.log.Warn("lost the election", "why", why)
+		c.gate.SetPrimary(false)
 		c.node.Depose()
 	}
 	c.Kick()

@@ -49,6 +49,7 @@ func (c *Coordinator) Switchover(ctx context.Context, stepDown func() error) err
 		c.mu.Unlock()
 		return err
 	}
+	c.gate.SetPrimary(false)
 	c.resign(ctx, "switchover")
 	return nil
 }
