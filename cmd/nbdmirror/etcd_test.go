@@ -37,7 +37,7 @@ func urls(addrs []string) []string {
 // etcdPair starts a three-member etcd and a pair elected through it: a
 // starts with --primary and so wins first. epsA/epsB, if set, are the
 // endpoints each node is given (proxies, to cut one off).
-func etcdPair(t *testing.T, epsA, epsB []string, extra ...string) (cl *etcdtest.Cluster, a, b *node) {
+func etcdPair(t testing.TB, epsA, epsB []string, extra ...string) (cl *etcdtest.Cluster, a, b *node) {
 	t.Helper()
 	needTools(t, "etcd")
 	cl = etcdtest.Start(t, 3, freeAddr)
