@@ -66,10 +66,11 @@ vmtest:
 	$(GO) test -tags vmtest -run '^TestVM' -count=1 -timeout 5m -v ./cmd/nbdmirror
 
 # The long end-to-end runs (cmd/nbdmirror, NBDMIRROR_STRESS=1): 5 rounds of
-# 1000 link resets under lone writes, SIGTERM during a reset storm, and 50
-# split brains. Needs root, fio and ss (iproute2).
+# 1000 link resets under lone writes, SIGTERM during a reset storm, 50
+# split brains, and 20 kill -9 failovers through etcd. Needs root, fio, ss
+# (iproute2) and etcd (etcd-server).
 stress:
-	NBDMIRROR_STRESS=1 $(GO) test -run 'Stress|SplitBrainSeenByBoth' -count=1 -timeout 60m -v ./cmd/nbdmirror
+	NBDMIRROR_STRESS=1 $(GO) test -run 'Stress|SplitBrainSeenByBoth|EtcdFailoverAfterKill' -count=1 -timeout 60m -v ./cmd/nbdmirror
 
 # A Primary and a Secondary on loopback with sparse 1 GiB images and a
 # generated secret under ./demo. Ctrl-C stops both.

@@ -3,6 +3,7 @@ module github.com/nbdmirror/nbdmirror
 go 1.26.8
 
 require (
+	github.com/BurntSushi/toml v1.6.0
 	github.com/cockroachdb/datadriven v1.0.2
 	github.com/klauspost/compress v1.20.4
 	github.com/pojntfx/go-nbd v0.3.2

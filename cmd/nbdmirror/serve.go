@@ -61,7 +61,7 @@ var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	var c serveConfig
-	var size, codec, journalSize, journalRetain, protocol, resyncRate, etcd string
+	var size, codec, journalSize, journalRetain, protocol, resyncRate, etcd, config string
 	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&c.name, "name", "r0", "resource name; the NBD export answers to it and to the empty name")
@@ -85,6 +85,7 @@ func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	fs.DurationVar(&c.nbdPoll, "nbd-poll", 150*time.Microsecond, "how long a connection may poll for the client's next request before it sleeps, while its requests come that fast; 0 never polls")
 	fs.DurationVar(&c.peerPoll, "peer-poll", 150*time.Microsecond, "how long the replication link may poll for the peer's next frame before it sleeps, while writes come one at a time (on the Primary the polling reader also sends their records) or the peer's writes come one at a time; 0 never polls")
 	fs.StringVar(&resyncRate, "resync-rate", "0", "cap on resync traffic per second (e.g. 100M); 0 is as fast as the link allows")
+	fs.StringVar(&config, "config", "", "TOML file of these flags, keys named like the long flags (flags on the command line win)")
 	fs.StringVar(&etcd, "etcd", "", "etcd endpoints (URL[,URL...]): the election there decides which node is Primary")
 	fs.StringVar(&c.etcd.prefix, "etcd-prefix", "/nbdmirror", "etcd key prefix; the election lives under PREFIX/NAME/")
 	fs.DurationVar(&c.etcd.leaseTTL, "lease-ttl", 5*time.Second, "TTL of the etcd lease a Primary holds (whole seconds)")
@@ -101,6 +102,11 @@ func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	}
 	if fs.NArg() > 0 {
 		return c, usagef("unexpected argument %q", fs.Arg(0))
+	}
+	if config != "" {
+		if err := applyConfig(fs, config); err != nil {
+			return c, err
+		}
 	}
 	if err := c.complete(size); err != nil {
 		return c, err
@@ -259,8 +265,12 @@ func runServe(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := sdNotify("READY=1"); err != nil {
+		log.Warn("telling the service manager we are ready", "err", err)
+	}
 	s := <-sig
 	log.Info("stopping", "signal", s.String())
+	sdNotify("STOPPING=1")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	return d.stop(ctx)
