@@ -26,7 +26,7 @@ vet:
 # tests then fail, never skip, when a tool is missing
 # (NBDMIRROR_REQUIRE_TOOLS, see internal/testtools).
 TEST_TOOLS := git=git fio=fio nbdinfo=libnbd-bin nbdcopy=libnbd-bin nbdfuse=nbdfuse fusermount3=fuse3 \
-	qemu-img=qemu-utils qemu-io=qemu-utils setpriv=util-linux \
+	qemu-img=qemu-utils qemu-io=qemu-utils setpriv=util-linux etcd=etcd-server \
 	losetup=mount mount=mount umount=mount mkfs.ext4=e2fsprogs e2fsck=e2fsprogs ss=iproute2 \
 	/etc/ssl/certs/ca-certificates.crt=ca-certificates
 VM_TOOLS := qemu-system-x86_64=qemu-system-x86 socat=socat mke2fs=e2fsprogs e2fsck=e2fsprogs \
@@ -87,10 +87,12 @@ vmtest:
 	$(GO) test -tags vmtest -run '^TestVM' -count=1 -timeout 5m -v ./cmd/nbdmirror
 
 # The long end-to-end runs (cmd/nbdmirror, NBDMIRROR_STRESS=1): 5 rounds of
-# 1000 link resets under lone writes, SIGTERM during a reset storm, and 50
-# split brains. Needs root, fio and ss (iproute2).
+# 1000 link resets under lone writes, SIGTERM during a reset storm, 50
+# split brains, 20 kill -9 failovers through etcd, and the etcd tests
+# (io-error on a lost quorum among them). Needs root, fio, ss
+# (iproute2) and etcd (etcd-server).
 stress:
-	NBDMIRROR_STRESS=1 $(GO) test -run 'Stress|SplitBrainSeenByBoth' -count=1 -timeout 60m -v ./cmd/nbdmirror
+	NBDMIRROR_STRESS=1 $(GO) test -run 'Stress|SplitBrainSeenByBoth|Etcd' -count=1 -timeout 60m -v ./cmd/nbdmirror
 
 # A Primary and a Secondary on loopback with sparse 1 GiB images and a
 # generated secret under ./demo. Ctrl-C stops both.

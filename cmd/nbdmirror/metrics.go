@@ -64,6 +64,11 @@ var (
 	descLagBytes  = metricDesc("replication_lag_bytes", "Bytes of the records not yet acknowledged by the peer.")
 	descConnected = metricDesc("peer_connected", "1 when the peer link is up.")
 	descPrimary   = metricDesc("primary", "1 when this node is Primary.")
+	descHolder    = metricDesc("coordinator_holder", "1 when this node holds the election in etcd (--etcd).")
+	descLeaseTTL  = metricDesc("coordinator_lease_ttl_seconds", "TTL of the etcd lease (--lease-ttl).")
+	descLeaseLeft = metricDesc("coordinator_lease_remaining_seconds", "Time left before the holder stops completing writes.")
+	descPeerOut   = metricDesc("coordinator_peer_outdated", "1 when this node recorded its peer outdated in etcd.")
+	descSuspended = metricDesc("coordinator_suspended", "1 when the holder's writes are suspended.")
 	descNBD       = prometheus.NewDesc("nbdmirror_nbd_requests_total", "NBD requests completed, by command.",
 		[]string{"resource", "command"}, nil)
 )
@@ -94,6 +99,13 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descLagBytes, float64(st.Stats.ReplLagBytes))
 	gauge(descConnected, boolFloat(st.Peer.Connection == "Connected"))
 	gauge(descPrimary, boolFloat(st.Role == "Primary"))
+	if co := st.Coordinator; co != nil {
+		gauge(descHolder, boolFloat(co.Holder != "" && co.Holder == co.ID))
+		gauge(descLeaseTTL, co.LeaseTTL)
+		gauge(descLeaseLeft, co.LeaseRemaining)
+		gauge(descPeerOut, boolFloat(co.PeerOutdated))
+		gauge(descSuspended, boolFloat(co.Suspended))
+	}
 	for cmd, v := range map[string]uint64{"read": st.NBD.Reads, "write": st.NBD.Writes, "fua_write": st.NBD.FUAWrites,
 		"flush": st.NBD.Flushes, "trim": st.NBD.Trims, "zero": st.NBD.Zeroes} {
 		ch <- prometheus.MustNewConstMetric(descNBD, prometheus.CounterValue, float64(v), st.Name, cmd)

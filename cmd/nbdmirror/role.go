@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/nbdmirror/nbdmirror/coordinator"
 	"github.com/nbdmirror/nbdmirror/replication"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
@@ -149,6 +150,14 @@ func runResolve(args []string, stdout io.Writer) error {
 // refused unless forced; forced, new clients are refused at once and the
 // connected ones are disconnected once their in-flight requests complete.
 func (d *daemon) setRole(ctx context.Context, role wire.Role, force bool) error {
+	if handled, err := d.coordRole(ctx, role, force); handled {
+		return err
+	}
+	return d.setRoleLocal(ctx, role, force)
+}
+
+// setRoleLocal is setRole without the election's say.
+func (d *daemon) setRoleLocal(ctx context.Context, role wire.Role, force bool) error {
 	if role == wire.Secondary && d.res.Role() == wire.Primary {
 		if n := d.nbd.Connections(); n > 0 && !force {
 			return fmt.Errorf("%w: %d NBD client(s) connected; --force disconnects them", replication.ErrRefused, n)
@@ -196,7 +205,7 @@ func runVerify(args []string, stdout io.Writer) error {
 // writeError answers a command the daemon refused (409) or failed at (500).
 func writeError(w http.ResponseWriter, err error) {
 	code := http.StatusInternalServerError
-	if errors.Is(err, replication.ErrRefused) {
+	if errors.Is(err, replication.ErrRefused) || errors.Is(err, coordinator.ErrRefused) {
 		code = http.StatusConflict
 	}
 	writeJSON(w, code, map[string]string{"error": err.Error()})

@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/nbdmirror/nbdmirror/coordinator"
 	"github.com/nbdmirror/nbdmirror/internal/filedisk"
 	"github.com/nbdmirror/nbdmirror/journal"
 	"github.com/nbdmirror/nbdmirror/nbdserver"
@@ -54,13 +55,14 @@ type serveConfig struct {
 	resyncRate    int64
 	afterSB       string
 	nbdSec        nbdSecurity // --tls*, --max-inflight-bytes, --max-connections, --handshake-limit
+	etcd          etcdConfig
 }
 
 var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	var c serveConfig
-	var size, codec, journalSize, journalRetain, protocol, resyncRate string
+	var size, codec, journalSize, journalRetain, protocol, resyncRate, etcd, config string
 	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&c.name, "name", "r0", "resource name; the NBD export answers to it and to the empty name")
@@ -85,6 +87,14 @@ func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	fs.DurationVar(&c.peerPoll, "peer-poll", 150*time.Microsecond, "how long the replication link may poll for the peer's next frame before it sleeps, while writes come one at a time (on the Primary the polling reader also sends their records) or the peer's writes come one at a time; 0 never polls")
 	fs.StringVar(&resyncRate, "resync-rate", "0", "cap on resync traffic per second (e.g. 100M); 0 is as fast as the link allows")
 	c.nbdSec.addFlags(fs)
+	fs.StringVar(&config, "config", "", "TOML file of these flags, keys named like the long flags (flags on the command line win)")
+	fs.StringVar(&etcd, "etcd", "", "etcd endpoints (URL[,URL...]): the election there decides which node is Primary")
+	fs.StringVar(&c.etcd.prefix, "etcd-prefix", "/nbdmirror", "etcd key prefix; the election lives under PREFIX/NAME/")
+	fs.DurationVar(&c.etcd.leaseTTL, "lease-ttl", 5*time.Second, "TTL of the etcd lease a Primary holds (whole seconds)")
+	fs.StringVar(&c.etcd.ca, "etcd-ca", "", "CA certificate (PEM) that signs etcd's certificate")
+	fs.StringVar(&c.etcd.cert, "etcd-cert", "", "client certificate (PEM) for etcd")
+	fs.StringVar(&c.etcd.key, "etcd-key", "", "key (PEM) of --etcd-cert")
+	fs.StringVar(&c.etcd.onLostLease, "on-lost-lease", "suspend", "what a Primary's writes get while its lease may be expired: suspend (replies wait) or io-error")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			fmt.Fprintf(stdout, "usage: nbdmirror serve --disk PATH [flags]\n\n%s", fs.FlagUsages())
@@ -94,6 +104,11 @@ func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	}
 	if fs.NArg() > 0 {
 		return c, usagef("unexpected argument %q", fs.Arg(0))
+	}
+	if config != "" {
+		if err := applyConfig(fs, config); err != nil {
+			return c, err
+		}
 	}
 	if err := c.complete(size); err != nil {
 		return c, err
@@ -105,6 +120,9 @@ func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 		return c, err
 	}
 	if err := c.nbdSec.complete(); err != nil {
+		return c, err
+	}
+	if err := c.completeEtcd(etcd); err != nil {
 		return c, err
 	}
 	for _, p := range []struct {
@@ -155,8 +173,12 @@ func (c *serveConfig) completePeer(protocol string) error {
 }
 
 // initialRole is --primary or --secondary; without either, a node with no
-// peer is Primary and one with a peer is Secondary.
+// peer is Primary and one with a peer is Secondary. With --etcd every node
+// starts Secondary: only the election promotes.
 func (c *serveConfig) initialRole() wire.Role {
+	if len(c.etcd.endpoints) > 0 {
+		return wire.Secondary
+	}
 	if c.primary || !c.secondary && c.peer == "" && c.peerListen == "" {
 		return wire.Primary
 	}
@@ -248,8 +270,12 @@ func runServe(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := sdNotify("READY=1"); err != nil {
+		log.Warn("telling the service manager we are ready", "err", err)
+	}
 	s := <-sig
 	log.Info("stopping", "signal", s.String())
+	sdNotify("STOPPING=1")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	return d.stop(ctx)
@@ -270,6 +296,11 @@ type daemon struct {
 	// demoting refuses new NBD clients while a demotion waits for the
 	// connected ones to finish.
 	demoting atomic.Bool
+	// With --etcd: the election, the gate in front of the resource, and
+	// what stops them.
+	coord     *coordinator.Coordinator
+	gate      *coordinator.Gate
+	stopCoord func()
 }
 
 // startDaemon brings a resource up. Listeners are opened before any file is
@@ -297,9 +328,20 @@ func startDaemon(c serveConfig, log *slog.Logger) (*daemon, error) {
 		d.closeListeners()
 		return nil, err
 	}
+	var backend nbdserver.Backend = d.res
+	if len(c.etcd.endpoints) > 0 {
+		if err := d.startCoordinator(); err != nil {
+			d.res.Close()
+			d.disk.Close()
+			d.control.abort()
+			d.closeListeners()
+			return nil, err
+		}
+		backend = gatedBackend{res: d.res, gate: d.gate}
+	}
 	opts := nbdserver.Options{
 		Name:    c.name,
-		Backend: d.res,
+		Backend: backend,
 		Logger:  log,
 		Admit:   d.admit,
 		Poll:    c.nbdPoll,
@@ -314,6 +356,9 @@ func startDaemon(c serveConfig, log *slog.Logger) (*daemon, error) {
 	go func() { d.served <- d.nbd.Serve(d.nbdLn) }()
 	if d.metLn != nil {
 		d.metrics.serve(d.metLn, d)
+	}
+	if d.coord != nil {
+		d.runCoordinator()
 	}
 	if err := d.control.publish(); err != nil {
 		d.stop(context.Background())
@@ -391,6 +436,9 @@ func (d *daemon) size() int64 {
 func (d *daemon) stop(ctx context.Context) error {
 	d.control.close()
 	d.metrics.close()
+	if d.stopCoord != nil {
+		d.stopCoord() // resigns: held writes fail, the peer may win at once
+	}
 	err := d.nbd.Shutdown(ctx)
 	if serr := <-d.served; serr != nil && !errors.Is(serr, net.ErrClosed) && err == nil {
 		err = serr

@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/nbdmirror/nbdmirror/coordinator"
 	"github.com/nbdmirror/nbdmirror/replication"
 )
 
@@ -14,6 +15,8 @@ import (
 type Status struct {
 	replication.Status
 	NBD NBDStatus `json:"nbd"`
+	// Coordinator is the election in etcd, with --etcd.
+	Coordinator *coordinator.Status `json:"coordinator,omitempty"`
 }
 
 // NBDStatus counts the export's requests by kind.
@@ -38,6 +41,18 @@ type NBDStatus struct {
 }
 
 func (d *daemon) status() Status {
+	s := d.baseStatus()
+	if d.coord != nil {
+		c := d.coord.Status()
+		s.Coordinator = &c
+		if c.Outdated && s.Disk == "UpToDate" {
+			s.Disk = "Outdated" // etcd records it: the peer went on without it
+		}
+	}
+	return s
+}
+
+func (d *daemon) baseStatus() Status {
 	st := d.nbd.Stats()
 	return Status{
 		Status: d.res.Status(),
@@ -108,8 +123,19 @@ func printStatus(w io.Writer, st Status) {
 	if st.Stats.OutOfSyncBytes > 0 {
 		fmt.Fprintf(w, "    out-of-sync:%s\n", humanBytes(int64(st.Stats.OutOfSyncBytes)))
 	}
+	if c := st.Coordinator; c != nil {
+		fmt.Fprintf(w, "  coordinator holder:%s lease:%.1fs/%.0fs peer-outdated:%v suspended:%v etcd:%s\n",
+			orNone(c.Holder), c.LeaseRemaining, c.LeaseTTL, c.PeerOutdated, c.Suspended, c.Etcd)
+	}
 	fmt.Fprintf(w, "  nbd %s connections:%d reads:%d writes:%d flushes:%d trims:%d zeroes:%d errors:%d\n",
 		st.NBD.Listen, st.NBD.Connections, st.NBD.Reads, st.NBD.Writes, st.NBD.Flushes, st.NBD.Trims, st.NBD.Zeroes, st.NBD.Errors)
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }
 
 // humanBytes prints a byte count with a binary unit.

@@ -27,6 +27,7 @@ var packages = map[string]string{
 	"qemu-img":    "qemu-utils",
 	"qemu-io":     "qemu-utils",
 	"setpriv":     "util-linux",
+	"etcd":        "etcd-server",
 	"nbdfuse":     "nbdfuse",
 	"fusermount3": "fuse3",
 	"losetup":     "mount",
