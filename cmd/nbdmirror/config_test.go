@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/nbdmirror/nbdmirror/internal/tlstest"
 )
 
 // serveFlagNames are serve's flags, as its usage lists them.
@@ -45,7 +47,24 @@ func configSamples(dir string) map[string][2]string {
 		"etcd-prefix": q("/x"), "lease-ttl": q("3s"), "etcd-ca": q(filepath.Join(dir, "ca.pem")),
 		"etcd-cert": q(filepath.Join(dir, "c.pem")), "etcd-key": q(filepath.Join(dir, "k.pem")),
 		"on-lost-lease": q("io-error"),
+		"tls":           q("require"), "tls-certificates": q(tlsDir(dir)), "tls-verify-peer": {"true", ""},
+		"max-inflight-bytes": q("64M"), "max-connections": q("7"), "handshake-limit": q("3s"),
+		"nbd-reply-timeout": q("9s"),
 	}
+}
+
+// tlsDir writes a throwaway CA's server credentials under dir.
+func tlsDir(dir string) string {
+	d := filepath.Join(dir, "tls")
+	os.MkdirAll(d, 0o700)
+	ca, err := tlstest.New("config-test")
+	if err == nil {
+		err = ca.WriteDir(d)
+	}
+	if err != nil {
+		panic(err)
+	}
+	return d
 }
 
 // TestConfigRoundTripsEveryServeFlag: a config file setting every serve
@@ -61,7 +80,9 @@ func TestConfigRoundTripsEveryServeFlag(t *testing.T) {
 		t.Fatalf("found only the flags %v in serve's usage", names)
 	}
 	for _, name := range names {
-		if name == "config" || name == "help" || name == "secondary" { // secondary excludes primary: below
+		// secondary excludes primary: below; tls-psk is refused at start
+		// (TestConfigTLSPSKRefused).
+		if name == "config" || name == "help" || name == "secondary" || name == "tls-psk" {
 			continue
 		}
 		s, ok := samples[name]
@@ -92,6 +113,12 @@ func roundTrip(t *testing.T, dir, text string, args []string) {
 	if err != nil {
 		t.Fatalf("flags %v: %v", args, err)
 	}
+	// The TLS credentials are loaded once per parse: compare that both
+	// have them, then the rest.
+	if (fromFile.nbdSec.tls == nil) != (fromFlags.nbdSec.tls == nil) {
+		t.Fatalf("TLS credentials loaded from one and not the other")
+	}
+	fromFile.nbdSec.tls, fromFlags.nbdSec.tls = nil, nil
 	if !reflect.DeepEqual(fromFile, fromFlags) {
 		t.Fatalf("config file and flags differ:\nfile:  %+v\nflags: %+v", fromFile, fromFlags)
 	}
@@ -134,5 +161,15 @@ func TestConfigBadLine(t *testing.T) {
 				t.Fatalf("want one line with %q, got:\n%s", c.want, out)
 			}
 		})
+	}
+}
+
+// TestConfigTLSPSKRefused: tls-psk in a config file is refused as the flag
+// is.
+func TestConfigTLSPSKRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "serve.toml")
+	os.WriteFile(path, []byte("disk = \"x.img\"\ntls-psk = \"k.psk\"\n"), 0o600)
+	if _, err := parseServeFlags([]string{"--config", path}, io.Discard); err == nil || !strings.Contains(err.Error(), "PSK") {
+		t.Fatalf("tls-psk in a config file: %v", err)
 	}
 }
