@@ -64,6 +64,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzSumRequest$$' -fuzztime $(FUZZTIME) ./replication/wire
 	$(GO) test -run '^$$' -fuzz '^FuzzSums$$' -fuzztime $(FUZZTIME) ./replication/wire
 	$(GO) test -run '^$$' -fuzz '^FuzzBitmapChunk$$' -fuzztime $(FUZZTIME) ./replication/wire
+	$(GO) test -run '^$$' -fuzz '^FuzzPeerHandshakeTLS$$' -fuzztime $(FUZZTIME) ./replication
 
 # The two-node simulation (replication/sim) on more seeds than `make test`
 # runs: SEEDS schedules from FIRST (default: the clock, so each run tries new
