@@ -28,7 +28,7 @@ vet:
 TEST_TOOLS := git=git fio=fio nbdinfo=libnbd-bin nbdcopy=libnbd-bin nbdfuse=nbdfuse fusermount3=fuse3 \
 	qemu-img=qemu-utils qemu-io=qemu-utils setpriv=util-linux etcd=etcd-server \
 	losetup=mount mount=mount umount=mount mkfs.ext4=e2fsprogs e2fsck=e2fsprogs ss=iproute2 \
-	/etc/ssl/certs/ca-certificates.crt=ca-certificates tcpdump=tcpdump setpriv=util-linux
+	/etc/ssl/certs/ca-certificates.crt=ca-certificates tcpdump=tcpdump
 VM_TOOLS := qemu-system-x86_64=qemu-system-x86 socat=socat mke2fs=e2fsprogs e2fsck=e2fsprogs \
 	flock=util-linux /etc/ssl/certs/ca-certificates.crt=ca-certificates
 
