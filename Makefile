@@ -28,7 +28,7 @@ vet:
 TEST_TOOLS := git=git fio=fio nbdinfo=libnbd-bin nbdcopy=libnbd-bin nbdfuse=nbdfuse fusermount3=fuse3 \
 	qemu-img=qemu-utils qemu-io=qemu-utils setpriv=util-linux etcd=etcd-server \
 	losetup=mount mount=mount umount=mount mkfs.ext4=e2fsprogs e2fsck=e2fsprogs ss=iproute2 \
-	/etc/ssl/certs/ca-certificates.crt=ca-certificates
+	/etc/ssl/certs/ca-certificates.crt=ca-certificates tcpdump=tcpdump
 VM_TOOLS := qemu-system-x86_64=qemu-system-x86 socat=socat mke2fs=e2fsprogs e2fsck=e2fsprogs \
 	flock=util-linux /etc/ssl/certs/ca-certificates.crt=ca-certificates
 
@@ -64,6 +64,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzSumRequest$$' -fuzztime $(FUZZTIME) ./replication/wire
 	$(GO) test -run '^$$' -fuzz '^FuzzSums$$' -fuzztime $(FUZZTIME) ./replication/wire
 	$(GO) test -run '^$$' -fuzz '^FuzzBitmapChunk$$' -fuzztime $(FUZZTIME) ./replication/wire
+	$(GO) test -run '^$$' -fuzz '^FuzzPeerHandshakeTLS$$' -fuzztime $(FUZZTIME) ./replication
 
 # The two-node simulation (replication/sim) on more seeds than `make test`
 # runs: SEEDS schedules from FIRST (default: the clock, so each run tries new
@@ -98,7 +99,7 @@ stress:
 # generated secret under ./demo. Ctrl-C stops both.
 demo: build
 	@mkdir -p $(DEMO)
-	@test -s $(DEMO)/secret || head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > $(DEMO)/secret
+	@test -s $(DEMO)/secret || (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > $(DEMO)/secret)
 	@trap 'kill $$A $$B 2>/dev/null; wait; echo; echo stopped' INT TERM; \
 	$(BIN) serve --name r0 --disk $(DEMO)/a.img --size 1G --nbd-listen 127.0.0.1:10809 \
 		--control $(DEMO)/a.sock --peer-listen 127.0.0.1:7789 --peer 127.0.0.1:7790 \
@@ -134,11 +135,11 @@ benchtool:
 PROFDIR := profile
 profile: build
 	@.ci/need-tools fio=fio curl=curl
-	@rm -rf $(PROFDIR) && mkdir -p $(PROFDIR) && echo profile-secret-0123456789 > $(PROFDIR)/secret
+	@rm -rf $(PROFDIR) && mkdir -p $(PROFDIR) && (umask 077; echo profile-secret-0123456789 > $(PROFDIR)/secret)
 	@trap 'kill $$A $$B 2>/dev/null; wait' EXIT; \
 	$(BIN) serve --disk $(PROFDIR)/a.img --size 1G --nbd-listen 127.0.0.1:10819 --control $(PROFDIR)/a.sock \
 		--peer-listen 127.0.0.1:7799 --peer 127.0.0.1:7798 --secret-file $(PROFDIR)/secret --primary \
-		--metrics-listen 127.0.0.1:9799 2>$(PROFDIR)/a.log & A=$$!; \
+		--metrics-listen 127.0.0.1:9799 --pprof 2>$(PROFDIR)/a.log & A=$$!; \
 	$(BIN) serve --disk $(PROFDIR)/b.img --size 1G --nbd-listen 127.0.0.1:10818 --control $(PROFDIR)/b.sock \
 		--peer-listen 127.0.0.1:7798 --peer 127.0.0.1:7799 --secret-file $(PROFDIR)/secret --secondary \
 		2>$(PROFDIR)/b.log & B=$$!; \

@@ -51,8 +51,9 @@ func withRevision(sys []system, rev string) []system {
 // systems lists every system the harness knows, in the order they run.
 var systems = []system{
 	{name: "nbdmirror", nbdmirror: true, images: 1, baselines: []string{"nbdkit"}, start: startNbdmirror},
-	{name: "pair-C", nbdmirror: true, images: 2, baselines: []string{"nbdmirror", "qemu-quorum"}, start: startPair("C")},
-	{name: "pair-A", nbdmirror: true, images: 2, baselines: []string{"nbdmirror", "qemu-quorum"}, start: startPair("A")},
+	{name: "pair-C", nbdmirror: true, images: 2, baselines: []string{"nbdmirror", "qemu-quorum"}, start: startPair("C", false)},
+	{name: "pair-A", nbdmirror: true, images: 2, baselines: []string{"nbdmirror", "qemu-quorum"}, start: startPair("A", false)},
+	{name: "pair-C-TLS", nbdmirror: true, images: 2, baselines: []string{"pair-C"}, start: startPair("C", true)},
 	{name: "nbdkit", images: 1, needs: []string{"nbdkit"}, start: startNbdkit},
 	{name: "qemu-nbd", images: 1, needs: []string{"qemu-nbd"}, start: startQemuNBD},
 	{name: "qemu-quorum", images: 2, needs: []string{"nbdkit", "qemu-storage-daemon"},
@@ -236,13 +237,21 @@ func tlsLaunch(l *launch) (string, error) {
 	return certs, ca.WriteClientDir(pki, nil, 0o644) // a throwaway key that nobody must read
 }
 
-// startPair runs two nbdmirror daemons mirroring with protocol proto and
-// waits until they are connected, so that no write goes out degraded.
-func startPair(proto string) func(l *launch) (string, error) {
+// startPair runs two nbdmirror daemons mirroring with protocol proto, the
+// peer link over mutual TLS if withTLS, and waits until they are
+// connected, so that no write goes out degraded.
+func startPair(proto string, withTLS bool) func(l *launch) (string, error) {
 	return func(l *launch) (string, error) {
 		secret := filepath.Join(l.dir, "secret")
 		if err := os.WriteFile(secret, []byte("bench-pair-secret-0123456789"), 0o600); err != nil {
 			return "", err
+		}
+		var extra [2][]string
+		if withTLS {
+			var err error
+			if extra, err = peerTLSFlags(l.dir); err != nil {
+				return "", err
+			}
 		}
 		var addrs [6]string
 		for i := range addrs {
@@ -257,10 +266,11 @@ func startPair(proto string) func(l *launch) (string, error) {
 			name := fmt.Sprintf("nbdmirror-%d", i)
 			sock := filepath.Join(l.dir, name+".sock")
 			os.Remove(sock)
-			if err := l.serve(name, nbd[i], []string{sock}, l.bin, "serve", "--name", "r0",
+			args := append([]string{l.bin, "serve", "--name", "r0",
 				"--disk", l.images[i], "--nbd-listen", nbd[i], "--control", sock, role,
 				"--peer-listen", peer[i], "--peer", peer[1-i], "--secret-file", secret,
-				"--protocol", proto, "--metrics-listen", metrics[i]); err != nil {
+				"--protocol", proto, "--metrics-listen", metrics[i]}, extra[i]...)
+			if err := l.serve(name, nbd[i], []string{sock}, args...); err != nil {
 				return "", err
 			}
 		}
@@ -277,6 +287,28 @@ func startPair(proto string) func(l *launch) (string, error) {
 		err := waitReady(l.ctx, l.procs[0], 5*readyTimeout, connected(metrics[0]))
 		return "nbd://" + nbd[0] + "/r0", err
 	}
+}
+
+// peerTLSFlags makes a CA and, for each node of a pair, a directory of
+// --peer-tls-certificates under dir (tlstest's server certificate names
+// 127.0.0.1, the host of the other node's --peer), and returns each
+// node's flags.
+func peerTLSFlags(dir string) (flags [2][]string, err error) {
+	ca, err := tlstest.New("nbdmirror bench peer CA")
+	if err != nil {
+		return flags, err
+	}
+	for i := range flags {
+		d := filepath.Join(dir, fmt.Sprintf("peer-tls-%d", i))
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return flags, err
+		}
+		if err := ca.WriteDir(d); err != nil {
+			return flags, err
+		}
+		flags[i] = []string{"--peer-tls-certificates", d}
+	}
+	return flags, nil
 }
 
 // connected reports whether the node serving metrics on addr has its peer.

@@ -65,7 +65,10 @@ func (r *Resource) Role() wire.Role {
 	return r.role
 }
 
+// acceptLoop meets each connection to the listener. Those still in their
+// handshake are bounded in number (see unauthSlots).
 func (r *Resource) acceptLoop(ln net.Listener) {
+	slots := newUnauthSlots(r.maxHandshakes())
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -76,7 +79,13 @@ func (r *Resource) acceptLoop(ln net.Listener) {
 			time.Sleep(tune.acceptRetry)
 			continue
 		}
-		go r.meet(c, false)
+		release, ok := slots.take()
+		if !ok {
+			c.Close()
+			slots.logFull(r.log, c)
+			continue
+		}
+		go r.meetAccepted(c, release)
 	}
 }
 
@@ -140,12 +149,20 @@ func (r *Resource) dialLoop() {
 	}
 }
 
-// dial connects to cfg.Peer through cfg.Dial, or TCP.
+// dial connects to cfg.Peer through cfg.Dial, or TCP, and starts TLS on
+// the connection if the link runs over TLS.
 func (r *Resource) dial(ctx context.Context) (net.Conn, error) {
+	var c net.Conn
+	var err error
 	if r.cfg.Dial != nil {
-		return r.cfg.Dial(ctx, r.cfg.Peer)
+		c, err = r.cfg.Dial(ctx, r.cfg.Peer)
+	} else {
+		c, err = (&net.Dialer{}).DialContext(ctx, "tcp", r.cfg.Peer)
 	}
-	return (&net.Dialer{}).DialContext(ctx, "tcp", r.cfg.Peer)
+	if err != nil {
+		return nil, err
+	}
+	return r.secureConn(c, true)
 }
 
 // hello is what this node says of itself.

@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -59,6 +60,15 @@ type Config struct {
 	Dial   func(ctx context.Context, addr string) (net.Conn, error)
 	// Secret authenticates both nodes to each other (HMAC-SHA256).
 	Secret []byte
+	// PeerTLS, if set, runs the link over mutual TLS 1.3 with it (see
+	// PeerTLSConfig); the Secret's proof, if any, then runs inside TLS.
+	PeerTLS *tls.Config
+	// HandshakeLimit bounds the time an accepted peer connection has to
+	// start TLS and authenticate; zero is 10s. MaxHandshakes bounds the
+	// accepted connections not yet authenticated (more are closed at
+	// once); zero is 16.
+	HandshakeLimit time.Duration
+	MaxHandshakes  int
 	// Protocol says when a write is acknowledged; zero is ProtocolC.
 	Protocol Protocol
 	// PeerTimeout is how long the peer may stay silent or leave a write

@@ -49,7 +49,9 @@ func configSamples(dir string) map[string][2]string {
 		"on-lost-lease": q("io-error"),
 		"tls":           q("require"), "tls-certificates": q(tlsDir(dir)), "tls-verify-peer": {"true", ""},
 		"max-inflight-bytes": q("64M"), "max-connections": q("7"), "handshake-limit": q("3s"),
-		"nbd-reply-timeout": q("9s"),
+		"nbd-reply-timeout":     q("9s"),
+		"peer-tls-certificates": q(tlsDir(dir)), "peer-name": q("node-b"), "pprof": {"true", ""},
+		"control-group": q("nogroup"),
 	}
 }
 
@@ -118,7 +120,11 @@ func roundTrip(t *testing.T, dir, text string, args []string) {
 	if (fromFile.nbdSec.tls == nil) != (fromFlags.nbdSec.tls == nil) {
 		t.Fatalf("TLS credentials loaded from one and not the other")
 	}
+	if (fromFile.peerTLS == nil) != (fromFlags.peerTLS == nil) {
+		t.Fatalf("peer TLS credentials loaded from one and not the other")
+	}
 	fromFile.nbdSec.tls, fromFlags.nbdSec.tls = nil, nil
+	fromFile.peerTLS, fromFlags.peerTLS = nil, nil
 	if !reflect.DeepEqual(fromFile, fromFlags) {
 		t.Fatalf("config file and flags differ:\nfile:  %+v\nflags: %+v", fromFile, fromFlags)
 	}

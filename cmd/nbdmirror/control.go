@@ -10,42 +10,55 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"time"
 )
 
 // controlServer is the daemon's HTTP+JSON API on a Unix socket. It listens
 // on a temporary name first and is renamed into place by publish, so the
 // socket's path exists only once the daemon is ready.
+//
+// Whoever may connect to the socket controls the resource, so its mode does
+// not follow the umask: it is 0600, or 0660 for --control-group. It is
+// created in a private directory (0700) next to its path and given its mode
+// there, so no one can connect while its mode is still the umask's.
 type controlServer struct {
-	path string
-	tmp  string
-	ln   net.Listener
-	http *http.Server
-	made string // the socket directory, if this daemon created it
+	path   string
+	tmpDir string // private directory of tmp
+	tmp    string
+	ln     net.Listener
+	http   *http.Server
+	made   string // the socket directory, if this daemon created it
 }
 
-func listenControl(path string, d *daemon) (*controlServer, error) {
+func listenControl(path, group string, d *daemon) (*controlServer, error) {
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
 		return nil, fmt.Errorf("%s is in use by a running daemon", path)
 	}
+	gid, err := lookupGroup(group)
+	if err != nil {
+		return nil, err
+	}
 	dir := filepath.Dir(path)
-	cs := &controlServer{path: path, tmp: fmt.Sprintf("%s.%d.tmp", path, os.Getpid())}
+	cs := &controlServer{path: path}
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
 		cs.made = dir
 	}
-	os.Remove(cs.tmp)
-	ln, err := net.Listen("unix", cs.tmp)
-	if err != nil {
+	if cs.tmpDir, err = os.MkdirTemp(dir, "."+filepath.Base(path)+".tmp"); err != nil {
 		cs.removeDir()
 		return nil, err
 	}
-	ln.(*net.UnixListener).SetUnlinkOnClose(false)
-	cs.ln = ln
+	cs.tmp = filepath.Join(cs.tmpDir, "control.sock")
+	if cs.ln, err = listenPrivate(cs.tmp, gid); err != nil {
+		cs.removeDir()
+		return nil, err
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, d.status())
@@ -65,12 +78,49 @@ func listenControl(path string, d *daemon) (*controlServer, error) {
 	return cs, nil
 }
 
+// lookupGroup returns the id of group, or -1 for "".
+func lookupGroup(group string) (int, error) {
+	if group == "" {
+		return -1, nil
+	}
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		return 0, fmt.Errorf("--control-group: %w", err)
+	}
+	return strconv.Atoi(g.Gid)
+}
+
+// listenPrivate listens on a Unix socket at path with mode 0600, or 0660
+// and group gid if gid is not -1.
+func listenPrivate(path string, gid int) (net.Listener, error) {
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	mode := os.FileMode(0o600)
+	if gid != -1 {
+		mode = 0o660
+		err = os.Chown(path, -1, gid)
+	}
+	if err == nil {
+		err = os.Chmod(path, mode)
+	}
+	if err != nil {
+		ln.Close()
+		os.Remove(path)
+		return nil, err
+	}
+	return ln, nil
+}
+
 // publish starts serving and moves the socket to its public path.
 func (cs *controlServer) publish() error {
 	go cs.http.Serve(cs.ln)
 	if err := os.Rename(cs.tmp, cs.path); err != nil {
 		return fmt.Errorf("control socket: %w", err)
 	}
+	os.Remove(cs.tmpDir)
 	return nil
 }
 
@@ -85,12 +135,16 @@ func (cs *controlServer) abort() {
 func (cs *controlServer) close() {
 	os.Remove(cs.path)
 	os.Remove(cs.tmp)
+	os.Remove(cs.tmpDir)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	cs.http.Shutdown(ctx)
 }
 
 func (cs *controlServer) removeDir() {
+	if cs.tmpDir != "" {
+		os.Remove(cs.tmpDir)
+	}
 	if cs.made != "" {
 		os.Remove(cs.made)
 	}

@@ -7,11 +7,16 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // metrics serves Prometheus metrics on --metrics-listen: counters read from
-// the resource's status at each scrape, and a histogram of write latency.
+// the resource's status at each scrape, a histogram of write latency, and
+// the standard Go runtime and process collectors (go_*, process_*:
+// goroutines, memory, open file descriptors). Go's profiles are served
+// there too, at /debug/pprof/, only with --pprof: they tell whoever
+// reaches the port much about the process, and cost it CPU.
 type metrics struct {
 	reg     *prometheus.Registry
 	latency prometheus.Histogram
@@ -26,7 +31,8 @@ func newMetrics(name string) *metrics {
 		ConstLabels: prometheus.Labels{"resource": name},
 		Buckets:     prometheus.ExponentialBuckets(5e-6, 2, 18),
 	})
-	m.reg.MustRegister(m.latency)
+	m.reg.MustRegister(m.latency, collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
@@ -38,8 +44,10 @@ func (m *metrics) serve(ln net.Listener, d *daemon) {
 	m.reg.MustRegister(statusCollector{d})
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/debug/pprof/", pprof.Index) // profiles, for make profile
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	if d.cfg.pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index) // profiles, for make profile
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	}
 	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go m.srv.Serve(ln)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/nbdmirror/nbdmirror/coordinator"
 	"github.com/nbdmirror/nbdmirror/internal/filedisk"
+	"github.com/nbdmirror/nbdmirror/internal/tlsdir"
 	"github.com/nbdmirror/nbdmirror/journal"
 	"github.com/nbdmirror/nbdmirror/nbdserver"
 	"github.com/nbdmirror/nbdmirror/replication"
@@ -49,6 +51,11 @@ type serveConfig struct {
 	peer          string
 	secretFile    string
 	secret        []byte
+	peerTLSDir    string      // --peer-tls-certificates
+	peerName      string      // --peer-name: the name the peer's certificate must carry
+	peerTLS       *tls.Config // from both, or nil
+	pprof         bool
+	controlGroup  string
 	protocol      replication.Protocol
 	peerTimeout   time.Duration
 	metricsListen string
@@ -78,7 +85,11 @@ func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	fs.StringVar(&journalRetain, "journal-retain", "256M", "journal kept after a checkpoint, for resync by replay")
 	fs.StringVar(&c.peerListen, "peer-listen", "", "address of the replication listener")
 	fs.StringVar(&c.peer, "peer", "", "the other node's --peer-listen address")
-	fs.StringVar(&c.secretFile, "secret-file", "", "file holding the secret both nodes share (required with --peer)")
+	fs.StringVar(&c.secretFile, "secret-file", "", "file holding the secret both nodes share, mode 0600 (--peer needs it or --peer-tls-certificates, or both)")
+	fs.StringVar(&c.peerTLSDir, "peer-tls-certificates", "", "directory of ca-cert.pem, server-cert.pem and server-key.pem (mode 0600): the peer link runs over mutual TLS 1.3")
+	fs.StringVar(&c.peerName, "peer-name", "", "with --peer-tls-certificates: the name (DNS or IP subject alternative name) the peer's certificate must carry (default: the host of --peer)")
+	fs.BoolVar(&c.pprof, "pprof", false, "serve Go's profiles on --metrics-listen at /debug/pprof/")
+	fs.StringVar(&c.controlGroup, "control-group", "", "group allowed to use the control socket (mode 0660); without it only the owner may (0600)")
 	fs.StringVar(&protocol, "protocol", "C", "when a write is acknowledged: C (peer journaled it), B (peer received it), A (sent)")
 	fs.DurationVar(&c.peerTimeout, "peer-timeout", 5*time.Second, "how long the peer may stay silent before the primary goes on alone")
 	fs.StringVar(&c.metricsListen, "metrics-listen", "", "address to serve Prometheus metrics on (/metrics)")
@@ -157,10 +168,13 @@ func (c *serveConfig) completePeer(protocol string) error {
 			return usagef("%s %q: %v", flag, addr, err)
 		}
 	}
-	if (c.peer != "" || c.peerListen != "") && c.secretFile == "" {
-		return usagef("--secret-file is required with --peer or --peer-listen")
+	if (c.peer != "" || c.peerListen != "") && c.secretFile == "" && c.peerTLSDir == "" {
+		return usagef("--peer and --peer-listen need --secret-file or --peer-tls-certificates (or both)")
 	}
 	if c.secretFile != "" {
+		if err := tlsdir.CheckPrivate(c.secretFile); err != nil {
+			return usagef("--secret-file: %v", err)
+		}
 		secret, err := os.ReadFile(c.secretFile)
 		if err != nil {
 			return usagef("--secret-file: %v", err)
@@ -169,6 +183,31 @@ func (c *serveConfig) completePeer(protocol string) error {
 			return usagef("--secret-file %s: the secret needs at least 8 bytes", c.secretFile)
 		}
 	}
+	return c.completePeerTLS()
+}
+
+// completePeerTLS loads --peer-tls-certificates. The name the peer's
+// certificate must carry is --peer-name, or the host of --peer.
+func (c *serveConfig) completePeerTLS() error {
+	if c.peerTLSDir == "" {
+		if c.peerName != "" {
+			return usagef("--peer-name goes with --peer-tls-certificates")
+		}
+		return nil
+	}
+	if c.peerName == "" && c.peer != "" {
+		c.peerName, _, _ = net.SplitHostPort(c.peer)
+	}
+	if c.peerName == "" {
+		return usagef("--peer-tls-certificates needs --peer-name (the name in the peer's certificate) without --peer")
+	}
+	// The peer's certificate is checked as a server's client certificate
+	// would be: against ca-cert.pem (and, by PeerTLSConfig, for peerName).
+	d, err := tlsdir.Server(c.peerTLSDir, true)
+	if err != nil {
+		return usagef("--peer-tls-certificates: %v", err)
+	}
+	c.peerTLS = replication.PeerTLSConfig(d.Certificates[0], d.ClientCAs, c.peerName)
 	return nil
 }
 
@@ -318,7 +357,7 @@ func startDaemon(c serveConfig, log *slog.Logger) (*daemon, error) {
 			return nil, usagef("--metrics-listen: %v", err)
 		}
 	}
-	if d.control, err = listenControl(c.control, d); err != nil {
+	if d.control, err = listenControl(c.control, c.controlGroup, d); err != nil {
 		d.closeListeners()
 		return nil, usagef("--control: %v", err)
 	}
@@ -399,6 +438,10 @@ func (d *daemon) openStorage() (err error) {
 		JournalSize: d.cfg.journalSize, JournalRetain: d.cfg.journalRetain, Logger: d.log,
 		Role: d.cfg.initialRole(), Created: created, PeerListen: d.cfg.peerListen, Peer: d.cfg.peer,
 		Secret: d.cfg.secret, Protocol: d.cfg.protocol, PeerTimeout: d.cfg.peerTimeout,
+		// --handshake-limit bounds the peer listener too; its 0 (no bound
+		// for NBD) is replication's default there: a peer listener without
+		// a bound would let MaxHandshakes silent connections lock the peer out.
+		PeerTLS: d.cfg.peerTLS, HandshakeLimit: d.cfg.nbdSec.handshake,
 		PeerPoll:     d.cfg.peerPoll,
 		ObserveWrite: d.metrics.observe, ResyncRate: d.cfg.resyncRate,
 		AfterSplitBrain: replication.AfterSplitBrain(d.cfg.afterSB),

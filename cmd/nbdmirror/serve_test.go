@@ -36,6 +36,14 @@ func TestServeRejectsBadFlagsAndCreatesNothing(t *testing.T) {
 		{"poll too long", []string{"--disk", missing, "--size", "1M", "--nbd-poll", "1s"}, "--nbd-poll"},
 		{"negative peer poll", []string{"--disk", missing, "--size", "1M", "--peer-poll", "-1us"}, "--peer-poll"},
 		{"peer poll too long", []string{"--disk", missing, "--size", "1M", "--peer-poll", "1s"}, "--peer-poll"},
+		{"peer without credentials", []string{"--disk", missing, "--size", "1M", "--peer", "127.0.0.1:1"}, "--secret-file or --peer-tls-certificates"},
+		{"peer name without TLS", []string{"--disk", missing, "--size", "1M", "--peer-listen", "127.0.0.1:1",
+			"--secret-file", existing, "--peer-name", "b"}, "--peer-name goes with"},
+		{"TLS without a peer name", []string{"--disk", missing, "--size", "1M", "--peer-listen", "127.0.0.1:1",
+			"--peer-tls-certificates", dir}, "needs --peer-name"},
+		{"TLS directory without files", []string{"--disk", missing, "--size", "1M", "--peer", "127.0.0.1:1",
+			"--peer-tls-certificates", dir}, "server-key.pem"},
+		{"unknown control group", []string{"--disk", missing, "--size", "1M", "--control-group", "no-such-group-x"}, "--control-group"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cmd := exec.Command(binary, append([]string{"serve", "--control", ctl}, c.args...)...)

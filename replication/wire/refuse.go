@@ -15,7 +15,8 @@ const (
 	ReasonSameNode       Reason = 6 // both ends have one node id: a node reached itself
 	ReasonSplitBrain     Reason = 7
 	ReasonUnrelatedData  Reason = 8
-	ReasonBusy           Reason = 9 // already connected to a peer
+	ReasonBusy           Reason = 9  // already connected to a peer
+	ReasonTLS            Reason = 10 // one side runs the link over TLS, the other does not
 )
 
 var reasonNames = map[Reason]string{
@@ -28,6 +29,7 @@ var reasonNames = map[Reason]string{
 	ReasonSplitBrain:     "split brain",
 	ReasonUnrelatedData:  "unrelated data",
 	ReasonBusy:           "busy",
+	ReasonTLS:            "tls",
 }
 
 func (r Reason) String() string {
