@@ -50,8 +50,19 @@ func (b *bitmap) touch(w int64) {
 
 // mark sets the bits of every region [off, off+length) touches.
 func (b *bitmap) mark(off, length int64) {
+	if b.markQuietly(off, length) && b.watch.Load() {
+		select {
+		case b.marked <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// markQuietly is mark without telling marked (verify's marks wait for the
+// operator's resync, as DRBD's do). It reports whether it set bits.
+func (b *bitmap) markQuietly(off, length int64) bool {
 	if length <= 0 {
-		return
+		return false
 	}
 	first, last := off/RegionSize, (off+length-1)/RegionSize
 	set := false
@@ -66,12 +77,7 @@ func (b *bitmap) mark(off, length int64) {
 		}
 	}
 	b.mu.Unlock()
-	if set && b.watch.Load() {
-		select {
-		case b.marked <- struct{}{}:
-		default:
-		}
-	}
+	return set
 }
 
 // clear unsets region r's bit.

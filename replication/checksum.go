@@ -88,7 +88,7 @@ func (r *Resource) compareSums(l *link) (int64, error) {
 			if string(mine[i*sumSize:(i+1)*sumSize]) != string(theirs.Sum(int(i))) {
 				off := int64(first+i) * sumBlock
 				n := min(sumBlock, r.size-off)
-				r.oos.mark(off, n)
+				r.oos.markQuietly(off, n) // a verify's marks wait for the operator's resync
 				marked += n
 			}
 		}
