@@ -421,6 +421,14 @@ func (l *link) localDone() {
 	}
 }
 
+// settle records that a write crossed the link both ways (see settled);
+// it loads first, so the hot path writes the flag once per link.
+func (l *link) settle() {
+	if !l.settled.Load() {
+		l.settled.Store(true)
+	}
+}
+
 // storeMax raises a to v unless it is already higher.
 func storeMax(a *atomic.Uint64, v uint64) {
 	for {

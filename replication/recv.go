@@ -172,9 +172,7 @@ func (l *link) applyRecords(body []byte, idle bool) (n int, err error) {
 				return
 			}
 			storeMax(&l.res.peerSeq, jseq)
-			if !l.settled.Load() {
-				l.settled.Store(true)
-			}
+			l.settle()
 		})
 		l.res.replRecv.Add(uint64(rec.RawLen))
 	}

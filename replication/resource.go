@@ -322,9 +322,7 @@ func (r *Resource) appendAsync(rec *journal.Record, fua, here bool, then func(er
 	sent := l != nil && l.sendRecord(rec, fua, func(acked bool, kind wire.AckKind) {
 		if acked {
 			storeMax(&r.peerSeq, jseq)
-			if !l.settled.Load() {
-				l.settled.Store(true)
-			}
+			l.settle()
 		}
 		q.peerResult(acked, kind)
 	})
