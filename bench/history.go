@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -110,13 +109,9 @@ func appendHistory(dir, line string) error {
 // history (--add-history), naming its full results rawName (default: the
 // path given), with note when the results have none.
 func addHistory(dir, path, rawName, note string) error {
-	b, err := os.ReadFile(path)
+	r, err := loadResults(path)
 	if err != nil {
-		return fmt.Errorf("bench: %w", err)
-	}
-	var r Results
-	if err := json.Unmarshal(b, &r); err != nil {
-		return fmt.Errorf("bench: %s: %w", path, err)
+		return err
 	}
 	if rawName == "" {
 		rawName = path

@@ -190,15 +190,24 @@ func writeMarkdown(w io.Writer, r *Results) {
 	writeDeviceLine(w, r.Device)
 }
 
-// render prints the markdown of a results file written by save.
-func render(path string) error {
+// loadResults reads a results file written by save.
+func loadResults(path string) (Results, error) {
+	var r Results
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("bench: %w", err)
+		return r, fmt.Errorf("bench: %w", err)
 	}
-	var r Results
 	if err := json.Unmarshal(b, &r); err != nil {
-		return fmt.Errorf("bench: %s: %w", path, err)
+		return r, fmt.Errorf("bench: %s: %w", path, err)
+	}
+	return r, nil
+}
+
+// render prints the markdown of a results file written by save.
+func render(path string) error {
+	r, err := loadResults(path)
+	if err != nil {
+		return err
 	}
 	writeMarkdown(os.Stdout, &r)
 	return writeChart(&r, strings.TrimSuffix(path, ".json")+".png")
