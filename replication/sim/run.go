@@ -286,6 +286,13 @@ func (r *runner) setSplit(v bool) {
 	r.mu.Unlock()
 }
 
+// isSplit says whether the nodes are split now.
+func (r *runner) isSplit() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.split
+}
+
 // sawInSync records that node i was in sync at tick.
 func (r *runner) sawInSync(i int, tick uint64) {
 	r.mu.Lock()
@@ -349,13 +356,14 @@ func (r *runner) observe() {
 		return
 	}
 	tick := r.m.now()
+	splitBefore := r.isSplit()
 	s := r.statuses()
 	if r.isHung() {
 		return
 	}
-	r.mu.Lock()
-	split := r.split
-	r.mu.Unlock()
+	// The statuses may be from any moment between the two reads: a split
+	// brain holds for them only if it held before and after.
+	split := splitBefore && r.isSplit()
 	for i, st := range s {
 		// A SyncTarget's marks are regions it lacks itself: its source
 		// is UpToDate.
