@@ -361,7 +361,8 @@ func refusal(s State, d Decision, remote wire.Hello) (wire.Reason, string) {
 
 // verdict: this node refused a connection, and goes StandAlone for it
 // unless the peer did not judge the same Hellos: it was busy, StandAlone
-// by command, or changed while the connection was set up. Both then meet
+// by command, or changed while the connection was set up, or its word was
+// lost with the connection (its Hello may no longer hold). Both then meet
 // again later, on fresh Hellos. A node that was only busy on Hellos that
 // hold takes the peer's word on the data: a split brain the peer found
 // makes it StandAlone too, so that neither stays Connecting.
@@ -369,13 +370,18 @@ func verdict(s State, e PeerVerdict) (State, []Action) {
 	if s.StandAlone != "" {
 		return s, nil
 	}
+	if e.Lost {
+		// The peer may have changed since its Hello (told to discard
+		// its data): the next connection judges fresh Hellos.
+		return s, nil
+	}
 	if e.Mine.Reason == wire.ReasonBusy {
-		if e.Ready || e.Lost {
+		if e.Ready {
 			return s, nil
 		}
 		return refusedByPeer(s, RefusedByPeer{Reason: e.Reason, Text: e.Text})
 	}
-	if !e.Ready && !e.Lost && e.Reason == wire.ReasonBusy {
+	if !e.Ready && e.Reason == wire.ReasonBusy {
 		return s, nil
 	}
 	s.StandAlone, s.Refusal = e.Mine.Text, e.Mine.Reason
