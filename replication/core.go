@@ -459,11 +459,15 @@ func tailCovers(local, remote wire.Hello, oldest, last uint64) bool {
 }
 
 // linkLost: a Primary that goes on alone starts a new generation, so the
-// peer's data is known to be behind.
+// peer's data is known to be behind. One whose bitmap counts from an older
+// generation needs none, unless it was a resync's source: its target may
+// have recorded itself UpToDate in the current generation (it answers the
+// source's SyncDone so) while regions marked since wait for another pass.
 func linkLost(s State, e LinkLost) (State, []Action) {
+	source := s.Source
 	s.Linked, s.Source, s.Target = false, false, false
 	acts := []Action{}
-	if s.Role == wire.Primary && s.Gen.Bitmap == 0 {
+	if s.Role == wire.Primary && (s.Gen.Bitmap == 0 || source) {
 		s.Gen = newGeneration(s.Gen, e.NewID)
 		acts = append(acts, NewGeneration{}, SaveMeta{})
 	}
