@@ -29,6 +29,9 @@ type State struct {
 	Disk          wire.DiskState
 	Gen           wire.GenIDs
 	DiscardMyData bool // resolve --discard-my-data: give in at the next connection
+	// LostFrom is the first seq this node may have lost (see
+	// wire.Hello.LostFrom); zero once a resync with the peer ended.
+	LostFrom uint64
 	// StandAlone says why this node will not connect ("" when it will);
 	// Refusal is the reason a dialing peer is told: ReasonSplitBrain or
 	// ReasonUnrelatedData when the data keeps the nodes apart, ReasonBusy
@@ -439,6 +442,12 @@ func attached(s State, e Attach) (State, []Action) {
 	d := e.Decision
 	s.Linked, s.Peer = true, e.Remote
 	s.Source, s.Target = d.Outcome == SyncSource, d.Outcome == SyncTarget
+	if !s.Source && !s.Target && s.LostFrom != 0 {
+		// Nothing to sync: neither node wrote apart and both hold the
+		// same last seq, so no record past LostFrom was lost.
+		s.LostFrom = 0
+		return s, []Action{SaveMeta{}}
+	}
 	if !s.Source {
 		return s, nil
 	}
@@ -450,12 +459,25 @@ func attached(s State, e Attach) (State, []Action) {
 }
 
 // tailCovers says whether the journal's tail can bring the peer up to date:
-// the peer's disk is whole, it holds nothing this node lacks, and this
-// journal (oldest to last) still holds every record after the peer's last.
+// the peer's disk is whole, it holds nothing this node lacks (no write made
+// apart, no record past the seqs this node may have lost), and this journal
+// (oldest to last) still holds every record after those the peer holds.
 func tailCovers(local, remote wire.Hello, oldest, last uint64) bool {
 	disk := remote.Disk == wire.UpToDate || remote.Disk == wire.Consistent
-	clean := remote.Flags&wire.HasOutOfSync == 0 && remote.LastSeq <= local.LastSeq
-	return disk && clean && remote.LastSeq >= oldest-1 && remote.LastSeq <= last
+	lost := local.LostFrom != 0 && remote.LastSeq >= local.LostFrom
+	from := sameUpTo(remote)
+	clean := remote.Flags&wire.HasOutOfSync == 0 && !lost && remote.LastSeq <= local.LastSeq
+	return disk && clean && from >= oldest-1 && from <= last
+}
+
+// sameUpTo is the last seq up to which a node's records are the writes
+// its peer gave those seqs: past its LostFrom, it may have handed lost
+// seqs to writes of its own.
+func sameUpTo(h wire.Hello) uint64 {
+	if h.LostFrom != 0 {
+		return min(h.LastSeq, h.LostFrom-1)
+	}
+	return h.LastSeq
 }
 
 // linkLost: a Primary that goes on alone starts a new generation, so the
@@ -549,6 +571,7 @@ func syncDoneAcked(s State, e SyncDoneAcked) (State, []Action) {
 	}
 	s.Gen.Bitmap = 0
 	s.Source = false
+	s.LostFrom = 0
 	s.Peer.Disk = wire.UpToDate
 	return s, []Action{SaveMeta{}, PeerUpToDate{}}
 }
@@ -564,6 +587,7 @@ func syncDoneReceived(s State, e SyncDoneReceived) (State, []Action) {
 	s.Disk = wire.UpToDate
 	s.DiscardMyData = false
 	s.Target = false
+	s.LostFrom = 0
 	return s, []Action{ClearMarks{}, SaveMeta{}, UpToDate{}}
 }
 

@@ -19,12 +19,12 @@ import (
 // Generation ids are written current:bitmap:history, history comma-separated
 // (9:7:7,1 is current 9, bitmap 7, history 7 then 1).
 //
-//	node id=1 role=Primary disk=UpToDate gen=9:7:7 [discard] [policy=discard-zero-changes]
+//	node id=1 role=Primary disk=UpToDate gen=9:7:7 [discard] [lost-from=N] [policy=discard-zero-changes]
 //	     [standalone=split-brain|unrelated-data|busy] [linked peer=2 peer-role=Secondary peer-disk=UpToDate]
 //	hello peer=2 role=Secondary disk=UpToDate gen=7:0 [lastseq=N peer-lastseq=N]
 //	     [flags=dials,oos,discard] [peer-flags=dials,oos,discard] [dialer] [sent-gen=7:0] [sent-before-discard] [backing-off]
 //	attach outcome=SyncSource [full] peer=2 peer-disk=UpToDate lastseq=N peer-lastseq=N
-//	     oldest=N last=N [peer-flags=oos]
+//	     oldest=N last=N [peer-flags=oos] [peer-lost-from=N]
 //	admit-end | link-lost newid=N | promote [force] newid=N | demote
 //	connect | disconnect | discard
 //	sync-done-acked gen=N [stale] [marks] | sync-done gen=N
@@ -52,7 +52,8 @@ func TestCore(t *testing.T) {
 
 func scriptNode(t *testing.T, d *datadriven.TestData) State {
 	s := State{NodeID: argUint(t, d, "id", 1), Role: argRole(t, d, "role", "Secondary"),
-		Disk: argDisk(t, d, "disk", "UpToDate"), Gen: argGen(t, d, "gen"), DiscardMyData: d.HasArg("discard")}
+		Disk: argDisk(t, d, "disk", "UpToDate"), Gen: argGen(t, d, "gen"), DiscardMyData: d.HasArg("discard"),
+		LostFrom: argUint(t, d, "lost-from", 0)}
 	if d.HasArg("policy") {
 		s.AfterSplitBrain = AfterSplitBrain(argString(t, d, "policy", ""))
 	}
@@ -82,7 +83,7 @@ func scriptEvent(t *testing.T, d *datadriven.TestData, s State) Event {
 		return PeerHello{Local: local, Remote: scriptPeer(t, d), Dialer: d.HasArg("dialer"),
 			BackingOff: d.HasArg("backing-off")}
 	case "attach":
-		local := wire.Hello{NodeID: s.NodeID, LastSeq: argUint(t, d, "lastseq", 0)}
+		local := wire.Hello{NodeID: s.NodeID, LastSeq: argUint(t, d, "lastseq", 0), LostFrom: s.LostFrom}
 		out := map[string]Outcome{"InSync": InSync, "SyncSource": SyncSource, "SyncTarget": SyncTarget}
 		o, ok := out[argString(t, d, "outcome", "InSync")]
 		if !ok {
@@ -131,7 +132,8 @@ func scriptEvent(t *testing.T, d *datadriven.TestData, s State) Event {
 func scriptPeer(t *testing.T, d *datadriven.TestData) wire.Hello {
 	return wire.Hello{NodeID: argUint(t, d, "peer", 2), Role: argRole(t, d, "role", "Secondary"),
 		Disk: argDisk(t, d, "peer-disk", argDisk(t, d, "disk", "UpToDate").String()), Gen: argGen(t, d, "gen"),
-		LastSeq: argUint(t, d, "peer-lastseq", 0), Flags: argFlags(t, d, "peer-flags")}
+		LastSeq: argUint(t, d, "peer-lastseq", 0), LostFrom: argUint(t, d, "peer-lost-from", 0),
+		Flags: argFlags(t, d, "peer-flags")}
 }
 
 func stateString(s State) string {
@@ -139,6 +141,9 @@ func stateString(s State) string {
 	fmt.Fprintf(&b, "state: %s %s gen=%s", s.Role, s.Disk, genString(s.Gen))
 	if s.DiscardMyData {
 		b.WriteString(" discard-my-data")
+	}
+	if s.LostFrom != 0 {
+		fmt.Fprintf(&b, " lost-from=%d", s.LostFrom)
 	}
 	if s.Admitting {
 		b.WriteString(" admitting")

@@ -12,7 +12,7 @@ import (
 func (r *Resource) coreState() State {
 	disk, _ := parseDiskState(r.meta.Disk)
 	return State{NodeID: r.meta.NodeID, Role: r.role, Disk: disk, Gen: r.meta.Gen,
-		DiscardMyData: r.meta.DiscardMyData, StandAlone: r.standAlone, Refusal: r.refusal,
+		DiscardMyData: r.meta.DiscardMyData, LostFrom: r.meta.LostFrom, StandAlone: r.standAlone, Refusal: r.refusal,
 		AfterSplitBrain: r.cfg.AfterSplitBrain, Admitting: r.admitting, Linked: r.link != nil,
 		Peer: r.peer, Source: r.resync.source, Target: r.resync.target}
 }
@@ -23,7 +23,7 @@ func (r *Resource) setCoreState(s State) {
 	if old, _ := parseDiskState(r.meta.Disk); s.Disk != old {
 		r.meta.Disk = s.Disk.String()
 	}
-	r.role, r.meta.Gen, r.meta.DiscardMyData = s.Role, s.Gen, s.DiscardMyData
+	r.role, r.meta.Gen, r.meta.DiscardMyData, r.meta.LostFrom = s.Role, s.Gen, s.DiscardMyData, s.LostFrom
 	r.standAlone, r.refusal, r.admitting = s.StandAlone, s.Refusal, s.Admitting
 	r.peer, r.resync.source, r.resync.target = s.Peer, s.Source, s.Target
 	r.oos.watch.Store(s.Linked && !s.Source && !s.Target && s.Role == wire.Primary)

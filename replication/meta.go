@@ -28,6 +28,10 @@ type meta struct {
 	// DiscardMyData: after a split brain this node gives up its changes
 	// and becomes the SyncTarget of its peer (resolve --discard-my-data).
 	DiscardMyData bool `json:"discard_my_data,omitempty"`
+	// LostFrom is the first journal seq this node may have lost: its last
+	// seq plus one when it started, until a resync with its peer ended
+	// (see wire.Hello.LostFrom). Saved before the node hands out a seq.
+	LostFrom uint64 `json:"lost_from,omitempty"`
 }
 
 // parseDiskState reads a disk state's name.

@@ -173,7 +173,8 @@ func (r *Resource) hello() wire.Hello {
 	// LastSeq is the last seq this node journaled or handed out (resync
 	// records take seqs without being journaled here).
 	h := wire.Hello{Resource: r.name, Size: uint64(r.size), NodeID: r.meta.NodeID, Role: r.role,
-		Disk: disk, Gen: r.meta.Gen, LastSeq: max(r.journal.LastSeq(), r.seqFloor.Load())}
+		Disk: disk, Gen: r.meta.Gen, LastSeq: max(r.journal.LastSeq(), r.seqFloor.Load()),
+		LostFrom: r.meta.LostFrom}
 	if r.meta.DiscardMyData {
 		h.Flags |= wire.DiscardMyData
 	}
@@ -210,9 +211,10 @@ func (r *Resource) meet(c net.Conn, dialer bool) error {
 	defer r.endAdmit()
 	// Records the peer acknowledged (up to peerSeq) but no longer holds are
 	// regions it lacks: a crashed Primary's peer may hold writes that
-	// never reached the Primary's own journal. Every later record is
-	// already in the bitmap: written apart, or pending when the link fell.
-	if err := r.markRange(remote.LastSeq, r.peerSeq.Load()); err != nil {
+	// never reached the Primary's own journal, and may have given their
+	// seqs to new writes since (sameUpTo). Every later record is already
+	// in the bitmap: written apart, or pending when the link fell.
+	if err := r.markRange(sameUpTo(remote), r.peerSeq.Load()); err != nil {
 		c.Close()
 		r.log.Error("marking the records the peer lacks", "err", err)
 		return err
@@ -329,7 +331,7 @@ func (r *Resource) attach(c net.Conn, hello, remote wire.Hello, d Decision) bool
 	r.resync = resyncState{started: time.Now()}
 	acts, _ := r.stepLocked(Attach{Local: hello, Remote: remote, Decision: d, OldestSeq: oldest, LastSeq: last})
 	if s, ok := has[StartSync](acts); ok && s.Mode == wire.SyncTail {
-		l.catchingUp, l.tailFrom = true, remote.LastSeq+1
+		l.catchingUp, l.tailFrom = true, sameUpTo(remote)+1
 	}
 	r.link = l
 	r.seqFloor.Store(max(r.seqFloor.Load(), remote.LastSeq)) // r.order held

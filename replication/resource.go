@@ -170,6 +170,12 @@ func Open(c Config) (*Resource, error) {
 		return nil, fmt.Errorf("replication: open %s: %w", c.Name, err)
 	}
 	m, err := loadMeta(c.FS, c.MetaDir, c.Created)
+	if err == nil && m.LostFrom == 0 {
+		// A power loss may have taken records after the journal's last
+		// that the peer holds; seqs from here on may name other writes.
+		m.LostFrom = j.LastSeq() + 1
+		err = writeMeta(c.FS, c.MetaDir, m)
+	}
 	if err != nil {
 		j.Close()
 		return nil, err

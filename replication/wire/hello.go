@@ -9,8 +9,9 @@ import (
 const (
 	// Version is the protocol version this package speaks. A Hello of any
 	// other version is refused. Version 2: the target of a resync answers
-	// the source's SyncDone with its own.
-	Version uint16 = 2
+	// the source's SyncDone with its own. Version 3: a Hello carries
+	// LostFrom.
+	Version uint16 = 3
 	// HelloMagic opens a Hello body: "NBMH".
 	HelloMagic uint32 = 0x4E424D48
 	// MaxResourceName bounds a resource name in bytes.
@@ -20,7 +21,7 @@ const (
 	// NonceSize is the size of a Hello nonce.
 	NonceSize = 32
 
-	helloFixed = 120 // Hello body bytes before the resource name
+	helloFixed = 128 // Hello body bytes before the resource name
 )
 
 // ErrUnknownVersion reports a Hello of a protocol version this package
@@ -61,6 +62,13 @@ type Hello struct {
 	Disk     DiskState
 	Gen      GenIDs
 	LastSeq  uint64 // last journal seq this node holds
+	// LostFrom, when not zero, is the first seq this node may have lost:
+	// its journal's last seq plus one when it last started, kept until a
+	// resync with its peer ended. A power loss takes a journal's unflushed
+	// tail, and the peer may hold those records; a node that goes on
+	// hands their seqs to new writes, so a seq alone no longer names
+	// the same write on both nodes from LostFrom on.
+	LostFrom uint64
 	Nonce    [NonceSize]byte
 }
 
@@ -93,6 +101,7 @@ func appendHelloBody(dst []byte, h *Hello) []byte {
 	}
 	dst = be.AppendUint64(dst, h.LastSeq)
 	dst = append(dst, h.Nonce[:]...)
+	dst = be.AppendUint64(dst, h.LostFrom)
 	return append(dst, h.Resource...)
 }
 
@@ -126,6 +135,7 @@ func ParseHello(body []byte) (Hello, error) {
 	}
 	h.LastSeq = be.Uint64(body[80:])
 	copy(h.Nonce[:], body[88:])
+	h.LostFrom = be.Uint64(body[120:])
 	if err := h.validate(); err != nil {
 		return Hello{}, err
 	}

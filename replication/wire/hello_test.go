@@ -16,6 +16,7 @@ func testHello(node uint64) Hello {
 		Disk:     UpToDate,
 		Gen:      GenIDs{Current: 0x1111, Bitmap: 0x2222, History: [HistoryLen]uint64{3, 4, 5, 6}},
 		LastSeq:  12345,
+		LostFrom: 12000,
 	}
 	for i := range h.Nonce {
 		h.Nonce[i] = byte(node) + byte(i)
