@@ -46,8 +46,14 @@ func (r *runner) settle(base int) {
 		return inSync(s[0]) && inSync(s[1]) && s[r.primary].Role == "Primary"
 	}
 	refused := func(s [2]replication.Status) bool { return together(s) || s[1-r.primary].StandAlone != "" }
-	if r.waitFor(r.opt.Settle, refused) && !together(r.statuses()) && r.discardSecondary() {
-		r.connectAll()
+	if r.waitFor(r.opt.Settle, refused) && !together(r.statuses()) {
+		// As an operator does, look at both before the word: the
+		// Primary takes the Secondary's refusal a moment later, and a
+		// connect told before that is lost on it.
+		r.waitFor(r.opt.Liveness, func(s [2]replication.Status) bool { return s[r.primary].StandAlone != "" })
+		if r.discardSecondary() {
+			r.connectAll()
+		}
 	}
 	if !r.waitFor(r.opt.Settle, together) {
 		r.violate(InvResync, "no reconnect and resync within %v: %s", r.opt.Settle, r.describe())
@@ -117,10 +123,13 @@ func (r *runner) resolveSplit() {
 	if !r.split {
 		return
 	}
-	// Healed and told to connect, the two must stay apart until the word.
+	// Healed and told to connect, the two must stay apart until the word:
+	// both StandAlone, each told why by the other. A node still reading
+	// its peer's refusal is not yet StandAlone, and a connect told before
+	// it is would be lost on it.
 	r.connectAll()
 	r.waitFor(r.opt.Liveness, func(s [2]replication.Status) bool {
-		return s[0].Peer.Connection != "Connecting" && s[1].Peer.Connection != "Connecting"
+		return s[0].StandAlone != "" && s[1].StandAlone != ""
 	})
 	r.observe()
 	loser := int(r.res.Schedule.Seed % 2)
