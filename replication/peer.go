@@ -379,10 +379,12 @@ func (r *Resource) linkDown(l *link, err error, waiting []*pending) {
 		}
 		r.replRaw.Add(l.bytesRaw.Load())
 		r.replWire.Add(l.bytesWire.Load())
-		r.resync = resyncState{}
+		// The core sees the resync that ran on the link (a source goes on
+		// in a new generation), then it is forgotten.
 		if _, serr := r.stepLocked(LinkLost{NewID: randomID()}); serr != nil {
 			r.log.Error("saving the new generation", "err", serr)
 		}
+		r.resync = resyncState{}
 	}
 	r.mu.Unlock()
 	r.order.Unlock()
