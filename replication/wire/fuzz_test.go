@@ -106,6 +106,10 @@ var bodyCodecs = map[Type]bodyCodec{
 		gen, err := ParseSyncDone(b)
 		return AppendSyncDone(nil, gen), err
 	},
+	TypeRoleAnswer: func(_ uint8, b []byte) ([]byte, error) {
+		a, err := ParseRoleAnswer(b)
+		return AppendRoleAnswer(nil, a), err
+	},
 	TypeSyncStart: func(_ uint8, b []byte) ([]byte, error) {
 		s, err := ParseSyncStart(b)
 		return AppendSyncStart(nil, s), err
@@ -278,6 +282,7 @@ func FuzzBarrier(f *testing.F)     { fuzzBody(f, TypeBarrier) }
 func FuzzAck(f *testing.F)         { fuzzBody(f, TypeAck) }
 func FuzzPing(f *testing.F)        { fuzzBody(f, TypePing) }
 func FuzzSyncDone(f *testing.F)    { fuzzBody(f, TypeSyncDone) }
+func FuzzRoleAnswer(f *testing.F)  { fuzzBody(f, TypeRoleAnswer) }
 func FuzzSyncStart(f *testing.F)   { fuzzBody(f, TypeSyncStart) }
 func FuzzSumRequest(f *testing.F)  { fuzzBody(f, TypeSumRequest) }
 func FuzzSums(f *testing.F)        { fuzzBody(f, TypeSums) }
@@ -325,6 +330,9 @@ func validFrames() []Frame {
 	b, _ = AppendBitmapChunk(b, BitmapChunk{First: 1 << 20})
 	b = AppendBitmapEnd(b)
 	b = AppendSyncDone(b, 0x1234)
+	b = AppendRolePrimary(b)
+	b = AppendRoleAnswer(b, RoleAnswer{Yes: true})
+	b = AppendRoleAnswer(b, RoleAnswer{Text: "this node is Primary"})
 	var frames []Frame
 	r := NewReader(bytes.NewReader(b))
 	for {

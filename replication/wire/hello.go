@@ -10,7 +10,7 @@ const (
 	// Version is the protocol version this package speaks. A Hello of any
 	// other version is refused. Version 2: the target of a resync answers
 	// the source's SyncDone with its own. Version 3: a Hello carries
-	// LostFrom.
+	// LostFrom; RolePrimary and RoleAnswer.
 	Version uint16 = 3
 	// HelloMagic opens a Hello body: "NBMH".
 	HelloMagic uint32 = 0x4E424D48

@@ -23,6 +23,9 @@ const (
 	TypeBarrier Type = 17 // seq: make everything <= seq durable, then ack Synced
 	TypeAck     Type = 18 // kind + cumulative seq
 	TypeRecords Type = 19 // records back to back, see AppendRecord
+	// Roles: 28-31.
+	TypeRolePrimary Type = 28 // empty: the sender asks to become Primary, see RoleAnswer
+	TypeRoleAnswer  Type = 29 // the peer's answer to RolePrimary
 
 	// Resync: 32-63.
 	TypeSumRequest  Type = 32 // first block + count: send their checksums, see SumRequest
@@ -44,6 +47,8 @@ var typeNames = map[Type]string{
 	TypeBarrier:     "barrier",
 	TypeAck:         "ack",
 	TypeRecords:     "records",
+	TypeRolePrimary: "role-primary",
+	TypeRoleAnswer:  "role-answer",
 	TypeSumRequest:  "sum-request",
 	TypeSums:        "sums",
 	TypeSyncStart:   "sync-start",
