@@ -43,6 +43,7 @@ type State struct {
 
 	Admitting bool       // a connection is between its admission and AdmitEnd
 	Linked    bool       // a link to the peer is up
+	Asking    bool       // this node asked its peer to become Primary (AskingPrimary)
 	Peer      wire.Hello // what the peer said in its last admitted handshake
 	// Source and Target: a resync runs on the link, from or to this node.
 	Source, Target bool
@@ -113,6 +114,13 @@ type SyncStartReceived struct{}
 // no resync ran.
 type MarksWhileLinked struct{}
 
+// PeerAsksPrimary: the peer asks, over the link, to become Primary.
+type PeerAsksPrimary struct{}
+
+// AskingPrimary: this node asks its peer before becoming Primary (On), or
+// no longer does (it has the answer, or gave up).
+type AskingPrimary struct{ On bool }
+
 // PeerVerdict: after this node refused a connection (Mine: for its data,
 // or busy on fresh Hellos), the peer's own word on it: Ready, a Refuse
 // with Reason and Text, or nothing (Lost: the connection failed first).
@@ -143,6 +151,8 @@ func (SyncDoneAcked) event()     {}
 func (SyncDoneReceived) event()  {}
 func (SyncStartReceived) event() {}
 func (MarksWhileLinked) event()  {}
+func (PeerAsksPrimary) event()   {}
+func (AskingPrimary) event()     {}
 func (RefusedByPeer) event()     {}
 func (PeerVerdict) event()       {}
 
@@ -201,6 +211,11 @@ type (
 	PeerUpToDate struct{}
 	// UpToDate: the resync to this node is over.
 	UpToDate struct{}
+	// Answer: tell the peer whether it may become Primary.
+	Answer struct {
+		Yes  bool
+		Text string // why not
+	}
 )
 
 func (SaveMeta) action()      {}
@@ -221,6 +236,7 @@ func (FlushWrites) action()   {}
 func (ClearMarks) action()    {}
 func (PeerUpToDate) action()  {}
 func (UpToDate) action()      {}
+func (Answer) action()        {}
 
 // step is the decision core: the new state and the actions for e.
 func step(s State, e Event) (State, []Action) {
@@ -265,6 +281,11 @@ func step(s State, e Event) (State, []Action) {
 		return syncDoneReceived(s, e)
 	case RefusedByPeer:
 		return refusedByPeer(s, e)
+	case PeerAsksPrimary:
+		return peerAsksPrimary(s)
+	case AskingPrimary:
+		s.Asking = e.On
+		return s, nil
 	case PeerVerdict:
 		return verdict(s, e)
 	}
@@ -432,6 +453,8 @@ func actionString(a Action) string {
 		return fmt.Sprintf("StartSync(%s, full=%v)", a.Mode, a.Full)
 	case Deny:
 		return fmt.Sprintf("Deny(%q)", a.Text)
+	case Answer:
+		return fmt.Sprintf("Answer(yes=%v, %q)", a.Yes, a.Text)
 	}
 	return strings.TrimPrefix(fmt.Sprintf("%T", a), "replication.")
 }
@@ -539,6 +562,23 @@ func promote(s State, e Promote) (State, []Action) {
 		acts = append(acts, Reconnect{})
 	}
 	return s, acts
+}
+
+// peerAsksPrimary: a connected peer may become Primary unless this node is
+// Primary or about to be (it asked too: both are told no, and neither
+// changes). A yes counts the peer Primary from then on, so this node
+// refuses its own promotion before the link brings the peer's new role.
+func peerAsksPrimary(s State) (State, []Action) {
+	switch {
+	case !s.Linked:
+		return s, nil // asked on a link that is gone
+	case s.Role == wire.Primary:
+		return s, []Action{Answer{Text: "the peer is Primary"}}
+	case s.Asking:
+		return s, []Action{Answer{Text: "the peer is becoming Primary"}}
+	}
+	s.Peer.Role = wire.Primary
+	return s, []Action{Answer{Yes: true}}
 }
 
 // demote: a Secondary makes what it acknowledged durable on both nodes

@@ -30,6 +30,7 @@ import (
 //	sync-done-acked gen=N [stale] [marks] | sync-done gen=N
 //	refused reason=split-brain      (the text the peer sent is the input)
 //	verdict mine=split-brain [ready|lost|reason=busy]   (the text this node sent is the input)
+//	peer-asks-primary | asking [off]
 func TestCore(t *testing.T) {
 	datadriven.Walk(t, "testdata/core", func(t *testing.T, path string) {
 		var s State
@@ -123,6 +124,10 @@ func scriptEvent(t *testing.T, d *datadriven.TestData, s State) Event {
 		return v
 	case "refused":
 		return RefusedByPeer{Reason: argReason(t, d, "reason"), Text: strings.TrimSpace(d.Input)}
+	case "peer-asks-primary":
+		return PeerAsksPrimary{}
+	case "asking":
+		return AskingPrimary{On: !d.HasArg("off")}
 	}
 	d.Fatalf(t, "unknown command %s", d.Cmd)
 	return nil
@@ -147,6 +152,9 @@ func stateString(s State) string {
 	}
 	if s.Admitting {
 		b.WriteString(" admitting")
+	}
+	if s.Asking {
+		b.WriteString(" asking")
 	}
 	if s.Linked {
 		fmt.Fprintf(&b, " linked(peer %d %s %s)", s.Peer.NodeID, s.Peer.Role, s.Peer.Disk)

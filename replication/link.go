@@ -96,6 +96,8 @@ type link struct {
 	// holds sumMu: one comparison at a time.
 	sums  chan []byte
 	sumMu sync.Mutex
+	// roleAnswer carries the peer's RoleAnswer to askPrimary.
+	roleAnswer chan wire.RoleAnswer
 
 	// Receiving side (the peer of a Primary): what to acknowledge.
 	lastRecv     uint64        // journal seq of the last record read; receiver only
@@ -145,7 +147,7 @@ func newLink(res *Resource, conn net.Conn, remote wire.Hello) *link {
 	l := &link{res: res, conn: conn, remote: remote, proto: res.cfg.Protocol, start: time.Now(),
 		recBatched: netio.AllBatched, ackBatched: netio.AllBatched,
 		kick: make(chan struct{}, 1), closed: make(chan struct{}), gone: make(chan struct{}), peerBitmap: make(chan struct{}),
-		sums: make(chan []byte, 1)}
+		sums: make(chan []byte, 1), roleAnswer: make(chan wire.RoleAnswer, 1)}
 	l.acking = sync.NewCond(&l.mu)
 	l.snd.bw = bufio.NewWriterSize(conn, 256<<10)
 	l.pr = netio.NewPollReader(conn, res.cfg.PeerPoll)

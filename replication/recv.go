@@ -122,6 +122,17 @@ func (l *link) handle(f wire.Frame, idle bool) error {
 		}
 	case wire.TypeSyncDone:
 		return l.res.syncDoneFrame(l, f.Body)
+	case wire.TypeRolePrimary:
+		l.res.peerAsksPrimary(l)
+	case wire.TypeRoleAnswer:
+		a, err := wire.ParseRoleAnswer(f.Body)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrLinkDown, err)
+		}
+		select {
+		case l.roleAnswer <- a:
+		default: // an answer nobody waits for: askPrimary gave up
+		}
 	default:
 		return fmt.Errorf("%w: unexpected %s frame", ErrLinkDown, f.Type)
 	}

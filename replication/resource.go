@@ -115,6 +115,7 @@ type Resource struct {
 	peer       wire.Hello // what the peer said in its last handshake
 	standAlone string     // why this node will not connect ("" when it will)
 	admitting  bool       // a connection is between handshake and attach
+	asking     bool       // SetRole asks the peer before a promotion (askPrimary)
 	resync     resyncState
 	linkChange chan struct{} // closed and replaced whenever link changes
 	// flapDelay is the wait after the last link before the next one,

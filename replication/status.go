@@ -129,8 +129,14 @@ func (r *Resource) SetRole(role wire.Role, force bool) error {
 	// A Secondary acknowledges records once journaled, before they reach
 	// its disk; a Primary reads its disk. Most of the wait is here, outside
 	// the locks; what a dying link delivered meanwhile is waited for below.
+	var asked bool
 	if role == wire.Primary {
+		var err error
+		if asked, err = r.askPrimary(force); err != nil {
+			return err
+		}
 		if err := r.journal.WaitApplied(); err != nil {
+			r.retract(asked)
 			return err
 		}
 	}
@@ -152,6 +158,7 @@ func (r *Resource) SetRole(role wire.Role, force bool) error {
 		r.role = old
 		r.mu.Unlock()
 		r.order.Unlock()
+		r.retract(asked && err != nil)
 		return err
 	}
 	r.setDiskRole(role)

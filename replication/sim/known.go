@@ -28,20 +28,21 @@ func knownKinds() map[Kind]bool {
 		// go on through the peer) is the disk-failure work still to come.
 		JournalFail: true,
 		DiskFail:    true,
-		// A promotion decided on a stale view of the peer: a node whose
-		// link has not yet carried the peer's own promotion (a role change
-		// reaches the peer by reconnecting) accepts a promotion, and both
-		// end Primary while one still shows its dying link Connected
-		// ("split-brain": seeds 185, 208, 632, 797, 844 of 1-2000). The
-		// cure is a role change the peer agrees to over the link, as DRBD
-		// changes cluster-wide state in two phases.
-		Promote: true,
 		// A crash still finds, about once in 4000 schedules run 24 at
 		// once, a request never answered after Close (-with crash
 		// -wait-bitmap=false: seed 1265), and a split brain the Primary
 		// keeps StandAlone after the operator's word while the discarding
 		// Secondary waits Connecting (seed 5648); neither came back alone.
 		Crash: true,
+		// A power loss: a node now marks the records its peer holds past
+		// the seqs it may have lost (LostFrom; seed 4444 passes). Still
+		// open: a FLUSH made on the Primary after the link fell counts as
+		// durable on both in the model, while the peer then lost it in a
+		// power loss; promoted by force in a split brain and kept by the
+		// operator, the peer lacks it ("acked", -with promote,power-loss:
+		// seed 2290). A node restarted after a crash could come up
+		// Consistent, not UpToDate, as DRBD's does.
+		PowerLoss: true,
 	}
 }
 

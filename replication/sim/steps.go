@@ -284,6 +284,11 @@ func (r *runner) switchover() {
 	}
 	if err := r.setRole(s, wire.Primary, false); err != nil {
 		r.note("switchover: promote %s: %v", s.name, err)
+		// A peer that said yes too late counts s Primary until s's link
+		// is made again: the operator waits for that, and tries again.
+		r.waitFor(r.opt.Liveness, func(st [2]replication.Status) bool {
+			return st[r.primary].Peer.Role != "Primary" || st[r.primary].Peer.Connection != "Connected"
+		})
 		if err := r.setRole(p, wire.Primary, false); err != nil {
 			r.violate(InvHarness, "switchover: promote %s back: %v", p.name, err)
 			r.stopped = true
