@@ -122,6 +122,10 @@ func (l *link) handle(f wire.Frame, idle bool) error {
 		}
 	case wire.TypeSyncDone:
 		return l.res.syncDoneFrame(l, f.Body)
+	case wire.TypeReadRequest:
+		return l.answerRead(f.Body)
+	case wire.TypeReadReply:
+		return l.readReply(f.Body)
 	default:
 		return fmt.Errorf("%w: unexpected %s frame", ErrLinkDown, f.Type)
 	}
