@@ -67,7 +67,7 @@ func readRemote(in readInputs) bool {
 }
 
 // balancer counts the reads in flight on each disk and the reads the peer
-// served.
+// served (readPeer counts those).
 type balancer struct {
 	localPending, remotePending atomic.Int64
 	turn                        atomic.Uint64
@@ -112,6 +112,5 @@ func (r *Resource) readFromPeer(p []byte, off int64) bool {
 		r.log.Debug("read from the peer failed; reading the local disk", "off", off, "len", len(p), "err", err)
 		return false
 	}
-	b.remoteDone.Add(1)
 	return true
 }

@@ -321,7 +321,8 @@ func TestBitmapAnySet(t *testing.T) {
 }
 
 // TestReadPeerRefused: without a link readPeer fails at once with
-// ErrPeerCannotRead; a range off the disk fails too.
+// ErrPeerCannotRead; a range off the disk fails too. Only the read the
+// peer served counts in read_remote.
 func TestReadPeerRefused(t *testing.T) {
 	p := openPairWith(t, testSize, smallJournals, nil)
 	p.waitInSync(t)
@@ -331,6 +332,9 @@ func TestReadPeerRefused(t *testing.T) {
 	}
 	if err := p.primary.readPeer(buf, testSize-100); err == nil {
 		t.Fatal("a read past the end of the disk did not fail")
+	}
+	if n := p.primary.Status().Stats.ReadRemote; n != 1 {
+		t.Fatalf("read_remote %d after one read served by the peer", n)
 	}
 	p.primary.Disconnect()
 	until(t, "the link stayed", func() bool { return p.primary.currentLink() == nil })
