@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -437,5 +438,21 @@ func TestReadPeerLong(t *testing.T) {
 	want := append(data[100:testSize-8192], data[:4096]...)
 	if !bytes.Equal(got, want) {
 		t.Fatal("the long read differs from the peer's disk")
+	}
+}
+
+// TestReadPeerNotOffered: a peer whose Hello does not offer ServesReads
+// (a node without remote reads) is never sent a ReadRequest: readPeer
+// refuses at once and the link stays up.
+func TestReadPeerNotOffered(t *testing.T) {
+	fp := newFakePeer(t)
+	r := openPrimary(t, fp, ProtocolC, 5*time.Second)
+	until(t, "the fake peer never got UpToDate", func() bool { return r.Status().Peer.Disk == "UpToDate" })
+	err := r.readPeer(make([]byte, 4096), 0)
+	if !errors.Is(err, ErrPeerCannotRead) || !strings.Contains(err.Error(), "older version") {
+		t.Fatalf("a read from a peer that does not offer reads: %v", err)
+	}
+	if l := r.currentLink(); l == nil || l.isDown() {
+		t.Fatal("the link went down")
 	}
 }
