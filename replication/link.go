@@ -98,6 +98,8 @@ type link struct {
 	sumMu sync.Mutex
 	// roleAnswer carries the peer's RoleAnswer to askPrimary.
 	roleAnswer chan wire.RoleAnswer
+	// reads are this node's reads waiting for the peer's answer (readPeer).
+	reads peerReads
 
 	// Receiving side (the peer of a Primary): what to acknowledge.
 	lastRecv     uint64        // journal seq of the last record read; receiver only

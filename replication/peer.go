@@ -174,7 +174,7 @@ func (r *Resource) hello() wire.Hello {
 	// records take seqs without being journaled here).
 	h := wire.Hello{Resource: r.name, Size: uint64(r.size), NodeID: r.meta.NodeID, Role: r.role,
 		Disk: disk, Gen: r.meta.Gen, LastSeq: max(r.journal.LastSeq(), r.seqFloor.Load()),
-		LostFrom: r.meta.LostFrom}
+		LostFrom: r.meta.LostFrom, Flags: wire.ServesReads}
 	if r.meta.DiscardMyData {
 		h.Flags |= wire.DiscardMyData
 	}

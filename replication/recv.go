@@ -133,6 +133,10 @@ func (l *link) handle(f wire.Frame, idle bool) error {
 		case l.roleAnswer <- a:
 		default: // an answer nobody waits for: askPrimary gave up
 		}
+	case wire.TypeReadRequest:
+		return l.answerRead(f.Body)
+	case wire.TypeReadReply:
+		return l.readReply(f.Body)
 	default:
 		return fmt.Errorf("%w: unexpected %s frame", ErrLinkDown, f.Type)
 	}

@@ -85,6 +85,9 @@ type Config struct {
 	ResyncRate int64
 	// ObserveWrite, if set, is told how long each acknowledged write took.
 	ObserveWrite func(time.Duration)
+	// ReadBalancing says which disk serves reads (see ReadAt); zero is
+	// PreferLocal.
+	ReadBalancing ReadBalancing
 }
 
 // Resource is one replicated device. Its methods are safe for concurrent use.
@@ -147,6 +150,8 @@ type Resource struct {
 	// node's journal holds: acknowledged writes of a Primary, records
 	// journaled from the peer on a Secondary. Saved with the bitmap.
 	peerSeq atomic.Uint64
+	// bal counts reads for ReadAt's balancing.
+	bal balancer
 }
 
 // Open recovers the resource's journal onto its disk and makes it ready for I/O.
@@ -220,10 +225,6 @@ func (r *Resource) setResyncRate(rate int64) { r.resyncRate.Store(max(rate, 0)) 
 
 // Size is the device size in bytes.
 func (r *Resource) Size() (int64, error) { return r.size, nil }
-
-// ReadAt reads from the disk: a write is applied there before it is
-// acknowledged.
-func (r *Resource) ReadAt(p []byte, off int64) (int, error) { return r.disk.ReadAt(p, off) }
 
 // WriteAt journals and applies p at off.
 func (r *Resource) WriteAt(p []byte, off int64) (int, error) { return r.writeData(p, off, false) }

@@ -23,7 +23,8 @@
 //	Hello        1  magic "NBMH" u32, version u16, flags u16, node id u64,
 //	                size u64, role u8, disk u8, name length u8, 5 zero bytes,
 //	                gen current u64, gen bitmap u64, gen history 4*u64,
-//	                last seq u64, nonce [32], resource name (1-64 bytes); be
+//	                last seq u64, nonce [32], lost from u64, resource name
+//	                (1-64 bytes); be
 //	Auth         2  proof [32]: HMAC-SHA256, see Proof
 //	Refuse       3  reason u16 be, text (0-512 bytes)
 //	Ready        4  empty
@@ -34,6 +35,11 @@
 //	Barrier     17  seq u64 be
 //	Ack         18  seq u64 be, kind u8
 //	Records     19  records back to back, see RecordHeaderSize; le
+//	ReadRequest 20  id u64, offset u64, length u32; be; only to a peer
+//	                whose Hello has ServesReads
+//	ReadReply   21  id u64, status u8, data (with status 0 only); be
+//	RolePrimary 28  empty
+//	RoleAnswer  29  yes u8, text (0-200 bytes)
 //	SumRequest  32  first block u64, count u32; le
 //	Sums        33  first block u64, 16 bytes per block; le
 //	SyncStart   34  mode u8, full u8

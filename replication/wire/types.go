@@ -26,6 +26,9 @@ const (
 	// Roles: 28-31.
 	TypeRolePrimary Type = 28 // empty: the sender asks to become Primary, see RoleAnswer
 	TypeRoleAnswer  Type = 29 // the peer's answer to RolePrimary
+	// Remote reads (to a peer whose Hello carries ServesReads).
+	TypeReadRequest Type = 20 // id, offset, length: read the disk, see ReadRequest
+	TypeReadReply   Type = 21 // id, status, data: the answer, see ReadReply
 
 	// Resync: 32-63.
 	TypeSumRequest  Type = 32 // first block + count: send their checksums, see SumRequest
@@ -49,6 +52,8 @@ var typeNames = map[Type]string{
 	TypeRecords:     "records",
 	TypeRolePrimary: "role-primary",
 	TypeRoleAnswer:  "role-answer",
+	TypeReadRequest: "read-request",
+	TypeReadReply:   "read-reply",
 	TypeSumRequest:  "sum-request",
 	TypeSums:        "sums",
 	TypeSyncStart:   "sync-start",
