@@ -8,6 +8,7 @@ import (
 	"net"
 
 	"github.com/nbdmirror/nbdmirror/internal/netio"
+	"github.com/nbdmirror/nbdmirror/internal/tlspsk"
 )
 
 // TLSMode is how a Server offers TLS (NBD_OPT_STARTTLS), with nbdkit's
@@ -82,15 +83,33 @@ func (c *conn) startTLS(data []byte) error {
 	}
 	// The TLS layer reads through the poll reader, as the clear text
 	// did; the handshake deadline set on the socket bounds its handshake.
-	tc := tls.Server(pollConn{c.raw, c.pr}, c.srv.opts.TLS)
-	if err := tc.Handshake(); err != nil {
+	tc, how, err := c.tlsHandshake(pollConn{c.raw, c.pr})
+	if err != nil {
 		return fmt.Errorf("nbdserver: TLS handshake: %w", err)
 	}
 	c.nc, c.tlsUp = tc, true
 	c.srv.stats.tlsConnections.Add(1)
 	c.br = bufio.NewReaderSize(tc, handshakeBufferSize)
-	c.log.Debug("nbdserver: TLS up", "version", tls.VersionName(tc.ConnectionState().Version))
+	c.log.Debug("nbdserver: TLS up", "auth", how)
 	return nil
+}
+
+// tlsHandshake runs the server side of the TLS handshake over nc: with the
+// pre-shared keys if the server has them, else with crypto/tls. how says
+// which, for the log.
+func (c *conn) tlsHandshake(nc net.Conn) (tc net.Conn, how string, err error) {
+	if keys := c.srv.opts.TLSPSK; len(keys) > 0 {
+		pc := tlspsk.Server(nc, &tlspsk.Config{Keys: keys})
+		if err := pc.Handshake(); err != nil {
+			return nil, "", err
+		}
+		return pc, "PSK user " + pc.Identity() + ", TLS 1.3", nil
+	}
+	xc := tls.Server(nc, c.srv.opts.TLS)
+	if err := xc.Handshake(); err != nil {
+		return nil, "", err
+	}
+	return xc, "X.509, " + tls.VersionName(xc.ConnectionState().Version), nil
 }
 
 // pollConn is the socket with reads going through its PollReader.

@@ -1,14 +1,24 @@
 package nbdserver
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nbdmirror/nbdmirror/internal/testtools"
 	"github.com/nbdmirror/nbdmirror/internal/tlsdir"
+	"github.com/nbdmirror/nbdmirror/internal/tlspsk"
 	"github.com/nbdmirror/nbdmirror/internal/tlstest"
 	"github.com/nbdmirror/nbdmirror/nbdserver/nbdclient"
 )
@@ -182,4 +192,46 @@ func withServerName(cfg *tls.Config) *tls.Config {
 	cfg = cfg.Clone()
 	cfg.ServerName = "127.0.0.1"
 	return cfg
+}
+
+// TestTLSPSKNbdinfo: with pre-shared keys (nbdkit's --tls-psk), libnbd's
+// nbdinfo gets through with the right key and is refused with a wrong
+// key, an unknown user or no TLS.
+func TestTLSPSKNbdinfo(t *testing.T) {
+	testtools.Need(t, "nbdinfo")
+	key := bytes.Repeat([]byte{0x5a}, 32)
+	_, addr := startServer(t, Options{Backend: NewMemBackend(testSize), TLSMode: TLSRequire,
+		TLSPSK: tlspsk.Keys{"alice": key}})
+	pskFile := func(user string, key []byte) string {
+		f := filepath.Join(t.TempDir(), "keys.psk")
+		if err := os.WriteFile(f, []byte(user+":"+hex.EncodeToString(key)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	nbdinfo := func(uri string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "nbdinfo", "--size", uri).CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	uri := func(user, file string) string {
+		return fmt.Sprintf("nbds://%s@%s/disk?tls-psk-file=%s", user, addr, file)
+	}
+	out, err := nbdinfo(uri("alice", pskFile("alice", key)))
+	if err != nil || out != strconv.Itoa(testSize) {
+		t.Fatalf("nbdinfo with the key: %v\n%s", err, out)
+	}
+	wrong := bytes.Repeat([]byte{0xa5}, 32)
+	for name, u := range map[string]string{
+		"wrong key":    uri("alice", pskFile("alice", wrong)),
+		"unknown user": uri("bob", pskFile("bob", key)),
+		"no TLS":       "nbd://" + addr + "/disk",
+	} {
+		if out, err := nbdinfo(u); err == nil {
+			t.Errorf("%s: nbdinfo got through: %s", name, out)
+		} else {
+			t.Logf("%s: refused: %s", name, out)
+		}
+	}
 }
