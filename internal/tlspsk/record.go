@@ -229,7 +229,7 @@ func (c *Conn) sendAlert(code uint8) {
 
 // Read reads application data.
 func (c *Conn) Read(b []byte) (int, error) {
-	if err := c.Handshake(); err != nil {
+	if err := c.handshakeOnce(); err != nil {
 		return 0, err
 	}
 	c.rmu.Lock()
@@ -320,7 +320,7 @@ func (c *Conn) updateWriteKey() error {
 
 // Write writes application data.
 func (c *Conn) Write(b []byte) (int, error) {
-	if err := c.Handshake(); err != nil {
+	if err := c.handshakeOnce(); err != nil {
 		return 0, err
 	}
 	c.wmu.Lock()
@@ -332,6 +332,14 @@ func (c *Conn) Write(b []byte) (int, error) {
 		return 0, nil
 	}
 	return c.writeRecords(recordAppData, b)
+}
+
+// handshakeOnce is Handshake with no lock once it succeeded.
+func (c *Conn) handshakeOnce() error {
+	if c.established.Load() {
+		return nil
+	}
+	return c.Handshake()
 }
 
 // Close sends close_notify (waiting at most 5 seconds for the socket to
