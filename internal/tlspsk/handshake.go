@@ -73,6 +73,8 @@ func negotiate(ch *clientHello, keys Keys, retried bool) (choice, *hsError) {
 	switch {
 	case !slices.Contains(ch.versions, versionTLS13):
 		return choice{}, refuse(alertProtocolVersion, "the client does not offer TLS 1.3, which PSK needs here")
+	case !ch.nullCompression:
+		return choice{}, refuse(alertIllegalParameter, "the client offers compression, which TLS 1.3 forbids")
 	case !slices.Contains(ch.suites, suiteAES128GCMSHA256):
 		return choice{}, refuse(alertHandshakeFailure, "the client does not offer TLS_AES_128_GCM_SHA256")
 	case len(ch.identities) == 0:

@@ -48,6 +48,8 @@ type clientHello struct {
 	// computed over raw[:bindersAt].
 	bindersAt int
 	earlyData bool
+	// nullCompression: the compression methods are the one TLS 1.3 allows.
+	nullCompression bool
 }
 
 type keyShare struct {
@@ -138,6 +140,7 @@ func parseClientHello(msg []byte) (*clientHello, error) {
 	if !suites.done() || len(comp.b) == 0 || r.bad {
 		return nil, fmt.Errorf("%w: bad cipher suites or compression methods", errDecode)
 	}
+	ch.nullCompression = len(comp.b) == 1 && comp.b[0] == 0
 	if len(r.b) == 0 {
 		return ch, nil // no extensions: a TLS 1.2 client at most
 	}

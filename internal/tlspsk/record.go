@@ -137,7 +137,9 @@ func (c *Conn) readRecord() (byte, []byte, error) {
 		return 0, nil, fmt.Errorf("tlspsk: reading a record: %w", noEOF(err))
 	}
 	c.skip = headerLen + n
-	if c.in.aead == nil || typ == recordCCS {
+	// ChangeCipherSpec is never protected, and a client that could not
+	// take the server's flight may send its alert in the clear.
+	if c.in.aead == nil || typ == recordCCS || typ == recordAlert && n == 2 {
 		return typ, rec[headerLen:], nil
 	}
 	if typ != recordAppData || n < tagLen+1 {
