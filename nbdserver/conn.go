@@ -44,6 +44,8 @@ type conn struct {
 	hbuf   []byte // handshake replies being built; reader goroutine only
 	noZero bool   // client set NBD_FLAG_C_NO_ZEROES
 	tlsUp  bool   // STARTTLS succeeded; reader goroutine only
+	// tlsSock is the socket under the TLS layer, once STARTTLS began.
+	tlsSock *tlsSocket
 
 	// bytes bounds the READ and WRITE payload bytes of this connection
 	// between reading a request and freeing its reply (Options.
@@ -184,6 +186,7 @@ func (c *conn) setDeadline(t time.Time) {
 func (c *conn) growReadBuffer() {
 	var src io.Reader = c.pr
 	if c.tlsUp {
+		c.tlsSock.bufferReads()
 		src = c.nc
 	}
 	if n := c.br.Buffered(); n > 0 {
@@ -191,6 +194,17 @@ func (c *conn) growReadBuffer() {
 		src = io.MultiReader(bytes.NewReader(bytes.Clone(early)), src)
 	}
 	c.br = bufio.NewReaderSize(src, readBufferSize)
+}
+
+// buffered is how many bytes of the client's stream are already read: in
+// br and, with TLS, under the TLS layer (sealed: a little more than they
+// carry). A request whose bytes are there is not waited for. Reader only.
+func (c *conn) buffered() int {
+	n := c.br.Buffered()
+	if c.tlsUp {
+		n += c.tlsSock.buffered()
+	}
+	return n
 }
 
 // logEnd logs why a phase ended: quietly for a clean end, one line otherwise.

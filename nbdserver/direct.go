@@ -79,6 +79,11 @@ func (w *replyWriter) writeDirect(d *directState, rs []*request) {
 		d.g.add(r)
 	}
 	v := d.g.buffers()
+	if w.tls != nil {
+		w.finishTLS(rs, v)
+		d.g.reset() // the TLS layer copied v
+		return
+	}
 	n, err := netio.TryWritev(w.raw, &d.iov, v)
 	if w.finish(rs, v, n, d.g.n, err) || err != nil {
 		d.g.reset()
@@ -99,10 +104,45 @@ func (w *replyWriter) sendOne(r *request) {
 		bufs[1] = *r.payload
 		v, total = bufs[:2], total+len(bufs[1])
 	}
+	if w.tls != nil {
+		w.finishTLS(rs[:], v)
+		return
+	}
 	var iov [2]syscall.Iovec
 	iovs := iov[:0]
 	n, err := netio.TryWritev(w.raw, &iovs, v)
 	w.finish(rs[:], v, n, total, err)
+}
+
+// directTLSMax bounds the replies sent directly over TLS: encrypting them
+// takes the sender's time, and a reader that encrypts large read payloads
+// reads no requests meanwhile, while the writer goroutine would do it on
+// another core. Small replies (write acknowledgements, small reads) cost
+// less to encrypt than waking the writer.
+const directTLSMax = 16 << 10
+
+// replyBytes is the size of rs' replies.
+func replyBytes(rs []*request) int {
+	n := 0
+	for _, r := range rs {
+		n += replyHeaderSize
+		if r.payload != nil {
+			n += len(*r.payload)
+		}
+	}
+	return n
+}
+
+// finishTLS sends v, carrying rs, through the TLS layer without blocking
+// (tlsSocket.writeDirect) and ends the claimed write: what the socket did
+// not take stays in the socket's tail, for the writer goroutine to flush.
+func (w *replyWriter) finishTLS(rs []*request, v net.Buffers) {
+	done, err := w.tls.writeDirect(w.c.nc, v)
+	n := 0
+	if done {
+		n = 1
+	}
+	w.finish(rs, nil, n, 1, err)
 }
 
 // claim makes the caller the one writing if the writer goroutine is idle
@@ -110,7 +150,8 @@ func (w *replyWriter) sendOne(r *request) {
 func (w *replyWriter) claim(rs []*request) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.raw == nil || !w.idle || w.direct || len(w.queue) > 0 || len(w.prefix) > 0 || w.err != nil {
+	if w.raw == nil || !w.idle || w.direct || len(w.queue) > 0 || len(w.prefix) > 0 || w.tail || w.err != nil ||
+		w.tls != nil && replyBytes(rs) > directTLSMax {
 		w.queue = append(w.queue, rs...)
 		w.kick()
 		return false
@@ -132,7 +173,11 @@ func (w *replyWriter) finish(rs []*request, v net.Buffers, n, total int, err err
 		}
 		w.queue = append(w.queue, rs...) // dropped and freed by run
 	case n < total:
-		w.prefix = skip(v, n)
+		if w.tls != nil {
+			w.tail = true
+		} else {
+			w.prefix = skip(v, n)
+		}
 		w.prefixReqs = append([]*request(nil), rs...)
 	}
 	w.kick()

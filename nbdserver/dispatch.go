@@ -18,7 +18,7 @@ func (c *conn) readLoop() error {
 		if c.stopped() || !c.acquireSlot() {
 			return nil
 		}
-		if c.br.Buffered() < requestHeaderSize {
+		if c.buffered() < requestHeaderSize {
 			c.pushHeld() // about to wait for the client
 		}
 		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
@@ -110,7 +110,7 @@ func (c *conn) dispatch(r *request) error {
 func (c *conn) startAsync(r *request) {
 	c.ops.Add(1)
 	c.asyncWrites.Add(1)
-	last := c.br.Buffered() == 0
+	last := c.buffered() == 0
 	c.srv.async.WriteAsync(*r.payload, int64(r.off), r.flags&cmdFlagFUA != 0, last, func(err error) {
 		putPayload(r.payload)
 		r.payload = nil
@@ -131,7 +131,7 @@ func (c *conn) startAsync(r *request) {
 // readPayload reads a WRITE's data into a pooled buffer, or consumes and
 // drops it when the request is refused, so the stream stays in sync.
 func (c *conn) readPayload(r *request) error {
-	if c.br.Buffered() < int(r.length) {
+	if c.buffered() < int(r.length) {
 		c.pushHeld()
 	}
 	if r.errno != 0 {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nbdmirror/nbdmirror/internal/tlspsk"
 	"github.com/nbdmirror/nbdmirror/internal/tlstest"
 )
 
@@ -103,7 +104,8 @@ func (fakeAddr) Network() string { return "fake" }
 func (fakeAddr) String() string  { return "fake" }
 
 // FuzzNegotiationTLS feeds arbitrary client bytes to a server in each TLS
-// mode (the first byte picks it) and checks what it answered in the clear:
+// mode, with a certificate or with pre-shared keys (the first byte picks
+// which) and checks what it answered in the clear:
 // with "require", every option but STARTTLS and ABORT is refused with
 // NBD_REP_ERR_TLS_REQD and transmission never starts (the fuzzer cannot
 // finish a TLS handshake); with "on", nothing is refused for want of TLS;
@@ -112,7 +114,7 @@ func FuzzNegotiationTLS(f *testing.F) {
 	hello := func(mode, cflags byte) []byte { return []byte{mode, 0, 0, 0, cflags} }
 	startTLS := optionBytes(optStartTLS, nil)
 	goOpt := optionBytes(optGo, infoData("", infoBlockSize))
-	for mode := range byte(3) {
+	for mode := range byte(5) {
 		f.Add(append(hello(mode, 1), startTLS...))
 		f.Add(append(append(hello(mode, 1), goOpt...), startTLS...))
 		f.Add(append(append(hello(mode, 3), optionBytes(optList, nil)...), optionBytes(optAbort, nil)...))
@@ -128,21 +130,26 @@ func FuzzNegotiationTLS(f *testing.F) {
 	}
 	cfg := &tls.Config{Certificates: []tls.Certificate{pair}}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	var servers [3]*Server
-	for m := range servers {
-		o := Options{Name: "disk", Backend: NewMemBackend(64 << 10), Logger: quiet, TLSMode: TLSMode(m),
+	// Servers 0-2: off, on and require with a certificate; 3 and 4: on
+	// and require with pre-shared keys.
+	var servers [5]*Server
+	modes := [5]TLSMode{TLSOff, TLSOn, TLSRequire, TLSOn, TLSRequire}
+	for i := range servers {
+		o := Options{Name: "disk", Backend: NewMemBackend(64 << 10), Logger: quiet, TLSMode: modes[i],
 			HandshakeTimeout: -1}
-		if o.TLSMode != TLSOff {
+		switch {
+		case i >= 3:
+			o.TLSPSK = tlspsk.Keys{"alice": []byte("fuzz key")}
+		case o.TLSMode != TLSOff:
 			o.TLS = cfg
 		}
-		servers[m] = New(o)
+		servers[i] = New(o)
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if len(in) == 0 {
 			return
 		}
-		mode := TLSMode(in[0] % 3)
-		s := servers[mode]
+		mode, s := modes[in[0]%5], servers[in[0]%5]
 		before := s.Stats().Connections
 		out := &bytes.Buffer{}
 		done := make(chan struct{})

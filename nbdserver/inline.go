@@ -59,7 +59,7 @@ func (c *conn) inline(r *request) bool {
 		// Alone on the connection (its slot is the only one taken, nothing
 		// more has arrived), a FLUSH runs here: the reader has nothing else
 		// to do while it waits, and a goroutine would only add a hand-off.
-		return len(c.slots) == 1 && c.br.Buffered() == 0
+		return len(c.slots) == 1 && c.buffered() == 0
 	case cmdRead:
 		k = kindRead
 	case cmdWrite:

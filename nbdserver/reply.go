@@ -32,13 +32,15 @@ const (
 type replyWriter struct {
 	c    *conn
 	raw  syscall.RawConn // nil if the connection has no file descriptor
+	tls  *tlsSocket      // the socket under TLS, if STARTTLS made one
 	wake chan struct{}   // one token when the idle writer must look again
 	done chan struct{}   // closed when run returns
 
 	mu         sync.Mutex // guards the fields below
 	queue      []*request
 	prefix     net.Buffers // unsent tail of a direct write: goes out first
-	prefixReqs []*request  // replies in prefix, freed once it is sent
+	prefixReqs []*request  // replies in prefix (or tls's tail), freed once it is sent
+	tail       bool        // tls holds the unsent tail of a direct write
 	idle       bool        // run is waiting on wake
 	direct     bool        // the reader is writing; run must not
 	closed     bool        // no more pushes; exit once all is sent
@@ -58,6 +60,9 @@ func newReplyWriter(c *conn) *replyWriter {
 	if sc, ok := c.nc.(syscall.Conn); ok {
 		w.raw, _ = sc.SyscallConn()
 	}
+	if c.tlsUp {
+		w.tls, w.raw = c.tlsSock, c.tlsSock.raw
+	}
 	return w
 }
 
@@ -71,7 +76,7 @@ func (w *replyWriter) push(rs ...*request) {
 
 // kick wakes run if it is idle and has work. Called with w.mu held.
 func (w *replyWriter) kick() {
-	if w.idle && !w.direct && (len(w.queue) > 0 || len(w.prefix) > 0 || w.closed) {
+	if w.idle && !w.direct && (len(w.queue) > 0 || len(w.prefix) > 0 || w.tail || w.closed) {
 		w.idle = false
 		w.wake <- struct{}{}
 	}
@@ -91,7 +96,7 @@ func (w *replyWriter) run() {
 	defer close(w.done)
 	w.mu.Lock()
 	for {
-		for w.direct || len(w.queue) == 0 && len(w.prefix) == 0 {
+		for w.direct || len(w.queue) == 0 && len(w.prefix) == 0 && !w.tail {
 			if w.closed && !w.direct {
 				w.mu.Unlock()
 				return
@@ -101,14 +106,17 @@ func (w *replyWriter) run() {
 			<-w.wake
 			w.mu.Lock()
 		}
-		prefix, prefixReqs := w.prefix, w.prefixReqs
-		w.prefix, w.prefixReqs = nil, nil
+		prefix, prefixReqs, tail := w.prefix, w.prefixReqs, w.tail
+		w.prefix, w.prefixReqs, w.tail = nil, nil, false
 		w.batch, w.queue = w.queue, w.batch[:0]
 		w.mu.Unlock()
 		if len(prefix) > 0 {
 			w.write(&prefix)
-			w.c.release(prefixReqs)
 		}
+		if tail {
+			w.flushTail()
+		}
+		w.c.release(prefixReqs)
 		w.send(w.batch)
 		clear(w.batch)
 		w.mu.Lock()
@@ -158,6 +166,23 @@ func (w *replyWriter) write(v *net.Buffers) {
 			w.fail(err)
 			return
 		}
+	}
+}
+
+// flushTail sends what the socket did not take of a direct write over TLS.
+func (w *replyWriter) flushTail() {
+	w.mu.Lock()
+	err := w.err
+	w.mu.Unlock()
+	if err != nil {
+		return
+	}
+	if timeout := w.c.srv.opts.ReplyTimeout; timeout > 0 {
+		w.c.raw.SetWriteDeadline(time.Now().Add(timeout))
+		defer w.c.raw.SetWriteDeadline(time.Time{})
+	}
+	if err := w.tls.flush(); err != nil {
+		w.fail(fmt.Errorf("nbdserver: sending replies: %w", err))
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/semaphore"
+
+	"github.com/nbdmirror/nbdmirror/internal/tlspsk"
 )
 
 // Defaults for Options fields left zero.
@@ -56,9 +58,13 @@ type Options struct {
 	// DefaultReplyTimeout; negative means no limit.
 	ReplyTimeout time.Duration
 	// TLSMode says whether clients may or must use STARTTLS; TLS is the
-	// configuration of its handshake, required unless TLSMode is TLSOff.
+	// configuration of its handshake, or TLSPSK the pre-shared keys (one of
+	// them is required unless TLSMode is TLSOff). With TLSPSK the handshake
+	// is TLS 1.3 with an external PSK and no certificates (nbdkit's
+	// --tls-psk); TLS is then not used.
 	TLSMode TLSMode
 	TLS     *tls.Config
+	TLSPSK  tlspsk.Keys
 	// HandshakeTimeout bounds the whole negotiation phase of a connection.
 	// Zero means DefaultHandshakeTimeout; negative means no limit.
 	HandshakeTimeout time.Duration
@@ -103,13 +109,13 @@ type Server struct {
 }
 
 // New returns a Server for o. It panics if o.Backend is nil, or if
-// o.TLSMode asks for TLS without o.TLS.
+// o.TLSMode asks for TLS without o.TLS or o.TLSPSK.
 func New(o Options) *Server {
 	if o.Backend == nil {
 		panic("nbdserver: Options.Backend is nil")
 	}
-	if o.TLSMode != TLSOff && o.TLS == nil {
-		panic("nbdserver: Options.TLSMode " + o.TLSMode.String() + " without Options.TLS")
+	if o.TLSMode != TLSOff && o.TLS == nil && len(o.TLSPSK) == 0 {
+		panic("nbdserver: Options.TLSMode " + o.TLSMode.String() + " without Options.TLS or Options.TLSPSK")
 	}
 	o = o.withDefaults()
 	s := &Server{

@@ -10,24 +10,24 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nbdmirror/nbdmirror/internal/testcert"
+	"github.com/nbdmirror/nbdmirror/internal/tlstest"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
 // peerTLS returns the link TLS configuration of a node whose certificate,
 // signed by ca, names it mine, and which expects its peer to be peer.
-func peerTLS(t testing.TB, ca *testcert.CA, mine, peer string) *tls.Config {
+func peerTLS(t testing.TB, ca *tlstest.CA, mine, peer string) *tls.Config {
 	t.Helper()
-	cert, err := ca.Issue(mine)
+	cert, err := ca.IssuePeer(mine)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return PeerTLSConfig(cert, ca.Pool(), peer)
 }
 
-func newCA(t testing.TB, name string) *testcert.CA {
+func newCA(t testing.TB, name string) *tlstest.CA {
 	t.Helper()
-	ca, err := testcert.NewCA(name)
+	ca, err := tlstest.New(name)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,6 +34,8 @@ func serveFlagNames(t *testing.T) []string {
 func configSamples(dir string) map[string][2]string {
 	secret := filepath.Join(dir, "secret")
 	os.WriteFile(secret, []byte("config-test-secret\n"), 0o600)
+	psk := filepath.Join(dir, "keys.psk")
+	os.WriteFile(psk, []byte("alice:0123456789abcdef0123456789abcdef\n"), 0o600)
 	q := func(s string) [2]string { return [2]string{fmt.Sprintf("%q", s), s} }
 	return map[string][2]string{
 		"name": q("r1"), "disk": q(filepath.Join(dir, "d.img")), "size": q("1M"),
@@ -47,7 +49,7 @@ func configSamples(dir string) map[string][2]string {
 		"etcd-prefix": q("/x"), "lease-ttl": q("3s"), "etcd-ca": q(filepath.Join(dir, "ca.pem")),
 		"etcd-cert": q(filepath.Join(dir, "c.pem")), "etcd-key": q(filepath.Join(dir, "k.pem")),
 		"on-lost-lease": q("io-error"),
-		"tls":           q("require"), "tls-certificates": q(tlsDir(dir)), "tls-verify-peer": {"true", ""},
+		"tls":           q("require"), "tls-certificates": q(tlsDir(dir)), "tls-verify-peer": {"true", ""}, "tls-psk": q(psk),
 		"max-inflight-bytes": q("64M"), "max-connections": q("7"), "handshake-limit": q("3s"),
 		"nbd-reply-timeout":     q("9s"),
 		"peer-tls-certificates": q(tlsDir(dir)), "peer-name": q("node-b"), "pprof": {"true", ""},
@@ -82,9 +84,8 @@ func TestConfigRoundTripsEveryServeFlag(t *testing.T) {
 		t.Fatalf("found only the flags %v in serve's usage", names)
 	}
 	for _, name := range names {
-		// secondary excludes primary: below; tls-psk is refused at start
-		// (TestConfigTLSPSKRefused).
-		if name == "config" || name == "help" || name == "secondary" || name == "tls-psk" {
+		// secondary excludes primary: below.
+		if name == "config" || name == "help" || name == "secondary" {
 			continue
 		}
 		s, ok := samples[name]
@@ -167,15 +168,5 @@ func TestConfigBadLine(t *testing.T) {
 				t.Fatalf("want one line with %q, got:\n%s", c.want, out)
 			}
 		})
-	}
-}
-
-// TestConfigTLSPSKRefused: tls-psk in a config file is refused as the flag
-// is.
-func TestConfigTLSPSKRefused(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "serve.toml")
-	os.WriteFile(path, []byte("disk = \"x.img\"\ntls-psk = \"k.psk\"\n"), 0o600)
-	if _, err := parseServeFlags([]string{"--config", path}, io.Discard); err == nil || !strings.Contains(err.Error(), "PSK") {
-		t.Fatalf("tls-psk in a config file: %v", err)
 	}
 }

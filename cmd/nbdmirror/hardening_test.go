@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nbdmirror/nbdmirror/internal/testcert"
+	"github.com/nbdmirror/nbdmirror/internal/tlstest"
 )
 
 // timeoutCtl bounds a command a test runs to the end.
@@ -119,7 +119,7 @@ func TestControlSocketIsPrivate(t *testing.T) {
 // TestPrivateFilesTooOpen: a secret file or a TLS key that group or others
 // may read is refused at start, with a message saying so and what to do.
 func TestPrivateFilesTooOpen(t *testing.T) {
-	ca, err := testcert.NewCA("CA")
+	ca, err := tlstest.New("CA")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +128,7 @@ func TestPrivateFilesTooOpen(t *testing.T) {
 	os.WriteFile(secret, []byte(pairSecret), 0o644)
 	os.Chmod(secret, 0o644)
 	keyDir := filepath.Join(dir, "tls")
-	if err := ca.WriteDir(keyDir, "127.0.0.1"); err != nil {
+	if err := ca.WritePeerDir(keyDir, "127.0.0.1"); err != nil {
 		t.Fatal(err)
 	}
 	os.Chmod(filepath.Join(keyDir, "server-key.pem"), 0o640)

@@ -10,13 +10,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nbdmirror/nbdmirror/internal/testcert"
+	"github.com/nbdmirror/nbdmirror/internal/tlstest"
 )
 
 // newTestCA makes a CA for a test.
-func newTestCA(t *testing.T, name string) *testcert.CA {
+func newTestCA(t *testing.T, name string) *tlstest.CA {
 	t.Helper()
-	ca, err := testcert.NewCA(name)
+	ca, err := tlstest.New(name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,10 +25,10 @@ func newTestCA(t *testing.T, name string) *testcert.CA {
 
 // peerTLSDir writes a --peer-tls-certificates directory signed by ca for a
 // node on loopback (the name each node expects of its peer, from --peer).
-func peerTLSDir(t *testing.T, ca *testcert.CA) string {
+func peerTLSDir(t *testing.T, ca *tlstest.CA) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "tls")
-	if err := ca.WriteDir(dir, "127.0.0.1"); err != nil {
+	if err := ca.WritePeerDir(dir, "127.0.0.1"); err != nil {
 		t.Fatal(err)
 	}
 	return dir

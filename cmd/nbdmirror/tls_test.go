@@ -210,15 +210,34 @@ func libnbdHome(t *testing.T, dir string) string {
 	return home
 }
 
-// TestTLSPSKRefused: --tls-psk is refused at start with the reason.
-func TestTLSPSKRefused(t *testing.T) {
-	psk := filepath.Join(t.TempDir(), "keys.psk")
-	os.WriteFile(psk, []byte("alice:0123456789abcdef0123456789abcdef\n"), 0o600)
-	out, err := runCmdErr(time.Minute, binary, "serve", "--disk", filepath.Join(t.TempDir(), "d.img"), "--size", "16M",
-		"--tls", "require", "--tls-psk", psk)
-	if err == nil || !strings.Contains(out, "pre-shared keys is not supported") {
-		t.Fatalf("--tls-psk: %v\n%s", err, out)
+// TestTLSPSKExport: with --tls-psk (nbdkit's PSK file) nbdinfo reaches the
+// export with the key of its user and is refused with another key or
+// without TLS; a PSK file that others may read is refused at start.
+func TestTLSPSKExport(t *testing.T) {
+	needTools(t, "nbdinfo")
+	dir := t.TempDir()
+	write := func(name, text string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
 	}
+	const key = "0123456789abcdef0123456789abcdef"
+	loose := write("loose.psk", "alice:"+key+"\n", 0o644)
+	out, err := runCmdErr(time.Minute, binary, "serve", "--disk", filepath.Join(dir, "d.img"), "--size", "16M",
+		"--tls", "require", "--tls-psk", loose)
+	if err == nil || !strings.Contains(out, "chmod 600") {
+		t.Fatalf("--tls-psk with a file others may read: %v\n%s", err, out)
+	}
+	n := newNode(t, "64M", "--primary", "--tls", "require", "--tls-psk", write("keys.psk", "alice:"+key+"\n", 0o600))
+	n.start()
+	uri := func(file string) string { return fmt.Sprintf("nbds://alice@%s/r0?tls-psk-file=%s", n.nbd, file) }
+	if out := runCmd(t, time.Minute, "nbdinfo", "--size", uri(write("alice.psk", "alice:"+key+"\n", 0o600))); strings.TrimSpace(out) != "67108864" {
+		t.Fatalf("nbdinfo with the key:\n%s", out)
+	}
+	refused(t, "another key", "nbdinfo", uri(write("wrong.psk", "alice:"+strings.Repeat("ab", 16)+"\n", 0o600)))
+	refused(t, "no TLS", "nbdinfo", n.uri())
 }
 
 func lastLine(s string) string {

@@ -36,6 +36,7 @@ var packages = map[string]string{
 	"mkfs.ext4":   "e2fsprogs",
 	"e2fsck":      "e2fsprogs",
 	"ss":          "iproute2",
+	"gnutls-cli":  "gnutls-bin",
 }
 
 // Required reports whether a missing tool fails a test instead of skipping

@@ -1,10 +1,13 @@
 // Package tlstest makes throwaway X.509 certificates for tests and the
-// bench: a CA, and server and client certificates it signs, written as the
-// files internal/tlsdir (and nbdkit, qemu, libnbd) read.
+// bench: a CA (ECDSA P-256, valid for a day), and server, client and peer
+// certificates it signs, written as the files internal/tlsdir (and nbdkit,
+// qemu, libnbd) read.
 //
 //	ca := tlstest.NewCA(t, "test CA")
 //	dir := ca.Dir(t)              // ca-cert.pem, server-*.pem for 127.0.0.1 and localhost, client-*.pem
 //	cdir := ca.ClientDir(t, nil)  // ca-cert.pem, client-*.pem: what a client reads
+//	err := ca.WritePeerDir(d, "127.0.0.1", "node-a") // a peer link's --peer-tls-certificates
+//	cert, err := ca.IssuePeer("node-b")              // a tls.Certificate for both ends
 //
 // The functions without a testing.TB (New, IssuePEM, WriteDir, ...) return
 // errors instead.
@@ -14,6 +17,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -75,23 +79,55 @@ func NewCA(t testing.TB, name string) *CA {
 // IssuePEM returns a certificate for name and its key, both PEM: a server
 // certificate valid for 127.0.0.1, ::1 and localhost, or a client one.
 func (ca *CA) IssuePEM(name string, server bool) (certPEM, keyPEM []byte, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
 	tmpl := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		Subject:     pkix.Name{CommonName: name},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
 	if server {
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 		tmpl.DNSNames = []string{"localhost"}
 		tmpl.IPAddresses = append([]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, ca.ServerIPs...)
 	}
+	return ca.issue(tmpl)
+}
+
+// IssuePeerPEM returns a certificate and its key, both PEM, good for both
+// ends of a connection (server and client auth), as each node of a peer
+// link is: valid for names (DNS names or IP addresses), the first of them
+// also its common name.
+func (ca *CA) IssuePeerPEM(names ...string) (certPEM, keyPEM []byte, err error) {
+	tmpl := &x509.Certificate{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	if len(names) > 0 {
+		tmpl.Subject.CommonName = names[0]
+	}
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, n)
+		}
+	}
+	return ca.issue(tmpl)
+}
+
+// IssuePeer is IssuePeerPEM as a tls.Certificate.
+func (ca *CA) IssuePeer(names ...string) (tls.Certificate, error) {
+	c, k, err := ca.IssuePeerPEM(names...)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.X509KeyPair(c, k)
+}
+
+// issue signs tmpl, given its names and uses, with a fresh key.
+func (ca *CA) issue(tmpl *x509.Certificate) (certPEM, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl.SerialNumber = serial()
+	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour)
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
 		return nil, nil, err
@@ -112,6 +148,13 @@ func (ca *CA) Issue(t testing.TB, name string, server bool) (certPEM, keyPEM []b
 		t.Fatal(err)
 	}
 	return c, k
+}
+
+// Pool is a certificate pool holding only the CA.
+func (ca *CA) Pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(ca.cert)
+	return p
 }
 
 // CertPEM is the CA's certificate.
@@ -135,6 +178,21 @@ func (ca *CA) WriteDir(dir string) error {
 		{"server-cert.pem", sc, 0o644}, {"server-key.pem", sk, 0o600},
 		{"client-cert.pem", cc, 0o644}, {"client-key.pem", ck, 0o600},
 	})
+}
+
+// WritePeerDir fills dir (made if missing, mode 0700) as a peer link's
+// --peer-tls-certificates reads it: ca-cert.pem, and server-cert.pem with
+// server-key.pem (mode 0600) from IssuePeerPEM(names...).
+func (ca *CA) WritePeerDir(dir string, names ...string) error {
+	c, k, err := ca.IssuePeerPEM(names...)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return writeFiles(dir, []file{{"ca-cert.pem", ca.CertPEM(), 0o644},
+		{"server-cert.pem", c, 0o644}, {"server-key.pem", k, 0o600}})
 }
 
 // Dir is WriteDir into a fresh directory of the test, whose path it returns.
