@@ -10,9 +10,15 @@ import (
 // resyncState is the progress of a resync on either side; Resource.mu guards it.
 type resyncState struct {
 	source, target bool
-	tail           bool  // the source replays its journal's tail
-	total, done    int64 // bytes
-	started        time.Time
+	tail           bool // the source replays its journal's tail
+	// total is the whole gap, known so far: what the tail or the
+	// bitmap held when the pass began, and what writers added to a tail
+	// since; done is what the peer acknowledged. Both grow over the passes
+	// of one link's resync.
+	total, done int64 // bytes
+	base        int64 // total before the pass under way
+	started     time.Time
+	meter       rateMeter // done's rate
 }
 
 // startSync begins what the decision asks for on a new link. The source
@@ -48,11 +54,13 @@ func (r *Resource) runSource(l *link, d Decision) error {
 		}
 		r.mu.Lock()
 		r.resync.tail = false
+		r.resync.beginPass(r.oos.bytes())
 		r.mu.Unlock()
 		l.queue(wire.AppendSyncStart(nil, wire.SyncStart{Mode: wire.SyncBitmap})) // marks the tail did not cover
 	} else {
 		r.mu.Lock()
 		r.resync.tail = false
+		r.resync.beginPass(r.oos.bytes()) // this node's marks; the peer's come next
 		r.mu.Unlock()
 		l.queue(wire.AppendSyncStart(nil, wire.SyncStart{Mode: wire.SyncBitmap, Full: d.Full}))
 	}
@@ -76,7 +84,7 @@ func (r *Resource) resyncLoop(l *link) error {
 		return ErrLinkDown
 	}
 	r.mu.Lock()
-	r.resync.total = r.resync.done + r.oos.bytes()
+	r.resync.total = r.resync.base + r.oos.bytes() // the peer's marks too, before any is cleared
 	r.mu.Unlock()
 	pace := newPacer(r.resyncRate.Load())
 	buf := make([]byte, tune.maxRun*RegionSize)
@@ -144,7 +152,7 @@ func (r *Resource) sendRun(l *link, reg int64, buf []byte) (int64, error) {
 			r.oos.clear(reg + i)
 		}
 		r.mu.Lock()
-		r.resync.done += n
+		r.resync.add(n, time.Now())
 		r.mu.Unlock()
 	})
 	if !sent {
@@ -183,7 +191,7 @@ func (r *Resource) resyncMarks() {
 		r.log.Error("saving metadata", "err", err)
 	}
 	if _, ok := has[StartSync](acts); ok {
-		r.resync.total, r.resync.done, r.resync.started = 0, 0, time.Now()
+		r.resync.restart(time.Now())
 		r.log.Info("regions were marked while connected: another resync pass", "out_of_sync_bytes", r.oos.bytes())
 		r.startSync(l, Decision{Outcome: SyncSource})
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
@@ -20,6 +21,7 @@ func (r *Resource) tailLoop(l *link, from uint64) error {
 		return err
 	}
 	defer rd.Close()
+	counted := r.countTail(from)
 	carried := newBitmap(r.size)
 	last := from - 1
 	pace := newPacer(r.resyncRate.Load())
@@ -41,9 +43,11 @@ func (r *Resource) tailLoop(l *link, from uint64) error {
 		last = rec.Seq
 		carried.mark(rec.Offset, int64(rec.RawLen))
 		off, n := rec.Offset, int64(rec.RawLen)
-		r.mu.Lock()
-		r.resync.total += n
-		r.mu.Unlock()
+		if rec.Seq > counted { // written since the tail was counted
+			r.mu.Lock()
+			r.resync.total += n
+			r.mu.Unlock()
+		}
 		r.order.Lock()
 		sent := l.sendRecord(&rec, false, func(acked bool, _ wire.AckKind) {
 			if !acked {
@@ -51,7 +55,7 @@ func (r *Resource) tailLoop(l *link, from uint64) error {
 				return
 			}
 			r.mu.Lock()
-			r.resync.done += n
+			r.resync.add(n, time.Now())
 			r.mu.Unlock()
 		})
 		r.order.Unlock()
@@ -65,6 +69,22 @@ func (r *Resource) tailLoop(l *link, from uint64) error {
 			return err
 		}
 	}
+}
+
+// countTail starts a tail pass whose total is every byte the tail from
+// seq from writes, read from the journal's record headers, and returns the
+// last seq counted. If they cannot be read, the total grows as the tail is
+// read.
+func (r *Resource) countTail(from uint64) (counted uint64) {
+	bytes, last, err := r.journal.TailBytes(from)
+	if err != nil {
+		r.log.Warn("counting the journal tail", "from", from, "err", err)
+		bytes, last = 0, from-1
+	}
+	r.mu.Lock()
+	r.resync.beginPass(bytes)
+	r.mu.Unlock()
+	return last
 }
 
 // goLive ends the catch-up if the tail read so far reaches the journal's
