@@ -43,14 +43,15 @@ func (m *rateMeter) note(now time.Time, done int64) {
 
 // estimate is the rate at now: the average so far, with the step under
 // way counted once it is long enough (so that a stall shows), or that
-// step's own rate before any step ended.
+// step's own rate before any step ended; 0 (unknown) for meterStep/5
+// after the first note.
 func (m rateMeter) estimate(now time.Time, done int64) float64 {
 	if m.at.IsZero() {
 		return 0
 	}
 	if m.rate == 0 {
-		if dt := now.Sub(m.at).Seconds(); dt > 0 {
-			return float64(done-m.base) / dt
+		if dt := now.Sub(m.at); dt >= meterStep/5 {
+			return float64(done-m.base) / dt.Seconds()
 		}
 		return 0
 	}
@@ -70,17 +71,10 @@ func (s *resyncState) beginPass(bytes int64) {
 	s.total = s.base + bytes
 }
 
-// startMeter starts the rate's measure at the resync's start, if it has
-// not begun.
-func (s *resyncState) startMeter() {
-	if s.meter.at.IsZero() && !s.started.IsZero() {
-		s.meter.note(s.started, 0)
-	}
-}
-
-// add counts n bytes the peer acknowledged.
+// add counts n bytes the peer acknowledged. The rate is measured from the
+// first acknowledgement on: the handshake, the bitmaps' exchange and the
+// first record's round trip before it are not the rate of the transfer.
 func (s *resyncState) add(n int64, now time.Time) {
-	s.startMeter()
 	s.done += n
 	s.meter.note(now, s.done)
 }
@@ -88,7 +82,6 @@ func (s *resyncState) add(n int64, now time.Time) {
 // progressAt is the progress at now: done never above total, the rate as
 // measured lately, the ETA at that rate.
 func (s resyncState) progressAt(now time.Time) ResyncStatus {
-	s.startMeter()
 	p := ResyncStatus{TotalBytes: max(s.total, s.done), DoneBytes: s.done}
 	p.BytesPerSec = max(s.meter.estimate(now, s.done), 0)
 	if p.BytesPerSec > 0 && p.TotalBytes > p.DoneBytes {

@@ -37,20 +37,24 @@ func TestResyncProgress(t *testing.T) {
 		total int64
 		steps []progressStep
 	}{
-		{"the first ack", 400 * MiB, []progressStep{
-			{at: 100 * time.Millisecond, ack: 4 * MiB, rate: 40, eta: 9.9},
-			{at: 2500 * time.Millisecond, rate: 1.6, eta: 247.5}, // no ack since: the rate falls
+		{"the first acks", 400 * MiB, []progressStep{
+			{at: 100 * time.Millisecond, ack: 4 * MiB, rate: 0, eta: 0}, // the rate is measured from here
+			{at: 110 * time.Millisecond, ack: 4 * MiB, rate: 0, eta: 0}, // too soon to tell
+			{at: 200 * time.Millisecond, ack: 4 * MiB, rate: 80, eta: 4.85},
+			{at: 2500 * time.Millisecond, rate: 3.33, eta: 116.4}, // no ack since: the rate falls
 		}},
 		{"steady 40 MiB/s", 400 * MiB, acksEvery(0, 25, 100*time.Millisecond, 4*MiB, 40, 7.5)},
 		{"slows from 40 to 10 MiB/s", 400 * MiB, append(acksEvery(0, 20, 100*time.Millisecond, 4*MiB, 40, 8),
 			acksEvery(2*time.Second, 80, 100*time.Millisecond, MiB, 10, 24)...)},
 		{"stalls", 100 * MiB, []progressStep{
-			{at: 500 * time.Millisecond, ack: 10 * MiB, rate: 20, eta: 4.5},
-			{at: time.Second, ack: 10 * MiB, rate: 20, eta: 4},
-			{at: 5 * time.Second, rate: 2.7, eta: 29.6},
+			{at: 0, ack: 10 * MiB, rate: 0, eta: 0},
+			{at: 500 * time.Millisecond, ack: 10 * MiB, rate: 20, eta: 4},
+			{at: time.Second, ack: 10 * MiB, rate: 20, eta: 3.5},
+			{at: 5 * time.Second, rate: 2.7, eta: 25.9},
 		}},
 		{"done past a total not raised yet", 4 * MiB, []progressStep{
-			{at: time.Second, ack: 8 * MiB, rate: 8, eta: 0},
+			{at: 0, ack: 4 * MiB, rate: 0, eta: 0},
+			{at: time.Second, ack: 4 * MiB, rate: 4, eta: 0},
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
