@@ -83,6 +83,9 @@ type Config struct {
 	AfterSplitBrain AfterSplitBrain
 	// ResyncRate caps resync traffic in bytes per second; zero is no cap.
 	ResyncRate int64
+	// ResyncMinRate is the rate a resync slows to, in bytes per second,
+	// while the application does I/O (see pace.go); zero never slows.
+	ResyncMinRate int64
 	// ObserveWrite, if set, is told how long each acknowledged write took.
 	ObserveWrite func(time.Duration)
 }
@@ -128,6 +131,7 @@ type Resource struct {
 	wg   sync.WaitGroup
 
 	writes       atomic.Uint64 // write, trim and zero records acknowledged
+	reads        atomic.Uint64 // ReadAt calls: with writes, tells a resync the application is busy
 	bytesWritten atomic.Uint64 // raw bytes those records covered
 	replRecv     atomic.Uint64 // raw bytes received from the peer
 	// linkPolled and linkSlept count the links' reads that polled for
@@ -216,7 +220,10 @@ func (r *Resource) Size() (int64, error) { return r.size, nil }
 
 // ReadAt reads from the disk: a write is applied there before it is
 // acknowledged.
-func (r *Resource) ReadAt(p []byte, off int64) (int, error) { return r.disk.ReadAt(p, off) }
+func (r *Resource) ReadAt(p []byte, off int64) (int, error) {
+	r.reads.Add(1)
+	return r.disk.ReadAt(p, off)
+}
 
 // WriteAt journals and applies p at off.
 func (r *Resource) WriteAt(p []byte, off int64) (int, error) { return r.writeData(p, off, false) }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/nbdmirror/nbdmirror/journal"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
@@ -16,30 +17,32 @@ import (
 // sync is announced as for a bitmap resync. A record the link loses before
 // the peer acknowledged it marks its region again.
 func (r *Resource) tailLoop(l *link, from uint64) error {
-	rd, err := r.journal.NewReader(from)
+	recs, stop, err := r.readTail(from) // keeps the tail's segments
 	if err != nil {
 		return err
 	}
-	defer rd.Close()
+	defer stop()
 	counted := r.countTail(from)
 	carried := newBitmap(r.size)
 	last := from - 1
-	pace := newPacer(r.resyncRate.Load())
+	pace := r.newPacer(true)
 	for {
-		rec, err := rd.Next()
-		if errors.Is(err, io.EOF) {
+		var it tailItem
+		select {
+		case it = <-recs:
+		case <-l.closed:
+			return ErrLinkDown
+		}
+		switch {
+		case it.err != nil:
+			return it.err
+		case it.eof:
 			if r.goLive(l, last, carried) {
 				return nil
 			}
-			// Appended, not yet in the segment: wait until it is.
-			if err := r.journal.AwaitWritten(last+1, l.closed); err != nil {
-				return err
-			}
 			continue
 		}
-		if err != nil {
-			return err
-		}
+		rec := it.rec
 		last = rec.Seq
 		carried.mark(rec.Offset, int64(rec.RawLen))
 		off, n := rec.Offset, int64(rec.RawLen)
@@ -69,6 +72,60 @@ func (r *Resource) tailLoop(l *link, from uint64) error {
 			return err
 		}
 	}
+}
+
+// tailItem is a record of the journal's tail, or its current end (eof),
+// or the error that ended the reading.
+type tailItem struct {
+	rec journal.Record
+	eof bool
+	err error
+}
+
+// readTail starts reading the journal from seq from ahead of the sender:
+// up to tune.tailReadAhead records wait. At the journal's end it says so,
+// then waits for the next record to be written. stop ends the reading.
+func (r *Resource) readTail(from uint64) (recs <-chan tailItem, stop func(), err error) {
+	rd, err := r.journal.NewReader(from)
+	if err != nil {
+		return nil, nil, err
+	}
+	ch := make(chan tailItem, tune.tailReadAhead)
+	quit, done := make(chan struct{}), make(chan struct{})
+	put := func(it tailItem) bool {
+		select {
+		case ch <- it:
+			return true
+		case <-quit:
+			return false
+		}
+	}
+	go func() {
+		defer close(done)
+		defer rd.Close()
+		last := from - 1
+		for {
+			rec, err := rd.Next()
+			if errors.Is(err, io.EOF) {
+				if !put(tailItem{eof: true}) {
+					return
+				}
+				// Appended, not yet in the segment: wait until it is.
+				if err = r.journal.AwaitWritten(last+1, quit); err == nil {
+					continue
+				}
+			}
+			if err != nil {
+				put(tailItem{err: err})
+				return
+			}
+			last = rec.Seq
+			if !put(tailItem{rec: rec}) {
+				return
+			}
+		}
+	}()
+	return ch, func() { close(quit); <-done }, nil
 }
 
 // countTail starts a tail pass whose total is every byte the tail from
