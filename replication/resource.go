@@ -88,6 +88,9 @@ type Config struct {
 	ResyncMinRate int64
 	// ObserveWrite, if set, is told how long each acknowledged write took.
 	ObserveWrite func(time.Duration)
+	// ObserveStage, if set, is told how long each stage of a write took
+	// (see observe.go). It must not block.
+	ObserveStage func(stage string, d time.Duration)
 }
 
 // Resource is one replicated device. Its methods are safe for concurrent use.
@@ -169,6 +172,7 @@ func Open(c Config) (*Resource, error) {
 		RetainBytes:        c.JournalRetain,
 		CheckpointInterval: c.CheckpointInterval,
 		Logger:             c.Logger,
+		Observe:            c.journalObserver(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("replication: open %s: %w", c.Name, err)
@@ -325,11 +329,12 @@ func (r *Resource) appendAsync(rec *journal.Record, fua, here bool, then func(er
 		l.localBusy.Add(1)
 		q.busy = l
 	}
-	jseq := r.journal.AppendLater(*rec, fua, nil, q.localResult)
+	jseq := r.journal.AppendLater(*rec, fua, r.journalWritten(start), q.localResult)
 	sent := l != nil && l.sendRecord(rec, fua, func(acked bool, kind wire.AckKind) {
 		if acked {
 			storeMax(&r.peerSeq, jseq)
 			l.settle()
+			r.observeSince(stagePeer, start)
 		}
 		q.peerResult(acked, kind)
 	})
@@ -379,6 +384,7 @@ const seqGap = 1 << 32
 // journal sync here (group commit) and a barrier on the peer, in parallel.
 // The disks themselves are synced at checkpoints.
 func (r *Resource) Sync() error {
+	start := time.Now()
 	q := newRequest(r, 0, 0, nil)
 	r.order.Lock()
 	l := r.currentLink()
@@ -395,6 +401,7 @@ func (r *Resource) Sync() error {
 	if err := q.wait(); err != nil {
 		return fmt.Errorf("replication: %s: sync: %w", r.name, err)
 	}
+	r.observeSince(stageFlush, start)
 	return nil
 }
 

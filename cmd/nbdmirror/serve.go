@@ -449,7 +449,7 @@ func (d *daemon) openStorage() (err error) {
 		PeerTLS: d.cfg.peerTLS, HandshakeLimit: d.cfg.nbdSec.handshake,
 		PeerPoll:     d.cfg.peerPoll,
 		ObserveWrite: d.metrics.observe, ResyncRate: d.cfg.resyncRate,
-		ResyncMinRate:   d.cfg.resyncMinRate,
+		ResyncMinRate: d.cfg.resyncMinRate, ObserveStage: d.stageObserver(),
 		AfterSplitBrain: replication.AfterSplitBrain(d.cfg.afterSB),
 	})
 	if err != nil {
