@@ -13,7 +13,7 @@ import (
 
 // defaultWorkloads are the job files of testdata/fio run without --workloads.
 const defaultWorkloads = "randwrite-4k-qd1,randwrite-4k-qd32,randread-4k-qd32," +
-	"seqwrite-1m-qd8,randwrite-4k-qd1-fsync,randwrite-4k-qd32-compressible"
+	"seqwrite-1m-qd8,seqwrite-1m-qd8-endfsync,randwrite-4k-qd1-fsync,randwrite-4k-qd32-compressible"
 
 // config is what the command line asks for.
 type config struct {
@@ -39,7 +39,7 @@ func parseFlags(args []string, root string, stderr io.Writer) (config, error) {
 	systemsFlag := fs.String("systems", defaultSystems, "systems to run, comma-separated (known: "+systemNames()+")")
 	workloadsFlag := fs.String("workloads", defaultWorkloads, "fio job files of testdata/fio to run, without .fio")
 	reps := fs.Int("reps", 3, "repetitions of every workload on every system")
-	runtime := seconds(6 * time.Second) // 5 systems x 6 workloads x 3 reps stay under 20 minutes
+	runtime := seconds(6 * time.Second) // 5 systems x 7 workloads x 3 reps stay under 25 minutes
 	ramp := seconds(2 * time.Second)
 	fs.Var(&runtime, "runtime", "measured time of each fio run (seconds, or a duration like 500ms)")
 	fs.Var(&ramp, "ramp", "fio ramp time before measuring (seconds, or a duration)")

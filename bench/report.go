@@ -73,6 +73,40 @@ func writeTable(w io.Writer, r *Results) {
 	}
 }
 
+// writeSummaryTable prints one row per workload and one column per
+// system: the median IOPS (MiB/s for a 1 MiB stream) with the p50 and
+// p99.9 completion latencies.
+func writeSummaryTable(w io.Writer, r *Results) {
+	systems := r.Params.Systems
+	fmt.Fprintf(w, "| workload: IOPS or MiB/s (p50 / p99.9) | %s |\n|%s\n", strings.Join(systems, " | "),
+		strings.Repeat("---|", len(systems)+1))
+	for _, wl := range r.Params.Workloads {
+		cols := []string{wl}
+		for _, sys := range systems {
+			cols = append(cols, summaryCell(r.Cells, wl, sys))
+		}
+		writeRow(w, cols)
+	}
+}
+
+// summaryCell is one system's figures for one workload in the summary.
+func summaryCell(cells []*Cell, workload, system string) string {
+	for _, c := range cells {
+		if c.Workload != workload || c.System != system {
+			continue
+		}
+		if c.Good == 0 {
+			return "failed"
+		}
+		m, rate := c.Median, fmtCount(c.Median.IOPS)
+		if strings.HasPrefix(workload, "seq") {
+			rate = fmtMiB(m.MiBps) + " MiB/s"
+		}
+		return fmt.Sprintf("%s (%s / %s)", rate, fmtUs(m.P50us), fmtUs(m.P999us))
+	}
+	return "-"
+}
+
 func writeRow(w io.Writer, cols []string) {
 	fmt.Fprintf(w, "| %s |\n", strings.Join(cols, " | "))
 }
@@ -185,8 +219,10 @@ func writeMarkdown(w io.Writer, r *Results) {
 		"carried the I/O; flush is the latency of the FLUSH after each write. CPU is the user+system "+
 		"time of the server processes per GiB read or written. Ratio rows are system / baseline "+
 		"on the medians (for latencies and CPU, lower is better).\n\n")
+	writeSummaryTable(w, r)
+	fmt.Fprintf(w, "\nIn full:\n\n")
 	writeTable(w, r)
-	writeResyncTable(w, r.Resyncs)
+	writeResyncTable(w, r.Resyncs, r.Device)
 	writeDeviceLine(w, r.Device)
 }
 

@@ -7,25 +7,33 @@ import (
 	"io"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 )
 
 // A resync measurement: a pair (protocol C) whose Secondary is disconnected
 // while the Primary writes, then reconnected; the time from connect until
-// nothing is out of sync gives the resync throughput. With the default
-// journal retention, 1 GiB written apart is beyond the journal: the bitmap
-// drives the resync. 192 MiB stays within it: the journal's tail does.
+// nothing is out of sync gives the resync throughput, reported against the
+// device's O_DIRECT write rate (both nodes share the one device). With the
+// default journal retention, 1 GiB written apart is beyond the journal:
+// the bitmap drives the resync. With a journal that retains 1.25 GiB, the
+// journal's tail does.
 type resyncKind struct {
 	name  string
 	bytes int64    // written while apart
 	fio   []string // how the data looks
+	serve []string // flags of both nodes
+	mode  string   // the mode the resync should take: "journal tail" or "bitmap"
 }
 
 var resyncKinds = []resyncKind{
-	{"bitmap, compressible", 1 << 30, []string{"--buffer_compress_percentage=50", "--refill_buffers", "--buffer_compress_chunk=4k"}},
-	{"bitmap, random", 1 << 30, []string{"--refill_buffers"}},
-	{"journal tail, random", 192 << 20, []string{"--refill_buffers"}},
+	{"bitmap, compressible", 1 << 30, []string{"--buffer_compress_percentage=50", "--refill_buffers", "--buffer_compress_chunk=4k"},
+		nil, "bitmap"},
+	{"bitmap, random", 1 << 30, []string{"--refill_buffers"}, nil, "bitmap"},
+	{"journal tail, random", 1 << 30, []string{"--refill_buffers"},
+		[]string{"--journal-size", "3G", "--journal-retain", "1280M"}, "journal tail"},
 }
 
 // ResyncResult is one kind's measurements.
@@ -36,7 +44,10 @@ type ResyncResult struct {
 	WireBytes  []int64   `json:"resync_wire_bytes"`
 	MedianMiBs float64   `json:"median_mib_per_s"`
 	WireRatio  float64   `json:"wire_over_raw"`
-	Errors     []string  `json:"errors,omitempty"`
+	// Modes is how each run resynced, as the SyncSource's status said:
+	// "journal tail" while its peer stayed Consistent, else "bitmap".
+	Modes  []string `json:"modes,omitempty"`
+	Errors []string `json:"errors,omitempty"`
 }
 
 // resyncs measures every kind reps times on the pair-C images.
@@ -53,14 +64,18 @@ func (b *bench) resyncs(ctx context.Context) []*ResyncResult {
 		}
 		res := &ResyncResult{Kind: k.name, Bytes: k.bytes}
 		for rep := 1; rep <= b.cfg.reps && ctx.Err() == nil; rep++ {
-			secs, wire, err := b.resyncOnce(ctx, s, k)
+			secs, wire, mode, err := b.resyncOnce(ctx, s, k)
 			if err != nil {
 				res.Errors = append(res.Errors, err.Error())
 				logf("resync %s rep %d: %v", k.name, rep, err)
 				continue
 			}
 			res.Seconds, res.WireBytes = append(res.Seconds, secs), append(res.WireBytes, wire)
-			logf("resync %s rep %d: %.1f MiB/s, %d bytes on the wire", k.name, rep, float64(k.bytes)/secs/(1<<20), wire)
+			res.Modes = append(res.Modes, mode)
+			if mode != k.mode {
+				res.Errors = append(res.Errors, fmt.Sprintf("rep %d resynced by %s, not %s", rep, mode, k.mode))
+			}
+			logf("resync %s rep %d: %.1f MiB/s by %s, %d bytes on the wire", k.name, rep, float64(k.bytes)/secs/(1<<20), mode, wire)
 		}
 		if len(res.Seconds) > 0 {
 			res.MedianMiBs = float64(k.bytes) / median(res.Seconds) / (1 << 20)
@@ -71,42 +86,48 @@ func (b *bench) resyncs(ctx context.Context) []*ResyncResult {
 	return out
 }
 
-func (b *bench) resyncOnce(ctx context.Context, s system, k resyncKind) (float64, int64, error) {
+// resyncOnce measures one resync of k: its seconds, its bytes on the wire
+// and its mode.
+func (b *bench) resyncOnce(ctx context.Context, s system, k resyncKind) (float64, int64, string, error) {
 	dropCaches()
-	l := &launch{ctx: ctx, dir: b.sysDir(s), images: b.images(s), bin: b.bin}
+	l := &launch{ctx: ctx, dir: b.sysDir(s), images: b.images(s), bin: b.bin, extra: k.serve}
 	defer l.stop()
 	uri, err := s.start(l)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, "", err
 	}
 	syscall.Sync() // as in a turn: the initial full sync is not written back during the measurement
 	primary, secondary := filepath.Join(l.dir, "nbdmirror-0.sock"), filepath.Join(l.dir, "nbdmirror-1.sock")
 	if err := b.ctl(secondary, "disconnect"); err != nil {
-		return 0, 0, err
+		return 0, 0, "", err
 	}
 	args := append([]string{"--name=apart", "--ioengine=nbd", "--uri=" + uri, "--rw=write", "--bs=1M",
 		"--iodepth=8", fmt.Sprintf("--size=%d", k.bytes), "--output=" + filepath.Join(l.dir, "apart.json")}, k.fio...)
 	if out, err := exec.CommandContext(ctx, "fio", args...).CombinedOutput(); err != nil {
-		return 0, 0, fmt.Errorf("fio: %v: %s", err, lastLines(string(out), 5))
+		return 0, 0, "", fmt.Errorf("fio: %v: %s", err, lastLines(string(out), 5))
 	}
 	before, err := b.status(primary)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, "", err
 	}
 	start := time.Now()
 	if err := b.ctl(secondary, "connect"); err != nil {
-		return 0, 0, err
+		return 0, 0, "", err
 	}
+	mode := "bitmap"
 	for {
 		st, err := b.status(primary)
 		if err != nil {
-			return 0, 0, err
+			return 0, 0, "", err
+		}
+		if st.Peer.Replication == "SyncSource" && st.Peer.Disk == "Consistent" {
+			mode = "journal tail" // the target stays Consistent only for a tail
 		}
 		if st.Peer.Connection == "Connected" && st.Peer.Replication == "Established" && st.Stats.OutOfSync == 0 {
-			return time.Since(start).Seconds(), st.Stats.ResyncWire - before.Stats.ResyncWire, nil
+			return time.Since(start).Seconds(), st.Stats.ResyncWire - before.Stats.ResyncWire, mode, nil
 		}
 		if time.Since(start) > 10*time.Minute || ctx.Err() != nil {
-			return 0, 0, fmt.Errorf("resync not done after %v", time.Since(start).Round(time.Second))
+			return 0, 0, "", fmt.Errorf("resync not done after %v", time.Since(start).Round(time.Second))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -117,6 +138,7 @@ type pairStatus struct {
 	Peer struct {
 		Connection  string `json:"connection"`
 		Replication string `json:"replication"`
+		Disk        string `json:"disk"`
 	} `json:"peer"`
 	Stats struct {
 		OutOfSync  int64 `json:"out_of_sync_bytes"`
@@ -140,14 +162,26 @@ func (b *bench) ctl(sock, cmd string) error {
 	return nil
 }
 
-// writeResyncTable prints the resync results as markdown.
-func writeResyncTable(w io.Writer, rs []*ResyncResult) {
+// writeResyncTable prints the resync results as markdown, each against
+// the device's O_DIRECT write rate when it was measured.
+func writeResyncTable(w io.Writer, rs []*ResyncResult, dev *DeviceResult) {
 	if len(rs) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "\n| resync (pair, protocol C) | written apart | MiB/s (median) | runs (s) | wire / raw |\n|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "\n| resync (pair, protocol C) | written apart | MiB/s (median) | of the device | runs (s) | wire / raw | by |\n"+
+		"|---|---|---|---|---|---|---|\n")
 	for _, r := range rs {
-		fmt.Fprintf(w, "| %s | %s | %.0f | %v | %.3f |\n", r.Kind, fmtSize(r.Bytes), r.MedianMiBs, roundAll(r.Seconds), r.WireRatio)
+		ofDevice := "-"
+		if dev != nil && dev.MedianMiBs > 0 && r.MedianMiBs > 0 {
+			ofDevice = fmtRatio(r.MedianMiBs / dev.MedianMiBs)
+		}
+		fmt.Fprintf(w, "| %s | %s | %.0f | %s | %v | %.3f | %s |\n", r.Kind, fmtSize(r.Bytes), r.MedianMiBs, ofDevice,
+			roundAll(r.Seconds), r.WireRatio, strings.Join(slices.Compact(slices.Clone(r.Modes)), ", "))
+	}
+	for _, r := range rs {
+		for _, e := range r.Errors {
+			fmt.Fprintf(w, "\n- resync %s: %s\n", r.Kind, e)
+		}
 	}
 }
 

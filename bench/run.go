@@ -274,8 +274,11 @@ func (b *bench) report(start time.Time, stamp string) error {
 	if err != nil {
 		return err
 	}
+	writeSummaryTable(os.Stdout, r)
+	fmt.Println()
 	writeTable(os.Stdout, r)
-	writeResyncTable(os.Stdout, r.Resyncs)
+	writeResyncTable(os.Stdout, r.Resyncs, r.Device)
+	writeDeviceLine(os.Stdout, r.Device)
 	for _, n := range b.notes {
 		fmt.Printf("\nnote: %s\n", n)
 	}

@@ -109,6 +109,9 @@ type launch struct {
 	images []string
 	bin    string // the nbdmirror binary, when it was built
 	procs  []*proc
+	// extra are flags for every nbdmirror serve of the launch (a resync
+	// measurement's journal size).
+	extra []string
 	// fioHome, for a TLS system, is the home directory fio runs with:
 	// its .pki/libnbd holds the client certificate.
 	fioHome string
@@ -282,6 +285,7 @@ func startPair(proto string, withTLS bool, primary ...string) func(l *launch) (s
 				"--disk", l.images[i], "--nbd-listen", nbd[i], "--control", sock, role,
 				"--peer-listen", peer[i], "--peer", peer[1-i], "--secret-file", secret,
 				"--protocol", proto, "--metrics-listen", metrics[i]}, extra[i]...)
+			args = append(args, l.extra...)
 			if err := l.serve(name, nbd[i], []string{sock}, args...); err != nil {
 				return "", err
 			}

@@ -55,7 +55,9 @@ func (j *Journal) applyInline(b *batch) bool {
 // last completes them. A checkpoint marker syncs the disk after the whole
 // batch, once the batch is synced in the journal.
 func (j *Journal) applyBatch(a *applier, b *batch) {
+	t := j.clock()
 	j.holdForDiskSync(a, b)
+	j.observe(StageApplyWait, t)
 	var ckpt func(uint64, error)
 	for i := 0; i < len(b.items); {
 		it := &b.items[i]
@@ -67,7 +69,9 @@ func (j *Journal) applyBatch(a *applier, b *batch) {
 			continue
 		}
 		run := b.items[i : i+contiguous(b.items[i:])]
+		t := j.clock()
 		err := j.applyRun(a, run)
+		j.observe(StageApply, t)
 		for k := range run {
 			if it := &run[k]; !it.fua || err != nil { // FUA: completed once synced
 				it.done(it.rec.Seq, err)

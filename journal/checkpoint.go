@@ -74,7 +74,9 @@ func (j *Journal) checkpoint() error {
 	j.ckptMu.Lock()
 	defer j.ckptMu.Unlock()
 	if j.LastSeq() > j.ckptSeq.Load() {
+		t := j.clock()
 		seq, err := j.checkpointDisk()
+		j.observe(StageCheckpoint, t)
 		if err != nil {
 			return err
 		}

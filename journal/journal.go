@@ -152,10 +152,12 @@ func (j *Journal) append(r Record, fua bool, written func(), done func(seq uint6
 	j.mu.Lock()
 	if j.full(n) {
 		j.st.stalls.Add(1)
+		t := j.clock()
 		for j.full(n) {
 			j.kickCheckpoint()
 			j.space.Wait()
 		}
+		j.observe(StageStall, t)
 	}
 	if err := j.seqFor(&r); err != nil {
 		j.mu.Unlock()

@@ -47,6 +47,9 @@ type Options struct {
 	CheckpointInterval time.Duration
 	// Logger receives recovery and failure reports; nil means slog.Default().
 	Logger *slog.Logger
+	// Observe, if set, is told how long each step of a Stage took. It runs
+	// on the journal's goroutines and must not block.
+	Observe func(Stage, time.Duration)
 
 	// Knobs that only tests turn:
 	//

@@ -215,7 +215,10 @@ func (j *Journal) takeLocked(b *batch) {
 // applies it, see applyInline) and syncs the segment if b needs it.
 func (j *Journal) writeBatch(b *batch) {
 	if b.records {
-		if err := j.writeRecords(b); err != nil {
+		t := j.clock()
+		err := j.writeRecords(b)
+		j.observe(StageWrite, t)
+		if err != nil {
 			j.failBatch(b, err)
 			return
 		}
@@ -328,7 +331,9 @@ func (j *Journal) undoWrite(b *batch, err error) error {
 func (j *Journal) syncBatch(b *batch, applied bool) {
 	var err error
 	if j.w.dirty {
+		t := j.clock()
 		err = j.w.f.Sync()
+		j.observe(StageSync, t)
 		j.st.syncs.Add(1)
 		if err != nil {
 			err = fmt.Errorf("journal: sync segment %s: %w", j.w.seg.name, err)

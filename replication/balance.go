@@ -78,6 +78,7 @@ type balancer struct {
 // Config.ReadBalancing says; a write is applied to the disk here, and
 // received by the peer, before it is acknowledged.
 func (r *Resource) ReadAt(p []byte, off int64) (int, error) {
+	r.reads.Add(1) // application I/O: a resync yields to it
 	if r.cfg.ReadBalancing != PreferLocal && r.cfg.ReadBalancing != "" && r.readFromPeer(p, off) {
 		return len(p), nil
 	}

@@ -83,11 +83,17 @@ type Config struct {
 	AfterSplitBrain AfterSplitBrain
 	// ResyncRate caps resync traffic in bytes per second; zero is no cap.
 	ResyncRate int64
+	// ResyncMinRate is the rate a resync slows to, in bytes per second,
+	// while the application does I/O (see pace.go); zero never slows.
+	ResyncMinRate int64
 	// ObserveWrite, if set, is told how long each acknowledged write took.
 	ObserveWrite func(time.Duration)
 	// ReadBalancing says which disk serves reads (see ReadAt); zero is
 	// PreferLocal.
 	ReadBalancing ReadBalancing
+	// ObserveStage, if set, is told how long each stage of a write took
+	// (see observe.go). It must not block.
+	ObserveStage func(stage string, d time.Duration)
 }
 
 // Resource is one replicated device. Its methods are safe for concurrent use.
@@ -132,6 +138,7 @@ type Resource struct {
 	wg   sync.WaitGroup
 
 	writes       atomic.Uint64 // write, trim and zero records acknowledged
+	reads        atomic.Uint64 // ReadAt calls: with writes, tells a resync the application is busy
 	bytesWritten atomic.Uint64 // raw bytes those records covered
 	replRecv     atomic.Uint64 // raw bytes received from the peer
 	// linkPolled and linkSlept count the links' reads that polled for
@@ -171,6 +178,7 @@ func Open(c Config) (*Resource, error) {
 		RetainBytes:        c.JournalRetain,
 		CheckpointInterval: c.CheckpointInterval,
 		Logger:             c.Logger,
+		Observe:            c.journalObserver(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("replication: open %s: %w", c.Name, err)
@@ -326,11 +334,12 @@ func (r *Resource) appendAsync(rec *journal.Record, fua, here bool, then func(er
 		l.localBusy.Add(1)
 		q.busy = l
 	}
-	jseq := r.journal.AppendLater(*rec, fua, nil, q.localResult)
+	jseq := r.journal.AppendLater(*rec, fua, r.journalWritten(start), q.localResult)
 	sent := l != nil && l.sendRecord(rec, fua, func(acked bool, kind wire.AckKind) {
 		if acked {
 			storeMax(&r.peerSeq, jseq)
 			l.settle()
+			r.observeSince(stagePeer, start)
 		}
 		q.peerResult(acked, kind)
 	})
@@ -380,6 +389,7 @@ const seqGap = 1 << 32
 // journal sync here (group commit) and a barrier on the peer, in parallel.
 // The disks themselves are synced at checkpoints.
 func (r *Resource) Sync() error {
+	start := time.Now()
 	q := newRequest(r, 0, 0, nil)
 	r.order.Lock()
 	l := r.currentLink()
@@ -396,6 +406,7 @@ func (r *Resource) Sync() error {
 	if err := q.wait(); err != nil {
 		return fmt.Errorf("replication: %s: sync: %w", r.name, err)
 	}
+	r.observeSince(stageFlush, start)
 	return nil
 }
 

@@ -110,16 +110,7 @@ func (r *Resource) Status() Status {
 	return st
 }
 
-func (s resyncState) progress() ResyncStatus {
-	p := ResyncStatus{TotalBytes: s.total, DoneBytes: s.done}
-	if secs := time.Since(s.started).Seconds(); secs > 0 {
-		p.BytesPerSec = float64(s.done) / secs
-	}
-	if p.BytesPerSec > 0 && s.total > s.done {
-		p.ETASeconds = float64(s.total-s.done) / p.BytesPerSec
-	}
-	return p
-}
+func (s resyncState) progress() ResyncStatus { return s.progressAt(time.Now()) }
 
 // ErrRefused is a control command this node will not carry out now.
 var ErrRefused = errors.New("replication: refused")

@@ -10,9 +10,15 @@ import (
 // resyncState is the progress of a resync on either side; Resource.mu guards it.
 type resyncState struct {
 	source, target bool
-	tail           bool  // the source replays its journal's tail
-	total, done    int64 // bytes
-	started        time.Time
+	tail           bool // the source replays its journal's tail
+	// total is the whole gap, known so far: what the tail or the
+	// bitmap held when the pass began, and what writers added to a tail
+	// since; done is what the peer acknowledged. Both grow over the passes
+	// of one link's resync.
+	total, done int64 // bytes
+	base        int64 // total before the pass under way
+	started     time.Time
+	meter       rateMeter // done's rate
 }
 
 // startSync begins what the decision asks for on a new link. The source
@@ -48,11 +54,13 @@ func (r *Resource) runSource(l *link, d Decision) error {
 		}
 		r.mu.Lock()
 		r.resync.tail = false
+		r.resync.beginPass(r.oos.bytes())
 		r.mu.Unlock()
 		l.queue(wire.AppendSyncStart(nil, wire.SyncStart{Mode: wire.SyncBitmap})) // marks the tail did not cover
 	} else {
 		r.mu.Lock()
 		r.resync.tail = false
+		r.resync.beginPass(r.oos.bytes()) // this node's marks; the peer's come next
 		r.mu.Unlock()
 		l.queue(wire.AppendSyncStart(nil, wire.SyncStart{Mode: wire.SyncBitmap, Full: d.Full}))
 	}
@@ -66,9 +74,12 @@ func (r *Resource) runSource(l *link, d Decision) error {
 
 // resyncLoop waits for the target's bitmap, then sends every out-of-sync
 // region once. A region's bit is cleared when the peer acknowledges it.
-// Each run of regions is read and queued under Resource.order after the
-// journal has applied everything before it, so no write can slip between
-// the read and the send and be overwritten on the peer by older data.
+// Runs of regions are read from the disk and compressed ahead of their
+// send (see readRuns), and up to tune.resyncWindow bytes of them are in
+// flight to the peer, so that both disks and the link stay busy. Each run
+// is queued under Resource.order, after a check that no write was appended
+// since it was read: no write can slip between the read and the send and
+// be overwritten on the peer by older data.
 func (r *Resource) resyncLoop(l *link) error {
 	select {
 	case <-l.peerBitmap:
@@ -76,20 +87,23 @@ func (r *Resource) resyncLoop(l *link) error {
 		return ErrLinkDown
 	}
 	r.mu.Lock()
-	r.resync.total = r.resync.done + r.oos.bytes()
+	r.resync.total = r.resync.base + r.oos.bytes() // the peer's marks too, before any is cleared
 	r.mu.Unlock()
-	pace := newPacer(r.resyncRate.Load())
+	pace := r.newPacer(false)
+	runs, stop := r.readAhead(l)
+	defer stop()
 	buf := make([]byte, tune.maxRun*RegionSize)
-	for reg := r.oos.next(0); reg >= 0; {
-		if l.isDown() {
-			return ErrLinkDown
+	for run := range runs {
+		if run.err != nil {
+			return run.err
 		}
-		n, err := r.sendRun(l, reg, buf)
-		if err != nil {
+		if err := r.sendRun(l, run, buf); err != nil {
 			return err
 		}
-		pace.wait(n, l.closed)
-		reg = r.oos.next(reg + (n+RegionSize-1)/RegionSize)
+		pace.wait(run.n, l.closed)
+		if err := l.waitLag(tune.resyncWindow); err != nil {
+			return err
+		}
 	}
 	return r.finishSource(l)
 }
@@ -111,32 +125,21 @@ func (r *Resource) finishSource(l *link) error {
 	return nil
 }
 
-// sendRun sends the run of marked regions that starts at reg as one record
-// and returns its length in bytes.
-func (r *Resource) sendRun(l *link, reg int64, buf []byte) (int64, error) {
-	// The region is read from the disk once every earlier write reached it.
-	// Most of that wait is done without order, so that writers do not
-	// queue behind a long apply backlog (a Primary that wrote alone at
-	// full speed has one); under order only what was queued meanwhile is
-	// left, and no write is appended.
-	if err := r.journal.AwaitApplied(r.journal.LastSeq(), l.closed); err != nil {
-		return 0, err
-	}
+// sendRun sends a run of marked regions, read ahead, as one record. If a
+// write was appended since the run was read, it is read again (rereadRun).
+func (r *Resource) sendRun(l *link, run *runRead, buf []byte) error {
+	defer run.rec.Release()
 	r.order.Lock()
 	defer r.order.Unlock()
-	if err := r.journal.AwaitApplied(r.journal.LastSeq(), l.closed); err != nil {
-		return 0, err
+	if r.journal.LastSeq() != run.asOf {
+		if err := r.rereadRun(l, run, buf); err != nil {
+			return err
+		}
 	}
-	regions := max(r.oos.run(reg, tune.maxRun), 1)
-	off := reg * RegionSize
-	n := min(regions*RegionSize, r.size-off)
-	if _, err := r.disk.ReadAt(buf[:n], off); err != nil {
-		return 0, err
-	}
-	rec := r.comp.Write(off, buf[:n])
+	rec := &run.rec
 	rec.Seq = r.allocSeq()
-	defer rec.Release()
-	sent := l.sendRecord(&rec, false, func(acked bool, _ wire.AckKind) {
+	reg, regions, n := run.reg, run.regions, run.n
+	sent := l.sendRecord(rec, false, func(acked bool, _ wire.AckKind) {
 		if !acked {
 			return // the bit stays: a later resync sends the region
 		}
@@ -144,15 +147,15 @@ func (r *Resource) sendRun(l *link, reg int64, buf []byte) (int64, error) {
 			r.oos.clear(reg + i)
 		}
 		r.mu.Lock()
-		r.resync.done += n
+		r.resync.add(n, time.Now())
 		r.mu.Unlock()
 	})
 	if !sent {
-		return 0, ErrLinkDown
+		return ErrLinkDown
 	}
 	l.send(false)
 	r.resyncWire.Add(uint64(wire.RecordHeaderSize + len(rec.Payload)))
-	return n, nil
+	return nil
 }
 
 // markLoop starts a resync pass whenever regions are marked while the
@@ -183,7 +186,7 @@ func (r *Resource) resyncMarks() {
 		r.log.Error("saving metadata", "err", err)
 	}
 	if _, ok := has[StartSync](acts); ok {
-		r.resync.total, r.resync.done, r.resync.started = 0, 0, time.Now()
+		r.resync.restart(time.Now())
 		r.log.Info("regions were marked while connected: another resync pass", "out_of_sync_bytes", r.oos.bytes())
 		r.startSync(l, Decision{Outcome: SyncSource})
 	}

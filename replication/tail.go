@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
+	"github.com/nbdmirror/nbdmirror/journal"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
@@ -15,35 +17,40 @@ import (
 // sync is announced as for a bitmap resync. A record the link loses before
 // the peer acknowledged it marks its region again.
 func (r *Resource) tailLoop(l *link, from uint64) error {
-	rd, err := r.journal.NewReader(from)
+	recs, stop, err := r.readTail(from) // keeps the tail's segments
 	if err != nil {
 		return err
 	}
-	defer rd.Close()
+	defer stop()
+	counted := r.countTail(from)
 	carried := newBitmap(r.size)
 	last := from - 1
-	pace := newPacer(r.resyncRate.Load())
+	pace := r.newPacer(true)
 	for {
-		rec, err := rd.Next()
-		if errors.Is(err, io.EOF) {
+		var it tailItem
+		select {
+		case it = <-recs:
+		case <-l.closed:
+			return ErrLinkDown
+		}
+		switch {
+		case it.err != nil:
+			return it.err
+		case it.eof:
 			if r.goLive(l, last, carried) {
 				return nil
 			}
-			// Appended, not yet in the segment: wait until it is.
-			if err := r.journal.AwaitWritten(last+1, l.closed); err != nil {
-				return err
-			}
 			continue
 		}
-		if err != nil {
-			return err
-		}
+		rec := it.rec
 		last = rec.Seq
 		carried.mark(rec.Offset, int64(rec.RawLen))
 		off, n := rec.Offset, int64(rec.RawLen)
-		r.mu.Lock()
-		r.resync.total += n
-		r.mu.Unlock()
+		if rec.Seq > counted { // written since the tail was counted
+			r.mu.Lock()
+			r.resync.total += n
+			r.mu.Unlock()
+		}
 		r.order.Lock()
 		sent := l.sendRecord(&rec, false, func(acked bool, _ wire.AckKind) {
 			if !acked {
@@ -51,7 +58,7 @@ func (r *Resource) tailLoop(l *link, from uint64) error {
 				return
 			}
 			r.mu.Lock()
-			r.resync.done += n
+			r.resync.add(n, time.Now())
 			r.mu.Unlock()
 		})
 		r.order.Unlock()
@@ -65,6 +72,76 @@ func (r *Resource) tailLoop(l *link, from uint64) error {
 			return err
 		}
 	}
+}
+
+// tailItem is a record of the journal's tail, or its current end (eof),
+// or the error that ended the reading.
+type tailItem struct {
+	rec journal.Record
+	eof bool
+	err error
+}
+
+// readTail starts reading the journal from seq from ahead of the sender:
+// up to tune.tailReadAhead records wait. At the journal's end it says so,
+// then waits for the next record to be written. stop ends the reading.
+func (r *Resource) readTail(from uint64) (recs <-chan tailItem, stop func(), err error) {
+	rd, err := r.journal.NewReader(from)
+	if err != nil {
+		return nil, nil, err
+	}
+	ch := make(chan tailItem, tune.tailReadAhead)
+	quit, done := make(chan struct{}), make(chan struct{})
+	put := func(it tailItem) bool {
+		select {
+		case ch <- it:
+			return true
+		case <-quit:
+			return false
+		}
+	}
+	go func() {
+		defer close(done)
+		defer rd.Close()
+		last := from - 1
+		for {
+			rec, err := rd.Next()
+			if errors.Is(err, io.EOF) {
+				if !put(tailItem{eof: true}) {
+					return
+				}
+				// Appended, not yet in the segment: wait until it is.
+				if err = r.journal.AwaitWritten(last+1, quit); err == nil {
+					continue
+				}
+			}
+			if err != nil {
+				put(tailItem{err: err})
+				return
+			}
+			last = rec.Seq
+			if !put(tailItem{rec: rec}) {
+				return
+			}
+		}
+	}()
+	return ch, func() { close(quit); <-done }, nil
+}
+
+// countTail starts a tail pass whose total is every byte the tail from
+// seq from writes, read from the journal's record headers, and returns the
+// last seq counted. If they cannot be read, the total grows as the tail is
+// read.
+func (r *Resource) countTail(from uint64) (counted uint64) {
+	bytes, last, err := r.journal.TailBytes(from)
+	if err != nil {
+		r.log.Warn("counting the journal tail", "from", from, "err", err)
+		bytes, last = 0, from-1
+	}
+	r.mu.Lock()
+	r.resync.beginPass(bytes)
+	r.mu.Unlock()
+	return last
 }
 
 // goLive ends the catch-up if the tail read so far reaches the journal's

@@ -36,10 +36,15 @@ type tuning struct {
 	// Resync.
 
 	// tailMaxPending bounds the bytes of a journal tail in flight on the
-	// link.
+	// link; tailReadAhead is how many of its records are read ahead.
 	tailMaxPending uint64
+	tailReadAhead  int
 	// maxRun is the most regions one bitmap resync record carries.
 	maxRun int64
+	// resyncWindow bounds the bytes of a bitmap resync in flight on the
+	// link; resyncReadAhead is how many runs are read ahead of the send.
+	resyncWindow    uint64
+	resyncReadAhead int
 	// chunkWords is the most bitmap words one BitmapChunk frame carries.
 	chunkWords int
 	// sumBlocks is how many checksum blocks one SumRequest asks for.
@@ -66,7 +71,10 @@ var tune = tuning{
 	byeGrace:        time.Second,
 	pingsPerTimeout: 4,
 	tailMaxPending:  32 << 20,
+	tailReadAhead:   16,
 	maxRun:          256,
+	resyncWindow:    32 << 20,
+	resyncReadAhead: 4,
 	chunkWords:      32 << 10,
 	sumBlocks:       1024, // 64 MiB
 	sumTimeouts:     10,

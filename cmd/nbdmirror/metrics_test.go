@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -41,6 +42,16 @@ func TestMetricsAndPlainStatus(t *testing.T) {
 		}
 	}
 
+	// Every write's journal and peer stages, each FLUSH, and the journal's
+	// steps are timed.
+	for stage, want := range map[string]int{"journal": 2048, "peer": 2048, "flush": 1, "journal_write": 1,
+		"journal_sync": 1, "apply": 1} {
+		n := stageCount(text, stage)
+		if n < want || want == 2048 && n != want {
+			t.Errorf("nbdmirror_write_stage_seconds{stage=%q} counted %d, want %d or more", stage, n, want)
+		}
+	}
+
 	out, err := exec.Command(binary, "status", "--control", a.control).Output()
 	if err != nil {
 		t.Fatal(err)
@@ -51,4 +62,20 @@ func TestMetricsAndPlainStatus(t *testing.T) {
 			t.Errorf("plain status lacks %q:\n%s", want, out)
 		}
 	}
+}
+
+// stageCount is the count of the stage's write stage histogram in a
+// metrics page, -1 if it has none.
+func stageCount(text, stage string) int {
+	prefix := `nbdmirror_write_stage_seconds_count{resource="r0",stage="` + stage + `"} `
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, prefix); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return -1
+			}
+			return n
+		}
+	}
+	return -1
 }

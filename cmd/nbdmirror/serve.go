@@ -60,6 +60,7 @@ type serveConfig struct {
 	peerTimeout   time.Duration
 	metricsListen string
 	resyncRate    int64
+	resyncMinRate int64
 	afterSB       string
 	readBalancing replication.ReadBalancing // --read-balancing
 	nbdSec        nbdSecurity               // --tls*, --max-inflight-bytes, --max-connections, --handshake-limit
@@ -70,7 +71,7 @@ var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	var c serveConfig
-	var size, codec, journalSize, journalRetain, protocol, resyncRate, etcd, config, readBalancing string
+	var size, codec, journalSize, journalRetain, protocol, resyncRate, resyncMinRate, etcd, config, readBalancing string
 	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&c.name, "name", "r0", "resource name; the NBD export answers to it and to the empty name")
@@ -99,6 +100,7 @@ func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	fs.DurationVar(&c.peerPoll, "peer-poll", 150*time.Microsecond, "how long the replication link may poll for the peer's next frame before it sleeps, while writes come one at a time (on the Primary the polling reader also sends their records) or the peer's writes come one at a time; 0 never polls")
 	fs.StringVar(&readBalancing, "read-balancing", "prefer-local", "which disk serves reads while the peer is Connected and UpToDate: prefer-local, prefer-remote, round-robin, least-pending or when-congested-remote (the local disk unless 8 reads wait on it)")
 	fs.StringVar(&resyncRate, "resync-rate", "0", "cap on resync traffic per second (e.g. 100M); 0 is as fast as the link allows")
+	fs.StringVar(&resyncMinRate, "resync-min-rate", "32M", "resync rate per second while the application does I/O (DRBD's c-min-rate); 0 never slows for it")
 	c.nbdSec.addFlags(fs)
 	fs.StringVar(&config, "config", "", "TOML file of these flags, keys named like the long flags (flags on the command line win)")
 	fs.StringVar(&etcd, "etcd", "", "etcd endpoints (URL[,URL...]): the election there decides which node is Primary")
@@ -153,6 +155,9 @@ func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	c.resyncRate = rate
 	if c.readBalancing, err = replication.ParseReadBalancing(readBalancing); err != nil {
 		return c, usagef("--read-balancing %q: want prefer-local, prefer-remote, round-robin, least-pending or when-congested-remote", readBalancing)
+	}
+	if c.resyncMinRate, err = parseSize(resyncMinRate); err != nil {
+		return c, usagef("--resync-min-rate: %v", err)
 	}
 	if c.afterSB != string(replication.Disconnect) && c.afterSB != string(replication.DiscardZeroChanges) {
 		return c, usagef("--after-split-brain %q: want disconnect or discard-zero-changes", c.afterSB)
@@ -449,6 +454,7 @@ func (d *daemon) openStorage() (err error) {
 		PeerTLS: d.cfg.peerTLS, HandshakeLimit: d.cfg.nbdSec.handshake,
 		PeerPoll:     d.cfg.peerPoll,
 		ObserveWrite: d.metrics.observe, ResyncRate: d.cfg.resyncRate,
+		ResyncMinRate: d.cfg.resyncMinRate, ObserveStage: d.stageObserver(),
 		AfterSplitBrain: replication.AfterSplitBrain(d.cfg.afterSB),
 		ReadBalancing:   d.cfg.readBalancing,
 	})

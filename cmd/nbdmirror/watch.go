@@ -10,6 +10,15 @@ import (
 	"github.com/schollz/progressbar/v3"
 )
 
+// drawBar says whether a resync's progress shows as a bar: from the time
+// its gap is known until the resync is over, so that one resync draws one
+// bar, from 0 to 100% (the last bytes acknowledged before the end is).
+func drawBar(st Status, drawing bool) bool {
+	r := st.Peer.Resync
+	syncing := st.Peer.Replication == "SyncSource" || st.Peer.Replication == "SyncTarget"
+	return syncing && r.TotalBytes > 0 && (r.DoneBytes < r.TotalBytes || drawing)
+}
+
 // watchStatus prints the status every interval until interrupted; while a
 // resync runs it draws a progress bar with its rate and ETA.
 func watchStatus(c *controlClient, stdout io.Writer, interval time.Duration) error {
@@ -25,7 +34,7 @@ func watchStatus(c *controlClient, stdout io.Writer, interval time.Duration) err
 		}
 		r := st.Peer.Resync
 		switch {
-		case r.TotalBytes > 0 && r.DoneBytes < r.TotalBytes:
+		case drawBar(st, bar != nil):
 			if bar == nil {
 				fmt.Fprintf(stdout, "%s %s: resync %s of %s\n", st.Name, st.Peer.Replication, humanBytes(r.TotalBytes-r.DoneBytes), humanBytes(r.TotalBytes))
 				bar = progressbar.NewOptions64(r.TotalBytes, progressbar.OptionSetWriter(stdout),

@@ -252,3 +252,31 @@ func (j *fioJob) wait(t testing.TB, timeout time.Duration) fioResult {
 func (r fioResult) String() string {
 	return fmt.Sprintf("%d writes, error %d, max completion latency %v", r.Writes, r.Error, r.MaxClat)
 }
+
+// TestDrawBar: one resync draws one bar, from when its gap is known until
+// it is over, also while its last bytes are acknowledged before the end.
+func TestDrawBar(t *testing.T) {
+	st := func(repl string, total, done int64) Status {
+		var s Status
+		s.Peer.Replication, s.Peer.Resync.TotalBytes, s.Peer.Resync.DoneBytes = repl, total, done
+		return s
+	}
+	for _, tc := range []struct {
+		st            Status
+		drawing, want bool
+	}{
+		{st("SyncSource", 0, 0), false, false}, // the gap not known yet
+		{st("SyncSource", 100, 0), false, true},
+		{st("SyncSource", 100, 50), true, true},
+		{st("SyncSource", 100, 100), true, true},   // all acknowledged, SyncDone not yet answered
+		{st("SyncSource", 100, 100), false, false}, // a pass with nothing left: no new bar
+		{st("SyncTarget", 100, 10), false, true},
+		{st("Established", 100, 100), true, false}, // over: the bar finishes
+		{st("Established", 0, 0), false, false},
+	} {
+		if got := drawBar(tc.st, tc.drawing); got != tc.want {
+			t.Errorf("drawBar(%s total %d done %d, drawing %v) = %v", tc.st.Peer.Replication,
+				tc.st.Peer.Resync.TotalBytes, tc.st.Peer.Resync.DoneBytes, tc.drawing, got)
+		}
+	}
+}

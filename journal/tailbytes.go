@@ -1,0 +1,96 @@
+package journal
+
+import (
+	"errors"
+	"io"
+)
+
+// headerScanWindow is how much of a segment TailBytes reads at a time:
+// small records share a read, a large one costs one read of its header.
+const headerScanWindow = 16 << 10
+
+// TailBytes is the disk bytes written by the records from fromSeq to the
+// journal's current end (the sum of their RawLen), and the seq of the last
+// record counted (fromSeq-1 if none). It reads the records' headers only,
+// not their payloads: a resync source learns the whole gap a journal tail
+// covers before it sends the first record. It returns ErrNotRetained as
+// NewReader does.
+func (j *Journal) TailBytes(fromSeq uint64) (bytes int64, last uint64, err error) {
+	r, err := j.NewReader(fromSeq)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer r.Close()
+	last = r.from - 1
+	for {
+		rec, err := r.nextHeader()
+		if errors.Is(err, io.EOF) {
+			return bytes, last, nil
+		}
+		if err != nil {
+			return bytes, last, err
+		}
+		bytes += int64(rec.RawLen)
+		last = rec.Seq
+	}
+}
+
+// nextHeader is Next without the payload: the next record's header fields,
+// read without reading or checking what follows the header.
+func (r *Reader) nextHeader() (Record, error) {
+	for {
+		if r.f == nil {
+			return Record{}, ErrClosed
+		}
+		next := r.j.segmentAfter(r.seg)
+		r.sc.limit = r.seg.size.Load() // published before the next segment exists
+		r.sc.winSize = headerScanWindow
+		rec, err := r.sc.skip()
+		if err == io.EOF && next != nil {
+			if err := r.j.pin(next); err != nil {
+				return Record{}, err
+			}
+			if err := r.open(next); err != nil {
+				return Record{}, err
+			}
+			continue
+		}
+		if err != nil && err != io.EOF {
+			if r.seg.removed.Load() {
+				return Record{}, ErrNotRetained
+			}
+			err = &CorruptionError{Segment: r.j.path(r.seg.name), Offset: r.sc.off, Err: err}
+		}
+		if err != nil {
+			return Record{}, err
+		}
+		if rec.Seq >= r.from {
+			return rec, nil
+		}
+	}
+}
+
+// skip returns the header of the frame at sc.off, padding skipped, and
+// advances past the frame without reading its payload.
+func (sc *scanner) skip() (Record, error) {
+	for {
+		if sc.off >= sc.limit {
+			return Record{}, io.EOF
+		}
+		b, err := sc.window(headerSize)
+		if err != nil {
+			return Record{}, err
+		}
+		if len(b) < headerSize {
+			return Record{}, ErrTornRecord
+		}
+		h, err := parseHeader(b)
+		if err != nil {
+			return Record{}, err
+		}
+		sc.off += int64(headerSize + align(int(h.length)))
+		if h.rec.Kind != kindPad {
+			return h.rec, nil
+		}
+	}
+}

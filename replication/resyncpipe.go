@@ -1,0 +1,92 @@
+package replication
+
+import (
+	"github.com/nbdmirror/nbdmirror/journal"
+)
+
+// runRead is a run of out-of-sync regions read from the disk ahead of its
+// send, or the error that ended the reading.
+type runRead struct {
+	reg, regions int64 // first region, and how many
+	off, n       int64 // the bytes of the disk they cover
+	rec          journal.Record
+	// asOf is the journal's last seq when the run was read: its data
+	// holds every write up to that one and none after.
+	asOf uint64
+	err  error
+}
+
+// readAhead starts reading the out-of-sync runs, from the first, ahead of
+// the sender: up to tune.resyncReadAhead of them wait, read and compressed.
+// The reading waits for the journal to apply what came before each run,
+// and reads and compresses it without Resource.order. stop ends the
+// reading and gives back what was read and not sent.
+func (r *Resource) readAhead(l *link) (runs <-chan *runRead, stop func()) {
+	ch := make(chan *runRead, tune.resyncReadAhead)
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(ch)
+		buf := make([]byte, tune.maxRun*RegionSize)
+		for reg := r.oos.next(0); reg >= 0; {
+			run := r.readRun(l, reg, buf)
+			select {
+			case ch <- run:
+			case <-quit:
+				run.rec.Release()
+				return
+			}
+			if run.err != nil {
+				return
+			}
+			reg = r.oos.next(reg + run.regions)
+		}
+	}()
+	return ch, func() {
+		close(quit)
+		for run := range ch {
+			run.rec.Release()
+		}
+		<-done
+	}
+}
+
+// readRun reads and compresses the run of marked regions that starts at
+// reg, once the journal applied every write appended before.
+func (r *Resource) readRun(l *link, reg int64, buf []byte) *runRead {
+	asOf := r.journal.LastSeq()
+	if err := r.journal.AwaitApplied(asOf, l.closed); err != nil {
+		return &runRead{err: err}
+	}
+	regions := max(r.oos.run(reg, tune.maxRun), 1)
+	run := &runRead{reg: reg, regions: regions, off: reg * RegionSize, asOf: asOf}
+	run.n = min(regions*RegionSize, r.size-run.off)
+	if _, err := r.disk.ReadAt(buf[:run.n], run.off); err != nil {
+		return &runRead{err: err}
+	}
+	run.rec = r.comp.Write(run.off, buf[:run.n])
+	return run
+}
+
+// rereadRun reads run again, into buf, once every write appended so far
+// reached the disk. The caller holds Resource.order; most of the wait is
+// done without it, so that writers do not queue behind a long apply
+// backlog (a Primary that wrote alone at full speed has one); under order
+// only what was queued meanwhile is left, and no write is appended.
+func (r *Resource) rereadRun(l *link, run *runRead, buf []byte) error {
+	run.rec.Release()
+	r.order.Unlock()
+	err := r.journal.AwaitApplied(r.journal.LastSeq(), l.closed)
+	r.order.Lock()
+	if err == nil {
+		err = r.journal.AwaitApplied(r.journal.LastSeq(), l.closed)
+	}
+	if err == nil {
+		_, err = r.disk.ReadAt(buf[:run.n], run.off)
+	}
+	if err != nil {
+		return err
+	}
+	run.rec, run.asOf = r.comp.Write(run.off, buf[:run.n]), r.journal.LastSeq()
+	return nil
+}
