@@ -68,6 +68,7 @@ func (j *Journal) applyBatch(a *applier, b *batch) {
 		}
 		run := b.items[i : i+contiguous(b.items[i:])]
 		err := j.applyRun(a, run)
+		j.applied(b, run, err)
 		for k := range run {
 			if it := &run[k]; !it.fua || err != nil { // FUA: completed once synced
 				it.done(it.rec.Seq, err)
@@ -78,6 +79,8 @@ func (j *Journal) applyBatch(a *applier, b *batch) {
 	}
 	j.prog.signal() // appliedSeq moved, or the apply failed
 	switch {
+	case b.diskSync:
+		j.finishDiskSync(a, b, ckpt)
 	case ckpt != nil:
 		b.synced.Wait()
 		b.completeFUA()
@@ -87,6 +90,27 @@ func (j *Journal) applyBatch(a *applier, b *batch) {
 		b.completeFUA()
 		b.recycle()
 	}
+}
+
+// finishDiskSync completes a batch that needs a disk sync (see
+// wantDiskSync): once the batch is synced in the journal, the disk is
+// synced, then the batch's syncs and FUA records complete, and a checkpoint
+// in it starts its own disk sync.
+func (j *Journal) finishDiskSync(a *applier, b *batch, ckpt func(uint64, error)) {
+	b.synced.Wait()
+	if b.syncErr == nil {
+		b.syncErr = j.syncDiskNow(a)
+	}
+	for i := range b.items {
+		if done := b.items[i].syncDone; done != nil {
+			done(b.syncErr)
+		}
+	}
+	b.completeFUA()
+	if ckpt != nil {
+		j.startDiskSync(a, b.syncErr, ckpt)
+	}
+	b.recycle()
 }
 
 // finish reports whether the caller (writer or applier) is the last of the
@@ -118,6 +142,7 @@ func contiguous(items []item) int {
 		prev, r := &items[n-1].rec, &items[n].rec
 		size += int64(r.RawLen)
 		if !items[n].isRecord() || prev.Kind != KindWrite || r.Kind != KindWrite ||
+			items[n].inPlace || items[n-1].inPlace ||
 			r.Offset != prev.Offset+int64(prev.RawLen) || r.RawLen > coalesceRecord ||
 			prev.RawLen > coalesceRecord || size > maxCoalesce {
 			break

@@ -45,13 +45,20 @@
 //	 +-----------------------------------------------+-----------------------+
 //
 //	crc     uint32  CRC32C (Castagnoli) of the payload followed by header bytes 4..31
-//	len     uint32  payload bytes stored; 0 for trim and zero
-//	knd     uint8   1 write, 2 trim, 3 zero, 4 zero without hole, 5 padding
+//	len     uint32  payload bytes stored; 0 for trim and zero, 8 for an extent
+//	knd     uint8   1 write, 2 trim, 3 zero, 4 zero without hole, 5 padding,
+//	                6 extent (a write made in place; since format 2, see below)
 //	cdc     uint8   0 none, 1 s2 block, 2 zstd frame
 //	rsvd    uint16  zero
 //	rawlen  uint32  bytes of disk covered: decoded payload length, or trim/zero length
 //	seq     uint64  sequence number, strictly increasing through the journal, never 0
 //	offset  uint64  disk offset
+//
+// An extent frame's payload is the CRC32C of the data written in place (u32)
+// and 4 zero bytes. Kind 6 came with in-place writes (format 2): a journal
+// without extent frames reads as before, and a build older than that
+// refuses a journal that has one (bad kind: corruption) rather than replay
+// it wrongly.
 //
 // A header of 32 zero bytes is unwritten (or preallocated) space: the end.
 // Segment files are named by the seq of their first record, 16 hex digits and
