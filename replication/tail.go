@@ -35,6 +35,9 @@ func (r *Resource) tailLoop(l *link, from uint64) error {
 			}
 			continue
 		}
+		if err == nil {
+			rec, err = r.tailRecord(rec, l.closed) // a write in place: read from the disk
+		}
 		if err != nil {
 			return err
 		}
