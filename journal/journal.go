@@ -153,7 +153,9 @@ func Open(fs FS, dir string, disk Disk, o Options) (*Journal, error) {
 //
 // written, if not nil, runs from the writer's goroutine as soon as the record
 // is in the segment file: before it is applied or synced, but where recovery
-// finds it after a crash of this process. done runs, from a journal
+// finds it after a crash of this process. For a write in place that is once
+// its data is on the disk, and written callbacks keep seq order: those of
+// records after a write in place not yet applied run from the applier. done runs, from a journal
 // goroutine, once the record is in the journal file and applied to the disk
 // and, with fua, synced. written runs before done, never after a failure;
 // neither may block nor call the journal's waiting methods (SyncWait, the
