@@ -78,6 +78,9 @@ func (j *Journal) applyBatch(a *applier, b *batch) {
 		i += len(run)
 	}
 	j.prog.signal() // appliedSeq moved, or the apply failed
+	if b.deferWritten {
+		j.deferredBatches.Add(-1) // after its callbacks: the writer may run the next ones
+	}
 	switch {
 	case b.diskSync:
 		j.finishDiskSync(a, b, ckpt)

@@ -89,22 +89,18 @@ func (j *Journal) capCheckpoint(seq uint64) uint64 {
 }
 
 // noteWritten runs once b's records are in the segment: the written
-// callbacks run now, in seq order, unless an extent of b or of an earlier
-// batch is not applied yet. Then the applier runs them after applying each
-// record: an extent is where recovery finds it only once its data is on
-// the disk, and callbacks keep seq order.
+// callbacks run now, unless b holds a write in place or an earlier batch's
+// callbacks are left to the applier still. Then the applier runs them after
+// applying each record (applied): a write in place is where recovery finds
+// it only once its data is on the disk, and callbacks keep seq order.
 func (j *Journal) noteWritten(b *batch) {
-	n := int32(0)
+	inPlace := false
 	for i := range b.items {
-		if b.items[i].inPlace {
-			n++
-		}
+		inPlace = inPlace || b.items[i].inPlace
 	}
-	if n > 0 {
-		j.extentsPending.Add(n)
-	}
-	if n > 0 || j.extentsPending.Load() > 0 {
+	if inPlace || j.deferredBatches.Load() > 0 {
 		b.deferWritten = true
+		j.deferredBatches.Add(1)
 		return
 	}
 	for i := range b.items {
@@ -122,10 +118,7 @@ func (j *Journal) applied(b *batch, run []item, err error) {
 		if b.deferWritten && err == nil && it.written != nil {
 			it.written()
 		}
-		if it.inPlace {
-			it.release()
-			j.extentsPending.Add(-1)
-		}
+		it.release()
 	}
 }
 

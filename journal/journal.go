@@ -73,11 +73,11 @@ type Journal struct {
 	st          counters
 
 	// In-place writes (see inplace.go).
-	extentSeq      atomic.Uint64 // seq of the last extent appended or recovered
-	extentsPending atomic.Int32  // extents written to a segment, not applied yet
-	diskCovered    atomic.Uint64 // records up to it were applied before a disk sync that succeeded
-	ckptHold       atomic.Uint64 // if not 0, checkpoints stay below it (Options.MarkExtents)
-	recovered      []Extent      // torn extents recovery found; set before the goroutines start
+	extentSeq       atomic.Uint64 // seq of the last extent appended or recovered
+	deferredBatches atomic.Int32  // batches whose written callbacks the applier has still to run
+	diskCovered     atomic.Uint64 // records up to it were applied before a disk sync that succeeded
+	ckptHold        atomic.Uint64 // if not 0, checkpoints stay below it (Options.MarkExtents)
+	recovered       []Extent      // torn extents recovery found; set before the goroutines start
 
 	prog progress // wakes AwaitApplied and AwaitWritten
 
