@@ -72,6 +72,7 @@ func (j *Journal) applyBatch(a *applier, b *batch) {
 		t := j.clock()
 		err := j.applyRun(a, run)
 		j.observe(StageApply, t)
+		j.applied(b, run, err)
 		for k := range run {
 			if it := &run[k]; !it.fua || err != nil { // FUA: completed once synced
 				it.done(it.rec.Seq, err)
@@ -81,7 +82,12 @@ func (j *Journal) applyBatch(a *applier, b *batch) {
 		i += len(run)
 	}
 	j.prog.signal() // appliedSeq moved, or the apply failed
+	if b.deferWritten {
+		j.deferredBatches.Add(-1) // after its callbacks: the writer may run the next ones
+	}
 	switch {
+	case b.diskSync:
+		j.finishDiskSync(a, b, ckpt)
 	case ckpt != nil:
 		b.synced.Wait()
 		b.completeFUA()
@@ -91,6 +97,27 @@ func (j *Journal) applyBatch(a *applier, b *batch) {
 		b.completeFUA()
 		b.recycle()
 	}
+}
+
+// finishDiskSync completes a batch that needs a disk sync (see
+// wantDiskSync): once the batch is synced in the journal, the disk is
+// synced, then the batch's syncs and FUA records complete, and a checkpoint
+// in it starts its own disk sync.
+func (j *Journal) finishDiskSync(a *applier, b *batch, ckpt func(uint64, error)) {
+	b.synced.Wait()
+	if b.syncErr == nil {
+		b.syncErr = j.syncDiskNow(a)
+	}
+	for i := range b.items {
+		if done := b.items[i].syncDone; done != nil {
+			done(b.syncErr)
+		}
+	}
+	b.completeFUA()
+	if ckpt != nil {
+		j.startDiskSync(a, b.syncErr, ckpt)
+	}
+	b.recycle()
 }
 
 // finish reports whether the caller (writer or applier) is the last of the
@@ -122,6 +149,7 @@ func contiguous(items []item) int {
 		prev, r := &items[n-1].rec, &items[n].rec
 		size += int64(r.RawLen)
 		if !items[n].isRecord() || prev.Kind != KindWrite || r.Kind != KindWrite ||
+			items[n].inPlace || items[n-1].inPlace ||
 			r.Offset != prev.Offset+int64(prev.RawLen) || r.RawLen > coalesceRecord ||
 			prev.RawLen > coalesceRecord || size > maxCoalesce {
 			break

@@ -80,6 +80,7 @@ func (j *Journal) checkpoint() error {
 		if err != nil {
 			return err
 		}
+		seq = j.capCheckpoint(seq)
 		if seq > j.ckptSeq.Load() {
 			if err := j.writeCheckpoint(seq); err != nil {
 				return err

@@ -26,6 +26,9 @@ func (j *Journal) diskSyncLoop() {
 			seq, err = 0, fmt.Errorf("journal: sync disk: %w", err)
 			j.fail(err)
 		}
+		if err == nil {
+			storeMax(&j.diskCovered, seq)
+		}
 		j.diskSyncing.Store(false)
 		close(req.finished)
 		req.done(seq, err)

@@ -45,13 +45,20 @@
 //	 +-----------------------------------------------+-----------------------+
 //
 //	crc     uint32  CRC32C (Castagnoli) of the payload followed by header bytes 4..31
-//	len     uint32  payload bytes stored; 0 for trim and zero
-//	knd     uint8   1 write, 2 trim, 3 zero, 4 zero without hole, 5 padding
+//	len     uint32  payload bytes stored; 0 for trim and zero, 8 for an extent
+//	knd     uint8   1 write, 2 trim, 3 zero, 4 zero without hole, 5 padding,
+//	                6 extent (a write made in place; since format 2, see below)
 //	cdc     uint8   0 none, 1 s2 block, 2 zstd frame
 //	rsvd    uint16  zero
 //	rawlen  uint32  bytes of disk covered: decoded payload length, or trim/zero length
 //	seq     uint64  sequence number, strictly increasing through the journal, never 0
 //	offset  uint64  disk offset
+//
+// An extent frame's payload is the CRC32C of the data written in place (u32)
+// and 4 zero bytes. Kind 6 came with in-place writes (format 2): a journal
+// without extent frames reads as before, and a build older than that
+// refuses a journal that has one (bad kind: corruption) rather than replay
+// it wrongly.
 //
 // A header of 32 zero bytes is unwritten (or preallocated) space: the end.
 // Segment files are named by the seq of their first record, 16 hex digits and
@@ -69,7 +76,8 @@
 //
 // A record's completion (the done callback of AppendLater) means: written to the
 // segment file and applied to the disk, so it survives a daemon crash; with
-// FUA also synced in the journal, so it survives a power loss. Records are
+// FUA also synced in the journal, so it survives a power loss (a write in
+// place: its extent synced in the journal and its data on the disk). Records are
 // applied in seq order; completions may run out of order (a FUA record waits
 // for its fdatasync, a later record without FUA does not). A sync completes
 // once every record appended before it is synced. Recovery (Open) applies every
@@ -77,6 +85,18 @@
 // bad checksum, zeros) is cut off and logged; a bad record followed by a good
 // one is corruption, and Open refuses with a *CorruptionError naming the
 // segment and offset, changing nothing.
+//
+// # Writes in place
+//
+// A write of Options.DataMax bytes or more (256 KiB by default) is not
+// copied into the segment: its frame is an extent (kind 6) naming the range,
+// the seq and the data's CRC32C, and the applier writes the data to the disk
+// in seq order like any record, after the frame is in the segment. A sync
+// (FLUSH) or a FUA extent then syncs the disk as well as the journal, once
+// per batch, if an extent was applied since the last disk sync. Recovery
+// replays the records after the checkpoint except over bytes a later extent
+// covers, and reports the extents whose data does not match their CRC
+// (RecoveredExtents) for the caller to resync; see inplace.go.
 //
 // A failed segment write is cut off again and its records complete with the
 // error; a failed fdatasync or disk write fails the journal: every later

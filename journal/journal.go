@@ -72,6 +72,13 @@ type Journal struct {
 	diskSyncing atomic.Bool   // a disk sync runs: the writer syncs every batch
 	st          counters
 
+	// In-place writes (see inplace.go).
+	extentSeq       atomic.Uint64 // seq of the last extent appended or recovered
+	deferredBatches atomic.Int32  // batches whose written callbacks the applier has still to run
+	diskCovered     atomic.Uint64 // records up to it were applied before a disk sync that succeeded
+	ckptHold        atomic.Uint64 // if not 0, checkpoints stay below it (Options.MarkExtents)
+	recovered       []Extent      // torn extents recovery found; set before the goroutines start
+
 	prog progress // wakes AwaitApplied and AwaitWritten
 
 	closeOnce sync.Once
@@ -85,13 +92,28 @@ type item struct {
 	hdr       [headerSize]byte // encoded by the writer
 	fua       bool
 	completed bool // done has run (set by the applier)
-	done      func(seq uint64, err error)
-	written   func() // optional: called once the record is in the segment file
-	syncDone  func(err error)
-	ckptDone  func(seq uint64, err error)
+	// inPlace: rec is written to the disk directly; the segment gets an
+	// extent frame (ext, the payload) naming it and dataSum, the CRC32C of
+	// its data. own is a buffer the data was decoded into, the journal's.
+	inPlace  bool
+	dataSum  uint32
+	ext      [extentPayload]byte
+	own      *[]byte
+	done     func(seq uint64, err error)
+	written  func() // optional: called once the record is in the segment file
+	syncDone func(err error)
+	ckptDone func(seq uint64, err error)
 }
 
 func (it *item) isRecord() bool { return it.done != nil }
+
+// frameLen is the length of the item's frame in the segment.
+func (it *item) frameLen() int64 {
+	if it.inPlace {
+		return headerSize + extentPayload
+	}
+	return int64(it.rec.encodedLen())
+}
 
 // Open opens (creating if needed) the journal in dir, recovers it onto disk
 // (every record after the checkpoint is applied, a torn tail is cut off) and
@@ -131,7 +153,9 @@ func Open(fs FS, dir string, disk Disk, o Options) (*Journal, error) {
 //
 // written, if not nil, runs from the writer's goroutine as soon as the record
 // is in the segment file: before it is applied or synced, but where recovery
-// finds it after a crash of this process. done runs, from a journal
+// finds it after a crash of this process. For a write in place that is once
+// its data is on the disk, and written callbacks keep seq order: those of
+// records after a write in place not yet applied run from the applier. done runs, from a journal
 // goroutine, once the record is in the journal file and applied to the disk
 // and, with fua, synced. written runs before done, never after a failure;
 // neither may block nor call the journal's waiting methods (SyncWait, the
@@ -147,8 +171,19 @@ func (j *Journal) AppendLater(r Record, fua bool, written func(), done func(seq 
 }
 
 func (j *Journal) append(r Record, fua bool, written func(), done func(seq uint64, err error), wake bool) uint64 {
-	r.payloadSum() // in the caller's goroutine
+	it := item{fua: fua, done: done, written: written}
+	if j.opts.inPlace(r.Kind, r.RawLen) {
+		if err := it.prepareInPlace(&r); err != nil {
+			done(r.Seq, err)
+			return r.Seq
+		}
+	} else {
+		r.payloadSum() // in the caller's goroutine
+	}
 	n := int64(r.encodedLen())
+	if it.inPlace {
+		n = headerSize + extentPayload
+	}
 	j.mu.Lock()
 	if j.full(n) {
 		j.st.stalls.Add(1)
@@ -161,6 +196,7 @@ func (j *Journal) append(r Record, fua bool, written func(), done func(seq uint6
 	}
 	if err := j.seqFor(&r); err != nil {
 		j.mu.Unlock()
+		it.release()
 		done(r.Seq, err)
 		return r.Seq
 	}
@@ -169,11 +205,20 @@ func (j *Journal) append(r Record, fua bool, written func(), done func(seq uint6
 	if j.bytes > j.opts.highWater() {
 		j.kickCheckpoint()
 	}
-	j.enqueueLocked(item{rec: r, fua: fua, done: done, written: written}, wake)
+	it.rec = r
+	if it.inPlace {
+		j.extentSeq.Store(seq)
+	}
+	j.enqueueLocked(it, wake)
 	j.mu.Unlock()
 	j.st.appends.Add(1)
 	j.st.bytesRaw.Add(uint64(r.rawBytes()))
-	j.st.bytesStored.Add(uint64(len(r.Payload)))
+	if it.inPlace {
+		j.st.inPlace.Add(1)
+		j.st.bytesInPlace.Add(uint64(r.RawLen))
+	} else {
+		j.st.bytesStored.Add(uint64(len(r.Payload)))
+	}
 	return seq
 }
 

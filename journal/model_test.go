@@ -3,8 +3,10 @@ package journal
 import (
 	"bytes"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"sync"
@@ -21,7 +23,11 @@ type op struct {
 	off  int64
 	n    int64
 	data []byte // raw data of a write
+	torn bool   // a torn extent: data is what recovery found on the disk
 }
+
+// sum is the CRC32C of the data, as an extent record holds it.
+func (o op) sum() uint32 { return crc32.Checksum(o.data, castagnoli) }
 
 func (o op) applyTo(img []byte) {
 	if o.kind == KindWrite {
@@ -39,9 +45,41 @@ type history struct {
 	durable   uint64 // highest seq acknowledged durable (FUA, Sync, Checkpoint)
 	completed uint64 // highest seq completed at all (in the journal file)
 	errs      []error
+	// dataMax is the journal's Options.DataMax: writes of it or more are
+	// made in place. flushed is the highest seq a Sync or a checkpoint
+	// acknowledged (every record up to it, data written in place too, is
+	// durable); fua the FUA records acknowledged.
+	dataMax int64
+	flushed uint64
+	fua     map[uint64]bool
+	// atCrash is flushed and fua as they were at the last crash: what was
+	// promised durable before it (completions may come after it).
+	atCrash struct {
+		flushed uint64
+		fua     map[uint64]bool
+	}
 }
 
-func newHistory() *history { return &history{ops: map[uint64]op{}} }
+// crashed notes what was promised durable when the crash came.
+func (h *history) crashed() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.atCrash.flushed, h.atCrash.fua = h.flushed, maps.Clone(h.fua)
+}
+
+func newHistory() *history { return &history{ops: map[uint64]op{}, fua: map[uint64]bool{}} }
+
+// inPlace says whether o was written in place.
+func (h *history) inPlace(o op) bool {
+	return o.kind == KindWrite && h.dataMax > 0 && o.n >= h.dataMax
+}
+
+// flush notes that a Sync or a checkpoint covered every seq up to seq.
+func (h *history) flush(seq uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.flushed = max(h.flushed, seq)
+}
 
 func (h *history) add(seq uint64, o op) {
 	h.mu.Lock()
@@ -59,6 +97,7 @@ func (h *history) ack(seq uint64, durable bool, err error) {
 	h.completed = max(h.completed, seq)
 	if durable {
 		h.durable = max(h.durable, seq)
+		h.fua[seq] = true
 	}
 }
 
@@ -94,13 +133,33 @@ func (h *history) forget(k uint64) {
 	}
 	h.durable = min(h.durable, k)
 	h.completed = min(h.completed, k)
+	h.flushed = min(h.flushed, k)
+	for s := range h.fua {
+		if s > k {
+			delete(h.fua, s)
+		}
+	}
 }
 
 // randomOp makes a random write (compressible or not), trim or zero inside a
 // disk of size bytes; ranges overlap often.
 func randomOp(rnd *rand.Rand, c *Compressor, size int64) (Record, op) {
+	return randomOpOf(rnd, c, size, 16)
+}
+
+// randomMixedOp is randomOp drawing one write in four of up to 32 KiB, which
+// the crash schedules' journals write in place (Options.DataMax).
+func randomMixedOp(rnd *rand.Rand, c *Compressor, size int64) (Record, op) {
+	if rnd.IntN(4) == 0 {
+		return randomOpOf(rnd, c, size, 64)
+	}
+	return randomOpOf(rnd, c, size, 16)
+}
+
+// randomOpOf is randomOp of 1 to maxSectors sectors.
+func randomOpOf(rnd *rand.Rand, c *Compressor, size int64, maxSectors int) (Record, op) {
 	sectors := size / 512
-	n := int64(1 + rnd.IntN(16))
+	n := int64(1 + rnd.IntN(maxSectors))
 	off := rnd.Int64N(sectors-n+1) * 512
 	n *= 512
 	switch rnd.IntN(8) {
@@ -132,10 +191,24 @@ func checkRecovered(t *testing.T, j *Journal, disk *MemDisk, h *history, size in
 	if k < mustHave {
 		t.Fatalf("recovered up to seq %d, but seq %d was acknowledged", k, mustHave)
 	}
-	want := h.image(t, size, k)
-	if got := disk.Bytes(); !bytes.Equal(got, want) {
-		t.Fatalf("disk after recovery is not the image of seqs 1..%d (first difference at %d)", k, firstDiff(got, want))
+	torn := j.RecoveredExtents()
+	h.checkTorn(t, torn, k)
+	if len(torn) > 0 {
+		seen.torn.Add(1)
 	}
+	if j.LastExtentSeq() > 0 {
+		seen.extents.Add(1)
+	}
+	want := h.image(t, size, k)
+	got := disk.Bytes()
+	for _, e := range torn { // whatever the crash left there, to be resynced
+		copy(want[e.Offset:e.Offset+e.Len], got[e.Offset:e.Offset+e.Len])
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("disk after recovery is not the image of seqs 1..%d outside %d torn extents (first difference at %d)",
+			k, len(torn), firstDiff(got, want))
+	}
+	h.settleTorn(torn, got, k)
 	h.forget(k)
 	checkReader(t, j, h, k)
 	return k
@@ -165,13 +238,61 @@ func checkReader(t *testing.T, j *Journal, h *history, last uint64) {
 		h.mu.Lock()
 		o := h.ops[rec.Seq]
 		h.mu.Unlock()
+		if rec.Kind == KindExtent {
+			if !h.inPlace(o) || rec.Offset != o.off || int64(rec.RawLen) != o.n || !o.torn && rec.DataSum != o.sum() {
+				t.Fatalf("reader: extent of seq %d differs from what was appended", rec.Seq)
+			}
+			continue
+		}
 		raw, err := rec.Raw(nil)
-		if err != nil || rec.Kind != o.kind || rec.Offset != o.off || !bytes.Equal(raw, o.data) {
+		if err != nil || rec.Kind != o.kind || rec.Offset != o.off || !bytes.Equal(raw, o.data) || h.inPlace(o) {
 			t.Fatalf("reader: seq %d differs from what was appended (%v)", rec.Seq, err)
 		}
 	}
 	if want != last+1 && want > j.OldestRetainedSeq() {
 		t.Fatalf("reader stopped at seq %d, journal ends at %d", want-1, last)
+	}
+}
+
+// checkTorn checks the torn extents recovery reported, of the records up
+// to k: each is a write made in place, and none is one that was durable (a
+// FUA extent acknowledged, or one a Sync or a checkpoint covered) and that
+// no later record overlaps: its data was on the synced disk, so a replay
+// that put older data over it would make it torn.
+func (h *history) checkTorn(t *testing.T, torn []Extent, k uint64) {
+	t.Helper()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, e := range torn {
+		o, ok := h.ops[e.Seq]
+		if !ok || e.Seq > k || !h.inPlace(o) || o.off != e.Offset || o.n != e.Len {
+			t.Fatalf("recovery reported torn extent %+v, not an extent appended up to seq %d", e, k)
+		}
+		if o.torn || !(e.Seq <= h.atCrash.flushed || h.atCrash.fua[e.Seq]) {
+			continue // torn before, or never promised durable
+		}
+		overlapped := false
+		for s := e.Seq + 1; s <= k && !overlapped; s++ {
+			l := h.ops[s]
+			overlapped = l.off < e.Offset+e.Len && e.Offset < l.off+l.n
+		}
+		if !overlapped {
+			t.Fatalf("durable extent of seq %d (flushed up to %d) reported torn: older data replayed over it?", e.Seq, h.flushed)
+		}
+	}
+}
+
+// settleTorn makes the model hold what the disk holds over the torn
+// extents: the data of each becomes the disk's bytes there (later records
+// over it were replayed, so the image stays the disk).
+func (h *history) settleTorn(torn []Extent, disk []byte, k uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, e := range torn {
+		o := h.ops[e.Seq]
+		o.data = append([]byte(nil), disk[e.Offset:e.Offset+e.Len]...)
+		o.torn = true
+		h.ops[e.Seq] = o
 	}
 }
 

@@ -20,6 +20,12 @@ const (
 	// kindPad is a padding frame in a segment: zeros up to a page boundary,
 	// skipped by readers. Its seq is the seq of the frame before it.
 	kindPad Kind = 5
+
+	// KindExtent is a write of RawLen bytes at Offset made in place: the
+	// segment holds only its extent and DataSum, the data went to the disk
+	// directly. Records read back from the journal have it; appenders give
+	// KindWrite and the journal chooses (Options.DataMax).
+	KindExtent Kind = 6
 )
 
 func (k Kind) String() string {
@@ -34,11 +40,13 @@ func (k Kind) String() string {
 		return "zero-nohole"
 	case kindPad:
 		return "pad"
+	case KindExtent:
+		return "extent"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
 
-func (k Kind) valid() bool { return k >= KindWrite && k <= kindPad }
+func (k Kind) valid() bool { return k >= KindWrite && k <= KindExtent }
 
 // Frame layout constants; see the package doc. Frozen.
 const (
@@ -48,6 +56,9 @@ const (
 	MaxRawLen = 128 << 20
 	// frameAlign is the alignment of every frame in a segment.
 	frameAlign = 8
+	// extentPayload is the payload of an extent frame: the CRC32C of the
+	// data written in place, then 4 zero bytes.
+	extentPayload = 8
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -89,7 +100,10 @@ type Record struct {
 	Offset  int64  // disk offset
 	RawLen  uint32 // bytes of disk the record covers
 	Codec   Codec  // codec of Payload
-	Payload []byte // stored bytes, compressed or raw; empty for trim and zero
+	Payload []byte // stored bytes, compressed or raw; empty for trim, zero and extent
+	// DataSum is the CRC32C of the data of an extent record (KindExtent),
+	// as read back from the journal.
+	DataSum uint32
 
 	sum    uint32  // CRC32C of Payload, when hasSum
 	hasSum bool    // sum is valid
@@ -186,7 +200,9 @@ func (h *header) check(res0, res1 byte) error {
 		return fmt.Errorf("seq 0")
 	case r.Kind == kindPad && (r.Codec != CodecNone || r.RawLen != 0 || h.length > 2*pageSize):
 		return fmt.Errorf("bad padding frame")
-	case r.Kind != KindWrite && r.Kind != kindPad && (h.length != 0 || r.Codec != CodecNone):
+	case r.Kind == KindExtent && (h.length != extentPayload || r.Codec != CodecNone || r.RawLen == 0 || r.RawLen > MaxRawLen):
+		return fmt.Errorf("bad extent frame")
+	case r.Kind != KindWrite && r.Kind != kindPad && r.Kind != KindExtent && (h.length != 0 || r.Codec != CodecNone):
 		return fmt.Errorf("%v record with a payload", r.Kind)
 	case r.Kind == KindWrite && (r.RawLen > MaxRawLen || h.length > r.RawLen):
 		return fmt.Errorf("write of %d bytes stored in %d", r.RawLen, h.length)
@@ -206,7 +222,23 @@ func (h *header) finish(hdr []byte, payload []byte) (Record, error) {
 	r := h.rec
 	r.Payload = payload
 	r.sum, r.hasSum = psum, true
+	if r.Kind == KindExtent {
+		if binary.LittleEndian.Uint32(payload[4:]) != 0 {
+			return Record{}, fmt.Errorf("%w: extent at seq %d: reserved bytes set", ErrCorruptRecord, r.Seq)
+		}
+		r.DataSum = binary.LittleEndian.Uint32(payload)
+		r.Payload, r.hasSum = nil, false
+	}
 	return r, nil
+}
+
+// putExtentHeader encodes into h and p the frame that stands for r, a
+// write made in place whose data has the CRC32C sum.
+func (r *Record) putExtentHeader(h *[headerSize]byte, p *[extentPayload]byte, sum uint32) {
+	binary.LittleEndian.PutUint32(p[0:], sum)
+	binary.LittleEndian.PutUint32(p[4:], 0)
+	x := Record{Kind: KindExtent, Seq: r.Seq, Offset: r.Offset, RawLen: r.RawLen, Payload: p[:]}
+	x.putHeader(h)
 }
 
 func allZero(b []byte) bool {

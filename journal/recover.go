@@ -14,6 +14,7 @@ type recovery struct {
 	segs    []*segment // every segment, sizes cut to their whole frames
 	lastSeq uint64     // last good record
 	torn    error      // why the tail was cut, nil if it is old data or nothing
+	synced  bool       // replay synced the disk up to lastSeq
 }
 
 // recover brings the journal and the disk to a consistent state: it checks
@@ -146,13 +147,71 @@ func (j *Journal) settleTail(rc *recovery) error {
 }
 
 // replay applies every record after the checkpoint to the disk, in seq
-// order, then syncs the disk and records a checkpoint at the last one.
+// order, except over bytes a later extent covers (see inplace.go); then it
+// syncs the disk, finds the torn extents and records a checkpoint at the
+// last record (with Options.MarkExtents, before the first torn extent).
 func (j *Journal) replay(rc *recovery) error {
 	if rc.lastSeq <= rc.ckpt {
 		return nil
 	}
+	var exts []Extent
+	err := j.scanAfter(rc, func(r *Record) error {
+		if r.Kind == KindExtent {
+			exts = append(exts, Extent{Seq: r.Seq, Offset: r.Offset, Len: int64(r.RawLen), Sum: r.DataSum})
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	cover := newCoverMap(exts)
 	var scratch []byte
 	n := 0
+	err = j.scanAfter(rc, func(r *Record) error {
+		n++
+		if err := replayRecord(j.disk, r, cover, &scratch); err != nil {
+			return fmt.Errorf("journal: replay seq %d onto disk: %w", r.Seq, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := j.disk.Sync(); err != nil {
+		return fmt.Errorf("journal: replay: sync disk: %w", err)
+	}
+	torn, err := tornExtents(j.disk, exts)
+	if err != nil {
+		return err
+	}
+	j.log.Info("journal: replayed", "dir", j.dir, "records", n, "from", rc.ckpt+1, "to", rc.lastSeq,
+		"extents", len(exts), "torn_extents", len(torn))
+	return j.recordReplay(rc, exts, torn)
+}
+
+// recordReplay notes what replay found and records the checkpoint.
+func (j *Journal) recordReplay(rc *recovery, exts, torn []Extent) error {
+	if len(exts) > 0 {
+		j.extentSeq.Store(exts[len(exts)-1].Seq)
+	}
+	j.recovered = torn
+	ckpt := rc.lastSeq
+	if len(torn) > 0 && j.opts.MarkExtents {
+		j.ckptHold.Store(torn[0].Seq)
+		ckpt = torn[0].Seq - 1
+	}
+	if ckpt > rc.ckpt {
+		if err := j.writeCheckpoint(ckpt); err != nil {
+			return err
+		}
+		rc.ckpt = ckpt
+	}
+	rc.synced = true
+	return nil
+}
+
+// scanAfter calls fn for every record after the checkpoint, in seq order.
+func (j *Journal) scanAfter(rc *recovery, fn func(r *Record) error) error {
 	for i, s := range rc.segs {
 		if i+1 < len(rc.segs) && rc.segs[i+1].firstSeq <= rc.ckpt+1 {
 			continue // wholly at or before the checkpoint
@@ -165,10 +224,7 @@ func (j *Journal) replay(rc *recovery) error {
 		for err == nil {
 			var r Record
 			if r, err = sc.next(); err == nil && r.Seq > rc.ckpt {
-				if err = applyRecord(j.disk, &r, &scratch); err != nil {
-					err = fmt.Errorf("journal: replay seq %d onto disk: %w", r.Seq, err)
-				}
-				n++
+				err = fn(&r)
 			}
 		}
 		f.Close()
@@ -176,14 +232,6 @@ func (j *Journal) replay(rc *recovery) error {
 			return err
 		}
 	}
-	if err := j.disk.Sync(); err != nil {
-		return fmt.Errorf("journal: replay: sync disk: %w", err)
-	}
-	j.log.Info("journal: replayed", "dir", j.dir, "records", n, "from", rc.ckpt+1, "to", rc.lastSeq)
-	if err := j.writeCheckpoint(rc.lastSeq); err != nil {
-		return err
-	}
-	rc.ckpt = rc.lastSeq
 	return nil
 }
 
@@ -216,6 +264,10 @@ func (j *Journal) startAfterRecovery(rc *recovery) error {
 		v.Store(last)
 	}
 	j.ckptSeq.Store(rc.ckpt)
+	j.diskCovered.Store(rc.ckpt)
+	if rc.synced {
+		j.diskCovered.Store(last)
+	}
 	return nil
 }
 

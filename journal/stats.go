@@ -4,16 +4,18 @@ import "sync/atomic"
 
 // Stats are the journal's counters since Open.
 type Stats struct {
-	Appends     uint64 // records appended
-	BytesRaw    uint64 // bytes of disk data in write records, before compression
-	BytesStored uint64 // payload bytes stored (and replicated) for them
-	Batches     uint64 // segment writes (one pwritev each)
-	Syncs       uint64 // fdatasyncs of the journal
-	DiskSyncs   uint64 // syncs of the disk (checkpoints)
-	Checkpoints uint64 // checkpoints recorded
-	Stalls      uint64 // Appends that waited for space (back-pressure)
-	Size        int64  // bytes of the journal: segment files and queued records
-	Segments    int    // segment files
+	Appends      uint64 // records appended
+	BytesRaw     uint64 // bytes of disk data in write records, before compression
+	BytesStored  uint64 // payload bytes stored for them in the journal
+	InPlace      uint64 // write records made in place (Options.DataMax)
+	BytesInPlace uint64 // bytes of disk data they covered
+	Batches      uint64 // segment writes (one pwritev each)
+	Syncs        uint64 // fdatasyncs of the journal
+	DiskSyncs    uint64 // syncs of the disk (checkpoints)
+	Checkpoints  uint64 // checkpoints recorded
+	Stalls       uint64 // Appends that waited for space (back-pressure)
+	Size         int64  // bytes of the journal: segment files and queued records
+	Segments     int    // segment files
 
 	LastSeq       uint64 // last seq assigned
 	DurableSeq    uint64 // last seq synced in the journal
@@ -24,6 +26,7 @@ type Stats struct {
 // counters are the atomics behind Stats, updated by whichever goroutine does the work.
 type counters struct {
 	appends, bytesRaw, bytesStored         atomic.Uint64
+	inPlace, bytesInPlace                  atomic.Uint64
 	batches, syncs, diskSyncs, checkpoints atomic.Uint64
 	stalls                                 atomic.Uint64
 }
@@ -40,6 +43,8 @@ func (j *Journal) Stats() Stats {
 		Appends:       j.st.appends.Load(),
 		BytesRaw:      j.st.bytesRaw.Load(),
 		BytesStored:   j.st.bytesStored.Load(),
+		InPlace:       j.st.inPlace.Load(),
+		BytesInPlace:  j.st.bytesInPlace.Load(),
 		Batches:       j.st.batches.Load(),
 		Syncs:         j.st.syncs.Load(),
 		DiskSyncs:     j.st.diskSyncs.Load(),

@@ -13,12 +13,14 @@ import (
 type writer struct {
 	f        vfs.File
 	seg      *segment
-	off      int64    // end of the whole frames in f
-	dirty    bool     // f has writes not yet synced
-	recycled bool     // f is a recycled file: old data may follow off
-	started  int64    // f is being written back up to here (startWriteback)
-	iov      [][]byte // scratch for one pwritev
-	padHdr   [headerSize]byte
+	off      int64 // end of the whole frames in f
+	dirty    bool  // f has writes not yet synced
+	recycled bool  // f is a recycled file: old data may follow off
+	started  int64 // f is being written back up to here (startWriteback)
+	// lastExtent is the seq of the last extent frame written.
+	lastExtent uint64
+	iov        [][]byte // scratch for one pwritev
+	padHdr     [headerSize]byte
 }
 
 // batch is what the writer took from the queue in one go: written with one
@@ -29,6 +31,12 @@ type batch struct {
 	needSync bool  // a FUA record, a sync or a checkpoint is in it
 	records  bool  // at least one record
 	ckpt     bool  // a checkpoint marker is in it
+	// wantsDisk: a sync or a FUA extent is in it, which an extent not yet
+	// covered by a disk sync makes a disk sync for (diskSync, set by the
+	// writer). Then the applier completes the syncs and FUA records, after
+	// the disk sync. deferWritten: the applier runs the written callbacks
+	// (see noteWritten).
+	wantsDisk, diskSync, deferWritten bool
 	// synced is done once a needSync batch is synced: the applier waits for
 	// it before a checkpoint and while the disk syncs. In needSync batches
 	// without a checkpoint the writer and the applier each count left down
@@ -101,6 +109,7 @@ func (b *batch) recycle() {
 	clear(b.items)
 	b.items = b.items[:0]
 	b.bytes, b.needSync, b.records, b.ckpt, b.syncErr = 0, false, false, false, nil
+	b.wantsDisk, b.diskSync, b.deferWritten = false, false, false
 	batchPool.Put(b)
 }
 
@@ -193,9 +202,10 @@ func (j *Journal) takeLocked(b *batch) {
 	for n < len(j.queue) && (b.bytes == 0 || b.bytes < limit) {
 		it := &j.queue[n]
 		if it.isRecord() {
-			b.bytes += int64(it.rec.encodedLen())
+			b.bytes += it.frameLen()
 			b.records = true
 		}
+		b.wantsDisk = b.wantsDisk || it.syncDone != nil || it.fua && it.inPlace
 		b.needSync = b.needSync || it.fua || it.syncDone != nil || it.ckptDone != nil ||
 			it.isRecord() && j.diskSyncing.Load()
 		b.ckpt = b.ckpt || it.ckptDone != nil
@@ -222,13 +232,10 @@ func (j *Journal) writeBatch(b *batch) {
 			j.failBatch(b, err)
 			return
 		}
-		for i := range b.items {
-			if w := b.items[i].written; w != nil {
-				w()
-			}
-		}
+		j.noteWritten(b)
 	}
-	needSync, toApplier := b.needSync, b.records || b.ckpt
+	b.diskSync = j.wantDiskSync(b)
+	needSync, toApplier := b.needSync, b.records || b.ckpt || b.diskSync
 	if needSync && toApplier {
 		b.synced.Add(1)
 		b.left.Store(2)
@@ -266,12 +273,18 @@ func (j *Journal) writeRecords(b *batch) error {
 		if !it.isRecord() {
 			continue
 		}
+		last = it.rec.Seq
+		if it.inPlace {
+			it.rec.putExtentHeader(&it.hdr, &it.ext, it.dataSum)
+			w.iov = append(w.iov, it.hdr[:], it.ext[:])
+			w.lastExtent = last
+			continue
+		}
 		it.rec.putHeader(&it.hdr)
 		w.iov = append(w.iov, it.hdr[:])
 		if p := it.rec.Payload; len(p) > 0 {
 			w.iov = append(w.iov, p, zeroPad[:align(len(p))-len(p)])
 		}
-		last = it.rec.Seq
 	}
 	size := b.bytes
 	if w.recycled { // whole pages: no read of the old page under a partial write
@@ -343,8 +356,9 @@ func (j *Journal) syncBatch(b *batch, applied bool) {
 			j.durableSeq.Store(j.writtenSeq.Load())
 		}
 	}
+	diskSync := b.diskSync // the applier answers the syncs after the disk's
 	for i := range b.items {
-		if done := b.items[i].syncDone; done != nil {
+		if done := b.items[i].syncDone; done != nil && !diskSync {
 			done(err)
 		}
 	}
@@ -354,8 +368,8 @@ func (j *Journal) syncBatch(b *batch, applied bool) {
 		return
 	}
 	ckpt := b.ckpt
-	b.synced.Done() // the applier may recycle a checkpoint batch from here on
-	if !ckpt && b.finish() {
+	b.synced.Done() // the applier may recycle a checkpoint or disk sync batch from here on
+	if !ckpt && !diskSync && b.finish() {
 		b.completeFUA()
 		b.recycle()
 	}
@@ -366,6 +380,7 @@ func (j *Journal) syncBatch(b *batch, applied bool) {
 func (j *Journal) failBatch(b *batch, err error) {
 	for i := range b.items {
 		it := &b.items[i]
+		it.release()
 		switch {
 		case it.done != nil:
 			it.done(it.rec.Seq, err)

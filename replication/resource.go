@@ -37,6 +37,9 @@ type Config struct {
 	JournalSize int64
 	// JournalRetain is kept after a checkpoint for resync; 0 is the default.
 	JournalRetain int64
+	// JournalDataMax is the size from which writes go to the disk in
+	// place (journal.Options.DataMax); 0 is the default, negative never.
+	JournalDataMax int64
 	// CheckpointInterval is the time between checkpoints; 0 is the default.
 	CheckpointInterval time.Duration
 	Logger             *slog.Logger
@@ -179,6 +182,8 @@ func Open(c Config) (*Resource, error) {
 		CheckpointInterval: c.CheckpointInterval,
 		Logger:             c.Logger,
 		Observe:            c.journalObserver(),
+		DataMax:            c.JournalDataMax,
+		MarkExtents:        true, // see recoverExtents
 	})
 	if err != nil {
 		return nil, fmt.Errorf("replication: open %s: %w", c.Name, err)
@@ -211,6 +216,9 @@ func Open(c Config) (*Resource, error) {
 	seq, err := r.loadBitmap()
 	if err == nil {
 		err = r.recoverMarks(seq)
+	}
+	if err == nil {
+		err = r.recoverExtents()
 	}
 	if err == nil {
 		err = r.startPeer()

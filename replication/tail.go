@@ -42,7 +42,10 @@ func (r *Resource) tailLoop(l *link, from uint64) error {
 			}
 			continue
 		}
-		rec := it.rec
+		rec, err := r.tailRecord(it.rec, l.closed) // a write in place: read from the disk
+		if err != nil {
+			return err
+		}
 		last = rec.Seq
 		carried.mark(rec.Offset, int64(rec.RawLen))
 		off, n := rec.Offset, int64(rec.RawLen)

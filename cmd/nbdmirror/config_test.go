@@ -41,8 +41,9 @@ func configSamples(dir string) map[string][2]string {
 		"name": q("r1"), "disk": q(filepath.Join(dir, "d.img")), "size": q("1M"),
 		"nbd-listen": q("127.0.0.1:10999"), "control": q(filepath.Join(dir, "c.sock")),
 		"meta-dir": q(filepath.Join(dir, "meta")), "primary": {"true", ""}, "compress": q("zstd"),
-		"journal-size": q("64M"), "journal-retain": q("8M"), "peer-listen": q("127.0.0.1:7001"),
-		"peer": q("127.0.0.1:7002"), "secret-file": q(secret), "protocol": q("B"), "peer-timeout": q("3s"),
+		"journal-size": q("64M"), "journal-retain": q("8M"), "journal-data-max": q("1M"),
+		"peer-listen": q("127.0.0.1:7001"),
+		"peer":        q("127.0.0.1:7002"), "secret-file": q(secret), "protocol": q("B"), "peer-timeout": q("3s"),
 		"metrics-listen": q("127.0.0.1:9100"), "after-split-brain": q("discard-zero-changes"),
 		"nbd-poll": q("50µs"), "peer-poll": q("20µs"), "resync-rate": q("10M"),
 		"etcd":        {`["http://127.0.0.1:2379", "http://127.0.0.2:2379"]`, "http://127.0.0.1:2379,http://127.0.0.2:2379"},
@@ -168,5 +169,27 @@ func TestConfigBadLine(t *testing.T) {
 				t.Fatalf("want one line with %q, got:\n%s", c.want, out)
 			}
 		})
+	}
+}
+
+func TestJournalDataMaxFlag(t *testing.T) {
+	disk := filepath.Join(t.TempDir(), "d.img")
+	for _, tc := range []struct {
+		arg  string
+		want int64 // 0: a usage error
+	}{
+		{"", 256 << 10}, {"1M", 1 << 20}, {"4K", 4 << 10}, {"0", -1}, {"1K", 0}, {"256M", 0}, {"x", 0},
+	} {
+		args := []string{"--disk", disk, "--size", "1M"}
+		if tc.arg != "" {
+			args = append(args, "--journal-data-max", tc.arg)
+		}
+		c, err := parseServeFlags(args, io.Discard)
+		switch {
+		case tc.want == 0 && err == nil:
+			t.Errorf("--journal-data-max %q accepted (%d)", tc.arg, c.dataMax)
+		case tc.want != 0 && (err != nil || c.dataMax != tc.want):
+			t.Errorf("--journal-data-max %q: %d, %v; want %d", tc.arg, c.dataMax, err, tc.want)
+		}
 	}
 }

@@ -46,6 +46,7 @@ type serveConfig struct {
 	codec         journal.Codec
 	journalSize   int64
 	journalRetain int64
+	dataMax       int64 // --journal-data-max: writes of it or more go in place; negative never
 
 	peerListen    string
 	peer          string
@@ -71,7 +72,7 @@ var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	var c serveConfig
-	var size, codec, journalSize, journalRetain, protocol, resyncRate, resyncMinRate, etcd, config, readBalancing string
+	var size, codec, journalSize, journalRetain, dataMax, protocol, resyncRate, resyncMinRate, etcd, config, readBalancing string
 	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&c.name, "name", "r0", "resource name; the NBD export answers to it and to the empty name")
@@ -85,6 +86,7 @@ func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	fs.StringVar(&codec, "compress", "s2", "codec of journal records and replication: s2, zstd or none")
 	fs.StringVar(&journalSize, "journal-size", "1G", "bound of the journal; near it a checkpoint is forced and writers wait")
 	fs.StringVar(&journalRetain, "journal-retain", "256M", "journal kept after a checkpoint, for resync by replay")
+	fs.StringVar(&dataMax, "journal-data-max", "256K", "writes of this size or more go to the disk in place, behind a record of their extent, instead of through the journal; 0 journals every write whole")
 	fs.StringVar(&c.peerListen, "peer-listen", "", "address of the replication listener")
 	fs.StringVar(&c.peer, "peer", "", "the other node's --peer-listen address")
 	fs.StringVar(&c.secretFile, "secret-file", "", "file holding the secret both nodes share, mode 0600 (--peer needs it or --peer-tls-certificates, or both)")
@@ -129,6 +131,9 @@ func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 		return c, err
 	}
 	if err := c.completeJournal(codec, journalSize, journalRetain); err != nil {
+		return c, err
+	}
+	if err := c.completeDataMax(dataMax); err != nil {
 		return c, err
 	}
 	if err := c.completePeer(protocol); err != nil {
@@ -247,6 +252,22 @@ func (c *serveConfig) completeJournal(codec, size, retain string) error {
 	}
 	if c.journalRetain > c.journalSize/2 {
 		return usagef("--journal-retain %s: at most half of --journal-size", retain)
+	}
+	return nil
+}
+
+// completeDataMax parses --journal-data-max: 0 turns writes in place off.
+func (c *serveConfig) completeDataMax(s string) error {
+	n, err := parseSize(s)
+	switch {
+	case err != nil:
+		return usagef("--journal-data-max: %v", err)
+	case n == 0:
+		c.dataMax = -1
+	case n < 4<<10 || n > journal.MaxRawLen:
+		return usagef("--journal-data-max %q: want 0 or 4K to 128M", s)
+	default:
+		c.dataMax = n
 	}
 	return nil
 }
@@ -445,8 +466,9 @@ func (d *daemon) openStorage() (err error) {
 	}
 	res, err := replication.Open(replication.Config{
 		Name: d.cfg.name, Disk: disk, MetaDir: d.cfg.metaDir, Codec: d.cfg.codec,
-		JournalSize: d.cfg.journalSize, JournalRetain: d.cfg.journalRetain, Logger: d.log,
-		Role: d.cfg.initialRole(), Created: created, PeerListen: d.cfg.peerListen, Peer: d.cfg.peer,
+		JournalSize: d.cfg.journalSize, JournalRetain: d.cfg.journalRetain, JournalDataMax: d.cfg.dataMax,
+		Logger: d.log,
+		Role:   d.cfg.initialRole(), Created: created, PeerListen: d.cfg.peerListen, Peer: d.cfg.peer,
 		Secret: d.cfg.secret, Protocol: d.cfg.protocol, PeerTimeout: d.cfg.peerTimeout,
 		// --handshake-limit bounds the peer listener too; its 0 (no bound
 		// for NBD) is replication's default there: a peer listener without

@@ -37,11 +37,16 @@ type Options struct {
 	InFlight   int   // requests in flight at once (default 32)
 	FUAEvery   int   // every Nth write carries FUA (0: never)
 	FlushEvery int   // a FLUSH after every Nth write (0: never)
-	Seed       uint64
 	// ReadBack reads every block back as soon as its write is
 	// acknowledged, before another write may go to it: the read must
 	// return that very stamp (Run fails with ErrStaleRead otherwise).
 	ReadBack bool
+	// LargeEvery, if set, makes one write in LargeEvery (drawn at random)
+	// cover LargeBlocks consecutive blocks, each stamped as its own block
+	// with the write's counter: a large write among the small ones.
+	LargeEvery  int
+	LargeBlocks int
+	Seed        uint64
 }
 
 // ErrStaleRead is a read back (Options.ReadBack) that did not return the
@@ -111,20 +116,26 @@ func (c *Checker) Run(ctx context.Context, dev Device) error {
 }
 
 func (c *Checker) writer(ctx context.Context, dev Device, rng *rand.Rand) error {
-	buf := make([]byte, BlockSize)
+	buf := make([]byte, BlockSize*max(1, c.o.LargeBlocks))
 	for ctx.Err() == nil {
-		b, n := c.claim(rng)
+		k := 1
+		if c.o.LargeEvery > 0 && c.o.LargeBlocks > 1 && rng.IntN(c.o.LargeEvery) == 0 {
+			k = c.o.LargeBlocks
+		}
+		b, n := c.claim(rng, k)
 		if b < 0 {
 			continue
 		}
-		stamp(buf, b, n)
+		for i := range k {
+			stamp(buf[i*BlockSize:(i+1)*BlockSize], b+i, n)
+		}
 		fua := c.o.FUAEvery > 0 && n%uint64(c.o.FUAEvery) == 0
-		err := dev.WriteFUA(buf, c.o.Base+int64(b)*BlockSize, fua)
+		err := dev.WriteFUA(buf[:k*BlockSize], c.o.Base+int64(b)*BlockSize, fua)
 		var rerr error
 		if err == nil && c.o.ReadBack {
-			rerr = c.readBackOne(dev, b, n)
+			rerr = c.readBackWrite(dev, b, k, n)
 		}
-		c.release(b, n, err == nil)
+		c.release(b, k, n, err == nil)
 		if err != nil {
 			return fmt.Errorf("checker: write of block %d: %w", b, err)
 		}
@@ -140,45 +151,55 @@ func (c *Checker) writer(ctx context.Context, dev Device, rng *rand.Rand) error 
 	return nil
 }
 
-// readBackOne reads block b, whose write n was just acknowledged and
-// which no other write touches meanwhile: it must hold stamp n.
-func (c *Checker) readBackOne(dev Device, b int, n uint64) error {
-	buf := make([]byte, BlockSize)
+// readBackWrite reads blocks b to b+k-1, whose write n was just acknowledged
+// and which no other write touches meanwhile: each must hold stamp n.
+func (c *Checker) readBackWrite(dev Device, b, k int, n uint64) error {
+	buf := make([]byte, k*BlockSize)
 	if _, err := dev.ReadAt(buf, c.o.Base+int64(b)*BlockSize); err != nil {
-		return fmt.Errorf("checker: read back of block %d: %w", b, err)
+		return fmt.Errorf("checker: read back of blocks %d-%d: %w", b, b+k-1, err)
 	}
-	got, err := parse(buf, b)
-	switch {
-	case err != nil:
-		return fmt.Errorf("%w: block %d after write %d acknowledged: %v", ErrStaleRead, b, n, err)
-	case got != n:
-		return fmt.Errorf("%w: block %d holds write %d, write %d was acknowledged", ErrStaleRead, b, got, n)
+	for i := range k {
+		got, err := parse(buf[i*BlockSize:(i+1)*BlockSize], b+i)
+		switch {
+		case err != nil:
+			return fmt.Errorf("%w: block %d after write %d acknowledged: %v", ErrStaleRead, b+i, n, err)
+		case got != n:
+			return fmt.Errorf("%w: block %d holds write %d, write %d was acknowledged", ErrStaleRead, b+i, got, n)
+		}
 	}
-	c.readBack.Add(1)
+	c.readBack.Add(uint64(k))
 	return nil
 }
 
-// claim picks a block with no write in flight, so writes to one block are
-// ordered and its newest acknowledged stamp is well defined.
-func (c *Checker) claim(rng *rand.Rand) (int, uint64) {
-	b := rng.IntN(c.o.Blocks)
+// claim picks k consecutive blocks with no write in flight, so writes to
+// one block are ordered and its newest acknowledged stamp is well defined.
+func (c *Checker) claim(rng *rand.Rand, k int) (int, uint64) {
+	b := rng.IntN(c.o.Blocks - k + 1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.busy[b] {
-		return -1, 0
+	for i := range k {
+		if c.busy[b+i] {
+			return -1, 0
+		}
 	}
-	c.busy[b] = true
 	c.counter++
-	c.issued[b] = c.counter
+	for i := range k {
+		c.busy[b+i] = true
+		c.issued[b+i] = c.counter
+	}
 	return b, c.counter
 }
 
-func (c *Checker) release(b int, n uint64, acked bool) {
+func (c *Checker) release(b, k int, n uint64, acked bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.busy[b] = false
+	for i := range k {
+		c.busy[b+i] = false
+		if acked {
+			c.acked[b+i] = n
+		}
+	}
 	if acked {
-		c.acked[b] = n
 		c.ackCount.Add(1)
 	}
 }

@@ -90,6 +90,7 @@ func (n *node) open(role wire.Role, created bool, timeout time.Duration) error {
 		Role: role, Created: created, PeerListen: n.name, Peer: nodeName(1 - n.idx),
 		Listen: h.Listen, Dial: h.Dial, Secret: []byte("sim"), PeerTimeout: timeout,
 		CheckpointInterval: 50 * time.Millisecond, JournalSize: 1 << 20, JournalRetain: 128 << 10,
+		JournalDataMax: 2 * BlockSize, // writes of 2 to 4 blocks go in place, single blocks through the journal
 	})
 	if err != nil {
 		return fmt.Errorf("sim: open %s: %w", n.name, err)

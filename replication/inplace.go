@@ -1,0 +1,55 @@
+package replication
+
+import (
+	"fmt"
+
+	"github.com/nbdmirror/nbdmirror/journal"
+)
+
+// Writes of Config.JournalDataMax bytes or more go to the disk in place,
+// behind an extent record in the journal (see package journal), on both
+// nodes: the Primary journals and applies the record as any other, and
+// sends its payload, compressed once; the Secondary's journal makes the same
+// choice for the record it receives.
+
+// recoverExtents marks the writes in place that the journal's recovery
+// found torn (their data on the disk does not match the record's CRC):
+// this node may hold anything there, so the next connection resyncs them,
+// as DRBD resyncs its activity log's extents after a crash. The bitmap is
+// saved before the journal's checkpoint may pass them.
+func (r *Resource) recoverExtents() error {
+	torn := r.journal.RecoveredExtents()
+	for _, e := range torn {
+		r.oos.mark(e.Offset, e.Len)
+	}
+	if len(torn) > 0 {
+		if err := r.saveBitmap(); err != nil {
+			return fmt.Errorf("replication: mark torn writes in place: %w", err)
+		}
+		r.log.Warn("writes in place torn by a crash: marked out of sync", "extents", len(torn),
+			"out_of_sync_bytes", r.oos.bytes())
+	}
+	r.journal.ExtentsMarked()
+	return nil
+}
+
+// tailRecord is rec as a journal-tail resync sends it: an extent record
+// becomes a write of what the disk holds there, read once the write is
+// applied. Those bytes may be newer than rec's (a later write over them):
+// until the tail is through, the target then holds no state the source
+// ever had.
+func (r *Resource) tailRecord(rec journal.Record, cancel <-chan struct{}) (journal.Record, error) {
+	if rec.Kind != journal.KindExtent {
+		return rec, nil
+	}
+	if err := r.journal.AwaitApplied(rec.Seq, cancel); err != nil {
+		return rec, err
+	}
+	data := make([]byte, rec.RawLen)
+	if n, err := r.disk.ReadAt(data, rec.Offset); n < len(data) {
+		return rec, fmt.Errorf("replication: read the write in place of seq %d: %w", rec.Seq, err)
+	}
+	w := r.comp.WriteLent(rec.Offset, data) // data is this record's alone
+	w.Seq = rec.Seq
+	return w, nil
+}

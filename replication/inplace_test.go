@@ -1,0 +1,137 @@
+package replication
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/nbdmirror/nbdmirror/journal"
+	"github.com/nbdmirror/nbdmirror/journal/vfs"
+	"github.com/nbdmirror/nbdmirror/replication/wire"
+)
+
+// TestPairMixedWritesInPlaceEndIdentical: small and large writes over the
+// same ranges, many in flight, some FUA, then a FLUSH: both nodes write the
+// large ones in place and end with the same bytes.
+func TestPairMixedWritesInPlaceEndIdentical(t *testing.T) {
+	p := openPairWith(t, testSize, func(pc, sc *Config) {
+		pc.JournalDataMax, sc.JournalDataMax = 64<<10, 64<<10
+	}, nil)
+	p.waitInSync(t)
+	rnd := rand.New(rand.NewPCG(11, 12))
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for i := range 200 {
+		n := 4 << 10
+		if rnd.IntN(3) == 0 {
+			n = 256 << 10
+		}
+		off := rnd.Int64N((1<<20-int64(n))/4096) * 4096 // all in the first MiB: they overlap
+		data := make([]byte, n)
+		for k := range data {
+			data[k] = byte(i)
+		}
+		wg.Add(1)
+		p.primary.WriteAsync(data, off, i%7 == 0, i%16 == 15, func(err error) {
+			errs <- err
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.primary.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.secondary.journal.WaitApplied(); err != nil {
+		t.Fatal(err)
+	}
+	p.sameImages(t)
+	for _, r := range []*Resource{p.primary, p.secondary} {
+		if st := r.journal.Stats(); st.InPlace == 0 {
+			t.Fatalf("%s wrote nothing in place: %+v", r.Role(), st)
+		}
+	}
+}
+
+// TestTornWriteInPlaceResynced: the Primary loses power after a write in
+// place its peer acknowledged, its extent record durable, its data not.
+// Recovery finds the extent torn and marks it, though the bitmap file says
+// the peer holds everything up to it, and the reconnection resyncs it: the
+// images end identical.
+func TestTornWriteInPlaceResynced(t *testing.T) {
+	var pcfg Config
+	p := openPairWith(t, testSize, func(pc, sc *Config) {
+		pc.JournalDataMax, sc.JournalDataMax = 64<<10, 64<<10
+		pcfg = *pc
+	}, nil)
+	p.waitInSync(t)
+	big := bytes.Repeat([]byte{0xab}, 256<<10)
+	if _, err := p.primary.WriteAt(big, 512<<10); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.primary.saveBitmap(); err != nil { // the peer holds it: nothing to mark
+		t.Fatal(err)
+	}
+	// A FUA journaled write syncs the journal, extent record included, and
+	// not the disk.
+	if _, err := p.primary.WriteAtFUA(make([]byte, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	var fs2 *vfs.MemFS
+	disk2 := p.pdisk.CrashWith(func() { fs2 = pcfg.FS.(*vfs.MemFS).CrashClone(nil) })
+	p.primary.Close()
+	if bytes.Equal(disk2.Bytes()[512<<10:512<<10+len(big)], big) {
+		t.Fatal("the power loss kept the write in place: nothing to test")
+	}
+	pcfg.FS, pcfg.Disk = fs2, memDisk{disk2}
+	pcfg.Created = false
+	r, err := Open(pcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	if torn := r.journal.RecoveredExtents(); len(torn) != 1 || torn[0].Offset != 512<<10 {
+		t.Fatalf("recovered torn extents %+v, want the write at 512 KiB", torn)
+	}
+	p2 := &testPair{primary: r, secondary: p.secondary, pdisk: memDisk{disk2}, sdisk: p.sdisk}
+	p2.waitInSync(t)
+	p2.sameImages(t)
+}
+
+// TestTailRecordReadsTheDisk: a journal-tail resync sends a write made in
+// place as a write of the bytes the disk holds.
+func TestTailRecordReadsTheDisk(t *testing.T) {
+	r, err := Open(Config{Name: "r0", Disk: memDisk{journal.NewMemDisk(testSize)}, MetaDir: t.TempDir(),
+		FS: journal.NewMemFS(), Role: wire.Primary, Created: true, CheckpointInterval: -1, JournalDataMax: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	data := bytes.Repeat([]byte("in place"), 32<<10)
+	if _, err := r.WriteAt(data, 64<<10); err != nil {
+		t.Fatal(err)
+	}
+	rd, err := r.journal.NewReader(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	rec, err := rd.Next()
+	if err != nil || rec.Kind != journal.KindExtent {
+		t.Fatalf("journal record %v %v, want an extent", rec.Kind, err)
+	}
+	rec, err = r.tailRecord(rec, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := rec.Raw(nil)
+	if err != nil || rec.Kind != journal.KindWrite || rec.Offset != 64<<10 || rec.Seq == 0 || !bytes.Equal(raw, data) {
+		t.Fatalf("tail record %v at %d seq %d (%v), want the write's data", rec.Kind, rec.Offset, rec.Seq, err)
+	}
+}
