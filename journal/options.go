@@ -47,6 +47,12 @@ type Options struct {
 	CheckpointInterval time.Duration
 	// Logger receives recovery and failure reports; nil means slog.Default().
 	Logger *slog.Logger
+	// OnFailure, if set, hears every failure of the journal's files or
+	// disk that no appender is told of: the one that makes the journal
+	// fail for good (a failed sync or apply, once), and each failed
+	// checkpoint. It may run with the journal's locks held: it must not
+	// block nor call the journal.
+	OnFailure func(err error)
 
 	// Knobs that only tests turn:
 	//
