@@ -122,6 +122,8 @@ func scriptEvent(t *testing.T, d *datadriven.TestData, s State) Event {
 		return v
 	case "refused":
 		return RefusedByPeer{Reason: argReason(t, d, "reason"), Text: strings.TrimSpace(d.Input)}
+	case "disk-failed":
+		return DiskFailed{Text: strings.TrimSpace(d.Input)}
 	}
 	d.Fatalf(t, "unknown command %s", d.Cmd)
 	return nil

@@ -77,6 +77,7 @@ func (l *link) handle(f wire.Frame, idle bool) error {
 		}
 		l.res.journal.SyncLater(func(err error) {
 			if err != nil {
+				l.res.health.fault(OpReplicate, err) // Diskless from now: the peer is refused
 				l.fail(fmt.Errorf("%w: journal sync: %v", ErrLinkDown, err))
 				return
 			}
@@ -168,6 +169,7 @@ func (l *link) applyRecords(body []byte, idle bool) (n int, err error) {
 		}
 		l.res.journal.AppendLater(rec, false, written, func(jseq uint64, err error) {
 			if err != nil {
+				l.res.health.fault(OpReplicate, err) // Diskless from now: the peer is refused
 				l.fail(fmt.Errorf("%w: journal: %v", ErrLinkDown, err))
 				return
 			}

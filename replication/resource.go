@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -85,6 +84,9 @@ type Config struct {
 	ResyncRate int64
 	// ObserveWrite, if set, is told how long each acknowledged write took.
 	ObserveWrite func(time.Duration)
+	// OnIOError says what a fault of the disk, the journal or the metadata
+	// does (see diskstate.go); zero is OnIOErrorDetach.
+	OnIOError OnIOError
 }
 
 // Resource is one replicated device. Its methods are safe for concurrent use.
@@ -146,6 +148,9 @@ type Resource struct {
 	// node's journal holds: acknowledged writes of a Primary, records
 	// journaled from the peer on a Secondary. Saved with the bitmap.
 	peerSeq atomic.Uint64
+	// health is the state of the disk, journal and metadata: in use, or
+	// out after a fault (diskstate.go, detach.go).
+	health *diskHealth
 }
 
 // Open recovers the resource's journal onto its disk and makes it ready for I/O.
@@ -160,12 +165,8 @@ func Open(c Config) (*Resource, error) {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	j, err := journal.Open(c.FS, filepath.Join(c.MetaDir, "journal"), c.Disk, journal.Options{
-		MaxBytes:           c.JournalSize,
-		RetainBytes:        c.JournalRetain,
-		CheckpointInterval: c.CheckpointInterval,
-		Logger:             c.Logger,
-	})
+	health := &diskHealth{policy: c.OnIOError}
+	j, err := openJournal(c, c.Disk, health)
 	if err != nil {
 		return nil, fmt.Errorf("replication: open %s: %w", c.Name, err)
 	}
@@ -186,7 +187,8 @@ func Open(c Config) (*Resource, error) {
 	r := &Resource{cfg: c, name: c.Name, disk: c.Disk, size: size, journal: j,
 		comp: journal.NewCompressor(c.Codec), log: c.Logger, oos: newBitmap(size),
 		meta: m, role: c.Role, linkChange: make(chan struct{}), stop: make(chan struct{}),
-		bitmapFile: &bitmapStore{fs: c.FS, dir: c.MetaDir}}
+		bitmapFile: &bitmapStore{fs: c.FS, dir: c.MetaDir}, health: health}
+	health.onDetach = r.detach
 	r.resyncRate.Store(c.ResyncRate)
 	seq, err := r.loadBitmap()
 	if err == nil {
@@ -216,7 +218,8 @@ func (r *Resource) Size() (int64, error) { return r.size, nil }
 
 // ReadAt reads from the disk: a write is applied there before it is
 // acknowledged.
-func (r *Resource) ReadAt(p []byte, off int64) (int, error) { return r.disk.ReadAt(p, off) }
+// A Diskless node reads through its peer (readAt).
+func (r *Resource) ReadAt(p []byte, off int64) (int, error) { return r.readAt(p, off) }
 
 // WriteAt journals and applies p at off.
 func (r *Resource) WriteAt(p []byte, off int64) (int, error) { return r.writeData(p, off, false) }
@@ -304,6 +307,10 @@ func (r *Resource) appendAsync(rec *journal.Record, fua, here bool, then func(er
 		then(ErrNotPrimary)
 		return
 	}
+	if r.health.load() == diskDiskless {
+		r.appendPeerOnly(rec, fua, here, q)
+		return
+	}
 	l := r.currentLink()
 	if l != nil && l.catchingUp {
 		l = nil // the tail loop sends its record; the mark goes once the tail has carried it
@@ -372,7 +379,11 @@ const seqGap = 1 << 32
 // journal sync here (group commit) and a barrier on the peer, in parallel.
 // The disks themselves are synced at checkpoints.
 func (r *Resource) Sync() error {
+	if r.health.load() == diskDiskless {
+		return r.syncPeerOnly()
+	}
 	q := newRequest(r, 0, 0, nil)
+	q.op = OpFlush
 	r.order.Lock()
 	l := r.currentLink()
 	if l != nil && l.catchingUp {
@@ -400,7 +411,11 @@ type Stats struct {
 
 // Stats returns the resource's counters.
 func (r *Resource) Stats() Stats {
-	return Stats{Writes: r.writes.Load(), BytesWritten: r.bytesWritten.Load(), Journal: r.journal.Stats()}
+	st := Stats{Writes: r.writes.Load(), BytesWritten: r.bytesWritten.Load()}
+	if !r.health.out() { // an attach replaces the journal while the disk is out
+		st.Journal = r.journal.Stats()
+	}
+	return st
 }
 
 // Close drops the peer, drains the journal, checkpoints (the disk is

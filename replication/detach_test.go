@@ -1,0 +1,295 @@
+package replication
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nbdmirror/nbdmirror/journal"
+	"github.com/nbdmirror/nbdmirror/journal/vfs"
+	"github.com/nbdmirror/nbdmirror/replication/wire"
+)
+
+// faultDisk is a memory disk whose every operation fails with EIO while
+// failing is set; calls counts the operations tried meanwhile.
+type faultDisk struct {
+	memDisk
+	failing *atomic.Bool
+	calls   *atomic.Int64
+}
+
+func newFaultDisk(d memDisk) faultDisk {
+	return faultDisk{memDisk: d, failing: new(atomic.Bool), calls: new(atomic.Int64)}
+}
+
+func (d faultDisk) fault() error {
+	if !d.failing.Load() {
+		return nil
+	}
+	d.calls.Add(1)
+	return fmt.Errorf("fault disk: %w", syscall.EIO)
+}
+
+func (d faultDisk) WriteAt(p []byte, off int64) (int, error) {
+	if err := d.fault(); err != nil {
+		return 0, err
+	}
+	return d.memDisk.WriteAt(p, off)
+}
+
+func (d faultDisk) ReadAt(p []byte, off int64) (int, error) {
+	if err := d.fault(); err != nil {
+		return 0, err
+	}
+	return d.memDisk.ReadAt(p, off)
+}
+
+func (d faultDisk) Trim(off, n int64) error {
+	if err := d.fault(); err != nil {
+		return err
+	}
+	return d.memDisk.Trim(off, n)
+}
+
+func (d faultDisk) Zero(off, n int64, noHole bool) error {
+	if err := d.fault(); err != nil {
+		return err
+	}
+	return d.memDisk.Zero(off, n, noHole)
+}
+
+func (d faultDisk) Sync() error {
+	if err := d.fault(); err != nil {
+		return err
+	}
+	return d.memDisk.Sync()
+}
+
+// fullFS is a memory file system that answers ENOSPC to every write,
+// create and truncate under the meta directory while full is set.
+func fullFS(full *atomic.Bool) vfs.FS {
+	return vfs.Inject(journal.NewMemFS(), func(op vfs.Op, _ string) error {
+		if full.Load() && (op == vfs.OpWrite || op == vfs.OpCreate || op == vfs.OpTruncate || op == vfs.OpSync) {
+			return syscall.ENOSPC
+		}
+		return nil
+	})
+}
+
+// stamp is block i's content in round n.
+func stamp(i, n int) []byte {
+	return bytes.Repeat([]byte{byte(i*7 + n + 1)}, 4096)
+}
+
+// writeRound writes blocks [0, count) with stamps of round n from 16
+// writers, every fourth with FUA and a Sync after each eighth, and returns
+// the first error and the longest write.
+func writeRound(r *Resource, count, n int) (error, time.Duration) {
+	var mu sync.Mutex
+	var first error
+	var longest time.Duration
+	var wg sync.WaitGroup
+	next := atomic.Int64{}
+	for range 16 {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < count; i = int(next.Add(1) - 1) {
+				start := time.Now()
+				var err error
+				if i%4 == 0 {
+					_, err = r.WriteAtFUA(stamp(i, n), int64(i)*4096)
+				} else {
+					_, err = r.WriteAt(stamp(i, n), int64(i)*4096)
+				}
+				if err == nil && i%8 == 7 {
+					err = r.Sync()
+				}
+				mu.Lock()
+				if err != nil && first == nil {
+					first = fmt.Errorf("block %d: %w", i, err)
+				}
+				longest = max(longest, time.Since(start))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return first, longest
+}
+
+// holdsRound checks that disk holds round n's stamps in blocks [0, count).
+func holdsRound(t *testing.T, who string, disk []byte, count, n int) {
+	t.Helper()
+	for i := range count {
+		if !bytes.Equal(disk[i*4096:(i+1)*4096], stamp(i, n)) {
+			t.Fatalf("%s: block %d does not hold round %d", who, i, n)
+		}
+	}
+}
+
+// TestPrimaryDiskFailureDetachesAndGoesOnThroughThePeer: the Primary's
+// disk fails on every operation under 16 writers. No write fails: the
+// disk is detached (Failed, then Diskless, with its first error in
+// status), nothing more is written to it, and every write after it goes to
+// the peer only, which holds them all. Without its peer, the Diskless
+// Primary's writes and flushes fail with EIO.
+func TestPrimaryDiskFailureDetachesAndGoesOnThroughThePeer(t *testing.T) {
+	var fd faultDisk
+	p := openPairWith(t, testSize, func(pc, _ *Config) {
+		fd = newFaultDisk(pc.Disk.(memDisk))
+		pc.Disk = fd
+	}, nil)
+	p.waitInSync(t)
+	if err, _ := writeRound(p.primary, 64, 0); err != nil {
+		t.Fatal(err)
+	}
+	fd.failing.Store(true)
+	if err, _ := writeRound(p.primary, 64, 1); err != nil {
+		t.Fatalf("a write failed with the Primary's disk: %v", err)
+	}
+	until(t, "the Primary's disk never became Diskless", func() bool { return p.primary.Status().Disk == "Diskless" })
+	st := p.primary.Status()
+	if st.DiskError == nil || !strings.Contains(st.DiskError.Error, "input/output error") || st.DiskError.Time.IsZero() {
+		t.Fatalf("disk_error %+v", st.DiskError)
+	}
+	if st.Peer.Connection != "Connected" {
+		t.Fatalf("the Diskless Primary lost its peer: %+v", st.Peer)
+	}
+	tried := fd.calls.Load()
+	if err, _ := writeRound(p.primary, 64, 2); err != nil {
+		t.Fatalf("a write of the Diskless Primary failed: %v", err)
+	}
+	if err := p.primary.Sync(); err != nil {
+		t.Fatalf("flush of the Diskless Primary: %v", err)
+	}
+	if n := fd.calls.Load(); n != tried {
+		t.Fatalf("the detached disk was used %d more times", n-tried)
+	}
+	if err := p.secondary.journal.WaitApplied(); err != nil {
+		t.Fatal(err)
+	}
+	holdsRound(t, "the Secondary", p.sdisk.Bytes(), 64, 2)
+	if errs := p.primary.DiskErrors(); len(errs) == 0 || errs[0].Count == 0 {
+		t.Fatalf("disk errors counted: %+v", errs)
+	}
+
+	p.primary.Disconnect()
+	if _, err := p.primary.WriteAt(stamp(0, 3), 0); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("a Diskless Primary's write without a peer: %v", err)
+	}
+	if err := p.primary.Sync(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("a Diskless Primary's flush without a peer: %v", err)
+	}
+}
+
+// TestPassOnGivesTheClientTheErrorAndMarks: with --on-io-error pass-on the
+// write that meets the fault fails, the disk stays UpToDate with the first
+// error in status, and the region is marked: the peer took the write.
+func TestPassOnGivesTheClientTheErrorAndMarks(t *testing.T) {
+	var fd faultDisk
+	p := openPairWith(t, testSize, func(pc, _ *Config) {
+		fd = newFaultDisk(pc.Disk.(memDisk))
+		pc.Disk, pc.OnIOError = fd, OnIOErrorPassOn
+	}, nil)
+	p.waitInSync(t)
+	fd.failing.Store(true)
+	if _, err := p.primary.WriteAt(stamp(1, 1), 4096); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("pass-on: the failing write returned %v", err)
+	}
+	st := p.primary.Status()
+	if st.Disk != "UpToDate" || st.DiskError == nil || st.Stats.OutOfSyncBytes == 0 {
+		t.Fatalf("pass-on: disk %s, disk_error %+v, out of sync %d", st.Disk, st.DiskError, st.Stats.OutOfSyncBytes)
+	}
+}
+
+// countingListen counts the connections a listener accepts.
+func countingListen(n *atomic.Int64) func(string) (net.Listener, error) {
+	return func(addr string) (net.Listener, error) {
+		ln, err := net.Listen("tcp", addr)
+		return countingListener{ln, n}, err
+	}
+}
+
+type countingListener struct {
+	net.Listener
+	n *atomic.Int64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
+}
+
+// TestSecondaryJournalFullGoesDisklessWithoutAStorm: the Secondary's
+// journal file system fills up under the Primary's writers. No write of
+// the Primary fails or waits as long as the peer timeout; the Secondary
+// goes Diskless and StandAlone with the reason, refuses its Primary, which
+// goes on alone (marking) and dials it again at its slowest pace, not in a
+// storm. Once space is freed, disk attach brings the same disk back by a
+// bitmap resync; a fresh disk after it comes back by a full sync. Both
+// end with the Primary's image.
+func TestSecondaryJournalFullGoesDisklessWithoutAStorm(t *testing.T) {
+	var full atomic.Bool
+	var accepts atomic.Int64
+	p := openPairWith(t, testSize, func(pc, sc *Config) {
+		sc.FS, sc.Listen = fullFS(&full), countingListen(&accepts)
+		pc.PeerTimeout, sc.PeerTimeout = 2*time.Second, 2*time.Second
+	}, nil)
+	p.waitInSync(t)
+	full.Store(true)
+	for n := range 3 {
+		err, longest := writeRound(p.primary, 64, n)
+		if err != nil || longest >= 2*time.Second {
+			t.Fatalf("round %d with the Secondary's journal full: %v, longest write %v", n, err, longest)
+		}
+	}
+	until(t, "the Secondary never went Diskless", func() bool { return p.secondary.Status().Disk == "Diskless" })
+	st := p.secondary.Status()
+	if st.Peer.Connection != "StandAlone" || !strings.Contains(st.StandAlone, "no space left") || st.DiskError == nil {
+		t.Fatalf("the Diskless Secondary: %s, %q, %+v", st.Peer.Connection, st.StandAlone, st.DiskError)
+	}
+	before := accepts.Load()
+	err, longest := writeRound(p.primary, 64, 3)
+	if err != nil || longest >= 2*time.Second {
+		t.Fatalf("the Primary alone: %v, longest write %v", err, longest)
+	}
+	time.Sleep(2 * time.Second) // the dial pace is what is measured
+	if n := accepts.Load() - before; n > 2 {
+		t.Fatalf("%d connections in 2 s to a Diskless Secondary", n)
+	}
+	if pst := p.primary.Status(); pst.Peer.Connection == "Connected" || pst.Stats.OutOfSyncBytes == 0 {
+		t.Fatalf("the Primary: %s, out of sync %d", pst.Peer.Connection, pst.Stats.OutOfSyncBytes)
+	}
+
+	full.Store(false)
+	if err := p.secondary.AttachDisk(p.sdisk, false); err != nil {
+		t.Fatal(err)
+	}
+	p.waitInSync(t)
+	p.sameImages(t)
+	holdsRound(t, "the Secondary", p.sdisk.Bytes(), 64, 3)
+
+	if err := p.secondary.DetachDisk(); err != nil {
+		t.Fatal(err)
+	}
+	until(t, "the Primary stayed connected", func() bool { return p.primary.Status().Peer.Connection != "Connected" })
+	fresh := memDisk{journal.NewMemDisk(testSize)}
+	if err := p.secondary.AttachDisk(fresh, true); err != nil {
+		t.Fatal(err)
+	}
+	p.waitInSync(t)
+	p.sdisk = fresh
+	p.sameImages(t)
+	if st := p.secondary.Status(); st.Disk != "UpToDate" || st.DiskError != nil || st.Role != wire.Secondary.String() {
+		t.Fatalf("after attaching a fresh disk: %+v", st)
+	}
+}
