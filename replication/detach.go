@@ -6,6 +6,7 @@ import (
 
 	"github.com/nbdmirror/nbdmirror/internal/netio"
 	"github.com/nbdmirror/nbdmirror/journal"
+	"github.com/nbdmirror/nbdmirror/journal/vfs"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
@@ -20,9 +21,10 @@ import (
 // A Diskless Secondary goes StandAlone and refuses its Primary with
 // wire.ReasonDiskless, so the Primary goes on alone, marking what it
 // writes, and dials again at its slowest pace. AttachDisk brings a disk
-// back: the same one (its generation ids decide the resync, by bitmap) or
-// a new one (Inconsistent, a full sync from the peer that compares
-// checksums first).
+// back to a Secondary: the same one (its generation ids decide the resync,
+// by bitmap) or a new one (Inconsistent, a full sync from the peer that
+// compares checksums first); to a Primary, by pulling the peer's data
+// onto it while the device stays in use (pull.go).
 
 // DiskFailed: this node's disk is out after a fault (Text says which).
 type DiskFailed struct{ Text string }
@@ -87,9 +89,14 @@ func (r *Resource) appendPeerOnly(rec *journal.Record, fua, here bool, q *reques
 		l = nil // the tail loop sends journaled records, and there is no journal here
 	}
 	rec.Seq = r.allocSeq()
+	pull := &r.health.pull
+	pull.inflight.Add(1) // under order: finishPull waits for these
+	then, off, length := q.then, rec.Offset, int64(rec.RawLen)
+	q.then = func(err error) { pull.inflight.Done(); then(err) }
 	sent := l != nil && l.sendRecord(rec, fua, func(acked bool, kind wire.AckKind) {
 		if acked {
 			l.settle()
+			pull.markPulled(off, length)
 		}
 		q.peerResult(acked, kind)
 	})
@@ -149,15 +156,16 @@ func (r *Resource) readThroughPeer(p []byte, off int64) error {
 // decide the resync: by bitmap when they fit) or, with fresh, a new or
 // unknown one: its journal is dropped, it is Inconsistent in a generation
 // of its own and takes a full sync from the peer, which compares checksums
-// before it sends a block. The node then connects again. A Primary's disk
-// is attached after its demotion: a Primary never syncs from its peer.
-// The caller owns disk, and the one it replaces once AttachDisk succeeded.
+// before it sends a block. The node then connects again. A Diskless
+// Primary fills the disk, new or not, from its peer while the device stays
+// in use (attachPrimary, pull.go). The caller owns disk, and the one it
+// replaces once AttachDisk succeeded.
 func (r *Resource) AttachDisk(disk Disk, fresh bool) (err error) {
-	if r.Role() == wire.Primary {
-		return fmt.Errorf("%w: a Primary's disk is attached once it is Secondary (demote it, or fail over to its peer)", ErrRefused)
-	}
 	if size, err := disk.Size(); err != nil || size < r.size {
 		return fmt.Errorf("%w: the disk holds %d bytes, the device %d (%v)", ErrRefused, size, r.size, err)
+	}
+	if r.Role() == wire.Primary {
+		return r.attachPrimary(disk)
 	}
 	if !r.health.phase.CompareAndSwap(uint32(diskDiskless), uint32(diskAttaching)) {
 		return fmt.Errorf("%w: the disk is not Diskless", ErrRefused)
@@ -228,4 +236,20 @@ func (r *Resource) dropJournal() error {
 		}
 	}
 	return nil
+}
+
+// openDetached is the journal of a node whose own journal could not be
+// opened for a disk fault (a full file system, a failing disk), under
+// --on-io-error detach: an empty one in memory, failed at once, so the
+// node starts Diskless (Open then detaches it) and can take a disk back
+// by AttachDisk once the fault is cured, where it would otherwise not
+// start at all.
+func openDetached(c Config) (*journal.Journal, error) {
+	j, err := journal.Open(vfs.NewMem(), "/journal", c.Disk, journal.Options{
+		MaxBytes: 64 << 10, CheckpointInterval: -1, Logger: c.Logger})
+	if err != nil {
+		return nil, err
+	}
+	j.Fail(errDetached)
+	return j, nil
 }

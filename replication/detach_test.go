@@ -141,9 +141,10 @@ func holdsRound(t *testing.T, who string, disk []byte, count, n int) {
 // Primary's writes and flushes fail with EIO.
 func TestPrimaryDiskFailureDetachesAndGoesOnThroughThePeer(t *testing.T) {
 	var fd faultDisk
-	p := openPairWith(t, testSize, func(pc, _ *Config) {
+	p := openPairWith(t, testSize, func(pc, sc *Config) {
 		fd = newFaultDisk(pc.Disk.(memDisk))
 		pc.Disk = fd
+		slowMachine(pc, sc)
 	}, nil)
 	p.waitInSync(t)
 	if err, _ := writeRound(p.primary, 64, 0); err != nil {
@@ -193,9 +194,10 @@ func TestPrimaryDiskFailureDetachesAndGoesOnThroughThePeer(t *testing.T) {
 // error in status, and the region is marked: the peer took the write.
 func TestPassOnGivesTheClientTheErrorAndMarks(t *testing.T) {
 	var fd faultDisk
-	p := openPairWith(t, testSize, func(pc, _ *Config) {
+	p := openPairWith(t, testSize, func(pc, sc *Config) {
 		fd = newFaultDisk(pc.Disk.(memDisk))
 		pc.Disk, pc.OnIOError = fd, OnIOErrorPassOn
+		slowMachine(pc, sc)
 	}, nil)
 	p.waitInSync(t)
 	fd.failing.Store(true)
@@ -206,6 +208,12 @@ func TestPassOnGivesTheClientTheErrorAndMarks(t *testing.T) {
 	if st.Disk != "UpToDate" || st.DiskError == nil || st.Stats.OutOfSyncBytes == 0 {
 		t.Fatalf("pass-on: disk %s, disk_error %+v, out of sync %d", st.Disk, st.DiskError, st.Stats.OutOfSyncBytes)
 	}
+}
+
+// slowMachine gives a pair a peer timeout no loaded test machine reaches:
+// a write lost with the link would fail where the test says none may.
+func slowMachine(pc, sc *Config) {
+	pc.PeerTimeout, sc.PeerTimeout = time.Minute, time.Minute
 }
 
 // countingListen counts the connections a listener accepts.
@@ -291,5 +299,96 @@ func TestSecondaryJournalFullGoesDisklessWithoutAStorm(t *testing.T) {
 	p.sameImages(t)
 	if st := p.secondary.Status(); st.Disk != "UpToDate" || st.DiskError != nil || st.Role != wire.Secondary.String() {
 		t.Fatalf("after attaching a fresh disk: %+v", st)
+	}
+}
+
+// TestDisklessPrimaryReadsAndTakesADiskWhileInUse: a Primary whose disk
+// failed reads every acknowledged write through its peer; a fresh disk
+// attached while 16 writers go on is filled from the peer, and the
+// Primary ends UpToDate with the peer's image, writes made during the
+// attach included.
+func TestDisklessPrimaryReadsAndTakesADiskWhileInUse(t *testing.T) {
+	var fd faultDisk
+	p := openPairWith(t, testSize, func(pc, sc *Config) {
+		fd = newFaultDisk(pc.Disk.(memDisk))
+		pc.Disk = fd
+		slowMachine(pc, sc)
+	}, nil)
+	p.waitInSync(t)
+	fd.failing.Store(true)
+	if err, _ := writeRound(p.primary, 64, 1); err != nil {
+		t.Fatal(err)
+	}
+	until(t, "the Primary's disk never became Diskless", func() bool { return p.primary.Status().Disk == "Diskless" })
+	buf := make([]byte, 64*4096)
+	if err := p.primary.readThroughPeer(buf[:4096], 0); errors.Is(err, errNoPeer) {
+		t.Skip("reads from the peer (readPeer) are not in this build")
+	}
+	if _, err := p.primary.ReadAt(buf, 0); err != nil {
+		t.Fatalf("a read of the Diskless Primary: %v", err)
+	}
+	holdsRound(t, "reads of the Diskless Primary", buf, 64, 1)
+
+	fresh := memDisk{journal.NewMemDisk(testSize)}
+	attached := make(chan error, 1)
+	go func() { attached <- p.primary.AttachDisk(fresh, true) }()
+	if err, _ := writeRound(p.primary, 64, 2); err != nil {
+		t.Fatalf("a write during the attach: %v", err)
+	}
+	if err := <-attached; err != nil {
+		t.Fatal(err)
+	}
+	if err, _ := writeRound(p.primary, 32, 3); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.primary.Status(); st.Disk != "UpToDate" || st.DiskError != nil {
+		t.Fatalf("after the attach: disk %s, disk_error %+v", st.Disk, st.DiskError)
+	}
+	if err := p.secondary.journal.WaitApplied(); err != nil {
+		t.Fatal(err)
+	}
+	p.pdisk = fresh
+	p.sameImages(t)
+	img := fresh.Bytes()
+	holdsRound(t, "the new disk", img, 32, 3)
+	for i := 32; i < 64; i++ {
+		if !bytes.Equal(img[i*4096:(i+1)*4096], stamp(i, 2)) {
+			t.Fatalf("the new disk: block %d does not hold the write made during the attach", i)
+		}
+	}
+}
+
+// TestNodeStartsDisklessWhenItsJournalCannotOpen: a Secondary whose
+// journal's file system is full cannot even write its checkpoint at
+// start. Under detach it starts all the same, Diskless and StandAlone
+// with the reason; once space is freed, disk attach recovers the journal
+// onto the disk, and the node is UpToDate.
+func TestNodeStartsDisklessWhenItsJournalCannotOpen(t *testing.T) {
+	var full atomic.Bool
+	disk := memDisk{journal.NewMemDisk(testSize)}
+	c := Config{Name: "r0", Disk: disk, MetaDir: t.TempDir(), FS: fullFS(&full), Role: wire.Secondary,
+		Created: true, CheckpointInterval: -1, PeerListen: freeAddr(t), Secret: []byte("s")}
+	r, err := Open(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	full.Store(true)
+	if r, err = Open(c); err != nil {
+		t.Fatalf("a node whose journal's file system is full does not start: %v", err)
+	}
+	t.Cleanup(func() { r.Close() })
+	st := r.Status()
+	if st.Disk != "Diskless" || st.DiskError == nil || st.Peer.Connection != "StandAlone" || st.StandAlone == "" {
+		t.Fatalf("started on a full file system: %+v", st)
+	}
+	full.Store(false)
+	if err := r.AttachDisk(disk, false); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.Status(); st.Disk != "UpToDate" || st.DiskError != nil || st.Peer.Connection == "StandAlone" {
+		t.Fatalf("after disk attach: %+v", st)
 	}
 }

@@ -121,6 +121,8 @@ type diskHealth struct {
 	mu     sync.Mutex
 	first  *DiskError        // the first fault since the disk was attached
 	counts map[string]uint64 // faults by operation, since start
+
+	pull pullState // a Diskless Primary's attach (pull.go)
 }
 
 func (h *diskHealth) load() diskPhase {
@@ -132,6 +134,13 @@ func (h *diskHealth) load() diskPhase {
 
 // out says the disk is not to be used: failed, diskless or attaching.
 func (h *diskHealth) out() bool { return h.load() != diskAttached }
+
+// peerOnly says writes go to the peer only: the disk is out and nothing
+// writes to its journal any more (diskless, or a disk being attached).
+func (h *diskHealth) peerOnly() bool {
+	p := h.load()
+	return p == diskDiskless || p == diskAttaching
+}
 
 // fault records err, met in op, if it is a disk fault, and applies the
 // policy: it reports whether the request that met it may still succeed

@@ -167,6 +167,10 @@ func Open(c Config) (*Resource, error) {
 	}
 	health := &diskHealth{policy: c.OnIOError}
 	j, err := openJournal(c, c.Disk, health)
+	cause := err
+	if err != nil && health.fault(OpJournal, err) {
+		j, err = openDetached(c) // starts Diskless: see detachAtOpen
+	}
 	if err != nil {
 		return nil, fmt.Errorf("replication: open %s: %w", c.Name, err)
 	}
@@ -193,6 +197,9 @@ func Open(c Config) (*Resource, error) {
 	seq, err := r.loadBitmap()
 	if err == nil {
 		err = r.recoverMarks(seq)
+	}
+	if err == nil && health.load() == diskFaulted {
+		r.detach(OpJournal, cause)
 	}
 	if err == nil {
 		err = r.startPeer()
@@ -307,7 +314,7 @@ func (r *Resource) appendAsync(rec *journal.Record, fua, here bool, then func(er
 		then(ErrNotPrimary)
 		return
 	}
-	if r.health.load() == diskDiskless {
+	if r.health.peerOnly() {
 		r.appendPeerOnly(rec, fua, here, q)
 		return
 	}
@@ -379,7 +386,7 @@ const seqGap = 1 << 32
 // journal sync here (group commit) and a barrier on the peer, in parallel.
 // The disks themselves are synced at checkpoints.
 func (r *Resource) Sync() error {
-	if r.health.load() == diskDiskless {
+	if r.health.peerOnly() {
 		return r.syncPeerOnly()
 	}
 	q := newRequest(r, 0, 0, nil)
@@ -423,6 +430,9 @@ func (r *Resource) Stats() Stats {
 func (r *Resource) Close() error {
 	r.stopPeer()
 	err := r.journal.Close()
+	if r.health.out() {
+		err = nil // the journal failed when the disk went out, and said so then
+	}
 	if serr := r.saveBitmap(); err == nil {
 		err = serr
 	}
