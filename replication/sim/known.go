@@ -21,11 +21,18 @@ func KnownBugs() Options {
 // seed fails most runs, not all.
 func knownKinds() map[Kind]bool {
 	return map[Kind]bool{
-		// A failing journal write or disk: the node's journal fails for
-		// good, and requests or Close wait on it ("liveness": journal-fail
-		// seeds 7, 9, 11, 17, 23; disk-fail seeds 116, 136, 187, 218, 254
-		// of 1-300). What a node does when its own disk fails (detach and
-		// go on through the peer) is the disk-failure work still to come.
+		// A failing journal write or disk: the node detaches its disk
+		// (--on-io-error detach) and no longer hangs, but the settle
+		// restarts it on its old disk, which lacks what it wrote Diskless
+		// through its peer. Nothing on that disk says so (a detached disk's
+		// metadata is not written) and the peer does not record the
+		// Diskless stretch as out of sync for it, so the restarted node
+		// meets its peer as in sync ("acked": block holds an old write,
+		// seeds 8, 27, 52, 88 of -with journal-fail,disk-fail), or, if the
+		// peer took its in-memory generation, as a Primary older than its
+		// peer (StandAlone, "resync": seed 161). The cure is the peer
+		// learning of the Diskless Primary on the link (a state frame):
+		// a new generation and marks there, a bitmap resync on attach.
 		JournalFail: true,
 		DiskFail:    true,
 		// A promotion decided on a stale view of the peer: a node whose
