@@ -245,6 +245,8 @@ func step(s State, e Event) (State, []Action) {
 		return discard(s)
 	case DiskFailed:
 		return diskFailed(s, e)
+	case PeerDiskState:
+		return peerDiskState(s, e)
 	case SyncDoneAcked:
 		return syncDoneAcked(s, e)
 	case MarksWhileLinked:
@@ -439,6 +441,9 @@ func attached(s State, e Attach) (State, []Action) {
 	d := e.Decision
 	s.Linked, s.Peer = true, e.Remote
 	s.Source, s.Target = d.Outcome == SyncSource, d.Outcome == SyncTarget
+	if e.Remote.Disk == wire.Diskless && e.Remote.Role == wire.Primary {
+		return peerDiskState(s, PeerDiskState{Disk: wire.Diskless, Gen: e.Remote.Gen.Current})
+	}
 	if !s.Source {
 		return s, nil
 	}

@@ -123,7 +123,9 @@ func scriptEvent(t *testing.T, d *datadriven.TestData, s State) Event {
 	case "refused":
 		return RefusedByPeer{Reason: argReason(t, d, "reason"), Text: strings.TrimSpace(d.Input)}
 	case "disk-failed":
-		return DiskFailed{Text: strings.TrimSpace(d.Input)}
+		return DiskFailed{Text: strings.TrimSpace(d.Input), NewID: argUint(t, d, "newid", 0)}
+	case "peer-disk":
+		return PeerDiskState{Disk: argDisk(t, d, "disk", "UpToDate"), Gen: argUint(t, d, "gen", 0)}
 	}
 	d.Fatalf(t, "unknown command %s", d.Cmd)
 	return nil

@@ -27,21 +27,71 @@ import (
 // onto it while the device stays in use (pull.go).
 
 // DiskFailed: this node's disk is out after a fault (Text says which).
-type DiskFailed struct{ Text string }
+// NewID is a fresh generation id.
+type DiskFailed struct {
+	Text  string
+	NewID uint64
+}
 
-func (DiskFailed) event() {}
+// PeerDiskState: the Primary said on the link that its disk went out
+// (Diskless; Gen is the generation it moved to) or came back (UpToDate;
+// Gen is its current generation, and its disk holds this node's data).
+type PeerDiskState struct {
+	Disk wire.DiskState
+	Gen  uint64
+}
+
+func (DiskFailed) event()    {}
+func (PeerDiskState) event() {}
+
+type (
+	// AnnounceDiskless: tell the peer on the link (PeerDiskState).
+	AnnounceDiskless struct{}
+	// MarkAll: mark the whole disk out of sync.
+	MarkAll struct{}
+)
+
+func (AnnounceDiskless) action() {}
+func (MarkAll) action()          {}
 
 // diskFailed: the disk is Diskless. A Secondary drops its link and stays
-// apart until a disk is attached; a Primary keeps its link, through which
-// it now does all its I/O.
+// apart until a disk is attached. A Primary keeps its link, through which
+// it now does all its I/O, and moves to a new generation, which its old
+// disk does not hold: it tells its peer, which moves with it and marks
+// everything out of sync, so that the old disk, met again (a restart on
+// it), is known to be behind.
 func diskFailed(s State, e DiskFailed) (State, []Action) {
 	s.Disk = wire.Diskless
 	s.Source, s.Target = false, false
 	if s.Role == wire.Primary {
-		return s, nil
+		s.Gen = newGeneration(s.Gen, e.NewID)
+		return s, []Action{AnnounceDiskless{}}
 	}
 	s.StandAlone, s.Refusal = e.Text, wire.ReasonDiskless
 	return s, []Action{GoStandAlone{wire.ReasonDiskless, e.Text}, CloseLink{}, Wake{}}
+}
+
+// peerDiskState: a Secondary follows its Primary's disk. Diskless: into
+// the Primary's new generation, everything marked (none of it is on the
+// Primary's old disk). UpToDate in this node's generation: the Primary's
+// new disk holds this node's data, nothing is out of sync.
+func peerDiskState(s State, e PeerDiskState) (State, []Action) {
+	if !s.Linked || s.Role != wire.Secondary || s.Disk == wire.Diskless {
+		return s, nil
+	}
+	switch {
+	case e.Disk == wire.Diskless:
+		s.Peer.Disk = wire.Diskless
+		if s.Gen.Current != e.Gen {
+			s.Gen = newGeneration(s.Gen, e.Gen)
+		}
+		return s, []Action{MarkAll{}, SaveMeta{}}
+	case e.Disk == wire.UpToDate && e.Gen == s.Gen.Current:
+		s.Peer.Disk = wire.UpToDate
+		s.Gen.Bitmap = 0
+		return s, []Action{ClearMarks{}, SaveMeta{}}
+	}
+	return s, nil
 }
 
 // detach takes the disk out after the fault err met in op. It runs once,
@@ -52,13 +102,15 @@ func (r *Resource) detach(op string, err error) {
 		"op", op, "err", err)
 	r.journal.Fail(errDetached)
 	r.mu.Lock()
-	acts, _ := r.stepLocked(DiskFailed{Text: fmt.Sprintf("the disk failed (%s): %v", op, err)})
+	acts, _ := r.stepLocked(DiskFailed{Text: fmt.Sprintf("the disk failed (%s): %v", op, err), NewID: randomID()})
 	r.health.phase.Store(uint32(diskDiskless))
-	l := r.link
-	role := r.role
+	l, role, gen := r.link, r.role, r.meta.Gen.Current
 	r.mu.Unlock()
 	if _, ok := has[CloseLink](acts); ok && l != nil {
 		l.close()
+	}
+	if _, ok := has[AnnounceDiskless](acts); ok && l != nil {
+		l.queue(wire.AppendDiskState(nil, wire.DiskStateMsg{Disk: wire.Diskless, Gen: gen}))
 	}
 	if role == wire.Primary && l == nil {
 		r.log.Error("Diskless and no peer connected: every I/O fails until the peer is back or a disk is attached")
@@ -252,4 +304,23 @@ func openDetached(c Config) (*journal.Journal, error) {
 	}
 	j.Fail(errDetached)
 	return j, nil
+}
+
+// peerDiskStateFrame takes the Primary's DiskState frame on link l.
+func (r *Resource) peerDiskStateFrame(l *link, body []byte) error {
+	m, err := wire.ParseDiskState(body)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrLinkDown, err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.link != l {
+		return nil
+	}
+	if _, err := r.stepLocked(PeerDiskState{Disk: m.Disk, Gen: m.Gen}); err != nil {
+		r.log.Error("saving metadata", "err", err)
+	}
+	r.log.Warn("the peer's disk", "disk", m.Disk.String(), "gen", fmt.Sprintf("%+v", r.meta.Gen),
+		"out_of_sync_bytes", r.oos.bytes())
+	return nil
 }

@@ -51,6 +51,8 @@ func (r *Resource) stepLocked(ev Event) ([]Action, error) {
 			r.signalLinkChange()
 		case ClearMarks:
 			r.oos.reset()
+		case MarkAll:
+			r.oos.mark(0, r.size)
 		case SkipSeqs:
 			r.seqFloor.Store(max(r.seqFloor.Load(), r.journal.LastSeq()) + seqGap)
 		case NewGeneration:

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 
 	"github.com/nbdmirror/nbdmirror/journal"
+	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
 // A Diskless Primary takes a disk back while the device stays in use by
@@ -21,7 +22,8 @@ import (
 //  2. Passes over the marked regions shrink them.
 //  3. Writes are held (order), those in flight waited for, the last marks
 //     pulled; the disk is synced and, with a fresh journal and its
-//     metadata, put in use: the node is UpToDate, as its peer.
+//     metadata, put in use: the node is UpToDate, as its peer, which is
+//     told so on the link (DiskState UpToDate) and drops its marks.
 //
 // The old journal is dropped: every byte of the new disk comes from the
 // peer, which holds every acknowledged write.
@@ -139,12 +141,19 @@ func (r *Resource) finishPull(disk Disk, j *journal.Journal, marks *bitmap) erro
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	l := r.link
+	if l == nil {
+		return fmt.Errorf("the peer went away before the disk was whole: %w", ErrLinkDown)
+	}
 	m := r.meta
 	m.Disk, m.DiscardMyData = "UpToDate", false
+	m.Gen.Bitmap = 0 // the disk holds the peer's data: neither lacks anything
 	if err := writeMeta(r.cfg.FS, r.cfg.MetaDir, m); err != nil {
 		return err
 	}
 	r.journal, r.disk, r.meta = j, disk, m
+	r.oos.reset()
+	l.queue(wire.AppendDiskState(nil, wire.DiskStateMsg{Disk: wire.UpToDate, Gen: m.Gen.Current}))
 	r.health.mu.Lock()
 	r.health.first = nil
 	r.health.mu.Unlock()

@@ -123,6 +123,8 @@ func (l *link) handle(f wire.Frame, idle bool) error {
 		}
 	case wire.TypeSyncDone:
 		return l.res.syncDoneFrame(l, f.Body)
+	case wire.TypeDiskState:
+		return l.res.peerDiskStateFrame(l, f.Body)
 	default:
 		return fmt.Errorf("%w: unexpected %s frame", ErrLinkDown, f.Type)
 	}
