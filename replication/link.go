@@ -96,6 +96,8 @@ type link struct {
 	// holds sumMu: one comparison at a time.
 	sums  chan []byte
 	sumMu sync.Mutex
+	// reads are this node's reads waiting for the peer's answer (readPeer).
+	reads peerReads
 
 	// Receiving side (the peer of a Primary): what to acknowledge.
 	lastRecv     uint64        // journal seq of the last record read; receiver only

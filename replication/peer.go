@@ -173,7 +173,8 @@ func (r *Resource) hello() wire.Hello {
 	// LastSeq is the last seq this node journaled or handed out (resync
 	// records take seqs without being journaled here).
 	h := wire.Hello{Resource: r.name, Size: uint64(r.size), NodeID: r.meta.NodeID, Role: r.role,
-		Disk: disk, Gen: r.meta.Gen, LastSeq: max(r.journal.LastSeq(), r.seqFloor.Load())}
+		Disk: disk, Gen: r.meta.Gen, LastSeq: max(r.journal.LastSeq(), r.seqFloor.Load()),
+		Flags: wire.ServesReads}
 	if r.meta.DiscardMyData {
 		h.Flags |= wire.DiscardMyData
 	}

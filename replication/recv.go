@@ -125,6 +125,10 @@ func (l *link) handle(f wire.Frame, idle bool) error {
 		return l.res.syncDoneFrame(l, f.Body)
 	case wire.TypeDiskState:
 		return l.res.peerDiskStateFrame(l, f.Body)
+	case wire.TypeReadRequest:
+		return l.answerRead(f.Body)
+	case wire.TypeReadReply:
+		return l.readReply(f.Body)
 	default:
 		return fmt.Errorf("%w: unexpected %s frame", ErrLinkDown, f.Type)
 	}

@@ -36,6 +36,9 @@
 //	Barrier     17  seq u64 be
 //	Ack         18  seq u64 be, kind u8
 //	Records     19  records back to back, see RecordHeaderSize; le
+//	ReadRequest 20  id u64, offset u64, length u32; be; only to a peer
+//	                whose Hello has ServesReads
+//	ReadReply   21  id u64, status u8, data (with status 0 only); be
 //	SumRequest  32  first block u64, count u32; le
 //	Sums        33  first block u64, 16 bytes per block; le
 //	SyncStart   34  mode u8, full u8

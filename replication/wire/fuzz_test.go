@@ -128,6 +128,14 @@ var bodyCodecs = map[Type]bodyCodec{
 		}
 		return AppendSums(nil, s)
 	},
+	TypeReadRequest: func(_ uint8, b []byte) ([]byte, error) {
+		r, err := ParseReadRequest(b)
+		return AppendReadRequest(nil, r), err
+	},
+	TypeReadReply: func(_ uint8, b []byte) ([]byte, error) {
+		r, err := ParseReadReply(b)
+		return AppendReadReply(nil, r.ID, r.Status, r.Data), err
+	},
 	TypeBitmapChunk: func(flags uint8, b []byte) ([]byte, error) {
 		if flags&BitmapEnd != 0 {
 			return nil, nil // the receiver ignores the body
@@ -286,6 +294,8 @@ func FuzzSyncStart(f *testing.F)   { fuzzBody(f, TypeSyncStart) }
 func FuzzSumRequest(f *testing.F)  { fuzzBody(f, TypeSumRequest) }
 func FuzzSums(f *testing.F)        { fuzzBody(f, TypeSums) }
 func FuzzBitmapChunk(f *testing.F) { fuzzBody(f, TypeBitmapChunk) }
+func FuzzReadRequest(f *testing.F) { fuzzBody(f, TypeReadRequest) }
+func FuzzReadReply(f *testing.F)   { fuzzBody(f, TypeReadReply) }
 
 // fuzzBody parses arbitrary bodies of one type, seeded with the bodies of
 // valid frames of that type cut short, grown and left as they are.
@@ -329,6 +339,11 @@ func validFrames() []Frame {
 	b, _ = AppendBitmapChunk(b, BitmapChunk{First: 1 << 20})
 	b = AppendBitmapEnd(b)
 	b = AppendSyncDone(b, 0x1234)
+	b = AppendReadRequest(b, ReadRequest{ID: 1, Offset: 4096, Length: 4096})
+	b = AppendReadRequest(b, ReadRequest{ID: 1 << 60, Offset: fuzzDiskSize - 512, Length: MaxReadLength})
+	b = AppendReadReply(b, 1, ReadOK, bytes.Repeat([]byte{0xcd}, 4096))
+	b = AppendReadReply(b, 2, ReadNotUpToDate, nil)
+	b = AppendReadReply(b, 3, ReadStatus(200), nil)
 	var frames []Frame
 	r := NewReader(bytes.NewReader(b))
 	for {
@@ -382,6 +397,11 @@ func frameSeeds() [][]byte {
 	resync, _ = AppendBitmapChunk(resync, BitmapChunk{First: 2, Words: []uint64{5, 6}})
 	resync = AppendBitmapEnd(resync)
 	resync = AppendSyncDone(resync, 99)
+	var reads []byte
+	reads = AppendReadRequest(reads, ReadRequest{ID: 7, Offset: 8192, Length: 512})
+	reads = append(reads, records...)
+	reads = AppendReadReply(reads, 7, ReadOK, bytes.Repeat([]byte{1}, 512))
+	reads = AppendReadReply(reads, 8, ReadIOError, nil)
 	badCRC := bytes.Clone(records)
 	badCRC[HeaderSize] ^= 1
 	huge := make([]byte, HeaderSize)
@@ -396,6 +416,7 @@ func frameSeeds() [][]byte {
 		hello[:HeaderSize+30],
 		[]byte("GET / HTTP/1.1\r\nHost: peer\r\n\r\n"),
 		{},
+		reads,
 	}
 }
 

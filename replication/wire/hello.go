@@ -40,6 +40,10 @@ const (
 	Dials HelloFlags = 1 << 2
 	// HasOutOfSync: this node's bitmap marks regions its peer may lack.
 	HasOutOfSync HelloFlags = 1 << 3
+	// ServesReads: this node answers ReadRequest frames. A node sends
+	// them only to a peer that says so, so nodes of the same Version
+	// without it still connect and never see one.
+	ServesReads HelloFlags = 1 << 4
 )
 
 // GenIDs are a node's generation ids. The wire carries them; deciding what

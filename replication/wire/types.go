@@ -25,6 +25,9 @@ const (
 	TypeBarrier Type = 17 // seq: make everything <= seq durable, then ack Synced
 	TypeAck     Type = 18 // kind + cumulative seq
 	TypeRecords Type = 19 // records back to back, see AppendRecord
+	// Remote reads (to a peer whose Hello carries ServesReads).
+	TypeReadRequest Type = 20 // id, offset, length: read the disk, see ReadRequest
+	TypeReadReply   Type = 21 // id, status, data: the answer, see ReadReply
 
 	// Resync: 32-63.
 	TypeSumRequest  Type = 32 // first block + count: send their checksums, see SumRequest
@@ -47,6 +50,8 @@ var typeNames = map[Type]string{
 	TypeBarrier:     "barrier",
 	TypeAck:         "ack",
 	TypeRecords:     "records",
+	TypeReadRequest: "read-request",
+	TypeReadReply:   "read-reply",
 	TypeSumRequest:  "sum-request",
 	TypeSums:        "sums",
 	TypeSyncStart:   "sync-start",
