@@ -198,9 +198,12 @@ func (r *Resource) readAt(p []byte, off int64) (int, error) {
 }
 
 // readThroughPeer serves a read of a node whose disk is out from its
-// UpToDate peer.
+// UpToDate peer (readPeer), or fails with EIO.
 func (r *Resource) readThroughPeer(p []byte, off int64) error {
-	return errNoPeer
+	if err := r.readPeer(p, off); err != nil {
+		return fmt.Errorf("%w (%v)", errNoPeer, err)
+	}
+	return nil
 }
 
 // AttachDisk puts disk in use again on a Diskless Secondary: the disk that

@@ -321,9 +321,6 @@ func TestDisklessPrimaryReadsAndTakesADiskWhileInUse(t *testing.T) {
 	}
 	until(t, "the Primary's disk never became Diskless", func() bool { return p.primary.Status().Disk == "Diskless" })
 	buf := make([]byte, 64*4096)
-	if err := p.primary.readThroughPeer(buf[:4096], 0); errors.Is(err, errNoPeer) {
-		t.Skip("reads from the peer (readPeer) are not in this build")
-	}
 	if _, err := p.primary.ReadAt(buf, 0); err != nil {
 		t.Fatalf("a read of the Diskless Primary: %v", err)
 	}

@@ -288,31 +288,38 @@ func underLoadUntilDiskless(t *testing.T, ck *checker.Checker, a *node, fault fu
 	return st
 }
 
-// failOverAndAttach shows every acknowledged write on the peer b: the
-// Diskless Primary a is demoted, b promoted and read back. Then a takes a
-// fresh disk (disk attach --disk NEW): a full sync makes it UpToDate, and
-// after a clean stop both images are identical.
-func failOverAndAttach(t *testing.T, ck *checker.Checker, a, b *node) {
+// attachUnderLoad reads every acknowledged write back through the
+// Diskless Primary a (from its peer), then gives a a fresh disk (disk
+// attach --disk NEW) while the stamped writes go on: a is UpToDate on it
+// with every acknowledged write, and after a clean stop both images are
+// identical.
+func attachUnderLoad(t *testing.T, ck *checker.Checker, a, b *node) {
 	t.Helper()
-	ctl(t, a, "role", "secondary")
-	ctl(t, b, "role", "primary")
-	verifyOn(t, ck, b, "the peer, promoted")
+	verifyOn(t, ck, a, "the Diskless Primary, reading through its peer")
+	stop := stampedLoad(t, ck, a)
+	waitAcked(t, ck, ck.Acked()+1000)
 	fresh := filepath.Join(t.TempDir(), "fresh.img")
+	start := time.Now()
 	ctl(t, a, "disk", "attach", "--disk", fresh)
-	b.waitFor("the fresh disk synced", 60*time.Second, func(st Status) bool {
-		return established(st) && st.Stats.OutOfSyncBytes == 0
-	})
-	if st := a.status(); st.Disk != "UpToDate" || st.DiskError != nil {
-		t.Fatalf("after disk attach: disk %s, disk_error %+v", st.Disk, st.DiskError)
+	took := time.Since(start)
+	waitAcked(t, ck, ck.Acked()+1000)
+	if err := stop(); err != nil {
+		t.Fatalf("the client saw an error during the attach: %v\n%s", err, a.logs())
 	}
+	st := a.status()
+	t.Logf("disk attach took %v; the Primary: %s", took.Round(time.Millisecond), plainStatus(t, a))
+	if !established(st) || st.DiskError != nil {
+		t.Fatalf("after disk attach: %+v", st)
+	}
+	verifyOn(t, ck, a, "the Primary on its new disk")
 	a.disk = fresh
-	stopPair(t, b, a)
+	stopPair(t, a, b)
 }
 
 // TestPrimaryDiskFailsUnderLoad: the Primary's disk fails (EIO on every
 // operation) under stamped writes. The client sees no error: the Primary
-// goes Diskless, shows its first error, and writes through its peer, which
-// holds every acknowledged write. A fresh disk attached then syncs fully.
+// goes Diskless, shows its first error, and reads and writes through its
+// peer. A fresh disk attached under the same load is filled from the peer.
 func TestPrimaryDiskFailsUnderLoad(t *testing.T) {
 	ff := newFailingFile(t, 64<<20)
 	a, b := newPair(t, "64M", nil, nil)
@@ -320,12 +327,13 @@ func TestPrimaryDiskFailsUnderLoad(t *testing.T) {
 	startFullySynced(t, a, b)
 	ck := newChecker(4096)
 	underLoadUntilDiskless(t, ck, a, ff.fail)
-	failOverAndAttach(t, ck, a, b)
+	attachUnderLoad(t, ck, a, b)
 }
 
 // TestPrimaryJournalFullUnderLoad: the file system of the Primary's
 // journal fills up under stamped writes. As with a failing disk, the
-// client sees no error and the Primary goes on Diskless through its peer.
+// client sees no error and the Primary goes on Diskless through its peer;
+// once space is freed, a fresh disk is attached under load.
 func TestPrimaryJournalFullUnderLoad(t *testing.T) {
 	mnt := smallExt4(t, 32<<20)
 	a, b := newPair(t, "64M", []string{"--meta-dir", filepath.Join(mnt, "meta")}, nil)
@@ -339,7 +347,7 @@ func TestPrimaryJournalFullUnderLoad(t *testing.T) {
 		t.Fatalf("disk_error %+v", st.DiskError)
 	}
 	os.Remove(ballast)
-	failOverAndAttach(t, ck, a, b)
+	attachUnderLoad(t, ck, a, b)
 }
 
 // TestSecondaryJournalFullUnderLoad: the file system of the Secondary's
