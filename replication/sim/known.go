@@ -22,17 +22,19 @@ func KnownBugs() Options {
 func knownKinds() map[Kind]bool {
 	return map[Kind]bool{
 		// A failing journal write or disk: the node detaches its disk
-		// (--on-io-error detach) and no longer hangs, but the settle
-		// restarts it on its old disk, which lacks what it wrote Diskless
-		// through its peer. Nothing on that disk says so (a detached disk's
-		// metadata is not written) and the peer does not record the
-		// Diskless stretch as out of sync for it, so the restarted node
-		// meets its peer as in sync ("acked": block holds an old write,
-		// seeds 8, 27, 52, 88 of -with journal-fail,disk-fail), or, if the
-		// peer took its in-memory generation, as a Primary older than its
-		// peer (StandAlone, "resync": seed 161). The cure is the peer
-		// learning of the Diskless Primary on the link (a state frame):
-		// a new generation and marks there, a bitmap resync on attach.
+		// (--on-io-error detach) and no longer hangs. The settle restarts
+		// it on its old disk, which lacks what it wrote Diskless through
+		// its peer; a Diskless Primary's peer moved to a new generation
+		// (DiskState), so the restarted Primary is refused as older than
+		// its peer and both stay StandAlone ("resync": seeds 52, 88, 105,
+		// 136, 168, 187, 213, 240, 245, 291 of 1-300 with -with
+		// journal-fail,disk-fail), which is the point, but the settle does
+		// not settle it: it would have to demote that node (or attach its
+		// disk while it is Diskless, instead of restarting it). Where it
+		// resolves the refusal by discarding the Secondary's data, the
+		// newer one, acknowledged writes are lost ("acked": seeds 8, 9,
+		// 27): the settle's choice, not the nodes'. Seed 253: a write of a
+		// Diskless Primary past the liveness bound, in parallel runs only.
 		JournalFail: true,
 		DiskFail:    true,
 		// A promotion decided on a stale view of the peer: a node whose
