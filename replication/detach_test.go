@@ -389,3 +389,54 @@ func TestNodeStartsDisklessWhenItsJournalCannotOpen(t *testing.T) {
 		t.Fatalf("after disk attach: %+v", st)
 	}
 }
+
+// TestDiskFaultDecisions: which errors are disk faults, what the policy
+// does with the first and later ones, and the disk state status shows.
+func TestDiskFaultDecisions(t *testing.T) {
+	for _, c := range []struct {
+		err   error
+		fault bool
+	}{
+		{fmt.Errorf("journal: apply seq 3 to disk: %w", syscall.EIO), true},
+		{fmt.Errorf("write meta.json: %w", syscall.ENOSPC), true},
+		{syscall.EROFS, true},
+		{syscall.EDQUOT, true},
+		{journal.ErrClosed, false},
+		{syscall.EINVAL, false},
+		{ErrNotPrimary, false},
+		{nil, false},
+	} {
+		if got := diskFault(c.err); got != c.fault {
+			t.Errorf("diskFault(%v) = %v", c.err, got)
+		}
+	}
+	for _, c := range []struct {
+		policy              OnIOError
+		phase               diskPhase
+		detach, throughPeer bool
+	}{
+		{OnIOErrorDetach, diskAttached, true, true},  // the first fault takes the disk out
+		{OnIOErrorDetach, diskFaulted, false, true},  // later ones: already going
+		{OnIOErrorDetach, diskDiskless, false, true}, // a write that met the failed journal
+		{OnIOErrorPassOn, diskAttached, false, false},
+	} {
+		detach, through := onDiskFault(c.policy, c.phase)
+		if detach != c.detach || through != c.throughPeer {
+			t.Errorf("onDiskFault(%s, %d) = %v, %v", c.policy, c.phase, detach, through)
+		}
+	}
+	for phase, want := range map[diskPhase]string{diskAttached: "UpToDate", diskFaulted: "Failed",
+		diskDiskless: "Diskless", diskAttaching: "Diskless"} {
+		if got := diskStateName(phase, "UpToDate"); got != want {
+			t.Errorf("diskStateName(%d) = %s, want %s", phase, got, want)
+		}
+	}
+	for _, s := range []string{"detach", "pass-on"} {
+		if p, err := ParseOnIOError(s); err != nil || p.String() != s {
+			t.Errorf("ParseOnIOError(%q) = %v, %v", s, p, err)
+		}
+	}
+	if _, err := ParseOnIOError("panic"); err == nil {
+		t.Error("ParseOnIOError accepted panic")
+	}
+}

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -207,7 +209,8 @@ func plainStatus(t testing.TB, n *node) string {
 // both images are identical.
 func TestSecondaryDiskFailsUnderLoad(t *testing.T) {
 	ff := newFailingFile(t, 64<<20)
-	a, b := newPair(t, "64M", nil, nil)
+	metricsAddr := freeAddr(t)
+	a, b := newPair(t, "64M", nil, []string{"--metrics-listen", metricsAddr})
 	b.onDisk(ff.path)
 	startFullySynced(t, a, b)
 
@@ -221,9 +224,21 @@ func TestSecondaryDiskFailsUnderLoad(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatalf("the client saw an error: %v\n%s", err, a.logs())
 	}
-	t.Logf("the Secondary: %s", plainStatus(t, b))
+	plain := plainStatus(t, b)
+	t.Logf("the Secondary: %s", plain)
 	if st.Peer.Connection != "StandAlone" || st.StandAlone == "" {
 		t.Fatalf("the Diskless Secondary: %s (%q)", st.Peer.Connection, st.StandAlone)
+	}
+	for _, want := range []string{"disk:Diskless", "disk-error: ", "input/output error", "peer connection:StandAlone (the disk failed"} {
+		if !strings.Contains(plain, want) {
+			t.Errorf("plain status lacks %q", want)
+		}
+	}
+	metrics := scrape(t, metricsAddr)
+	for _, want := range []string{`nbdmirror_disk_errors_total{op="`, `nbdmirror_diskless{resource="r0"} 1`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %q", want)
+		}
 	}
 	if pst := a.status(); pst.Peer.Connection == "Connected" || pst.Disk != "UpToDate" {
 		t.Fatalf("the Primary: disk %s, peer %s", pst.Disk, pst.Peer.Connection)
@@ -441,4 +456,38 @@ func TestPassOnUnderLoad(t *testing.T) {
 		t.Fatalf("verify after the repair: %s", out)
 	}
 	stopPair(t, a, b)
+}
+
+// scrape reads a daemon's Prometheus metrics.
+func scrape(t testing.TB, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(raw)
+}
+
+// TestAttachFresh: a disk given by another path, or one that did not
+// exist, is new and fully synced; the detached disk's own path is not.
+func TestAttachFresh(t *testing.T) {
+	for _, c := range []struct {
+		detached, path string
+		exists, fresh  bool
+	}{
+		{"/d/disk.img", "/d/disk.img", true, false},
+		{"/d/disk.img", "/d/./disk.img", true, false},
+		{"/d/disk.img", "/d/new.img", true, true},
+		{"/d/disk.img", "/d/new.img", false, true},
+		{"/d/disk.img", "/d/disk.img", false, true}, // recreated at the same path: nothing of the old disk
+	} {
+		if got := attachFresh(c.detached, c.path, c.exists); got != c.fresh {
+			t.Errorf("attachFresh(%q, %q, exists=%v) = %v", c.detached, c.path, c.exists, got)
+		}
+	}
 }
