@@ -154,7 +154,7 @@ func TestPrimaryDiskFailureDetachesAndGoesOnThroughThePeer(t *testing.T) {
 	if err, _ := writeRound(p.primary, 64, 1); err != nil {
 		t.Fatalf("a write failed with the Primary's disk: %v", err)
 	}
-	until(t, "the Primary's disk never became Diskless", func() bool { return p.primary.Status().Disk == "Diskless" })
+	untilSlow(t, "the Primary's disk never became Diskless", func() bool { return p.primary.Status().Disk == "Diskless" })
 	st := p.primary.Status()
 	if st.DiskError == nil || !strings.Contains(st.DiskError.Error, "input/output error") || st.DiskError.Time.IsZero() {
 		t.Fatalf("disk_error %+v", st.DiskError)
@@ -210,6 +210,17 @@ func TestPassOnGivesTheClientTheErrorAndMarks(t *testing.T) {
 	}
 }
 
+// untilSlow is until with a deadline a loaded test machine meets (a tail
+// resync of 64 writes took 8 s at a load of 15).
+func untilSlow(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(60 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal(what)
+		}
+	}
+}
+
 // slowMachine gives a pair a peer timeout no loaded test machine reaches:
 // a write lost with the link would fail where the test says none may.
 func slowMachine(pc, sc *Config) {
@@ -260,7 +271,7 @@ func TestSecondaryJournalFullGoesDisklessWithoutAStorm(t *testing.T) {
 			t.Fatalf("round %d with the Secondary's journal full: %v, longest write %v", n, err, longest)
 		}
 	}
-	until(t, "the Secondary never went Diskless", func() bool { return p.secondary.Status().Disk == "Diskless" })
+	untilSlow(t, "the Secondary never went Diskless", func() bool { return p.secondary.Status().Disk == "Diskless" })
 	st := p.secondary.Status()
 	if st.Peer.Connection != "StandAlone" || !strings.Contains(st.StandAlone, "no space left") || st.DiskError == nil {
 		t.Fatalf("the Diskless Secondary: %s, %q, %+v", st.Peer.Connection, st.StandAlone, st.DiskError)
@@ -289,7 +300,7 @@ func TestSecondaryJournalFullGoesDisklessWithoutAStorm(t *testing.T) {
 	if err := p.secondary.DetachDisk(); err != nil {
 		t.Fatal(err)
 	}
-	until(t, "the Primary stayed connected", func() bool { return p.primary.Status().Peer.Connection != "Connected" })
+	untilSlow(t, "the Primary stayed connected", func() bool { return p.primary.Status().Peer.Connection != "Connected" })
 	fresh := memDisk{journal.NewMemDisk(testSize)}
 	if err := p.secondary.AttachDisk(fresh, true); err != nil {
 		t.Fatal(err)
@@ -319,7 +330,7 @@ func TestDisklessPrimaryReadsAndTakesADiskWhileInUse(t *testing.T) {
 	if err, _ := writeRound(p.primary, 64, 1); err != nil {
 		t.Fatal(err)
 	}
-	until(t, "the Primary's disk never became Diskless", func() bool { return p.primary.Status().Disk == "Diskless" })
+	untilSlow(t, "the Primary's disk never became Diskless", func() bool { return p.primary.Status().Disk == "Diskless" })
 	buf := make([]byte, 64*4096)
 	if _, err := p.primary.ReadAt(buf, 0); err != nil {
 		t.Fatalf("a read of the Diskless Primary: %v", err)
@@ -439,4 +450,57 @@ func TestDiskFaultDecisions(t *testing.T) {
 	if _, err := ParseOnIOError("panic"); err == nil {
 		t.Error("ParseOnIOError accepted panic")
 	}
+}
+
+// TestDiskFailsInAResync: the disk fails on the resync's target, then on
+// its source. The target goes Diskless and StandAlone and its Primary
+// writes on alone; once healed, disk attach resyncs it. A source whose
+// disk fails under the resync's reads goes Diskless and writes on through
+// its peer. No client write fails, and the pair ends with identical images.
+func TestDiskFailsInAResync(t *testing.T) {
+	var pd, sd faultDisk
+	p := openPairWith(t, testSize, func(pc, sc *Config) {
+		pd, sd = newFaultDisk(pc.Disk.(memDisk)), newFaultDisk(sc.Disk.(memDisk))
+		pc.Disk, sc.Disk = pd, sd
+		// Long enough for a loaded machine, short enough for a link
+		// teardown that waits its peer timeout (seen once on disconnect).
+		pc.PeerTimeout, sc.PeerTimeout = 10*time.Second, 10*time.Second
+	}, nil)
+	p.waitInSync(t)
+	apart := func(n int) {
+		p.primary.Disconnect()
+		if err, _ := writeRound(p.primary, 64, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apart(0)
+	sd.failing.Store(true) // the target's applies fail
+	p.primary.Connect()
+	untilSlow(t, "the target never went Diskless", func() bool { return p.secondary.Status().Disk == "Diskless" })
+	if err, _ := writeRound(p.primary, 64, 1); err != nil {
+		t.Fatalf("the Primary, its resync target failed: %v", err)
+	}
+	sd.failing.Store(false)
+	if err := p.secondary.AttachDisk(sd, false); err != nil {
+		t.Fatal(err)
+	}
+	p.waitInSync(t)
+	p.sameImages(t)
+
+	apart(2)
+	p.secondary.oos.mark(4096, 4096) // the tail cannot serve it: a bitmap resync reads the disk
+	pd.failing.Store(true)           // the source's reads fail
+	p.primary.Connect()
+	untilSlow(t, "the source never went Diskless", func() bool { return p.primary.Status().Disk == "Diskless" })
+	if st := p.primary.Status(); st.DiskError == nil || st.DiskError.Operation != OpRead && st.DiskError.Operation != OpJournal {
+		t.Fatalf("disk_error %+v", st.DiskError)
+	}
+	untilSlow(t, "the Diskless source never connected again", func() bool { return p.primary.Mirroring() })
+	if err, _ := writeRound(p.primary, 64, 3); err != nil {
+		t.Fatalf("the Diskless Primary: %v", err)
+	}
+	if err := p.secondary.journal.WaitApplied(); err != nil {
+		t.Fatal(err)
+	}
+	holdsRound(t, "the peer of the Diskless Primary", p.sdisk.Bytes(), 64, 3)
 }

@@ -131,6 +131,7 @@ func (r *Resource) sendRun(l *link, reg int64, buf []byte) (int64, error) {
 	off := reg * RegionSize
 	n := min(regions*RegionSize, r.size-off)
 	if _, err := r.disk.ReadAt(buf[:n], off); err != nil {
+		r.health.fault(OpRead, err) // detach: the resync stops with the disk
 		return 0, err
 	}
 	rec := r.comp.Write(off, buf[:n])
