@@ -205,8 +205,9 @@ func plainStatus(t testing.TB, n *node) string {
 // every operation) under the Primary's stamped writes. The client sees no
 // error; the Secondary goes Diskless, StandAlone with the reason and its
 // first error; the Primary goes on alone. Once the disk works again, disk
-// attach (the same disk) resyncs it to UpToDate, and after a clean stop
-// both images are identical.
+// attach (the same disk) resyncs it to UpToDate; then disk detach and disk
+// attach of a fresh file under the load make a full sync, and after a
+// clean stop both images are identical.
 func TestSecondaryDiskFailsUnderLoad(t *testing.T) {
 	ff := newFailingFile(t, 64<<20)
 	metricsAddr := freeAddr(t)
@@ -248,6 +249,22 @@ func TestSecondaryDiskFailsUnderLoad(t *testing.T) {
 	ctl(t, b, "disk", "attach")
 	a.waitFor("resynced", 60*time.Second, func(st Status) bool { return established(st) && st.Stats.OutOfSyncBytes == 0 })
 	verifyOn(t, ck, a, "the Primary")
+
+	// The disk replaced, on command, under the load: a full sync.
+	stop = stampedLoad(t, ck, a)
+	waitAcked(t, ck, ck.Acked()+1000)
+	ctl(t, b, "disk", "detach")
+	fresh := filepath.Join(t.TempDir(), "fresh.img")
+	ctl(t, b, "disk", "attach", "--disk", fresh)
+	waitAcked(t, ck, ck.Acked()+1000)
+	if err := stop(); err != nil {
+		t.Fatalf("the client saw an error: %v", err)
+	}
+	a.waitFor("the fresh disk synced", 60*time.Second, func(st Status) bool {
+		return established(st) && st.Stats.OutOfSyncBytes == 0
+	})
+	verifyOn(t, ck, a, "the Primary")
+	b.disk = fresh
 	stopPair(t, a, b)
 }
 
