@@ -54,6 +54,16 @@ var systems = []system{
 	{name: "pair-C", nbdmirror: true, images: 2, baselines: []string{"nbdmirror", "qemu-quorum"}, start: startPair("C", false)},
 	{name: "pair-A", nbdmirror: true, images: 2, baselines: []string{"nbdmirror", "qemu-quorum"}, start: startPair("A", false)},
 	{name: "pair-C-TLS", nbdmirror: true, images: 2, baselines: []string{"pair-C"}, start: startPair("C", true)},
+	// pair-C with each --read-balancing policy but prefer-local (pair-C's),
+	// for randread-4k-qd32 side by side with it.
+	{name: "pair-C-prefer-remote", nbdmirror: true, images: 2, baselines: []string{"pair-C"},
+		start: startPair("C", false, "--read-balancing", "prefer-remote")},
+	{name: "pair-C-round-robin", nbdmirror: true, images: 2, baselines: []string{"pair-C"},
+		start: startPair("C", false, "--read-balancing", "round-robin")},
+	{name: "pair-C-least-pending", nbdmirror: true, images: 2, baselines: []string{"pair-C"},
+		start: startPair("C", false, "--read-balancing", "least-pending")},
+	{name: "pair-C-when-congested-remote", nbdmirror: true, images: 2, baselines: []string{"pair-C"},
+		start: startPair("C", false, "--read-balancing", "when-congested-remote")},
 	{name: "nbdkit", images: 1, needs: []string{"nbdkit"}, start: startNbdkit},
 	{name: "qemu-nbd", images: 1, needs: []string{"qemu-nbd"}, start: startQemuNBD},
 	{name: "qemu-quorum", images: 2, needs: []string{"nbdkit", "qemu-storage-daemon"},
@@ -239,8 +249,9 @@ func tlsLaunch(l *launch) (string, error) {
 
 // startPair runs two nbdmirror daemons mirroring with protocol proto, the
 // peer link over mutual TLS if withTLS, and waits until they are
-// connected, so that no write goes out degraded.
-func startPair(proto string, withTLS bool) func(l *launch) (string, error) {
+// connected, so that no write goes out degraded; primary are more flags
+// of the Primary.
+func startPair(proto string, withTLS bool, primary ...string) func(l *launch) (string, error) {
 	return func(l *launch) (string, error) {
 		secret := filepath.Join(l.dir, "secret")
 		if err := os.WriteFile(secret, []byte("bench-pair-secret-0123456789"), 0o600); err != nil {
@@ -253,6 +264,7 @@ func startPair(proto string, withTLS bool) func(l *launch) (string, error) {
 				return "", err
 			}
 		}
+		extra[0] = append(extra[0], primary...)
 		var addrs [6]string
 		for i := range addrs {
 			a, err := freeAddr()

@@ -108,6 +108,9 @@ func (j *Journal) WaitApplied() error { return j.AwaitApplied(j.LastSeq(), nil) 
 
 // await waits until at reaches seq (see AwaitApplied).
 func (j *Journal) await(seq uint64, cancel <-chan struct{}, at *atomic.Uint64, what string) error {
+	if at.Load() >= seq {
+		return nil // reached already: no channel to make, no waiter to signal
+	}
 	ahead := false // counted in prog.ahead: appends wake the writer
 	defer func() {
 		if ahead {

@@ -78,7 +78,8 @@ func (pr *peerReads) take(id uint64) *readWait {
 // with an UpToDate disk that holds the whole range, with ErrLinkDown if the
 // link goes down before the answer, and with ErrPeerRead if the peer's
 // read failed or no answer came within Config.PeerTimeout. The data holds
-// every write acknowledged before readPeer was called.
+// every write acknowledged before readPeer was called. Each read it
+// serves counts in stats.read_remote.
 func (r *Resource) readPeer(p []byte, off int64) error {
 	if off < 0 || off > r.size || int64(len(p)) > r.size-off {
 		return fmt.Errorf("replication: %s: read from the peer: [%d, +%d) outside a %d-byte disk",
@@ -91,6 +92,7 @@ func (r *Resource) readPeer(p []byte, off int64) error {
 		}
 		p, off = p[n:], off+int64(n)
 	}
+	r.bal.remoteDone.Add(1)
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -321,7 +322,8 @@ func TestBitmapAnySet(t *testing.T) {
 }
 
 // TestReadPeerRefused: without a link readPeer fails at once with
-// ErrPeerCannotRead; a range off the disk fails too.
+// ErrPeerCannotRead; a range off the disk fails too. Only the read the
+// peer served counts in read_remote.
 func TestReadPeerRefused(t *testing.T) {
 	p := openPairWith(t, testSize, smallJournals, nil)
 	p.waitInSync(t)
@@ -331,6 +333,9 @@ func TestReadPeerRefused(t *testing.T) {
 	}
 	if err := p.primary.readPeer(buf, testSize-100); err == nil {
 		t.Fatal("a read past the end of the disk did not fail")
+	}
+	if n := p.primary.Status().Stats.ReadRemote; n != 1 {
+		t.Fatalf("read_remote %d after one read served by the peer", n)
 	}
 	p.primary.Disconnect()
 	until(t, "the link stayed", func() bool { return p.primary.currentLink() == nil })
@@ -433,5 +438,21 @@ func TestReadPeerLong(t *testing.T) {
 	want := append(data[100:testSize-8192], data[:4096]...)
 	if !bytes.Equal(got, want) {
 		t.Fatal("the long read differs from the peer's disk")
+	}
+}
+
+// TestReadPeerNotOffered: a peer whose Hello does not offer ServesReads
+// (a node without remote reads) is never sent a ReadRequest: readPeer
+// refuses at once and the link stays up.
+func TestReadPeerNotOffered(t *testing.T) {
+	fp := newFakePeer(t)
+	r := openPrimary(t, fp, ProtocolC, 5*time.Second)
+	until(t, "the fake peer never got UpToDate", func() bool { return r.Status().Peer.Disk == "UpToDate" })
+	err := r.readPeer(make([]byte, 4096), 0)
+	if !errors.Is(err, ErrPeerCannotRead) || !strings.Contains(err.Error(), "older version") {
+		t.Fatalf("a read from a peer that does not offer reads: %v", err)
+	}
+	if l := r.currentLink(); l == nil || l.isDown() {
+		t.Fatal("the link went down")
 	}
 }

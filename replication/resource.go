@@ -87,6 +87,9 @@ type Config struct {
 	// OnIOError says what a fault of the disk, the journal or the metadata
 	// does (see diskstate.go); zero is OnIOErrorDetach.
 	OnIOError OnIOError
+	// ReadBalancing says which disk serves reads (see ReadAt); zero is
+	// PreferLocal.
+	ReadBalancing ReadBalancing
 }
 
 // Resource is one replicated device. Its methods are safe for concurrent use.
@@ -151,6 +154,8 @@ type Resource struct {
 	// health is the state of the disk, journal and metadata: in use, or
 	// out after a fault (diskstate.go, detach.go).
 	health *diskHealth
+	// bal counts reads for ReadAt's balancing.
+	bal balancer
 }
 
 // Open recovers the resource's journal onto its disk and makes it ready for I/O.
@@ -222,11 +227,6 @@ func (r *Resource) setResyncRate(rate int64) { r.resyncRate.Store(max(rate, 0)) 
 
 // Size is the device size in bytes.
 func (r *Resource) Size() (int64, error) { return r.size, nil }
-
-// ReadAt reads from the disk: a write is applied there before it is
-// acknowledged.
-// A Diskless node reads through its peer (readAt).
-func (r *Resource) ReadAt(p []byte, off int64) (int, error) { return r.readAt(p, off) }
 
 // WriteAt journals and applies p at off.
 func (r *Resource) WriteAt(p []byte, off int64) (int, error) { return r.writeData(p, off, false) }

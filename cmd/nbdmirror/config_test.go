@@ -51,7 +51,7 @@ func configSamples(dir string) map[string][2]string {
 		"max-inflight-bytes": q("64M"), "max-connections": q("7"), "handshake-limit": q("3s"),
 		"nbd-reply-timeout":     q("9s"),
 		"peer-tls-certificates": q(tlsDir(dir)), "peer-name": q("node-b"), "pprof": {"true", ""},
-		"control-group": q("nogroup"),
+		"control-group": q("nogroup"), "read-balancing": q("round-robin"),
 	}
 }
 

@@ -63,7 +63,8 @@ type serveConfig struct {
 	resyncRate    int64
 	afterSB       string
 	onIOError     replication.OnIOError
-	nbdSec        nbdSecurity // --tls*, --max-inflight-bytes, --max-connections, --handshake-limit
+	readBalancing replication.ReadBalancing // --read-balancing
+	nbdSec        nbdSecurity               // --tls*, --max-inflight-bytes, --max-connections, --handshake-limit
 	etcd          etcdConfig
 }
 
@@ -71,7 +72,7 @@ var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	var c serveConfig
-	var size, codec, journalSize, journalRetain, protocol, resyncRate, etcd, config, onIOError string
+	var size, codec, journalSize, journalRetain, protocol, resyncRate, etcd, config, onIOError, readBalancing string
 	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&c.name, "name", "r0", "resource name; the NBD export answers to it and to the empty name")
@@ -99,6 +100,7 @@ func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	fs.StringVar(&onIOError, "on-io-error", "detach", "on an I/O error of the disk, journal or metadata: detach (go Diskless, a Primary serves through its peer) or pass-on (the client gets the error)")
 	fs.DurationVar(&c.nbdPoll, "nbd-poll", 150*time.Microsecond, "how long a connection may poll for the client's next request before it sleeps, while its requests come that fast; 0 never polls")
 	fs.DurationVar(&c.peerPoll, "peer-poll", 150*time.Microsecond, "how long the replication link may poll for the peer's next frame before it sleeps, while writes come one at a time (on the Primary the polling reader also sends their records) or the peer's writes come one at a time; 0 never polls")
+	fs.StringVar(&readBalancing, "read-balancing", "prefer-local", "which disk serves reads while the peer is Connected and UpToDate: prefer-local, prefer-remote, round-robin, least-pending or when-congested-remote (the local disk unless 8 reads wait on it)")
 	fs.StringVar(&resyncRate, "resync-rate", "0", "cap on resync traffic per second (e.g. 100M); 0 is as fast as the link allows")
 	c.nbdSec.addFlags(fs)
 	fs.StringVar(&config, "config", "", "TOML file of these flags, keys named like the long flags (flags on the command line win)")
@@ -152,6 +154,9 @@ func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 		return c, usagef("--resync-rate: %v", err)
 	}
 	c.resyncRate = rate
+	if c.readBalancing, err = replication.ParseReadBalancing(readBalancing); err != nil {
+		return c, usagef("--read-balancing %q: want prefer-local, prefer-remote, round-robin, least-pending or when-congested-remote", readBalancing)
+	}
 	if c.afterSB != string(replication.Disconnect) && c.afterSB != string(replication.DiscardZeroChanges) {
 		return c, usagef("--after-split-brain %q: want disconnect or discard-zero-changes", c.afterSB)
 	}
@@ -454,6 +459,7 @@ func (d *daemon) openStorage() (err error) {
 		ObserveWrite: d.metrics.observe, ResyncRate: d.cfg.resyncRate,
 		AfterSplitBrain: replication.AfterSplitBrain(d.cfg.afterSB),
 		OnIOError:       d.cfg.onIOError,
+		ReadBalancing:   d.cfg.readBalancing,
 	})
 	if err != nil {
 		return usageError{err}

@@ -43,6 +43,7 @@ func TestServeRejectsBadFlagsAndCreatesNothing(t *testing.T) {
 			"--peer-tls-certificates", dir}, "needs --peer-name"},
 		{"TLS directory without files", []string{"--disk", missing, "--size", "1M", "--peer", "127.0.0.1:1",
 			"--peer-tls-certificates", dir}, "server-key.pem"},
+		{"unknown read balancing", []string{"--disk", missing, "--size", "1M", "--read-balancing", "32K-striping"}, "--read-balancing"},
 		{"unknown control group", []string{"--disk", missing, "--size", "1M", "--control-group", "no-such-group-x"}, "--control-group"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -130,8 +130,9 @@ func printStatus(w io.Writer, st Status) {
 		fmt.Fprintf(w, "  coordinator holder:%s lease:%.1fs/%.0fs peer-outdated:%v suspended:%v etcd:%s\n",
 			orNone(c.Holder), c.LeaseRemaining, c.LeaseTTL, c.PeerOutdated, c.Suspended, c.Etcd)
 	}
-	fmt.Fprintf(w, "  nbd %s connections:%d reads:%d writes:%d flushes:%d trims:%d zeroes:%d errors:%d\n",
-		st.NBD.Listen, st.NBD.Connections, st.NBD.Reads, st.NBD.Writes, st.NBD.Flushes, st.NBD.Trims, st.NBD.Zeroes, st.NBD.Errors)
+	fmt.Fprintf(w, "  nbd %s connections:%d reads:%d writes:%d flushes:%d trims:%d zeroes:%d errors:%d read-remote:%d\n",
+		st.NBD.Listen, st.NBD.Connections, st.NBD.Reads, st.NBD.Writes, st.NBD.Flushes, st.NBD.Trims, st.NBD.Zeroes, st.NBD.Errors,
+		st.Stats.ReadRemote)
 }
 
 func orNone(s string) string {

@@ -38,7 +38,15 @@ type Options struct {
 	FUAEvery   int   // every Nth write carries FUA (0: never)
 	FlushEvery int   // a FLUSH after every Nth write (0: never)
 	Seed       uint64
+	// ReadBack reads every block back as soon as its write is
+	// acknowledged, before another write may go to it: the read must
+	// return that very stamp (Run fails with ErrStaleRead otherwise).
+	ReadBack bool
 }
+
+// ErrStaleRead is a read back (Options.ReadBack) that did not return the
+// write just acknowledged.
+var ErrStaleRead = errors.New("checker: stale read")
 
 // Device is the part of an NBD client the checker uses.
 type Device interface {
@@ -59,6 +67,7 @@ type Checker struct {
 	busy     []bool   // a write to the block is in flight
 	counter  uint64   // last counter handed out
 	ackCount atomic.Uint64
+	readBack atomic.Uint64 // reads back that found their stamp
 	runs     atomic.Uint64 // Run calls, so each run picks other blocks
 }
 
@@ -73,6 +82,10 @@ func New(o Options) *Checker {
 
 // Acked is the number of writes acknowledged so far.
 func (c *Checker) Acked() uint64 { return c.ackCount.Load() }
+
+// ReadBacks is the number of reads back (Options.ReadBack) that found the
+// write just acknowledged.
+func (c *Checker) ReadBacks() uint64 { return c.readBack.Load() }
 
 // Run writes until ctx ends or a request fails (the server died), and
 // returns the first failure or nil. Acknowledged writes are recorded either way.
@@ -107,9 +120,16 @@ func (c *Checker) writer(ctx context.Context, dev Device, rng *rand.Rand) error 
 		stamp(buf, b, n)
 		fua := c.o.FUAEvery > 0 && n%uint64(c.o.FUAEvery) == 0
 		err := dev.WriteFUA(buf, c.o.Base+int64(b)*BlockSize, fua)
+		var rerr error
+		if err == nil && c.o.ReadBack {
+			rerr = c.readBackOne(dev, b, n)
+		}
 		c.release(b, n, err == nil)
 		if err != nil {
 			return fmt.Errorf("checker: write of block %d: %w", b, err)
+		}
+		if rerr != nil {
+			return rerr
 		}
 		if c.o.FlushEvery > 0 && n%uint64(c.o.FlushEvery) == 0 {
 			if err := dev.Flush(); err != nil {
@@ -117,6 +137,24 @@ func (c *Checker) writer(ctx context.Context, dev Device, rng *rand.Rand) error 
 			}
 		}
 	}
+	return nil
+}
+
+// readBackOne reads block b, whose write n was just acknowledged and
+// which no other write touches meanwhile: it must hold stamp n.
+func (c *Checker) readBackOne(dev Device, b int, n uint64) error {
+	buf := make([]byte, BlockSize)
+	if _, err := dev.ReadAt(buf, c.o.Base+int64(b)*BlockSize); err != nil {
+		return fmt.Errorf("checker: read back of block %d: %w", b, err)
+	}
+	got, err := parse(buf, b)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: block %d after write %d acknowledged: %v", ErrStaleRead, b, n, err)
+	case got != n:
+		return fmt.Errorf("%w: block %d holds write %d, write %d was acknowledged", ErrStaleRead, b, got, n)
+	}
+	c.readBack.Add(1)
 	return nil
 }
 

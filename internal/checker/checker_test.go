@@ -89,3 +89,37 @@ func TestVerifyFindsLostTornAndForeignBlocks(t *testing.T) {
 		}
 	}
 }
+
+// staleDevice serves every read from a copy that lags one write behind.
+type staleDevice struct {
+	memDevice
+	old []byte // the data before the last write
+}
+
+func (s *staleDevice) WriteFUA(p []byte, off int64, fua bool) error {
+	s.mu.Lock()
+	s.old = append(s.old[:0], s.data...)
+	s.mu.Unlock()
+	return s.memDevice.WriteFUA(p, off, fua)
+}
+
+func (s *staleDevice) ReadAt(p []byte, off int64) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return copy(p, s.old[off:]), nil
+}
+
+func TestReadBack(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	dev := &memDevice{data: make([]byte, 64*BlockSize)}
+	ck := New(Options{Blocks: 64, InFlight: 8, FUAEvery: 3, FlushEvery: 50, Seed: 1, ReadBack: true})
+	if err := ck.Run(ctx, dev); err != nil || ck.ReadBacks() == 0 || ck.ReadBacks() != ck.Acked() {
+		t.Fatalf("an intact device: %v, %d reads back of %d writes", err, ck.ReadBacks(), ck.Acked())
+	}
+	stale := &staleDevice{memDevice: memDevice{data: make([]byte, 64*BlockSize)}}
+	ck = New(Options{Blocks: 64, InFlight: 1, Seed: 1, ReadBack: true})
+	if err := ck.Run(context.Background(), stale); !errors.Is(err, ErrStaleRead) {
+		t.Fatalf("a device that reads one write behind: %v", err)
+	}
+}
