@@ -340,6 +340,9 @@ func (j *Journal) checkpointLoop() {
 		case <-j.ckptKick:
 		}
 		if err := j.checkpoint(); err != nil {
+			if j.failed() {
+				return // failed for good: said once, never checkpoints again
+			}
 			j.log.Warn("journal: checkpoint failed", "dir", j.dir, "err", err)
 			if f := j.opts.OnFailure; f != nil && !errors.Is(err, ErrClosed) {
 				f(err)
@@ -359,6 +362,13 @@ func (j *Journal) failLocked(err error) {
 			f(err)
 		}
 	}
+}
+
+// failed says the journal failed for good.
+func (j *Journal) failed() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.failure != nil
 }
 
 // Fail makes err the journal's failure for good: every queued and later
