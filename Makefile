@@ -28,7 +28,7 @@ vet:
 # root, or stops with the apt-get line that would (.ci/need-tools); the
 # tests then fail, never skip, when a tool is missing
 # (NBDMIRROR_REQUIRE_TOOLS, see internal/testtools).
-TEST_TOOLS := git=git fio=fio nbdinfo=libnbd-bin nbdcopy=libnbd-bin nbdfuse=nbdfuse fusermount3=fuse3 \
+TEST_TOOLS := git=git fio=fio nbdinfo=libnbd-bin nbdcopy=libnbd-bin nbdfuse=nbdfuse fusermount3=fuse3 nbdkit=nbdkit \
 	qemu-img=qemu-utils qemu-io=qemu-utils setpriv=util-linux etcd=etcd-server \
 	losetup=mount mount=mount umount=mount mkfs.ext4=e2fsprogs e2fsck=e2fsprogs ss=iproute2 \
 	/etc/ssl/certs/ca-certificates.crt=ca-certificates tcpdump=tcpdump gnutls-cli=gnutls-bin

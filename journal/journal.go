@@ -338,7 +338,12 @@ func (j *Journal) close() error {
 	j.mu.Unlock()
 	j.prog.signal()
 	close(j.stop)
-	err := j.checkpoint()
+	j.mu.Lock()
+	err := j.failure
+	j.mu.Unlock()
+	if err == nil {
+		err = j.checkpoint()
+	}
 	j.mu.Lock()
 	j.stopping = true
 	j.enqueueLocked(item{syncDone: func(error) {}}, true) // wakes the writer
@@ -382,7 +387,13 @@ func (j *Journal) checkpointLoop() {
 		case <-j.ckptKick:
 		}
 		if err := j.checkpoint(); err != nil {
+			if j.failed() {
+				return // failed for good: said once, never checkpoints again
+			}
 			j.log.Warn("journal: checkpoint failed", "dir", j.dir, "err", err)
+			if f := j.opts.OnFailure; f != nil && !errors.Is(err, ErrClosed) {
+				f(err)
+			}
 		}
 	}
 }
@@ -394,8 +405,24 @@ func (j *Journal) failLocked(err error) {
 		j.log.Error("journal: failed; every later write fails until reopened", "dir", j.dir, "err", err)
 		j.space.Broadcast()
 		j.prog.signal()
+		if f := j.opts.OnFailure; f != nil && !errors.Is(err, ErrClosed) {
+			f(err)
+		}
 	}
 }
+
+// failed says the journal failed for good.
+func (j *Journal) failed() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.failure != nil
+}
+
+// Fail makes err the journal's failure for good: every queued and later
+// record and sync fails with it, appenders waiting for space are woken,
+// and nothing more is written to the segments or the disk, not even by
+// Close. A resource that detaches its disk calls it.
+func (j *Journal) Fail(err error) { j.fail(err) }
 
 func (j *Journal) fail(err error) {
 	j.mu.Lock()

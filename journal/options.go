@@ -66,6 +66,12 @@ type Options struct {
 	// crash in between finds them again. Without it they are reported
 	// and the checkpoint passes them at once.
 	MarkExtents bool
+	// OnFailure, if set, hears every failure of the journal's files or
+	// disk that no appender is told of: the one that makes the journal
+	// fail for good (a failed sync or apply, once), and each failed
+	// checkpoint. It may run with the journal's locks held: it must not
+	// block nor call the journal.
+	OnFailure func(err error)
 
 	// Knobs that only tests turn:
 	//

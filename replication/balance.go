@@ -85,7 +85,7 @@ func (r *Resource) ReadAt(p []byte, off int64) (int, error) {
 	b := &r.bal
 	b.localPending.Add(1)
 	defer b.localPending.Add(-1)
-	return r.disk.ReadAt(p, off)
+	return r.readAt(p, off) // the disk, or the peer when the disk is out (detach.go)
 }
 
 // readFromPeer serves a read from the peer if the policy sends it there

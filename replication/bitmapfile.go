@@ -289,8 +289,13 @@ func loadBitmapV1(raw []byte, b *bitmap) bitmapLoad {
 // saveBitmap saves the bitmap when it or peerSeq changed since the last
 // save (see bitmapStore.save).
 func (r *Resource) saveBitmap() error {
+	if r.health.out() { // nothing is saved while the disk is out (detach.go)
+		return nil
+	}
 	peer, last := r.peerSeq.Load(), r.journal.LastSeq()
-	return r.bitmapFile.save(r.oos, peer, last)
+	err := r.bitmapFile.save(r.oos, peer, last)
+	r.health.fault(OpMeta, err)
+	return err
 }
 
 // loadBitmap reads the bitmap file into r.oos and returns the journal seq

@@ -24,6 +24,7 @@ func (r *Resource) blockSums(first, count uint64, buf []byte) ([]byte, error) {
 		off := int64(b) * sumBlock
 		n := min(sumBlock, r.size-off)
 		if _, err := r.disk.ReadAt(buf[:n], off); err != nil {
+			r.health.fault(OpRead, err)
 			return nil, err
 		}
 		h := sha256.Sum256(buf[:n])

@@ -262,12 +262,16 @@ func step(s State, e Event) (State, []Action) {
 		return s, []Action{CloseLink{}, Wake{}}
 	case CmdDiscard:
 		return discard(s)
+	case DiskFailed:
+		return diskFailed(s, e)
+	case PeerDiskState:
+		return peerDiskState(s, e)
 	case SyncDoneAcked:
 		return syncDoneAcked(s, e)
 	case MarksWhileLinked:
 		// A Primary syncs them at once, by another bitmap pass; a
 		// Secondary's marks join the Primary's at the next pass.
-		if !s.Linked || s.Source || s.Target || s.Role != wire.Primary {
+		if !s.Linked || s.Source || s.Target || s.Role != wire.Primary || s.Disk == wire.Diskless {
 			return s, nil
 		}
 		s.Source = true
@@ -315,6 +319,8 @@ func canonical(local, remote wire.Hello, dialer bool) bool {
 // promotion) is refused as busy, and judged again on a fresh connection.
 func admit(s State, e PeerHello) (State, []Action) {
 	switch {
+	case s.Disk == wire.Diskless && s.Role != wire.Primary:
+		return s, []Action{Refuse{wire.ReasonDiskless, "this node is Diskless: its disk failed or was detached"}}
 	case s.StandAlone != "" && (s.Refusal == wire.ReasonSplitBrain || s.Refusal == wire.ReasonUnrelatedData):
 		return s, []Action{Refuse{s.Refusal, s.StandAlone}}
 	case s.StandAlone != "":
@@ -358,6 +364,8 @@ func outcome(s State, local, remote wire.Hello) Decision {
 		dirty: rw || remote.LastSeq > local.LastSeq}
 	d := resolve(decide(s.Gen, remote.Gen), s.DiscardMyData, remote.Flags&wire.DiscardMyData != 0)
 	switch {
+	case local.Disk == wire.Diskless || remote.Disk == wire.Diskless:
+		d = Decision{Outcome: InSync} // a Diskless Primary works through its peer: nothing to sync either way
 	case d.Outcome == InSync:
 		d = dirtyDirection(l, p)
 	case d.Outcome == SplitBrain && s.AfterSplitBrain == DiscardZeroChanges:
@@ -465,6 +473,9 @@ func attached(s State, e Attach) (State, []Action) {
 	d := e.Decision
 	s.Linked, s.Peer = true, e.Remote
 	s.Source, s.Target = d.Outcome == SyncSource, d.Outcome == SyncTarget
+	if e.Remote.Disk == wire.Diskless && e.Remote.Role == wire.Primary {
+		return peerDiskState(s, PeerDiskState{Disk: wire.Diskless, Gen: e.Remote.Gen.Current})
+	}
 	if !s.Source && !s.Target && s.LostFrom != 0 {
 		// Nothing to sync: neither node wrote apart and both hold the
 		// same last seq, so no record past LostFrom was lost.

@@ -128,6 +128,10 @@ func scriptEvent(t *testing.T, d *datadriven.TestData, s State) Event {
 		return PeerAsksPrimary{}
 	case "asking":
 		return AskingPrimary{On: !d.HasArg("off")}
+	case "disk-failed":
+		return DiskFailed{Text: strings.TrimSpace(d.Input), NewID: argUint(t, d, "newid", 0)}
+	case "peer-disk":
+		return PeerDiskState{Disk: argDisk(t, d, "disk", "UpToDate"), Gen: argUint(t, d, "gen", 0)}
 	}
 	d.Fatalf(t, "unknown command %s", d.Cmd)
 	return nil

@@ -11,6 +11,9 @@ import (
 // coreState is the part of the node the decision core sees; r.mu held.
 func (r *Resource) coreState() State {
 	disk, _ := parseDiskState(r.meta.Disk)
+	if r.health.out() {
+		disk = wire.Diskless // failed: refused as the peer of a Primary from the first fault on
+	}
 	return State{NodeID: r.meta.NodeID, Role: r.role, Disk: disk, Gen: r.meta.Gen,
 		DiscardMyData: r.meta.DiscardMyData, LostFrom: r.meta.LostFrom, StandAlone: r.standAlone, Refusal: r.refusal,
 		AfterSplitBrain: r.cfg.AfterSplitBrain, Admitting: r.admitting, Linked: r.link != nil, Asking: r.asking,
@@ -48,6 +51,8 @@ func (r *Resource) stepLocked(ev Event) ([]Action, error) {
 			r.signalLinkChange()
 		case ClearMarks:
 			r.oos.reset()
+		case MarkAll:
+			r.oos.mark(0, r.size)
 		case SkipSeqs:
 			r.seqFloor.Store(max(r.seqFloor.Load(), r.journal.LastSeq()) + seqGap)
 		case NewGeneration:

@@ -116,6 +116,7 @@ func TestNextDialBackoff(t *testing.T) {
 		{"peer busy", tune.dialMax, busy, tune.dialMin},
 		{"peer busy, wrapped", 8 * tune.dialMin, fmt.Errorf("meet: %w", busy), tune.dialMin},
 		{"busy, said by this node", tune.dialMin, &wire.RefusedError{Reason: wire.ReasonBusy}, 2 * tune.dialMin},
+		{"peer diskless", tune.dialMin, &wire.RefusedError{Reason: wire.ReasonDiskless, ByPeer: true}, tune.dialMax},
 	} {
 		if got := nextDialBackoff(c.prev, c.err); got != c.want {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)

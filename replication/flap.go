@@ -31,11 +31,15 @@ func nextFlapDelay(prev, lived time.Duration, settled bool) time.Duration {
 // after a peer that said it is busy (closing its last link, or waiting
 // after a short-lived one). That wait is short and bounded, so the peer is
 // asked again soon: a backoff grown by its refusals would keep the link
-// down long after the peer is ready.
+// down long after the peer is ready. A Diskless peer is asked again only after
+// the longest wait.
 func nextDialBackoff(prev time.Duration, err error) time.Duration {
 	var ref *wire.RefusedError
 	if errors.As(err, &ref) && ref.ByPeer && ref.Reason == wire.ReasonBusy {
 		return tune.dialMin
+	}
+	if errors.As(err, &ref) && ref.ByPeer && ref.Reason == wire.ReasonDiskless {
+		return tune.dialMax // it takes no records until an operator attaches a disk
 	}
 	return min(max(2*prev, tune.dialMin), tune.dialMax)
 }

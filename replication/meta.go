@@ -70,7 +70,15 @@ func loadMeta(fs vfs.FS, dir string, created bool) (meta, error) {
 }
 
 // saveMeta makes r.meta durable. Requires r.mu.
-func (r *Resource) saveMeta() error { return writeMeta(r.cfg.FS, r.cfg.MetaDir, r.meta) }
+// Nothing is saved while the disk is out: the metadata is part of it.
+func (r *Resource) saveMeta() error {
+	if r.health.out() {
+		return nil
+	}
+	err := writeMeta(r.cfg.FS, r.cfg.MetaDir, r.meta)
+	r.health.fault(OpMeta, err)
+	return err
+}
 
 // writeMeta replaces dir's meta.json on fs with m.
 func writeMeta(fs vfs.FS, dir string, m meta) error {

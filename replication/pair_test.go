@@ -95,7 +95,8 @@ func (p *testPair) sameImages(t *testing.T) {
 }
 
 // TestLocalJournalFailureAfterThePeerTookTheWrite: the Primary's segment
-// write fails while the peer journals the record. The client gets the
+// write fails while the peer journals the record. Under --on-io-error
+// pass-on (detach: see detach_test.go) the client gets the
 // error, the region is marked (the peer now holds other bytes there), and
 // the next resync makes both images identical.
 func TestLocalJournalFailureAfterThePeerTookTheWrite(t *testing.T) {
@@ -106,7 +107,8 @@ func TestLocalJournalFailureAfterThePeerTookTheWrite(t *testing.T) {
 		}
 		return nil
 	})
-	p := openPair(t, pfs)
+	p := openPairWith(t, testSize, func(pc, _ *Config) { pc.FS, pc.OnIOError = pfs, OnIOErrorPassOn }, nil)
+	p.waitInSync(t)
 	if _, err := p.primary.WriteAt(bytes.Repeat([]byte{0x11}, 4096), 0); err != nil {
 		t.Fatal(err)
 	}

@@ -77,6 +77,7 @@ func (l *link) handle(f wire.Frame, idle bool) error {
 		}
 		l.res.journal.SyncLater(func(err error) {
 			if err != nil {
+				l.res.health.fault(OpReplicate, err) // Diskless from now: the peer is refused
 				l.fail(fmt.Errorf("%w: journal sync: %v", ErrLinkDown, err))
 				return
 			}
@@ -133,6 +134,8 @@ func (l *link) handle(f wire.Frame, idle bool) error {
 		case l.roleAnswer <- a:
 		default: // an answer nobody waits for: askPrimary gave up
 		}
+	case wire.TypeDiskState:
+		return l.res.peerDiskStateFrame(l, f.Body)
 	case wire.TypeReadRequest:
 		return l.answerRead(f.Body)
 	case wire.TypeReadReply:
@@ -183,6 +186,7 @@ func (l *link) applyRecords(body []byte, idle bool) (n int, err error) {
 		}
 		l.res.journal.AppendLater(rec, false, written, func(jseq uint64, err error) {
 			if err != nil {
+				l.res.health.fault(OpReplicate, err) // Diskless from now: the peer is refused
 				l.fail(fmt.Errorf("%w: journal: %v", ErrLinkDown, err))
 				return
 			}

@@ -254,6 +254,7 @@ func (r *Resource) readForPeer(req wire.ReadRequest, after uint64, cancel <-chan
 	}
 	data := make([]byte, n)
 	if m, err := r.disk.ReadAt(data, off); err != nil && !(err == io.EOF && int64(m) == n) {
+		r.health.fault(OpRead, err)
 		r.log.Warn("peer read: reading the disk", "off", off, "len", n, "err", err)
 		return wire.ReadIOError, nil
 	}

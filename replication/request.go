@@ -11,6 +11,7 @@ import (
 // step changes:
 //
 //	local: pending -> done | failed          journal append and apply (FUA: synced too)
+//	       none                              Diskless: the write goes to the peer only
 //	peer:  queued  -> sent | received | journaled | synced | lost
 //	       none                              no link took it: its region was marked at submission
 //
@@ -29,6 +30,7 @@ type request struct {
 
 	res         *Resource
 	off, length int64
+	op          string // OpWrite or OpFlush: what a disk fault is counted as
 	// busy, if set, is the link the request went out on: its localBusy
 	// counts the request until the local half ends (see link.wantPoll).
 	busy  *link
@@ -42,6 +44,7 @@ const (
 	localPending localState = iota
 	localDone
 	localFailed
+	localNone // Diskless: no local half (see appendPeerOnly)
 )
 
 type peerState uint8
@@ -85,19 +88,25 @@ func ackState(k wire.AckKind) peerState {
 }
 
 // replyOf is the reply and the out-of-sync mark of a request whose halves
-// are final. The client hears success only if this node holds the write.
+// are final. The client hears success only if a node holds the write: this
+// one, or the peer when this node has no disk (none) or its disk failed
+// under the write and is being detached (throughPeer, see onDiskFault).
 // The region is marked whenever the peer may hold something else than this
-// node: the link was lost under it, or this node failed a write the peer
-// took. A request that never reached a link was marked when submitted.
-func replyOf(local localState, peer peerState) (ok, mark bool) {
-	ok = local == localDone
-	switch peer {
-	case peerNone:
-		return ok, false
-	case peerLost:
-		return ok, true
+// node's disk, which stays: the link was lost under it, or this node failed
+// a write the peer took (--on-io-error pass-on). A request that never
+// reached a link was marked when submitted.
+func replyOf(local localState, peer peerState, throughPeer bool) (ok, mark bool) {
+	acked := peer != peerNone && peer != peerLost
+	switch local {
+	case localNone:
+		return acked, false
+	case localFailed:
+		if throughPeer {
+			return acked, false // the disk is going: the peer holds the data
+		}
+		return false, peer != peerNone
 	}
-	return ok, local == localFailed
+	return true, peer == peerLost
 }
 
 var requests = sync.Pool{New: func() any { return &request{ready: make(chan struct{}, 1)} }}
@@ -109,6 +118,7 @@ func newRequest(res *Resource, off, length int64, then func(error)) *request {
 	q := requests.Get().(*request)
 	q.local, q.peer, q.err, q.completed, q.reply = localPending, peerQueued, nil, false, nil
 	q.res, q.off, q.length, q.busy, q.then = res, off, length, nil, then
+	q.op = OpWrite
 	return q
 }
 
@@ -171,7 +181,14 @@ func (q *request) finishIfFinal() {
 	if !final {
 		return
 	}
-	ok, mark := replyOf(local, peer)
+	throughPeer := false
+	switch local {
+	case localFailed:
+		throughPeer = q.res.health.fault(q.op, err)
+	case localNone:
+		err = errNoPeer
+	}
+	ok, mark := replyOf(local, peer, throughPeer)
 	if mark {
 		q.res.oos.mark(q.off, q.length)
 	}

@@ -12,78 +12,113 @@ import (
 
 // TestRequestOutcomes enumerates how a write ends: every final local state
 // against every final peer state, under each protocol, with and without
-// FUA. The peer half of a request on a link ends with the ack its protocol
-// asks for (needFor) or lost; one that no link took is marked at
-// submission. The client hears success exactly when this node holds the
-// write; the region is marked whenever the nodes may differ.
+// FUA, under each --on-io-error policy. The peer half of a request on a
+// link ends with the ack its protocol asks for (needFor) or lost; one that
+// no link took is marked at submission. The local half ends done, failed
+// (an error that is no disk fault), faulted (EIO: the disk failed) or
+// none (the node is Diskless: the write went to the peer only). The client
+// hears success exactly when a node holds the write: this one, or the peer
+// when this node's disk is out or going out (detach). The region is marked
+// whenever the nodes may differ and this node's disk stays.
 func TestRequestOutcomes(t *testing.T) {
 	type row struct {
-		local    localState
+		local    string // done, failed, fault, none
 		peer     string // "acked": the ack the protocol asks for
+		policy   OnIOError
 		ok, mark bool
 	}
-	rows := []row{
-		{localDone, "acked", true, false},
-		{localDone, "lost", true, true},     // the peer may lack it
-		{localDone, "none", true, false},    // marked when submitted
-		{localFailed, "acked", false, true}, // the peer holds what this node failed
-		{localFailed, "lost", false, true},  // the peer may hold it
-		{localFailed, "none", false, false}, // marked when submitted
+	var rows []row
+	for _, policy := range []OnIOError{OnIOErrorDetach, OnIOErrorPassOn} {
+		rows = append(rows,
+			row{"done", "acked", policy, true, false},
+			row{"done", "lost", policy, true, true},     // the peer may lack it
+			row{"done", "none", policy, true, false},    // marked when submitted
+			row{"failed", "acked", policy, false, true}, // the peer holds what this node failed
+			row{"failed", "lost", policy, false, true},  // the peer may hold it
+			row{"failed", "none", policy, false, false}, // marked when submitted
+			row{"none", "acked", policy, true, false},   // Diskless: the peer holds it
+			row{"none", "lost", policy, false, false},   // Diskless, and the peer is gone: EIO
+			row{"none", "none", policy, false, false},
+		)
 	}
+	rows = append(rows,
+		// detach: the disk goes out under the write; the peer has it.
+		row{"fault", "acked", OnIOErrorDetach, true, false},
+		row{"fault", "lost", OnIOErrorDetach, false, false},
+		row{"fault", "none", OnIOErrorDetach, false, false},
+		// pass-on: the client hears the fault, the disk stays, marked.
+		row{"fault", "acked", OnIOErrorPassOn, false, true},
+		row{"fault", "lost", OnIOErrorPassOn, false, true},
+		row{"fault", "none", OnIOErrorPassOn, false, false},
+	)
 	for _, proto := range []Protocol{ProtocolA, ProtocolB, ProtocolC} {
 		for _, fua := range []bool{false, true} {
 			l := &link{proto: proto}
 			need := l.needFor(fua)
 			for _, r := range rows {
 				for _, localFirst := range []bool{true, false} {
-					name := fmt.Sprintf("%c/fua=%v/local=%d/peer=%s/localFirst=%v", proto, fua, r.local, r.peer, localFirst)
+					name := fmt.Sprintf("%c/fua=%v/%s/local=%s/peer=%s/localFirst=%v", proto, fua, r.policy, r.local, r.peer, localFirst)
 					t.Run(name, func(t *testing.T) {
-						res := &Resource{oos: newBitmap(testSize)}
-						var got []error
-						q := newRequest(res, 8192, 4096, func(err error) { got = append(got, err) })
-						local := func() {
-							if r.local == localDone {
-								q.localResult(7, nil)
-							} else {
-								q.localResult(7, errors.New("injected"))
-							}
-						}
-						peer := func() {
-							switch r.peer {
-							case "acked":
-								q.peerResult(true, need)
-							case "lost":
-								q.peerResult(false, 0)
-							default:
-								q.notOnLink()
-							}
-						}
-						if localFirst {
-							local()
-							if len(got) != 0 {
-								t.Fatal("completed before the peer half ended")
-							}
-							peer()
-						} else {
-							peer()
-							if len(got) != 0 {
-								t.Fatal("completed before the local half ended")
-							}
-							local()
-						}
-						if len(got) != 1 {
-							t.Fatalf("completed %d times", len(got))
-						}
-						if ok := got[0] == nil; ok != r.ok {
-							t.Fatalf("reply %v, want ok=%v", got[0], r.ok)
-						}
-						if marked := res.oos.bytes() > 0; marked != r.mark {
-							t.Fatalf("marked %v, want %v", marked, r.mark)
-						}
+						checkOutcome(t, r.local, r.peer, r.policy, need, localFirst, r.ok, r.mark)
 					})
 				}
 			}
 		}
+	}
+}
+
+// checkOutcome runs one request to its end, its halves ending in the order
+// given, and checks its reply and mark.
+func checkOutcome(t *testing.T, local, peer string, policy OnIOError, need wire.AckKind, localFirst, ok, mark bool) {
+	res := &Resource{oos: newBitmap(testSize), health: &diskHealth{policy: policy}}
+	var got []error
+	q := newRequest(res, 8192, 4096, func(err error) { got = append(got, err) })
+	endLocal := func() {
+		switch local {
+		case "done":
+			q.localResult(7, nil)
+		case "failed":
+			q.localResult(7, errors.New("injected"))
+		case "fault":
+			q.localResult(7, fmt.Errorf("injected: %w", syscall.EIO))
+		}
+	}
+	if local == "none" {
+		q.local, localFirst = localNone, true // set at submission (appendPeerOnly)
+	}
+	endPeer := func() {
+		switch peer {
+		case "acked":
+			q.peerResult(true, need)
+		case "lost":
+			q.peerResult(false, 0)
+		default:
+			q.notOnLink()
+		}
+	}
+	first, second := endLocal, endPeer
+	if !localFirst {
+		first, second = endPeer, endLocal
+	}
+	first()
+	if len(got) != 0 {
+		t.Fatal("completed before both halves ended")
+	}
+	second()
+	if len(got) != 1 {
+		t.Fatalf("completed %d times", len(got))
+	}
+	if (got[0] == nil) != ok {
+		t.Fatalf("reply %v, want ok=%v", got[0], ok)
+	}
+	if !ok && local != "failed" && !errors.Is(got[0], syscall.EIO) {
+		t.Fatalf("reply %v, want EIO", got[0])
+	}
+	if marked := res.oos.bytes() > 0; marked != mark {
+		t.Fatalf("marked %v, want %v", marked, mark)
+	}
+	if faults := res.health.load() != diskAttached; faults != (local == "fault" && policy == OnIOErrorDetach) {
+		t.Fatalf("disk phase %d after a %s write under %s", res.health.load(), local, policy)
 	}
 }
 

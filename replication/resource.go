@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -91,6 +90,9 @@ type Config struct {
 	ResyncMinRate int64
 	// ObserveWrite, if set, is told how long each acknowledged write took.
 	ObserveWrite func(time.Duration)
+	// OnIOError says what a fault of the disk, the journal or the metadata
+	// does (see diskstate.go); zero is OnIOErrorDetach.
+	OnIOError OnIOError
 	// ReadBalancing says which disk serves reads (see ReadAt); zero is
 	// PreferLocal.
 	ReadBalancing ReadBalancing
@@ -160,6 +162,9 @@ type Resource struct {
 	// node's journal holds: acknowledged writes of a Primary, records
 	// journaled from the peer on a Secondary. Saved with the bitmap.
 	peerSeq atomic.Uint64
+	// health is the state of the disk, journal and metadata: in use, or
+	// out after a fault (diskstate.go, detach.go).
+	health *diskHealth
 	// bal counts reads for ReadAt's balancing.
 	bal balancer
 }
@@ -176,15 +181,12 @@ func Open(c Config) (*Resource, error) {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	j, err := journal.Open(c.FS, filepath.Join(c.MetaDir, "journal"), c.Disk, journal.Options{
-		MaxBytes:           c.JournalSize,
-		RetainBytes:        c.JournalRetain,
-		CheckpointInterval: c.CheckpointInterval,
-		Logger:             c.Logger,
-		Observe:            c.journalObserver(),
-		DataMax:            c.JournalDataMax,
-		MarkExtents:        true, // see recoverExtents
-	})
+	health := &diskHealth{policy: c.OnIOError}
+	j, err := openJournal(c, c.Disk, health)
+	cause := err
+	if err != nil && health.fault(OpJournal, err) {
+		j, err = openDetached(c) // starts Diskless: see detachAtOpen
+	}
 	if err != nil {
 		return nil, fmt.Errorf("replication: open %s: %w", c.Name, err)
 	}
@@ -211,11 +213,15 @@ func Open(c Config) (*Resource, error) {
 	r := &Resource{cfg: c, name: c.Name, disk: c.Disk, size: size, journal: j,
 		comp: journal.NewCompressor(c.Codec), log: c.Logger, oos: newBitmap(size),
 		meta: m, role: c.Role, linkChange: make(chan struct{}), stop: make(chan struct{}),
-		bitmapFile: &bitmapStore{fs: c.FS, dir: c.MetaDir}}
+		bitmapFile: &bitmapStore{fs: c.FS, dir: c.MetaDir}, health: health}
+	health.onDetach = r.detach
 	r.resyncRate.Store(c.ResyncRate)
 	seq, err := r.loadBitmap()
 	if err == nil {
 		err = r.recoverMarks(seq)
+	}
+	if err == nil && health.load() == diskFaulted {
+		r.detach(OpJournal, cause)
 	}
 	if err == nil {
 		err = r.recoverExtents()
@@ -328,6 +334,10 @@ func (r *Resource) appendAsync(rec *journal.Record, fua, here bool, then func(er
 		then(ErrNotPrimary)
 		return
 	}
+	if r.health.peerOnly() {
+		r.appendPeerOnly(rec, fua, here, q)
+		return
+	}
 	l := r.currentLink()
 	if l != nil && l.catchingUp {
 		l = nil // the tail loop sends its record; the mark goes once the tail has carried it
@@ -397,8 +407,12 @@ const seqGap = 1 << 32
 // journal sync here (group commit) and a barrier on the peer, in parallel.
 // The disks themselves are synced at checkpoints.
 func (r *Resource) Sync() error {
+	if r.health.peerOnly() {
+		return r.syncPeerOnly()
+	}
 	start := time.Now()
 	q := newRequest(r, 0, 0, nil)
+	q.op = OpFlush
 	r.order.Lock()
 	l := r.currentLink()
 	if l != nil && l.catchingUp {
@@ -427,7 +441,11 @@ type Stats struct {
 
 // Stats returns the resource's counters.
 func (r *Resource) Stats() Stats {
-	return Stats{Writes: r.writes.Load(), BytesWritten: r.bytesWritten.Load(), Journal: r.journal.Stats()}
+	st := Stats{Writes: r.writes.Load(), BytesWritten: r.bytesWritten.Load()}
+	if !r.health.out() { // an attach replaces the journal while the disk is out
+		st.Journal = r.journal.Stats()
+	}
+	return st
 }
 
 // Close drops the peer, drains the journal, checkpoints (the disk is
@@ -435,6 +453,9 @@ func (r *Resource) Stats() Stats {
 func (r *Resource) Close() error {
 	r.stopPeer()
 	err := r.journal.Close()
+	if r.health.out() {
+		err = nil // the journal failed when the disk went out, and said so then
+	}
 	if serr := r.saveBitmap(); err == nil {
 		err = serr
 	}

@@ -62,6 +62,7 @@ func (r *Resource) readRun(l *link, reg int64, buf []byte) *runRead {
 	run := &runRead{reg: reg, regions: regions, off: reg * RegionSize, asOf: asOf}
 	run.n = min(regions*RegionSize, r.size-run.off)
 	if _, err := r.disk.ReadAt(buf[:run.n], run.off); err != nil {
+		r.health.fault(OpRead, err) // detach: the resync stops with the disk
 		return &runRead{err: err}
 	}
 	run.rec = r.comp.Write(run.off, buf[:run.n])
@@ -82,7 +83,9 @@ func (r *Resource) rereadRun(l *link, run *runRead, buf []byte) error {
 		err = r.journal.AwaitApplied(r.journal.LastSeq(), l.closed)
 	}
 	if err == nil {
-		_, err = r.disk.ReadAt(buf[:run.n], run.off)
+		if _, err = r.disk.ReadAt(buf[:run.n], run.off); err != nil {
+			r.health.fault(OpRead, err)
+		}
 	}
 	if err != nil {
 		return err

@@ -21,6 +21,10 @@ type Status struct {
 	StandAlone string      `json:"standalone_reason,omitempty"`
 	Protocol   string      `json:"protocol"`
 	Gen        wire.GenIDs `json:"generation"`
+	// DiskError is the first fault of the disk, journal or metadata since
+	// the disk was attached (see diskstate.go); Disk is then Failed or
+	// Diskless, unless --on-io-error is pass-on.
+	DiskError *DiskError `json:"disk_error,omitempty"`
 }
 
 // PeerStatus is the peer as this node sees it.
@@ -70,8 +74,9 @@ type StatsStatus struct {
 func (r *Resource) Status() Status {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	st := Status{Name: r.name, Role: r.role.String(), Disk: r.meta.Disk, Size: r.size,
-		StandAlone: r.standAlone, Protocol: string(rune(r.cfg.Protocol)), Gen: r.meta.Gen}
+	st := Status{Name: r.name, Role: r.role.String(), Disk: diskStateName(r.health.load(), r.meta.Disk), Size: r.size,
+		StandAlone: r.standAlone, Protocol: string(rune(r.cfg.Protocol)), Gen: r.meta.Gen,
+		DiskError: r.health.firstError()}
 	st.Peer = PeerStatus{Connection: "Connecting", Role: "Unknown", Disk: "DUnknown", Replication: "Off",
 		PolledReads: r.linkPolled.Load(), SleptReads: r.linkSlept.Load(), ReaderSends: r.readerSends.Load()}
 	if r.cfg.Peer == "" && r.cfg.PeerListen == "" || r.standAlone != "" {

@@ -44,7 +44,7 @@ func configSamples(dir string) map[string][2]string {
 		"journal-size": q("64M"), "journal-retain": q("8M"), "journal-data-max": q("1M"),
 		"peer-listen": q("127.0.0.1:7001"),
 		"peer":        q("127.0.0.1:7002"), "secret-file": q(secret), "protocol": q("B"), "peer-timeout": q("3s"),
-		"metrics-listen": q("127.0.0.1:9100"), "after-split-brain": q("discard-zero-changes"),
+		"metrics-listen": q("127.0.0.1:9100"), "after-split-brain": q("discard-zero-changes"), "on-io-error": q("pass-on"),
 		"nbd-poll": q("50µs"), "peer-poll": q("20µs"), "resync-rate": q("10M"),
 		"etcd":        {`["http://127.0.0.1:2379", "http://127.0.0.2:2379"]`, "http://127.0.0.1:2379,http://127.0.0.2:2379"},
 		"etcd-prefix": q("/x"), "lease-ttl": q("3s"), "etcd-ca": q(filepath.Join(dir, "ca.pem")),

@@ -66,6 +66,8 @@ func listenControl(path, group string, d *daemon) (*controlServer, error) {
 	mux.HandleFunc("POST /role", d.handleRole)
 	mux.HandleFunc("POST /resolve", d.handleResolve)
 	mux.HandleFunc("POST /verify", d.handleVerify)
+	mux.HandleFunc("POST /disk/detach", d.handleDiskDetach)
+	mux.HandleFunc("POST /disk/attach", d.handleDiskAttach)
 	mux.HandleFunc("POST /connect", func(w http.ResponseWriter, r *http.Request) {
 		d.res.Connect()
 		writeJSON(w, http.StatusOK, d.status())

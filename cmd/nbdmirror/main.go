@@ -35,6 +35,7 @@ var commands = map[string]func(args []string, stdout io.Writer) error{
 	"verify":     runVerify,
 	"attach":     runAttach,
 	"detach":     runDetach,
+	"disk":       runDisk,
 	"version":    runVersion,
 }
 
@@ -50,6 +51,7 @@ commands:
   verify      compare every block with the peer's; mark the ones that differ
   attach      --nbd ADDR [--export NAME] /dev/nbdN: connect a kernel NBD device
   detach      /dev/nbdN: disconnect it
+  disk        detach | attach [--disk PATH]: take the disk out (Diskless), or put one in (resync)
   version     the module version and git revision of this binary (also --version)
 
 Run 'nbdmirror COMMAND --help' for a command's flags.

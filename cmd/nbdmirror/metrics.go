@@ -120,6 +120,10 @@ var (
 	descSuspended = metricDesc("coordinator_suspended", "1 when the holder's writes are suspended.")
 	descNBD       = prometheus.NewDesc("nbdmirror_nbd_requests_total", "NBD requests completed, by command.",
 		[]string{"resource", "command"}, nil)
+	descDiskErrors = prometheus.NewDesc("nbdmirror_disk_errors_total",
+		"I/O errors of the disk, journal or metadata, by operation (read, write, flush, replicate, journal, meta).",
+		[]string{"resource", "op"}, nil)
+	descDiskless = metricDesc("diskless", "1 when the disk is out (Failed or Diskless).")
 )
 
 func metricDesc(name, help string) *prometheus.Desc {
@@ -155,6 +159,10 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descLeaseLeft, co.LeaseRemaining)
 		gauge(descPeerOut, boolFloat(co.PeerOutdated))
 		gauge(descSuspended, boolFloat(co.Suspended))
+	}
+	gauge(descDiskless, boolFloat(st.Disk == "Failed" || st.Disk == "Diskless"))
+	for _, e := range c.d.res.DiskErrors() {
+		ch <- prometheus.MustNewConstMetric(descDiskErrors, prometheus.CounterValue, float64(e.Count), st.Name, e.Operation)
 	}
 	for cmd, v := range map[string]uint64{"read": st.NBD.Reads, "write": st.NBD.Writes, "fua_write": st.NBD.FUAWrites,
 		"flush": st.NBD.Flushes, "trim": st.NBD.Trims, "zero": st.NBD.Zeroes} {

@@ -123,14 +123,15 @@ func TestPeerWithFullJournalFS(t *testing.T) {
 }
 
 // waitFull waits until the Secondary's log says its link went down on a
-// full file system (not merely that a spare segment could not be made) and
-// returns when.
+// full file system (not merely that a spare segment could not be made), or
+// that it detached its disk for it (--on-io-error detach), and returns when.
 func waitFull(t testing.TB, b *node, timeout time.Duration) time.Time {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		for _, line := range strings.Split(b.logs(), "\n") {
-			if strings.Contains(line, `msg="peer disconnected"`) && strings.Contains(line, "no space left on device") {
+			if (strings.Contains(line, `msg="peer disconnected"`) || strings.Contains(line, `msg="disk failed: detaching it`)) &&
+				strings.Contains(line, "no space left on device") {
 				return time.Now()
 			}
 		}

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -63,6 +64,7 @@ type serveConfig struct {
 	resyncRate    int64
 	resyncMinRate int64
 	afterSB       string
+	onIOError     replication.OnIOError
 	readBalancing replication.ReadBalancing // --read-balancing
 	nbdSec        nbdSecurity               // --tls*, --max-inflight-bytes, --max-connections, --handshake-limit
 	etcd          etcdConfig
@@ -72,7 +74,7 @@ var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	var c serveConfig
-	var size, codec, journalSize, journalRetain, dataMax, protocol, resyncRate, resyncMinRate, etcd, config, readBalancing string
+	var size, codec, journalSize, journalRetain, dataMax, protocol, resyncRate, resyncMinRate, etcd, config, onIOError, readBalancing string
 	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&c.name, "name", "r0", "resource name; the NBD export answers to it and to the empty name")
@@ -98,6 +100,7 @@ func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	fs.DurationVar(&c.peerTimeout, "peer-timeout", 5*time.Second, "how long the peer may stay silent before the primary goes on alone")
 	fs.StringVar(&c.metricsListen, "metrics-listen", "", "address to serve Prometheus metrics on (/metrics)")
 	fs.StringVar(&c.afterSB, "after-split-brain", "disconnect", "on a split brain: disconnect (wait for resolve) or discard-zero-changes")
+	fs.StringVar(&onIOError, "on-io-error", "detach", "on an I/O error of the disk, journal or metadata: detach (go Diskless, a Primary serves through its peer) or pass-on (the client gets the error)")
 	fs.DurationVar(&c.nbdPoll, "nbd-poll", 150*time.Microsecond, "how long a connection may poll for the client's next request before it sleeps, while its requests come that fast; 0 never polls")
 	fs.DurationVar(&c.peerPoll, "peer-poll", 150*time.Microsecond, "how long the replication link may poll for the peer's next frame before it sleeps, while writes come one at a time (on the Primary the polling reader also sends their records) or the peer's writes come one at a time; 0 never polls")
 	fs.StringVar(&readBalancing, "read-balancing", "prefer-local", "which disk serves reads while the peer is Connected and UpToDate: prefer-local, prefer-remote, round-robin, least-pending or when-congested-remote (the local disk unless 8 reads wait on it)")
@@ -166,6 +169,9 @@ func parseServeFlags(args []string, stdout io.Writer) (serveConfig, error) {
 	}
 	if c.afterSB != string(replication.Disconnect) && c.afterSB != string(replication.DiscardZeroChanges) {
 		return c, usagef("--after-split-brain %q: want disconnect or discard-zero-changes", c.afterSB)
+	}
+	if c.onIOError, err = replication.ParseOnIOError(onIOError); err != nil {
+		return c, usageError{err}
 	}
 	return c, nil
 }
@@ -353,9 +359,11 @@ func runServe(args []string, stdout io.Writer) error {
 
 // daemon is one running resource: its disk, NBD export and control socket.
 type daemon struct {
-	cfg     serveConfig
-	log     *slog.Logger
-	disk    *filedisk.Disk
+	cfg  serveConfig
+	log  *slog.Logger
+	disk *filedisk.Disk // replaced by disk attach, under diskMu
+	// diskMu serialises disk attach and detach, and guards disk and cfg.disk.
+	diskMu  sync.Mutex
 	res     *replication.Resource
 	nbd     *nbdserver.Server
 	nbdLn   net.Listener
@@ -478,6 +486,7 @@ func (d *daemon) openStorage() (err error) {
 		ObserveWrite: d.metrics.observe, ResyncRate: d.cfg.resyncRate,
 		ResyncMinRate: d.cfg.resyncMinRate, ObserveStage: d.stageObserver(),
 		AfterSplitBrain: replication.AfterSplitBrain(d.cfg.afterSB),
+		OnIOError:       d.cfg.onIOError,
 		ReadBalancing:   d.cfg.readBalancing,
 	})
 	if err != nil {
@@ -503,7 +512,7 @@ func (d *daemon) admit() error {
 }
 
 func (d *daemon) size() int64 {
-	n, _ := d.disk.Size()
+	n, _ := d.res.Size()
 	return n
 }
 
@@ -523,9 +532,11 @@ func (d *daemon) stop(ctx context.Context) error {
 	if cerr := d.res.Close(); err == nil {
 		err = cerr
 	}
+	d.diskMu.Lock()
 	if cerr := d.disk.Close(); err == nil {
 		err = cerr
 	}
+	d.diskMu.Unlock()
 	if err != nil {
 		d.log.Error("stopped with an error", "err", err)
 		return err

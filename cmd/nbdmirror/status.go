@@ -104,6 +104,9 @@ func runStatus(args []string, stdout io.Writer) error {
 func printStatus(w io.Writer, st Status) {
 	fmt.Fprintf(w, "%s role:%s\n", st.Name, st.Role)
 	fmt.Fprintf(w, "  disk:%s size:%s\n", st.Disk, humanBytes(st.Size))
+	if e := st.DiskError; e != nil {
+		fmt.Fprintf(w, "    disk-error: %s at %s: %s\n", e.Operation, e.Time.Format(time.RFC3339), e.Error)
+	}
 	p := st.Peer
 	fmt.Fprintf(w, "  peer connection:%s", p.Connection)
 	if p.Connection == "Connected" {

@@ -29,6 +29,7 @@ var packages = map[string]string{
 	"setpriv":     "util-linux",
 	"etcd":        "etcd-server",
 	"nbdfuse":     "nbdfuse",
+	"nbdkit":      "nbdkit",
 	"fusermount3": "fuse3",
 	"losetup":     "mount",
 	"mount":       "mount",

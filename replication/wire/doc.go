@@ -31,6 +31,8 @@
 //	Ping         8  token u64 be
 //	Pong         9  token u64 be
 //	Bye         10  empty
+//	DiskState   11  disk u8, generation id u64; be: a Primary's disk went
+//	                out (Diskless, its new generation) or came back (UpToDate)
 //	            16  was Record; never reuse
 //	Barrier     17  seq u64 be
 //	Ack         18  seq u64 be, kind u8

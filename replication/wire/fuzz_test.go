@@ -78,6 +78,10 @@ type bodyCodec func(flags uint8, body []byte) ([]byte, error)
 
 // bodyCodecs covers every body parser but Hello's and Records'.
 var bodyCodecs = map[Type]bodyCodec{
+	TypeDiskState: func(_ uint8, b []byte) ([]byte, error) {
+		m, err := ParseDiskState(b)
+		return AppendDiskState(nil, m), err
+	},
 	TypeAuth: func(_ uint8, b []byte) ([]byte, error) {
 		p, err := ParseAuth(b)
 		return AppendAuth(nil, p), err

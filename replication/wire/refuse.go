@@ -17,6 +17,7 @@ const (
 	ReasonUnrelatedData  Reason = 8
 	ReasonBusy           Reason = 9  // already connected to a peer
 	ReasonTLS            Reason = 10 // one side runs the link over TLS, the other does not
+	ReasonDiskless       Reason = 11 // a Secondary's disk failed: it takes no records until one is attached
 )
 
 var reasonNames = map[Reason]string{
@@ -30,6 +31,7 @@ var reasonNames = map[Reason]string{
 	ReasonUnrelatedData:  "unrelated data",
 	ReasonBusy:           "busy",
 	ReasonTLS:            "tls",
+	ReasonDiskless:       "diskless",
 }
 
 func (r Reason) String() string {

@@ -17,6 +17,8 @@ const (
 	TypePing Type = 8  // uint64 token, answered by a Pong with the same token
 	TypePong Type = 9  // uint64 token
 	TypeBye  Type = 10 // empty: orderly close, no more frames follow
+	// A Primary's disk went out or came back, see DiskStateMsg.
+	TypeDiskState Type = 11
 
 	// Replication: 16-31.
 	// 16 was Record; never reuse.
@@ -47,6 +49,7 @@ var typeNames = map[Type]string{
 	TypePing:        "ping",
 	TypePong:        "pong",
 	TypeBye:         "bye",
+	TypeDiskState:   "disk-state",
 	TypeBarrier:     "barrier",
 	TypeAck:         "ack",
 	TypeRecords:     "records",

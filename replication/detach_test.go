@@ -1,0 +1,506 @@
+package replication
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nbdmirror/nbdmirror/journal"
+	"github.com/nbdmirror/nbdmirror/journal/vfs"
+	"github.com/nbdmirror/nbdmirror/replication/wire"
+)
+
+// faultDisk is a memory disk whose every operation fails with EIO while
+// failing is set; calls counts the operations tried meanwhile.
+type faultDisk struct {
+	memDisk
+	failing *atomic.Bool
+	calls   *atomic.Int64
+}
+
+func newFaultDisk(d memDisk) faultDisk {
+	return faultDisk{memDisk: d, failing: new(atomic.Bool), calls: new(atomic.Int64)}
+}
+
+func (d faultDisk) fault() error {
+	if !d.failing.Load() {
+		return nil
+	}
+	d.calls.Add(1)
+	return fmt.Errorf("fault disk: %w", syscall.EIO)
+}
+
+func (d faultDisk) WriteAt(p []byte, off int64) (int, error) {
+	if err := d.fault(); err != nil {
+		return 0, err
+	}
+	return d.memDisk.WriteAt(p, off)
+}
+
+func (d faultDisk) ReadAt(p []byte, off int64) (int, error) {
+	if err := d.fault(); err != nil {
+		return 0, err
+	}
+	return d.memDisk.ReadAt(p, off)
+}
+
+func (d faultDisk) Trim(off, n int64) error {
+	if err := d.fault(); err != nil {
+		return err
+	}
+	return d.memDisk.Trim(off, n)
+}
+
+func (d faultDisk) Zero(off, n int64, noHole bool) error {
+	if err := d.fault(); err != nil {
+		return err
+	}
+	return d.memDisk.Zero(off, n, noHole)
+}
+
+func (d faultDisk) Sync() error {
+	if err := d.fault(); err != nil {
+		return err
+	}
+	return d.memDisk.Sync()
+}
+
+// fullFS is a memory file system that answers ENOSPC to every write,
+// create and truncate under the meta directory while full is set.
+func fullFS(full *atomic.Bool) vfs.FS {
+	return vfs.Inject(journal.NewMemFS(), func(op vfs.Op, _ string) error {
+		if full.Load() && (op == vfs.OpWrite || op == vfs.OpCreate || op == vfs.OpTruncate || op == vfs.OpSync) {
+			return syscall.ENOSPC
+		}
+		return nil
+	})
+}
+
+// stamp is block i's content in round n.
+func stamp(i, n int) []byte {
+	return bytes.Repeat([]byte{byte(i*7 + n + 1)}, 4096)
+}
+
+// writeRound writes blocks [0, count) with stamps of round n from 16
+// writers, every fourth with FUA and a Sync after each eighth, and returns
+// the first error and the longest write.
+func writeRound(r *Resource, count, n int) (error, time.Duration) {
+	var mu sync.Mutex
+	var first error
+	var longest time.Duration
+	var wg sync.WaitGroup
+	next := atomic.Int64{}
+	for range 16 {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < count; i = int(next.Add(1) - 1) {
+				start := time.Now()
+				var err error
+				if i%4 == 0 {
+					_, err = r.WriteAtFUA(stamp(i, n), int64(i)*4096)
+				} else {
+					_, err = r.WriteAt(stamp(i, n), int64(i)*4096)
+				}
+				if err == nil && i%8 == 7 {
+					err = r.Sync()
+				}
+				mu.Lock()
+				if err != nil && first == nil {
+					first = fmt.Errorf("block %d: %w", i, err)
+				}
+				longest = max(longest, time.Since(start))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return first, longest
+}
+
+// holdsRound checks that disk holds round n's stamps in blocks [0, count).
+func holdsRound(t *testing.T, who string, disk []byte, count, n int) {
+	t.Helper()
+	for i := range count {
+		if !bytes.Equal(disk[i*4096:(i+1)*4096], stamp(i, n)) {
+			t.Fatalf("%s: block %d does not hold round %d", who, i, n)
+		}
+	}
+}
+
+// TestPrimaryDiskFailureDetachesAndGoesOnThroughThePeer: the Primary's
+// disk fails on every operation under 16 writers. No write fails: the
+// disk is detached (Failed, then Diskless, with its first error in
+// status), nothing more is written to it, and every write after it goes to
+// the peer only, which holds them all. Without its peer, the Diskless
+// Primary's writes and flushes fail with EIO.
+func TestPrimaryDiskFailureDetachesAndGoesOnThroughThePeer(t *testing.T) {
+	var fd faultDisk
+	p := openPairWith(t, testSize, func(pc, sc *Config) {
+		fd = newFaultDisk(pc.Disk.(memDisk))
+		pc.Disk = fd
+		slowMachine(pc, sc)
+	}, nil)
+	p.waitInSync(t)
+	if err, _ := writeRound(p.primary, 64, 0); err != nil {
+		t.Fatal(err)
+	}
+	fd.failing.Store(true)
+	if err, _ := writeRound(p.primary, 64, 1); err != nil {
+		t.Fatalf("a write failed with the Primary's disk: %v", err)
+	}
+	untilSlow(t, "the Primary's disk never became Diskless", func() bool { return p.primary.Status().Disk == "Diskless" })
+	st := p.primary.Status()
+	if st.DiskError == nil || !strings.Contains(st.DiskError.Error, "input/output error") || st.DiskError.Time.IsZero() {
+		t.Fatalf("disk_error %+v", st.DiskError)
+	}
+	if st.Peer.Connection != "Connected" {
+		t.Fatalf("the Diskless Primary lost its peer: %+v", st.Peer)
+	}
+	tried := fd.calls.Load()
+	if err, _ := writeRound(p.primary, 64, 2); err != nil {
+		t.Fatalf("a write of the Diskless Primary failed: %v", err)
+	}
+	if err := p.primary.Sync(); err != nil {
+		t.Fatalf("flush of the Diskless Primary: %v", err)
+	}
+	if n := fd.calls.Load(); n != tried {
+		t.Fatalf("the detached disk was used %d more times", n-tried)
+	}
+	if err := p.secondary.journal.WaitApplied(); err != nil {
+		t.Fatal(err)
+	}
+	holdsRound(t, "the Secondary", p.sdisk.Bytes(), 64, 2)
+	if errs := p.primary.DiskErrors(); len(errs) == 0 || errs[0].Count == 0 {
+		t.Fatalf("disk errors counted: %+v", errs)
+	}
+
+	p.primary.Disconnect()
+	if _, err := p.primary.WriteAt(stamp(0, 3), 0); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("a Diskless Primary's write without a peer: %v", err)
+	}
+	if err := p.primary.Sync(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("a Diskless Primary's flush without a peer: %v", err)
+	}
+}
+
+// TestPassOnGivesTheClientTheErrorAndMarks: with --on-io-error pass-on the
+// write that meets the fault fails, the disk stays UpToDate with the first
+// error in status, and the region is marked: the peer took the write.
+func TestPassOnGivesTheClientTheErrorAndMarks(t *testing.T) {
+	var fd faultDisk
+	p := openPairWith(t, testSize, func(pc, sc *Config) {
+		fd = newFaultDisk(pc.Disk.(memDisk))
+		pc.Disk, pc.OnIOError = fd, OnIOErrorPassOn
+		slowMachine(pc, sc)
+	}, nil)
+	p.waitInSync(t)
+	fd.failing.Store(true)
+	if _, err := p.primary.WriteAt(stamp(1, 1), 4096); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("pass-on: the failing write returned %v", err)
+	}
+	st := p.primary.Status()
+	if st.Disk != "UpToDate" || st.DiskError == nil || st.Stats.OutOfSyncBytes == 0 {
+		t.Fatalf("pass-on: disk %s, disk_error %+v, out of sync %d", st.Disk, st.DiskError, st.Stats.OutOfSyncBytes)
+	}
+}
+
+// untilSlow is until with a deadline a loaded test machine meets (a tail
+// resync of 64 writes took 8 s at a load of 15).
+func untilSlow(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(60 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal(what)
+		}
+	}
+}
+
+// slowMachine gives a pair a peer timeout no loaded test machine reaches:
+// a write lost with the link would fail where the test says none may.
+func slowMachine(pc, sc *Config) {
+	pc.PeerTimeout, sc.PeerTimeout = time.Minute, time.Minute
+}
+
+// countingListen counts the connections a listener accepts.
+func countingListen(n *atomic.Int64) func(string) (net.Listener, error) {
+	return func(addr string) (net.Listener, error) {
+		ln, err := net.Listen("tcp", addr)
+		return countingListener{ln, n}, err
+	}
+}
+
+type countingListener struct {
+	net.Listener
+	n *atomic.Int64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
+}
+
+// TestSecondaryJournalFullGoesDisklessWithoutAStorm: the Secondary's
+// journal file system fills up under the Primary's writers. No write of
+// the Primary fails or waits as long as the peer timeout; the Secondary
+// goes Diskless and StandAlone with the reason, refuses its Primary, which
+// goes on alone (marking) and dials it again at its slowest pace, not in a
+// storm. Once space is freed, disk attach brings the same disk back by a
+// bitmap resync; a fresh disk after it comes back by a full sync. Both
+// end with the Primary's image.
+func TestSecondaryJournalFullGoesDisklessWithoutAStorm(t *testing.T) {
+	var full atomic.Bool
+	var accepts atomic.Int64
+	p := openPairWith(t, testSize, func(pc, sc *Config) {
+		sc.FS, sc.Listen = fullFS(&full), countingListen(&accepts)
+		pc.PeerTimeout, sc.PeerTimeout = 2*time.Second, 2*time.Second
+	}, nil)
+	p.waitInSync(t)
+	full.Store(true)
+	for n := range 3 {
+		err, longest := writeRound(p.primary, 64, n)
+		if err != nil || longest >= 2*time.Second {
+			t.Fatalf("round %d with the Secondary's journal full: %v, longest write %v", n, err, longest)
+		}
+	}
+	untilSlow(t, "the Secondary never went Diskless", func() bool { return p.secondary.Status().Disk == "Diskless" })
+	st := p.secondary.Status()
+	if st.Peer.Connection != "StandAlone" || !strings.Contains(st.StandAlone, "no space left") || st.DiskError == nil {
+		t.Fatalf("the Diskless Secondary: %s, %q, %+v", st.Peer.Connection, st.StandAlone, st.DiskError)
+	}
+	before := accepts.Load()
+	err, longest := writeRound(p.primary, 64, 3)
+	if err != nil || longest >= 2*time.Second {
+		t.Fatalf("the Primary alone: %v, longest write %v", err, longest)
+	}
+	time.Sleep(2 * time.Second) // the dial pace is what is measured
+	if n := accepts.Load() - before; n > 2 {
+		t.Fatalf("%d connections in 2 s to a Diskless Secondary", n)
+	}
+	if pst := p.primary.Status(); pst.Peer.Connection == "Connected" || pst.Stats.OutOfSyncBytes == 0 {
+		t.Fatalf("the Primary: %s, out of sync %d", pst.Peer.Connection, pst.Stats.OutOfSyncBytes)
+	}
+
+	full.Store(false)
+	if err := p.secondary.AttachDisk(p.sdisk, false); err != nil {
+		t.Fatal(err)
+	}
+	p.waitInSync(t)
+	p.sameImages(t)
+	holdsRound(t, "the Secondary", p.sdisk.Bytes(), 64, 3)
+
+	if err := p.secondary.DetachDisk(); err != nil {
+		t.Fatal(err)
+	}
+	untilSlow(t, "the Primary stayed connected", func() bool { return p.primary.Status().Peer.Connection != "Connected" })
+	fresh := memDisk{journal.NewMemDisk(testSize)}
+	if err := p.secondary.AttachDisk(fresh, true); err != nil {
+		t.Fatal(err)
+	}
+	p.waitInSync(t)
+	p.sdisk = fresh
+	p.sameImages(t)
+	if st := p.secondary.Status(); st.Disk != "UpToDate" || st.DiskError != nil || st.Role != wire.Secondary.String() {
+		t.Fatalf("after attaching a fresh disk: %+v", st)
+	}
+}
+
+// TestDisklessPrimaryReadsAndTakesADiskWhileInUse: a Primary whose disk
+// failed reads every acknowledged write through its peer; a fresh disk
+// attached while 16 writers go on is filled from the peer, and the
+// Primary ends UpToDate with the peer's image, writes made during the
+// attach included.
+func TestDisklessPrimaryReadsAndTakesADiskWhileInUse(t *testing.T) {
+	var fd faultDisk
+	p := openPairWith(t, testSize, func(pc, sc *Config) {
+		fd = newFaultDisk(pc.Disk.(memDisk))
+		pc.Disk = fd
+		slowMachine(pc, sc)
+	}, nil)
+	p.waitInSync(t)
+	fd.failing.Store(true)
+	if err, _ := writeRound(p.primary, 64, 1); err != nil {
+		t.Fatal(err)
+	}
+	untilSlow(t, "the Primary's disk never became Diskless", func() bool { return p.primary.Status().Disk == "Diskless" })
+	buf := make([]byte, 64*4096)
+	if _, err := p.primary.ReadAt(buf, 0); err != nil {
+		t.Fatalf("a read of the Diskless Primary: %v", err)
+	}
+	holdsRound(t, "reads of the Diskless Primary", buf, 64, 1)
+
+	fresh := memDisk{journal.NewMemDisk(testSize)}
+	attached := make(chan error, 1)
+	go func() { attached <- p.primary.AttachDisk(fresh, true) }()
+	if err, _ := writeRound(p.primary, 64, 2); err != nil {
+		t.Fatalf("a write during the attach: %v", err)
+	}
+	if err := <-attached; err != nil {
+		t.Fatal(err)
+	}
+	if err, _ := writeRound(p.primary, 32, 3); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.primary.Status(); st.Disk != "UpToDate" || st.DiskError != nil {
+		t.Fatalf("after the attach: disk %s, disk_error %+v", st.Disk, st.DiskError)
+	}
+	if err := p.secondary.journal.WaitApplied(); err != nil {
+		t.Fatal(err)
+	}
+	p.pdisk = fresh
+	p.sameImages(t)
+	img := fresh.Bytes()
+	holdsRound(t, "the new disk", img, 32, 3)
+	for i := 32; i < 64; i++ {
+		if !bytes.Equal(img[i*4096:(i+1)*4096], stamp(i, 2)) {
+			t.Fatalf("the new disk: block %d does not hold the write made during the attach", i)
+		}
+	}
+}
+
+// TestNodeStartsDisklessWhenItsJournalCannotOpen: a Secondary whose
+// journal's file system is full cannot even write its checkpoint at
+// start. Under detach it starts all the same, Diskless and StandAlone
+// with the reason; once space is freed, disk attach recovers the journal
+// onto the disk, and the node is UpToDate.
+func TestNodeStartsDisklessWhenItsJournalCannotOpen(t *testing.T) {
+	var full atomic.Bool
+	disk := memDisk{journal.NewMemDisk(testSize)}
+	c := Config{Name: "r0", Disk: disk, MetaDir: t.TempDir(), FS: fullFS(&full), Role: wire.Secondary,
+		Created: true, CheckpointInterval: -1, PeerListen: freeAddr(t), Secret: []byte("s")}
+	r, err := Open(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	full.Store(true)
+	if r, err = Open(c); err != nil {
+		t.Fatalf("a node whose journal's file system is full does not start: %v", err)
+	}
+	t.Cleanup(func() { r.Close() })
+	st := r.Status()
+	if st.Disk != "Diskless" || st.DiskError == nil || st.Peer.Connection != "StandAlone" || st.StandAlone == "" {
+		t.Fatalf("started on a full file system: %+v", st)
+	}
+	full.Store(false)
+	if err := r.AttachDisk(disk, false); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.Status(); st.Disk != "UpToDate" || st.DiskError != nil || st.Peer.Connection == "StandAlone" {
+		t.Fatalf("after disk attach: %+v", st)
+	}
+}
+
+// TestDiskFaultDecisions: which errors are disk faults, what the policy
+// does with the first and later ones, and the disk state status shows.
+func TestDiskFaultDecisions(t *testing.T) {
+	for _, c := range []struct {
+		err   error
+		fault bool
+	}{
+		{fmt.Errorf("journal: apply seq 3 to disk: %w", syscall.EIO), true},
+		{fmt.Errorf("write meta.json: %w", syscall.ENOSPC), true},
+		{syscall.EROFS, true},
+		{syscall.EDQUOT, true},
+		{journal.ErrClosed, false},
+		{syscall.EINVAL, false},
+		{ErrNotPrimary, false},
+		{nil, false},
+	} {
+		if got := diskFault(c.err); got != c.fault {
+			t.Errorf("diskFault(%v) = %v", c.err, got)
+		}
+	}
+	for _, c := range []struct {
+		policy              OnIOError
+		phase               diskPhase
+		detach, throughPeer bool
+	}{
+		{OnIOErrorDetach, diskAttached, true, true},  // the first fault takes the disk out
+		{OnIOErrorDetach, diskFaulted, false, true},  // later ones: already going
+		{OnIOErrorDetach, diskDiskless, false, true}, // a write that met the failed journal
+		{OnIOErrorPassOn, diskAttached, false, false},
+	} {
+		detach, through := onDiskFault(c.policy, c.phase)
+		if detach != c.detach || through != c.throughPeer {
+			t.Errorf("onDiskFault(%s, %d) = %v, %v", c.policy, c.phase, detach, through)
+		}
+	}
+	for phase, want := range map[diskPhase]string{diskAttached: "UpToDate", diskFaulted: "Failed",
+		diskDiskless: "Diskless", diskAttaching: "Diskless"} {
+		if got := diskStateName(phase, "UpToDate"); got != want {
+			t.Errorf("diskStateName(%d) = %s, want %s", phase, got, want)
+		}
+	}
+	for _, s := range []string{"detach", "pass-on"} {
+		if p, err := ParseOnIOError(s); err != nil || p.String() != s {
+			t.Errorf("ParseOnIOError(%q) = %v, %v", s, p, err)
+		}
+	}
+	if _, err := ParseOnIOError("panic"); err == nil {
+		t.Error("ParseOnIOError accepted panic")
+	}
+}
+
+// TestDiskFailsInAResync: the disk fails on the resync's target, then on
+// its source. The target goes Diskless and StandAlone and its Primary
+// writes on alone; once healed, disk attach resyncs it. A source whose
+// disk fails under the resync's reads goes Diskless and writes on through
+// its peer. No client write fails, and the pair ends with identical images.
+func TestDiskFailsInAResync(t *testing.T) {
+	var pd, sd faultDisk
+	p := openPairWith(t, testSize, func(pc, sc *Config) {
+		pd, sd = newFaultDisk(pc.Disk.(memDisk)), newFaultDisk(sc.Disk.(memDisk))
+		pc.Disk, sc.Disk = pd, sd
+		// Long enough for a loaded machine, short enough for a link
+		// teardown that waits its peer timeout (seen once on disconnect).
+		pc.PeerTimeout, sc.PeerTimeout = 10*time.Second, 10*time.Second
+	}, nil)
+	p.waitInSync(t)
+	apart := func(n int) {
+		p.primary.Disconnect()
+		if err, _ := writeRound(p.primary, 64, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apart(0)
+	sd.failing.Store(true) // the target's applies fail
+	p.primary.Connect()
+	untilSlow(t, "the target never went Diskless", func() bool { return p.secondary.Status().Disk == "Diskless" })
+	if err, _ := writeRound(p.primary, 64, 1); err != nil {
+		t.Fatalf("the Primary, its resync target failed: %v", err)
+	}
+	sd.failing.Store(false)
+	if err := p.secondary.AttachDisk(sd, false); err != nil {
+		t.Fatal(err)
+	}
+	p.waitInSync(t)
+	p.sameImages(t)
+
+	apart(2)
+	p.secondary.oos.mark(4096, 4096) // the tail cannot serve it: a bitmap resync reads the disk
+	pd.failing.Store(true)           // the source's reads fail
+	p.primary.Connect()
+	untilSlow(t, "the source never went Diskless", func() bool { return p.primary.Status().Disk == "Diskless" })
+	if st := p.primary.Status(); st.DiskError == nil || st.DiskError.Operation != OpRead && st.DiskError.Operation != OpJournal {
+		t.Fatalf("disk_error %+v", st.DiskError)
+	}
+	untilSlow(t, "the Diskless source never connected again", func() bool { return p.primary.Mirroring() })
+	if err, _ := writeRound(p.primary, 64, 3); err != nil {
+		t.Fatalf("the Diskless Primary: %v", err)
+	}
+	if err := p.secondary.journal.WaitApplied(); err != nil {
+		t.Fatal(err)
+	}
+	holdsRound(t, "the peer of the Diskless Primary", p.sdisk.Bytes(), 64, 3)
+}
