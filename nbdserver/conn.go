@@ -65,7 +65,6 @@ type conn struct {
 	asyncWrites atomic.Int32
 	w           *replyWriter
 	held        []*request  // replies of inline requests not yet pushed; reader only
-	heldBytes   int         // their size, counted over TLS only; reader only
 	lat         inlineStats // reader only
 	direct      directState // reader only
 	// requests counts the requests read; polledAt is its value when the

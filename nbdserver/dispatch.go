@@ -152,16 +152,10 @@ func (c *conn) readPayload(r *request) error {
 
 // hold keeps a reply the reader produced until the reader is about to wait
 // (for the client or for a slot), then sends all of them at once: one write
-// for a burst of pipelined requests. Over TLS a burst ends at
-// directTLSMax bytes too: sealing takes time, and the writer goroutine
-// seals each such burst on the other core while the reader goes on, and
-// the first replies leave before the reader is done with the last.
+// for a burst of pipelined requests.
 func (c *conn) hold(r *request) {
 	c.held = append(c.held, r)
-	if c.tlsUp {
-		c.heldBytes += replyBytes(c.held[len(c.held)-1:])
-	}
-	if len(c.held) >= maxHeld || c.heldBytes >= directTLSMax {
+	if len(c.held) >= maxHeld {
 		c.pushHeld()
 	}
 }
@@ -173,7 +167,7 @@ func (c *conn) pushHeld() {
 	if len(c.held) > 0 {
 		c.w.writeDirect(&c.direct, c.held)
 		clear(c.held)
-		c.held, c.heldBytes = c.held[:0], 0
+		c.held = c.held[:0]
 	}
 }
 
