@@ -27,7 +27,7 @@ import (
 //	     oldest=N last=N [peer-flags=oos] [peer-lost-from=N]
 //	admit-end | link-lost newid=N | promote [force] newid=N | demote
 //	connect | disconnect | discard
-//	sync-done-acked gen=N [stale] [marks] | sync-done gen=N
+//	sync-done-acked gen=N [stale] [marks] | sync-done gen=N | sync-done-sent
 //	refused reason=split-brain      (the text the peer sent is the input)
 //	verdict mine=split-brain [ready|lost|reason=busy]   (the text this node sent is the input)
 //	peer-asks-primary | asking [off]
@@ -112,6 +112,8 @@ func scriptEvent(t *testing.T, d *datadriven.TestData, s State) Event {
 		return MarksWhileLinked{}
 	case "sync-start":
 		return SyncStartReceived{}
+	case "sync-done-sent":
+		return SyncDoneSent{}
 	case "sync-done":
 		return SyncDoneReceived{Gen: argUint(t, d, "gen", 0)}
 	case "verdict":
@@ -168,6 +170,9 @@ func stateString(s State) string {
 	}
 	if s.Target {
 		b.WriteString(" SyncTarget")
+	}
+	if s.DoneSent {
+		b.WriteString(" done-sent")
 	}
 	if s.StandAlone != "" {
 		fmt.Fprintf(&b, "\nStandAlone(%s, %q)", s.Refusal, s.StandAlone)
