@@ -5,6 +5,7 @@ import (
 	"math"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -108,13 +109,38 @@ func checkProgress(t *testing.T, samples []sample, gap int64, end time.Time) {
 // watchProc is `nbdmirror status --watch` running against a node.
 type watchProc struct {
 	cmd  *exec.Cmd
-	out  bytes.Buffer
+	out  watchOutput
 	done chan error
+}
+
+// watchOutput is what a watch printed; finished is closed once it drew a
+// bar to 100%.
+type watchOutput struct {
+	mu       sync.Mutex
+	b        bytes.Buffer
+	finished chan struct{}
+	once     sync.Once
+}
+
+func (o *watchOutput) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.b.Write(p)
+	if bytes.Contains(o.b.Bytes(), []byte("100%")) {
+		o.once.Do(func() { close(o.finished) })
+	}
+	return len(p), nil
+}
+
+func (o *watchOutput) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.String()
 }
 
 func startWatch(t *testing.T, n *node) *watchProc {
 	t.Helper()
-	w := &watchProc{done: make(chan error, 1)}
+	w := &watchProc{done: make(chan error, 1), out: watchOutput{finished: make(chan struct{})}}
 	w.cmd = exec.Command(binary, "status", "--watch", "--interval", "100ms", "--control", n.control)
 	w.cmd.Stdout, w.cmd.Stderr = &w.out, &w.out
 	w.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -129,9 +155,15 @@ func startWatch(t *testing.T, n *node) *watchProc {
 	return w
 }
 
-// stop interrupts the watch, which ends on it, and returns what it printed.
+// stop interrupts the watch, which ends on it, and returns what it printed;
+// first it gives the watch, which polls every 100 ms, up to 5 s to see the
+// resync's end that the caller saw and finish its bar.
 func (w *watchProc) stop(t *testing.T) string {
 	t.Helper()
+	select {
+	case <-w.out.finished:
+	case <-time.After(5 * time.Second):
+	}
 	w.cmd.Process.Signal(syscall.SIGINT)
 	select {
 	case err := <-w.done:
