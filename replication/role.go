@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nbdmirror/nbdmirror/replication/internal/plant"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
@@ -35,7 +36,7 @@ func (r *Resource) startAsking(force bool) (*link, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	l, s := r.link, r.coreState()
-	if l == nil || s.Role == wire.Primary {
+	if l == nil || s.Role == wire.Primary || plant.On(plant.PromoteOverPrimary) {
 		return nil, nil
 	}
 	if _, acts := step(s, Promote{Force: force, NewID: 1}); len(acts) > 0 {
