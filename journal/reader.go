@@ -102,13 +102,25 @@ func (r *Reader) open(s *segment) error {
 // current end of the journal it returns io.EOF; call Next again later for
 // the records written since.
 func (r *Reader) Next() (Record, error) {
+	rec, err := r.scan(func() (Record, error) { return r.sc.next() }) // r.sc changes with the segment
+	if err != nil {
+		return Record{}, err
+	}
+	rec.Payload = append([]byte(nil), rec.Payload...)
+	return rec, nil
+}
+
+// scan returns the next record from r.from on that read finds, moving to
+// the next segment at the end of one: Next reads whole records, TailBytes
+// their headers alone.
+func (r *Reader) scan(read func() (Record, error)) (Record, error) {
 	for {
 		if r.f == nil {
 			return Record{}, ErrClosed
 		}
 		next := r.j.segmentAfter(r.seg)
 		r.sc.limit = r.seg.size.Load() // published before the next segment exists
-		rec, err := r.sc.next()
+		rec, err := read()
 		if err == io.EOF && next != nil {
 			if err := r.j.pin(next); err != nil {
 				return Record{}, err
@@ -131,11 +143,9 @@ func (r *Reader) Next() (Record, error) {
 			}
 			return Record{}, err
 		}
-		if rec.Seq < r.from {
-			continue
+		if rec.Seq >= r.from {
+			return rec, nil
 		}
-		rec.Payload = append([]byte(nil), rec.Payload...)
-		return rec, nil
 	}
 }
 

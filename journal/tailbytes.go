@@ -38,36 +38,10 @@ func (j *Journal) TailBytes(fromSeq uint64) (bytes int64, last uint64, err error
 // nextHeader is Next without the payload: the next record's header fields,
 // read without reading or checking what follows the header.
 func (r *Reader) nextHeader() (Record, error) {
-	for {
-		if r.f == nil {
-			return Record{}, ErrClosed
-		}
-		next := r.j.segmentAfter(r.seg)
-		r.sc.limit = r.seg.size.Load() // published before the next segment exists
+	return r.scan(func() (Record, error) {
 		r.sc.winSize = headerScanWindow
-		rec, err := r.sc.skip()
-		if err == io.EOF && next != nil {
-			if err := r.j.pin(next); err != nil {
-				return Record{}, err
-			}
-			if err := r.open(next); err != nil {
-				return Record{}, err
-			}
-			continue
-		}
-		if err != nil && err != io.EOF {
-			if r.seg.removed.Load() {
-				return Record{}, ErrNotRetained
-			}
-			err = &CorruptionError{Segment: r.j.path(r.seg.name), Offset: r.sc.off, Err: err}
-		}
-		if err != nil {
-			return Record{}, err
-		}
-		if rec.Seq >= r.from {
-			return rec, nil
-		}
-	}
+		return r.sc.skip()
+	})
 }
 
 // skip returns the header of the frame at sc.off, padding skipped, and
