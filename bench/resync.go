@@ -16,10 +16,10 @@ import (
 // A resync measurement: a pair (protocol C) whose Secondary is disconnected
 // while the Primary writes, then reconnected; the time from connect until
 // nothing is out of sync gives the resync throughput, reported against the
-// device's O_DIRECT write rate (both nodes share the one device). With a
-// journal that retains 4 MiB, 1 GiB written apart is beyond the journal:
-// the bitmap drives the resync. With one that retains 1.25 GiB, the
-// journal's tail does.
+// device's O_DIRECT write rate (both nodes share the one device). Written
+// whole into the journal (--journal-data-max 0), 1 GiB written apart is
+// beyond the default retention: the bitmap drives the resync. With a
+// journal that retains 1.25 GiB, the journal's tail does.
 type resyncKind struct {
 	name  string
 	bytes int64    // written while apart
@@ -36,10 +36,10 @@ var resyncKinds = []resyncKind{
 		[]string{"--journal-size", "3G", "--journal-retain", "1280M"}, "journal tail"},
 }
 
-// bitmapOnly keeps a journal that retains too little for its tail to cover
-// the gap: written in place, 1 GiB leaves only small extent records, which
-// the default retention would keep.
-var bitmapOnly = []string{"--journal-retain", "4M"}
+// bitmapOnly journals every write whole: written in place, 1 GiB leaves
+// only small extent records, which the default retention keeps, and the
+// tail would carry the gap (a 4 MiB retention did not prevent that).
+var bitmapOnly = []string{"--journal-data-max", "0"}
 
 // ResyncResult is one kind's measurements.
 type ResyncResult struct {
