@@ -140,12 +140,7 @@ func holdsRound(t *testing.T, who string, disk []byte, count, n int) {
 // the peer only, which holds them all. Without its peer, the Diskless
 // Primary's writes and flushes fail with EIO.
 func TestPrimaryDiskFailureDetachesAndGoesOnThroughThePeer(t *testing.T) {
-	var fd faultDisk
-	p := openPairWith(t, testSize, func(pc, sc *Config) {
-		fd = newFaultDisk(pc.Disk.(memDisk))
-		pc.Disk = fd
-		slowMachine(pc, sc)
-	}, nil)
+	p, fd := openPairFaultyPrimary(t, OnIOErrorDetach)
 	p.waitInSync(t)
 	if err, _ := writeRound(p.primary, 64, 0); err != nil {
 		t.Fatal(err)
@@ -193,12 +188,7 @@ func TestPrimaryDiskFailureDetachesAndGoesOnThroughThePeer(t *testing.T) {
 // write that meets the fault fails, the disk stays UpToDate with the first
 // error in status, and the region is marked: the peer took the write.
 func TestPassOnGivesTheClientTheErrorAndMarks(t *testing.T) {
-	var fd faultDisk
-	p := openPairWith(t, testSize, func(pc, sc *Config) {
-		fd = newFaultDisk(pc.Disk.(memDisk))
-		pc.Disk, pc.OnIOError = fd, OnIOErrorPassOn
-		slowMachine(pc, sc)
-	}, nil)
+	p, fd := openPairFaultyPrimary(t, OnIOErrorPassOn)
 	p.waitInSync(t)
 	fd.failing.Store(true)
 	if _, err := p.primary.WriteAt(stamp(1, 1), 4096); !errors.Is(err, syscall.EIO) {
@@ -319,12 +309,7 @@ func TestSecondaryJournalFullGoesDisklessWithoutAStorm(t *testing.T) {
 // Primary ends UpToDate with the peer's image, writes made during the
 // attach included.
 func TestDisklessPrimaryReadsAndTakesADiskWhileInUse(t *testing.T) {
-	var fd faultDisk
-	p := openPairWith(t, testSize, func(pc, sc *Config) {
-		fd = newFaultDisk(pc.Disk.(memDisk))
-		pc.Disk = fd
-		slowMachine(pc, sc)
-	}, nil)
+	p, fd := openPairFaultyPrimary(t, OnIOErrorDetach)
 	p.waitInSync(t)
 	fd.failing.Store(true)
 	if err, _ := writeRound(p.primary, 64, 1); err != nil {
@@ -511,4 +496,17 @@ func TestDiskFailsInAResync(t *testing.T) {
 		t.Fatal(err)
 	}
 	holdsRound(t, "the peer of the Diskless Primary", p.sdisk.Bytes(), 64, 3)
+}
+
+// openPairFaultyPrimary opens a pair for a loaded machine whose Primary's
+// disk fails on command (fd.failing), under the given --on-io-error.
+func openPairFaultyPrimary(t *testing.T, onIOError OnIOError) (*testPair, faultDisk) {
+	t.Helper()
+	var fd faultDisk
+	p := openPairWith(t, testSize, func(pc, sc *Config) {
+		fd = newFaultDisk(pc.Disk.(memDisk))
+		pc.Disk, pc.OnIOError = fd, onIOError
+		slowMachine(pc, sc)
+	}, nil)
+	return p, fd
 }
