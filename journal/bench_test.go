@@ -283,6 +283,15 @@ func BenchmarkCompressorWrite(b *testing.B) {
 // (the disk synced) inside the time, as fio's end_fsync puts the final flush
 // in its time.
 func BenchmarkDataMax(b *testing.B) {
+	eachDataMax(b, func(b *testing.B, o Options, size int) {
+		j, _ := openBenchWith(b, o)
+		runSeqWrites(b, j, size, 8)
+	})
+}
+
+// eachDataMax runs f for each write size, with the journal taking every
+// write whole and with writes of that size in place.
+func eachDataMax(b *testing.B, f func(b *testing.B, o Options, size int)) {
 	for _, size := range []int{64 << 10, 128 << 10, 256 << 10, 1 << 20} {
 		for _, mode := range []string{"journal", "inplace"} {
 			b.Run(fmt.Sprintf("%dK-%s", size>>10, mode), func(b *testing.B) {
@@ -290,8 +299,7 @@ func BenchmarkDataMax(b *testing.B) {
 				if mode == "inplace" {
 					o.DataMax = int64(size)
 				}
-				j, _ := openBenchWith(b, o)
-				runSeqWrites(b, j, size, 8)
+				f(b, o, size)
 			})
 		}
 	}
@@ -329,34 +337,26 @@ func runSeqWrites(b *testing.B, j *Journal, size, inflight int) {
 // BenchmarkDataMaxFlush is BenchmarkDataMax one write at a time, each
 // followed by a FLUSH: a FLUSH after writes in place syncs the disk too.
 func BenchmarkDataMaxFlush(b *testing.B) {
-	for _, size := range []int{64 << 10, 128 << 10, 256 << 10, 1 << 20} {
-		for _, mode := range []string{"journal", "inplace"} {
-			b.Run(fmt.Sprintf("%dK-%s", size>>10, mode), func(b *testing.B) {
-				o := Options{Logger: quiet, DataMax: -1}
-				if mode == "inplace" {
-					o.DataMax = int64(size)
-				}
-				j, disk := openBenchWith(b, o)
-				// Overwrites of written blocks, as on a disk in use: no
-				// block allocation for the disk's fdatasync to commit.
-				const area = 64 << 20
-				if _, err := disk.f.WriteAt(make([]byte, area), 0); err != nil || disk.Sync() != nil {
-					b.Fatal("prefill the disk", err)
-				}
-				c := NewCompressor(CodecS2)
-				data := randomBytes(rand.New(rand.NewPCG(4, 4)), size)
-				slots := int64(area / size)
-				b.SetBytes(int64(size))
-				b.ResetTimer()
-				for i := 0; i < b.N; i++ {
-					if _, err := j.write(c.WriteLent(int64(i)%slots*int64(size), data), false); err != nil {
-						b.Fatal(err)
-					}
-					if err := j.SyncWait(); err != nil {
-						b.Fatal(err)
-					}
-				}
-			})
+	eachDataMax(b, func(b *testing.B, o Options, size int) {
+		j, disk := openBenchWith(b, o)
+		// Overwrites of written blocks, as on a disk in use: no
+		// block allocation for the disk's fdatasync to commit.
+		const area = 64 << 20
+		if _, err := disk.f.WriteAt(make([]byte, area), 0); err != nil || disk.Sync() != nil {
+			b.Fatal("prefill the disk", err)
 		}
-	}
+		c := NewCompressor(CodecS2)
+		data := randomBytes(rand.New(rand.NewPCG(4, 4)), size)
+		slots := int64(area / size)
+		b.SetBytes(int64(size))
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if _, err := j.write(c.WriteLent(int64(i)%slots*int64(size), data), false); err != nil {
+				b.Fatal(err)
+			}
+			if err := j.SyncWait(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
