@@ -99,7 +99,7 @@ vmtest:
 # (io-error on a lost quorum among them). Needs root, fio, ss
 # (iproute2) and etcd (etcd-server).
 stress:
-	NBDMIRROR_STRESS=1 $(GO) test -run 'Stress|SplitBrainSeenByBoth|Etcd' -count=1 -timeout 60m -v ./cmd/nbdmirror
+	NBDMIRROR_STRESS=1 $(GO) test -run 'Stress|SplitBrainSeenByBoth|Etcd' -parallel 5 -count=1 -timeout 90m -v ./cmd/nbdmirror
 
 # A Primary and a Secondary on loopback with sparse 1 GiB images and a
 # generated secret under ./demo. Ctrl-C stops both.

@@ -221,7 +221,9 @@ func TestLinkResetsUnderLoad(t *testing.T) {
 
 // TestLinkResetStress is the long version (NBDMIRROR_STRESS=1): 1000 resets
 // a round, 5 rounds, then SIGTERM to both nodes at a random moment of a
-// reset storm must stop each cleanly within seconds.
+// reset storm must stop each cleanly within seconds. The rounds are five
+// pairs of their own and run side by side (as many at once as -parallel
+// allows; make stress passes 5): each resets only its own pair's link.
 func TestLinkResetStress(t *testing.T) {
 	if !stress() {
 		t.Skip("NBDMIRROR_STRESS=1 runs it (make stress)")
@@ -230,6 +232,7 @@ func TestLinkResetStress(t *testing.T) {
 	needSSKill(t)
 	for i := range 5 {
 		t.Run("round", func(t *testing.T) {
+			t.Parallel()
 			t.Logf("round %d", i+1)
 			resetRound(t, 1000)
 		})
