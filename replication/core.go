@@ -171,7 +171,8 @@ type (
 	// discard-my-data flag.
 	SaveMeta struct{}
 	// Drop: close the connection without a word; the peer keeps the other
-	// one (both dialed).
+	// one (both dialed), or it was admitted on a Hello that no longer
+	// holds (see attached).
 	Drop struct{}
 	// Refuse: tell the peer why this connection is not taken, and close it.
 	Refuse struct {
@@ -337,8 +338,7 @@ func admit(s State, e PeerHello) (State, []Action) {
 		return s, []Action{Refuse{wire.ReasonBusy, "StandAlone: " + s.StandAlone}}
 	case !canonical(e.Local, e.Remote, e.Dialer):
 		return s, []Action{Drop{}}
-	case e.Local.Gen != s.Gen || e.Local.Role != s.Role || e.Local.Disk != s.Disk ||
-		(e.Local.Flags&wire.DiscardMyData != 0) != s.DiscardMyData:
+	case changedSince(s, e.Local):
 		// The peer decides on the Hello it was sent, which no longer holds.
 		return s, []Action{Refuse{wire.ReasonBusy, "this node changed while the connection was set up"}}
 	// Busy below, on Hellos that hold: the peer's word on the data (a split
@@ -363,6 +363,13 @@ func admit(s State, e PeerHello) (State, []Action) {
 	}
 	s.Admitting = true
 	return s, []Action{Admit{Decision: d}}
+}
+
+// changedSince says whether the node changed since it sent Hello h: the
+// peer's decisions on h no longer hold.
+func changedSince(s State, h wire.Hello) bool {
+	return h.Gen != s.Gen || h.Role != s.Role || h.Disk != s.Disk ||
+		(h.Flags&wire.DiscardMyData != 0) != s.DiscardMyData
 }
 
 // outcome is what the generation ids, the operator's word, the bitmaps and
@@ -478,8 +485,17 @@ func actionString(a Action) string {
 }
 
 // attached: the link is up. A source syncs from its journal's tail when
-// the tail covers what the peer lacks, else from its bitmap.
+// the tail covers what the peer lacks, else from its bitmap. A connection
+// admitted on a Hello that no longer holds is not taken (Drop): the node
+// was promoted, demoted, told to discard its data or to disconnect while
+// the connection was set up, and the outcome was decided for the node it
+// was. A promotion then found no link and went on alone; attached, it
+// would be a Primary that syncs from a Primary peer. The next connection
+// meets the node as it is.
 func attached(s State, e Attach) (State, []Action) {
+	if changedSince(s, e.Local) || s.StandAlone != "" {
+		return s, []Action{Drop{}}
+	}
 	d := e.Decision
 	s.Linked, s.Peer = true, e.Remote
 	s.Source, s.Target = d.Outcome == SyncSource, d.Outcome == SyncTarget

@@ -24,7 +24,7 @@ import (
 //	hello peer=2 role=Secondary disk=UpToDate gen=7:0 [lastseq=N peer-lastseq=N]
 //	     [flags=dials,oos,discard] [peer-flags=dials,oos,discard] [dialer] [sent-gen=7:0] [sent-before-discard] [backing-off]
 //	attach outcome=SyncSource [full] peer=2 peer-disk=UpToDate lastseq=N peer-lastseq=N
-//	     oldest=N last=N [peer-flags=oos] [peer-lost-from=N]
+//	     oldest=N last=N [peer-flags=oos] [peer-lost-from=N] [sent-role=Secondary] [sent-gen=7:0]
 //	admit-end | link-lost newid=N | promote [force] newid=N | demote
 //	connect | disconnect | discard
 //	sync-done-acked gen=N [stale] [marks] | sync-done gen=N | sync-done-sent
@@ -84,7 +84,17 @@ func scriptEvent(t *testing.T, d *datadriven.TestData, s State) Event {
 		return PeerHello{Local: local, Remote: scriptPeer(t, d), Dialer: d.HasArg("dialer"),
 			BackingOff: d.HasArg("backing-off")}
 	case "attach":
-		local := wire.Hello{NodeID: s.NodeID, LastSeq: argUint(t, d, "lastseq", 0), LostFrom: s.LostFrom}
+		local := wire.Hello{NodeID: s.NodeID, Role: s.Role, Disk: s.Disk, Gen: s.Gen,
+			LastSeq: argUint(t, d, "lastseq", 0), LostFrom: s.LostFrom}
+		if s.DiscardMyData {
+			local.Flags |= wire.DiscardMyData
+		}
+		if d.HasArg("sent-role") { // the Hello was sent before the node changed
+			local.Role = argRole(t, d, "sent-role", "Secondary")
+		}
+		if d.HasArg("sent-gen") {
+			local.Gen = argGen(t, d, "sent-gen")
+		}
 		out := map[string]Outcome{"InSync": InSync, "SyncSource": SyncSource, "SyncTarget": SyncTarget}
 		o, ok := out[argString(t, d, "outcome", "InSync")]
 		if !ok {

@@ -330,6 +330,14 @@ func (r *Resource) attach(c net.Conn, hello, remote wire.Hello, d Decision) bool
 	}
 	r.resync = resyncState{started: time.Now()}
 	acts, _ := r.stepLocked(Attach{Local: hello, Remote: remote, Decision: d, OldestSeq: oldest, LastSeq: last})
+	if _, ok := has[Drop](acts); ok {
+		r.mu.Unlock()
+		r.order.Unlock()
+		c.Close()
+		r.log.Warn("peer not connected", "addr", c.RemoteAddr().String(),
+			"reason", "this node changed while the connection was set up")
+		return false
+	}
 	if s, ok := has[StartSync](acts); ok && s.Mode == wire.SyncTail {
 		l.catchingUp, l.tailFrom = true, sameUpTo(remote)+1
 	}
