@@ -218,17 +218,21 @@ func (r *runner) closeAll(base int) {
 		r.violate(InvIdentical, "images differ in blocks %v", diffBlocks(a, b))
 	}
 	r.opsMu.Lock()
-	left := len(r.inflight)
+	var left []string
+	for o := range r.inflight {
+		left = append(left, fmt.Sprintf("%s (dead incarnation %v)", o.what, o.inc.dead.Load()))
+	}
 	r.opsMu.Unlock()
-	if left > 0 {
-		r.violate(InvLeak, "%d requests never answered after Close", left)
+	if len(left) > 0 {
+		r.violate(InvLeak, "%d requests never answered after Close: %s; stacks:\n%s", len(left),
+			strings.Join(left, ", "), seedStacks(r.res.Schedule.Seed))
 	}
 	deadline := time.Now().Add(2 * time.Second)
 	seed := r.res.Schedule.Seed
 	for countGoroutines(seed) > base {
 		if time.Now().After(deadline) {
 			r.violate(InvLeak, "%d goroutines left after Close (%d before):\n%s",
-				countGoroutines(seed), base, stacks())
+				countGoroutines(seed), base, seedStacks(seed))
 			return
 		}
 		time.Sleep(time.Millisecond)
