@@ -28,8 +28,8 @@ import (
 //	admit-end | link-lost newid=N | promote [force] newid=N | demote
 //	connect | disconnect | discard
 //	sync-done-acked gen=N [stale] [marks] | sync-done gen=N | sync-done-sent
-//	refused reason=split-brain      (the text the peer sent is the input)
-//	verdict mine=split-brain [ready|lost|reason=busy]   (the text this node sent is the input)
+//	refused reason=split-brain [before-connect]     (the text the peer sent is the input)
+//	verdict mine=split-brain [ready|lost|reason=busy] [before-connect]   (the text this node sent is the input)
 //	peer-asks-primary | asking [off]
 func TestCore(t *testing.T) {
 	datadriven.Walk(t, "testdata/core", func(t *testing.T, path string) {
@@ -129,13 +129,13 @@ func scriptEvent(t *testing.T, d *datadriven.TestData, s State) Event {
 	case "verdict":
 		// verdict split-brain "text" ready|lost|reason=busy: what this node refused with is the input
 		v := PeerVerdict{Mine: Refuse{argReason(t, d, "mine"), strings.TrimSpace(d.Input)},
-			Ready: d.HasArg("ready"), Lost: d.HasArg("lost")}
+			Ready: d.HasArg("ready"), Lost: d.HasArg("lost"), Since: scriptSince(d, s)}
 		if d.HasArg("reason") {
 			v.Reason = argReason(t, d, "reason")
 		}
 		return v
 	case "refused":
-		return RefusedByPeer{Reason: argReason(t, d, "reason"), Text: strings.TrimSpace(d.Input)}
+		return RefusedByPeer{Reason: argReason(t, d, "reason"), Text: strings.TrimSpace(d.Input), Since: scriptSince(d, s)}
 	case "peer-asks-primary":
 		return PeerAsksPrimary{}
 	case "asking":
@@ -301,4 +301,14 @@ func argFlags(t *testing.T, d *datadriven.TestData, key string) wire.HelloFlags 
 		}
 	}
 	return f
+}
+
+// scriptSince is the State.Connects a verdict or refusal comes with: the
+// node's own, or the one before its last connect with before-connect (the
+// connection was set up before the operator's word).
+func scriptSince(d *datadriven.TestData, s State) uint64 {
+	if d.HasArg("before-connect") {
+		return s.Connects - 1
+	}
+	return s.Connects
 }
