@@ -58,5 +58,9 @@ func seedStacks(seed uint64) string {
 			keep = append(keep, rec)
 		}
 	}
-	return strings.Join(keep, "\n\n")
+	s := strings.Join(keep, "\n\n")
+	if len(s) > 16000 {
+		s = s[:16000] + "\n..."
+	}
+	return s
 }

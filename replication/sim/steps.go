@@ -93,7 +93,7 @@ func (r *runner) guard(what string, f func()) bool {
 	case <-done:
 		return true
 	case <-time.After(2*r.opt.Liveness + time.Second):
-		r.violate(InvLiveness, "%s hung; stacks:\n%s", what, stacks())
+		r.violate(InvLiveness, "%s hung; stacks:\n%s", what, r.stacks())
 		r.stopped = true
 		return false
 	}
