@@ -37,12 +37,13 @@ func knownKinds() map[Kind]bool {
 		// Diskless Primary past the liveness bound, in parallel runs only.
 		JournalFail: true,
 		DiskFail:    true,
-		// A crash still finds, about once in 4000 schedules run 24 at
-		// once, a request never answered after Close (-with crash
-		// -wait-bitmap=false: seed 1265), and a split brain the Primary
-		// keeps StandAlone after the operator's word while the discarding
-		// Secondary waits Connecting (seed 5648); neither came back alone.
-		Crash: true,
+		// Crash is drawn. Still unexplained: a write-async issued to a
+		// node just before it crashed, never answered after the old
+		// incarnation's Close (leak: seeds 1265, 1740, 3600 of -with
+		// crash -wait-bitmap=false runs, 12 to 24 at once; each passes
+		// alone). Not seen again since a crashed node stopped dialing
+		// (seeds 1-4000 of that run, 1-16000 of the default's); the leak
+		// report now names the request and shows the run's stacks.
 		// A power loss: a node now marks the records its peer holds past
 		// the seqs it may have lost (LostFrom; seed 4444 passes). Still
 		// open: a FLUSH made on the Primary after the link fell counts as
