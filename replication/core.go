@@ -41,10 +41,15 @@ type State struct {
 	// AfterSplitBrain is the configured split-brain policy.
 	AfterSplitBrain AfterSplitBrain
 
-	Admitting bool       // a connection is between its admission and AdmitEnd
-	Linked    bool       // a link to the peer is up
-	Asking    bool       // this node asked its peer to become Primary (AskingPrimary)
-	Peer      wire.Hello // what the peer said in its last admitted handshake
+	Admitting bool // a connection is between its admission and AdmitEnd
+	Linked    bool // a link to the peer is up
+	Asking    bool // this node asked its peer to become Primary (AskingPrimary)
+	// Connects counts the operator's words that send the node to meet its
+	// peer again (connect, discard-my-data). A connection set up before the
+	// last one (its Since is older) is judged no more: its verdict and the
+	// peer's refusal on it change nothing.
+	Connects uint64
+	Peer     wire.Hello // what the peer said in its last admitted handshake
 	// Source and Target: a resync runs on the link, from or to this node.
 	Source, Target bool
 	// DoneSent: this source sent SyncDone and has no answer yet.
@@ -136,12 +141,14 @@ type PeerVerdict struct {
 	Reason wire.Reason
 	Text   string
 	Lost   bool
+	Since  uint64 // State.Connects when this node said its Hello on the connection
 }
 
 // RefusedByPeer: the peer refused a connection and said why.
 type RefusedByPeer struct {
 	Reason wire.Reason
 	Text   string
+	Since  uint64 // State.Connects when this node said its Hello on the connection
 }
 
 func (PeerHello) event()         {}
@@ -171,7 +178,8 @@ type (
 	// discard-my-data flag.
 	SaveMeta struct{}
 	// Drop: close the connection without a word; the peer keeps the other
-	// one (both dialed).
+	// one (both dialed), or it was admitted on a Hello that no longer
+	// holds (see attached).
 	Drop struct{}
 	// Refuse: tell the peer why this connection is not taken, and close it.
 	Refuse struct {
@@ -263,6 +271,7 @@ func step(s State, e Event) (State, []Action) {
 		return demote(s)
 	case CmdConnect:
 		s.StandAlone, s.Refusal = "", 0
+		s.Connects++
 		return s, []Action{Wake{}}
 	case CmdDisconnect:
 		s.StandAlone, s.Refusal = "disconnected by command", wire.ReasonBusy
@@ -337,8 +346,7 @@ func admit(s State, e PeerHello) (State, []Action) {
 		return s, []Action{Refuse{wire.ReasonBusy, "StandAlone: " + s.StandAlone}}
 	case !canonical(e.Local, e.Remote, e.Dialer):
 		return s, []Action{Drop{}}
-	case e.Local.Gen != s.Gen || e.Local.Role != s.Role || e.Local.Disk != s.Disk ||
-		(e.Local.Flags&wire.DiscardMyData != 0) != s.DiscardMyData:
+	case changedSince(s, e.Local):
 		// The peer decides on the Hello it was sent, which no longer holds.
 		return s, []Action{Refuse{wire.ReasonBusy, "this node changed while the connection was set up"}}
 	// Busy below, on Hellos that hold: the peer's word on the data (a split
@@ -363,6 +371,13 @@ func admit(s State, e PeerHello) (State, []Action) {
 	}
 	s.Admitting = true
 	return s, []Action{Admit{Decision: d}}
+}
+
+// changedSince says whether the node changed since it sent Hello h: the
+// peer's decisions on h no longer hold.
+func changedSince(s State, h wire.Hello) bool {
+	return h.Gen != s.Gen || h.Role != s.Role || h.Disk != s.Disk ||
+		(h.Flags&wire.DiscardMyData != 0) != s.DiscardMyData
 }
 
 // outcome is what the generation ids, the operator's word, the bitmaps and
@@ -407,9 +422,13 @@ func refusal(s State, d Decision, remote wire.Hello) (wire.Reason, string) {
 // lost with the connection (its Hello may no longer hold). Both then meet
 // again later, on fresh Hellos. A node that was only busy on Hellos that
 // hold takes the peer's word on the data: a split brain the peer found
-// makes it StandAlone too, so that neither stays Connecting.
+// makes it StandAlone too, so that neither stays Connecting. A verdict on a
+// connection set up before the operator's last connect or discard changes
+// nothing: it would undo the operator's word (the peer may have been told
+// to discard its data since it refused), and the next connection judges
+// fresh Hellos.
 func verdict(s State, e PeerVerdict) (State, []Action) {
-	if s.StandAlone != "" {
+	if s.StandAlone != "" || e.Since != s.Connects {
 		return s, nil
 	}
 	if e.Lost {
@@ -421,7 +440,7 @@ func verdict(s State, e PeerVerdict) (State, []Action) {
 		if e.Ready {
 			return s, nil
 		}
-		return refusedByPeer(s, RefusedByPeer{Reason: e.Reason, Text: e.Text})
+		return refusedByPeer(s, RefusedByPeer{Reason: e.Reason, Text: e.Text, Since: e.Since})
 	}
 	if !e.Ready && e.Reason == wire.ReasonBusy {
 		return s, nil
@@ -433,9 +452,12 @@ func verdict(s State, e PeerVerdict) (State, []Action) {
 // refusedByPeer: a peer that will not connect because of the data (split
 // brain, unrelated data) makes this node StandAlone too, with its reason;
 // unless this node gave in (discard-my-data): it waits, Connecting, for
-// the peer to be told to connect, and then takes its data.
+// the peer to be told to connect, and then takes its data. A refusal on a
+// connection set up before the operator's last connect or discard changes
+// nothing (see verdict).
 func refusedByPeer(s State, e RefusedByPeer) (State, []Action) {
-	if s.StandAlone != "" || s.DiscardMyData || e.Reason != wire.ReasonSplitBrain && e.Reason != wire.ReasonUnrelatedData {
+	if s.StandAlone != "" || s.DiscardMyData || e.Since != s.Connects ||
+		e.Reason != wire.ReasonSplitBrain && e.Reason != wire.ReasonUnrelatedData {
 		return s, nil
 	}
 	text := e.Reason.String() + " (found by the peer)"
@@ -455,6 +477,7 @@ func discard(s State) (State, []Action) {
 	}
 	s.DiscardMyData = true
 	s.StandAlone, s.Refusal = "", 0
+	s.Connects++
 	return s, []Action{SaveMeta{}, Wake{}}
 }
 
@@ -478,8 +501,17 @@ func actionString(a Action) string {
 }
 
 // attached: the link is up. A source syncs from its journal's tail when
-// the tail covers what the peer lacks, else from its bitmap.
+// the tail covers what the peer lacks, else from its bitmap. A connection
+// admitted on a Hello that no longer holds is not taken (Drop): the node
+// was promoted, demoted, told to discard its data or to disconnect while
+// the connection was set up, and the outcome was decided for the node it
+// was. A promotion then found no link and went on alone; attached, it
+// would be a Primary that syncs from a Primary peer. The next connection
+// meets the node as it is.
 func attached(s State, e Attach) (State, []Action) {
+	if changedSince(s, e.Local) || s.StandAlone != "" {
+		return s, []Action{Drop{}}
+	}
 	d := e.Decision
 	s.Linked, s.Peer = true, e.Remote
 	s.Source, s.Target = d.Outcome == SyncSource, d.Outcome == SyncTarget

@@ -24,12 +24,12 @@ import (
 //	hello peer=2 role=Secondary disk=UpToDate gen=7:0 [lastseq=N peer-lastseq=N]
 //	     [flags=dials,oos,discard] [peer-flags=dials,oos,discard] [dialer] [sent-gen=7:0] [sent-before-discard] [backing-off]
 //	attach outcome=SyncSource [full] peer=2 peer-disk=UpToDate lastseq=N peer-lastseq=N
-//	     oldest=N last=N [peer-flags=oos] [peer-lost-from=N]
+//	     oldest=N last=N [peer-flags=oos] [peer-lost-from=N] [sent-role=Secondary] [sent-gen=7:0]
 //	admit-end | link-lost newid=N | promote [force] newid=N | demote
 //	connect | disconnect | discard
 //	sync-done-acked gen=N [stale] [marks] | sync-done gen=N | sync-done-sent
-//	refused reason=split-brain      (the text the peer sent is the input)
-//	verdict mine=split-brain [ready|lost|reason=busy]   (the text this node sent is the input)
+//	refused reason=split-brain [before-connect]     (the text the peer sent is the input)
+//	verdict mine=split-brain [ready|lost|reason=busy] [before-connect]   (the text this node sent is the input)
 //	peer-asks-primary | asking [off]
 func TestCore(t *testing.T) {
 	datadriven.Walk(t, "testdata/core", func(t *testing.T, path string) {
@@ -84,7 +84,17 @@ func scriptEvent(t *testing.T, d *datadriven.TestData, s State) Event {
 		return PeerHello{Local: local, Remote: scriptPeer(t, d), Dialer: d.HasArg("dialer"),
 			BackingOff: d.HasArg("backing-off")}
 	case "attach":
-		local := wire.Hello{NodeID: s.NodeID, LastSeq: argUint(t, d, "lastseq", 0), LostFrom: s.LostFrom}
+		local := wire.Hello{NodeID: s.NodeID, Role: s.Role, Disk: s.Disk, Gen: s.Gen,
+			LastSeq: argUint(t, d, "lastseq", 0), LostFrom: s.LostFrom}
+		if s.DiscardMyData {
+			local.Flags |= wire.DiscardMyData
+		}
+		if d.HasArg("sent-role") { // the Hello was sent before the node changed
+			local.Role = argRole(t, d, "sent-role", "Secondary")
+		}
+		if d.HasArg("sent-gen") {
+			local.Gen = argGen(t, d, "sent-gen")
+		}
 		out := map[string]Outcome{"InSync": InSync, "SyncSource": SyncSource, "SyncTarget": SyncTarget}
 		o, ok := out[argString(t, d, "outcome", "InSync")]
 		if !ok {
@@ -119,13 +129,13 @@ func scriptEvent(t *testing.T, d *datadriven.TestData, s State) Event {
 	case "verdict":
 		// verdict split-brain "text" ready|lost|reason=busy: what this node refused with is the input
 		v := PeerVerdict{Mine: Refuse{argReason(t, d, "mine"), strings.TrimSpace(d.Input)},
-			Ready: d.HasArg("ready"), Lost: d.HasArg("lost")}
+			Ready: d.HasArg("ready"), Lost: d.HasArg("lost"), Since: scriptSince(d, s)}
 		if d.HasArg("reason") {
 			v.Reason = argReason(t, d, "reason")
 		}
 		return v
 	case "refused":
-		return RefusedByPeer{Reason: argReason(t, d, "reason"), Text: strings.TrimSpace(d.Input)}
+		return RefusedByPeer{Reason: argReason(t, d, "reason"), Text: strings.TrimSpace(d.Input), Since: scriptSince(d, s)}
 	case "peer-asks-primary":
 		return PeerAsksPrimary{}
 	case "asking":
@@ -291,4 +301,14 @@ func argFlags(t *testing.T, d *datadriven.TestData, key string) wire.HelloFlags 
 		}
 	}
 	return f
+}
+
+// scriptSince is the State.Connects a verdict or refusal comes with: the
+// node's own, or the one before its last connect with before-connect (the
+// connection was set up before the operator's word).
+func scriptSince(d *datadriven.TestData, s State) uint64 {
+	if d.HasArg("before-connect") {
+		return s.Connects - 1
+	}
+	return s.Connects
 }

@@ -16,7 +16,7 @@ func (r *Resource) coreState() State {
 	}
 	return State{NodeID: r.meta.NodeID, Role: r.role, Disk: disk, Gen: r.meta.Gen,
 		DiscardMyData: r.meta.DiscardMyData, LostFrom: r.meta.LostFrom, StandAlone: r.standAlone, Refusal: r.refusal,
-		AfterSplitBrain: r.cfg.AfterSplitBrain, Admitting: r.admitting, Linked: r.link != nil, Asking: r.asking,
+		AfterSplitBrain: r.cfg.AfterSplitBrain, Admitting: r.admitting, Linked: r.link != nil, Asking: r.asking, Connects: r.connects,
 		Peer: r.peer, Source: r.resync.source, Target: r.resync.target, DoneSent: r.resync.doneSent}
 }
 
@@ -28,6 +28,7 @@ func (r *Resource) setCoreState(s State) {
 	}
 	r.role, r.meta.Gen, r.meta.DiscardMyData, r.meta.LostFrom = s.Role, s.Gen, s.DiscardMyData, s.LostFrom
 	r.standAlone, r.refusal, r.admitting, r.asking = s.StandAlone, s.Refusal, s.Admitting, s.Asking
+	r.connects = s.Connects
 	r.peer, r.resync.source, r.resync.target, r.resync.doneSent = s.Peer, s.Source, s.Target, s.DoneSent
 	r.oos.watch.Store(s.Linked && !s.Source && !s.Target && s.Role == wire.Primary)
 }
@@ -67,14 +68,15 @@ func (r *Resource) stepLocked(ev Event) ([]Action, error) {
 
 // refusedByPeer hands a refusal the peer sent (in the handshake, in the
 // agreement or on the link) to the core: a split brain or unrelated data
-// makes this node StandAlone too.
-func (r *Resource) refusedByPeer(err error) {
+// makes this node StandAlone too. since is State.Connects when this node
+// said its Hello on the connection.
+func (r *Resource) refusedByPeer(err error, since uint64) {
 	var ref *wire.RefusedError
 	if !errors.As(err, &ref) || !ref.ByPeer {
 		return
 	}
 	r.mu.Lock()
-	r.stepLocked(RefusedByPeer{Reason: ref.Reason, Text: ref.Text}) // saves nothing
+	r.stepLocked(RefusedByPeer{Reason: ref.Reason, Text: ref.Text, Since: since}) // saves nothing
 	r.mu.Unlock()
 }
 
@@ -92,8 +94,8 @@ func has[A Action](acts []Action) (A, bool) {
 // awaitVerdict reads the peer's word on a connection this node refused
 // (its Ready, or its own Refuse) and hands it to the core, which says
 // whether this node goes StandAlone.
-func (r *Resource) awaitVerdict(c net.Conn, mine Refuse) {
-	v := PeerVerdict{Mine: mine}
+func (r *Resource) awaitVerdict(c net.Conn, mine Refuse, since uint64) {
+	v := PeerVerdict{Mine: mine, Since: since}
 	f, err := wire.NewReader(c).Next()
 	switch {
 	case err != nil:

@@ -51,6 +51,7 @@ type link struct {
 	settled atomic.Bool
 	remote  wire.Hello
 	proto   Protocol
+	since   uint64 // State.Connects when this node said its Hello on the connection
 
 	// mu guards the send queue, the pending writes and the ack marks. The
 	// writers and the resync add, the sender takes, the receiver completes.

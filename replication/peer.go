@@ -165,8 +165,8 @@ func (r *Resource) dial(ctx context.Context) (net.Conn, error) {
 	return r.secureConn(c, true)
 }
 
-// hello is what this node says of itself.
-func (r *Resource) hello() wire.Hello {
+// hello is what this node says of itself, and State.Connects as it says it.
+func (r *Resource) hello() (wire.Hello, uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	disk, _ := parseDiskState(r.meta.Disk)
@@ -184,7 +184,7 @@ func (r *Resource) hello() wire.Hello {
 	if r.oos.bytes() > 0 {
 		h.Flags |= wire.HasOutOfSync
 	}
-	return h
+	return h, r.connects
 }
 
 // meet runs the handshake on a new connection and, if both sides agree,
@@ -197,14 +197,15 @@ func (r *Resource) meet(c net.Conn, dialer bool) error {
 	c.SetDeadline(time.Now().Add(r.cfg.PeerTimeout))
 	defer c.SetDeadline(time.Time{})
 	defer r.onStop(func() { c.Close() })() // a stop does not wait for a silent peer
-	hello := r.hello()
+	hello, since := r.hello()
 	remote, err := wire.Handshake(c, hello, r.cfg.Secret, dialer)
 	if err != nil {
 		c.Close()
 		r.logRefusal(c, err)
+		r.refusedByPeer(err, since)
 		return err
 	}
-	d, ok := r.admitPeer(c, hello, remote, dialer)
+	d, ok := r.admitPeer(c, hello, remote, dialer, since)
 	if !ok {
 		return errNotKept
 	}
@@ -222,9 +223,10 @@ func (r *Resource) meet(c net.Conn, dialer bool) error {
 	if err := r.agree(c); err != nil {
 		c.Close()
 		r.logRefusal(c, err)
+		r.refusedByPeer(err, since)
 		return err
 	}
-	if !r.attach(c, hello, remote, d) {
+	if !r.attach(c, hello, remote, d, since) {
 		return errNotKept
 	}
 	return nil
@@ -259,7 +261,6 @@ func (r *Resource) logRefusal(c net.Conn, err error) {
 	if errors.As(err, &ref) {
 		r.log.Warn("peer refused", "addr", c.RemoteAddr().String(), "reason", ref.Reason.String(),
 			"by_peer", ref.ByPeer, "err", err)
-		r.refusedByPeer(err)
 		return
 	}
 	r.log.Warn("peer handshake failed", "addr", c.RemoteAddr().String(), "err", err)
@@ -269,7 +270,7 @@ func (r *Resource) logRefusal(c net.Conn, err error) {
 // become the link and acts on its answer: it closes a connection the peer
 // does not keep, tells a refused peer why, or fails the link the peer
 // replaces. Until endAdmit no other connection is admitted.
-func (r *Resource) admitPeer(c net.Conn, hello, remote wire.Hello, dialer bool) (Decision, bool) {
+func (r *Resource) admitPeer(c net.Conn, hello, remote wire.Hello, dialer bool, since uint64) (Decision, bool) {
 	r.mu.Lock()
 	acts, _ := r.stepLocked(PeerHello{Local: hello, Remote: remote, Dialer: dialer, // saves nothing
 		BackingOff: time.Now().Before(r.flapUntil)})
@@ -285,7 +286,7 @@ func (r *Resource) admitPeer(c net.Conn, hello, remote wire.Hello, dialer bool) 
 				"local_gen", fmt.Sprintf("%+v", hello.Gen), "peer_gen", fmt.Sprintf("%+v", remote.Gen))
 			c.Write(wire.AppendRefuse(nil, a.Reason, a.Text))
 			if _, ok := has[AwaitVerdict](acts); ok {
-				r.awaitVerdict(c, a)
+				r.awaitVerdict(c, a, since)
 			} else {
 				// The peer's word (its Ready or Refuse), read before the
 				// close: closing with it unread would reset the connection,
@@ -314,9 +315,11 @@ func (r *Resource) endAdmit() {
 }
 
 // attach makes c the link and starts its goroutines, unless the resource is
-// stopping: then it closes c and returns false.
-func (r *Resource) attach(c net.Conn, hello, remote wire.Hello, d Decision) bool {
+// stopping: then it closes c and returns false. since is State.Connects when
+// this node said hello.
+func (r *Resource) attach(c net.Conn, hello, remote wire.Hello, d Decision, since uint64) bool {
 	l := newLink(r, c, remote)
+	l.since = since
 	r.order.Lock()
 	oldest, last := r.journal.OldestRetainedSeq(), r.journal.LastSeq()
 	r.mu.Lock()
@@ -330,6 +333,14 @@ func (r *Resource) attach(c net.Conn, hello, remote wire.Hello, d Decision) bool
 	}
 	r.resync = resyncState{started: time.Now()}
 	acts, _ := r.stepLocked(Attach{Local: hello, Remote: remote, Decision: d, OldestSeq: oldest, LastSeq: last})
+	if _, ok := has[Drop](acts); ok {
+		r.mu.Unlock()
+		r.order.Unlock()
+		c.Close()
+		r.log.Warn("peer not connected", "addr", c.RemoteAddr().String(),
+			"reason", "this node changed while the connection was set up")
+		return false
+	}
 	if s, ok := has[StartSync](acts); ok && s.Mode == wire.SyncTail {
 		l.catchingUp, l.tailFrom = true, sameUpTo(remote)+1
 	}
@@ -397,6 +408,6 @@ func (r *Resource) linkDown(l *link, err error, waiting []*pending) {
 	case <-r.stop:
 	default:
 		r.log.Warn("peer disconnected", "err", err, "out_of_sync_bytes", r.oos.bytes())
-		r.refusedByPeer(err) // the peer refused on the link: a split brain it found
+		r.refusedByPeer(err, l.since) // the peer refused on the link: a split brain it found
 	}
 }

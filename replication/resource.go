@@ -130,6 +130,7 @@ type Resource struct {
 	standAlone string     // why this node will not connect ("" when it will)
 	admitting  bool       // a connection is between handshake and attach
 	asking     bool       // SetRole asks the peer before a promotion (askPrimary)
+	connects   uint64     // the operator's connects and discards (State.Connects)
 	resync     resyncState
 	linkChange chan struct{} // closed and replaced whenever link changes
 	// flapDelay is the wait after the last link before the next one,

@@ -42,3 +42,25 @@ func countGoroutines(seed uint64) int {
 	}
 	return n
 }
+
+// seedStacks is the stacks of the live goroutines labelled with run seed,
+// alike ones counted together, for a leak's report: runs going on side by
+// side would bury them in stacks.
+func seedStacks(seed uint64) string {
+	var buf bytes.Buffer
+	if err := pprof.Lookup("goroutine").WriteTo(&buf, 1); err != nil {
+		return err.Error()
+	}
+	want := fmt.Sprintf("%q:%q", labelKey, strconv.FormatUint(seed, 10))
+	var keep []string
+	for _, rec := range strings.Split(buf.String(), "\n\n") {
+		if strings.Contains(rec, want) {
+			keep = append(keep, rec)
+		}
+	}
+	s := strings.Join(keep, "\n\n")
+	if len(s) > 16000 {
+		s = s[:16000] + "\n..."
+	}
+	return s
+}

@@ -23,6 +23,7 @@ type Network struct {
 	listeners map[string]*listener
 	dirs      map[[2]string]*direction
 	conns     map[*pipe]struct{} // every live stream, both directions
+	downs     map[string]int     // how many times each host went Down
 }
 
 // direction is the fault state of the bytes from one host to another.
@@ -35,7 +36,7 @@ type direction struct {
 // NewNetwork returns a network with no hosts and no faults.
 func NewNetwork() *Network {
 	return &Network{listeners: map[string]*listener{}, dirs: map[[2]string]*direction{},
-		conns: map[*pipe]struct{}{}}
+		conns: map[*pipe]struct{}{}, downs: map[string]int{}}
 }
 
 // dir is the fault state from a to b; n.mu held.
@@ -118,6 +119,7 @@ func (n *Network) Reset(a, b string) {
 // listener closes and its connections are reset.
 func (n *Network) Down(h string) {
 	n.mu.Lock()
+	n.downs[h]++
 	ln := n.listeners[h]
 	delete(n.listeners, h)
 	var hit []*pipe
@@ -136,21 +138,33 @@ func (n *Network) Down(h string) {
 }
 
 // Host is host h's view of the network: what its Resource's Config.Listen
-// and Config.Dial call. A host that went Down stays down: a restarted
-// node gets a new Host.
+// and Config.Dial call. A host that went Down stays down: it neither
+// listens nor dials again (a dead process's goroutines may still run until
+// it is closed, and must reach nobody); a restarted node gets a new Host.
 type Host struct {
-	net  *Network
-	name string
+	net   *Network
+	name  string
+	downs int // the host's Down count when this view was made
 }
 
 // Host returns h's view of the network.
-func (n *Network) Host(h string) *Host { return &Host{net: n, name: h} }
+func (n *Network) Host(h string) *Host {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return &Host{net: n, name: h, downs: n.downs[h]}
+}
+
+// down reports whether h went Down since this view was made; n.mu held.
+func (h *Host) down() bool { return h.net.downs[h.name] != h.downs }
 
 // Listen registers h's listener; addr is ignored (a host has one).
 func (h *Host) Listen(string) (net.Listener, error) {
 	ln := &listener{host: h.name, accept: make(chan net.Conn, 4), closed: make(chan struct{})}
 	h.net.mu.Lock()
 	defer h.net.mu.Unlock()
+	if h.down() {
+		return nil, fmt.Errorf("sim: %s went down", h.name)
+	}
 	if h.net.listeners[h.name] != nil {
 		return nil, fmt.Errorf("sim: %s already listens", h.name)
 	}
@@ -165,7 +179,7 @@ func (h *Host) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	n := h.net
 	n.mu.Lock()
 	ln := n.listeners[addr]
-	if ln == nil || n.dir(h.name, addr).cut || n.dir(addr, h.name).cut {
+	if ln == nil || h.down() || n.dir(h.name, addr).cut || n.dir(addr, h.name).cut {
 		n.mu.Unlock()
 		return nil, errRefused
 	}

@@ -129,3 +129,30 @@ func TestHoleHoldsThenDelivers(t *testing.T) {
 		t.Fatalf("after the hole: %q, want cdef", got)
 	}
 }
+
+// TestDownHostReachesNobody: a host that went Down (a dead process whose
+// goroutines still run until it is closed) dials and listens no more; its
+// restart, a new view of the same name, does both.
+func TestDownHostReachesNobody(t *testing.T) {
+	n := NewNetwork()
+	if _, err := n.Host("b").Listen("b"); err != nil {
+		t.Fatal(err)
+	}
+	dead := n.Host("a")
+	n.Down("a")
+	if _, err := dead.Dial(context.Background(), "b"); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("dial from a host that went down: %v", err)
+	}
+	if _, err := dead.Listen("a"); err == nil {
+		t.Fatal("a host that went down listens again")
+	}
+	again := n.Host("a")
+	if _, err := again.Listen("a"); err != nil {
+		t.Fatalf("listen after a restart: %v", err)
+	}
+	c, err := again.Dial(context.Background(), "b")
+	if err != nil {
+		t.Fatalf("dial after a restart: %v", err)
+	}
+	c.Close()
+}

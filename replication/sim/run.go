@@ -257,7 +257,7 @@ func (r *runner) statuses() [2]replication.Status {
 	case <-time.After(2*r.opt.Liveness + time.Second):
 		// Status waits for the Resource's lock: held for good, it is a
 		// deadlock. The run stops; the caller sees no peer.
-		r.violate(InvLiveness, "Status hung; stacks:\n%s", stacks())
+		r.violate(InvLiveness, "Status hung; stacks:\n%s", r.stacks())
 		r.stopMu.Lock()
 		r.hung = true
 		r.stopMu.Unlock()

@@ -3,7 +3,6 @@ package sim
 import (
 	"bytes"
 	"fmt"
-	"runtime"
 	"strings"
 	"time"
 
@@ -92,7 +91,7 @@ func (r *runner) drain() bool {
 				what = append(what, fmt.Sprintf("%s (%v)", o.what, time.Since(o.start).Round(time.Millisecond)))
 			}
 			r.violate(InvLiveness, "requests never answered: %s; %s; stacks:\n%s", strings.Join(what, ", "),
-				r.describe(), stacks())
+				r.describe(), r.stacks())
 			r.stopped = true
 			return false
 		}
@@ -208,7 +207,7 @@ func (r *runner) closeAll(base int) {
 		select {
 		case <-c:
 		case <-time.After(5 * time.Second):
-			r.violate(InvLiveness, "Close hung; stacks:\n%s", stacks())
+			r.violate(InvLiveness, "Close hung; stacks:\n%s", r.stacks())
 			r.stopped = true
 			return
 		}
@@ -218,17 +217,21 @@ func (r *runner) closeAll(base int) {
 		r.violate(InvIdentical, "images differ in blocks %v", diffBlocks(a, b))
 	}
 	r.opsMu.Lock()
-	left := len(r.inflight)
+	var left []string
+	for o := range r.inflight {
+		left = append(left, fmt.Sprintf("%s (dead incarnation %v)", o.what, o.inc.dead.Load()))
+	}
 	r.opsMu.Unlock()
-	if left > 0 {
-		r.violate(InvLeak, "%d requests never answered after Close", left)
+	if len(left) > 0 {
+		r.violate(InvLeak, "%d requests never answered after Close: %s; stacks:\n%s", len(left),
+			strings.Join(left, ", "), r.stacks())
 	}
 	deadline := time.Now().Add(2 * time.Second)
 	seed := r.res.Schedule.Seed
 	for countGoroutines(seed) > base {
 		if time.Now().After(deadline) {
 			r.violate(InvLeak, "%d goroutines left after Close (%d before):\n%s",
-				countGoroutines(seed), base, stacks())
+				countGoroutines(seed), base, seedStacks(seed))
 			return
 		}
 		time.Sleep(time.Millisecond)
@@ -250,19 +253,5 @@ func diffBlocks(a, b []byte) []string {
 	return d
 }
 
-// stacks is the replication goroutines' stacks, for a hang's report.
-func stacks() string {
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	var keep []string
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "nbdmirror/replication") && !strings.Contains(g, "sim.stacks") {
-			keep = append(keep, g)
-		}
-	}
-	s := strings.Join(keep, "\n\n")
-	if len(s) > 8000 {
-		s = s[:8000] + "\n..."
-	}
-	return s
-}
+// stacks is the stacks of the run's own goroutines, for a hang's report.
+func (r *runner) stacks() string { return seedStacks(r.res.Schedule.Seed) }

@@ -93,7 +93,7 @@ func (r *runner) guard(what string, f func()) bool {
 	case <-done:
 		return true
 	case <-time.After(2*r.opt.Liveness + time.Second):
-		r.violate(InvLiveness, "%s hung; stacks:\n%s", what, stacks())
+		r.violate(InvLiveness, "%s hung; stacks:\n%s", what, r.stacks())
 		r.stopped = true
 		return false
 	}
@@ -354,6 +354,13 @@ func (r *runner) promote() {
 	if err := r.setRole(s, wire.Primary, false); err == nil {
 		// Refused while connected; allowed once the link fell meanwhile,
 		// which makes it a split brain the operator settles at the end.
+		// The Primary may not have noticed yet that the link fell (a
+		// reset reaches it at its next read): the old link it still
+		// shows Connected is no merge. The split counts once it sees
+		// the link gone, as the split-brain step waits for both apart.
+		r.waitFor(r.opt.Liveness, func(st [2]replication.Status) bool {
+			return st[r.primary].Peer.Connection != "Connected"
+		})
 		r.setSplit(true)
 		r.note("%s promoted while its peer is Primary (%s)", s.name, brief(s.res.Status()))
 	}
