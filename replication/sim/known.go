@@ -44,13 +44,18 @@ func knownKinds() map[Kind]bool {
 		// Secondary waits Connecting (seed 5648); neither came back alone.
 		Crash: true,
 		// A power loss: a node now marks the records its peer holds past
-		// the seqs it may have lost (LostFrom; seed 4444 passes). Still
-		// open: a FLUSH made on the Primary after the link fell counts as
-		// durable on both in the model, while the peer then lost it in a
-		// power loss; promoted by force in a split brain and kept by the
-		// operator, the peer lacks it ("acked", -with promote,power-loss:
-		// seed 2290). A node restarted after a crash could come up
-		// Consistent, not UpToDate, as DRBD's does.
+		// the seqs it may have lost (LostFrom; seed 4444 passes), and a
+		// FLUSH acknowledged while the link was down no longer counts as
+		// durable on the peer in the model (-with promote,power-loss:
+		// seed 2290 passes). Seeds 1-4000 with -with power-loss -strict
+		// pass; 4001-12000 failed only in a load spike (liveness and
+		// resyncs past 5 s, every seed passing alone), but one rerun of
+		// 10001-10800 ended with images that differ and both nodes in
+		// sync ("identical", seed 10752: a power loss of the Secondary
+		// with an async write of block 2 in flight; the Primary holds it,
+		// the Secondary zeros), not reproduced in 150 runs of it 24 at
+		// once. Until that is understood, power losses stay out of the
+		// default draw.
 		PowerLoss: true,
 	}
 }
