@@ -54,8 +54,12 @@ func knownKinds() map[Kind]bool {
 		// sync ("identical", seed 10752: a power loss of the Secondary
 		// with an async write of block 2 in flight; the Primary holds it,
 		// the Secondary zeros), not reproduced in 150 runs of it 24 at
-		// once. Until that is understood, power losses stay out of the
-		// default draw.
+		// once. Another rerun found a split brain merged after a power
+		// loss of the node promoted in it ("split-brain", seed 10141:
+		// switchover, link reset, split brain, then a power loss of the
+		// new Primary; the old one became its SyncSource without
+		// DiscardMyData), which passes alone. Until these are understood,
+		// power losses stay out of the default draw.
 		PowerLoss: true,
 	}
 }
