@@ -6,7 +6,9 @@
 //   - acked: every write acknowledged to the client is on whichever node
 //     serves as Primary afterwards (after a failover, a switchover, and at
 //     the end); overlapping writes not yet acknowledged may show either
-//     value, and a power loss may take what no FLUSH or FUA covered;
+//     value, and a power loss may take what no FLUSH or FUA made durable
+//     on that node (a FLUSH acknowledged while the link was down covers
+//     the Primary only);
 //   - identical: after reconnect and resync both images are byte-identical;
 //   - two-primaries: never two Primaries while connected;
 //   - split-brain: a split brain is never merged without DiscardMyData;

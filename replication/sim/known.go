@@ -56,13 +56,22 @@ func knownKinds() map[Kind]bool {
 		// Each passes alone.
 		Crash: true,
 		// A power loss: a node now marks the records its peer holds past
-		// the seqs it may have lost (LostFrom; seed 4444 passes). Still
-		// open: a FLUSH made on the Primary after the link fell counts as
-		// durable on both in the model, while the peer then lost it in a
-		// power loss; promoted by force in a split brain and kept by the
-		// operator, the peer lacks it ("acked", -with promote,power-loss:
-		// seed 2290). A node restarted after a crash could come up
-		// Consistent, not UpToDate, as DRBD's does.
+		// the seqs it may have lost (LostFrom; seed 4444 passes), and a
+		// FLUSH acknowledged while the link was down no longer counts as
+		// durable on the peer in the model (-with promote,power-loss:
+		// seed 2290 passes). Seeds 1-4000 with -with power-loss -strict
+		// pass; 4001-12000 failed only in a load spike (liveness and
+		// resyncs past 5 s, every seed passing alone), but one rerun of
+		// 10001-10800 ended with images that differ and both nodes in
+		// sync ("identical", seed 10752: a power loss of the Secondary
+		// with an async write of block 2 in flight; the Primary holds it,
+		// the Secondary zeros), not reproduced in 150 runs of it 24 at
+		// once. Another rerun found a split brain merged after a power
+		// loss of the node promoted in it ("split-brain", seed 10141:
+		// switchover, link reset, split brain, then a power loss of the
+		// new Primary; the old one became its SyncSource without
+		// DiscardMyData), which passes alone. Until these are understood,
+		// power losses stay out of the default draw.
 		PowerLoss: true,
 	}
 }
@@ -72,13 +81,11 @@ func knownKinds() map[Kind]bool {
 var KnownOpen = map[string]string{
 	// Empty: InvHonesty was here (Status showed a failing link
 	// Connected/UpToDate while writes were marked out of sync) until a
-	// connected peer was no longer reported UpToDate with marks.
+	// connected peer was no longer reported UpToDate with marks. Images
+	// that differed only under parallel runs were excused too (about 1
+	// seed in 2000: a link that timed out under load during a journal-tail
+	// resync, whose regions the tail had cleared though the peer never
+	// acknowledged them; the next tail started past them and reported the
+	// peer UpToDate) until the tail cleared its regions in goLive and a
+	// record the link lost marked its region again.
 }
-
-// KnownUnderLoad is why TestSim reports as known, not failed, a schedule
-// whose images differ after the resync when it ran beside others but that
-// passes three runs alone: an interleaving, not reproduced yet, in which the
-// Primary reports its peer UpToDate after a resync while the peer lacks
-// writes the Primary made alone (about 1 seed in 2000; e.g. seeds 3, 2025,
-// 2861, 4001 in parallel runs). -strict fails them.
-const KnownUnderLoad = "images differ only under parallel schedules; not reproduced alone"

@@ -19,6 +19,15 @@ type model struct {
 	clock  uint64
 	blocks [][]*mwrite
 	nextID uint64
+	// flushes are the FLUSHes acknowledged, in the order they ended.
+	flushes []mflush
+}
+
+// mflush is a FLUSH the client saw acknowledged: by node (the Primary it
+// was issued to), issued at tick issued, answered at tick end.
+type mflush struct {
+	node        int
+	issued, end uint64
 }
 
 // mwrite is one write (or trim) as the client saw it.
@@ -28,12 +37,15 @@ type mwrite struct {
 	issued uint64
 	end    uint64 // tick of its completion, 0 while unknown
 	acked  bool   // completed without error, on a live node
-	// weak: acknowledged, but a power loss may have taken it (not flushed).
+	// weak: acknowledged, but a power loss may have taken it (not durable
+	// on the node that lost power).
 	weak bool
 	// void: acknowledged by a node whose data the operator discarded.
 	void bool
 	fua  bool
-	// durable: FUA, or covered by a FLUSH acknowledged after it.
+	// durable: an acknowledged FUA write. The link took it synced on both
+	// nodes, or it was acknowledged alone and is written apart: the peer
+	// has it only after a resync, whose end syncs it there.
 	durable bool
 }
 
@@ -81,28 +93,44 @@ func (m *model) now() uint64 {
 	return m.clock
 }
 
-// flushed records a FLUSH issued at tick issued and acknowledged: every
-// write acknowledged before it is durable.
-func (m *model) flushed(issued uint64) {
+// flushed records a FLUSH issued to node at tick issued and acknowledged
+// at tick end: every write acknowledged before it is durable on that node
+// (see durableOn for its peer).
+func (m *model) flushed(node int, issued, end uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.flushes = append(m.flushes, mflush{node: node, issued: issued, end: end})
+}
+
+// powerLoss records that node lost what it had not synced: acknowledged
+// writes not durable on it may be gone. inSync is the tick at which each
+// node was last seen in sync with its peer (see durableOn).
+func (m *model) powerLoss(node int, inSync [2]uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.each(func(w *mwrite) {
-		if w.acked && w.end < issued {
-			w.durable = true
+		if w.acked && !w.durable && !m.durableOn(w, node, inSync) {
+			w.weak = true
 		}
 	})
 }
 
-// powerLoss records that a node lost what it had not synced: acknowledged
-// writes not yet durable may be gone.
-func (m *model) powerLoss() {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.each(func(w *mwrite) {
-		if w.acked && !w.durable {
-			w.weak = true
+// durableOn says whether a FLUSH made w durable on node; m.mu held. A
+// FLUSH syncs the journal of the node it was issued to, and its peer's
+// only through the link: one acknowledged while the link was down (the
+// Primary goes on alone) promises nothing of the peer, which holds the
+// write in its journal unsynced until the next barrier or the end of a
+// resync (the target syncs its journal before it is UpToDate). So the
+// FLUSH counts on the peer only once its node was seen in sync after it
+// ended: its barrier was acknowledged on the link, or a resync ended
+// since.
+func (m *model) durableOn(w *mwrite, node int, inSync [2]uint64) bool {
+	for _, f := range m.flushes {
+		if w.end < f.issued && (f.node == node || inSync[f.node] >= f.end) {
+			return true
 		}
-	})
+	}
+	return false
 }
 
 // discard records that node's data was given up (DiscardMyData): what it

@@ -42,11 +42,43 @@ func TestModelAllowed(t *testing.T) {
 			w1 := m.issue(0, 0, 1, false, false)
 			m.complete(w1, true)
 			f := m.now()
-			m.flushed(f)
+			m.flushed(0, f, m.now())
 			w2 := m.issue(0, 0, 1, false, false)
 			m.complete(w2, true)
-			m.powerLoss()
+			m.powerLoss(0, [2]uint64{})
 			return []uint64{w1.id, w2.id}, []uint64{0}
+		}},
+		{"a flush covers its own node", func(m *model) ([]uint64, []uint64) {
+			w1 := m.issue(0, 0, 1, false, false)
+			m.complete(w1, true)
+			w2 := m.issue(0, 0, 1, false, false)
+			m.complete(w2, true)
+			f := m.now()
+			m.flushed(0, f, m.now())
+			m.powerLoss(0, [2]uint64{})
+			return []uint64{w2.id}, []uint64{w1.id, 0}
+		}},
+		{"a flush made apart does not cover the peer", func(m *model) ([]uint64, []uint64) {
+			w1 := m.issue(0, 0, 1, false, true) // FUA: durable on both
+			m.complete(w1, true)
+			w2 := m.issue(0, 0, 1, false, false)
+			m.complete(w2, true)
+			apart := m.now() // node 0 last seen in sync
+			f := m.now()
+			m.flushed(0, f, m.now())
+			m.powerLoss(1, [2]uint64{apart, apart})
+			return []uint64{w1.id, w2.id}, []uint64{0}
+		}},
+		{"a flush covers the peer once seen in sync after it", func(m *model) ([]uint64, []uint64) {
+			w1 := m.issue(0, 0, 1, false, false)
+			m.complete(w1, true)
+			w2 := m.issue(0, 0, 1, false, false)
+			m.complete(w2, true)
+			f := m.now()
+			m.flushed(0, f, m.now())
+			seen := m.now()
+			m.powerLoss(1, [2]uint64{seen, seen})
+			return []uint64{w2.id}, []uint64{w1.id, 0}
 		}},
 		{"a discarded node's writes may be gone", func(m *model) ([]uint64, []uint64) {
 			w1 := m.issue(0, 0, 1, false, false)

@@ -166,13 +166,16 @@ func (r *runner) write(st Step) {
 
 // flush issues a FLUSH to the Primary and waits for it.
 func (r *runner) flush() {
-	n := r.nodes[r.primary]
+	p := r.primary
+	n := r.nodes[p]
 	issued := r.m.now()
 	o := r.begin("flush", n, nil)
 	res := n.res
 	go func() {
-		if r.end(o, res.Sync()) {
-			r.m.flushed(issued)
+		err := res.Sync()
+		end := r.m.now()
+		if r.end(o, err) {
+			r.m.flushed(p, issued, end)
 		}
 	}()
 	r.wait(o)
@@ -209,7 +212,10 @@ func (r *runner) crash(i int, power bool) {
 	}
 	r.closing = append(r.closing, n.crash(power))
 	if power {
-		r.m.powerLoss()
+		r.mu.Lock()
+		inSync := r.lastInSync
+		r.mu.Unlock()
+		r.m.powerLoss(i, inSync)
 	}
 	if i == r.primary && !r.split && !r.m.ackedSince(i, r.lastInSync[i]) && r.peerGone(1-i) {
 		if err := r.setRole(r.nodes[1-i], wire.Primary, false); err == nil {
