@@ -24,8 +24,9 @@ import (
 // its write starts, and replay never applies an older record over bytes a
 // later extent covers (coverMap), whichever writes the crash let through.
 
-// maxInFlight is how many writes in place run at once.
-const maxInFlight = 4
+// maxInFlight is how many writes in place run at once. Buffered writes to
+// one file take its inode lock in turn (ext4): more would spin on it.
+const maxInFlight = 2
 
 // flights is the writes in place in flight and the steps queued behind
 // them. The applier (whoever holds its role) adds; the goroutines of the
