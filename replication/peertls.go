@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"bufio"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"syscall"
 	"time"
 
@@ -73,11 +75,12 @@ func PeerTLSConfig(cert tls.Certificate, ca *x509.CertPool, peerName string) *tl
 func secure(c net.Conn, cfg *tls.Config, dialer bool) (net.Conn, error) {
 	switch {
 	case cfg != nil && dialer:
-		tc := tls.Client(c, cfg)
+		sock := newPeerSocket(c)
+		tc := tls.Client(sock, cfg)
 		if err := tc.Handshake(); err != nil {
 			return nil, tlsError(err)
 		}
-		return peerTLSConn{tc}, nil
+		return peerTLSConn{tc, sock}, nil
 	case cfg != nil:
 		first, err := readFirst(c)
 		if err != nil {
@@ -87,11 +90,12 @@ func secure(c net.Conn, cfg *tls.Config, dialer bool) (net.Conn, error) {
 			return nil, refuseTLS(c, "this node requires TLS on the peer link (--peer-tls-certificates)",
 				"the peer offers no TLS on the link, and this node requires it")
 		}
-		tc := tls.Server(&replayConn{Conn: c, first: []byte{first}}, cfg)
+		sock := newPeerSocket(&replayConn{Conn: c, first: []byte{first}})
+		tc := tls.Server(sock, cfg)
 		if err := tc.Handshake(); err != nil {
 			return nil, tlsError(err)
 		}
-		return peerTLSConn{tc}, nil
+		return peerTLSConn{tc, sock}, nil
 	case !dialer:
 		first, ok, err := peekFirst(c)
 		if err != nil {
@@ -215,9 +219,82 @@ func (c *replayConn) Read(p []byte) (int, error) {
 // reads nothing: the link ends in order with its own Bye frame, and its
 // frames carry their own lengths and checksums, so a cut stream is never
 // mistaken for a whole one.
-type peerTLSConn struct{ *tls.Conn }
+type peerTLSConn struct {
+	*tls.Conn
+	sock *peerSocket
+}
 
-func (c peerTLSConn) Close() error { return c.Conn.NetConn().Close() }
+func (c peerTLSConn) Close() error { return c.sock.Close() }
+
+// Write seals b into records (of up to 16 KiB each, the most TLS allows)
+// and sends them with one system call per peerWriteChunk, not one per
+// record.
+func (c peerTLSConn) Write(b []byte) (int, error) {
+	c.sock.gather(true)
+	n, err := c.Conn.Write(b)
+	if ferr := c.sock.gather(false); err == nil {
+		err = ferr
+	}
+	return n, err
+}
+
+// peerWriteChunk is the most a link's TLS socket gathers before it writes,
+// as the link's own buffer does in the clear.
+const peerWriteChunk = 256 << 10
+
+// peerSocket is the TCP connection under a link's TLS layer. Reads go
+// through a buffer of peerWriteChunk, so that one system call brings many
+// records, where the TLS layer alone reads about one each. Records sealed
+// by peerTLSConn.Write gather in buf and go out together; those the TLS
+// layer writes on its own (its handshake, an alert, a key update) go out
+// at once, as it writes them.
+type peerSocket struct {
+	net.Conn
+	br *bufio.Reader
+
+	mu        sync.Mutex // guards gathering and buf
+	gathering bool
+	buf       []byte
+}
+
+func newPeerSocket(c net.Conn) *peerSocket {
+	return &peerSocket{Conn: c, br: bufio.NewReaderSize(c, peerWriteChunk)}
+}
+
+func (s *peerSocket) Read(b []byte) (int, error) { return s.br.Read(b) }
+
+func (s *peerSocket) Write(b []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.gathering {
+		return s.Conn.Write(b)
+	}
+	s.buf = append(s.buf, b...)
+	if len(s.buf) >= peerWriteChunk {
+		return len(b), s.flushLocked()
+	}
+	return len(b), nil
+}
+
+// gather turns gathering on or off; off, it writes what was gathered.
+func (s *peerSocket) gather(on bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gathering = on
+	if on {
+		return nil
+	}
+	return s.flushLocked()
+}
+
+func (s *peerSocket) flushLocked() error {
+	if len(s.buf) == 0 {
+		return nil
+	}
+	_, err := s.Conn.Write(s.buf)
+	s.buf = s.buf[:0]
+	return err
+}
 
 // isTLS reports whether c runs TLS (for the status and logs).
 func isTLS(c net.Conn) bool {

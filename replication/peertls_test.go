@@ -2,11 +2,13 @@ package replication
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -198,4 +200,80 @@ func TestPeerHandshakeLimit(t *testing.T) {
 	p.primary.wg.Add(1)
 	go func() { defer p.primary.wg.Done(); p.primary.dialLoop() }()
 	p.waitInSync(t)
+}
+
+// countWrites counts the writes made to its connection.
+type countWrites struct {
+	net.Conn
+	writes atomic.Int64
+}
+
+func (c *countWrites) Write(b []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(b)
+}
+
+// TestPeerTLSWritesGather: a large write on a TLS link seals 16 KiB
+// records but reaches the socket in writes of peerWriteChunk, and arrives
+// whole; the TLS layer's own writes (the handshake) still go out at once.
+func TestPeerTLSWritesGather(t *testing.T) {
+	ca := newCA(t, "pair CA")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	accepted := make(chan result, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			c, err = secure(c, peerTLS(t, ca, "node-b", "node-a"), false)
+		}
+		accepted <- result{c, err}
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.SetDeadline(time.Now().Add(10 * time.Second))
+	counted := &countWrites{Conn: raw}
+	dialer, err := secure(counted, peerTLS(t, ca, "node-a", "node-b"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-accepted
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	defer r.c.Close()
+
+	const size = 1 << 20
+	want := make([]byte, size)
+	rand.Read(want)
+	before := counted.writes.Load()
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := dialer.Write(want)
+		wrote <- err
+	}()
+	got := make([]byte, size)
+	if _, err := io.ReadFull(r.c, got); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("the bytes read differ from those written")
+	}
+	// 1 MiB is 64 records: one write each without gathering.
+	if n, most := counted.writes.Load()-before, int64(size/peerWriteChunk+1); n > most {
+		t.Fatalf("1 MiB went out in %d writes, want at most %d", n, most)
+	}
 }
