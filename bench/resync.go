@@ -49,8 +49,9 @@ type ResyncResult struct {
 	WireBytes  []int64   `json:"resync_wire_bytes"`
 	MedianMiBs float64   `json:"median_mib_per_s"`
 	WireRatio  float64   `json:"wire_over_raw"`
-	// Modes is how each run resynced, as the SyncSource's status said:
-	// "journal tail" while its peer stayed Consistent, else "bitmap".
+	// Modes is how each run resynced, as the SyncSource's status said
+	// (peer.resync.mode): "journal tail" if it was seen replaying the
+	// tail, else "bitmap".
 	Modes  []string `json:"modes,omitempty"`
 	Errors []string `json:"errors,omitempty"`
 }
@@ -125,8 +126,8 @@ func (b *bench) resyncOnce(ctx context.Context, s system, k resyncKind) (float64
 		if err != nil {
 			return 0, 0, "", err
 		}
-		if st.Peer.Replication == "SyncSource" && st.Peer.Disk == "Consistent" {
-			mode = "journal tail" // the target stays Consistent only for a tail
+		if st.Peer.Replication == "SyncSource" && st.Peer.Resync.Mode == "journal tail" {
+			mode = "journal tail" // a tail that did not cover the gap goes on by bitmap
 		}
 		if st.Peer.Connection == "Connected" && st.Peer.Replication == "Established" && st.Stats.OutOfSync == 0 {
 			return time.Since(start).Seconds(), st.Stats.ResyncWire - before.Stats.ResyncWire, mode, nil
@@ -144,6 +145,9 @@ type pairStatus struct {
 		Connection  string `json:"connection"`
 		Replication string `json:"replication"`
 		Disk        string `json:"disk"`
+		Resync      struct {
+			Mode string `json:"mode"`
+		} `json:"resync"`
 	} `json:"peer"`
 	Stats struct {
 		OutOfSync  int64 `json:"out_of_sync_bytes"`

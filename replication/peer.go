@@ -329,9 +329,11 @@ func (r *Resource) attach(c net.Conn, hello, remote wire.Hello, d Decision) bool
 	default:
 	}
 	r.resync = resyncState{started: time.Now()}
-	acts, _ := r.stepLocked(Attach{Local: hello, Remote: remote, Decision: d, OldestSeq: oldest, LastSeq: last})
+	acts, _ := r.stepLocked(Attach{Local: hello, Remote: remote, Decision: d, OldestSeq: oldest, LastSeq: last,
+		LastExtentSeq: r.journal.LastExtentSeq()})
 	if s, ok := has[StartSync](acts); ok && s.Mode == wire.SyncTail {
 		l.catchingUp, l.tailFrom = true, sameUpTo(remote)+1
+		r.resync.inPlace = s.InPlace
 	}
 	r.link = l
 	r.seqFloor.Store(max(r.seqFloor.Load(), remote.LastSeq)) // r.order held
