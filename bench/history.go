@@ -65,7 +65,7 @@ func historyLine(r *Results, raw string) string {
 			if i > 0 {
 				b.WriteString(",")
 			}
-			fmt.Fprintf(&b, " %s %.0f", strings.ReplaceAll(rs.Kind, ",", ""), rs.MedianMiBs)
+			fmt.Fprintf(&b, " %s %.0f", strings.ReplaceAll(rs.label(), ",", ""), rs.MedianMiBs)
 		}
 	}
 	if r.Device != nil {

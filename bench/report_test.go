@@ -30,6 +30,8 @@ func TestResyncTableAgainstDevice(t *testing.T) {
 			Modes: []string{"bitmap", "bitmap"}},
 		{Kind: "journal tail, random", Bytes: 1 << 30, MedianMiBs: 350, Seconds: []float64{2.93}, WireRatio: 1.002,
 			Modes: []string{"journal tail", "bitmap"}, Errors: []string{"rep 2 resynced by bitmap, not journal tail"}},
+		{Kind: "bitmap, random", System: "pair-C@abc123", Bytes: 1 << 30, MedianMiBs: 280, Seconds: []float64{3.66},
+			WireRatio: 1.001, Modes: []string{"bitmap"}},
 	}
 	var b strings.Builder
 	writeResyncTable(&b, rs, &DeviceResult{MedianMiBs: 1400})
@@ -37,6 +39,7 @@ func TestResyncTableAgainstDevice(t *testing.T) {
 		"| bitmap, random | 1 GiB | 700 | 0.50x | [1.5] | 1.001 | bitmap |",
 		"| journal tail, random | 1 GiB | 350 | 0.25x | [2.9] | 1.002 | journal tail, bitmap |",
 		"- resync journal tail, random: rep 2 resynced by bitmap, not journal tail",
+		"| bitmap, random (pair-C@abc123) | 1 GiB | 280 | 0.20x | [3.7] | 1.001 | bitmap |",
 	} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("resync table lacks %q:\n%s", want, b.String())

@@ -17,9 +17,10 @@ import (
 // while the Primary writes, then reconnected; the time from connect until
 // nothing is out of sync gives the resync throughput, reported against the
 // device's O_DIRECT write rate (both nodes share the one device). Written
-// whole into the journal (--journal-data-max 0), 1 GiB written apart is
-// beyond the default retention: the bitmap drives the resync. With a
-// journal that retains 1.25 GiB, the journal's tail does.
+// whole into a journal that retains 4 MiB (bitmapOnly), 1 GiB written apart
+// is beyond the tail: the bitmap drives the resync. With a journal that
+// retains 1.25 GiB, the journal's tail does. With --against, pair-C@REV
+// resyncs each kind in turn with pair-C.
 type resyncKind struct {
 	name  string
 	bytes int64    // written while apart
@@ -36,59 +37,87 @@ var resyncKinds = []resyncKind{
 		[]string{"--journal-size", "3G", "--journal-retain", "1280M"}, "journal tail"},
 }
 
-// bitmapOnly journals every write whole: written in place, 1 GiB leaves
-// only small extent records, which the default retention keeps, and the
-// tail would carry the gap (a 4 MiB retention did not prevent that).
-var bitmapOnly = []string{"--journal-data-max", "0"}
+// bitmapOnly journals every write whole (written in place, 1 GiB leaves
+// only small extent records, which a retention keeps), in a journal of
+// 256 MiB that retains 4 MiB: its checkpoints, forced at three quarters
+// full, pass the writes made apart, so that the tail cannot carry even a
+// compressible gigabyte, stored in about half that.
+var bitmapOnly = []string{"--journal-data-max", "0", "--journal-size", "256M", "--journal-retain", "4M"}
 
 // ResyncResult is one kind's measurements.
 type ResyncResult struct {
-	Kind       string    `json:"kind"`
+	Kind string `json:"kind"`
+	// System is the pair measured when not pair-C: pair-C@REV (--against).
+	System     string    `json:"system,omitempty"`
 	Bytes      int64     `json:"bytes_written_apart"`
 	Seconds    []float64 `json:"seconds"`
 	WireBytes  []int64   `json:"resync_wire_bytes"`
 	MedianMiBs float64   `json:"median_mib_per_s"`
 	WireRatio  float64   `json:"wire_over_raw"`
-	// Modes is how each run resynced, as the SyncSource's status said:
-	// "journal tail" while its peer stayed Consistent, else "bitmap".
+	// Modes is how each run resynced, as the SyncSource's status said
+	// (peer.resync.mode): "journal tail" if it was seen replaying the
+	// tail, else "bitmap".
 	Modes  []string `json:"modes,omitempty"`
 	Errors []string `json:"errors,omitempty"`
 }
 
-// resyncs measures every kind reps times on the pair-C images.
+// resyncs measures every kind reps times on the pair-C images, and on
+// pair-C@REV's (--against) in turn with them, rep by rep.
 func (b *bench) resyncs(ctx context.Context) []*ResyncResult {
-	pair, err := lookupSystems([]string{"pair-C"})
-	if err != nil {
-		return nil
+	var pairs []system
+	for _, s := range b.cfg.systems {
+		if s.name == "pair-C" || strings.HasPrefix(s.name, "pair-C@") {
+			pairs = append(pairs, s)
+		}
 	}
-	s := pair[0]
 	var out []*ResyncResult
 	for _, k := range resyncKinds {
-		if k.bytes > b.cfg.size {
-			k.bytes = b.cfg.size
+		k.bytes = min(k.bytes, b.cfg.size)
+		res := make([]*ResyncResult, len(pairs))
+		for i, s := range pairs {
+			res[i] = &ResyncResult{Kind: k.name, Bytes: k.bytes}
+			if s.rev != "" {
+				res[i].System = s.name
+			}
 		}
-		res := &ResyncResult{Kind: k.name, Bytes: k.bytes}
 		for rep := 1; rep <= b.cfg.reps && ctx.Err() == nil; rep++ {
-			secs, wire, mode, err := b.resyncOnce(ctx, s, k)
-			if err != nil {
-				res.Errors = append(res.Errors, err.Error())
-				logf("resync %s rep %d: %v", k.name, rep, err)
-				continue
+			for i, s := range pairs {
+				b.resyncRep(ctx, s, k, rep, res[i])
 			}
-			res.Seconds, res.WireBytes = append(res.Seconds, secs), append(res.WireBytes, wire)
-			res.Modes = append(res.Modes, mode)
-			if mode != k.mode {
-				res.Errors = append(res.Errors, fmt.Sprintf("rep %d resynced by %s, not %s", rep, mode, k.mode))
+		}
+		for _, r := range res {
+			if len(r.Seconds) > 0 {
+				r.MedianMiBs = float64(k.bytes) / median(r.Seconds) / (1 << 20)
+				r.WireRatio = float64(r.WireBytes[len(r.WireBytes)/2]) / float64(k.bytes)
 			}
-			logf("resync %s rep %d: %.1f MiB/s by %s, %d bytes on the wire", k.name, rep, float64(k.bytes)/secs/(1<<20), mode, wire)
+			out = append(out, r)
 		}
-		if len(res.Seconds) > 0 {
-			res.MedianMiBs = float64(k.bytes) / median(res.Seconds) / (1 << 20)
-			res.WireRatio = float64(res.WireBytes[len(res.WireBytes)/2]) / float64(k.bytes)
-		}
-		out = append(out, res)
 	}
 	return out
+}
+
+// resyncRep measures rep number rep of k on s into res.
+func (b *bench) resyncRep(ctx context.Context, s system, k resyncKind, rep int, res *ResyncResult) {
+	secs, wire, mode, err := b.resyncOnce(ctx, s, k)
+	if err != nil {
+		res.Errors = append(res.Errors, err.Error())
+		logf("resync %s rep %d: %v", res.label(), rep, err)
+		return
+	}
+	res.Seconds, res.WireBytes = append(res.Seconds, secs), append(res.WireBytes, wire)
+	res.Modes = append(res.Modes, mode)
+	if mode != k.mode {
+		res.Errors = append(res.Errors, fmt.Sprintf("rep %d resynced by %s, not %s", rep, mode, k.mode))
+	}
+	logf("resync %s rep %d: %.1f MiB/s by %s, %d bytes on the wire", res.label(), rep, float64(k.bytes)/secs/(1<<20), mode, wire)
+}
+
+// label names the result: its kind, and the system when not pair-C.
+func (r *ResyncResult) label() string {
+	if r.System == "" {
+		return r.Kind
+	}
+	return r.Kind + " (" + r.System + ")"
 }
 
 // resyncOnce measures one resync of k: its seconds, its bytes on the wire
@@ -96,6 +125,9 @@ func (b *bench) resyncs(ctx context.Context) []*ResyncResult {
 func (b *bench) resyncOnce(ctx context.Context, s system, k resyncKind) (float64, int64, string, error) {
 	dropCaches()
 	l := &launch{ctx: ctx, dir: b.sysDir(s), images: b.images(s), bin: b.bin, extra: k.serve}
+	if s.rev != "" {
+		l.bin = b.revBin
+	}
 	defer l.stop()
 	uri, err := s.start(l)
 	if err != nil {
@@ -125,8 +157,10 @@ func (b *bench) resyncOnce(ctx context.Context, s system, k resyncKind) (float64
 		if err != nil {
 			return 0, 0, "", err
 		}
-		if st.Peer.Replication == "SyncSource" && st.Peer.Disk == "Consistent" {
-			mode = "journal tail" // the target stays Consistent only for a tail
+		// A build before peer.resync.mode: its tail kept the peer Consistent.
+		tail := st.Peer.Resync.Mode == "journal tail" || st.Peer.Resync.Mode == "" && st.Peer.Disk == "Consistent"
+		if st.Peer.Replication == "SyncSource" && tail {
+			mode = "journal tail" // a tail that did not cover the gap goes on by bitmap
 		}
 		if st.Peer.Connection == "Connected" && st.Peer.Replication == "Established" && st.Stats.OutOfSync == 0 {
 			return time.Since(start).Seconds(), st.Stats.ResyncWire - before.Stats.ResyncWire, mode, nil
@@ -144,6 +178,9 @@ type pairStatus struct {
 		Connection  string `json:"connection"`
 		Replication string `json:"replication"`
 		Disk        string `json:"disk"`
+		Resync      struct {
+			Mode string `json:"mode"`
+		} `json:"resync"`
 	} `json:"peer"`
 	Stats struct {
 		OutOfSync  int64 `json:"out_of_sync_bytes"`
@@ -180,12 +217,12 @@ func writeResyncTable(w io.Writer, rs []*ResyncResult, dev *DeviceResult) {
 		if dev != nil && dev.MedianMiBs > 0 && r.MedianMiBs > 0 {
 			ofDevice = fmtRatio(r.MedianMiBs / dev.MedianMiBs)
 		}
-		fmt.Fprintf(w, "| %s | %s | %.0f | %s | %v | %.3f | %s |\n", r.Kind, fmtSize(r.Bytes), r.MedianMiBs, ofDevice,
+		fmt.Fprintf(w, "| %s | %s | %.0f | %s | %v | %.3f | %s |\n", r.label(), fmtSize(r.Bytes), r.MedianMiBs, ofDevice,
 			roundAll(r.Seconds), r.WireRatio, strings.Join(slices.Compact(slices.Clone(r.Modes)), ", "))
 	}
 	for _, r := range rs {
 		for _, e := range r.Errors {
-			fmt.Fprintf(w, "\n- resync %s: %s\n", r.Kind, e)
+			fmt.Fprintf(w, "\n- resync %s: %s\n", r.label(), e)
 		}
 	}
 }

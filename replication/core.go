@@ -73,12 +73,14 @@ type PeerHello struct {
 type AdmitEnd struct{}
 
 // Attach: the admitted connection is the link now. OldestSeq and LastSeq
-// are the first seq the journal still holds and its last one.
+// are the first seq the journal still holds and its last one;
+// LastExtentSeq is the seq of its last write made in place (0: none).
 type Attach struct {
 	Local, Remote wire.Hello
 	Decision      Decision
 	OldestSeq     uint64
 	LastSeq       uint64
+	LastExtentSeq uint64
 }
 
 // LinkLost: the link is gone. NewID is a fresh random generation id.
@@ -199,10 +201,13 @@ type (
 	// FailLink: take the current link down (the same peer came back before
 	// this node noticed it was gone).
 	FailLink struct{}
-	// StartSync: this node is the source of a resync in Mode.
+	// StartSync: this node is the source of a resync in Mode. InPlace: the
+	// journal tail holds a write made in place, so its target is
+	// Inconsistent until the end (see wire.SyncStart).
 	StartSync struct {
-		Mode wire.SyncMode
-		Full bool
+		Mode    wire.SyncMode
+		Full    bool
+		InPlace bool
 	}
 	// NewGeneration: the state's current generation id is new.
 	NewGeneration struct{}
@@ -491,6 +496,9 @@ func actionString(a Action) string {
 	case Admit:
 		return fmt.Sprintf("Admit(%s, full=%v)", strings.ReplaceAll(a.Decision.Outcome.String(), " ", "-"), a.Decision.Full)
 	case StartSync:
+		if a.InPlace {
+			return fmt.Sprintf("StartSync(%s, full=%v, in-place)", a.Mode, a.Full)
+		}
 		return fmt.Sprintf("StartSync(%s, full=%v)", a.Mode, a.Full)
 	case Deny:
 		return fmt.Sprintf("Deny(%q)", a.Text)
@@ -501,13 +509,15 @@ func actionString(a Action) string {
 }
 
 // attached: the link is up. A source syncs from its journal's tail when
-// the tail covers what the peer lacks, else from its bitmap. A connection
-// admitted on a Hello that no longer holds is not taken (Drop): the node
-// was promoted, demoted, told to discard its data or to disconnect while
-// the connection was set up, and the outcome was decided for the node it
-// was. A promotion then found no link and went on alone; attached, it
-// would be a Primary that syncs from a Primary peer. The next connection
-// meets the node as it is.
+// the tail covers what the peer lacks, else from its bitmap. A tail that
+// holds a write made in place sends what the disk holds there when read,
+// maybe newer than the write: its target does not stay Consistent. A
+// connection admitted on a Hello that no longer holds is not taken (Drop):
+// the node was promoted, demoted, told to discard its data or to
+// disconnect while the connection was set up, and the outcome was decided
+// for the node it was. A promotion then found no link and went on alone;
+// attached, it would be a Primary that syncs from a Primary peer. The next
+// connection meets the node as it is.
 func attached(s State, e Attach) (State, []Action) {
 	if changedSince(s, e.Local) || s.StandAlone != "" {
 		return s, []Action{Drop{}}
@@ -527,11 +537,10 @@ func attached(s State, e Attach) (State, []Action) {
 	if !s.Source {
 		return s, nil
 	}
-	mode := wire.SyncBitmap
 	if !d.Full && tailCovers(e.Local, e.Remote, e.OldestSeq, e.LastSeq) {
-		mode = wire.SyncTail
+		return s, []Action{StartSync{Mode: wire.SyncTail, InPlace: e.LastExtentSeq > sameUpTo(e.Remote)}}
 	}
-	return s, []Action{StartSync{mode, d.Full}}
+	return s, []Action{StartSync{Mode: wire.SyncBitmap, Full: d.Full}}
 }
 
 // tailCovers says whether the journal's tail can bring the peer up to date:

@@ -24,7 +24,7 @@ import (
 //	hello peer=2 role=Secondary disk=UpToDate gen=7:0 [lastseq=N peer-lastseq=N]
 //	     [flags=dials,oos,discard] [peer-flags=dials,oos,discard] [dialer] [sent-gen=7:0] [sent-before-discard] [backing-off]
 //	attach outcome=SyncSource [full] peer=2 peer-disk=UpToDate lastseq=N peer-lastseq=N
-//	     oldest=N last=N [peer-flags=oos] [peer-lost-from=N] [sent-role=Secondary] [sent-gen=7:0]
+//	     oldest=N last=N [last-extent=N] [peer-flags=oos] [peer-lost-from=N] [sent-role=Secondary] [sent-gen=7:0]
 //	admit-end | link-lost newid=N | promote [force] newid=N | demote
 //	connect | disconnect | discard
 //	sync-done-acked gen=N [stale] [marks] | sync-done gen=N | sync-done-sent
@@ -101,7 +101,8 @@ func scriptEvent(t *testing.T, d *datadriven.TestData, s State) Event {
 			d.Fatalf(t, "attach: unknown outcome")
 		}
 		return Attach{Local: local, Remote: scriptPeer(t, d), Decision: Decision{o, d.HasArg("full")},
-			OldestSeq: argUint(t, d, "oldest", 1), LastSeq: argUint(t, d, "last", 0)}
+			OldestSeq: argUint(t, d, "oldest", 1), LastSeq: argUint(t, d, "last", 0),
+			LastExtentSeq: argUint(t, d, "last-extent", 0)}
 	case "admit-end":
 		return AdmitEnd{}
 	case "link-lost":

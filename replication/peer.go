@@ -332,7 +332,8 @@ func (r *Resource) attach(c net.Conn, hello, remote wire.Hello, d Decision, sinc
 	default:
 	}
 	r.resync = resyncState{started: time.Now()}
-	acts, _ := r.stepLocked(Attach{Local: hello, Remote: remote, Decision: d, OldestSeq: oldest, LastSeq: last})
+	acts, _ := r.stepLocked(Attach{Local: hello, Remote: remote, Decision: d, OldestSeq: oldest, LastSeq: last,
+		LastExtentSeq: r.journal.LastExtentSeq()})
 	if _, ok := has[Drop](acts); ok {
 		r.mu.Unlock()
 		r.order.Unlock()
@@ -343,6 +344,7 @@ func (r *Resource) attach(c net.Conn, hello, remote wire.Hello, d Decision, sinc
 	}
 	if s, ok := has[StartSync](acts); ok && s.Mode == wire.SyncTail {
 		l.catchingUp, l.tailFrom = true, sameUpTo(remote)+1
+		r.resync.inPlace = s.InPlace
 	}
 	r.link = l
 	r.seqFloor.Store(max(r.seqFloor.Load(), remote.LastSeq)) // r.order held

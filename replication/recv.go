@@ -112,7 +112,7 @@ func (l *link) handle(f wire.Frame, idle bool) error {
 			return fmt.Errorf("%w: %v", ErrLinkDown, err)
 		}
 	case wire.TypeSyncStart:
-		return l.res.startTarget(l, f.Body)
+		return l.res.startTarget(l, f.Flags, f.Body)
 	case wire.TypeSumRequest:
 		return l.answerSums(f.Body)
 	case wire.TypeSums:

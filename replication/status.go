@@ -45,6 +45,9 @@ type PeerStatus struct {
 
 // ResyncStatus is the progress of a running resync.
 type ResyncStatus struct {
+	// Mode is how the source syncs: "journal tail" or "bitmap" (on the
+	// source only).
+	Mode        string  `json:"mode,omitempty"`
 	TotalBytes  int64   `json:"total_bytes"`
 	DoneBytes   int64   `json:"done_bytes"`
 	BytesPerSec float64 `json:"bytes_per_sec"`
@@ -92,7 +95,7 @@ func (r *Resource) Status() Status {
 		st.Stats.ReplBytesRaw += l.bytesRaw.Load()
 		st.Stats.ReplBytesWire += l.bytesWire.Load()
 		switch {
-		case r.resync.source && r.resync.tail:
+		case r.resync.source && r.resync.tail && !r.resync.inPlace:
 			st.Peer.Replication, st.Peer.Disk = "SyncSource", wire.Consistent.String()
 		case r.resync.source:
 			st.Peer.Replication, st.Peer.Disk = "SyncSource", wire.Inconsistent.String()
@@ -106,6 +109,12 @@ func (r *Resource) Status() Status {
 		}
 		if r.resync.source || r.resync.target {
 			st.Peer.Resync = r.resync.progress()
+		}
+		if r.resync.source {
+			st.Peer.Resync.Mode = wire.SyncBitmap.String()
+			if r.resync.tail {
+				st.Peer.Resync.Mode = wire.SyncTail.String()
+			}
 		}
 		st.Stats.ReplLagRecords, st.Stats.ReplLagBytes = l.lag()
 	}

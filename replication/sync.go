@@ -12,6 +12,9 @@ type resyncState struct {
 	source, target bool
 	doneSent       bool // the source sent SyncDone; no answer yet (State.DoneSent)
 	tail           bool // the source replays its journal's tail
+	// inPlace: the tail holds a write made in place, its target is
+	// Inconsistent (see attached in core.go, and tailLoop).
+	inPlace bool
 	// total is the whole gap, known so far: what the tail or the
 	// bitmap held when the pass began, and what writers added to a tail
 	// since; done is what the peer acknowledged. Both grow over the passes
@@ -45,8 +48,9 @@ func (r *Resource) runSource(l *link, d Decision) error {
 	if l.catchingUp {
 		r.mu.Lock()
 		r.resync.tail = true
+		inPlace := r.resync.inPlace
 		r.mu.Unlock()
-		l.queue(wire.AppendSyncStart(nil, wire.SyncStart{Mode: wire.SyncTail}))
+		l.queue(wire.AppendSyncStart(nil, wire.SyncStart{Mode: wire.SyncTail, InPlace: inPlace}))
 		if err := r.tailLoop(l, l.tailFrom); err != nil {
 			return err
 		}

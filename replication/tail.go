@@ -42,6 +42,9 @@ func (r *Resource) tailLoop(l *link, from uint64) error {
 			}
 			continue
 		}
+		if it.rec.Kind == journal.KindExtent {
+			r.tailInPlace(l)
+		}
 		rec, err := r.tailRecord(it.rec, l.closed) // a write in place: read from the disk
 		if err != nil {
 			return err
@@ -74,6 +77,20 @@ func (r *Resource) tailLoop(l *link, from uint64) error {
 		if err := l.waitLag(tune.tailMaxPending); err != nil {
 			return err
 		}
+	}
+}
+
+// tailInPlace tells the target, before the tail's first write made in
+// place, that from then on it holds no state this node had: it is
+// Inconsistent until the end. A tail that held one when it began said so
+// in its SyncStart already (see attached in core.go).
+func (r *Resource) tailInPlace(l *link) {
+	r.mu.Lock()
+	told := r.resync.inPlace
+	r.resync.inPlace = true
+	r.mu.Unlock()
+	if !told {
+		l.queue(wire.AppendSyncStart(nil, wire.SyncStart{Mode: wire.SyncTail, InPlace: true}))
 	}
 }
 
@@ -165,16 +182,18 @@ func (r *Resource) goLive(l *link, last uint64, carried *bitmap) bool {
 
 // startTarget handles a source's SyncStart: a bitmap sync makes this node
 // Inconsistent and sends the source its own bitmap first; a journal tail
-// keeps it Consistent, holding a state the source really had.
-func (r *Resource) startTarget(l *link, body []byte) error {
-	start, err := wire.ParseSyncStart(body)
+// keeps it Consistent, holding a state the source really had, unless the
+// tail holds writes made in place (their data is what the source's disk
+// holds when sent).
+func (r *Resource) startTarget(l *link, flags uint8, body []byte) error {
+	start, err := wire.ParseSyncStart(flags, body)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrLinkDown, err)
 	}
 	r.mu.Lock()
 	r.stepLocked(SyncStartReceived{}) // saves nothing
 	state := wire.Consistent
-	if start.Mode == wire.SyncBitmap {
+	if start.Mode == wire.SyncBitmap || start.InPlace {
 		state = wire.Inconsistent
 		if start.Full { // a full sync: the peer's bitmap does not cover this node's changes
 			r.meta.Gen.Bitmap = 0

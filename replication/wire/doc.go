@@ -44,7 +44,8 @@
 //	RoleAnswer  29  yes u8, text (0-200 bytes)
 //	SumRequest  32  first block u64, count u32; le
 //	Sums        33  first block u64, 16 bytes per block; le
-//	SyncStart   34  mode u8, full u8
+//	SyncStart   34  mode u8, full u8; flag SyncInPlace: the journal tail
+//	                holds writes made in place
 //	BitmapChunk 35  first word u64, words u64...; le; flag BitmapEnd: the
 //	                last frame of an exchange, empty
 //	SyncDone    36  generation id u64 be

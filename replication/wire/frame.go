@@ -44,7 +44,7 @@ var (
 // Frame is one decoded frame. Body aliases the Reader's buffer.
 type Frame struct {
 	Type  Type
-	Flags uint8 // per type: BitmapEnd on a BitmapChunk; zero on the others
+	Flags uint8 // per type: BitmapEnd on a BitmapChunk, SyncInPlace on a SyncStart; zero on the others
 	Body  []byte
 }
 

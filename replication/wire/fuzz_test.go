@@ -114,8 +114,8 @@ var bodyCodecs = map[Type]bodyCodec{
 		a, err := ParseRoleAnswer(b)
 		return AppendRoleAnswer(nil, a), err
 	},
-	TypeSyncStart: func(_ uint8, b []byte) ([]byte, error) {
-		s, err := ParseSyncStart(b)
+	TypeSyncStart: func(flags uint8, b []byte) ([]byte, error) {
+		s, err := ParseSyncStart(flags, b)
 		return AppendSyncStart(nil, s), err
 	},
 	TypeSumRequest: func(_ uint8, b []byte) ([]byte, error) {
@@ -336,6 +336,7 @@ func validFrames() []Frame {
 	b = AppendAck(b, Ack{Kind: Received, Seq: 3})
 	b = AppendAck(b, Ack{Kind: Synced, Seq: 1 << 40})
 	b = AppendSyncStart(b, SyncStart{Mode: SyncTail})
+	b = AppendSyncStart(b, SyncStart{Mode: SyncTail, InPlace: true})
 	b = AppendSyncStart(b, SyncStart{Mode: SyncBitmap, Full: true})
 	b = AppendSumRequest(b, SumRequest{First: 1024, Count: 1024})
 	b, _ = AppendSums(b, Sums{First: 1024, Sums: bytes.Repeat([]byte{0xab}, 3*SumSize)})

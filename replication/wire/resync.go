@@ -8,7 +8,8 @@ import (
 // The resync bodies. Their integers are little endian, unlike the frame
 // header's; the layouts are frozen as they are.
 //
-//	SyncStart    mode u8 (1 bitmap, 2 journal tail), full u8 (0 or 1)
+//	SyncStart    mode u8 (1 bitmap, 2 journal tail), full u8 (0 or 1);
+//	             flag SyncInPlace: the journal tail holds writes made in place
 //	SumRequest   first block u64, count u32
 //	Sums         first block u64, SumSize bytes per block
 //	BitmapChunk  first word index u64, words u64...; the last frame of an
@@ -23,7 +24,7 @@ const (
 	// Inconsistent until the end.
 	SyncBitmap SyncMode = 1
 	// SyncTail replays the journal's tail in order: the target stays
-	// Consistent.
+	// Consistent, unless the tail holds writes made in place (SyncInPlace).
 	SyncTail SyncMode = 2
 )
 
@@ -39,36 +40,50 @@ func (m SyncMode) String() string {
 
 // SyncStart is the body of a SyncStart frame: how the source syncs. Full
 // (with SyncBitmap) says the source's bitmap does not cover the target's
-// changes: the target forgets its bitmap generation.
+// changes: the target forgets its bitmap generation. InPlace (with
+// SyncTail, sent as the frame's flag SyncInPlace) says the tail holds
+// writes made in place, whose data the source reads from its disk as it is
+// when sent, maybe newer than the write: the target holds no state the
+// source ever had until the end, and is Inconsistent.
 type SyncStart struct {
-	Mode SyncMode
-	Full bool
+	Mode    SyncMode
+	Full    bool
+	InPlace bool
 }
 
 const syncStartSize = 2
 
+// SyncInPlace is the flag of a SyncStart frame whose journal tail holds
+// writes made in place (SyncStart.InPlace).
+const SyncInPlace = 1
+
 // AppendSyncStart appends a SyncStart frame.
 func AppendSyncStart(dst []byte, s SyncStart) []byte {
 	dst, start := beginFrame(dst)
-	full := byte(0)
+	full, flags := byte(0), uint8(0)
 	if s.Full {
 		full = 1
 	}
+	if s.InPlace {
+		flags = SyncInPlace
+	}
 	dst = append(dst, byte(s.Mode), full)
-	return endFrame(dst, start, TypeSyncStart, 0)
+	return endFrame(dst, start, TypeSyncStart, flags)
 }
 
-// ParseSyncStart parses the body of a SyncStart frame.
-func ParseSyncStart(body []byte) (SyncStart, error) {
+// ParseSyncStart parses a SyncStart frame's flags and body.
+func ParseSyncStart(flags uint8, body []byte) (SyncStart, error) {
 	if len(body) != syncStartSize {
 		return SyncStart{}, malformed(TypeSyncStart, "%d bytes, want %d", len(body), syncStartSize)
 	}
-	s := SyncStart{Mode: SyncMode(body[0]), Full: body[1] == 1}
-	if s.Mode != SyncBitmap && s.Mode != SyncTail {
+	s := SyncStart{Mode: SyncMode(body[0]), Full: body[1] == 1, InPlace: flags&SyncInPlace != 0}
+	switch {
+	case s.Mode != SyncBitmap && s.Mode != SyncTail:
 		return SyncStart{}, malformed(TypeSyncStart, "unknown mode %d", body[0])
-	}
-	if body[1] > 1 {
+	case body[1] > 1:
 		return SyncStart{}, malformed(TypeSyncStart, "full byte %d, want 0 or 1", body[1])
+	case flags&^SyncInPlace != 0 || s.InPlace && s.Mode != SyncTail:
+		return SyncStart{}, malformed(TypeSyncStart, "flags %#x on a %s sync", flags, s.Mode)
 	}
 	return s, nil
 }

@@ -22,6 +22,7 @@ func TestResyncBodiesFrozen(t *testing.T) {
 		{"tail", AppendSyncStart(nil, SyncStart{Mode: SyncTail}), TypeSyncStart, 0, "0200"},
 		{"bitmap", AppendSyncStart(nil, SyncStart{Mode: SyncBitmap}), TypeSyncStart, 0, "0100"},
 		{"full", AppendSyncStart(nil, SyncStart{Mode: SyncBitmap, Full: true}), TypeSyncStart, 0, "0101"},
+		{"tail in place", AppendSyncStart(nil, SyncStart{Mode: SyncTail, InPlace: true}), TypeSyncStart, SyncInPlace, "0200"},
 		{"sum request", AppendSumRequest(nil, SumRequest{First: 0x0102, Count: 1024}), TypeSumRequest, 0,
 			"0201000000000000" + "00040000"},
 		{"sums", sums, TypeSums, 0, "0201000000000000" + "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"},
@@ -37,8 +38,9 @@ func TestResyncBodiesFrozen(t *testing.T) {
 }
 
 func TestResyncBodiesRoundTrip(t *testing.T) {
-	for _, want := range []SyncStart{{Mode: SyncTail}, {Mode: SyncBitmap}, {Mode: SyncBitmap, Full: true}} {
-		if got, err := ParseSyncStart(mustRead(t, AppendSyncStart(nil, want)).Body); err != nil || got != want {
+	for _, want := range []SyncStart{{Mode: SyncTail}, {Mode: SyncTail, InPlace: true}, {Mode: SyncBitmap}, {Mode: SyncBitmap, Full: true}} {
+		f := mustRead(t, AppendSyncStart(nil, want))
+		if got, err := ParseSyncStart(f.Flags, f.Body); err != nil || got != want {
 			t.Errorf("sync start %+v: %+v, %v", want, got, err)
 		}
 	}
@@ -70,11 +72,13 @@ func TestResyncBodiesMalformed(t *testing.T) {
 		name  string
 		parse func() error
 	}{
-		{"sync start short", func() error { _, err := ParseSyncStart([]byte{1}); return err }},
-		{"sync start long", func() error { _, err := ParseSyncStart([]byte{1, 0, 0}); return err }},
-		{"sync start mode 0", func() error { _, err := ParseSyncStart([]byte{0, 0}); return err }},
-		{"sync start mode 3", func() error { _, err := ParseSyncStart([]byte{3, 0}); return err }},
-		{"sync start full 2", func() error { _, err := ParseSyncStart([]byte{1, 2}); return err }},
+		{"sync start short", func() error { _, err := ParseSyncStart(0, []byte{1}); return err }},
+		{"sync start long", func() error { _, err := ParseSyncStart(0, []byte{1, 0, 0}); return err }},
+		{"sync start mode 0", func() error { _, err := ParseSyncStart(0, []byte{0, 0}); return err }},
+		{"sync start mode 3", func() error { _, err := ParseSyncStart(0, []byte{3, 0}); return err }},
+		{"sync start full 2", func() error { _, err := ParseSyncStart(0, []byte{1, 2}); return err }},
+		{"sync start bitmap in place", func() error { _, err := ParseSyncStart(SyncInPlace, []byte{1, 0}); return err }},
+		{"sync start flag 2", func() error { _, err := ParseSyncStart(2, []byte{2, 0}); return err }},
 		{"sum request short", func() error { _, err := ParseSumRequest(make([]byte, 11)); return err }},
 		{"sum request long", func() error { _, err := ParseSumRequest(make([]byte, 13)); return err }},
 		{"sums short", func() error { _, err := ParseSums(make([]byte, 7)); return err }},
