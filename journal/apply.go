@@ -22,7 +22,6 @@ func (j *Journal) applyLoop() {
 		j.applyBatch(a, b)
 		j.applying.Add(-1) // a is the writer's again if this was the last
 	}
-	j.flights.awaitIdle()
 	if a.syncing != nil {
 		<-a.syncing
 	}
@@ -54,8 +53,7 @@ func (j *Journal) applyInline(b *batch) bool {
 // it is applied. Records with FUA complete when b's sync is done too: the
 // applier does not wait for that, whichever of it and the writer finishes
 // last completes them. A checkpoint marker syncs the disk after the whole
-// batch, once the batch is synced in the journal. Writes in place go on
-// concurrently (see flights): a batch that syncs waits for every one.
+// batch, once the batch is synced in the journal.
 func (j *Journal) applyBatch(a *applier, b *batch) {
 	t := j.clock()
 	j.holdForDiskSync(a, b)
@@ -71,61 +69,18 @@ func (j *Journal) applyBatch(a *applier, b *batch) {
 			continue
 		}
 		run := b.items[i : i+contiguous(b.items[i:])]
-		j.applyItems(a, b, run)
+		t := j.clock()
+		err := j.applyRun(a, run)
+		j.observe(StageApply, t)
+		j.applied(b, run, err)
+		for k := range run {
+			if it := &run[k]; !it.fua || err != nil { // FUA: completed once synced
+				it.done(it.rec.Seq, err)
+				it.completed = true
+			}
+		}
 		i += len(run)
 	}
-	if b.needSync || b.diskSync || ckpt != nil {
-		j.flights.awaitIdle() // its syncs cover every write before them
-		j.endBatch(a, b, ckpt)
-		return
-	}
-	if !j.flights.busy() {
-		j.endBatch(a, b, nil)
-		return
-	}
-	j.afterFlights(func() { j.endBatch(nil, b, nil) }) // needs no applier state
-}
-
-// applyItems applies run, or starts it if it is a write in place, and
-// completes its records in seq order (see flights).
-func (j *Journal) applyItems(a *applier, b *batch, run []item) {
-	if a.failed == nil {
-		a.failed = j.flights.failure()
-	}
-	if run[0].inPlace && a.failed == nil {
-		j.startInPlace(&run[0], func(err error) { j.completeRun(b, run, err) })
-		return
-	}
-	busy := j.flights.busy()
-	if busy {
-		first, last := &run[0].rec, &run[len(run)-1].rec
-		j.flights.awaitRange(first.Offset, last.Offset+int64(last.RawLen))
-	}
-	t := j.clock()
-	err := j.applyRun(a, run)
-	j.observe(StageApply, t)
-	if !busy {
-		j.completeRun(b, run, err)
-		return
-	}
-	j.afterFlights(func() { j.completeRun(b, run, err) })
-}
-
-// completeRun completes the records of run, applied with err.
-func (j *Journal) completeRun(b *batch, run []item, err error) {
-	j.applied(b, run, err)
-	for k := range run {
-		if it := &run[k]; !it.fua || err != nil { // FUA: completed once synced
-			it.done(it.rec.Seq, err)
-			it.completed = true
-		}
-	}
-}
-
-// endBatch ends b once its records are applied and completed: it wakes the
-// waiters and completes its syncs (with a checkpoint marker ckpt, it starts
-// the disk sync). Only a batch that syncs uses a.
-func (j *Journal) endBatch(a *applier, b *batch, ckpt func(uint64, error)) {
 	j.prog.signal() // appliedSeq moved, or the apply failed
 	if b.deferWritten {
 		j.deferredBatches.Add(-1) // after its callbacks: the writer may run the next ones
@@ -234,7 +189,7 @@ func (j *Journal) applyRun(a *applier, run []item) error {
 		j.fail(a.failed)
 		return a.failed
 	}
-	j.setApplied(last)
+	j.appliedSeq.Store(last)
 	return nil
 }
 
@@ -248,7 +203,7 @@ func (j *Journal) applyOne(a *applier, r *Record) error {
 		j.fail(a.failed)
 		return a.failed
 	}
-	j.setApplied(r.Seq)
+	j.appliedSeq.Store(r.Seq)
 	return nil
 }
 

@@ -2,6 +2,7 @@ package journal
 
 import (
 	"fmt"
+	"hash/crc32"
 	"runtime"
 	"sync"
 
@@ -113,7 +114,8 @@ func (c *Compressor) write(off int64, data []byte, lent bool) Record {
 		return rawRecord(r, data, lent)
 	}
 	r.Codec, r.Payload, r.buf = c.codec, out, bp
-	return r // its CRC is taken when journaled (not for a write in place)
+	r.sum, r.hasSum = crc32.Checksum(r.Payload, castagnoli), true
+	return r
 }
 
 // rawRecord completes r with data stored raw: data itself when lent, a
@@ -126,17 +128,8 @@ func rawRecord(r Record, data []byte, lent bool) Record {
 		r.Payload, r.buf = (*bp)[:len(data)], bp
 		copy(r.Payload, data)
 	}
+	r.sum, r.hasSum = crc32.Checksum(r.Payload, castagnoli), true
 	return r
-}
-
-// WriteRaw is WriteLent without compression: for a write the journal
-// makes in place (see Journal.InPlace) and no peer receives, which would
-// only be compressed to be thrown away.
-func WriteRaw(off int64, data []byte) Record {
-	if len(data) > MaxRawLen {
-		panic(fmt.Sprintf("journal: write of %d bytes exceeds %d", len(data), MaxRawLen))
-	}
-	return rawRecord(Record{Kind: KindWrite, Offset: off, RawLen: uint32(len(data)), raw: data}, data, true)
 }
 
 // Compressing costs about 1 ns a byte (s2, 4 KiB to 1 MiB) on data that

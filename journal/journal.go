@@ -54,7 +54,6 @@ type Journal struct {
 	// batch itself when the applier is idle (see writeBatch).
 	ap       applier
 	applying atomic.Int32 // batches sent on applyq and not yet applied
-	flights  flights      // writes in place in flight (see inflight.go)
 
 	ckptMu sync.Mutex // serialises checkpoints: superblock writes and segment removal
 
@@ -130,7 +129,6 @@ func Open(fs FS, dir string, disk Disk, o Options) (*Journal, error) {
 		stop:     make(chan struct{}),
 	}
 	j.space = sync.NewCond(&j.mu)
-	j.flights.init()
 	if err := fs.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("journal: create %s: %w", dir, err)
 	}

@@ -123,8 +123,5 @@ func (o *Options) inPlace(k Kind, n uint32) bool {
 	return k == KindWrite && o.DataMax > 0 && int64(n) >= o.DataMax
 }
 
-// InPlace says whether a write of n bytes is made in place.
-func (j *Journal) InPlace(n int) bool { return j.opts.inPlace(KindWrite, uint32(min(n, MaxRawLen))) }
-
 // maxBatchBytes bounds one write to the segment.
 func (o *Options) maxBatchBytes() int64 { return min(o.segmentSize/2, 4<<20) }

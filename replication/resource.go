@@ -272,12 +272,7 @@ func (r *Resource) writeData(p []byte, off int64, fua bool) (int, error) {
 // journal's writer idles, sparing a hand-off; WriteAsync returns at once
 // otherwise.
 func (r *Resource) WriteAsync(p []byte, off int64, fua, last bool, done func(error)) {
-	var rec journal.Record // p stays ours until the write is done
-	if r.journal.InPlace(len(p)) && r.currentLink() == nil {
-		rec = journal.WriteRaw(off, p) // compressed only for a peer to receive
-	} else {
-		rec = r.comp.WriteLent(off, p)
-	}
+	rec := r.comp.WriteLent(off, p) // p stays ours until the write is done
 	r.appendAsync(&rec, fua, last, func(err error) {
 		rec.Release()
 		done(err)
