@@ -13,56 +13,45 @@ func TestModelAllowed(t *testing.T) {
 		build func(m *model) (allowed, refused []uint64)
 	}{
 		{"an acknowledged write replaces the zeros", func(m *model) ([]uint64, []uint64) {
-			w := m.issue(0, 0, 1, false, false)
-			m.complete(w, true)
+			w := written(m, 0, false)
 			return []uint64{w.id}, []uint64{0}
 		}},
 		{"overlapping writes in flight may show either", func(m *model) ([]uint64, []uint64) {
 			w1 := m.issue(0, 0, 1, false, false)
-			w2 := m.issue(0, 0, 1, false, false)
-			m.complete(w2, true)
+			w2 := written(m, 0, false)
 			m.complete(w1, true)
 			return []uint64{w1.id, w2.id}, []uint64{0}
 		}},
 		{"a write issued after another's ack supersedes it", func(m *model) ([]uint64, []uint64) {
-			w1 := m.issue(0, 0, 1, false, false)
-			m.complete(w1, true)
-			w2 := m.issue(0, 0, 1, false, false)
-			m.complete(w2, true)
+			w1 := written(m, 0, false)
+			w2 := written(m, 0, false)
 			return []uint64{w2.id}, []uint64{w1.id, 0}
 		}},
 		{"a failed write may or may not have landed", func(m *model) ([]uint64, []uint64) {
-			w1 := m.issue(0, 0, 1, false, false)
-			m.complete(w1, true)
+			w1 := written(m, 0, false)
 			w2 := m.issue(0, 0, 1, false, false)
 			m.complete(w2, false)
 			return []uint64{w1.id, w2.id}, []uint64{0}
 		}},
 		{"a power loss may take what no flush covered", func(m *model) ([]uint64, []uint64) {
-			w1 := m.issue(0, 0, 1, false, false)
-			m.complete(w1, true)
+			w1 := written(m, 0, false)
 			f := m.now()
 			m.flushed(0, f, m.now())
-			w2 := m.issue(0, 0, 1, false, false)
-			m.complete(w2, true)
+			w2 := written(m, 0, false)
 			m.powerLoss(0, [2]uint64{})
 			return []uint64{w1.id, w2.id}, []uint64{0}
 		}},
 		{"a flush covers its own node", func(m *model) ([]uint64, []uint64) {
-			w1 := m.issue(0, 0, 1, false, false)
-			m.complete(w1, true)
-			w2 := m.issue(0, 0, 1, false, false)
-			m.complete(w2, true)
+			w1 := written(m, 0, false)
+			w2 := written(m, 0, false)
 			f := m.now()
 			m.flushed(0, f, m.now())
 			m.powerLoss(0, [2]uint64{})
 			return []uint64{w2.id}, []uint64{w1.id, 0}
 		}},
 		{"a flush made apart does not cover the peer", func(m *model) ([]uint64, []uint64) {
-			w1 := m.issue(0, 0, 1, false, true) // FUA: durable on both
-			m.complete(w1, true)
-			w2 := m.issue(0, 0, 1, false, false)
-			m.complete(w2, true)
+			w1 := written(m, 0, true) // FUA: durable on both
+			w2 := written(m, 0, false)
 			apart := m.now() // node 0 last seen in sync
 			f := m.now()
 			m.flushed(0, f, m.now())
@@ -70,10 +59,8 @@ func TestModelAllowed(t *testing.T) {
 			return []uint64{w1.id, w2.id}, []uint64{0}
 		}},
 		{"a flush covers the peer once seen in sync after it", func(m *model) ([]uint64, []uint64) {
-			w1 := m.issue(0, 0, 1, false, false)
-			m.complete(w1, true)
-			w2 := m.issue(0, 0, 1, false, false)
-			m.complete(w2, true)
+			w1 := written(m, 0, false)
+			w2 := written(m, 0, false)
 			f := m.now()
 			m.flushed(0, f, m.now())
 			seen := m.now()
@@ -81,17 +68,14 @@ func TestModelAllowed(t *testing.T) {
 			return []uint64{w2.id}, []uint64{w1.id, 0}
 		}},
 		{"a discarded node's writes may be gone", func(m *model) ([]uint64, []uint64) {
-			w1 := m.issue(0, 0, 1, false, false)
-			m.complete(w1, true)
+			w1 := written(m, 0, false)
 			since := m.now()
-			w2 := m.issue(1, 0, 1, false, false)
-			m.complete(w2, true)
+			w2 := written(m, 1, false)
 			m.discard(1, since)
 			return []uint64{w1.id, w2.id}, []uint64{0}
 		}},
 		{"a trim writes zeros", func(m *model) ([]uint64, []uint64) {
-			w1 := m.issue(0, 0, 1, false, false)
-			m.complete(w1, true)
+			w1 := written(m, 0, false)
 			tr := m.issue(0, 0, 1, true, false)
 			m.complete(tr, true)
 			return []uint64{0}, []uint64{w1.id}
@@ -142,4 +126,12 @@ func TestGenerateIsPure(t *testing.T) {
 			}
 		}
 	}
+}
+
+// written issues a one-block write at block 0 on node (with FUA if fua)
+// and completes it with success.
+func written(m *model, node int, fua bool) *mwrite {
+	w := m.issue(node, 0, 1, false, fua)
+	m.complete(w, true)
+	return w
 }
