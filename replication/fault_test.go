@@ -28,7 +28,7 @@ func until(t *testing.T, what string, cond func() bool) {
 // from inside the reader's poll.
 func TestSendFailureWhileTheReaderPollsTakesTheLinkDown(t *testing.T) {
 	p := newFakePeer(t)
-	r := openPollingPrimary(t, p)
+	r := openPollingPrimary(t, p, time.Minute) // polls until the next write
 	until(t, "no link", func() bool { return r.currentLink() != nil })
 	l := r.currentLink()
 	for seq := uint64(1); seq <= 8; seq++ { // lone writes, acked alone: the reader polls while idle

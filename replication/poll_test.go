@@ -111,7 +111,7 @@ func TestLinkCountsPending(t *testing.T) {
 // this node is done with the write's local half (which kicks it).
 func TestPrimaryPollsForTheAckOfALoneWrite(t *testing.T) {
 	p := newFakePeer(t)
-	r := openPollingPrimary(t, p)
+	r := openPollingPrimary(t, p, 3*time.Second) // the test waits for one poll to time out
 	until(t, "no link", func() bool { return r.currentLink() != nil })
 	l := r.currentLink()
 	// Eight lone writes, each acked alone, before the reader polls.
@@ -145,9 +145,11 @@ func TestPrimaryPollsForTheAckOfALoneWrite(t *testing.T) {
 	}
 }
 
-// openPollingPrimary opens a Primary whose link may poll for up to a
-// second, with a second P to poll on, connected to p.
-func openPollingPrimary(t *testing.T, p *fakePeer) *Resource {
+// openPollingPrimary opens a Primary whose link may poll for up to poll,
+// with a second P to poll on, connected to p. A test that must see the
+// reader poll has only that long to look after the poll starts: on a
+// loaded machine a second was not always enough.
+func openPollingPrimary(t *testing.T, p *fakePeer, poll time.Duration) *Resource {
 	t.Helper()
 	if runtime.GOMAXPROCS(0) < 2 {
 		t.Cleanup(func() { runtime.GOMAXPROCS(runtime.GOMAXPROCS(2)) })
@@ -155,7 +157,7 @@ func openPollingPrimary(t *testing.T, p *fakePeer) *Resource {
 	secret := []byte("protocol-test-secret")
 	r, err := Open(Config{Name: "r0", Disk: memDisk{journal.NewMemDisk(testSize)}, MetaDir: t.TempDir(),
 		FS: journal.NewMemFS(), Role: wire.Primary, Created: true, Peer: p.ln.Addr().String(),
-		Secret: secret, PeerTimeout: time.Minute, PeerPoll: time.Second, CheckpointInterval: -1})
+		Secret: secret, PeerTimeout: time.Minute, PeerPoll: poll, CheckpointInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
