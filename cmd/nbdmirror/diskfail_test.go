@@ -151,16 +151,46 @@ func (n *node) onDisk(path string) {
 // FLUSH mixed) against n until stop is called, which returns Run's result
 // and closes the client.
 func stampedLoad(t testing.TB, ck *checker.Checker, n *node) (stop func() error) {
+	return startLoad(t, ck, n).stop
+}
+
+// load is a stamped write load running against a node.
+type load struct {
+	dev    io.Closer
+	cancel context.CancelFunc
+	ended  chan struct{} // closed when Run has returned, with err
+	err    error
+}
+
+// startLoad starts the checker's stamped writes against n.
+func startLoad(t testing.TB, ck *checker.Checker, n *node) *load {
 	dev := dialNode(t, n)
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ck.Run(ctx, dev) }()
-	return func() error {
-		cancel()
-		err := <-done
-		dev.Close()
-		return err
+	l := &load{dev: dev, cancel: cancel, ended: make(chan struct{})}
+	go func() {
+		l.err = ck.Run(ctx, dev)
+		close(l.ended)
+	}()
+	return l
+}
+
+// stop ends the load, and returns Run's result. It may be called again.
+func (l *load) stop() error {
+	l.cancel()
+	<-l.ended
+	l.dev.Close()
+	return l.err
+}
+
+// failure waits up to timeout for the load to end on its own, at its first
+// failed request, and returns that failure (nil if it ran on), then stops
+// it.
+func (l *load) failure(timeout time.Duration) error {
+	select {
+	case <-l.ended:
+	case <-time.After(timeout):
 	}
+	return l.stop()
 }
 
 func newChecker(blocks int) *checker.Checker {
@@ -451,10 +481,11 @@ func TestPassOnUnderLoad(t *testing.T) {
 	a.onDisk(ff.path)
 	startFullySynced(t, a, b)
 	ck := newChecker(4096)
-	stop := stampedLoad(t, ck, a)
+	ld := startLoad(t, ck, a)
 	waitAcked(t, ck, 2000)
 	ff.fail()
-	err := stop()
+	// The next request the failing disk takes fails, and ends the load.
+	err := ld.failure(30 * time.Second)
 	if err == nil || !strings.Contains(err.Error(), "EIO") && !strings.Contains(err.Error(), "input/output") {
 		t.Fatalf("pass-on: the client saw %v, want EIO", err)
 	}
