@@ -425,7 +425,11 @@ func TestSecondaryJournalFullUnderLoad(t *testing.T) {
 	a.start()
 	b.start()
 	a.waitFor("connected", 20*time.Second, established)
-	ballast := fillUp(t, mnt, 1<<20)
+	// Nothing left: the next block the Secondary's journal takes (a
+	// segment, a spare, its checkpoint file) fails. With room left, a
+	// journal that had made all its segment files before the fill
+	// recycled them for good, and never filled up.
+	ballast := fillUp(t, mnt, 0)
 	needTools(t, "fio")
 	fio := startFio(t, a.uri(), "--rw=randwrite", "--bs=4k", "--iodepth=16", "--size=64M", "--refill_buffers",
 		"--time_based", "--runtime=1h")
@@ -451,7 +455,8 @@ func TestSecondaryJournalFullUnderLoad(t *testing.T) {
 }
 
 // fillUp fills the file system at mnt but for about leave bytes with a
-// ballast file, and returns its path.
+// ballast file, and returns its path. The ballast takes what it can of
+// free-leave: the blocks that map it come out of the same free space.
 func fillUp(t testing.TB, mnt string, leave int64) string {
 	t.Helper()
 	var fs syscall.Statfs_t
@@ -465,7 +470,13 @@ func fillUp(t testing.TB, mnt string, leave int64) string {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := syscall.Fallocate(int(f.Fd()), 0, 0, max(free-leave, 0)); err != nil {
+	for n := max(free-leave, 0); n > 0; n -= 64 << 10 {
+		err = syscall.Fallocate(int(f.Fd()), 0, 0, n)
+		if err != syscall.ENOSPC {
+			break
+		}
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	return path
