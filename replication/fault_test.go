@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"syscall"
@@ -157,4 +158,60 @@ func TestPeerThatFailsAtOnceIsNotRedialedAtOnce(t *testing.T) {
 		t.Fatalf("%d links in 2 s with a peer that fails each at once", links)
 	}
 	t.Logf("%d links in 2 s", links)
+}
+
+// TestTailRecordsTheLinkLosesStayMarked: a journal-tail resync sends its
+// records and goes live (the target is told the sync is done), and the link
+// drops before the target acknowledged them. Their regions must be out of
+// sync again: the target may lack them, and once the journal no longer
+// holds them only a resync by the bitmap carries them.
+func TestTailRecordsTheLinkLosesStayMarked(t *testing.T) {
+	p := newFakePeer(t)
+	r := openPrimary(t, p, ProtocolC, time.Minute)
+	p.conn.Close() // the Primary goes on alone
+	until(t, "the link stayed up", func() bool { return r.currentLink() == nil })
+	const writes = 3
+	for i := range writes {
+		returns(t, startWrite(r, int64(i)*8192, false))
+	}
+	if n := r.Status().Stats.OutOfSyncBytes; n != writes*4096 {
+		t.Fatalf("written apart: %d bytes out of sync, want %d", n, writes*4096)
+	}
+	p.accept([]byte("protocol-test-secret"))
+	start := p.next(wire.TypeSyncStart)
+	if st, err := wire.ParseSyncStart(start.Flags, start.Body); err != nil || st.Mode != wire.SyncTail {
+		t.Fatalf("sync start: %+v %v, want a journal tail", st, err)
+	}
+	p.next(wire.TypeSyncDone) // the tail went live, its records unacknowledged
+	if p.seq != writes {
+		t.Fatalf("the tail carried %d records, want %d", p.seq, writes)
+	}
+	p.conn.Close()
+	until(t, "the link stayed up", func() bool { return r.currentLink() == nil })
+	if n := r.Status().Stats.OutOfSyncBytes; n != writes*4096 {
+		t.Fatalf("after the tail's records were lost: %d bytes out of sync, want %d", n, writes*4096)
+	}
+}
+
+// TestGoLiveOnALinkDownClearsNothing: a tail that reaches the journal's end
+// after its link fell (its reader had one more item ready when the link
+// closed) must not clear the regions it carried: linkDown has marked those
+// the peer never acknowledged, and they would be lost to every later
+// resync.
+func TestGoLiveOnALinkDownClearsNothing(t *testing.T) {
+	p := newFakePeer(t)
+	r := openPrimary(t, p, ProtocolC, time.Minute)
+	l := r.currentLink()
+	p.conn.Close()
+	until(t, "the link stayed up", func() bool { return r.currentLink() == nil })
+	returns(t, startWrite(r, 0, false))
+	carried := newBitmap(r.size)
+	carried.mark(0, 4096)
+	live, err := r.goLive(l, r.journal.LastSeq(), carried)
+	if live || !errors.Is(err, ErrLinkDown) {
+		t.Fatalf("goLive on a link that is down: live %v, err %v", live, err)
+	}
+	if n := r.Status().Stats.OutOfSyncBytes; n != 4096 {
+		t.Fatalf("after goLive on a link that is down: %d bytes out of sync, want 4096", n)
+	}
 }

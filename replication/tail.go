@@ -37,8 +37,9 @@ func (r *Resource) tailLoop(l *link, from uint64) error {
 		case it.err != nil:
 			return it.err
 		case it.eof:
-			if r.goLive(l, last, carried) {
-				return nil
+			live, err := r.goLive(l, last, carried)
+			if live || err != nil {
+				return err
 			}
 			continue
 		}
@@ -168,16 +169,21 @@ func (r *Resource) countTail(from uint64) (counted uint64) {
 // last record: from then on writers send their records themselves, and
 // the regions the tail carried are no longer out of sync (one whose record
 // the link then loses is marked again). Under order, no write falls
-// between the two.
-func (r *Resource) goLive(l *link, last uint64, carried *bitmap) bool {
+// between the two. On a link already down it clears nothing: linkDown may
+// have marked the regions of records the peer never acknowledged already,
+// and they must stay marked.
+func (r *Resource) goLive(l *link, last uint64, carried *bitmap) (bool, error) {
 	r.order.Lock()
 	defer r.order.Unlock()
-	if last < r.journal.LastSeq() {
-		return false
+	switch {
+	case l.isDown():
+		return false, ErrLinkDown
+	case last < r.journal.LastSeq():
+		return false, nil
 	}
 	l.catchingUp = false
 	r.oos.subtract(carried)
-	return true
+	return true, nil
 }
 
 // startTarget handles a source's SyncStart: a bitmap sync makes this node
