@@ -100,19 +100,34 @@ func (j *Journal) checkpointDisk() (uint64, error) {
 		err error
 	}
 	ch := make(chan result, 1)
-	j.mu.Lock()
-	if j.failure != nil || j.stopping {
-		err := j.failure
-		if err == nil {
-			err = ErrClosed
-		}
-		j.mu.Unlock()
+	if err := j.queueCheckpoint(func(seq uint64, err error) { ch <- result{seq, err} }); err != nil {
 		return 0, err
 	}
-	j.enqueueLocked(item{ckptDone: func(seq uint64, err error) { ch <- result{seq, err} }}, true)
-	j.mu.Unlock()
 	res := <-ch
 	return res.seq, res.err
+}
+
+// queueCheckpoint queues a checkpoint marker; done gets the seq its disk
+// sync covers, or the error. From the marker on, every batch is synced in
+// the journal before it is applied (diskSyncing), until done: a batch the
+// writer formed between the marker and the start of the disk sync would
+// otherwise reach the applier while the disk syncs, and wait for the whole
+// disk sync, and every write behind it with it.
+func (j *Journal) queueCheckpoint(done func(uint64, error)) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.failure != nil || j.stopping {
+		if j.failure != nil {
+			return j.failure
+		}
+		return ErrClosed
+	}
+	j.diskSyncing.Store(true) // under mu: every batch taken from here on
+	j.enqueueLocked(item{ckptDone: func(seq uint64, err error) {
+		j.diskSyncing.Store(false) // also when the marker failed before its disk sync
+		done(seq, err)
+	}}, true)
+	return nil
 }
 
 // removeSegments removes the segments wholly at or before the checkpoint

@@ -6,8 +6,11 @@ import "fmt"
 // one may still be in the page cache), so it runs in its own goroutine while
 // the applier goes on. But the disk must never make durable a record that is
 // not durable in the journal: until the disk sync ends, every batch is synced
-// in the journal before it is applied (the writer syncs every batch while
-// diskSyncing is set; a batch it formed before that waits for the disk sync).
+// in the journal before it is applied. The writer syncs every batch it takes
+// while diskSyncing is set, from the moment the checkpoint's marker is queued
+// (queueCheckpoint) until the disk sync has ended; a batch that is not synced
+// waits for the disk sync (holdForDiskSync), which no batch queued behind a
+// marker does.
 
 // diskSync asks the disk syncer for a sync covering seqs up to seq.
 type diskSync struct {
@@ -29,7 +32,6 @@ func (j *Journal) diskSyncLoop() {
 		if err == nil {
 			storeMax(&j.diskCovered, seq)
 		}
-		j.diskSyncing.Store(false)
 		close(req.finished)
 		req.done(seq, err)
 	}
@@ -51,7 +53,6 @@ func (j *Journal) startDiskSync(a *applier, syncErr error, done func(uint64, err
 		return
 	}
 	a.syncing = make(chan struct{})
-	j.diskSyncing.Store(true)
 	j.diskq <- diskSync{seq: j.appliedSeq.Load(), done: done, finished: a.syncing}
 }
 

@@ -69,7 +69,7 @@ type Journal struct {
 	durableSeq  atomic.Uint64 // last seq synced in the journal
 	appliedSeq  atomic.Uint64 // last seq applied to the disk
 	ckptSeq     atomic.Uint64 // last checkpoint: seqs <= it are on the synced disk
-	diskSyncing atomic.Bool   // a disk sync runs: the writer syncs every batch
+	diskSyncing atomic.Bool   // a checkpoint is queued or its disk sync runs: the writer syncs every batch
 	st          counters
 
 	// In-place writes (see inplace.go).

@@ -1,0 +1,78 @@
+package journal
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nbdmirror/nbdmirror/journal/vfs"
+)
+
+// syncGateDisk is a gateDisk whose Sync, once held, says so on syncEntered
+// and waits for syncRelease.
+type syncGateDisk struct {
+	*gateDisk
+	syncHeld    chan struct{}
+	syncEntered chan struct{}
+	syncRelease chan struct{}
+}
+
+func (d *syncGateDisk) Sync() error {
+	select {
+	case <-d.syncHeld:
+		d.syncEntered <- struct{}{}
+		<-d.syncRelease
+	default:
+	}
+	return d.gateDisk.Sync()
+}
+
+// A write queued behind a checkpoint's marker, while the applier is still
+// busy with what came before it, is applied and completes while the disk
+// sync runs: it is synced in the journal first, instead of waiting for the
+// whole disk sync (which stalled every writer for as long as the disk took
+// to write back all it held).
+func TestWriteBehindACheckpointDoesNotWaitForTheDiskSync(t *testing.T) {
+	disk := &syncGateDisk{gateDisk: newGateDisk(), syncHeld: make(chan struct{}, 1),
+		syncEntered: make(chan struct{}), syncRelease: make(chan struct{})}
+	j := openWith(t, vfs.NewMem(), disk)
+	var release sync.Once
+	unblock := func() { release.Do(func() { close(disk.syncRelease) }) }
+	t.Cleanup(unblock) // before Close, also when the test fails
+	c := NewCompressor(CodecNone)
+	// A FUA write is applied by the applier, never inline by the writer:
+	// the applier stops inside its WriteAt, the writer goes on.
+	disk.hold()
+	first := make(chan error, 1)
+	j.appendNow(oneBlock(c, 0), true, func(_ uint64, err error) { first <- err })
+	<-disk.entered
+	disk.syncHeld <- struct{}{}
+	ckpt := make(chan error, 1)
+	if err := j.queueCheckpoint(func(_ uint64, err error) { ckpt <- err }); err != nil {
+		t.Fatal(err)
+	}
+	// The writer hands the marker's batch to the applier before it takes
+	// the next write, which then comes in a batch of its own.
+	for end := time.Now().Add(hangLimit); j.applying.Load() < 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the checkpoint's marker never reached the applier")
+		}
+	}
+	second := make(chan error, 1)
+	j.appendNow(oneBlock(c, 1), false, func(_ uint64, err error) { second <- err })
+	disk.release <- nil
+	if err := waitResult(t, first, "the first write"); err != nil {
+		t.Fatal(err)
+	}
+	<-disk.syncEntered // the disk sync runs, and stays until released
+	if err := waitResult(t, second, "a write behind the checkpoint, while the disk syncs"); err != nil {
+		t.Fatal(err)
+	}
+	unblock()
+	if err := waitResult(t, ckpt, "the checkpoint"); err != nil {
+		t.Fatal(err)
+	}
+	if j.diskSyncing.Load() {
+		t.Fatal("the checkpoint is done, and every batch is still synced first")
+	}
+}
