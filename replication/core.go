@@ -67,6 +67,7 @@ type PeerHello struct {
 	// BackingOff: the last link failed soon after it came up, and the wait
 	// before the next (see nextFlapDelay) is not over.
 	BackingOff bool
+	Since      uint64 // State.Connects when this node said Local
 }
 
 // AdmitEnd: the admitted connection became the link, or failed before.
@@ -340,7 +341,8 @@ func canonical(local, remote wire.Hello, dialer bool) bool {
 // as well. A node that finds a split brain or unrelated data refuses, and
 // goes StandAlone once it has the peer's word on the same Hellos
 // (PeerVerdict): a Hello sent before its node changed (a lost link, a
-// promotion) is refused as busy, and judged again on a fresh connection.
+// promotion) or before the operator's last connect is refused as busy, and
+// judged again on a fresh connection.
 func admit(s State, e PeerHello) (State, []Action) {
 	switch {
 	case s.Disk == wire.Diskless && s.Role != wire.Primary:
@@ -354,6 +356,11 @@ func admit(s State, e PeerHello) (State, []Action) {
 	case changedSince(s, e.Local):
 		// The peer decides on the Hello it was sent, which no longer holds.
 		return s, []Action{Refuse{wire.ReasonBusy, "this node changed while the connection was set up"}}
+	case e.Since != s.Connects:
+		// Said before the operator's last connect or discard: the peer's
+		// verdict would change nothing here (see verdict), so this node
+		// gives none on the data either.
+		return s, []Action{Refuse{wire.ReasonBusy, "this node was told to connect while the connection was set up"}}
 	// Busy below, on Hellos that hold: the peer's word on the data (a split
 	// brain it found) is taken all the same (see verdict).
 	case s.Admitting:

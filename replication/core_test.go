@@ -23,6 +23,7 @@ import (
 //	     [standalone=split-brain|unrelated-data|busy] [linked peer=2 peer-role=Secondary peer-disk=UpToDate]
 //	hello peer=2 role=Secondary disk=UpToDate gen=7:0 [lastseq=N peer-lastseq=N]
 //	     [flags=dials,oos,discard] [peer-flags=dials,oos,discard] [dialer] [sent-gen=7:0] [sent-before-discard] [backing-off]
+//	     [before-connect]
 //	attach outcome=SyncSource [full] peer=2 peer-disk=UpToDate lastseq=N peer-lastseq=N
 //	     oldest=N last=N [last-extent=N] [peer-flags=oos] [peer-lost-from=N] [sent-role=Secondary] [sent-gen=7:0]
 //	admit-end | link-lost newid=N | promote [force] newid=N | demote
@@ -82,7 +83,7 @@ func scriptEvent(t *testing.T, d *datadriven.TestData, s State) Event {
 			local.Gen = argGen(t, d, "sent-gen")
 		}
 		return PeerHello{Local: local, Remote: scriptPeer(t, d), Dialer: d.HasArg("dialer"),
-			BackingOff: d.HasArg("backing-off")}
+			BackingOff: d.HasArg("backing-off"), Since: scriptSince(d, s)}
 	case "attach":
 		local := wire.Hello{NodeID: s.NodeID, Role: s.Role, Disk: s.Disk, Gen: s.Gen,
 			LastSeq: argUint(t, d, "lastseq", 0), LostFrom: s.LostFrom}

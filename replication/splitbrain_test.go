@@ -24,6 +24,29 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// listenLoopback binds a loopback listener for a Resource's PeerListen,
+// and returns its address and the Config.Listen that hands the Resource
+// that listener. The port stays bound from the start: one freed and bound
+// again later (freeAddr) may be taken in between, even by the next
+// freeAddr (about one pair in 10,000 gets the same port twice: the first
+// node then dials itself, and the second fails to listen, "address already
+// in use"), or by the source port of any dial.
+func listenLoopback(t *testing.T) (addr string, listen func(string) (net.Listener, error)) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() }) // closed already by the Resource that took it
+	addr = ln.Addr().String()
+	return addr, func(a string) (net.Listener, error) {
+		if a != addr {
+			return nil, fmt.Errorf("replication test: listen on %s: the listener bound is %s", a, addr)
+		}
+		return ln, nil
+	}
+}
+
 // openDialingPair opens two Resources on loopback that dial each other, the
 // first Primary, both on empty disks (in sync from the start), each on a
 // small in-memory journal.
@@ -37,11 +60,12 @@ func openDialingPair(t *testing.T) (a, b *Resource) {
 func openPairDialing(t *testing.T, bDials bool) (a, b *Resource) {
 	t.Helper()
 	secret := []byte("pair-test-secret")
-	la, lb := freeAddr(t), freeAddr(t)
-	open := func(role wire.Role, listen, peer string) *Resource {
+	la, listenA := listenLoopback(t)
+	lb, listenB := listenLoopback(t)
+	open := func(role wire.Role, addr string, listen func(string) (net.Listener, error), peer string) *Resource {
 		r, err := Open(Config{Name: "r0", Disk: memDisk{journal.NewMemDisk(testSize)}, MetaDir: t.TempDir(),
-			FS: journal.NewMemFS(), JournalSize: 4 << 20, Role: role, Logger: slog.New(slog.DiscardHandler), Created: true, PeerListen: listen, Peer: peer,
-			Secret: secret, PeerTimeout: 5 * time.Second, CheckpointInterval: -1})
+			FS: journal.NewMemFS(), JournalSize: 4 << 20, Role: role, Logger: slog.New(slog.DiscardHandler), Created: true, PeerListen: addr, Peer: peer,
+			Listen: listen, Secret: secret, PeerTimeout: 5 * time.Second, CheckpointInterval: -1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -49,9 +73,9 @@ func openPairDialing(t *testing.T, bDials bool) (a, b *Resource) {
 		return r
 	}
 	if !bDials {
-		return open(wire.Primary, la, lb), open(wire.Secondary, lb, "")
+		return open(wire.Primary, la, listenA, lb), open(wire.Secondary, lb, listenB, "")
 	}
-	return open(wire.Primary, la, lb), open(wire.Secondary, lb, la)
+	return open(wire.Primary, la, listenA, lb), open(wire.Secondary, lb, listenB, la)
 }
 
 // waitState waits until ok holds for r's status, woken by every change of
