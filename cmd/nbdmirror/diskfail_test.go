@@ -456,14 +456,16 @@ func TestSecondaryJournalFullUnderLoad(t *testing.T) {
 
 // fillUp fills the file system at mnt but for about leave bytes with a
 // ballast file, and returns its path. The ballast takes what it can of
-// free-leave: the blocks that map it come out of the same free space.
+// free-leave: the blocks that map it come out of the same free space. Free
+// counts the blocks kept for root: the daemon runs as root (so does the
+// test: smallExt4 needs it) and may write there.
 func fillUp(t testing.TB, mnt string, leave int64) string {
 	t.Helper()
 	var fs syscall.Statfs_t
 	if err := syscall.Statfs(mnt, &fs); err != nil {
 		t.Fatal(err)
 	}
-	free := int64(fs.Bavail) * fs.Bsize
+	free := int64(fs.Bfree) * fs.Bsize
 	path := filepath.Join(mnt, "ballast")
 	f, err := os.Create(path)
 	if err != nil {

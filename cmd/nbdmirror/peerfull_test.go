@@ -33,9 +33,7 @@ func smallExt4(t testing.TB, size int64) string {
 	}
 	loop := strings.TrimSpace(runCmd(t, 30*time.Second, "losetup", "--find", "--show", img))
 	t.Cleanup(func() { runCmdErr(30*time.Second, "losetup", "-d", loop) })
-	// -m 0: no blocks kept for root, so that the daemon, root here, finds the
-	// file system as full as statfs says.
-	runCmd(t, time.Minute, "mkfs.ext4", "-q", "-F", "-m", "0", loop)
+	runCmd(t, time.Minute, "mkfs.ext4", "-q", "-F", loop)
 	runCmd(t, time.Minute, "mount", "-t", "ext4", loop, mnt)
 	t.Cleanup(func() {
 		if out, err := runCmdErr(30*time.Second, "umount", mnt); err != nil {
