@@ -15,7 +15,7 @@ import (
 func TestTailTargetConsistentOnlyWithoutWritesInPlace(t *testing.T) {
 	small := bytes.Repeat([]byte{0x11}, 4096)
 	big := bytes.Repeat([]byte{0x22}, 64<<10) // journal-data-max 64K: in place
-	var smalls [][]byte                       // a second's tail at 64 KiB/s
+	var smalls [][]byte                       // a tail of four seconds at 16 KiB/s
 	for range 16 {
 		smalls = append(smalls, small)
 	}
@@ -32,7 +32,7 @@ func TestTailTargetConsistentOnlyWithoutWritesInPlace(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := openPairWith(t, testSize, func(pc, sc *Config) {
 				pc.JournalDataMax, sc.JournalDataMax = 64<<10, 64<<10
-				pc.ResyncRate = 64 << 10 // slow: the tail lasts a while
+				pc.ResyncRate = 16 << 10 // slow: the tail lasts long enough to be seen on a loaded machine
 				slowMachine(pc, sc)
 			}, nil)
 			p.waitInSync(t)
