@@ -86,7 +86,7 @@ func TestFailoverWithExt4(t *testing.T) {
 		t.Fatal("no file was fsynced under load before the kill")
 	}
 
-	ctl(t, b, "role", "primary")
+	promoteAfterKill(t, b)
 	dev2 := attachBlockDev(t, b.uri())
 	mnt2 := dev2.mount() // replays the ext4 journal
 	checkFiles(t, mnt2, sums)

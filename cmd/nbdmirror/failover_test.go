@@ -67,7 +67,7 @@ func failovers(t *testing.T, a, b *node, ck *checker.Checker, rounds int) {
 		primary.kill()
 		<-done
 
-		ctl(t, secondary, "role", "primary")
+		promoteAfterKill(t, secondary)
 		rep, err := ck.Verify(dialNode(t, secondary))
 		if err != nil {
 			t.Fatal(err)

@@ -71,6 +71,18 @@ func (n *node) waitFor(what string, timeout time.Duration, cond func(Status) boo
 	}
 }
 
+// promoteAfterKill promotes n once it has seen its killed Primary's link
+// go: the killed process's connection ends at once, but a loaded machine may
+// take a moment to tell n, and a promotion is refused while the peer is
+// Primary and connected.
+func promoteAfterKill(t *testing.T, n *node) {
+	t.Helper()
+	n.waitFor("the killed Primary's link gone", 30*time.Second, func(st Status) bool {
+		return st.Peer.Connection != "Connected"
+	})
+	ctl(t, n, "role", "primary")
+}
+
 func established(st Status) bool {
 	return st.Peer.Connection == "Connected" && st.Peer.Replication == "Established" &&
 		st.Disk == "UpToDate" && st.Peer.Disk == "UpToDate"

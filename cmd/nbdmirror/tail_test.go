@@ -51,7 +51,7 @@ func TestTailTargetPromotedMidReplay(t *testing.T) {
 	if st := b.status(); st.Disk != "Consistent" {
 		t.Fatalf("the tail target is %s, not Consistent", st.Disk)
 	}
-	ctl(t, b, "role", "primary") // no --force: the disk is whole
+	promoteAfterKill(t, b) // no --force: the disk is whole
 
 	dev2 := attachBlockDev(t, b.uri())
 	mnt2 := dev2.mount()
