@@ -17,7 +17,8 @@ import (
 // firstSeq, or do not decode: either ends the segment (see checkSegment).
 //
 // A fresh journal has no retired segments yet, so Open prepares Options.spares
-// zero-filled spares in the background (a one-time cost of writing them).
+// zero-filled spares in the background (a one-time cost of writing them),
+// while its file system has room for a spare and as much again.
 const (
 	spareExt  = ".free"
 	prepExt   = ".prep" // a spare being prepared; removed at Open
@@ -39,6 +40,11 @@ func (j *Journal) prepareSpares(n int) {
 		if enough {
 			return
 		}
+		if free, short := j.spaceShort(); short {
+			j.log.Info("journal: no spare segment prepared: the file system is short of space",
+				"free_bytes", free, "segment_bytes", j.opts.segmentSize)
+			return
+		}
 		name, err := j.prepareSpare()
 		if err != nil {
 			j.log.Warn("journal: prepare spare segment", "err", err)
@@ -49,6 +55,19 @@ func (j *Journal) prepareSpares(n int) {
 		}
 		j.addSpare(name)
 	}
+}
+
+// spaceShort says whether the journal's file system lacks room for a spare
+// and as much again: spares only make syncs cheaper, and must not take the
+// last free space from the segments and metadata that need it. A file
+// system that cannot tell is never short.
+func (j *Journal) spaceShort() (free int64, short bool) {
+	sr, ok := j.fs.(vfs.SpaceReporter)
+	if !ok {
+		return 0, false
+	}
+	free, err := sr.Free(j.dir)
+	return free, err == nil && free < 2*j.opts.segmentSize
 }
 
 // addSpare adds a spare file to the pool.

@@ -50,6 +50,16 @@ func (osFS) ReadDir(dir string) ([]string, error) {
 	return names, nil
 }
 
+// Free is the bytes free in the file system under dir, counting those kept
+// for root (the daemon may run as root and write there).
+func (osFS) Free(dir string) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bfree) * st.Bsize, nil
+}
+
 func (osFS) SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {

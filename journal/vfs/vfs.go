@@ -76,6 +76,13 @@ type WritebackStarter interface {
 	StartWriteback(off, n int64) error
 }
 
+// SpaceReporter is implemented by file systems that can tell how many bytes
+// are free under a directory (statfs), for work that may be skipped when
+// space is short.
+type SpaceReporter interface {
+	Free(dir string) (int64, error)
+}
+
 // WriteBuffersAt writes bufs one after another at off, with one pwritev where
 // f supports it. It returns the number of bytes written and the first error.
 func WriteBuffersAt(f File, bufs [][]byte, off int64) (int, error) {
