@@ -12,7 +12,10 @@
 //   - identical: after reconnect and resync both images are byte-identical;
 //   - two-primaries: never two Primaries while connected;
 //   - split-brain: a split brain is never merged without DiscardMyData;
-//   - leak: no goroutine and no pending request outlives Close;
+//   - leak: no goroutine and no pending request outlives Close (both
+//     get a grace of two seconds after it: a crashed incarnation's
+//     client calls run on goroutines of their own, and may answer a
+//     moment after its Close returned, as a dead process's threads may);
 //   - liveness: no client request waits longer than PeerTimeout plus a
 //     margin because of the peer, and every one is answered;
 //   - honesty: Status never reports the peer UpToDate while bytes are out

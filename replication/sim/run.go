@@ -113,10 +113,12 @@ type runner struct {
 	// faulted: the node's disk or journal failed; it is restarted to settle.
 	faulted [2]bool
 	// mu guards split, lastInSync and the nodes' res for the watcher;
-	// the step goroutine, their only writer, reads them without it.
+	// the step goroutine, the only writer of split and res, reads them
+	// without it.
 	mu sync.Mutex
 	// lastInSync is the tick at which each node was last seen in sync
-	// with its peer (Connected, Established, nothing out of sync).
+	// with its peer (Connected, Established, nothing out of sync): the
+	// watcher moves it too, so the steps read it under mu while it runs.
 	lastInSync [2]uint64
 	split      bool
 	stopped    bool // a hang: the resources are abandoned (step goroutine)

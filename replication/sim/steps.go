@@ -217,7 +217,10 @@ func (r *runner) crash(i int, power bool) {
 		r.mu.Unlock()
 		r.m.powerLoss(i, inSync)
 	}
-	if i == r.primary && !r.split && !r.m.ackedSince(i, r.lastInSync[i]) && r.peerGone(1-i) {
+	r.mu.Lock()
+	lastInSync := r.lastInSync[i] // the watcher moves it (sawInSync)
+	r.mu.Unlock()
+	if i == r.primary && !r.split && !r.m.ackedSince(i, lastInSync) && r.peerGone(1-i) {
 		if err := r.setRole(r.nodes[1-i], wire.Primary, false); err == nil {
 			r.primary, role = 1-i, wire.Secondary
 			r.checkPrimary("failover to " + r.nodes[1-i].name)
