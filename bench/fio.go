@@ -72,6 +72,7 @@ type fioSync struct {
 
 type fioLat struct {
 	Mean       float64            `json:"mean"`
+	Max        float64            `json:"max"`
 	Percentile map[string]float64 `json:"percentile"`
 }
 
@@ -91,6 +92,7 @@ type Summary struct {
 	P50us    float64 `json:"p50_us"`
 	P99us    float64 `json:"p99_us"`
 	P999us   float64 `json:"p99_9_us"`
+	MaxUs    float64 `json:"max_us"` // the run's longest completion: a stall that p99.9 hides
 	Syncs    int64   `json:"syncs,omitempty"`
 	SyncP50  float64 `json:"sync_p50_us,omitempty"`
 	SyncP99  float64 `json:"sync_p99_us,omitempty"`
@@ -131,6 +133,7 @@ func parseFio(data []byte) (Summary, error) {
 		P50us:  s.Clat.percentile(50) / 1e3,
 		P99us:  s.Clat.percentile(99) / 1e3,
 		P999us: s.Clat.percentile(99.9) / 1e3,
+		MaxUs:  s.Clat.Max / 1e3,
 		Syncs:  j.Sync.TotalIOs,
 	}
 	if j.Sync.TotalIOs > 0 {

@@ -79,6 +79,9 @@ func TestParseFioRead(t *testing.T) {
 	if !near(s.P50us, 585.728) || !near(s.P999us, 9371.648) {
 		t.Errorf("p50 %v p99.9 %v", s.P50us, s.P999us)
 	}
+	if !near(s.MaxUs, 20315.559) {
+		t.Errorf("max %v", s.MaxUs)
+	}
 	if s.Syncs != 0 || s.SyncP50 != 0 {
 		t.Errorf("syncs %d p50 %v, want none", s.Syncs, s.SyncP50)
 	}

@@ -48,7 +48,7 @@ func writeTable(w io.Writer, r *Results) {
 	for _, c := range r.Cells {
 		flush = flush || c.Median.Syncs > 0
 	}
-	cols := []string{"workload", "system", "IOPS", "MiB/s", "p50", "p99", "p99.9", "IOPS min-max", "CPU s/GiB"}
+	cols := []string{"workload", "system", "IOPS", "MiB/s", "p50", "p99", "p99.9", "max", "IOPS min-max", "CPU s/GiB"}
 	if flush {
 		cols = append(cols, "flush p50 / p99")
 	}
@@ -114,7 +114,7 @@ func writeRow(w io.Writer, cols []string) {
 func cellColumns(c *Cell, flush bool) []string {
 	m := c.Median
 	if c.Good == 0 {
-		cols := []string{"failed", "-", "-", "-", "-", "-", "-"}
+		cols := []string{"failed", "-", "-", "-", "-", "-", "-", "-"}
 		if flush {
 			cols = append(cols, "-")
 		}
@@ -125,7 +125,7 @@ func cellColumns(c *Cell, flush bool) []string {
 		spreadCol += fmt.Sprintf(" (%d/%d ok)", c.Good, len(c.Runs))
 	}
 	cols := []string{fmtCount(m.IOPS), fmtMiB(m.MiBps), fmtUs(m.P50us), fmtUs(m.P99us),
-		fmtUs(m.P999us), spreadCol, fmt.Sprintf("%.2f", m.CPUPerGB)}
+		fmtUs(m.P999us), fmtUs(m.MaxUs), spreadCol, fmt.Sprintf("%.2f", m.CPUPerGB)}
 	if flush {
 		f := "-"
 		if m.Syncs > 0 {
@@ -138,7 +138,7 @@ func cellColumns(c *Cell, flush bool) []string {
 
 func ratioColumns(q Ratio, flush bool) []string {
 	cols := []string{fmtRatio(q.IOPS), fmtRatio(q.MiBps), fmtRatio(q.P50), fmtRatio(q.P99),
-		fmtRatio(q.P999), "", fmtRatio(q.CPUPerGB)}
+		fmtRatio(q.P999), fmtRatio(q.Max), "", fmtRatio(q.CPUPerGB)}
 	if flush {
 		cols = append(cols, "")
 	}

@@ -75,6 +75,7 @@ func (c *Cell) summarize() {
 		P50us:    field(func(s Summary) float64 { return s.P50us }),
 		P99us:    field(func(s Summary) float64 { return s.P99us }),
 		P999us:   field(func(s Summary) float64 { return s.P999us }),
+		MaxUs:    field(func(s Summary) float64 { return s.MaxUs }),
 		Syncs:    int64(field(func(s Summary) float64 { return float64(s.Syncs) })),
 		SyncP50:  field(func(s Summary) float64 { return s.SyncP50 }),
 		SyncP99:  field(func(s Summary) float64 { return s.SyncP99 }),
@@ -99,6 +100,7 @@ type Ratio struct {
 	P50      float64 `json:"p50"`
 	P99      float64 `json:"p99"`
 	P999     float64 `json:"p99_9"`
+	Max      float64 `json:"max"`
 	CPUPerGB float64 `json:"cpu_s_per_gib"`
 }
 
@@ -138,7 +140,7 @@ func ratios(cells []*Cell, pairs map[string][]string) []Ratio {
 				Workload: c.Workload, System: c.System, Baseline: base,
 				IOPS: ratioOf(m.IOPS, n.IOPS), MiBps: ratioOf(m.MiBps, n.MiBps),
 				P50: ratioOf(m.P50us, n.P50us), P99: ratioOf(m.P99us, n.P99us),
-				P999: ratioOf(m.P999us, n.P999us), CPUPerGB: ratioOf(m.CPUPerGB, n.CPUPerGB),
+				P999: ratioOf(m.P999us, n.P999us), Max: ratioOf(m.MaxUs, n.MaxUs), CPUPerGB: ratioOf(m.CPUPerGB, n.CPUPerGB),
 			})
 		}
 	}
