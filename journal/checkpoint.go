@@ -116,10 +116,10 @@ func (j *Journal) checkpointDisk() (uint64, error) {
 func (j *Journal) queueCheckpoint(done func(uint64, error)) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.failure != nil || j.stopping {
-		if j.failure != nil {
-			return j.failure
-		}
+	switch {
+	case j.failure != nil:
+		return j.failure
+	case j.stopping:
 		return ErrClosed
 	}
 	j.diskSyncing.Store(true) // under mu: every batch taken from here on
