@@ -68,32 +68,43 @@ func (r *runner) settle(base int) {
 
 // drain waits for every request to the live nodes to end.
 func (r *runner) drain() bool {
-	deadline := time.After(r.opt.Liveness + time.Second)
+	deadline := time.NewTimer(r.opt.Liveness + time.Second)
+	defer deadline.Stop()
+	live := r.awaitOps(func(o *op) bool { return !o.inc.dead.Load() }, deadline.C)
+	if len(live) == 0 {
+		return true
+	}
+	var what []string
+	for _, o := range live {
+		what = append(what, fmt.Sprintf("%s (%v)", o.what, time.Since(o.start).Round(time.Millisecond)))
+	}
+	r.violate(InvLiveness, "requests never answered: %s; %s; stacks:\n%s", strings.Join(what, ", "),
+		r.describe(), r.stacks())
+	r.stopped = true
+	return false
+}
+
+// awaitOps waits until no request that counts is in flight, or until
+// deadline, and returns those still in flight then.
+func (r *runner) awaitOps(counts func(*op) bool, deadline <-chan time.Time) []*op {
 	for {
 		r.opsMu.Lock()
-		var live []*op
+		var left []*op
 		for o := range r.inflight {
-			if !o.inc.dead.Load() {
-				live = append(live, o)
+			if counts(o) {
+				left = append(left, o)
 			}
 		}
 		idle := r.opsIdle
 		r.opsMu.Unlock()
-		if len(live) == 0 {
-			return true
+		if len(left) == 0 {
+			return nil
 		}
 		select {
 		case <-idle:
-		case <-live[0].done:
+		case <-left[0].done:
 		case <-deadline:
-			var what []string
-			for _, o := range live {
-				what = append(what, fmt.Sprintf("%s (%v)", o.what, time.Since(o.start).Round(time.Millisecond)))
-			}
-			r.violate(InvLiveness, "requests never answered: %s; %s; stacks:\n%s", strings.Join(what, ", "),
-				r.describe(), r.stacks())
-			r.stopped = true
-			return false
+			return left
 		}
 	}
 }
@@ -248,23 +259,11 @@ const leakGrace = 2 * time.Second
 func (r *runner) unanswered(deadline time.Time) []string {
 	timeout := time.NewTimer(time.Until(deadline))
 	defer timeout.Stop()
-	for {
-		r.opsMu.Lock()
-		var left []string
-		for o := range r.inflight {
-			left = append(left, fmt.Sprintf("%s (dead incarnation %v)", o.what, o.inc.dead.Load()))
-		}
-		idle := r.opsIdle
-		r.opsMu.Unlock()
-		if len(left) == 0 {
-			return nil
-		}
-		select {
-		case <-idle:
-		case <-timeout.C:
-			return left
-		}
+	var left []string
+	for _, o := range r.awaitOps(func(*op) bool { return true }, timeout.C) {
+		left = append(left, fmt.Sprintf("%s (dead incarnation %v)", o.what, o.inc.dead.Load()))
 	}
+	return left
 }
 
 // diffBlocks lists the blocks where a and b differ, with the write each
