@@ -42,7 +42,9 @@ func (j *Journal) applyInline(b *batch) bool {
 		case <-a.syncing:
 			a.syncing = nil
 		default:
-			return false // the applier waits for the disk sync, not the writer
+			if !b.unsynced { // the applier waits for the disk sync, not the writer
+				return false
+			}
 		}
 	}
 	j.applyBatch(a, b)

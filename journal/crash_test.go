@@ -39,15 +39,15 @@ func TestCrashSchedules(t *testing.T) {
 	for i := range n {
 		runSchedule(t, seed+uint64(i))
 	}
-	t.Logf("%d schedules: %d recoveries found extents written in place, %d of them torn extents",
-		n, seen.extents.Load(), seen.torn.Load())
-	if n >= 100 && (seen.extents.Load() == 0 || seen.torn.Load() == 0) {
-		t.Errorf("no recovery met an extent written in place, or none a torn one: the schedules miss them")
+	t.Logf("%d schedules: %d recoveries found extents written in place, %d of them torn extents; %d an open activity set",
+		n, seen.extents.Load(), seen.torn.Load(), seen.active.Load())
+	if n >= 100 && (seen.extents.Load() == 0 || seen.torn.Load() == 0 || seen.active.Load() == 0) {
+		t.Errorf("no recovery met an extent written in place, or none a torn one, or none an open activity set: the schedules miss them")
 	}
 }
 
 // seen counts what recoveries met, so the test knows it reaches them.
-var seen struct{ extents, torn atomic.Int64 }
+var seen struct{ extents, torn, active atomic.Int64 }
 
 // schedule is one run: a journal, its FS and disk, and the model.
 type schedule struct {
@@ -78,6 +78,8 @@ func runSchedule(t *testing.T, seed uint64) {
 			Logger:             quiet,
 			DataMax:            []int64{-1, 2 << 10, 4 << 10, 8 << 10}[rnd.IntN(4)],
 			MarkExtents:        rnd.IntN(2) == 0,
+			activityExtent:     []int64{512, 4 << 10, 16 << 10, 1 << 20}[rnd.IntN(4)],
+			activityMax:        []int{1, 4, 1024}[rnd.IntN(3)],
 		},
 	}
 	s.h.dataMax = s.opts.DataMax

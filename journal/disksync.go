@@ -8,9 +8,11 @@ import "fmt"
 // not durable in the journal: until the disk sync ends, every batch is synced
 // in the journal before it is applied. The writer syncs every batch it takes
 // while diskSyncing is set, from the moment the checkpoint's marker is queued
-// (queueCheckpoint) until the disk sync has ended; a batch that is not synced
-// waits for the disk sync (holdForDiskSync), which no batch queued behind a
-// marker does.
+// (queueCheckpoint) until the disk sync has ended, except a batch whose
+// records all fall in the activity set published for this disk sync (see
+// activity.go): that one is applied at once. Any other batch that is not
+// synced waits for the disk sync (holdForDiskSync), which no batch queued
+// behind a marker does.
 
 // diskSync asks the disk syncer for a sync covering seqs up to seq.
 type diskSync struct {
@@ -23,7 +25,9 @@ type diskSync struct {
 func (j *Journal) diskSyncLoop() {
 	for req := range j.diskq {
 		j.st.diskSyncs.Add(1)
+		j.publishActivity()
 		seq, err := req.seq, j.disk.Sync()
+		closed := j.withdrawActivity()
 		if err != nil {
 			// The disk may have dropped writes: never checkpoint past them.
 			seq, err = 0, fmt.Errorf("journal: sync disk: %w", err)
@@ -34,6 +38,7 @@ func (j *Journal) diskSyncLoop() {
 		}
 		close(req.finished)
 		req.done(seq, err)
+		j.closeActivity(closed) // after done: batches need no journal sync from here on
 	}
 }
 
@@ -56,11 +61,11 @@ func (j *Journal) startDiskSync(a *applier, syncErr error, done func(uint64, err
 	j.diskq <- diskSync{seq: j.appliedSeq.Load(), done: done, finished: a.syncing}
 }
 
-// holdForDiskSync waits, while a disk sync runs, until b may be applied: once
-// it is synced in the journal, or once the disk sync has ended if the writer
-// will not sync b.
+// holdForDiskSync waits, while a disk sync runs, until b may be applied: at
+// once if its records are in the activity set, once it is synced in the
+// journal, or once the disk sync has ended if the writer will not sync b.
 func (j *Journal) holdForDiskSync(a *applier, b *batch) {
-	if a.syncing == nil {
+	if a.syncing == nil || b.unsynced && !b.needSync {
 		return
 	}
 	select {

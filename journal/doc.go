@@ -18,7 +18,9 @@
 //     with one fdatasync (group commit).
 //   - Applying records to the Disk, in seq order, by one goroutine: overlapping
 //     writes land in one order, and the disk file sees one writer.
-//   - Checkpoints (disk synced, seq recorded in the CHECKPOINT file), removal
+//   - Checkpoints (disk synced, seq recorded in the CHECKPOINT file; the
+//     extents written meanwhile without a journal sync named in the ACTIVITY
+//     file, see activity.go), removal
 //     of old segments beyond RetainBytes, back-pressure at MaxBytes, and
 //     recovery at Open.
 //

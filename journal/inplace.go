@@ -30,6 +30,10 @@ type Extent struct {
 	Offset int64
 	Len    int64
 	Sum    uint32 // CRC32C of the data
+	// Active: not a write in place but an extent of the activity set that
+	// a crash found open (see activity.go); Seq is the first seq that may
+	// have been applied there unsynced, Sum is zero.
+	Active bool
 }
 
 // prepareInPlace readies r to be written in place, in the caller's
@@ -71,13 +75,23 @@ func (j *Journal) LastExtentSeq() uint64 { return j.extentSeq.Load() }
 
 // RecoveredExtents is the writes made in place after the checkpoint whose
 // data on the disk did not match their CRC at Open (torn by the crash, or
-// overwritten since by a later record): the regions to mark out of sync
-// toward a peer. With Options.MarkExtents the caller calls ExtentsMarked
+// overwritten since by a later record), and the extents of an activity set
+// the crash left open (Active, see activity.go): the regions to mark out
+// of sync toward a peer. An extent may reach past the end of the disk. With Options.MarkExtents the caller calls ExtentsMarked
 // once they are marked durably.
 func (j *Journal) RecoveredExtents() []Extent { return slices.Clone(j.recovered) }
 
-// ExtentsMarked lets checkpoints pass the extents RecoveredExtents reported.
-func (j *Journal) ExtentsMarked() { j.ckptHold.Store(0) }
+// ExtentsMarked lets checkpoints pass the extents RecoveredExtents reported,
+// and no new activity set replaces the reported one before that.
+func (j *Journal) ExtentsMarked() {
+	j.ckptHold.Store(0)
+	j.mu.Lock()
+	held := j.act.held
+	j.mu.Unlock()
+	if held {
+		j.clearActivity()
+	}
+}
 
 // capCheckpoint is seq, or the seq before the first recovered extent not
 // marked yet.

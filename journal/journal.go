@@ -79,6 +79,8 @@ type Journal struct {
 	ckptHold        atomic.Uint64 // if not 0, checkpoints stay below it (Options.MarkExtents)
 	recovered       []Extent      // torn extents recovery found; set before the goroutines start
 
+	act activity // the activity set of disk syncs (see activity.go); guarded by mu
+
 	prog progress // wakes AwaitApplied and AwaitWritten
 
 	closeOnce sync.Once
@@ -129,6 +131,7 @@ func Open(fs FS, dir string, disk Disk, o Options) (*Journal, error) {
 		stop:     make(chan struct{}),
 	}
 	j.space = sync.NewCond(&j.mu)
+	j.act.touched = make(map[int64]struct{})
 	if err := fs.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("journal: create %s: %w", dir, err)
 	}

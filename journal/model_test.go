@@ -9,6 +9,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 
@@ -58,6 +59,16 @@ type history struct {
 		flushed uint64
 		fua     map[uint64]bool
 	}
+	// patches are what recoveries found on the disk over the extents of
+	// an open activity set, in the order found.
+	patches []patch
+}
+
+// patch is bytes of the disk at off that replace the image after seq after.
+type patch struct {
+	after uint64
+	off   int64
+	data  []byte
 }
 
 // crashed notes what was promised durable when the crash came.
@@ -112,14 +123,25 @@ func (h *history) image(t *testing.T, size int64, k uint64) []byte {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	img := make([]byte, size)
+	h.patch(img, 0)
 	for s := uint64(1); s <= k; s++ {
 		o, ok := h.ops[s]
 		if !ok {
 			t.Fatalf("seq %d was never appended but is in the journal", s)
 		}
 		o.applyTo(img)
+		h.patch(img, s)
 	}
 	return img
+}
+
+// patch lays the patches made after seq s over img. Requires mu.
+func (h *history) patch(img []byte, s uint64) {
+	for _, p := range h.patches {
+		if p.after == s {
+			copy(img[p.off:], p.data)
+		}
+	}
 }
 
 // forget drops the seqs above k: the crash took them.
@@ -193,8 +215,11 @@ func checkRecovered(t *testing.T, j *Journal, disk *MemDisk, h *history, size in
 	}
 	torn := j.RecoveredExtents()
 	h.checkTorn(t, torn, k)
-	if len(torn) > 0 {
+	if slices.ContainsFunc(torn, func(e Extent) bool { return !e.Active }) {
 		seen.torn.Add(1)
+	}
+	if slices.ContainsFunc(torn, func(e Extent) bool { return e.Active }) {
+		seen.active.Add(1)
 	}
 	if j.LastExtentSeq() > 0 {
 		seen.extents.Add(1)
@@ -202,7 +227,8 @@ func checkRecovered(t *testing.T, j *Journal, disk *MemDisk, h *history, size in
 	want := h.image(t, size, k)
 	got := disk.Bytes()
 	for _, e := range torn { // whatever the crash left there, to be resynced
-		copy(want[e.Offset:e.Offset+e.Len], got[e.Offset:e.Offset+e.Len])
+		end := min(e.Offset+e.Len, size)
+		copy(want[e.Offset:end], got[e.Offset:end])
 	}
 	if !bytes.Equal(got, want) {
 		t.Fatalf("disk after recovery is not the image of seqs 1..%d outside %d torn extents (first difference at %d)",
@@ -264,6 +290,9 @@ func (h *history) checkTorn(t *testing.T, torn []Extent, k uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, e := range torn {
+		if e.Active {
+			continue // an extent of an open activity set: anything may be there
+		}
 		o, ok := h.ops[e.Seq]
 		if !ok || e.Seq > k || !h.inPlace(o) || o.off != e.Offset || o.n != e.Len {
 			t.Fatalf("recovery reported torn extent %+v, not an extent appended up to seq %d", e, k)
@@ -276,6 +305,9 @@ func (h *history) checkTorn(t *testing.T, torn []Extent, k uint64) {
 			l := h.ops[s]
 			overlapped = l.off < e.Offset+e.Len && e.Offset < l.off+l.n
 		}
+		for _, a := range torn { // a later record the crash took may be on the disk there
+			overlapped = overlapped || a.Active && a.Offset < e.Offset+e.Len && e.Offset < a.Offset+a.Len
+		}
 		if !overlapped {
 			t.Fatalf("durable extent of seq %d (flushed up to %d) reported torn: older data replayed over it?", e.Seq, h.flushed)
 		}
@@ -284,11 +316,18 @@ func (h *history) checkTorn(t *testing.T, torn []Extent, k uint64) {
 
 // settleTorn makes the model hold what the disk holds over the torn
 // extents: the data of each becomes the disk's bytes there (later records
-// over it were replayed, so the image stays the disk).
+// over it were replayed, so the image stays the disk). Over an extent of
+// an open activity set, the disk's bytes become a patch laid over the
+// image after seq k.
 func (h *history) settleTorn(torn []Extent, disk []byte, k uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, e := range torn {
+		if e.Active {
+			end := min(e.Offset+e.Len, int64(len(disk)))
+			h.patches = append(h.patches, patch{after: k, off: e.Offset, data: bytes.Clone(disk[e.Offset:end])})
+			continue
+		}
 		o := h.ops[e.Seq]
 		o.data = append([]byte(nil), disk[e.Offset:e.Offset+e.Len]...)
 		o.torn = true

@@ -83,6 +83,11 @@ type Options struct {
 	// file's existing blocks makes FUA writes cheaper. Zero means 2; negative
 	// none. Later, retired segments are recycled as spares.
 	spares int
+	// activityExtent is the size of an extent of the activity set (see
+	// activity.go; default 4 MiB), activityMax the most extents it holds
+	// (default 1024).
+	activityExtent int64
+	activityMax    int
 }
 
 func (o Options) withDefaults() Options {
@@ -101,6 +106,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.spares == 0 {
 		o.spares = 2
+	}
+	if o.activityExtent <= 0 {
+		o.activityExtent = defaultActivityExtent
+	}
+	if o.activityMax <= 0 {
+		o.activityMax = defaultActivityMax
 	}
 	if o.DataMax == 0 {
 		o.DataMax = DefaultDataMax

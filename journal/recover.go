@@ -45,6 +45,9 @@ func (j *Journal) recover() error {
 	if err := j.replay(rc); err != nil {
 		return err
 	}
+	if err := j.recoverActivity(max(rc.lastSeq, rc.ckpt)); err != nil {
+		return err
+	}
 	return j.startAfterRecovery(rc)
 }
 
@@ -276,7 +279,7 @@ func (j *Journal) startAfterRecovery(rc *recovery) error {
 func (j *Journal) removeLeftovers() {
 	names, _ := j.fs.ReadDir(j.dir)
 	for _, name := range names {
-		if name == checkpointTmp || strings.HasSuffix(name, prepExt) {
+		if name == checkpointTmp || name == activityTmp || strings.HasSuffix(name, prepExt) {
 			j.fs.Remove(j.path(name))
 		}
 	}

@@ -12,22 +12,30 @@ import (
 // sends its payload, compressed once; the Secondary's journal makes the same
 // choice for the record it receives.
 
-// recoverExtents marks the writes in place that the journal's recovery
-// found torn (their data on the disk does not match the record's CRC):
-// this node may hold anything there, so the next connection resyncs them,
-// as DRBD resyncs its activity log's extents after a crash. The bitmap is
-// saved before the journal's checkpoint may pass them.
+// recoverExtents marks the regions the journal's recovery reported: writes
+// in place it found torn (their data on the disk does not match the
+// record's CRC), and the extents of an activity set a crash left open
+// during a disk sync. This node may hold anything there, so the next
+// connection resyncs them, as DRBD resyncs its activity log's extents
+// after a crash. The bitmap is saved before the journal's checkpoint may
+// pass them.
 func (r *Resource) recoverExtents() error {
-	torn := r.journal.RecoveredExtents()
-	for _, e := range torn {
-		r.oos.mark(e.Offset, e.Len)
-	}
-	if len(torn) > 0 {
-		if err := r.saveBitmap(); err != nil {
-			return fmt.Errorf("replication: mark torn writes in place: %w", err)
+	exts := r.journal.RecoveredExtents()
+	active := 0
+	for _, e := range exts {
+		if e.Active {
+			active++
 		}
-		r.log.Warn("writes in place torn by a crash: marked out of sync", "extents", len(torn),
-			"out_of_sync_bytes", r.oos.bytes())
+		if end := min(e.Offset+e.Len, r.size); end > e.Offset {
+			r.oos.mark(e.Offset, end-e.Offset)
+		}
+	}
+	if len(exts) > 0 {
+		if err := r.saveBitmap(); err != nil {
+			return fmt.Errorf("replication: mark what a crash may have left different: %w", err)
+		}
+		r.log.Warn("regions a crash may have left different: marked out of sync",
+			"torn_writes_in_place", len(exts)-active, "active_extents", active, "out_of_sync_bytes", r.oos.bytes())
 	}
 	r.journal.ExtentsMarked()
 	return nil
