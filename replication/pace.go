@@ -130,3 +130,24 @@ func (p *pacer) wait(n int64, stop <-chan struct{}) {
 	case <-stop:
 	}
 }
+
+// lagFor is how many bytes a resync may keep in flight on the link when
+// the peer acknowledges rate bytes per second (0: not measured yet): what
+// it takes in tune.resyncPlanAhead, at least tune.resyncWindowMin and at
+// most most. A client write shares the link with the resync and queues
+// behind what is in flight: so it waits about resyncPlanAhead however
+// slow the target, as DRBD's c-plan-ahead controller keeps its resync's
+// fill. A fixed 32 MiB to a target that took 5 MiB/s held a lone write
+// for six seconds, past --peer-timeout. A fast target still gets most.
+func lagFor(rate float64, most uint64) uint64 {
+	w := uint64(rate * tune.resyncPlanAhead.Seconds())
+	return min(max(w, tune.resyncWindowMin), most)
+}
+
+// resyncLag is lagFor the rate the resync under way has been acknowledged at.
+func (r *Resource) resyncLag(most uint64) uint64 {
+	r.mu.Lock()
+	rate := r.resync.meter.estimate(time.Now(), r.resync.done)
+	r.mu.Unlock()
+	return lagFor(rate, most)
+}

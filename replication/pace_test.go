@@ -1,8 +1,13 @@
 package replication
 
 import (
+	"bytes"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nbdmirror/nbdmirror/journal"
 )
 
 func TestPaceLimit(t *testing.T) {
@@ -108,4 +113,91 @@ func TestAppWatch(t *testing.T) {
 			t.Fatalf("step %d at %v, ops %d: busy %v, want %v", i, s.at, s.ops, got, s.busy)
 		}
 	}
+}
+
+// lagFor keeps in flight what the peer takes in resyncPlanAhead, within
+// the minimum and the given most.
+func TestLagFor(t *testing.T) {
+	most := uint64(32 << 20)
+	for _, c := range []struct {
+		name string
+		rate float64
+		want uint64
+	}{
+		{"not measured yet: the minimum", 0, tune.resyncWindowMin},
+		{"a slow peer: the minimum", 4 << 20, tune.resyncWindowMin},
+		{"what the peer takes in the plan-ahead time", 64 << 20, uint64(64<<20) / uint64(time.Second/tune.resyncPlanAhead)},
+		{"a fast peer: the most", 1 << 30, most},
+	} {
+		if got := lagFor(c.rate, most); got != c.want {
+			t.Errorf("%s: lagFor(%.0f) = %d, want %d", c.name, c.rate, got, c.want)
+		}
+	}
+}
+
+// throttledDisk is a memory disk that takes writes at rate bytes per second, as
+// a slow device does, and closes reached once it has taken mark bytes
+// since counting began.
+type throttledDisk struct {
+	memDisk
+	rate     float64
+	counting atomic.Bool
+	taken    atomic.Int64
+	mark     int64
+	reached  chan struct{}
+	once     sync.Once
+}
+
+func (d *throttledDisk) WriteAt(p []byte, off int64) (int, error) {
+	time.Sleep(time.Duration(float64(len(p)) / d.rate * float64(time.Second))) // the device's own time
+	n, err := d.memDisk.WriteAt(p, off)
+	if d.counting.Load() && d.taken.Add(int64(n)) >= d.mark {
+		d.once.Do(func() { close(d.reached) })
+	}
+	return n, err
+}
+
+// TestLoneWriteBehindAResyncToASlowPeer: a resync keeps in flight only what
+// the peer takes in tune.resyncPlanAhead (lagFor), so a client write that
+// queues behind it on the link completes within --peer-timeout however
+// slow the peer's disk. With a fixed 32 MiB window, the 24 MiB written
+// apart were all in flight to a disk taking 8 MiB/s, and the write waited
+// about 3 s, past the 2 s timeout.
+func TestLoneWriteBehindAResyncToASlowPeer(t *testing.T) {
+	const size = 32 << 20
+	slow := &throttledDisk{memDisk: memDisk{journal.NewMemDisk(size)}, rate: 8 << 20, mark: 2 << 20, reached: make(chan struct{})}
+	p := openPairWith(t, size, func(pc, sc *Config) {
+		sc.Disk = slow
+		pc.PeerTimeout, sc.PeerTimeout = 2*time.Second, 2*time.Second
+		// The real file system: a memory one holds one lock while it
+		// prepares the journal's spare segments, a second or more.
+		pc.FS, sc.FS = nil, nil
+	}, nil)
+	p.sdisk = slow.memDisk
+	p.waitInSync(t)
+	p.primary.Disconnect()
+	data := bytes.Repeat([]byte{0x5a}, 1<<20)
+	for off := int64(0); off < 24<<20; off += 1 << 20 {
+		if _, err := p.primary.WriteAt(data, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slow.counting.Store(true)
+	p.primary.Connect()
+	select {
+	case <-slow.reached: // the resync is under way
+	case <-time.After(20 * time.Second):
+		t.Fatal("the resync did not start")
+	}
+	start := time.Now()
+	if _, err := p.primary.WriteAt(make([]byte, 4096), 30<<20); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("a lone write behind the resync took %v, past the 2 s peer timeout", d.Round(time.Millisecond))
+	} else {
+		t.Logf("a lone write behind the resync took %v", d.Round(10*time.Microsecond))
+	}
+	p.waitInSync(t)
+	p.sameImages(t)
 }

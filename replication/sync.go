@@ -81,7 +81,8 @@ func (r *Resource) runSource(l *link, d Decision) error {
 // region once. A region's bit is cleared when the peer acknowledges it.
 // Runs of regions are read from the disk and compressed ahead of their
 // send (see readRuns), and up to tune.resyncWindow bytes of them are in
-// flight to the peer, so that both disks and the link stay busy. Each run
+// flight to the peer, so that both disks and the link stay busy; fewer to
+// a slow peer (see lagFor). Each run
 // is queued under Resource.order, after a check that no write was appended
 // since it was read: no write can slip between the read and the send and
 // be overwritten on the peer by older data.
@@ -106,7 +107,7 @@ func (r *Resource) resyncLoop(l *link) error {
 			return err
 		}
 		pace.wait(run.n, l.closed)
-		if err := l.waitLag(tune.resyncWindow); err != nil {
+		if err := l.waitLag(r.resyncLag(tune.resyncWindow)); err != nil {
 			return err
 		}
 	}

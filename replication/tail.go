@@ -75,7 +75,7 @@ func (r *Resource) tailLoop(l *link, from uint64) error {
 		l.send(false)
 		r.resyncWire.Add(uint64(wire.RecordHeaderSize + len(rec.Payload)))
 		pace.wait(n, l.closed)
-		if err := l.waitLag(tune.tailMaxPending); err != nil {
+		if err := l.waitLag(r.resyncLag(tune.tailMaxPending)); err != nil {
 			return err
 		}
 	}

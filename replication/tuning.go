@@ -45,6 +45,12 @@ type tuning struct {
 	// link; resyncReadAhead is how many runs are read ahead of the send.
 	resyncWindow    uint64
 	resyncReadAhead int
+	// resyncPlanAhead is how long the peer takes, at the rate it
+	// acknowledged so far, to take what a resync (bitmap or tail) keeps in
+	// flight, and so about how long a client write queued behind it waits
+	// (see resyncLag); resyncWindowMin is the least in flight, two runs.
+	resyncPlanAhead time.Duration
+	resyncWindowMin uint64
 	// chunkWords is the most bitmap words one BitmapChunk frame carries.
 	chunkWords int
 	// sumBlocks is how many checksum blocks one SumRequest asks for.
@@ -75,6 +81,8 @@ var tune = tuning{
 	maxRun:          256,
 	resyncWindow:    32 << 20,
 	resyncReadAhead: 4,
+	resyncPlanAhead: 250 * time.Millisecond,
+	resyncWindowMin: 2 << 20,
 	chunkWords:      32 << 10,
 	sumBlocks:       1024, // 64 MiB
 	sumTimeouts:     10,
