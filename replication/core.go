@@ -402,7 +402,7 @@ func outcome(s State, local, remote wire.Hello) Decision {
 	d := resolve(decide(s.Gen, remote.Gen), s.DiscardMyData, remote.Flags&wire.DiscardMyData != 0)
 	switch {
 	case local.Disk == wire.Diskless || remote.Disk == wire.Diskless:
-		d = Decision{Outcome: InSync} // a Diskless Primary works through its peer: nothing to sync either way
+		d = disklessOutcome(local, remote)
 	case d.Outcome == InSync:
 		d = dirtyDirection(l, p)
 	case d.Outcome == SplitBrain && s.AfterSplitBrain == DiscardZeroChanges:
@@ -420,6 +420,10 @@ func refusal(s State, d Decision, remote wire.Hello) (wire.Reason, string) {
 		return wire.ReasonSplitBrain, "split brain: both nodes wrote while apart"
 	case d.Outcome == Unrelated:
 		return wire.ReasonUnrelatedData, "unrelated data: the generation ids share no history"
+	case d.Outcome == StalePeer && s.Disk == wire.Diskless:
+		return wire.ReasonSplitBrain, "the peer lacks writes that only this Diskless Primary's detached disk holds"
+	case d.Outcome == StalePeer:
+		return wire.ReasonSplitBrain, "the Diskless Primary's detached disk holds writes this node lacks"
 	case d.Outcome == SyncTarget && s.Role == wire.Primary:
 		return wire.ReasonSplitBrain, "the peer holds newer data than this Primary"
 	case d.Outcome == SyncSource && remote.Role == wire.Primary:
