@@ -408,7 +408,7 @@ func outcome(s State, local, remote wire.Hello) Decision {
 	case d.Outcome == SplitBrain && s.AfterSplitBrain == DiscardZeroChanges:
 		d = discardZeroChanges(l, p)
 	}
-	return d
+	return wholeSource(d, local.Disk, remote.Disk)
 }
 
 // refusal says why this node will not go on with a decision, or "" when it

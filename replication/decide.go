@@ -88,16 +88,37 @@ func decide(l, r wire.GenIDs) Decision {
 
 // resolve applies an operator's word to a decision the ids alone cannot
 // settle: the side that agreed to discard its data (resolve
-// --discard-my-data) becomes the target of a full sync, as long as only
-// one side did. Everything else stays as decide said.
+// --discard-my-data, or a disk attached fresh) becomes the target of a
+// full sync, as long as only one side did. It is never the source: the
+// ids can say so only by taking a peer that never left GenZero for a new
+// device, and a fresh disk's random id never met that peer. Everything
+// else stays as decide said.
 func resolve(d Decision, localDiscards, remoteDiscards bool) Decision {
-	if d.Outcome != SplitBrain && d.Outcome != Unrelated || localDiscards == remoteDiscards {
+	gaveIn := d.Outcome == SplitBrain || d.Outcome == Unrelated ||
+		localDiscards && d.Outcome == SyncSource || remoteDiscards && d.Outcome == SyncTarget
+	if !gaveIn || localDiscards == remoteDiscards {
 		return d
 	}
 	if localDiscards {
 		return Decision{Outcome: SyncTarget, Full: true}
 	}
 	return Decision{Outcome: SyncSource, Full: true}
+}
+
+// wholeSource turns a sync from an Inconsistent disk (a fresh one, a
+// resync target not finished) to a whole one (UpToDate, Consistent) the
+// other way, full: what the ids say cannot hold there (a peer that never
+// left GenZero taken for a new device, both sides told to discard their
+// data), and nothing records what differs.
+func wholeSource(d Decision, local, remote wire.DiskState) Decision {
+	whole := func(s wire.DiskState) bool { return s == wire.UpToDate || s == wire.Consistent }
+	switch {
+	case d.Outcome == SyncSource && local == wire.Inconsistent && whole(remote):
+		return Decision{Outcome: SyncTarget, Full: true}
+	case d.Outcome == SyncTarget && remote == wire.Inconsistent && whole(local):
+		return Decision{Outcome: SyncSource, Full: true}
+	}
+	return d
 }
 
 func inHistory(g wire.GenIDs, id uint64) bool {

@@ -520,3 +520,49 @@ func openPairFaultyPrimary(t *testing.T, onIOError OnIOError) (*testPair, faultD
 	}, nil)
 	return p, fd
 }
+
+// TestFreshDiskOnAPairThatNeverMovedOn: a fresh disk attached to a node
+// whose peer never left the generation the pair was created in (GenZero:
+// written ever since, never apart; both Secondary) takes the peer's data.
+// The ids alone take such a peer for a new device and the fresh disk for
+// the source; the side that gave in is never the source.
+func TestFreshDiskOnAPairThatNeverMovedOn(t *testing.T) {
+	p := openPairWith(t, testSize, slowMachine, nil)
+	p.waitInSync(t)
+	if err, _ := writeRound(p.primary, 64, 1); err != nil {
+		t.Fatal(err)
+	}
+	p.waitInSync(t)
+	if err := p.primary.SetRole(wire.Secondary, false); err != nil {
+		t.Fatal(err)
+	}
+	if g := p.secondary.Status().Gen.Current; g != GenZero {
+		t.Fatalf("the peer's generation %x, want GenZero", g)
+	}
+	if err := p.primary.DetachDisk(); err != nil {
+		t.Fatal(err)
+	}
+	fresh := memDisk{journal.NewMemDisk(testSize)}
+	if err := p.primary.AttachDisk(fresh, true); err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		st := p.primary.Status()
+		if st.Disk == "UpToDate" && st.Peer.Replication == "Established" && st.Stats.OutOfSyncBytes == 0 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("the fresh disk never got in sync: %s", brief(st))
+		}
+	}
+	if err := p.primary.journal.WaitApplied(); err != nil {
+		t.Fatal(err)
+	}
+	holdsRound(t, "the peer", p.sdisk.Bytes(), 64, 1)
+	holdsRound(t, "the fresh disk", fresh.Bytes(), 64, 1)
+}
+
+func brief(st Status) string {
+	return fmt.Sprintf("%s/%s peer %s %s %s oos=%d", st.Role, st.Disk, st.Peer.Connection, st.Peer.Disk,
+		st.Peer.Replication, st.Stats.OutOfSyncBytes)
+}
