@@ -600,9 +600,9 @@ func linkLost(s State, e LinkLost) (State, []Action) {
 // Consistent: a state its peer really had, older but whole), or with any
 // disk when forced, and never while its peer is Primary. A disk that was
 // not UpToDate is from then on, in a generation of its own. Promoted alone,
-// whatever it writes the peer lacks: a new generation unless its bitmap
-// already counts from an older one, and seqs its old Primary cannot have
-// used.
+// whatever it writes the peer lacks: a new generation (its bitmap, if it
+// has one, still counts from the older one it names), and seqs its old
+// Primary cannot have used.
 func promote(s State, e Promote) (State, []Action) {
 	if s.Role == wire.Primary {
 		return s, nil
@@ -615,14 +615,20 @@ func promote(s State, e Promote) (State, []Action) {
 		return s, []Action{Deny{fmt.Sprintf("the disk is %s (a resync has not finished); --force promotes it anyway", s.Disk)}}
 	}
 	var acts []Action
-	if s.Disk != wire.UpToDate {
+	moved := s.Disk != wire.UpToDate
+	if moved {
 		s.Disk = wire.UpToDate
 		s.Gen = newGeneration(s.Gen, e.NewID)
 		acts = append(acts, NewGeneration{}, SaveMeta{})
 	}
 	if !s.Linked {
+		// Alone, always a generation of its own, even with a bitmap
+		// counting from an older one: its current one may be one its
+		// peer moved on from (the peer's bitmap generation: it followed
+		// this node's disk out, or a resync's end was not saved here),
+		// and writes made in it would look older than the peer's.
 		acts = append(acts, SkipSeqs{})
-		if s.Gen.Bitmap == 0 {
+		if !moved {
 			s.Gen = newGeneration(s.Gen, e.NewID)
 			acts = append(acts, NewGeneration{}, SaveMeta{})
 		}
