@@ -230,6 +230,14 @@ func (r *runner) crash(i int, power bool) {
 		if err := r.setRole(r.nodes[1-i], wire.Primary, false); err == nil {
 			r.primary, role = 1-i, wire.Secondary
 			r.checkPrimary("failover to " + r.nodes[1-i].name)
+		} else if r.faulted[i] {
+			// Its disk failed: what it wrote through its peer since is
+			// on the peer only, and its old disk, which it restarts on,
+			// lacks it. It must not serve from that disk: it restarts
+			// Secondary, and the peer serves once its own disk is back
+			// (the settle promotes it).
+			r.primary, role = 1-i, wire.Secondary
+			r.note("failover to %s refused (%v): it serves once its disk is back", r.nodes[1-i].name, err)
 		} else {
 			r.note("failover to %s refused: %v", r.nodes[1-i].name, err)
 		}
