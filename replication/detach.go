@@ -224,7 +224,10 @@ func (r *Resource) readThroughPeer(p []byte, off int64) error {
 // would not say so (the peer may never have heard that the disk failed:
 // the word is lost with a link that fails, and a node demoted or a peer
 // promoted meanwhile never meets it as a Diskless Primary), and no mark
-// says where. The node then connects again. A Diskless
+// says where; unless the node marks regions out of sync: the disk holds
+// writes the peer lacks as well, which a full sync from the peer would
+// throw away, and the generation ids decide (a split brain waits for the
+// operator's word). The node then connects again. A Diskless
 // Primary fills the disk, new or not, from its peer while the device stays
 // in use (attachPrimary, pull.go). The caller owns disk, and the one it
 // replaces once AttachDisk succeeded.
@@ -245,8 +248,13 @@ func (r *Resource) AttachDisk(disk Disk, fresh bool) (err error) {
 	}()
 	r.journal.Close() // it failed for good: closing writes nothing
 	if !fresh && r.health.lacks.Load() {
-		r.log.Warn("attach: the peer took writes since the disk failed, which it may lack: it takes a full sync from the peer, as a new disk would")
-		fresh = true
+		if r.oos.bytes() == 0 {
+			r.log.Warn("attach: the peer took writes since the disk failed, which it may lack: it takes a full sync from the peer, as a new disk would")
+			fresh = true
+		} else {
+			r.log.Warn("attach: the peer took writes since the disk failed, which it may lack, and the disk holds writes the peer lacks: the generation ids decide",
+				"out_of_sync_bytes", r.oos.bytes())
+		}
 	}
 	if fresh {
 		if err := r.dropJournal(); err != nil {
