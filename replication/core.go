@@ -402,13 +402,13 @@ func outcome(s State, local, remote wire.Hello) Decision {
 	d := resolve(decide(s.Gen, remote.Gen), s.DiscardMyData, remote.Flags&wire.DiscardMyData != 0)
 	switch {
 	case local.Disk == wire.Diskless || remote.Disk == wire.Diskless:
-		d = Decision{Outcome: InSync} // a Diskless Primary works through its peer: nothing to sync either way
+		d = disklessOutcome(local, remote)
 	case d.Outcome == InSync:
 		d = dirtyDirection(l, p)
 	case d.Outcome == SplitBrain && s.AfterSplitBrain == DiscardZeroChanges:
 		d = discardZeroChanges(l, p)
 	}
-	return d
+	return wholeSource(d, local.Disk, remote.Disk)
 }
 
 // refusal says why this node will not go on with a decision, or "" when it
@@ -420,6 +420,10 @@ func refusal(s State, d Decision, remote wire.Hello) (wire.Reason, string) {
 		return wire.ReasonSplitBrain, "split brain: both nodes wrote while apart"
 	case d.Outcome == Unrelated:
 		return wire.ReasonUnrelatedData, "unrelated data: the generation ids share no history"
+	case d.Outcome == StalePeer && s.Disk == wire.Diskless:
+		return wire.ReasonSplitBrain, "the peer lacks writes that only this Diskless Primary's detached disk holds"
+	case d.Outcome == StalePeer:
+		return wire.ReasonSplitBrain, "the Diskless Primary's detached disk holds writes this node lacks"
 	case d.Outcome == SyncTarget && s.Role == wire.Primary:
 		return wire.ReasonSplitBrain, "the peer holds newer data than this Primary"
 	case d.Outcome == SyncSource && remote.Role == wire.Primary:
@@ -596,9 +600,9 @@ func linkLost(s State, e LinkLost) (State, []Action) {
 // Consistent: a state its peer really had, older but whole), or with any
 // disk when forced, and never while its peer is Primary. A disk that was
 // not UpToDate is from then on, in a generation of its own. Promoted alone,
-// whatever it writes the peer lacks: a new generation unless its bitmap
-// already counts from an older one, and seqs its old Primary cannot have
-// used.
+// whatever it writes the peer lacks: a new generation (its bitmap, if it
+// has one, still counts from the older one it names), and seqs its old
+// Primary cannot have used.
 func promote(s State, e Promote) (State, []Action) {
 	if s.Role == wire.Primary {
 		return s, nil
@@ -611,14 +615,20 @@ func promote(s State, e Promote) (State, []Action) {
 		return s, []Action{Deny{fmt.Sprintf("the disk is %s (a resync has not finished); --force promotes it anyway", s.Disk)}}
 	}
 	var acts []Action
-	if s.Disk != wire.UpToDate {
+	moved := s.Disk != wire.UpToDate
+	if moved {
 		s.Disk = wire.UpToDate
 		s.Gen = newGeneration(s.Gen, e.NewID)
 		acts = append(acts, NewGeneration{}, SaveMeta{})
 	}
 	if !s.Linked {
+		// Alone, always a generation of its own, even with a bitmap
+		// counting from an older one: its current one may be one its
+		// peer moved on from (the peer's bitmap generation: it followed
+		// this node's disk out, or a resync's end was not saved here),
+		// and writes made in it would look older than the peer's.
 		acts = append(acts, SkipSeqs{})
-		if s.Gen.Bitmap == 0 {
+		if !moved {
 			s.Gen = newGeneration(s.Gen, e.NewID)
 			acts = append(acts, NewGeneration{}, SaveMeta{})
 		}

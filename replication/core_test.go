@@ -27,7 +27,7 @@ import (
 //	attach outcome=SyncSource [full] peer=2 peer-disk=UpToDate lastseq=N peer-lastseq=N
 //	     oldest=N last=N [last-extent=N] [peer-flags=oos] [peer-lost-from=N] [sent-role=Secondary] [sent-gen=7:0]
 //	admit-end | link-lost newid=N | promote [force] newid=N | demote
-//	connect | disconnect | discard
+//	connect | disconnect | discard | disk-failed newid=N [marks] | peer-disk disk=Diskless gen=N
 //	sync-done-acked gen=N [stale] [marks] | sync-done gen=N | sync-done-sent
 //	refused reason=split-brain [before-connect]     (the text the peer sent is the input)
 //	verdict mine=split-brain [ready|lost|reason=busy] [before-connect]   (the text this node sent is the input)
@@ -143,7 +143,7 @@ func scriptEvent(t *testing.T, d *datadriven.TestData, s State) Event {
 	case "asking":
 		return AskingPrimary{On: !d.HasArg("off")}
 	case "disk-failed":
-		return DiskFailed{Text: strings.TrimSpace(d.Input), NewID: argUint(t, d, "newid", 0)}
+		return DiskFailed{Text: strings.TrimSpace(d.Input), NewID: argUint(t, d, "newid", 0), Marks: d.HasArg("marks")}
 	case "peer-disk":
 		return PeerDiskState{Disk: argDisk(t, d, "disk", "UpToDate"), Gen: argUint(t, d, "gen", 0)}
 	}

@@ -12,10 +12,40 @@ const (
 	SyncTarget                // this node lacks the peer's newer writes
 	SplitBrain                // both wrote apart since a common point
 	Unrelated                 // no common history: full sync only on command
+	StalePeer                 // a Diskless Primary's peer lacks what its disk holds (disklessOutcome)
 )
 
 func (o Outcome) String() string {
-	return [...]string{"in sync", "SyncSource", "SyncTarget", "split brain", "unrelated data"}[o]
+	return [...]string{"in sync", "SyncSource", "SyncTarget", "split brain", "unrelated data", "stale peer"}[o]
+}
+
+// disklessOutcome is what two nodes decide when one is Diskless (a Diskless
+// Secondary refuses before: see admit). A Diskless Primary works through
+// its peer with nothing to sync either way (its disk holds nothing it may
+// read), if the peer holds what that disk held: the Primary marks no
+// region out of sync (a mark is a write the peer lacks, which only the
+// disk holds: made while the link was down, or lost with it, or not yet
+// resynced, before the disk failed; a resync that ends clears them), and
+// the peer's data is of its lineage (its generation is the Primary's
+// current, bitmap or history one: generations moved on without a write
+// leave no mark). Any other peer lacks writes that only the detached disk
+// holds, or is another device's: the Primary would serve stale data,
+// write over what the disk holds there, and a disk attached later would be
+// filled from it. StalePeer: refused, until the Primary is restarted on
+// its disk.
+func disklessOutcome(local, remote wire.Hello) Decision {
+	p, peer := local, remote
+	if remote.Disk == wire.Diskless {
+		p, peer = remote, local
+	}
+	if p.Role != wire.Primary {
+		return Decision{Outcome: InSync}
+	}
+	lineage := peer.Gen.Current == p.Gen.Current || inHistory(p.Gen, peer.Gen.Current)
+	if !lineage || p.Flags&wire.HasOutOfSync != 0 {
+		return Decision{Outcome: StalePeer}
+	}
+	return Decision{Outcome: InSync}
 }
 
 // Full says whether the sync must cover the whole disk because no bitmap
@@ -58,16 +88,37 @@ func decide(l, r wire.GenIDs) Decision {
 
 // resolve applies an operator's word to a decision the ids alone cannot
 // settle: the side that agreed to discard its data (resolve
-// --discard-my-data) becomes the target of a full sync, as long as only
-// one side did. Everything else stays as decide said.
+// --discard-my-data, or a disk attached fresh) becomes the target of a
+// full sync, as long as only one side did. It is never the source: the
+// ids can say so only by taking a peer that never left GenZero for a new
+// device, and a fresh disk's random id never met that peer. Everything
+// else stays as decide said.
 func resolve(d Decision, localDiscards, remoteDiscards bool) Decision {
-	if d.Outcome != SplitBrain && d.Outcome != Unrelated || localDiscards == remoteDiscards {
+	gaveIn := d.Outcome == SplitBrain || d.Outcome == Unrelated ||
+		localDiscards && d.Outcome == SyncSource || remoteDiscards && d.Outcome == SyncTarget
+	if !gaveIn || localDiscards == remoteDiscards {
 		return d
 	}
 	if localDiscards {
 		return Decision{Outcome: SyncTarget, Full: true}
 	}
 	return Decision{Outcome: SyncSource, Full: true}
+}
+
+// wholeSource turns a sync from an Inconsistent disk (a fresh one, a
+// resync target not finished) to a whole one (UpToDate, Consistent) the
+// other way, full: what the ids say cannot hold there (a peer that never
+// left GenZero taken for a new device, both sides told to discard their
+// data), and nothing records what differs.
+func wholeSource(d Decision, local, remote wire.DiskState) Decision {
+	whole := func(s wire.DiskState) bool { return s == wire.UpToDate || s == wire.Consistent }
+	switch {
+	case d.Outcome == SyncSource && local == wire.Inconsistent && whole(remote):
+		return Decision{Outcome: SyncTarget, Full: true}
+	case d.Outcome == SyncTarget && remote == wire.Inconsistent && whole(local):
+		return Decision{Outcome: SyncSource, Full: true}
+	}
+	return d
 }
 
 func inHistory(g wire.GenIDs, id uint64) bool {

@@ -27,10 +27,11 @@ import (
 // onto it while the device stays in use (pull.go).
 
 // DiskFailed: this node's disk is out after a fault (Text says which).
-// NewID is a fresh generation id.
+// NewID is a fresh generation id. Marks: regions are marked out of sync.
 type DiskFailed struct {
 	Text  string
 	NewID uint64
+	Marks bool
 }
 
 // PeerDiskState: the Primary said on the link that its disk went out
@@ -55,16 +56,21 @@ func (AnnounceDiskless) action() {}
 func (MarkAll) action()          {}
 
 // diskFailed: the disk is Diskless. A Secondary drops its link and stays
-// apart until a disk is attached. A Primary keeps its link, through which
-// it now does all its I/O, and moves to a new generation, which its old
-// disk does not hold: it tells its peer, which moves with it and marks
+// apart until a disk is attached. A Primary moves to a new generation,
+// which its old disk does not hold. It keeps its link, through which it now
+// does all its I/O, and tells its peer, which moves with it and marks
 // everything out of sync, so that the old disk, met again (a restart on
-// it), is known to be behind.
+// it), is known to be behind; unless it marks regions out of sync: its
+// peer lacks writes that only the old disk holds, and the next handshake
+// refuses it (disklessOutcome), so it drops the link.
 func diskFailed(s State, e DiskFailed) (State, []Action) {
 	s.Disk = wire.Diskless
 	s.Source, s.Target = false, false
 	if s.Role == wire.Primary {
 		s.Gen = newGeneration(s.Gen, e.NewID)
+		if e.Marks {
+			return s, []Action{CloseLink{}, Wake{}}
+		}
 		return s, []Action{AnnounceDiskless{}}
 	}
 	s.StandAlone, s.Refusal = e.Text, wire.ReasonDiskless
@@ -102,7 +108,8 @@ func (r *Resource) detach(op string, err error) {
 		"op", op, "err", err)
 	r.journal.Fail(errDetached)
 	r.mu.Lock()
-	acts, _ := r.stepLocked(DiskFailed{Text: fmt.Sprintf("the disk failed (%s): %v", op, err), NewID: randomID()})
+	acts, _ := r.stepLocked(DiskFailed{Text: fmt.Sprintf("the disk failed (%s): %v", op, err), NewID: randomID(),
+		Marks: r.oos.bytes() > 0})
 	r.health.phase.Store(uint32(diskDiskless))
 	l, role, gen := r.link, r.role, r.meta.Gen.Current
 	r.mu.Unlock()
@@ -211,7 +218,16 @@ func (r *Resource) readThroughPeer(p []byte, off int64) error {
 // decide the resync: by bitmap when they fit) or, with fresh, a new or
 // unknown one: its journal is dropped, it is Inconsistent in a generation
 // of its own and takes a full sync from the peer, which compares checksums
-// before it sends a block. The node then connects again. A Diskless
+// before it sends a block. The disk that was detached is taken as unknown
+// too if a write of this node reached its peer since the disk went out (it
+// was Primary then): the disk may lack that write, its generation ids
+// would not say so (the peer may never have heard that the disk failed:
+// the word is lost with a link that fails, and a node demoted or a peer
+// promoted meanwhile never meets it as a Diskless Primary), and no mark
+// says where; unless the node marks regions out of sync: the disk holds
+// writes the peer lacks as well, which a full sync from the peer would
+// throw away, and the generation ids decide (a split brain waits for the
+// operator's word). The node then connects again. A Diskless
 // Primary fills the disk, new or not, from its peer while the device stays
 // in use (attachPrimary, pull.go). The caller owns disk, and the one it
 // replaces once AttachDisk succeeded.
@@ -231,6 +247,15 @@ func (r *Resource) AttachDisk(disk Disk, fresh bool) (err error) {
 		}
 	}()
 	r.journal.Close() // it failed for good: closing writes nothing
+	if !fresh && r.health.lacks.Load() {
+		if r.oos.bytes() == 0 {
+			r.log.Warn("attach: the peer took writes since the disk failed, which it may lack: it takes a full sync from the peer, as a new disk would")
+			fresh = true
+		} else {
+			r.log.Warn("attach: the peer took writes since the disk failed, which it may lack, and the disk holds writes the peer lacks: the generation ids decide",
+				"out_of_sync_bytes", r.oos.bytes())
+		}
+	}
 	if fresh {
 		if err := r.dropJournal(); err != nil {
 			return err
@@ -253,6 +278,7 @@ func (r *Resource) AttachDisk(disk Disk, fresh bool) (err error) {
 	r.health.mu.Lock()
 	r.health.first = nil
 	r.health.mu.Unlock()
+	r.health.lacks.Store(false)
 	r.health.phase.Store(uint32(diskAttached))
 	r.setDiskRole(r.role)
 	r.stepLocked(CmdConnect{}) // saves nothing

@@ -439,9 +439,11 @@ func TestDiskFaultDecisions(t *testing.T) {
 
 // TestDiskFailsInAResync: the disk fails on the resync's target, then on
 // its source. The target goes Diskless and StandAlone and its Primary
-// writes on alone; once healed, disk attach resyncs it. A source whose
-// disk fails under the resync's reads goes Diskless and writes on through
-// its peer. No client write fails, and the pair ends with identical images.
+// writes on alone; once healed, disk attach resyncs it: no client write
+// fails, and the pair ends with identical images. A source whose disk
+// fails under the resync's reads goes Diskless: it writes on through its
+// peer if that followed it into its new generation, and is refused by a
+// peer still in an older one, which lacks what it wrote apart.
 func TestDiskFailsInAResync(t *testing.T) {
 	var pd, sd faultDisk
 	p := openPairWith(t, testSize, func(pc, sc *Config) {
@@ -480,12 +482,22 @@ func TestDiskFailsInAResync(t *testing.T) {
 	if st := p.primary.Status(); st.DiskError == nil || st.DiskError.Operation != OpRead && st.DiskError.Operation != OpJournal {
 		t.Fatalf("disk_error %+v", st.DiskError)
 	}
-	untilSlow(t, "the Diskless source never connected again", func() bool { return p.primary.Mirroring() })
+	// Its target lacks what it wrote apart, which only its disk holds.
+	// Where the resync's failure took the link before the word that the
+	// disk is out, the target is in an older generation than the one the
+	// disk left: the two refuse each other, and both say why. Where the
+	// word got through, the target followed it into its new generation
+	// and they connect again.
+	untilSlow(t, "the Diskless source neither connected again nor was refused", func() bool {
+		ps, ss := p.primary.Status(), p.secondary.Status()
+		refused := strings.Contains(ps.StandAlone, "only this Diskless Primary's detached disk holds") &&
+			strings.Contains(ss.StandAlone, "Diskless Primary") // its own words, or the peer's
+		return refused || p.primary.Mirroring()
+	})
 	if err, _ := writeRound(p.primary, 64, 3); err != nil {
-		// When the resync began before the source's read failed, the
-		// target is Inconsistent: the only copy of the writes made apart
-		// is gone with the source's disk, and the Diskless Primary must
-		// say so rather than serve.
+		// The only copy of the writes made apart is gone with the
+		// source's disk: the Diskless Primary must say so rather than
+		// serve.
 		if !strings.Contains(err.Error(), "no UpToDate peer") {
 			t.Fatalf("the Diskless Primary: %v", err)
 		}
@@ -498,8 +510,6 @@ func TestDiskFailsInAResync(t *testing.T) {
 	holdsRound(t, "the peer of the Diskless Primary", p.sdisk.Bytes(), 64, 3)
 }
 
-// openPairFaultyPrimary opens a pair for a loaded machine whose Primary's
-// disk fails on command (fd.failing), under the given --on-io-error.
 func openPairFaultyPrimary(t *testing.T, onIOError OnIOError) (*testPair, faultDisk) {
 	t.Helper()
 	var fd faultDisk
@@ -509,4 +519,50 @@ func openPairFaultyPrimary(t *testing.T, onIOError OnIOError) (*testPair, faultD
 		slowMachine(pc, sc)
 	}, nil)
 	return p, fd
+}
+
+// TestFreshDiskOnAPairThatNeverMovedOn: a fresh disk attached to a node
+// whose peer never left the generation the pair was created in (GenZero:
+// written ever since, never apart; both Secondary) takes the peer's data.
+// The ids alone take such a peer for a new device and the fresh disk for
+// the source; the side that gave in is never the source.
+func TestFreshDiskOnAPairThatNeverMovedOn(t *testing.T) {
+	p := openPairWith(t, testSize, slowMachine, nil)
+	p.waitInSync(t)
+	if err, _ := writeRound(p.primary, 64, 1); err != nil {
+		t.Fatal(err)
+	}
+	p.waitInSync(t)
+	if err := p.primary.SetRole(wire.Secondary, false); err != nil {
+		t.Fatal(err)
+	}
+	if g := p.secondary.Status().Gen.Current; g != GenZero {
+		t.Fatalf("the peer's generation %x, want GenZero", g)
+	}
+	if err := p.primary.DetachDisk(); err != nil {
+		t.Fatal(err)
+	}
+	fresh := memDisk{journal.NewMemDisk(testSize)}
+	if err := p.primary.AttachDisk(fresh, true); err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		st := p.primary.Status()
+		if st.Disk == "UpToDate" && st.Peer.Replication == "Established" && st.Stats.OutOfSyncBytes == 0 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("the fresh disk never got in sync: %s", brief(st))
+		}
+	}
+	if err := p.primary.journal.WaitApplied(); err != nil {
+		t.Fatal(err)
+	}
+	holdsRound(t, "the peer", p.sdisk.Bytes(), 64, 1)
+	holdsRound(t, "the fresh disk", fresh.Bytes(), 64, 1)
+}
+
+func brief(st Status) string {
+	return fmt.Sprintf("%s/%s peer %s %s %s oos=%d", st.Role, st.Disk, st.Peer.Connection, st.Peer.Disk,
+		st.Peer.Replication, st.Stats.OutOfSyncBytes)
 }

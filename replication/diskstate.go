@@ -123,6 +123,11 @@ type diskHealth struct {
 	counts map[string]uint64 // faults by operation, since start
 
 	pull pullState // a Diskless Primary's attach (pull.go)
+	// lacks: a write reached the peer since the disk went out (it was
+	// acknowledged through the peer, or lost on the way): the detached
+	// disk may lack what the peer holds, and nothing else on this node
+	// says so (no mark: see replyOf; AttachDisk).
+	lacks atomic.Bool
 }
 
 func (h *diskHealth) load() diskPhase {
@@ -169,6 +174,14 @@ func (h *diskHealth) fault(op string, err error) (throughPeer bool) {
 		go h.onDetach(op, err)
 	}
 	return throughPeer
+}
+
+// peerAhead notes a write that reached the peer while the disk is out:
+// the disk may lack it (see lacks).
+func (h *diskHealth) peerAhead() {
+	if h != nil {
+		h.lacks.Store(true)
+	}
 }
 
 // firstError is the first fault since the disk was attached, if any.

@@ -378,9 +378,12 @@ func (r *Resource) linkDown(l *link, err error, waiting []*pending) {
 	// The regions of what still waited on the peer are marked before the
 	// next link can attach (their completions below mark them again): a
 	// mark that came after it would be missed by its resync, or by the
-	// "in sync" that needs none.
+	// "in sync" that needs none. Not on a disk that is out: none of them
+	// succeeds but through the peer (replyOf), and a mark would say the
+	// disk holds a write its peer lacks (disklessOutcome).
+	out := r.health.out()
 	for _, p := range waiting {
-		if p.length > 0 && !plant.On(plant.ForgetWaiters) {
+		if p.length > 0 && !out && !plant.On(plant.ForgetWaiters) {
 			r.oos.mark(p.off, p.length)
 		}
 	}

@@ -157,6 +157,7 @@ func (r *Resource) finishPull(disk Disk, j *journal.Journal, marks *bitmap) erro
 	r.health.mu.Lock()
 	r.health.first = nil
 	r.health.mu.Unlock()
+	r.health.lacks.Store(false) // the disk holds the peer's data
 	r.health.phase.Store(uint32(diskAttached))
 	r.setDiskRole(r.role)
 	return nil

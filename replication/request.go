@@ -88,14 +88,20 @@ func ackState(k wire.AckKind) peerState {
 }
 
 // replyOf is the reply and the out-of-sync mark of a request whose halves
-// are final. The client hears success only if a node holds the write: this
-// one, or the peer when this node has no disk (none) or its disk failed
-// under the write and is being detached (throughPeer, see onDiskFault).
-// The region is marked whenever the peer may hold something else than this
-// node's disk, which stays: the link was lost under it, or this node failed
-// a write the peer took (--on-io-error pass-on). A request that never
-// reached a link was marked when submitted.
-func replyOf(local localState, peer peerState, throughPeer bool) (ok, mark bool) {
+// are final. The client hears success only if a node holds the write and
+// can serve it: this one while its disk is in use, or the peer when this
+// node has no disk (none) or its disk failed under the write and is being
+// detached (throughPeer, see onDiskFault and finishIfFinal). A write only
+// a disk that is out holds (diskOut: done there, but the peer never took
+// it) fails: the node can no longer serve it, and once the peer holds
+// other writes that disk lacks, neither copy is whole. The region is
+// marked whenever the peer may hold something else than this node's disk,
+// which stays: the link was lost under it, or this node failed a write
+// the peer took (--on-io-error pass-on). A disk that is out stays only as
+// a disk behind its peer: a mark would say it holds a write its peer
+// lacks (see disklessOutcome). A request that never reached a link was
+// marked when submitted.
+func replyOf(local localState, peer peerState, throughPeer, diskOut bool) (ok, mark bool) {
 	acked := peer != peerNone && peer != peerLost
 	switch local {
 	case localNone:
@@ -106,7 +112,7 @@ func replyOf(local localState, peer peerState, throughPeer bool) (ok, mark bool)
 		}
 		return false, peer != peerNone
 	}
-	return true, peer == peerLost
+	return acked || !diskOut, peer == peerLost && !diskOut
 }
 
 var requests = sync.Pool{New: func() any { return &request{ready: make(chan struct{}, 1)} }}
@@ -184,13 +190,23 @@ func (q *request) finishIfFinal() {
 	throughPeer := false
 	switch local {
 	case localFailed:
-		throughPeer = q.res.health.fault(q.op, err)
+		// Through the peer only if it holds everything the disk held:
+		// with regions marked, it lacks writes that only the disk holds,
+		// and would hold this one that the disk lacks.
+		throughPeer = q.res.health.fault(q.op, err) && q.res.oos.bytes() == 0
 	case localNone:
 		err = errNoPeer
 	}
-	ok, mark := replyOf(local, peer, throughPeer)
+	diskOut := q.res.health.out()
+	if local == localDone && diskOut && err == nil {
+		err = errDetached
+	}
+	ok, mark := replyOf(local, peer, throughPeer, diskOut)
 	if mark {
 		q.res.oos.mark(q.off, q.length)
+	}
+	if diskOut && peer != peerNone && q.length > 0 {
+		q.res.health.peerAhead()
 	}
 	if ok {
 		err = nil

@@ -17,39 +17,54 @@ import (
 // no link took is marked at submission. The local half ends done, failed
 // (an error that is no disk fault), faulted (EIO: the disk failed) or
 // none (the node is Diskless: the write went to the peer only). The client
-// hears success exactly when a node holds the write: this one, or the peer
-// when this node's disk is out or going out (detach). The region is marked
-// whenever the nodes may differ and this node's disk stays.
+// hears success exactly when a node holds the write and can serve it: this
+// one while its disk is in use, or the peer when this node's disk is out or
+// going out (detach) and the peer holds everything the disk held. The
+// region is marked whenever the nodes may differ and this node's disk
+// stays.
 func TestRequestOutcomes(t *testing.T) {
 	type row struct {
 		local    string // done, failed, fault, none
 		peer     string // "acked": the ack the protocol asks for
 		policy   OnIOError
 		ok, mark bool
+		// disk: "out" the disk went out (another write's fault) before
+		// the request completed; "marked" another region was marked out
+		// of sync before: the peer lacks writes only this disk holds.
+		disk string
 	}
 	var rows []row
 	for _, policy := range []OnIOError{OnIOErrorDetach, OnIOErrorPassOn} {
 		rows = append(rows,
-			row{"done", "acked", policy, true, false},
-			row{"done", "lost", policy, true, true},     // the peer may lack it
-			row{"done", "none", policy, true, false},    // marked when submitted
-			row{"failed", "acked", policy, false, true}, // the peer holds what this node failed
-			row{"failed", "lost", policy, false, true},  // the peer may hold it
-			row{"failed", "none", policy, false, false}, // marked when submitted
-			row{"none", "acked", policy, true, false},   // Diskless: the peer holds it
-			row{"none", "lost", policy, false, false},   // Diskless, and the peer is gone: EIO
-			row{"none", "none", policy, false, false},
+			row{"done", "acked", policy, true, false, ""},
+			row{"done", "lost", policy, true, true, ""},     // the peer may lack it
+			row{"done", "none", policy, true, false, ""},    // marked when submitted
+			row{"failed", "acked", policy, false, true, ""}, // the peer holds what this node failed
+			row{"failed", "lost", policy, false, true, ""},  // the peer may hold it
+			row{"failed", "none", policy, false, false, ""}, // marked when submitted
+			row{"none", "acked", policy, true, false, ""},   // Diskless: the peer holds it
+			row{"none", "lost", policy, false, false, ""},   // Diskless, and the peer is gone: EIO
+			row{"none", "none", policy, false, false, ""},
 		)
 	}
 	rows = append(rows,
 		// detach: the disk goes out under the write; the peer has it.
-		row{"fault", "acked", OnIOErrorDetach, true, false},
-		row{"fault", "lost", OnIOErrorDetach, false, false},
-		row{"fault", "none", OnIOErrorDetach, false, false},
+		row{"fault", "acked", OnIOErrorDetach, true, false, ""},
+		row{"fault", "lost", OnIOErrorDetach, false, false, ""},
+		row{"fault", "none", OnIOErrorDetach, false, false, ""},
 		// pass-on: the client hears the fault, the disk stays, marked.
-		row{"fault", "acked", OnIOErrorPassOn, false, true},
-		row{"fault", "lost", OnIOErrorPassOn, false, true},
-		row{"fault", "none", OnIOErrorPassOn, false, false},
+		row{"fault", "acked", OnIOErrorPassOn, false, true, ""},
+		row{"fault", "lost", OnIOErrorPassOn, false, true, ""},
+		row{"fault", "none", OnIOErrorPassOn, false, false, ""},
+		// The disk went out while the write was done on it: only that
+		// disk holds a write the peer never took, and it serves no more.
+		row{"done", "acked", OnIOErrorDetach, true, false, "out"},
+		row{"done", "lost", OnIOErrorDetach, false, false, "out"},
+		row{"done", "none", OnIOErrorDetach, false, false, "out"},
+		// Regions marked: the peer lacks writes only this disk holds, and
+		// would hold this one the disk lacks; neither copy would be whole.
+		row{"fault", "acked", OnIOErrorDetach, false, true, "marked"}, // the peer holds what the disk failed
+		row{"done", "lost", OnIOErrorDetach, true, true, "marked"},
 	)
 	for _, proto := range []Protocol{ProtocolA, ProtocolB, ProtocolC} {
 		for _, fua := range []bool{false, true} {
@@ -57,9 +72,9 @@ func TestRequestOutcomes(t *testing.T) {
 			need := l.needFor(fua)
 			for _, r := range rows {
 				for _, localFirst := range []bool{true, false} {
-					name := fmt.Sprintf("%c/fua=%v/%s/local=%s/peer=%s/localFirst=%v", proto, fua, r.policy, r.local, r.peer, localFirst)
+					name := fmt.Sprintf("%c/fua=%v/%s/local=%s/peer=%s/disk=%s/localFirst=%v", proto, fua, r.policy, r.local, r.peer, r.disk, localFirst)
 					t.Run(name, func(t *testing.T) {
-						checkOutcome(t, r.local, r.peer, r.policy, need, localFirst, r.ok, r.mark)
+						checkOutcome(t, r.local, r.peer, r.disk, r.policy, need, localFirst, r.ok, r.mark)
 					})
 				}
 			}
@@ -69,8 +84,15 @@ func TestRequestOutcomes(t *testing.T) {
 
 // checkOutcome runs one request to its end, its halves ending in the order
 // given, and checks its reply and mark.
-func checkOutcome(t *testing.T, local, peer string, policy OnIOError, need wire.AckKind, localFirst, ok, mark bool) {
+func checkOutcome(t *testing.T, local, peer, disk string, policy OnIOError, need wire.AckKind, localFirst, ok, mark bool) {
 	res := &Resource{oos: newBitmap(testSize), health: &diskHealth{policy: policy}}
+	other := int64(testSize - RegionSize) // a region apart from the request's
+	switch disk {
+	case "out":
+		res.health.phase.Store(uint32(diskFaulted))
+	case "marked":
+		res.oos.mark(other, RegionSize)
+	}
 	var got []error
 	q := newRequest(res, 8192, 4096, func(err error) { got = append(got, err) })
 	endLocal := func() {
@@ -114,10 +136,10 @@ func checkOutcome(t *testing.T, local, peer string, policy OnIOError, need wire.
 	if !ok && local != "failed" && !errors.Is(got[0], syscall.EIO) {
 		t.Fatalf("reply %v, want EIO", got[0])
 	}
-	if marked := res.oos.bytes() > 0; marked != mark {
+	if marked := res.oos.anySet(8192, 4096); marked != mark {
 		t.Fatalf("marked %v, want %v", marked, mark)
 	}
-	if faults := res.health.load() != diskAttached; faults != (local == "fault" && policy == OnIOErrorDetach) {
+	if faults := res.health.load() != diskAttached; faults != (local == "fault" && policy == OnIOErrorDetach || disk == "out") {
 		t.Fatalf("disk phase %d after a %s write under %s", res.health.load(), local, policy)
 	}
 }

@@ -343,7 +343,10 @@ func (r *Resource) appendAsync(rec *journal.Record, fua, here bool, then func(er
 	if l != nil && l.catchingUp {
 		l = nil // the tail loop sends its record; the mark goes once the tail has carried it
 	}
-	if l == nil && !plant.On(plant.SkipMarkWhenDown) {
+	// A disk that is out (failed, being detached) is not marked: the
+	// write succeeds only through the peer (see replyOf).
+	out := r.health.out()
+	if l == nil && !out && !plant.On(plant.SkipMarkWhenDown) {
 		r.oos.mark(rec.Offset, int64(rec.RawLen))
 	}
 	rec.Seq = r.allocSeq()
@@ -362,7 +365,7 @@ func (r *Resource) appendAsync(rec *journal.Record, fua, here bool, then func(er
 		}
 		q.peerResult(acked, kind)
 	})
-	if l != nil && !sent && !plant.On(plant.SkipMarkWhenDown) {
+	if l != nil && !sent && !out && !plant.On(plant.SkipMarkWhenDown) {
 		// Marked under order, so before linkDown (which takes it) lets
 		// the next link attach: a mark made after that would be missed.
 		r.oos.mark(rec.Offset, int64(rec.RawLen))

@@ -110,7 +110,7 @@ type runner struct {
 
 	epoch   atomic.Uint64 // moves on every local fault: requests across it are excused
 	closing []chan error  // old incarnations closing
-	// faulted: the node's disk or journal failed; it is restarted to settle.
+	// faulted: the node's disk or journal failed; the settle heals it.
 	faulted [2]bool
 	// mu guards split, lastInSync and the nodes' res for the watcher;
 	// the step goroutine, the only writer of split and res, reads them
@@ -121,6 +121,9 @@ type runner struct {
 	// watcher moves it too, so the steps read it under mu while it runs.
 	lastInSync [2]uint64
 	split      bool
+	// maybeSplit: a split brain whose nodes' disks failed; the settle
+	// takes it as one if the nodes refuse each other for it.
+	maybeSplit bool
 	stopped    bool // a hang: the resources are abandoned (step goroutine)
 	// hung: Status hung on a watcher or step call; the step goroutine
 	// turns it into stopped.

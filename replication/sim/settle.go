@@ -27,20 +27,18 @@ func (r *runner) settle(base int) {
 	if !r.drain() {
 		return
 	}
-	for i, bad := range r.faulted {
-		if bad {
-			r.restart(i)
-		}
-	}
+	r.heal()
 	if r.stopped {
 		return
 	}
+	r.meetMaybeSplit()
 	r.resolveSplit()
 	r.setRoles()
 	r.connectAll()
 	if r.stopped || r.isHung() {
 		return
 	}
+	r.promoteSynced()
 	together := func(s [2]replication.Status) bool {
 		return inSync(s[0]) && inSync(s[1]) && s[r.primary].Role == "Primary"
 	}
@@ -50,7 +48,9 @@ func (r *runner) settle(base int) {
 		// Primary takes the Secondary's refusal a moment later, and a
 		// connect told before that is lost on it.
 		r.waitFor(r.opt.Liveness, func(s [2]replication.Status) bool { return s[r.primary].StandAlone != "" })
-		if r.discardSecondary() {
+		if secondaryNewer(r.statuses()) {
+			r.syncFromSecondary()
+		} else if r.discardSecondary() {
 			r.connectAll()
 		}
 	}
@@ -109,8 +109,8 @@ func (r *runner) awaitOps(counts func(*op) bool, deadline <-chan time.Time) []*o
 	}
 }
 
-// restart crashes node i's process and starts it again in its role: how an
-// operator clears a failed disk or journal.
+// restart crashes node i's process and starts it again in its role, on
+// the disk it detached (see heal).
 func (r *runner) restart(i int) {
 	n := r.nodes[i]
 	role := wire.Secondary
@@ -157,6 +157,61 @@ func (r *runner) resolveSplit() {
 	r.setSplit(false)
 }
 
+// secondaryNewer says whether the nodes refused each other because the
+// Secondary holds newer data than the Primary: it wrote through the link
+// for a Diskless Primary, which then restarted on its old disk (a crash).
+// Either node may say it; the other repeats it as the peer's word.
+func secondaryNewer(s [2]replication.Status) bool {
+	for _, st := range s {
+		if strings.Contains(st.StandAlone, "newer data than the Primary peer") ||
+			strings.Contains(st.StandAlone, "newer data than this Primary") {
+			return true
+		}
+	}
+	return false
+}
+
+// syncFromSecondary answers a Secondary that holds newer data than its
+// Primary as an operator does: the newer data wins, never the older. The
+// Primary is demoted, both connect, the old Primary syncs from its peer
+// as SyncTarget, and is promoted again once the two are in sync.
+func (r *runner) syncFromSecondary() {
+	p := r.nodes[r.primary]
+	r.note("%s holds older data than its Secondary (%s): it is demoted to sync from it", p.name, r.describe())
+	if err := r.setRole(p, wire.Secondary, false); err != nil {
+		r.violate(InvHarness, "demote %s: %v", p.name, err)
+		return
+	}
+	r.connectAll()
+	synced := func(s [2]replication.Status) bool { return inSync(s[0]) && inSync(s[1]) }
+	if !r.waitFor(r.opt.Settle, synced) {
+		r.violate(InvResync, "%s did not sync from its newer Secondary within %v: %s", p.name, r.opt.Settle, r.describe())
+	}
+	if err := r.setRole(p, wire.Primary, false); err != nil {
+		r.note("promote %s again: %v", p.name, err)
+	}
+}
+
+// meetMaybeSplit connects the nodes of a split brain whose disks failed
+// (see splitBrain) and takes it as a split brain if they refuse each
+// other for one.
+func (r *runner) meetMaybeSplit() {
+	if !r.maybeSplit || r.split {
+		return
+	}
+	r.maybeSplit = false
+	r.connectAll()
+	met := func(s [2]replication.Status) bool {
+		return s[0].StandAlone != "" && s[1].StandAlone != "" ||
+			s[0].Peer.Connection == "Connected" && s[1].Peer.Connection == "Connected"
+	}
+	r.waitFor(r.opt.Settle, met)
+	if s := r.statuses(); strings.HasPrefix(s[0].StandAlone, "split brain") || strings.HasPrefix(s[1].StandAlone, "split brain") {
+		r.note("the nodes refuse each other after a split brain: %s", r.describe())
+		r.setSplit(true)
+	}
+}
+
 // discardSecondary answers a Secondary that will not connect (it moved on
 // apart: the old Primary of a failover that had lost its link first) as an
 // operator does, with DiscardMyData, if it acknowledged nothing that still
@@ -180,6 +235,18 @@ func (r *runner) discardSecondary() bool {
 		return false
 	}
 	return true
+}
+
+// promoteSynced promotes the client's Primary once the pair is in sync,
+// if setRoles could not: its disk, attached again, takes a full sync from
+// its peer first (it lacked writes made through the peer, see AttachDisk),
+// and is Inconsistent until then.
+func (r *runner) promoteSynced() {
+	if r.nodes[r.primary].res.Role() == wire.Primary {
+		return
+	}
+	r.waitFor(r.opt.Settle, func(s [2]replication.Status) bool { return inSync(s[0]) && inSync(s[1]) })
+	r.setRoles()
 }
 
 // connectAll tells both nodes to leave StandAlone.

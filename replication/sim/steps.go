@@ -56,8 +56,14 @@ func (r *runner) step(st Step) {
 		res := r.nodes[st.Node].res
 		r.guard("Connect", res.Connect)
 	case Discard:
-		if r.split {
+		if r.split || r.maybeSplit {
 			r.note("discard skipped: a split brain is settled at the end")
+			return
+		}
+		if r.faulted[r.primary] {
+			// The Secondary may hold writes the Primary's disk lacks
+			// (made through it): its data is not the operator's to give up.
+			r.note("discard skipped: the disk of the Primary failed")
 			return
 		}
 		var err error
@@ -224,6 +230,14 @@ func (r *runner) crash(i int, power bool) {
 		if err := r.setRole(r.nodes[1-i], wire.Primary, false); err == nil {
 			r.primary, role = 1-i, wire.Secondary
 			r.checkPrimary("failover to " + r.nodes[1-i].name)
+		} else if r.faulted[i] {
+			// Its disk failed: what it wrote through its peer since is
+			// on the peer only, and its old disk, which it restarts on,
+			// lacks it. It must not serve from that disk: it restarts
+			// Secondary, and the peer serves once its own disk is back
+			// (the settle promotes it).
+			r.primary, role = 1-i, wire.Secondary
+			r.note("failover to %s refused (%v): it serves once its disk is back", r.nodes[1-i].name, err)
 		} else {
 			r.note("failover to %s refused: %v", r.nodes[1-i].name, err)
 		}
@@ -238,9 +252,10 @@ func (r *runner) crash(i int, power bool) {
 }
 
 // awaitBitmap waits, with Options.WaitBitmap, until a node apart from its
-// peer has saved its bitmap file.
+// peer has saved its bitmap file. A Diskless node saves none: its disk is
+// out.
 func (r *runner) awaitBitmap(n *node) {
-	if !r.opt.WaitBitmap {
+	if !r.opt.WaitBitmap || n.res.Status().Disk == wire.Diskless.String() {
 		return
 	}
 	deadline := time.Now().Add(3 * time.Second)
@@ -349,6 +364,13 @@ func (r *runner) splitBrain() {
 	if pg, sg := p.res.Status().Gen, s.res.Status().Gen; pg.Current == sg.Bitmap {
 		r.setSplit(false)
 		r.note("no split brain: %s is still at %x, the generation %s was promoted from", p.name, pg.Current, s.name)
+	} else if r.faulted[pi] || r.faulted[si] {
+		// A node whose disk failed moved to a generation its disk does
+		// not hold (or its new one was never saved), and wrote nothing
+		// apart from then on: only the disks, met again, tell.
+		r.setSplit(false)
+		r.maybeSplit = true
+		r.note("maybe a split brain: the disk of %s failed", map[bool]string{true: p.name, false: s.name}[r.faulted[pi]])
 	}
 }
 
