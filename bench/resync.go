@@ -17,32 +17,34 @@ import (
 // while the Primary writes, then reconnected; the time from connect until
 // nothing is out of sync gives the resync throughput, reported against the
 // device's O_DIRECT write rate (both nodes share the one device). Written
-// whole into a journal that retains 4 MiB (bitmapOnly), 1 GiB written apart
-// is beyond the tail: the bitmap drives the resync. With a journal that
-// retains 1.25 GiB, the journal's tail does. With --against, pair-C@REV
+// in 128 KiB writes, journaled whole, into a journal that retains 4 MiB
+// (bitmapOnly), 1 GiB written apart is beyond the tail: the bitmap drives
+// the resync. Written in 1 MiB writes (in place) into a journal that
+// retains 1.25 GiB, the journal's tail does. Both nodes keep every other
+// default (--journal-data-max among them). With --against, pair-C@REV
 // resyncs each kind in turn with pair-C.
 type resyncKind struct {
 	name  string
 	bytes int64    // written while apart
+	bs    string   // in writes of this size
 	fio   []string // how the data looks
 	serve []string // flags of both nodes
 	mode  string   // the mode the resync should take: "journal tail" or "bitmap"
 }
 
 var resyncKinds = []resyncKind{
-	{"bitmap, compressible", 1 << 30, []string{"--buffer_compress_percentage=50", "--refill_buffers", "--buffer_compress_chunk=4k"},
-		bitmapOnly, "bitmap"},
-	{"bitmap, random", 1 << 30, []string{"--refill_buffers"}, bitmapOnly, "bitmap"},
-	{"journal tail, random", 1 << 30, []string{"--refill_buffers"},
+	{"bitmap, compressible", 1 << 30, "128k",
+		[]string{"--buffer_compress_percentage=50", "--refill_buffers", "--buffer_compress_chunk=4k"}, bitmapOnly, "bitmap"},
+	{"bitmap, random", 1 << 30, "128k", []string{"--refill_buffers"}, bitmapOnly, "bitmap"},
+	{"journal tail, random", 1 << 30, "1M", []string{"--refill_buffers"},
 		[]string{"--journal-size", "3G", "--journal-retain", "1280M"}, "journal tail"},
 }
 
-// bitmapOnly journals every write whole (written in place, 1 GiB leaves
-// only small extent records, which a retention keeps), in a journal of
-// 256 MiB that retains 4 MiB: its checkpoints, forced at three quarters
-// full, pass the writes made apart, so that the tail cannot carry even a
-// compressible gigabyte, stored in about half that.
-var bitmapOnly = []string{"--journal-data-max", "0", "--journal-size", "256M", "--journal-retain", "4M"}
+// bitmapOnly is a journal of 256 MiB that retains 4 MiB: its checkpoints,
+// forced at three quarters full, pass the writes made apart (below
+// --journal-data-max, so journaled whole), and the tail cannot carry even
+// a compressible gigabyte, stored in about half that.
+var bitmapOnly = []string{"--journal-size", "256M", "--journal-retain", "4M"}
 
 // ResyncResult is one kind's measurements.
 type ResyncResult struct {
@@ -138,7 +140,7 @@ func (b *bench) resyncOnce(ctx context.Context, s system, k resyncKind) (float64
 	if err := b.ctl(secondary, "disconnect"); err != nil {
 		return 0, 0, "", err
 	}
-	args := append([]string{"--name=apart", "--ioengine=nbd", "--uri=" + uri, "--rw=write", "--bs=1M",
+	args := append([]string{"--name=apart", "--ioengine=nbd", "--uri=" + uri, "--rw=write", "--bs=" + k.bs,
 		"--iodepth=8", fmt.Sprintf("--size=%d", k.bytes), "--output=" + filepath.Join(l.dir, "apart.json")}, k.fio...)
 	if out, err := exec.CommandContext(ctx, "fio", args...).CombinedOutput(); err != nil {
 		return 0, 0, "", fmt.Errorf("fio: %v: %s", err, lastLines(string(out), 5))
