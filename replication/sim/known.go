@@ -71,8 +71,18 @@ func knownKinds() map[Kind]bool {
 		// loss of the node promoted in it ("split-brain", seed 10141:
 		// switchover, link reset, split brain, then a power loss of the
 		// new Primary; the old one became its SyncSource without
-		// DiscardMyData), which passes alone. Until these are understood,
-		// power losses stay out of the default draw.
+		// DiscardMyData), which passes alone. With the disk kinds drawn
+		// too, seeds 20556, 20595, 22017, 22190 and 22347 failed among
+		// 20001-26000 run 6 at a time ("identical", "acked"). 20595
+		// failed every run alone: the disk of Primary a fails, a writes
+		// through b, loses power, comes back on its old disk, and a
+		// split brain follows; the settle discarded b, the only node
+		// holding those writes. It now discards a node back on a disk
+		// that had failed (stale), as with a crash (seed 35077, default
+		// draw), and 20595 passes 5 of 6 runs; the sixth found b
+		// connected after the split brain without DiscardMyData
+		// ("split-brain"). The others pass alone. Until these are
+		// understood, power losses stay out of the default draw.
 		PowerLoss: true,
 	}
 }

@@ -120,7 +120,11 @@ type runner struct {
 	// with its peer (Connected, Established, nothing out of sync): the
 	// watcher moves it too, so the steps read it under mu while it runs.
 	lastInSync [2]uint64
-	split      bool
+	// stale: the node restarted on a disk that had failed, which lacks
+	// what it wrote through its peer since; until it is seen in sync
+	// again, a split brain is resolved by discarding its data.
+	stale [2]bool
+	split bool
 	// maybeSplit: a split brain whose nodes' disks failed; the settle
 	// takes it as one if the nodes refuse each other for it.
 	maybeSplit bool
@@ -303,6 +307,7 @@ func (r *runner) sawInSync(i int, tick uint64) {
 	r.mu.Lock()
 	if !r.split {
 		r.lastInSync[i] = max(r.lastInSync[i], tick)
+		r.stale[i] = false
 	}
 	r.mu.Unlock()
 }

@@ -142,7 +142,15 @@ func (r *runner) resolveSplit() {
 		return s[0].StandAlone != "" && s[1].StandAlone != ""
 	})
 	r.observe()
+	// The operator's word: a node back on a disk that had failed lacks
+	// what it wrote through its peer, which holds it: it gives in.
+	// Otherwise either may.
 	loser := int(r.res.Schedule.Seed % 2)
+	r.mu.Lock()
+	if r.stale[1-loser] && !r.stale[loser] {
+		loser = 1 - loser
+	}
+	r.mu.Unlock()
 	n := r.nodes[loser]
 	if err := r.setRole(n, wire.Secondary, false); err != nil {
 		r.violate(InvHarness, "split brain: demote %s: %v", n.name, err)

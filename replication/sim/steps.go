@@ -242,6 +242,9 @@ func (r *runner) crash(i int, power bool) {
 			r.note("failover to %s refused: %v", r.nodes[1-i].name, err)
 		}
 	}
+	r.mu.Lock()
+	r.stale[i] = r.stale[i] || r.faulted[i]
+	r.mu.Unlock()
 	r.faulted[i] = false // a restart clears the disk's faults
 	n.diskFail.Store(false)
 	n.fsFail.Store(false)
