@@ -77,8 +77,9 @@ func (j *Journal) LastExtentSeq() uint64 { return j.extentSeq.Load() }
 // data on the disk did not match their CRC at Open (torn by the crash, or
 // overwritten since by a later record), and the extents of an activity set
 // the crash left open (Active, see activity.go): the regions to mark out
-// of sync toward a peer. An extent may reach past the end of the disk. With Options.MarkExtents the caller calls ExtentsMarked
-// once they are marked durably.
+// of sync toward a peer. An extent may reach past the end of the disk.
+// With Options.MarkExtents the caller calls ExtentsMarked once they are
+// marked durably.
 func (j *Journal) RecoveredExtents() []Extent { return slices.Clone(j.recovered) }
 
 // ExtentsMarked lets checkpoints pass the extents RecoveredExtents reported,
