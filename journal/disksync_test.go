@@ -76,3 +76,35 @@ func TestWriteBehindACheckpointDoesNotWaitForTheDiskSync(t *testing.T) {
 		t.Fatal("the checkpoint is done, and every batch is still synced first")
 	}
 }
+
+// A frame of more than a quarter of MaxBytes waits until the journal but its
+// active segment is at most half full. Frames queued and not yet written
+// count in the journal's size and not in the active segment: once the
+// writer writes them the waiter may fit, with nothing freed, and must be
+// told. It was not, and waited until a checkpoint freed a segment, or for
+// ever when none did. Here the checkpoint it kicks holds in its disk sync:
+// the waiter must go on meanwhile.
+func TestLargeAppendWokenWhenQueuedFramesAreWritten(t *testing.T) {
+	disk := &syncGateDisk{gateDisk: newGateDisk(), syncHeld: make(chan struct{}, 1),
+		syncEntered: make(chan struct{}), syncRelease: make(chan struct{})}
+	o := testOptions()
+	o.MaxBytes, o.segmentSize = 64<<10, 16<<10
+	j, err := Open(vfs.NewMem(), testDir, disk, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var release sync.Once
+	unblock := func() { release.Do(func() { close(disk.syncRelease) }) }
+	t.Cleanup(func() { unblock(); j.Close() })
+	c := NewCompressor(CodecNone)
+	for i := range 9 { // about 37 KiB queued: more than half of MaxBytes, not written
+		j.AppendLater(c.Write(int64(i%8)*4096, make([]byte, 4096)), false, nil, func(uint64, error) {})
+	}
+	disk.syncHeld <- struct{}{}
+	done := make(chan error, 1)
+	go func() { _, err := j.write(c.Write(0, make([]byte, 20<<10)), false); done <- err }()
+	<-disk.syncEntered // the checkpoint the waiter kicked wrote the queued frames, and holds
+	if err := waitResult(t, done, "a large append, once the queued frames are written"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -239,6 +239,9 @@ func (j *Journal) writeBatch(b *batch) {
 			j.failBatch(b, err)
 			return
 		}
+		// The active segment grew by frames already counted in bytes: a
+		// large append waiting for room (see full) may fit now.
+		j.space.Broadcast()
 		j.noteWritten(b)
 	}
 	b.diskSync = j.wantDiskSync(b)
