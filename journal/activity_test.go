@@ -28,8 +28,6 @@ func readActivity(t *testing.T, fs vfs.FS) activityRecord {
 // synced in the journal first. The ACTIVITY file names the set, open, while
 // the disk syncs; closed, it names the last seq applied unsynced.
 func TestActivitySetSparesTheJournalSync(t *testing.T) {
-	disk := &syncGateDisk{gateDisk: newGateDisk(), syncHeld: make(chan struct{}, 1),
-		syncEntered: make(chan struct{}), syncRelease: make(chan struct{})}
 	fs := vfs.NewMem()
 	written := make(chan struct{}, 4) // an ACTIVITY file was put in place
 	var mu sync.Mutex
@@ -48,13 +46,7 @@ func TestActivitySetSparesTheJournalSync(t *testing.T) {
 	})
 	o := testOptions()
 	o.activityExtent = 16 << 10
-	j, err := Open(watched, testDir, disk, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var release sync.Once
-	unblock := func() { release.Do(func() { close(disk.syncRelease) }) }
-	t.Cleanup(func() { unblock(); j.Close() })
+	j, disk, unblock := openGated(t, watched, o)
 	c := NewCompressor(CodecNone)
 	write := func(off int64) uint64 {
 		done := make(chan error, 1)

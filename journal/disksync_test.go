@@ -26,18 +26,30 @@ func (d *syncGateDisk) Sync() error {
 	return d.gateDisk.Sync()
 }
 
+// openGated opens a journal with o on fs over a syncGateDisk. unblock
+// releases a held disk sync (once, however often it is called); the test's
+// Cleanup calls it before it closes the journal, also when the test fails.
+func openGated(t *testing.T, fs vfs.FS, o Options) (j *Journal, disk *syncGateDisk, unblock func()) {
+	t.Helper()
+	disk = &syncGateDisk{gateDisk: newGateDisk(), syncHeld: make(chan struct{}, 1),
+		syncEntered: make(chan struct{}), syncRelease: make(chan struct{})}
+	j, err := Open(fs, testDir, disk, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var release sync.Once
+	unblock = func() { release.Do(func() { close(disk.syncRelease) }) }
+	t.Cleanup(func() { unblock(); j.Close() })
+	return j, disk, unblock
+}
+
 // A write queued behind a checkpoint's marker, while the applier is still
 // busy with what came before it, is applied and completes while the disk
 // sync runs: it is synced in the journal first, instead of waiting for the
 // whole disk sync (which stalled every writer for as long as the disk took
 // to write back all it held).
 func TestWriteBehindACheckpointDoesNotWaitForTheDiskSync(t *testing.T) {
-	disk := &syncGateDisk{gateDisk: newGateDisk(), syncHeld: make(chan struct{}, 1),
-		syncEntered: make(chan struct{}), syncRelease: make(chan struct{})}
-	j := openWith(t, vfs.NewMem(), disk)
-	var release sync.Once
-	unblock := func() { release.Do(func() { close(disk.syncRelease) }) }
-	t.Cleanup(unblock) // before Close, also when the test fails
+	j, disk, unblock := openGated(t, vfs.NewMem(), testOptions())
 	c := NewCompressor(CodecNone)
 	// A FUA write is applied by the applier, never inline by the writer:
 	// the applier stops inside its WriteAt, the writer goes on.
@@ -85,17 +97,9 @@ func TestWriteBehindACheckpointDoesNotWaitForTheDiskSync(t *testing.T) {
 // ever when none did. Here the checkpoint it kicks holds in its disk sync:
 // the waiter must go on meanwhile.
 func TestLargeAppendWokenWhenQueuedFramesAreWritten(t *testing.T) {
-	disk := &syncGateDisk{gateDisk: newGateDisk(), syncHeld: make(chan struct{}, 1),
-		syncEntered: make(chan struct{}), syncRelease: make(chan struct{})}
 	o := testOptions()
 	o.MaxBytes, o.segmentSize = 64<<10, 16<<10
-	j, err := Open(vfs.NewMem(), testDir, disk, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var release sync.Once
-	unblock := func() { release.Do(func() { close(disk.syncRelease) }) }
-	t.Cleanup(func() { unblock(); j.Close() })
+	j, disk, _ := openGated(t, vfs.NewMem(), o)
 	c := NewCompressor(CodecNone)
 	for i := range 9 { // about 37 KiB queued: more than half of MaxBytes, not written
 		j.AppendLater(c.Write(int64(i%8)*4096, make([]byte, 4096)), false, nil, func(uint64, error) {})
