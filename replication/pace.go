@@ -137,8 +137,9 @@ func (p *pacer) wait(n int64, stop <-chan struct{}) {
 // most most. A client write shares the link with the resync and queues
 // behind what is in flight: so it waits about resyncPlanAhead however
 // slow the target, as DRBD's c-plan-ahead controller keeps its resync's
-// fill. A fixed 32 MiB to a target that took 5 MiB/s held a lone write
-// for six seconds, past --peer-timeout. A fast target still gets most.
+// fill. With a fixed 32 MiB, a lone write behind 24 MiB to a disk taking
+// 8 MiB/s waited 2.7 s, past a 2 s --peer-timeout
+// (TestLoneWriteBehindAResyncToASlowPeer). A fast target still gets most.
 func lagFor(rate float64, most uint64) uint64 {
 	w := uint64(rate * tune.resyncPlanAhead.Seconds())
 	return min(max(w, tune.resyncWindowMin), most)
