@@ -87,6 +87,7 @@ func (m *metrics) serve(ln net.Listener, d *daemon) {
 	if d.cfg.pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index) // profiles, for make profile
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go m.srv.Serve(ln)
