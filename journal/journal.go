@@ -63,6 +63,7 @@ type Journal struct {
 	ckptKick chan struct{} // cap 1: the journal passed its high-water mark
 	stop     chan struct{} // closed by Close: the checkpoint loop and spare preparation stop
 	wg       sync.WaitGroup
+	presyncs sync.WaitGroup // early syncs of the active segment (presync)
 
 	lastSeq     atomic.Uint64 // last seq assigned
 	writtenSeq  atomic.Uint64 // last seq written to a segment
@@ -352,6 +353,7 @@ func (j *Journal) close() error {
 	j.enqueueLocked(item{syncDone: func(error) {}}, true) // wakes the writer
 	j.mu.Unlock()
 	j.wg.Wait()
+	j.presyncs.Wait()
 	if err == nil {
 		err = j.closeSegment()
 	}

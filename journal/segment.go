@@ -125,7 +125,7 @@ func (j *Journal) rotate(seq uint64) error {
 		j.log.Warn("journal: close segment", "segment", w.seg.name, "err", err)
 	}
 	old := w.seg
-	w.f, w.seg, w.off, w.recycled, w.started = f, s, 0, recycled, 0
+	w.f, w.seg, w.off, w.recycled, w.started, w.presynced = f, s, 0, recycled, 0, false
 	j.segMu.Lock()
 	j.segs = append(j.segs, s)
 	j.segMu.Unlock()

@@ -11,6 +11,7 @@ type Stats struct {
 	BytesInPlace uint64 // bytes of disk data they covered
 	Batches      uint64 // segment writes (one pwritev each)
 	Syncs        uint64 // fdatasyncs of the journal
+	Presyncs     uint64 // early syncs of the active segment ahead of its rotation
 	DiskSyncs    uint64 // syncs of the disk (checkpoints)
 	Checkpoints  uint64 // checkpoints recorded
 	Stalls       uint64 // Appends that waited for space (back-pressure)
@@ -28,6 +29,7 @@ type counters struct {
 	appends, bytesRaw, bytesStored         atomic.Uint64
 	inPlace, bytesInPlace                  atomic.Uint64
 	batches, syncs, diskSyncs, checkpoints atomic.Uint64
+	presyncs                               atomic.Uint64
 	stalls                                 atomic.Uint64
 }
 
@@ -47,6 +49,7 @@ func (j *Journal) Stats() Stats {
 		BytesInPlace:  j.st.bytesInPlace.Load(),
 		Batches:       j.st.batches.Load(),
 		Syncs:         j.st.syncs.Load(),
+		Presyncs:      j.st.presyncs.Load(),
 		DiskSyncs:     j.st.diskSyncs.Load(),
 		Checkpoints:   j.st.checkpoints.Load(),
 		Stalls:        j.st.stalls.Load(),

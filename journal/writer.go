@@ -19,6 +19,7 @@ type writer struct {
 	started  int64 // f is being written back up to here (startWriteback)
 	// lastExtent is the seq of the last extent frame written.
 	lastExtent uint64
+	presynced  bool     // presync ran for f
 	iov        [][]byte // scratch for one pwritev
 	padHdr     [headerSize]byte
 }
@@ -324,18 +325,62 @@ func (j *Journal) writeRecords(b *batch) error {
 // a FUA write's) finds little left to do.
 const writebackStep = 4 << 20
 
+// presyncLead is how far before a segment's end the writer has the segment
+// synced early (see presync). The fdatasync at rotation waits for what is
+// still in flight, which grows with the bytes written since the last sync:
+// under 4 KiB random writes at QD32 (64 MiB segments, two runs each) it took
+// a median 18-19.5 ms (p90 38-41 ms) with no early sync, 5.4-6.3 ms with a
+// lead of 8 MiB, 9-11.5 ms with 16 MiB and 20-21 ms with 32 MiB; fio's p99.9
+// went from 27.6-29.4 ms to 17.1 ms with 8 MiB.
+const presyncLead = 8 << 20
+
 // startWriteback asks the kernel to start writing back what the segment
 // holds beyond the last such request, once that is writebackStep or more.
 func (j *Journal) startWriteback() {
 	w := &j.w
 	ws, ok := w.f.(vfs.WritebackStarter)
-	if !ok || w.off-w.started < writebackStep {
+	if !ok {
+		return
+	}
+	j.presync()
+	if w.off-w.started < writebackStep {
 		return
 	}
 	if err := ws.StartWriteback(w.started, w.off-w.started); err != nil {
 		j.log.Debug("journal: start writeback", "segment", w.seg.name, "err", err)
 	}
 	w.started = w.off
+}
+
+// presync syncs the active segment once it is within presyncLead of its end,
+// on a goroutine and a descriptor of its own, so that the fdatasync at
+// rotation, which every writer waits for, finds most of the segment on the
+// device already. The rotation's sync stays the one that counts: an early
+// sync only moves work ahead, and its error is only logged. It cannot hide
+// one from the writer's descriptor either: Linux reports a write-back error
+// to every descriptor of the file open when it happened, and a sync through
+// one does not clear it for another.
+func (j *Journal) presync() {
+	w := &j.w
+	if w.presynced || w.off < j.opts.segmentSize-presyncLead {
+		return
+	}
+	w.presynced = true
+	path := j.path(w.seg.name)
+	j.presyncs.Add(1)
+	go func() {
+		defer j.presyncs.Done()
+		f, err := j.fs.Open(path)
+		if err == nil {
+			err = f.Sync()
+			f.Close()
+		}
+		if err != nil {
+			j.log.Debug("journal: early sync of the active segment", "path", path, "err", err)
+			return
+		}
+		j.st.presyncs.Add(1)
+	}()
 }
 
 // undoWrite cuts a failed write off the segment so the journal stays whole.
