@@ -29,11 +29,16 @@ func (j *Journal) applyLoop() {
 }
 
 // applyInline applies b on the writer's goroutine if the applier is idle
-// and b can be applied at once: no sync to wait for, no disk sync running.
-// That spares a hand-off to the applier, which costs more than the apply
-// when writes come one at a time. It reports whether it applied b.
+// and b is a lone record that can be applied at once: no sync to wait for,
+// no disk sync running. That spares a hand-off to the applier, which costs
+// more than the apply when writes come one at a time. A batch of several
+// records goes to the applier even so: their disk writes then run on another
+// core while the writer reads and journals the next ones. Side by side under
+// 4 KiB random writes at QD32 (bench, medians of 5 in two runs) that gave
+// 1.09x and 1.06x the IOPS of applying them inline, 1.06x with TLS. It
+// reports whether it applied b.
 func (j *Journal) applyInline(b *batch) bool {
-	if b.needSync || j.applying.Load() != 0 {
+	if b.needSync || b.records > 1 || j.applying.Load() != 0 {
 		return false
 	}
 	a := &j.ap // the writer's while nothing is handed over

@@ -30,8 +30,11 @@
 // rotates), the applier (owns applying to the Disk, completes records), the
 // disk syncer (a checkpoint's Disk.Sync, so applying goes on meanwhile), the
 // checkpoint loop (every CheckpointInterval, and when the journal fills up)
-// and, for a fresh journal, one that prepares spare segment files. Appenders
-// only queue; compression and checksums run in their goroutines.
+// and, for a fresh journal, one that prepares spare segment files. The writer
+// applies a lone record itself while the applier is idle (applyInline); near
+// a segment's end it starts a short-lived goroutine that syncs the segment
+// early (presync). Appenders only queue; compression and checksums run in
+// their goroutines.
 //
 // # Record frame (frozen)
 //

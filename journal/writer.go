@@ -30,7 +30,7 @@ type batch struct {
 	items    []item
 	bytes    int64 // frame bytes of the records
 	needSync bool  // a FUA record, a sync or a checkpoint is in it
-	records  bool  // at least one record
+	records  int   // records in it
 	ckpt     bool  // a checkpoint marker is in it
 	// unsynced: records in it may be applied during a disk sync without a
 	// journal sync, their extents being in the activity set (see
@@ -113,7 +113,7 @@ var batchPool = sync.Pool{New: func() any { return new(batch) }}
 func (b *batch) recycle() {
 	clear(b.items)
 	b.items = b.items[:0]
-	b.bytes, b.needSync, b.records, b.ckpt, b.unsynced, b.syncErr = 0, false, false, false, false, nil
+	b.bytes, b.needSync, b.records, b.ckpt, b.unsynced, b.syncErr = 0, false, 0, false, false, nil
 	b.wantsDisk, b.diskSync, b.deferWritten = false, false, false
 	batchPool.Put(b)
 }
@@ -208,7 +208,7 @@ func (j *Journal) takeLocked(b *batch) {
 		it := &j.queue[n]
 		if it.isRecord() {
 			b.bytes += it.frameLen()
-			b.records = true
+			b.records++
 			if hot := j.noteActivity(it); j.diskSyncing.Load() {
 				b.needSync = b.needSync || !hot
 				b.unsynced = b.unsynced || hot
@@ -232,7 +232,7 @@ func (j *Journal) takeLocked(b *batch) {
 // writeBatch writes b's records to the segment, hands b to the applier (or
 // applies it, see applyInline) and syncs the segment if b needs it.
 func (j *Journal) writeBatch(b *batch) {
-	if b.records {
+	if b.records > 0 {
 		t := j.clock()
 		err := j.writeRecords(b)
 		j.observe(StageWrite, t)
@@ -246,7 +246,7 @@ func (j *Journal) writeBatch(b *batch) {
 		j.noteWritten(b)
 	}
 	b.diskSync = j.wantDiskSync(b)
-	needSync, toApplier := b.needSync, b.records || b.ckpt || b.diskSync
+	needSync, toApplier := b.needSync, b.records > 0 || b.ckpt || b.diskSync
 	if needSync && toApplier {
 		b.synced.Add(1)
 		b.left.Store(2)
@@ -445,7 +445,7 @@ func (j *Journal) failBatch(b *batch, err error) {
 			it.ckptDone(0, err)
 		}
 	}
-	if b.records {
+	if b.records > 0 {
 		j.mu.Lock()
 		j.bytes -= b.bytes
 		j.space.Broadcast()
