@@ -38,12 +38,18 @@ type Extent struct {
 
 // prepareInPlace readies r to be written in place, in the caller's
 // goroutine: its raw data (lent, stored raw, or decoded into a buffer of the
-// journal's) is attached and its CRC32C taken.
+// journal's) is attached and its CRC32C taken. A payload stored raw holds
+// the same bytes as the data, so its checksum, taken when the record was
+// made, is the data's: a 1 MiB write is not checksummed twice.
 func (it *item) prepareInPlace(r *Record) error {
-	data := r.raw
-	if data == nil && r.Codec == CodecNone {
-		data = r.Payload
+	if r.Codec == CodecNone {
+		if r.raw == nil {
+			r.raw = r.Payload
+		}
+		it.inPlace, it.dataSum = true, r.payloadSum()
+		return nil
 	}
+	data := r.raw
 	if data == nil {
 		bp := getBuf(int(r.RawLen))
 		out, err := r.Raw((*bp)[:0])

@@ -267,3 +267,52 @@ func TestCoverMap(t *testing.T) {
 }
 
 var _ io.ReaderAt = (*MemDisk)(nil) // torn extents are found by reading the disk
+
+// TestExtentSumOfEveryPayloadForm: the extent frame of a write in place
+// carries the CRC32C of the data whether the payload is the lent data, a
+// copy of it, or compressed (then the sum is the raw data's, not the
+// payload's): a raw payload's own checksum stands for the data's.
+func TestExtentSumOfEveryPayloadForm(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(3, 4))
+	random, text := randomBytes(rnd, 512<<10), bytes.Repeat([]byte("nbdmirror extent "), 32<<10)[:512<<10]
+	raw, s2c := NewCompressor(CodecNone), NewCompressor(CodecS2)
+	cases := []struct {
+		name string
+		rec  func(off int64) Record
+		data []byte
+	}{
+		{"lent", func(off int64) Record { return raw.WriteLent(off, random) }, random},
+		{"copied", func(off int64) Record { return raw.Write(off, random) }, random},
+		{"compressed", func(off int64) Record { return s2c.Write(off, text) }, text},
+		{"compressed, raw lent", func(off int64) Record { return s2c.WriteLent(off, text) }, text},
+	}
+	fs, disk := vfs.NewMem(), NewMemDisk(inPlaceDiskSize)
+	j := openInPlace(t, fs, disk, Options{})
+	defer j.Close()
+	for i, c := range cases {
+		rec := c.rec(int64(i) << 20)
+		if i >= 2 && rec.Codec == CodecNone {
+			t.Fatalf("%s: the payload was not compressed", c.name)
+		}
+		if _, err := j.write(rec, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := j.NewReader(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for i, c := range cases {
+		rec, err := r.Next()
+		if err != nil || rec.Kind != KindExtent || rec.Offset != int64(i)<<20 {
+			t.Fatalf("%s: %v %v at %d, want its extent", c.name, err, rec.Kind, rec.Offset)
+		}
+		if want := crc32.Checksum(c.data, castagnoli); rec.DataSum != want {
+			t.Errorf("%s: extent sum %x, want the data's %x", c.name, rec.DataSum, want)
+		}
+		if got := disk.Bytes()[i<<20 : i<<20+len(c.data)]; !bytes.Equal(got, c.data) {
+			t.Errorf("%s: not on the disk", c.name)
+		}
+	}
+}
