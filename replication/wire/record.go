@@ -88,7 +88,10 @@ func decode(rec *journal.Record, payload []byte) ([]byte, error) {
 		}
 	}
 	rec.Payload = append([]byte(nil), payload...)
-	raw, err := rec.Raw(nil)
+	raw, err := rec.Payload, error(nil)
+	if rec.Codec != journal.CodecNone { // stored raw, the copy is the raw data too
+		raw, err = rec.Raw(nil)
+	}
 	if err != nil || len(raw) != int(rec.RawLen) {
 		return nil, malformed(TypeRecords, "record payload does not decode to %d bytes: %v", rec.RawLen, err)
 	}
