@@ -335,7 +335,9 @@ const writebackStep = 4 << 20
 const presyncLead = 8 << 20
 
 // startWriteback asks the kernel to start writing back what the segment
-// holds beyond the last such request, once that is writebackStep or more.
+// holds beyond the last such request, once that is writebackStep or more,
+// and near the segment's end has it synced early (presync). Both only for
+// files that can start write-back: a real file system's.
 func (j *Journal) startWriteback() {
 	w := &j.w
 	ws, ok := w.f.(vfs.WritebackStarter)
