@@ -17,20 +17,23 @@ import (
 // power loss without recovery knowing that its region changed: a peer may
 // lack it. Records applied during a disk sync are therefore synced in the
 // journal first (diskSyncing) — unless their region is in the activity
-// set, as DRBD's activity log does it: before the disk sync starts, the
-// disk syncer writes the extents that records touched since the last one
+// set, as DRBD's activity log does it: before the checkpoint queues its
+// marker, it writes the extents that records touched since the last set
 // (at most Options.activityMax, of Options.activityExtent bytes) to the
 // ACTIVITY file, durably, and publishes them. A batch whose records all
-// fall in those extents is then applied at once, unsynced. When the disk
-// sync ends the set is withdrawn and the file closed, naming the last seq
-// applied unsynced under it.
+// fall in those extents is then applied at once, unsynced, also while the
+// applier works its way to the marker. When the disk sync ends the disk
+// syncer withdraws the set, and the checkpoint writes the file closed,
+// naming the last seq applied unsynced under it. The checkpoint, holding
+// ckptMu, is the only writer of the file but for clearActivity, which runs
+// only while no set may be published (held).
 //
 // Recovery reports the file's extents (RecoveredExtents, Active) when the
 // set was still open, or when the journal lost records up to that last
 // seq: the disk there may hold what the journal does not, and the caller
-// marks it out of sync toward a peer. A new set replaces the file only
-// once the records applied under the old one are synced in the journal:
-// the next disk sync starts after its checkpoint marker's journal sync.
+// marks it out of sync toward a peer. A new set replaces the last one only
+// with the last one's extents added, unless the journal is synced past its
+// last seq applied unsynced: those records stay reported.
 //
 // The ACTIVITY file (frozen), little endian:
 //
@@ -59,6 +62,10 @@ type activity struct {
 	lastHot uint64             // the last seq taken unsynced under hot
 	from    uint64             // the published set's from
 	held    bool               // recovery reported extents not marked yet: publish nothing
+	// withdrawn is the set the disk syncer withdrew, for the checkpoint to
+	// write closed; last is the last set withdrawn and written (or tried),
+	// nil if none or once cleared.
+	withdrawn, last *activityRecord
 }
 
 // activityRecord is the ACTIVITY file's content.
@@ -157,9 +164,9 @@ func (j *Journal) noteActivity(it *item) (hot bool) {
 }
 
 // publishActivity writes the extents touched since the last set to the
-// ACTIVITY file and publishes them, for the disk sync about to start. It
-// runs on the disk syncer; every record written so far is synced in the
-// journal (the checkpoint marker's batch was synced, and every batch since).
+// ACTIVITY file and publishes them, for the checkpoint about to queue its
+// marker. Records from the first one not synced in the journal on may be
+// applied unsynced under it. Requires ckptMu.
 func (j *Journal) publishActivity() {
 	j.mu.Lock()
 	a := &j.act
@@ -169,8 +176,14 @@ func (j *Journal) publishActivity() {
 	}
 	set := a.touched
 	a.touched = make(map[int64]struct{}, len(set))
-	from := j.durableSeq.Load() + 1 // every record taken from here on is later
+	from := j.durableSeq.Load() + 1
+	if last := a.last; last != nil && from <= last.upto {
+		for _, e := range last.extents { // still exposed: see the top of this file
+			set[e] = struct{}{}
+		}
+	}
 	j.mu.Unlock()
+	lookAhead(set, j.opts.activityMax)
 	rec := activityRecord{from: from, extent: j.opts.activityExtent, extents: slices.Sorted(maps.Keys(set))}
 	if err := j.writeActivity(&rec); err != nil {
 		j.log.Warn("journal: the activity set is not written: every write syncs the journal during this disk sync", "err", err)
@@ -181,31 +194,58 @@ func (j *Journal) publishActivity() {
 	j.mu.Unlock()
 }
 
+// lookAhead adds to set, after each run of two or more consecutive extents
+// in it, as many extents as the run holds, while set holds fewer than max:
+// a sequential stream goes on past where it was, as readahead assumes, and
+// its writes during the disk sync then need no journal sync, which costs
+// most then, behind the disk's write-back. Extents past the end of the
+// disk are harmless: the caller marks only what is inside it.
+func lookAhead(set map[int64]struct{}, max int) {
+	sorted := slices.Sorted(maps.Keys(set))
+	for i := 0; i < len(sorted); {
+		n := 1
+		for i+n < len(sorted) && sorted[i+n] == sorted[i]+int64(n) {
+			n++
+		}
+		for e := sorted[i] + int64(n); n >= 2 && e < sorted[i]+int64(2*n) && len(set) < max; e++ {
+			set[e] = struct{}{}
+		}
+		i += n
+	}
+}
+
 // withdrawActivity withdraws the published set once the disk sync ended,
-// and returns the file's closed form, naming the last record applied
-// unsynced under it; nil if no set was published.
-func (j *Journal) withdrawActivity() *activityRecord {
+// keeping its closed form, which names the last record applied unsynced
+// under it, for closeActivity. Runs on the disk syncer.
+func (j *Journal) withdrawActivity() {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	a := &j.act
 	if a.hot == nil {
-		return nil
+		return
 	}
-	rec := &activityRecord{from: a.from, upto: a.lastHot, extent: j.opts.activityExtent, closed: true,
+	a.withdrawn = &activityRecord{from: a.from, upto: a.lastHot, extent: j.opts.activityExtent, closed: true,
 		extents: slices.Sorted(maps.Keys(a.hot))}
 	a.hot = nil
-	return rec
 }
 
-// closeActivity writes the closed form of a withdrawn set. Until it is
-// written the file is open, and recovery reports its extents: safe.
-func (j *Journal) closeActivity(rec *activityRecord) {
+// closeActivity writes the closed form of a withdrawn set, once the
+// checkpoint's disk sync is done. Until it is written the file is open,
+// and recovery reports its extents: safe. Requires ckptMu.
+func (j *Journal) closeActivity() {
+	j.mu.Lock()
+	rec := j.act.withdrawn
+	j.act.withdrawn = nil
+	j.mu.Unlock()
 	if rec == nil {
 		return
 	}
 	if err := j.writeActivity(rec); err != nil {
 		j.log.Warn("journal: the activity set is not closed", "err", err)
 	}
+	j.mu.Lock()
+	j.act.last = rec
+	j.mu.Unlock()
 }
 
 // clearActivity replaces the activity set recovery reported, once the
@@ -217,7 +257,7 @@ func (j *Journal) clearActivity() {
 		j.log.Warn("journal: the reported activity set stays: a crash would report it again", "err", err)
 	}
 	j.mu.Lock()
-	j.act.held = false
+	j.act.held, j.act.last = false, nil
 	j.mu.Unlock()
 }
 

@@ -2,6 +2,7 @@ package journal
 
 import (
 	"errors"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -59,11 +60,9 @@ func TestActivitySetSparesTheJournalSync(t *testing.T) {
 	write(0) // extent 0 is touched
 	disk.syncHeld <- struct{}{}
 	ckpt := make(chan error, 1)
-	if err := j.queueCheckpoint(func(_ uint64, err error) { ckpt <- err }); err != nil {
-		t.Fatal(err)
-	}
-	<-disk.syncEntered // the set is published before the disk sync starts
-	<-written
+	go func() { ckpt <- j.checkpoint() }()
+	<-written // the set is published before the marker is queued
+	<-disk.syncEntered
 	if a := readActivity(t, fs); a.closed || !slices.Equal(a.extents, []int64{0}) {
 		t.Fatalf("while the disk syncs, ACTIVITY is %+v, want extent 0 open", a)
 	}
@@ -80,7 +79,7 @@ func TestActivitySetSparesTheJournalSync(t *testing.T) {
 	if err := waitResult(t, ckpt, "the checkpoint"); err != nil {
 		t.Fatal(err)
 	}
-	<-written // closed once the checkpoint is done
+	<-written // closed before the checkpoint is done
 	if a := readActivity(t, fs); !a.closed || a.upto != hot {
 		t.Fatalf("after the disk sync, ACTIVITY is %+v, want closed up to seq %d", a, hot)
 	}
@@ -180,5 +179,77 @@ func TestOpenReportsAnOpenActivitySet(t *testing.T) {
 	var ce *CorruptionError
 	if _, err := Open(fs, testDir, NewMemDisk(crashDiskSize), testOptions()); !errors.As(err, &ce) {
 		t.Fatalf("Open on a damaged ACTIVITY file: %v, want a CorruptionError", err)
+	}
+}
+
+// A set written over a closed one keeps the closed set's extents while the
+// journal is not synced past the closed set's last seq: the records applied
+// unsynced under it may be on the disk and not in the journal. With
+// activityMax 1 the touched extents do not name them by chance.
+func TestActivityKeepsTheClosedSetUntilSynced(t *testing.T) {
+	for _, synced := range []bool{false, true} {
+		o := testOptions()
+		o.activityExtent, o.activityMax = 16<<10, 1
+		j, disk, unblock := openGated(t, vfs.NewMem(), o)
+		c := NewCompressor(CodecNone)
+		write := func(off int64) {
+			done := make(chan error, 1)
+			j.appendNow(c.Write(off, make([]byte, 4096)), false, func(_ uint64, err error) { done <- err })
+			if err := waitResult(t, done, "a write"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		write(0)
+		disk.syncHeld <- struct{}{}
+		ckpt := make(chan error, 1)
+		go func() { ckpt <- j.checkpoint() }()
+		<-disk.syncEntered
+		write(32 << 10) // extent 2, synced in the journal: the next set
+		write(4096)     // extent 0, in the set: applied unsynced
+		unblock()
+		if err := waitResult(t, ckpt, "the first checkpoint"); err != nil {
+			t.Fatal(err)
+		}
+		if synced {
+			if err := j.SyncWait(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := j.checkpoint(); err != nil {
+			t.Fatal(err)
+		}
+		want := []int64{0, 2}
+		if synced {
+			want = []int64{2}
+		}
+		if a := readActivity(t, j.fs); !slices.Equal(a.extents, want) {
+			t.Fatalf("journal synced past the closed set: %v; the next set names %v, want %v", synced, a.extents, want)
+		}
+	}
+}
+
+// lookAhead extends each run of two or more extents by its own length,
+// up to the most extents a set holds.
+func TestLookAhead(t *testing.T) {
+	for _, tc := range []struct {
+		in   []int64
+		max  int
+		want []int64
+	}{
+		{in: []int64{5}, max: 100, want: []int64{5}},
+		{in: []int64{1, 3, 5}, max: 100, want: []int64{1, 3, 5}},
+		{in: []int64{0, 1, 2}, max: 100, want: []int64{0, 1, 2, 3, 4, 5}},
+		{in: []int64{0, 1, 4, 5, 6}, max: 100, want: []int64{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}},
+		{in: []int64{0, 1, 2}, max: 4, want: []int64{0, 1, 2, 3}},
+		{in: []int64{0, 1, 2}, max: 2, want: []int64{0, 1, 2}},
+	} {
+		set := map[int64]struct{}{}
+		for _, e := range tc.in {
+			set[e] = struct{}{}
+		}
+		lookAhead(set, tc.max)
+		if got := slices.Sorted(maps.Keys(set)); !slices.Equal(got, tc.want) {
+			t.Errorf("lookAhead(%v, %d) = %v, want %v", tc.in, tc.max, got, tc.want)
+		}
 	}
 }

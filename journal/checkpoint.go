@@ -75,7 +75,9 @@ func (j *Journal) checkpoint() error {
 	defer j.ckptMu.Unlock()
 	if j.LastSeq() > j.ckptSeq.Load() {
 		t := j.clock()
+		j.publishActivity()
 		seq, err := j.checkpointDisk()
+		j.closeActivity()
 		j.observe(StageCheckpoint, t)
 		if err != nil {
 			return err

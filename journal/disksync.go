@@ -9,8 +9,8 @@ import "fmt"
 // in the journal before it is applied. The writer syncs every batch it takes
 // while diskSyncing is set, from the moment the checkpoint's marker is queued
 // (queueCheckpoint) until the disk sync has ended, except a batch whose
-// records all fall in the activity set published for this disk sync (see
-// activity.go): that one is applied at once. Any other batch that is not
+// records all fall in the activity set the checkpoint published before its
+// marker (see activity.go): that one is applied at once. Any other batch that is not
 // synced waits for the disk sync (holdForDiskSync), which no batch queued
 // behind a marker does.
 
@@ -25,9 +25,8 @@ type diskSync struct {
 func (j *Journal) diskSyncLoop() {
 	for req := range j.diskq {
 		j.st.diskSyncs.Add(1)
-		j.publishActivity()
 		seq, err := req.seq, j.disk.Sync()
-		closed := j.withdrawActivity()
+		j.withdrawActivity()
 		if err != nil {
 			// The disk may have dropped writes: never checkpoint past them.
 			seq, err = 0, fmt.Errorf("journal: sync disk: %w", err)
@@ -37,8 +36,7 @@ func (j *Journal) diskSyncLoop() {
 			storeMax(&j.diskCovered, seq)
 		}
 		close(req.finished)
-		req.done(seq, err)
-		j.closeActivity(closed) // after done: batches need no journal sync from here on
+		req.done(seq, err) // the checkpoint closes the activity set
 	}
 }
 

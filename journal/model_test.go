@@ -227,8 +227,9 @@ func checkRecovered(t *testing.T, j *Journal, disk *MemDisk, h *history, size in
 	want := h.image(t, size, k)
 	got := disk.Bytes()
 	for _, e := range torn { // whatever the crash left there, to be resynced
-		end := min(e.Offset+e.Len, size)
-		copy(want[e.Offset:end], got[e.Offset:end])
+		if end := min(e.Offset+e.Len, size); end > e.Offset { // an active extent may lie past the end
+			copy(want[e.Offset:end], got[e.Offset:end])
+		}
 	}
 	if !bytes.Equal(got, want) {
 		t.Fatalf("disk after recovery is not the image of seqs 1..%d outside %d torn extents (first difference at %d)",
@@ -325,6 +326,9 @@ func (h *history) settleTorn(torn []Extent, disk []byte, k uint64) {
 	for _, e := range torn {
 		if e.Active {
 			end := min(e.Offset+e.Len, int64(len(disk)))
+			if end <= e.Offset {
+				continue // past the end of the disk
+			}
 			h.patches = append(h.patches, patch{after: k, off: e.Offset, data: bytes.Clone(disk[e.Offset:end])})
 			continue
 		}
