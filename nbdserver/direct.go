@@ -1,11 +1,6 @@
 package nbdserver
 
-import (
-	"net"
-	"syscall"
-
-	"github.com/nbdmirror/nbdmirror/internal/netio"
-)
+import "net"
 
 // gather collects replies for one writev: headers and small payloads are
 // copied into buf, large payloads are referenced.
@@ -61,8 +56,7 @@ func (g *gather) reset() {
 
 // directState is the reader's side of writeDirect. Owned by the reader.
 type directState struct {
-	g   gather
-	iov []syscall.Iovec
+	g gather
 }
 
 // Any goroutine with finished replies may send them itself when the writer
@@ -84,7 +78,7 @@ func (w *replyWriter) writeDirect(d *directState, rs []*request) {
 		d.g.reset() // the TLS layer copied v
 		return
 	}
-	n, err := netio.TryWritev(w.raw, &d.iov, v)
+	n, err := w.wv.Try(v)
 	if w.finish(rs, v, n, d.g.n, err) || err != nil {
 		d.g.reset()
 	} else {
@@ -98,7 +92,8 @@ func (w *replyWriter) sendOne(r *request) {
 	if !w.claim(rs[:]) {
 		return
 	}
-	bufs := [2][]byte{appendReplyHeader(r.hdr[:0], r)}
+	bufs := &w.one // a payload stays referenced until the next sendOne
+	bufs[0], bufs[1] = appendReplyHeader(r.hdr[:0], r), nil
 	v, total := net.Buffers(bufs[:1]), replyHeaderSize
 	if r.payload != nil {
 		bufs[1] = *r.payload
@@ -108,9 +103,7 @@ func (w *replyWriter) sendOne(r *request) {
 		w.finishTLS(rs[:], v)
 		return
 	}
-	var iov [2]syscall.Iovec
-	iovs := iov[:0]
-	n, err := netio.TryWritev(w.raw, &iovs, v)
+	n, err := w.wv.Try(v)
 	w.finish(rs[:], v, n, total, err)
 }
 

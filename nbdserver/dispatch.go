@@ -111,21 +111,26 @@ func (c *conn) startAsync(r *request) {
 	c.ops.Add(1)
 	c.asyncWrites.Add(1)
 	last := c.buffered() == 0
-	c.srv.async.WriteAsync(*r.payload, int64(r.off), r.flags&cmdFlagFUA != 0, last, func(err error) {
-		putPayload(r.payload)
-		r.payload = nil
-		if err != nil {
-			r.errno = errnoOf(err)
-			c.srv.logBackendError(r, err)
-		}
-		c.srv.stats.count(r)
-		if c.asyncWrites.Add(-1) == 0 {
-			c.w.sendOne(r)
-		} else {
-			c.w.push(r)
-		}
-		c.ops.Done()
-	})
+	r.c = c
+	c.srv.async.WriteAsync(*r.payload, int64(r.off), r.flags&cmdFlagFUA != 0, last, r.doneFunc)
+}
+
+// asyncDone ends an async WRITE (see startAsync).
+func (r *request) asyncDone(err error) {
+	c := r.c
+	putPayload(r.payload)
+	r.payload = nil
+	if err != nil {
+		r.errno = errnoOf(err)
+		c.srv.logBackendError(r, err)
+	}
+	c.srv.stats.count(r)
+	if c.asyncWrites.Add(-1) == 0 {
+		c.w.sendOne(r)
+	} else {
+		c.w.push(r)
+	}
+	c.ops.Done()
 }
 
 // readPayload reads a WRITE's data into a pooled buffer, or consumes and

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/nbdmirror/nbdmirror/internal/netio"
 )
 
 const (
@@ -32,6 +34,8 @@ const (
 type replyWriter struct {
 	c    *conn
 	raw  syscall.RawConn // nil if the connection has no file descriptor
+	wv   *netio.Writev   // raw's, for the direct writes (direct.go) of whoever holds the claim
+	one  [2][]byte       // sendOne's reply, under the claim: a local array would be an allocation per reply
 	tls  *tlsSocket      // the socket under TLS, if STARTTLS made one
 	wake chan struct{}   // one token when the idle writer must look again
 	done chan struct{}   // closed when run returns
@@ -62,6 +66,9 @@ func newReplyWriter(c *conn) *replyWriter {
 	}
 	if c.tlsUp {
 		w.tls, w.raw = c.tlsSock, c.tlsSock.raw
+	}
+	if w.raw != nil {
+		w.wv = netio.NewWritev(w.raw)
 	}
 	return w
 }

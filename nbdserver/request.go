@@ -24,15 +24,28 @@ type request struct {
 	charged bool                  // its length counts in the in-flight byte bounds
 	payload *[]byte               // write data until applied; read data until replied
 	hdr     [replyHeaderSize]byte // the reply header when sent on its own
+	// An async WRITE's connection, and its completion (asyncDone), bound
+	// once, when the pool made the request: a closure made per write is
+	// an allocation per write.
+	c        *conn
+	doneFunc func(error)
 }
 
-var requestPool = sync.Pool{New: func() any { return new(request) }}
+var requestPool sync.Pool
+
+func init() {
+	requestPool.New = func() any {
+		r := new(request)
+		r.doneFunc = r.asyncDone
+		return r
+	}
+}
 
 func newRequest() *request { return requestPool.Get().(*request) }
 
 func freeRequest(r *request) {
 	putPayload(r.payload)
-	*r = request{}
+	*r = request{doneFunc: r.doneFunc}
 	requestPool.Put(r)
 }
 

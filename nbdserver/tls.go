@@ -131,7 +131,7 @@ type tlsSocket struct {
 	br  *bufio.Reader   // nil while negotiating
 	rec recordEnds      // reader's
 	raw syscall.RawConn // for the non-blocking write of writeDirect
-	iov []syscall.Iovec // writeDirect's scratch
+	wv  *netio.Writev   // raw's, writeDirect's
 
 	mu      sync.Mutex // guards capture, buf and tail
 	capture bool       // Write appends to buf instead of writing
@@ -145,6 +145,9 @@ func newTLSSocket(nc net.Conn, pr *netio.PollReader) *tlsSocket {
 	s := &tlsSocket{Conn: nc, pr: pr}
 	if sc, ok := nc.(syscall.Conn); ok {
 		s.raw, _ = sc.SyscallConn()
+	}
+	if s.raw != nil {
+		s.wv = netio.NewWritev(s.raw)
 	}
 	return s
 }
@@ -258,7 +261,7 @@ func (s *tlsSocket) writeDirect(tc net.Conn, v net.Buffers) (done bool, err erro
 	if err != nil {
 		return false, err
 	}
-	n, err := netio.TryWritev(s.raw, &s.iov, [][]byte{s.buf})
+	n, err := s.wv.Try([][]byte{s.buf})
 	done = err == nil && n == len(s.buf)
 	if n < len(s.buf) {
 		s.tail = append(s.tail[:0], s.buf[n:]...)

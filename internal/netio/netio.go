@@ -9,12 +9,29 @@ import (
 	"unsafe"
 )
 
-// TryWritev makes one writev of bufs on raw that does not wait for room in
-// the socket, and returns the bytes it took: 0, with no error, when it took
-// none. iov is scratch for the iovecs, kept by the caller between calls; it
-// holds no references to bufs afterwards.
-func TryWritev(raw syscall.RawConn, iov *[]syscall.Iovec, bufs [][]byte) (int, error) {
-	v := (*iov)[:0]
+// Writev makes writevs on one socket that do not wait for room in it. Its
+// iovecs and its RawConn.Write callback are made once, with it: a closure
+// made at each write is an allocation at each reply, and lone requests pay
+// for the collections it brings on. One writer at a time.
+type Writev struct {
+	raw   syscall.RawConn
+	iov   []syscall.Iovec
+	n     int
+	errno syscall.Errno
+	fn    func(fd uintptr) bool
+}
+
+// NewWritev writes on raw.
+func NewWritev(raw syscall.RawConn) *Writev {
+	w := &Writev{raw: raw}
+	w.fn = w.writev
+	return w
+}
+
+// Try makes one writev of bufs and returns the bytes the socket took: 0,
+// with no error, when it took none. It keeps no reference to bufs.
+func (w *Writev) Try(bufs [][]byte) (int, error) {
+	v := w.iov[:0]
 	for _, b := range bufs {
 		if len(b) > 0 {
 			e := syscall.Iovec{Base: &b[0]}
@@ -22,30 +39,30 @@ func TryWritev(raw syscall.RawConn, iov *[]syscall.Iovec, bufs [][]byte) (int, e
 			v = append(v, e)
 		}
 	}
-	*iov = v
 	if len(v) == 0 {
 		return 0, nil
 	}
-	var n int
-	var errno syscall.Errno
-	err := raw.Write(func(fd uintptr) bool {
-		for {
-			r, _, e := syscall.Syscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&v[0])), uintptr(len(v)))
-			if e == syscall.EINTR {
-				continue
-			}
-			n, errno = int(r), e
-			return true
-		}
-	})
+	w.iov = v
+	err := w.raw.Write(w.fn)
 	clear(v)
 	switch {
 	case err != nil:
 		return 0, err
-	case errno == syscall.EAGAIN:
+	case w.errno == syscall.EAGAIN:
 		return 0, nil
-	case errno != 0:
-		return 0, errno
+	case w.errno != 0:
+		return 0, w.errno
 	}
-	return n, nil
+	return w.n, nil
+}
+
+// writev is the callback: one writev of iov.
+func (w *Writev) writev(fd uintptr) bool {
+	for {
+		r, _, e := syscall.Syscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&w.iov[0])), uintptr(len(w.iov)))
+		if e != syscall.EINTR {
+			w.n, w.errno = int(r), e
+			return true
+		}
+	}
 }

@@ -44,6 +44,7 @@ type PollReader struct {
 	// block for long.
 	Between func()
 	polling atomic.Bool // a poll runs now
+	tried   tryState    // the last try's read, see try
 
 	// kmu orders Kick against the sleep it cuts short and the deadline it
 	// puts back.
@@ -59,6 +60,7 @@ func NewPollReader(conn net.Conn, limit time.Duration) *PollReader {
 	if sc, ok := conn.(syscall.Conn); ok && limit > 0 {
 		r.raw, _ = sc.SyscallConn()
 	}
+	r.tried.fn = r.tried.read
 	return r
 }
 
@@ -210,17 +212,11 @@ func (r *PollReader) poll(p []byte, start time.Time) (n int, ok bool, err error)
 // try makes one read of p that does not wait; ok is false if nothing was
 // there to read.
 func (r *PollReader) try(p []byte) (n int, ok bool, err error) {
-	var errno syscall.Errno
-	rerr := r.raw.Read(func(fd uintptr) bool {
-		for {
-			// The socket does not block: no need to tell the scheduler.
-			m, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			if e != syscall.EINTR {
-				n, errno, ok = int(m), e, e != syscall.EAGAIN
-				return true
-			}
-		}
-	})
+	t := &r.tried
+	t.p = p
+	rerr := r.raw.Read(t.fn)
+	t.p = nil
+	n, ok, errno := t.n, t.ok, t.errno
 	switch {
 	case rerr != nil: // closed, or the deadline had passed
 		return 0, true, rerr
@@ -233,6 +229,30 @@ func (r *PollReader) try(p []byte) (n int, ok bool, err error) {
 		return 0, true, io.EOF
 	}
 	return n, true, nil
+}
+
+// tryState is a try's read: its buffer, its result, and the RawConn.Read
+// callback that makes it, made once with the reader, since a closure made
+// at each try is an allocation at each try, and lone requests then pay
+// for the collections it brings on.
+type tryState struct {
+	p     []byte
+	n     int
+	ok    bool
+	errno syscall.Errno
+	fn    func(fd uintptr) bool
+}
+
+// read is the callback: one read that does not wait.
+func (t *tryState) read(fd uintptr) bool {
+	for {
+		// The socket does not block: no need to tell the scheduler.
+		m, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&t.p[0])), uintptr(len(t.p)))
+		if e != syscall.EINTR {
+			t.n, t.errno, t.ok = int(m), e, e != syscall.EAGAIN
+			return true
+		}
+	}
 }
 
 // note adds a wait to the moving mean (weight 1/8), counting a wait longer
