@@ -159,6 +159,9 @@ func newLink(res *Resource, conn net.Conn, remote wire.Hello) *link {
 	if sc, ok := conn.(syscall.Conn); ok {
 		l.snd.raw, _ = sc.SyscallConn()
 	}
+	if l.snd.raw != nil {
+		l.snd.ackWv = netio.NewWritev(l.snd.raw)
+	}
 	l.lastFrame.Store(time.Now().UnixNano())
 	return l
 }

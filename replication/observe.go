@@ -33,16 +33,6 @@ func (c *Config) journalObserver() func(journal.Stage, time.Duration) {
 	return func(s journal.Stage, d time.Duration) { obs(s.String(), d) }
 }
 
-// journalWritten is the journal's written callback of a write submitted at
-// start: it times stageJournal. nil when nothing observes.
-func (r *Resource) journalWritten(start time.Time) func() {
-	obs := r.cfg.ObserveStage
-	if obs == nil {
-		return nil
-	}
-	return func() { obs(stageJournal, time.Since(start)) }
-}
-
 // observeSince reports a step of stage that began at start.
 func (r *Resource) observeSince(stage string, start time.Time) {
 	if obs := r.cfg.ObserveStage; obs != nil {

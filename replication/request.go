@@ -1,8 +1,11 @@
 package replication
 
 import (
+	"fmt"
 	"sync"
+	"time"
 
+	"github.com/nbdmirror/nbdmirror/journal"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
@@ -36,6 +39,19 @@ type request struct {
 	busy  *link
 	then  func(error) // called with the reply, if set; else ready is signalled
 	ready chan struct{}
+
+	// A client's write (submit): when it came, to time its stages, and
+	// its record, whose buffers the request gives back once complete.
+	write  bool
+	start  time.Time
+	rec    journal.Record
+	sentOn *link  // the link it went out on, for peerAcked
+	jseq   uint64 // its seq in the journal
+	// Callbacks bound to this request once, when the pool made it: a
+	// method value made per write is an allocation per write.
+	localFn   func(uint64, error)
+	writtenFn func()
+	peerFn    func(bool, wire.AckKind)
 }
 
 type localState uint8
@@ -115,7 +131,15 @@ func replyOf(local localState, peer peerState, throughPeer, diskOut bool) (ok, m
 	return acked || !diskOut, peer == peerLost && !diskOut
 }
 
-var requests = sync.Pool{New: func() any { return &request{ready: make(chan struct{}, 1)} }}
+var requests sync.Pool
+
+func init() {
+	requests.New = func() any {
+		q := &request{ready: make(chan struct{}, 1)}
+		q.localFn, q.writtenFn, q.peerFn = q.localResult, q.journalWritten, q.peerAcked
+		return q
+	}
+}
 
 // newRequest starts a request over [off, off+length): local pending, peer
 // queued until the submitter says otherwise (step evPeerLost or
@@ -124,8 +148,57 @@ func newRequest(res *Resource, off, length int64, then func(error)) *request {
 	q := requests.Get().(*request)
 	q.local, q.peer, q.err, q.completed, q.reply = localPending, peerQueued, nil, false, nil
 	q.res, q.off, q.length, q.busy, q.then = res, off, length, nil, then
-	q.op = OpWrite
+	q.op, q.write, q.rec, q.sentOn = OpWrite, false, journal.Record{}, nil
 	return q
+}
+
+// peerAcked is the link's completion of a client's write sent on sentOn.
+func (q *request) peerAcked(acked bool, kind wire.AckKind) {
+	if acked {
+		r := q.res
+		storeMax(&r.peerSeq, q.jseq)
+		q.sentOn.settle()
+		r.observeSince(stagePeer, q.start)
+	}
+	q.peerResult(acked, kind)
+}
+
+// journalWritten is the journal's written callback of a write: it times
+// stageJournal.
+func (q *request) journalWritten() {
+	if obs := q.res.cfg.ObserveStage; obs != nil {
+		obs(stageJournal, time.Since(q.start))
+	}
+}
+
+// account closes a client's write with the reply err it gets: gives its
+// record's buffers back, and counts and times it, or names the resource
+// in its error.
+func (q *request) account(err error) error {
+	if !q.write {
+		return err
+	}
+	q.rec.Release()
+	r := q.res
+	if err != nil {
+		return fmt.Errorf("replication: %s: %w", r.name, err)
+	}
+	r.writes.Add(1)
+	r.bytesWritten.Add(uint64(q.length))
+	if r.cfg.ObserveWrite != nil {
+		r.cfg.ObserveWrite(time.Since(q.start))
+	}
+	return nil
+}
+
+// refuse completes a request refused before it was journaled or sent.
+func (q *request) refuse(err error) {
+	if q.write {
+		q.rec.Release()
+	}
+	then := q.then
+	requests.Put(q)
+	then(err)
 }
 
 // notOnLink says no link took the request: its region is already marked.
@@ -212,6 +285,7 @@ func (q *request) finishIfFinal() {
 		err = nil
 	}
 	if then := q.then; then != nil {
+		err = q.account(err)
 		requests.Put(q)
 		then(err)
 		return

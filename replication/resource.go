@@ -272,11 +272,9 @@ func (r *Resource) writeData(p []byte, off int64, fua bool) (int, error) {
 // journal's writer idles, sparing a hand-off; WriteAsync returns at once
 // otherwise.
 func (r *Resource) WriteAsync(p []byte, off int64, fua, last bool, done func(error)) {
-	rec := r.comp.WriteLent(off, p) // p stays ours until the write is done
-	r.appendAsync(&rec, fua, last, func(err error) {
-		rec.Release()
-		done(err)
-	})
+	q := newRequest(r, off, int64(len(p)), done)
+	q.rec = r.comp.WriteLent(off, p) // p stays ours until the write is done
+	r.submit(q, &q.rec, fua, last)
 }
 
 // Trim discards a range: a record without payload.
@@ -308,31 +306,21 @@ func (r *Resource) append(rec *journal.Record, fua bool) error {
 // to a later resync. The journal and the link copy what they keep of rec
 // before appendAsync returns, except a lent payload (see WriteAsync).
 func (r *Resource) appendAsync(rec *journal.Record, fua, here bool, then func(error)) {
-	start := time.Now()
-	raw := uint64(rec.RawLen)
-	q := newRequest(r, rec.Offset, int64(rec.RawLen), func(err error) {
-		if err != nil {
-			then(fmt.Errorf("replication: %s: %w", r.name, err))
-			return
-		}
-		r.writes.Add(1)
-		r.bytesWritten.Add(raw)
-		if r.cfg.ObserveWrite != nil {
-			r.cfg.ObserveWrite(time.Since(start))
-		}
-		then(nil)
-	})
+	r.submit(newRequest(r, rec.Offset, int64(rec.RawLen), then), rec, fua, here)
+}
+
+// submit is appendAsync of the client's write q, whose record is rec.
+func (r *Resource) submit(q *request, rec *journal.Record, fua, here bool) {
+	q.write, q.start = true, time.Now()
 	if rec.Offset < 0 || rec.Offset > r.size || int64(rec.RawLen) > r.size-rec.Offset {
-		requests.Put(q)
-		then(fmt.Errorf("replication: %s: write [%d, +%d) outside a %d-byte disk: %w",
+		q.refuse(fmt.Errorf("replication: %s: write [%d, +%d) outside a %d-byte disk: %w",
 			r.name, rec.Offset, rec.RawLen, r.size, syscall.EINVAL))
 		return
 	}
 	r.order.Lock()
 	if r.Role() != wire.Primary {
 		r.order.Unlock()
-		requests.Put(q)
-		then(ErrNotPrimary)
+		q.refuse(ErrNotPrimary)
 		return
 	}
 	if r.health.peerOnly() {
@@ -356,15 +344,13 @@ func (r *Resource) appendAsync(rec *journal.Record, fua, here bool, then func(er
 		l.localBusy.Add(1)
 		q.busy = l
 	}
-	jseq := r.journal.AppendLater(*rec, fua, r.journalWritten(start), q.localResult)
-	sent := l != nil && l.sendRecord(rec, fua, func(acked bool, kind wire.AckKind) {
-		if acked {
-			storeMax(&r.peerSeq, jseq)
-			l.settle()
-			r.observeSince(stagePeer, start)
-		}
-		q.peerResult(acked, kind)
-	})
+	written := q.writtenFn
+	if r.cfg.ObserveStage == nil {
+		written = nil
+	}
+	jseq := r.journal.AppendLater(*rec, fua, written, q.localFn)
+	q.sentOn, q.jseq = l, jseq
+	sent := l != nil && l.sendRecord(rec, fua, q.peerFn)
 	if l != nil && !sent && !out && !plant.On(plant.SkipMarkWhenDown) {
 		// Marked under order, so before linkDown (which takes it) lets
 		// the next link attach: a mark made after that would be missed.

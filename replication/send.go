@@ -20,7 +20,7 @@ type sender struct {
 	bw     *bufio.Writer
 	raw    syscall.RawConn // nil if the connection has no descriptor: acks then wait for the sender goroutine
 	ackBuf [128]byte       // acks being written (three frames)
-	ackIov []syscall.Iovec // their iovec, for netio.TryWritev
+	ackWv  *netio.Writev   // raw's, for them
 }
 
 // sendLoop is the sender goroutine: woken, it writes what is queued unless
@@ -210,7 +210,7 @@ func (l *link) sendAcks() {
 	l.mu.Unlock()
 	if quiet {
 		b := l.appendAcks(s.ackBuf[:0])
-		n, err := netio.TryWritev(s.raw, &s.ackIov, [][]byte{b})
+		n, err := s.ackWv.Try([][]byte{b})
 		if err != nil {
 			// The sender's write meets the error again and fails the link
 			// from its own goroutine: this one may be the journal's writer.
