@@ -399,7 +399,8 @@ func outcome(s State, local, remote wire.Hello) Decision {
 	l := side{primary: s.Role == wire.Primary, id: s.NodeID, wrote: lw, dirty: lw || local.LastSeq > remote.LastSeq}
 	p := side{primary: remote.Role == wire.Primary, id: remote.NodeID, wrote: rw,
 		dirty: rw || remote.LastSeq > local.LastSeq}
-	d := resolve(decide(s.Gen, remote.Gen), s.DiscardMyData, remote.Flags&wire.DiscardMyData != 0)
+	ld, rd := giveIn(s.DiscardMyData, remote.Flags&wire.DiscardMyData != 0, local.Disk, remote.Disk)
+	d := resolve(decide(s.Gen, remote.Gen), ld, rd)
 	switch {
 	case local.Disk == wire.Diskless || remote.Disk == wire.Diskless:
 		d = disklessOutcome(local, remote)

@@ -105,6 +105,19 @@ func resolve(d Decision, localDiscards, remoteDiscards bool) Decision {
 	return Decision{Outcome: SyncSource, Full: true}
 }
 
+// giveIn says which sides give in to the operator's word (discard their
+// data): each one told to, except that of two told to, a side whose disk is
+// Inconsistent gives in alone. It holds nothing whole and is never a
+// source; its peer's word may linger from a connection that needed no
+// sync, and a fresh disk (which gives in by being attached fresh) would
+// otherwise stay StandAlone next to the only data there is.
+func giveIn(localDiscards, remoteDiscards bool, local, remote wire.DiskState) (bool, bool) {
+	if li, ri := local == wire.Inconsistent, remote == wire.Inconsistent; localDiscards && remoteDiscards && li != ri {
+		return li, ri
+	}
+	return localDiscards, remoteDiscards
+}
+
 // wholeSource turns a sync from an Inconsistent disk (a fresh one, a
 // resync target not finished) to a whole one (UpToDate, Consistent) the
 // other way, full: what the ids say cannot hold there (a peer that never

@@ -101,3 +101,25 @@ func TestDiscardZeroChanges(t *testing.T) {
 		t.Errorf("both wrote: %+v", d)
 	}
 }
+
+func TestGiveIn(t *testing.T) {
+	inc, up := wire.Inconsistent, wire.UpToDate
+	for _, c := range []struct {
+		name             string
+		ld, rd           bool
+		local, remote    wire.DiskState
+		wantLoc, wantRem bool
+	}{
+		{"one told", true, false, up, up, true, false},
+		{"none told", false, false, inc, up, false, false},
+		{"both told, both whole", true, true, up, up, true, true},
+		{"both told, both Inconsistent", true, true, inc, inc, true, true},
+		{"both told, this one Inconsistent", true, true, inc, up, true, false},
+		{"both told, the peer Inconsistent", true, true, up, inc, false, true},
+		{"only the whole side told", false, true, inc, up, false, true},
+	} {
+		if l, r := giveIn(c.ld, c.rd, c.local, c.remote); l != c.wantLoc || r != c.wantRem {
+			t.Errorf("%s: giveIn = %v, %v, want %v, %v", c.name, l, r, c.wantLoc, c.wantRem)
+		}
+	}
+}
