@@ -37,6 +37,19 @@ type node struct {
 
 	diskFail atomic.Bool // the disk fails writes and syncs
 	fsFail   atomic.Bool // the journal's file system fails writes
+	// failedAt orders the first I/O that failed since the faults were
+	// armed among every node's (failures), 0 if none did.
+	failedAt atomic.Uint64
+}
+
+// failures numbers the first failed I/O of each fault, across nodes.
+var failures atomic.Uint64
+
+// failed notes a failed I/O of n.
+func (n *node) failed() {
+	if n.failedAt.Load() == 0 {
+		n.failedAt.CompareAndSwap(0, failures.Add(1))
+	}
 }
 
 // incarnation is one run of a node's process. Once dead, nothing it does
@@ -53,6 +66,7 @@ func (d simDisk) Size() (int64, error) { return int64(len(d.MemDisk.Bytes())), n
 
 func (d simDisk) ReadAt(p []byte, off int64) (int, error) {
 	if d.n.diskFail.Load() {
+		d.n.failed()
 		return 0, fmt.Errorf("sim: disk of %s: %w", d.n.name, syscall.EIO)
 	}
 	return d.MemDisk.ReadAt(p, off)
@@ -70,12 +84,14 @@ func (n *node) metaDir() string { return filepath.Join(n.dir, n.name) }
 func (n *node) open(role wire.Role, created bool, timeout time.Duration) error {
 	n.disk.Fail = func(op string) error {
 		if n.diskFail.Load() && (op == "write" || op == "sync") {
+			n.failed()
 			return fmt.Errorf("sim: disk of %s: %w", n.name, syscall.EIO)
 		}
 		return nil
 	}
 	fs := vfs.Inject(n.fs, func(op vfs.Op, _ string) error {
 		if n.fsFail.Load() && op == vfs.OpWrite {
+			n.failed()
 			return syscall.EIO
 		}
 		return nil

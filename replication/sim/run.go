@@ -124,7 +124,10 @@ type runner struct {
 	// what it wrote through its peer since; until it is seen in sync
 	// again, a split brain is resolved by discarding its data.
 	stale [2]bool
-	split bool
+	// staleSince orders, for a stale node, the failure of its disk (see
+	// node.failedAt; 0: its fault met no I/O).
+	staleSince [2]uint64
+	split      bool
 	// maybeSplit: a split brain whose nodes' disks failed; the settle
 	// takes it as one if the nodes refuse each other for it.
 	maybeSplit bool

@@ -143,11 +143,13 @@ func (r *runner) resolveSplit() {
 	})
 	r.observe()
 	// The operator's word: a node back on a disk that had failed lacks
-	// what it wrote through its peer, which holds it: it gives in.
-	// Otherwise either may.
+	// what it wrote through its peer, which holds it: it gives in. Of two,
+	// the one whose disk failed first: its peer took every write since,
+	// until its own failed, and none completed after that. Otherwise
+	// either may.
 	loser := int(r.res.Schedule.Seed % 2)
 	r.mu.Lock()
-	if r.stale[1-loser] && !r.stale[loser] {
+	if r.stale[1-loser] && (!r.stale[loser] || failedFirst(r.staleSince[1-loser], r.staleSince[loser])) {
 		loser = 1 - loser
 	}
 	r.mu.Unlock()
@@ -164,6 +166,9 @@ func (r *runner) resolveSplit() {
 	r.primary = 1 - loser
 	r.setSplit(false)
 }
+
+// failedFirst says whether the failure numbered a came before b (0: none).
+func failedFirst(a, b uint64) bool { return a != 0 && (b == 0 || a < b) }
 
 // secondaryNewer says whether the nodes refused each other because the
 // Secondary holds newer data than the Primary: it wrote through the link

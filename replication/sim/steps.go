@@ -243,8 +243,11 @@ func (r *runner) crash(i int, power bool) {
 		}
 	}
 	r.mu.Lock()
-	r.stale[i] = r.stale[i] || r.faulted[i]
+	if r.faulted[i] && !r.stale[i] {
+		r.stale[i], r.staleSince[i] = true, n.failedAt.Load()
+	}
 	r.mu.Unlock()
+	n.failedAt.Store(0)
 	r.faulted[i] = false // a restart clears the disk's faults
 	n.diskFail.Store(false)
 	n.fsFail.Store(false)
