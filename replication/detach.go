@@ -116,13 +116,33 @@ func (r *Resource) detach(op string, err error) {
 	if _, ok := has[CloseLink](acts); ok && l != nil {
 		l.close()
 	}
-	if _, ok := has[AnnounceDiskless](acts); ok && l != nil {
-		l.queue(wire.AppendDiskState(nil, wire.DiskStateMsg{Disk: wire.Diskless, Gen: gen}))
-	}
+	r.announceDiskless(acts, l, gen)
 	if role == wire.Primary && l == nil {
 		r.log.Error("Diskless and no peer connected: every I/O fails until the peer is back or a disk is attached")
 	} else {
 		r.log.Warn("Diskless", "role", role.String())
+	}
+}
+
+// announceDiskless tells the peer on l that this Primary's disk is out and
+// the generation it moved to, if acts say so, with a ping behind it whose
+// pong says the peer followed (followGate).
+func (r *Resource) announceDiskless(acts []Action, l *link, gen uint64) {
+	follow := &r.health.follow
+	if _, ok := has[AnnounceDiskless](acts); !ok || l == nil {
+		follow.set(followUnknown)
+		return
+	}
+	l.queue(wire.AppendDiskState(nil, wire.DiskStateMsg{Disk: wire.Diskless, Gen: gen}))
+	asked := l.askFollow(func(ok bool) {
+		if ok {
+			follow.set(followed)
+		} else {
+			follow.set(followUnknown)
+		}
+	})
+	if !asked {
+		follow.set(followUnknown)
 	}
 }
 
@@ -132,6 +152,7 @@ func (r *Resource) DetachDisk() error {
 	if !r.health.phase.CompareAndSwap(uint32(diskAttached), uint32(diskFaulted)) {
 		return fmt.Errorf("%w: the disk is not attached", ErrRefused)
 	}
+	r.health.follow.set(followPending)
 	r.detach("command", errDetachedByCommand)
 	return nil
 }
@@ -279,6 +300,7 @@ func (r *Resource) AttachDisk(disk Disk, fresh bool) (err error) {
 	r.health.first = nil
 	r.health.mu.Unlock()
 	r.health.lacks.Store(false)
+	r.health.follow.set(followed)
 	r.health.phase.Store(uint32(diskAttached))
 	r.setDiskRole(r.role)
 	r.stepLocked(CmdConnect{}) // saves nothing

@@ -128,7 +128,66 @@ type diskHealth struct {
 	// disk may lack what the peer holds, and nothing else on this node
 	// says so (no mark: see replyOf; AttachDisk).
 	lacks atomic.Bool
+	// follow: whether the peer is known to hold this Diskless Primary's
+	// new generation (see followGate).
+	follow followGate
 }
+
+// followGate holds back the replies of writes that succeed through the
+// peer alone while the peer may not have followed this Primary into the
+// generation it moved to when its disk went out (diskFailed,
+// peerDiskState). A peer that followed marks everything, and a restart on
+// the old disk then meets ids that say the disk is behind. One that did
+// not (the announcement lost with a link that failed first) shares the old
+// disk's generation, and a restart on that disk, which lacks the writes
+// the peer took and may report its own failed write torn, would take
+// itself for the source. Writes that went out on the link alive when the
+// disk failed wait for the barrier sent behind the announcement; a link
+// attached to a Diskless Primary was followed at its attach.
+type followGate struct {
+	mu      sync.Mutex
+	state   followState
+	waiting []func(followed bool)
+}
+
+type followState uint8
+
+const (
+	followed      followState = iota // the peer holds the node's generation, or the disk is in
+	followPending                    // the disk went out: the announcement is not acknowledged yet
+	followUnknown                    // it never will be on that link: until another attaches
+)
+
+// complete runs fn once the state is known: whether the peer followed.
+func (g *followGate) complete(fn func(followed bool)) {
+	g.mu.Lock()
+	if g.state == followPending {
+		g.waiting = append(g.waiting, fn)
+		g.mu.Unlock()
+		return
+	}
+	ok := g.state == followed
+	g.mu.Unlock()
+	fn(ok)
+}
+
+// set moves the gate to s, and runs the completions held if s is known.
+func (g *followGate) set(s followState) {
+	g.mu.Lock()
+	g.state = s
+	var held []func(bool)
+	if s != followPending {
+		held, g.waiting = g.waiting, nil
+	}
+	g.mu.Unlock()
+	for _, fn := range held {
+		fn(s == followed)
+	}
+}
+
+// errNotFollowed fails a write the peer took for a Diskless Primary that
+// does not know whether the peer followed it (see followGate).
+var errNotFollowed = fmt.Errorf("replication: Diskless, and the peer did not confirm it follows this node: %w", syscall.EIO)
 
 func (h *diskHealth) load() diskPhase {
 	if h == nil {
@@ -170,8 +229,11 @@ func (h *diskHealth) fault(op string, err error) (throughPeer bool) {
 	}
 	h.mu.Unlock()
 	detach, throughPeer := onDiskFault(h.policy, h.load())
-	if detach && h.phase.CompareAndSwap(uint32(diskAttached), uint32(diskFaulted)) && h.onDetach != nil {
-		go h.onDetach(op, err)
+	if detach && h.phase.CompareAndSwap(uint32(diskAttached), uint32(diskFaulted)) {
+		h.follow.set(followPending) // before the request that met the fault replies
+		if h.onDetach != nil {
+			go h.onDetach(op, err)
+		}
 	}
 	return throughPeer
 }

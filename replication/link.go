@@ -78,6 +78,12 @@ type link struct {
 	acked      [4]uint64 // by wire.AckKind: highest cumulative ack seen
 	oldest     time.Time // when the oldest pending record was queued
 	down       error     // set once: the link failed
+	// followToken is the token of the ping sent behind a Diskless
+	// announcement (askFollow); followDone, until taken, hears whether its
+	// pong came (the peer took the announcement before it) or the link
+	// ended first.
+	followToken uint64
+	followDone  func(followed bool)
 	// byeQueued: close queued a Bye; byeSent: a sender took it, and takes
 	// the link down once it is written.
 	byeQueued, byeSent bool
@@ -224,6 +230,49 @@ func (l *link) sendBarrier(done func(acked bool, kind wire.AckKind)) bool {
 	l.track(&pending{seq: l.seq, need: wire.Synced, done: done})
 	l.wake()
 	return true
+}
+
+// askFollow sends a ping behind what is queued (a Diskless announcement)
+// and calls done with whether its pong came back before the link ended:
+// the peer reads frames in order, so it took the announcement first. It
+// reports false, without calling done, if the link is down already.
+func (l *link) askFollow(done func(followed bool)) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.down != nil {
+		return false
+	}
+	if prev := l.followDone; prev != nil {
+		defer prev(false) // superseded (a disk detached twice on one link)
+	}
+	l.followToken = randomID() | 1<<63 // never a time (the pings' tokens)
+	l.followDone = done
+	l.out = append(l.out, outItem{b: wire.AppendPing(nil, l.followToken)})
+	l.wake()
+	return true
+}
+
+// pong takes a Pong's token: the answer askFollow waits for, if it is.
+func (l *link) pong(token uint64) {
+	l.mu.Lock()
+	done := l.followDone
+	if done == nil || token != l.followToken {
+		l.mu.Unlock()
+		return
+	}
+	l.followDone = nil
+	l.mu.Unlock()
+	done(true)
+}
+
+// takeFollow takes askFollow's callback if its pong has not come: the
+// link's teardown tells it no.
+func (l *link) takeFollow() func(bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	done := l.followDone
+	l.followDone = nil
+	return done
 }
 
 // track adds p to the pending list (or to outA under protocol A); l.mu held.

@@ -347,6 +347,9 @@ func (r *Resource) attach(c net.Conn, hello, remote wire.Hello, d Decision, sinc
 		r.resync.inPlace = s.InPlace
 	}
 	r.link = l
+	if r.role == wire.Primary && r.health.peerOnly() {
+		r.health.follow.set(followed) // the peer followed at its attach (attached)
+	}
 	r.seqFloor.Store(max(r.seqFloor.Load(), remote.LastSeq)) // r.order held
 	r.signalLinkChange()
 	r.mu.Unlock()
@@ -408,6 +411,9 @@ func (r *Resource) linkDown(l *link, err error, waiting []*pending) {
 		if !plant.On(plant.ForgetWaiters) {
 			p.done(false, 0)
 		}
+	}
+	if done := l.takeFollow(); done != nil {
+		done(false)
 	}
 	select {
 	case <-r.stop:

@@ -98,6 +98,11 @@ func (l *link) handle(f wire.Frame, idle bool) error {
 		}
 		l.queue(wire.AppendPong(nil, token))
 	case wire.TypePong:
+		token, err := wire.ParsePing(f.Body)
+		if err != nil {
+			return err
+		}
+		l.pong(token)
 	case wire.TypeBye:
 		return errPeerDisconnected
 	case wire.TypeRefuse:

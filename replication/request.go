@@ -284,6 +284,22 @@ func (q *request) finishIfFinal() {
 	if ok {
 		err = nil
 	}
+	if ok && diskOut && q.length > 0 {
+		// Through the peer alone: once it is known to follow this node.
+		q.res.health.follow.complete(func(followed bool) {
+			if !followed {
+				err = errNotFollowed
+			}
+			q.answer(err)
+		})
+		return
+	}
+	q.answer(err)
+}
+
+// answer gives the request's reply err to its submitter, and recycles the
+// request if that one does not wait for it.
+func (q *request) answer(err error) {
 	if then := q.then; then != nil {
 		err = q.account(err)
 		requests.Put(q)

@@ -82,6 +82,45 @@ func TestRequestOutcomes(t *testing.T) {
 	}
 }
 
+// followPendingNow says whether h's followGate waits for its answer.
+func followPendingNow(h *diskHealth) bool {
+	h.follow.mu.Lock()
+	defer h.follow.mu.Unlock()
+	return h.follow.state == followPending
+}
+
+// A write that succeeds only through the peer, because the disk failed
+// under it, replies once the peer is known to have followed the node into
+// its Diskless generation, and fails with EIO if that is never known (the
+// link ended before): the peer may share the old disk's generation, and
+// that disk, restarted on, would be taken for the newer.
+func TestThroughPeerWaitsForTheFollow(t *testing.T) {
+	for _, answer := range []followState{followed, followUnknown} {
+		res := &Resource{oos: newBitmap(testSize), health: &diskHealth{policy: OnIOErrorDetach}}
+		var got []error
+		q := newRequest(res, 8192, 4096, func(err error) { got = append(got, err) })
+		q.peerResult(true, wire.Journaled)
+		q.localResult(7, fmt.Errorf("injected: %w", syscall.EIO))
+		if len(got) != 0 {
+			t.Fatalf("replied %v before the follow was known", got)
+		}
+		res.health.follow.set(answer)
+		if len(got) != 1 {
+			t.Fatalf("answer %d: completed %d times", answer, len(got))
+		}
+		if ok := got[0] == nil; ok != (answer == followed) || !ok && !errors.Is(got[0], syscall.EIO) {
+			t.Fatalf("answer %d: reply %v", answer, got[0])
+		}
+		// A later write through the peer on the same answer replies at once.
+		q = newRequest(res, 0, 4096, func(err error) { got = append(got, err) })
+		q.local = localNone
+		q.peerResult(true, wire.Journaled)
+		if len(got) != 2 || (got[1] == nil) != (answer == followed) {
+			t.Fatalf("answer %d: a later write replied %v", answer, got[1:])
+		}
+	}
+}
+
 // checkOutcome runs one request to its end, its halves ending in the order
 // given, and checks its reply and mark.
 func checkOutcome(t *testing.T, local, peer, disk string, policy OnIOError, need wire.AckKind, localFirst, ok, mark bool) {
@@ -127,6 +166,14 @@ func checkOutcome(t *testing.T, local, peer, disk string, policy OnIOError, need
 		t.Fatal("completed before both halves ended")
 	}
 	second()
+	if followPendingNow(res.health) && ok {
+		// The disk went out under it: a reply through the peer waits until
+		// the peer is known to follow (followGate).
+		if len(got) != 0 {
+			t.Fatal("replied before the peer was known to follow the Diskless node")
+		}
+		res.health.follow.set(followed)
+	}
 	if len(got) != 1 {
 		t.Fatalf("completed %d times", len(got))
 	}

@@ -85,14 +85,16 @@ func knownKinds() map[Kind]bool {
 		// at a time: seeds 10001-16000, 20001-23000 and 40001-46000 pass
 		// but for two with no power loss in their schedules. 41730 (a
 		// fresh disk and a peer whose discard lingered, both StandAlone)
-		// is fixed (giveIn). 42700 is open, 1 run in 48: the disk of
-		// Primary a fails under a write in place, which completes
-		// through b; the link drops before b takes a's Diskless
-		// announcement (it would move b to a's new generation and mark
-		// everything), and a crashes. Back on its old disk, with meta
-		// saved before the fault, a shares b's generation, and its
-		// journal reports the write torn: a marks it, and as the source
-		// would copy its old bytes over the write b holds. Seeds 1-1000
+		// is fixed (giveIn). So is 42700 (1 run in 48 failed; 0 in 48
+		// after): the disk of Primary a failed under a write in place,
+		// which completed through b; the link dropped before b took a's
+		// Diskless announcement (which moves b to a's new generation and
+		// marks everything), and a crashed. Back on its old disk, with
+		// meta saved before the fault, a shared b's generation, and its
+		// journal reported the write torn: a marked it, and as the source
+		// copied its old bytes over the write b held. A write through the
+		// peer alone now replies once the peer is known to follow
+		// (followGate), EIO if the link ends first. Seeds 1-1000
 		// failed twice in three runs (253, 839; 32 runs of each alone, 16
 		// at a time, pass). Until these are understood, power losses
 		// stay out of the default draw.
