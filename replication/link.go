@@ -238,17 +238,17 @@ func (l *link) sendBarrier(done func(acked bool, kind wire.AckKind)) bool {
 // reports false, without calling done, if the link is down already.
 func (l *link) askFollow(done func(followed bool)) bool {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.down != nil {
+		l.mu.Unlock()
 		return false
 	}
-	if prev := l.followDone; prev != nil {
-		defer prev(false) // superseded (a disk detached twice on one link)
-	}
+	// A callback still waiting (a disk detached again on this link) is
+	// replaced: both tell the same gate, which the later ping answers.
 	l.followToken = randomID() | 1<<63 // never a time (the pings' tokens)
 	l.followDone = done
 	l.out = append(l.out, outItem{b: wire.AppendPing(nil, l.followToken)})
 	l.wake()
+	l.mu.Unlock()
 	return true
 }
 
