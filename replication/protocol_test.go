@@ -3,7 +3,10 @@ package replication
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"net"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -230,5 +233,60 @@ func TestCloseDoesNotWaitForASilentPeer(t *testing.T) {
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("Close waited for the handshake with a silent peer")
+	}
+}
+
+// A write whose disk write fails on a Primary succeeds through its peer
+// (--on-io-error detach), but only once the peer is known to have taken
+// the Diskless announcement that goes out behind it: the pong of the ping
+// sent after it. If the link ends first, the write fails with EIO: the
+// peer may still share the old disk's generation, and the old disk, met
+// again after a crash, would be taken for the newer.
+func TestWriteThroughThePeerWaitsForItsFollow(t *testing.T) {
+	for _, answered := range []bool{true, false} {
+		p := newFakePeer(t)
+		disk := journal.NewMemDisk(testSize)
+		var failing atomic.Bool
+		disk.Fail = func(op string) error {
+			if failing.Load() && op == "write" {
+				return syscall.EIO
+			}
+			return nil
+		}
+		secret := []byte("protocol-test-secret")
+		r, err := Open(Config{Name: "r0", Disk: memDisk{disk}, MetaDir: t.TempDir(),
+			FS: journal.NewMemFS(), Role: wire.Primary, Created: true, Peer: p.ln.Addr().String(),
+			Secret: secret, Protocol: ProtocolC, PeerTimeout: time.Minute, CheckpointInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		p.accept(secret)
+		until(t, "no link after the agreement", func() bool { return r.currentLink() != nil })
+		failing.Store(true)
+		done := startWrite(r, 0, false)
+		p.next(wire.TypeRecords)
+		p.ack(wire.Journaled, p.seq)
+		p.next(wire.TypeDiskState)
+		ping := p.next(wire.TypePing)
+		token, err := wire.ParsePing(ping.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pendingFor(t, done, 200*time.Millisecond, "acknowledged by the peer, before its pong")
+		if !answered {
+			p.conn.Close()
+			select {
+			case err := <-done:
+				if !errors.Is(err, syscall.EIO) {
+					t.Fatalf("the link ended before the pong: the write returned %v, want EIO", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the write never returned after the link ended")
+			}
+			continue
+		}
+		p.conn.Write(wire.AppendPong(nil, token))
+		returns(t, done)
 	}
 }
