@@ -300,11 +300,11 @@ func (r *Resource) AttachDisk(disk Disk, fresh bool) (err error) {
 	r.health.first = nil
 	r.health.mu.Unlock()
 	r.health.lacks.Store(false)
-	r.health.follow.set(followed)
 	r.health.phase.Store(uint32(diskAttached))
 	r.setDiskRole(r.role)
 	r.stepLocked(CmdConnect{}) // saves nothing
 	r.mu.Unlock()
+	r.health.follow.set(followed) // a disk is in: no reply waits on the peer's follow
 	r.log.Info("disk attached", "fresh", fresh, "disk", m.Disk, "gen", fmt.Sprintf("%+v", m.Gen))
 	return nil
 }

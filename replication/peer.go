@@ -347,13 +347,14 @@ func (r *Resource) attach(c net.Conn, hello, remote wire.Hello, d Decision, sinc
 		r.resync.inPlace = s.InPlace
 	}
 	r.link = l
-	if r.role == wire.Primary && r.health.peerOnly() {
-		r.health.follow.set(followed) // the peer followed at its attach (attached)
-	}
-	r.seqFloor.Store(max(r.seqFloor.Load(), remote.LastSeq)) // r.order held
+	followedNow := r.role == wire.Primary && r.health.peerOnly() // the peer followed at its attach (attached)
+	r.seqFloor.Store(max(r.seqFloor.Load(), remote.LastSeq))     // r.order held
 	r.signalLinkChange()
 	r.mu.Unlock()
 	r.order.Unlock()
+	if followedNow {
+		r.health.follow.set(followed) // replies held run here, not under the locks
+	}
 	r.log.Info("peer connected", "addr", c.RemoteAddr().String(), "peer_role", remote.Role.String(),
 		"peer_disk", remote.Disk.String(), "outcome", d.Outcome.String(), "full", d.Full)
 	if plant.On(plant.LeakLinkGoroutine) {
