@@ -196,14 +196,16 @@ func (s *Server) Serve(l net.Listener) error {
 func (s *Server) ServeConn(nc net.Conn) {
 	c := newConn(s, nc)
 	if err := s.trackConn(c, true); err != nil {
-		nc.Close()
 		if errors.Is(err, errTooManyConnections) {
+			// Counted and logged before the close: a client that sees it
+			// closed finds it counted, and nothing is left to log after.
 			s.stats.refused.Add(1)
 			if ok, suppressed := s.fullLimit.allow(time.Now()); ok {
 				c.log.Warn("nbdserver: connection refused", "err", err,
 					"max", s.opts.MaxConnections, "refused_before", suppressed)
 			}
 		}
+		nc.Close()
 		return
 	}
 	defer s.trackConn(c, false)
