@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"bytes"
 	"fmt"
 	"sync"
 )
@@ -110,13 +111,25 @@ func (d *MemDisk) Crash() *MemDisk { return d.CrashWith(nil) }
 // CrashWith is Crash, running also (if not nil) at the same instant: no disk
 // operation runs in between. A test crashes a MemFS in also to take both at
 // one moment.
-func (d *MemDisk) CrashWith(also func()) *MemDisk {
+func (d *MemDisk) CrashWith(also func()) *MemDisk { return d.CrashWriteback(nil, also) }
+
+// CrashWriteback is CrashWith, keeping also each 4 KiB block not synced
+// for which keep (if not nil) says so: the kernel may write dirty pages
+// back on its own before a power loss, in any order.
+func (d *MemDisk) CrashWriteback(keep func() bool, also func()) *MemDisk {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if also != nil {
 		also()
 	}
-	return &MemDisk{data: append([]byte(nil), d.synced...), synced: append([]byte(nil), d.synced...)}
+	kept := append([]byte(nil), d.synced...)
+	for b := 0; keep != nil && b < len(kept); b += 4096 {
+		end := min(b+4096, len(kept))
+		if !bytes.Equal(d.data[b:end], d.synced[b:end]) && keep() {
+			copy(kept[b:end], d.data[b:end])
+		}
+	}
+	return &MemDisk{data: kept, synced: append([]byte(nil), kept...)}
 }
 
 // Clone returns a copy with everything kept, synced or not: what a process
