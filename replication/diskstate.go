@@ -142,8 +142,9 @@ type diskHealth struct {
 // disk's generation, and a restart on that disk, which lacks the writes
 // the peer took and may report its own failed write torn, would take
 // itself for the source. Writes that went out on the link alive when the
-// disk failed wait for the barrier sent behind the announcement; a link
-// attached to a Diskless Primary was followed at its attach.
+// disk failed wait for the pong of the ping sent behind the announcement
+// (link.askFollow); a link attached to a Diskless Primary was followed at
+// its attach.
 type followGate struct {
 	mu      sync.Mutex
 	state   followState
