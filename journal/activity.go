@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -12,80 +13,94 @@ import (
 	"github.com/nbdmirror/nbdmirror/journal/vfs"
 )
 
-// The activity set. A checkpoint's disk sync may make durable any record
-// applied while it runs, and a record must not be on the disk after a
-// power loss without recovery knowing that its region changed: a peer may
-// lack it. Records applied during a disk sync are therefore synced in the
-// journal first (diskSyncing) — unless their region is in the activity
-// set, as DRBD's activity log does it: before the checkpoint queues its
-// marker, it writes the extents that records touched since the last set
-// (at most Options.activityMax, of Options.activityExtent bytes) to the
-// ACTIVITY file, durably, and publishes them. A batch whose records all
-// fall in those extents is then applied at once, unsynced, also while the
-// applier works its way to the marker. When the disk sync ends the disk
-// syncer withdraws the set, and the checkpoint writes the file closed,
-// naming the last seq applied unsynced under it. The checkpoint, holding
-// ckptMu, is the only writer of the file but for clearActivity, which runs
-// only while no set may be published (held).
+// The activity set, as DRBD's activity log. The kernel writes a file's
+// dirty pages back when it likes, so a record applied to the disk before it
+// is durable in the journal may reach the disk anyway, and a power loss then
+// leaves bytes there that no record in the journal explains, where a peer
+// may hold others. So a record is applied before its journal sync only if
+// every activity extent (Options.activityExtent bytes) it touches is in the
+// published set, named durably in the ACTIVITY file. The writer syncs any
+// other batch (cold) in the journal before the applier applies it, and asks
+// the activity goroutine to publish a set that holds its extents.
 //
-// Recovery reports the file's extents (RecoveredExtents, Active) when the
-// set was still open, or when the journal lost records up to that last
-// seq: the disk there may hold what the journal does not, and the caller
-// marks it out of sync toward a peer. A new set replaces the last one only
-// with the last one's extents added, unless the journal is synced past its
-// last seq applied unsynced: those records stay reported.
+// nextActivitySet decides each new set: grown by the extents records
+// touched, or, after each checkpoint, shrunk to the extents touched since
+// the last shrink; at most Options.activityMax, the most recently touched
+// first, with lookAhead's guess at where a stream goes next. A set that
+// drops an extent is written only once the journal is synced: every record
+// applied under the old set is durable then. While a set is written only
+// the extents in both count as published. The activity goroutine is the
+// only writer of the file but for clearActivity, which runs only while no
+// set may be published (held), and Close, once it has stopped.
+//
+// The file names the boot it was written in (vfs.BootID). Recovery reports
+// its extents (RecoveredExtents, Active) when that boot has ended: a power
+// loss may have kept disk writes of records the journal lost. After a crash
+// of the process alone the kernel kept both, and replay writes every record
+// the disk may hold again. A clean Close leaves the set empty.
 //
 // The ACTIVITY file (frozen), little endian:
 //
-//	0  8  magic "nbdmact1"
+//	0  8  magic "nbdmact2"
 //	8  8  from: records from this seq on may have been applied unsynced
-//	16 8  upto: with closed, the last seq applied unsynced (0: none)
-//	24 8  extent size in bytes
-//	32 4  number of extents, n
-//	36 4  closed: 1 once the disk sync has ended
-//	40    n extent numbers, 8 bytes each, ascending
+//	16 8  extent size in bytes
+//	24 4  number of extents, n
+//	28 4  zero
+//	32 40 the boot it was written in, zero padded
+//	72    n extent numbers, 8 bytes each, ascending
 //	      CRC32C of everything before it (4 bytes), 4 zero bytes
+//
+// A file of the first version ("nbdmact1": from, upto, extent size, n,
+// closed, 4 bytes each but for n and closed, then the extents at 40) named
+// a set published during a checkpoint's disk sync only; recovery reports it
+// as it did then: when it is open, or when the journal lost records up to
+// its upto.
 const (
-	activityFile   = "ACTIVITY"
-	activityTmp    = activityFile + ".tmp" // as vfs.WriteFileAtomic names it
-	activityMagic  = "nbdmact1"
-	activityHeader = 40
+	activityFile = "ACTIVITY"
+	activityTmp  = activityFile + ".tmp" // as vfs.WriteFileAtomic names it
+
+	activityMagic    = "nbdmact2"
+	activityHeader   = 72
+	activityBootLen  = 40
+	activityMagicV1  = "nbdmact1"
+	activityHeaderV1 = 40
 
 	defaultActivityExtent = 4 << 20 // DRBD's activity log extent
 	defaultActivityMax    = 1024    // 4 GiB of hot extents; DRBD's default is 1237
 )
 
-// activity is the journal's activity set. Guarded by Journal.mu.
+// activity is the journal's activity set. Guarded by Journal.mu but for
+// kick.
 type activity struct {
-	touched map[int64]struct{} // extents of the records taken since the set was last written
-	hot     map[int64]struct{} // the published set, nil if none
-	lastHot uint64             // the last seq taken unsynced under hot
+	hot     map[int64]struct{} // the published set
 	from    uint64             // the published set's from
+	touched map[int64]uint64   // extent -> the last seq taken there, since the last shrink
+	want    bool               // a cold record was taken since the last publish
+	shrink  bool               // a checkpoint asked for a shrink
 	held    bool               // recovery reported extents not marked yet: publish nothing
-	// withdrawn is the set the disk syncer withdrew, for the checkpoint to
-	// write closed; last is the last set withdrawn and written (or tried),
-	// nil if none or once cleared.
-	withdrawn, last *activityRecord
+	kick    chan struct{}      // cap 1: wakes activityLoop
 }
 
 // activityRecord is the ACTIVITY file's content.
 type activityRecord struct {
-	from, upto uint64
-	extent     int64
-	closed     bool
-	extents    []int64
+	from    uint64
+	extent  int64
+	boot    string
+	extents []int64
+	// v1: a file of the first version, closed once its disk sync ended,
+	// upto the last seq applied unsynced under it.
+	v1     bool
+	closed bool
+	upto   uint64
 }
 
 func (a *activityRecord) encode() []byte {
 	b := make([]byte, activityHeader, activityHeader+8*len(a.extents)+8)
 	copy(b, activityMagic)
 	binary.LittleEndian.PutUint64(b[8:], a.from)
-	binary.LittleEndian.PutUint64(b[16:], a.upto)
-	binary.LittleEndian.PutUint64(b[24:], uint64(a.extent))
-	binary.LittleEndian.PutUint32(b[32:], uint32(len(a.extents)))
-	if a.closed {
-		b[36] = 1
-	}
+	binary.LittleEndian.PutUint64(b[16:], uint64(a.extent))
+	binary.LittleEndian.PutUint32(b[24:], uint32(len(a.extents)))
+	copy(b[32:32+activityBootLen], a.boot)
 	for _, e := range a.extents {
 		b = binary.LittleEndian.AppendUint64(b, uint64(e))
 	}
@@ -95,33 +110,57 @@ func (a *activityRecord) encode() []byte {
 
 func decodeActivity(b []byte) (activityRecord, error) {
 	bad := errors.New("bad activity file")
-	if len(b) < activityHeader+8 || string(b[:8]) != activityMagic {
+	if len(b) < activityHeaderV1+8 {
 		return activityRecord{}, bad
 	}
-	n := int(binary.LittleEndian.Uint32(b[32:]))
-	end := activityHeader + 8*n
+	var a activityRecord
+	var n, header int
+	switch string(b[:8]) {
+	case activityMagic:
+		if len(b) < activityHeader+8 {
+			return activityRecord{}, bad
+		}
+		n, header = int(binary.LittleEndian.Uint32(b[24:])), activityHeader
+		a.from = binary.LittleEndian.Uint64(b[8:])
+		a.extent = int64(binary.LittleEndian.Uint64(b[16:]))
+		boot := b[32 : 32+activityBootLen]
+		if i := slices.Index(boot, 0); i >= 0 {
+			boot = boot[:i]
+		}
+		a.boot = string(boot)
+	case activityMagicV1:
+		n, header = int(binary.LittleEndian.Uint32(b[32:])), activityHeaderV1
+		a.v1 = true
+		a.from = binary.LittleEndian.Uint64(b[8:])
+		a.upto = binary.LittleEndian.Uint64(b[16:])
+		a.extent = int64(binary.LittleEndian.Uint64(b[24:]))
+		a.closed = b[36] == 1
+	default:
+		return activityRecord{}, bad
+	}
+	end := header + 8*n
 	if n > len(b)/8 || len(b) != end+8 || binary.LittleEndian.Uint32(b[end:]) != crc32.Checksum(b[:end], castagnoli) {
 		return activityRecord{}, bad
-	}
-	a := activityRecord{
-		from:   binary.LittleEndian.Uint64(b[8:]),
-		upto:   binary.LittleEndian.Uint64(b[16:]),
-		extent: int64(binary.LittleEndian.Uint64(b[24:])),
-		closed: b[36] == 1,
 	}
 	if a.extent <= 0 {
 		return activityRecord{}, bad
 	}
 	for i := range n {
-		a.extents = append(a.extents, int64(binary.LittleEndian.Uint64(b[activityHeader+8*i:])))
+		a.extents = append(a.extents, int64(binary.LittleEndian.Uint64(b[header+8*i:])))
 	}
 	return a, nil
 }
 
-// exposed says whether the records applied unsynced under a may be on the
-// disk without being in a journal whose records reach last.
-func (a *activityRecord) exposed(last uint64) bool {
-	return len(a.extents) > 0 && (!a.closed || last < a.upto)
+// exposed says whether records applied unsynced under a may be on the disk
+// without being in the journal, which reaches last, in boot.
+func (a *activityRecord) exposed(last uint64, boot string) bool {
+	switch {
+	case len(a.extents) == 0:
+		return false
+	case a.v1:
+		return !a.closed || last < a.upto
+	}
+	return a.boot == "" || boot == "" || a.boot != boot
 }
 
 // regions is a's extents as the Extents recovery reports.
@@ -144,62 +183,150 @@ func (o *Options) extentsOf(r *Record, fn func(e int64)) {
 }
 
 // noteActivity notes the extents of the record it, taken by the writer,
-// and reports whether it may be applied unsynced during a disk sync: its
-// extents are all in the published set. Requires mu.
+// and reports whether it may be applied before its journal sync: its
+// extents are all in the published set. If not, it asks for a set that
+// holds them. Requires mu.
 func (j *Journal) noteActivity(it *item) (hot bool) {
 	a := &j.act
-	hot = a.hot != nil
+	hot = true
 	j.opts.extentsOf(&it.rec, func(e int64) {
-		if len(a.touched) < j.opts.activityMax {
-			a.touched[e] = struct{}{}
-		}
-		if hot {
-			_, hot = a.hot[e]
+		a.touched[e] = it.rec.Seq
+		if _, ok := a.hot[e]; !ok {
+			hot = false
 		}
 	})
-	if hot {
-		a.lastHot = it.rec.Seq
+	if !hot && !a.want {
+		a.want = true
+		j.kickActivity()
 	}
 	return hot
 }
 
-// publishActivity writes the extents touched since the last set to the
-// ACTIVITY file and publishes them, for the checkpoint about to queue its
-// marker. Records from the first one not synced in the journal on may be
-// applied unsynced under it. Requires ckptMu.
+// kickActivity wakes the activity goroutine.
+func (j *Journal) kickActivity() {
+	select {
+	case j.act.kick <- struct{}{}:
+	default:
+	}
+}
+
+// shrinkActivity asks for a set of only the extents touched since the last
+// shrink; the checkpoint loop asks after each checkpoint.
+func (j *Journal) shrinkActivity() {
+	j.mu.Lock()
+	j.act.shrink = true
+	j.mu.Unlock()
+	j.kickActivity()
+}
+
+// activityLoop is the activity goroutine: it publishes the sets asked for.
+func (j *Journal) activityLoop() {
+	for {
+		select {
+		case <-j.stop:
+			return
+		case <-j.act.kick:
+		}
+		j.publishActivity()
+	}
+}
+
+// nextActivitySet is the set to publish after hot: hot and the extents
+// touched since the last shrink, or with shrink these alone. Past max
+// extents it keeps the three quarters most recently touched (extents of
+// hot not touched since the last shrink first out) and lets lookAhead fill
+// the rest. drops says whether an extent of hot is not in it: then the
+// journal must be synced before it is written.
+func nextActivitySet(hot map[int64]struct{}, touched map[int64]uint64, limit int, shrink bool) (set map[int64]struct{}, drops bool) {
+	cand := maps.Clone(touched)
+	if cand == nil {
+		cand = map[int64]uint64{}
+	}
+	if !shrink {
+		for e := range hot {
+			if _, ok := cand[e]; !ok {
+				cand[e] = 0
+			}
+		}
+	}
+	keys := slices.Collect(maps.Keys(cand))
+	if len(keys) > limit {
+		slices.SortFunc(keys, func(x, y int64) int {
+			if c := cmp.Compare(cand[y], cand[x]); c != 0 {
+				return c
+			}
+			return cmp.Compare(x, y)
+		})
+		keys = keys[:max(1, limit*3/4)]
+	}
+	set = make(map[int64]struct{}, len(keys))
+	for _, e := range keys {
+		set[e] = struct{}{}
+	}
+	lookAhead(set, limit)
+	for e := range hot {
+		if _, ok := set[e]; !ok {
+			return set, true
+		}
+	}
+	return set, false
+}
+
+// publishActivity writes the set asked for to the ACTIVITY file and
+// publishes it. Runs on the activity goroutine.
 func (j *Journal) publishActivity() {
 	j.mu.Lock()
 	a := &j.act
-	if a.held || len(a.touched) == 0 {
+	if a.held || !a.want && !a.shrink {
 		j.mu.Unlock()
 		return
 	}
-	set := a.touched
-	a.touched = make(map[int64]struct{}, len(set))
-	from := j.durableSeq.Load() + 1
-	if last := a.last; last != nil && from <= last.upto {
-		for _, e := range last.extents { // still exposed: see the top of this file
-			set[e] = struct{}{}
+	set, drops := nextActivitySet(a.hot, a.touched, j.opts.activityMax, a.shrink)
+	if a.shrink {
+		a.touched = make(map[int64]uint64, len(a.touched))
+	}
+	a.want, a.shrink = false, false
+	if maps.Equal(set, a.hot) {
+		j.mu.Unlock()
+		return
+	}
+	from := a.from
+	if drops || len(a.hot) == 0 {
+		// Records up to lastSeq are durable once the sync below is done;
+		// before the first set, those up to durableSeq are.
+		from = j.durableSeq.Load() + 1
+		if drops {
+			from = j.lastSeq.Load() + 1
+		}
+	}
+	for e := range a.hot { // until the file is written, both name these
+		if _, ok := set[e]; !ok {
+			delete(a.hot, e)
 		}
 	}
 	j.mu.Unlock()
-	lookAhead(set, j.opts.activityMax)
-	rec := activityRecord{from: from, extent: j.opts.activityExtent, extents: slices.Sorted(maps.Keys(set))}
+	if drops {
+		if err := j.SyncWait(); err != nil {
+			j.log.Debug("journal: the activity set is not replaced: the journal did not sync", "err", err)
+			return
+		}
+	}
+	rec := activityRecord{from: from, extent: j.opts.activityExtent, boot: j.boot, extents: slices.Sorted(maps.Keys(set))}
 	if err := j.writeActivity(&rec); err != nil {
-		j.log.Warn("journal: the activity set is not written: every write syncs the journal during this disk sync", "err", err)
+		j.log.Warn("journal: the activity set is not written: writes outside it sync the journal before they are applied", "err", err)
 		return
 	}
 	j.mu.Lock()
-	a.hot, a.from, a.lastHot = set, from, 0
+	a.hot, a.from = set, from
 	j.mu.Unlock()
 }
 
 // lookAhead adds to set, after each run of two or more consecutive extents
 // in it, as many extents as the run holds, while set holds fewer than max:
 // a sequential stream goes on past where it was, as readahead assumes, and
-// its writes during the disk sync then need no journal sync, which costs
-// most then, behind the disk's write-back. Extents past the end of the
-// disk are harmless: the caller marks only what is inside it.
+// its next writes then need no journal sync before they are applied.
+// Extents past the end of the disk are harmless: the caller marks only what
+// is inside it.
 func lookAhead(set map[int64]struct{}, max int) {
 	sorted := slices.Sorted(maps.Keys(set))
 	for i := 0; i < len(sorted); {
@@ -214,51 +341,37 @@ func lookAhead(set map[int64]struct{}, max int) {
 	}
 }
 
-// withdrawActivity withdraws the published set once the disk sync ended,
-// keeping its closed form, which names the last record applied unsynced
-// under it, for closeActivity. Runs on the disk syncer.
-func (j *Journal) withdrawActivity() {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	a := &j.act
-	if a.hot == nil {
-		return
-	}
-	a.withdrawn = &activityRecord{from: a.from, upto: a.lastHot, extent: j.opts.activityExtent, closed: true,
-		extents: slices.Sorted(maps.Keys(a.hot))}
-	a.hot = nil
-}
-
-// closeActivity writes the closed form of a withdrawn set, once the
-// checkpoint's disk sync is done. Until it is written the file is open,
-// and recovery reports its extents: safe. Requires ckptMu.
-func (j *Journal) closeActivity() {
-	j.mu.Lock()
-	rec := j.act.withdrawn
-	j.act.withdrawn = nil
-	j.mu.Unlock()
-	if rec == nil {
-		return
-	}
-	if err := j.writeActivity(rec); err != nil {
-		j.log.Warn("journal: the activity set is not closed", "err", err)
-	}
-	j.mu.Lock()
-	j.act.last = rec
-	j.mu.Unlock()
-}
-
 // clearActivity replaces the activity set recovery reported, once the
 // caller marked it, by an empty one, so that a later crash does not report
 // it again; then a new set may be published.
 func (j *Journal) clearActivity() {
-	empty := activityRecord{extent: j.opts.activityExtent, closed: true}
+	empty := activityRecord{extent: j.opts.activityExtent, boot: j.boot}
 	if err := j.writeActivity(&empty); err != nil {
 		j.log.Warn("journal: the reported activity set stays: a crash would report it again", "err", err)
 	}
 	j.mu.Lock()
-	j.act.held, j.act.last = false, nil
+	j.act.held = false
+	want := j.act.want
 	j.mu.Unlock()
+	if want {
+		j.kickActivity()
+	}
+}
+
+// emptyActivity writes the set empty at a clean Close, once the final
+// checkpoint put every record on the synced disk and the activity
+// goroutine stopped: the next boot has nothing to report.
+func (j *Journal) emptyActivity() {
+	j.mu.Lock()
+	skip := j.act.held || j.ckptSeq.Load() < j.lastSeq.Load()
+	j.mu.Unlock()
+	if skip {
+		return
+	}
+	empty := activityRecord{from: j.lastSeq.Load() + 1, extent: j.opts.activityExtent, boot: j.boot}
+	if err := j.writeActivity(&empty); err != nil {
+		j.log.Warn("journal: the activity set is not emptied: a power loss would report it", "err", err)
+	}
 }
 
 // writeActivity replaces the ACTIVITY file atomically.
@@ -270,7 +383,7 @@ func (j *Journal) writeActivity(a *activityRecord) error {
 }
 
 // recoverActivity reads the ACTIVITY file at Open and reports its extents
-// (into j.recovered) if the records applied unsynced under it may be on the
+// (into j.recovered) if records applied unsynced under it may be on the
 // disk without being in the journal, which reaches last.
 func (j *Journal) recoverActivity(last uint64) error {
 	b, err := vfs.ReadFile(j.fs, j.path(activityFile))
@@ -284,12 +397,12 @@ func (j *Journal) recoverActivity(last uint64) error {
 	if err != nil {
 		return &CorruptionError{Segment: j.path(activityFile), Offset: 0, Err: fmt.Errorf("%w: %v", ErrCorruptRecord, err)}
 	}
-	if !a.exposed(last) {
+	if !a.exposed(last, j.boot) {
 		return nil
 	}
 	j.recovered = append(j.recovered, a.regions()...)
 	j.act.held = j.opts.MarkExtents
-	j.log.Warn("journal: a crash came while the disk synced: the activity set's extents are reported",
-		"extents", len(a.extents), "extent_bytes", a.extent, "from", a.from, "closed", a.closed, "upto", a.upto, "last", last)
+	j.log.Warn("journal: the machine restarted since the activity set was written: its extents are reported",
+		"extents", len(a.extents), "extent_bytes", a.extent, "from", a.from, "boot", a.boot, "this_boot", j.boot)
 	return nil
 }

@@ -1,11 +1,15 @@
 package journal
 
 import (
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nbdmirror/nbdmirror/journal/vfs"
 )
@@ -24,64 +28,229 @@ func readActivity(t *testing.T, fs vfs.FS) activityRecord {
 	return a
 }
 
-// While a checkpoint's disk sync runs, a write whose extent is in the
-// activity set is applied without a journal sync, and a write elsewhere is
-// synced in the journal first. The ACTIVITY file names the set, open, while
-// the disk syncs; closed, it names the last seq applied unsynced.
-func TestActivitySetSparesTheJournalSync(t *testing.T) {
-	fs := vfs.NewMem()
-	written := make(chan struct{}, 4) // an ACTIVITY file was put in place
+// watchedActivity wraps fs so that every ACTIVITY file put in place is
+// reported on the channel; just before, *atRename runs if it is set.
+func watchedActivity(fs vfs.FS) (watched vfs.FS, written chan struct{}, atRename *func()) {
+	written = make(chan struct{}, 8)
 	var mu sync.Mutex
 	renamed := false
-	watched := vfs.Inject(fs, func(op vfs.Op, path string) error {
+	atRename = new(func())
+	return vfs.Inject(fs, func(op vfs.Op, path string) error {
 		mu.Lock()
 		defer mu.Unlock()
 		switch {
 		case op == vfs.OpRename && path == testDir+"/"+activityTmp:
+			if f := *atRename; f != nil {
+				f()
+			}
 			renamed = true
 		case op == vfs.OpSyncDir && renamed:
 			renamed = false
 			written <- struct{}{}
 		}
 		return nil
-	})
+	}), written, atRename
+}
+
+// durableDisk is a disk that counts the writes made while the journal did
+// not yet hold the seq in want durably.
+type durableDisk struct {
+	*MemDisk
+	j         atomic.Pointer[Journal]
+	want      atomic.Uint64
+	writes    atomic.Int32 // writes made while want was set
+	undurable atomic.Int32 // of them, before want was durable
+}
+
+func (d *durableDisk) WriteAt(p []byte, off int64) (int, error) {
+	if j, want := d.j.Load(), d.want.Load(); j != nil && want != 0 {
+		d.writes.Add(1)
+		if j.durableSeq.Load() < want {
+			d.undurable.Add(1)
+		}
+	}
+	return d.MemDisk.WriteAt(p, off)
+}
+
+// A write outside the activity set is synced in the journal before it is
+// applied, and the set then grows to hold its extent, durably, naming this
+// boot; a later write there is applied without a journal sync.
+func TestColdWriteIsDurableBeforeItIsApplied(t *testing.T) {
+	fs, written, _ := watchedActivity(vfs.NewMem())
 	o := testOptions()
 	o.activityExtent = 16 << 10
-	j, disk, unblock := openGated(t, watched, o)
-	c := NewCompressor(CodecNone)
-	write := func(off int64) uint64 {
-		done := make(chan error, 1)
-		seq := j.appendNow(c.Write(off, make([]byte, 4096)), false, func(_ uint64, err error) { done <- err })
-		if err := waitResult(t, done, "a write while the disk syncs"); err != nil {
-			t.Fatal(err)
-		}
-		return seq
+	disk := &durableDisk{MemDisk: NewMemDisk(crashDiskSize)}
+	j, err := Open(fs, testDir, disk, o)
+	if err != nil {
+		t.Fatal(err)
 	}
-	write(0) // extent 0 is touched
-	disk.syncHeld <- struct{}{}
-	ckpt := make(chan error, 1)
-	go func() { ckpt <- j.checkpoint() }()
-	<-written // the set is published before the marker is queued
-	<-disk.syncEntered
-	if a := readActivity(t, fs); a.closed || !slices.Equal(a.extents, []int64{0}) {
-		t.Fatalf("while the disk syncs, ACTIVITY is %+v, want extent 0 open", a)
+	defer j.Close()
+	disk.j.Store(j)
+	c := NewCompressor(CodecNone)
+	disk.want.Store(j.LastSeq() + 1)
+	if _, err := j.write(c.Write(0, make([]byte, 4096)), false); err != nil {
+		t.Fatal(err)
+	}
+	if disk.writes.Load() == 0 || disk.undurable.Load() != 0 {
+		t.Fatalf("a write outside the set: %d disk writes, %d of them before its journal sync; want some, and none",
+			disk.writes.Load(), disk.undurable.Load())
+	}
+	disk.want.Store(0)
+	select {
+	case <-written:
+	case <-time.After(hangLimit):
+		t.Fatal("no activity set published after a write outside it")
+	}
+	if a := readActivity(t, fs); !slices.Equal(a.extents, []int64{0}) || a.boot != j.boot || a.boot == "" {
+		t.Fatalf("ACTIVITY is %+v, want extent 0 in boot %q", a, j.boot)
 	}
 	syncs := j.st.syncs.Load()
-	hot := write(4096)
+	if _, err := j.write(c.Write(4096, make([]byte, 4096)), false); err != nil {
+		t.Fatal(err)
+	}
 	if n := j.st.syncs.Load(); n != syncs {
 		t.Fatalf("a write in the activity set made %d journal syncs, want none", n-syncs)
 	}
-	write(32 << 10) // extent 2
-	if j.st.syncs.Load() == syncs {
-		t.Fatal("a write outside the activity set was applied during the disk sync without a journal sync")
-	}
-	unblock()
-	if err := waitResult(t, ckpt, "the checkpoint"); err != nil {
+}
+
+// A set that drops an extent is written only once the journal holds every
+// record applied under the old set durably: here a write applied unsynced
+// in extent 0, which a second shrink drops (the first keeps it: it was
+// touched since the last one).
+func TestShrinkSyncsTheJournalFirst(t *testing.T) {
+	fs, written, atRename := watchedActivity(vfs.NewMem())
+	o := testOptions()
+	o.activityExtent = 16 << 10
+	j, err := Open(fs, testDir, NewMemDisk(crashDiskSize), o)
+	if err != nil {
 		t.Fatal(err)
 	}
-	<-written // closed before the checkpoint is done
-	if a := readActivity(t, fs); !a.closed || a.upto != hot {
-		t.Fatalf("after the disk sync, ACTIVITY is %+v, want closed up to seq %d", a, hot)
+	defer j.Close()
+	c := NewCompressor(CodecNone)
+	if _, err := j.write(c.Write(0, make([]byte, 4096)), false); err != nil {
+		t.Fatal(err)
+	}
+	<-written
+	hot, err := j.write(c.Write(4096, make([]byte, 4096)), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.durableSeq.Load() >= hot {
+		t.Fatalf("the write in the set is durable already (durable %d, seq %d): the test shows nothing", j.durableSeq.Load(), hot)
+	}
+	var atWrite atomic.Uint64
+	*atRename = func() { atWrite.Store(j.durableSeq.Load()) }
+	shrink := func() { // on this goroutine: the activity goroutine is idle, nothing kicked it
+		j.mu.Lock()
+		j.act.shrink = true
+		j.mu.Unlock()
+		j.publishActivity()
+	}
+	shrink()
+	if a := readActivity(t, fs); !slices.Equal(a.extents, []int64{0}) {
+		t.Fatalf("after a shrink, ACTIVITY names %v, want [0]: it was touched since the last", a.extents)
+	}
+	shrink()
+	<-written
+	if a := readActivity(t, fs); len(a.extents) != 0 {
+		t.Fatalf("after a second shrink, ACTIVITY names %v, want none", a.extents)
+	}
+	if got := atWrite.Load(); got < hot {
+		t.Fatalf("the set dropping extent 0 was written with the journal durable to %d, before seq %d applied unsynced there", got, hot)
+	}
+}
+
+// nextActivitySet grows, shrinks, keeps the most recently touched extents
+// past the limit and says when it drops one of the published set.
+func TestNextActivitySet(t *testing.T) {
+	set := func(es ...int64) map[int64]struct{} {
+		m := map[int64]struct{}{}
+		for _, e := range es {
+			m[e] = struct{}{}
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		name    string
+		hot     map[int64]struct{}
+		touched map[int64]uint64
+		limit   int
+		shrink  bool
+		want    []int64
+		drops   bool
+	}{
+		{"first set", nil, map[int64]uint64{7: 1}, 8, false, []int64{7}, false},
+		{"grows", set(7), map[int64]uint64{9: 2}, 8, false, []int64{7, 9}, false},
+		{"grows a run ahead", set(3, 4), map[int64]uint64{5: 4}, 8, false, []int64{3, 4, 5, 6, 7, 8}, false},
+		{"shrinks to the touched", set(7, 9), map[int64]uint64{9: 2}, 8, true, []int64{9}, true},
+		{"shrinks to nothing", set(7), nil, 8, true, nil, true},
+		{"nothing to shrink", nil, nil, 8, true, nil, false},
+		{"full: the untouched go first", set(1, 3, 5, 7), map[int64]uint64{9: 5, 3: 4, 11: 6}, 4, false, []int64{3, 9, 11}, true},
+		{"full: the most recent stay", nil, map[int64]uint64{1: 1, 3: 2, 5: 3, 7: 4, 9: 5}, 4, false, []int64{5, 7, 9}, false},
+	} {
+		got, drops := nextActivitySet(tc.hot, tc.touched, tc.limit, tc.shrink)
+		if g := slices.Sorted(maps.Keys(got)); !slices.Equal(g, tc.want) || drops != tc.drops {
+			t.Errorf("%s: nextActivitySet = %v, drops %v; want %v, drops %v", tc.name, g, drops, tc.want, tc.drops)
+		}
+	}
+}
+
+// A crash of the process alone reports nothing: the kernel kept what the
+// journal wrote. A power loss (a new boot) reports the set. A clean Close
+// leaves it empty: a power loss after it reports nothing.
+func TestActivityAcrossCrashes(t *testing.T) {
+	o := testOptions()
+	o.activityExtent = 16 << 10
+	fs, disk := vfs.NewMem(), NewMemDisk(crashDiskSize)
+	watched, written, _ := watchedActivity(fs)
+	j, err := Open(watched, testDir, disk, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewCompressor(CodecNone)
+	for _, off := range []int64{0, 40 << 10} {
+		if _, err := j.write(c.Write(off, make([]byte, 4096)), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for a := (activityRecord{}); len(a.extents) < 2; a = readActivity(t, fs) {
+		<-written // one set or two, both extents in the last
+	}
+	for _, power := range []bool{false, true} {
+		var after *vfs.MemFS
+		var d *MemDisk
+		if power {
+			d = disk.CrashWith(func() { after = fs.CrashClone(nil) })
+		} else {
+			d = disk.cloneWith(func() { after = fs.Clone() })
+		}
+		j2, err := Open(after, testDir, d, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := j2.RecoveredExtents()
+		j2.Close()
+		want := 0
+		if power {
+			want = 2
+		}
+		if len(got) != want {
+			t.Errorf("power loss %v: %d extents reported, want %d", power, len(got), want)
+		}
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if a := readActivity(t, fs); len(a.extents) != 0 {
+		t.Fatalf("after a clean Close ACTIVITY names %v, want none", a.extents)
+	}
+	j2, err := Open(fs.CrashClone(nil), testDir, disk.Crash(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j2.Close()
+	if got := j2.RecoveredExtents(); len(got) != 0 {
+		t.Fatalf("a power loss after a clean Close: %+v reported", got)
 	}
 }
 
@@ -91,26 +260,31 @@ func TestActivityExposed(t *testing.T) {
 		name string
 		a    activityRecord
 		last uint64
+		boot string
 		want bool
 	}{
-		{"no extents", activityRecord{}, 0, false},
-		{"open: the disk sync may have made anything durable", activityRecord{extents: []int64{3}, from: 10}, 100, true},
-		{"closed, the journal holds every record applied unsynced", activityRecord{extents: []int64{3}, closed: true, upto: 20}, 20, false},
-		{"closed, the journal lost records applied unsynced", activityRecord{extents: []int64{3}, closed: true, upto: 20}, 19, true},
-		{"closed, nothing applied unsynced", activityRecord{extents: []int64{3}, closed: true}, 0, false},
+		{"no extents", activityRecord{boot: "a"}, 0, "b", false},
+		{"the same boot: the kernel kept what the journal wrote", activityRecord{extents: []int64{3}, boot: "a"}, 0, "a", false},
+		{"a new boot: a power loss may have kept disk writes the journal lost", activityRecord{extents: []int64{3}, boot: "a"}, 100, "b", true},
+		{"no boot named", activityRecord{extents: []int64{3}}, 100, "", true},
+		{"this boot unknown", activityRecord{extents: []int64{3}, boot: "a"}, 100, "", true},
+		{"v1 open: the disk sync may have made anything durable", activityRecord{v1: true, extents: []int64{3}, from: 10}, 100, "a", true},
+		{"v1 closed, the journal holds every record applied unsynced", activityRecord{v1: true, extents: []int64{3}, closed: true, upto: 20}, 20, "a", false},
+		{"v1 closed, the journal lost records applied unsynced", activityRecord{v1: true, extents: []int64{3}, closed: true, upto: 20}, 19, "a", true},
 	} {
-		if got := c.a.exposed(c.last); got != c.want {
-			t.Errorf("%s: exposed(%d) = %v, want %v", c.name, c.last, got, c.want)
+		if got := c.a.exposed(c.last, c.boot); got != c.want {
+			t.Errorf("%s: exposed(%d, %q) = %v, want %v", c.name, c.last, c.boot, got, c.want)
 		}
 	}
 }
 
-// The ACTIVITY file reads back as written, and a damaged one is refused.
+// The ACTIVITY file reads back as written, a damaged one is refused, and a
+// file of the first version reads as it was written.
 func TestActivityFile(t *testing.T) {
-	a := activityRecord{from: 7, upto: 9, extent: 4 << 20, closed: true, extents: []int64{0, 5, 1 << 40}}
+	a := activityRecord{from: 7, extent: 4 << 20, boot: "0d7c0e0c-3b7c-4a0e-9a55-6f1b0f3f0c11", extents: []int64{0, 5, 1 << 40}}
 	b := a.encode()
 	got, err := decodeActivity(b)
-	if err != nil || got.from != 7 || got.upto != 9 || got.extent != 4<<20 || !got.closed || !slices.Equal(got.extents, a.extents) {
+	if err != nil || got.from != 7 || got.extent != 4<<20 || got.boot != a.boot || got.v1 || !slices.Equal(got.extents, a.extents) {
 		t.Fatalf("decode(encode(%+v)) = %+v, %v", a, got, err)
 	}
 	for i := range b[:len(b)-4] {
@@ -123,18 +297,33 @@ func TestActivityFile(t *testing.T) {
 	if _, err := decodeActivity(b[:len(b)-8]); err == nil {
 		t.Fatal("a short file decoded")
 	}
+	v1 := make([]byte, activityHeaderV1)
+	copy(v1, activityMagicV1)
+	binary.LittleEndian.PutUint64(v1[8:], 7)
+	binary.LittleEndian.PutUint64(v1[16:], 9)
+	binary.LittleEndian.PutUint64(v1[24:], 4<<20)
+	binary.LittleEndian.PutUint32(v1[32:], 1)
+	v1[36] = 1
+	v1 = binary.LittleEndian.AppendUint64(v1, 5)
+	v1 = binary.LittleEndian.AppendUint32(v1, crc32.Checksum(v1, castagnoli))
+	v1 = binary.LittleEndian.AppendUint32(v1, 0)
+	got, err = decodeActivity(v1)
+	if err != nil || !got.v1 || got.from != 7 || got.upto != 9 || got.extent != 4<<20 || !got.closed || !slices.Equal(got.extents, []int64{5}) {
+		t.Fatalf("a version 1 file decoded as %+v, %v", got, err)
+	}
 }
 
-// A journal reopened on an open activity set reports its extents, Active,
-// and refuses a damaged ACTIVITY file, as it refuses a damaged checkpoint.
-func TestOpenReportsAnOpenActivitySet(t *testing.T) {
+// A journal reopened on an activity set of another boot reports its
+// extents, Active, and refuses a damaged ACTIVITY file, as it refuses a
+// damaged checkpoint.
+func TestOpenReportsAnActivitySetOfAnotherBoot(t *testing.T) {
 	fs := vfs.NewMem()
 	j, err := Open(fs, testDir, NewMemDisk(crashDiskSize), testOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
 	j.Close()
-	open := activityRecord{from: 1, extent: 16 << 10, extents: []int64{1, 2}}
+	open := activityRecord{from: 1, extent: 16 << 10, boot: "an earlier boot", extents: []int64{1, 2}}
 	if err := vfs.WriteFileAtomic(fs, testDir, activityFile, open.encode()); err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +337,11 @@ func TestOpenReportsAnOpenActivitySet(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("RecoveredExtents = %+v, want %+v", got, want)
 	}
-	// Once the caller marked them, a later crash does not report them again.
+	// Once the caller marked them, a later crash does not report them
+	// again. (The Close above left the set empty: no caller was to mark it.)
+	if err := vfs.WriteFileAtomic(fs, testDir, activityFile, open.encode()); err != nil {
+		t.Fatal(err)
+	}
 	o := testOptions()
 	o.MarkExtents = true
 	for _, marked := range []bool{false, true} {
@@ -179,52 +372,6 @@ func TestOpenReportsAnOpenActivitySet(t *testing.T) {
 	var ce *CorruptionError
 	if _, err := Open(fs, testDir, NewMemDisk(crashDiskSize), testOptions()); !errors.As(err, &ce) {
 		t.Fatalf("Open on a damaged ACTIVITY file: %v, want a CorruptionError", err)
-	}
-}
-
-// A set written over a closed one keeps the closed set's extents while the
-// journal is not synced past the closed set's last seq: the records applied
-// unsynced under it may be on the disk and not in the journal. With
-// activityMax 1 the touched extents do not name them by chance.
-func TestActivityKeepsTheClosedSetUntilSynced(t *testing.T) {
-	for _, synced := range []bool{false, true} {
-		o := testOptions()
-		o.activityExtent, o.activityMax = 16<<10, 1
-		j, disk, unblock := openGated(t, vfs.NewMem(), o)
-		c := NewCompressor(CodecNone)
-		write := func(off int64) {
-			done := make(chan error, 1)
-			j.appendNow(c.Write(off, make([]byte, 4096)), false, func(_ uint64, err error) { done <- err })
-			if err := waitResult(t, done, "a write"); err != nil {
-				t.Fatal(err)
-			}
-		}
-		write(0)
-		disk.syncHeld <- struct{}{}
-		ckpt := make(chan error, 1)
-		go func() { ckpt <- j.checkpoint() }()
-		<-disk.syncEntered
-		write(32 << 10) // extent 2, synced in the journal: the next set
-		write(4096)     // extent 0, in the set: applied unsynced
-		unblock()
-		if err := waitResult(t, ckpt, "the first checkpoint"); err != nil {
-			t.Fatal(err)
-		}
-		if synced {
-			if err := j.SyncWait(); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := j.checkpoint(); err != nil {
-			t.Fatal(err)
-		}
-		want := []int64{0, 2}
-		if synced {
-			want = []int64{2}
-		}
-		if a := readActivity(t, j.fs); !slices.Equal(a.extents, want) {
-			t.Fatalf("journal synced past the closed set: %v; the next set names %v, want %v", synced, a.extents, want)
-		}
 	}
 }
 

@@ -29,8 +29,8 @@ func (j *Journal) applyLoop() {
 }
 
 // applyInline applies b on the writer's goroutine if the applier is idle
-// and b is a lone record that can be applied at once: no sync to wait for,
-// no disk sync running. That spares a hand-off to the applier, which costs
+// and b is a lone record that can be applied at once: no sync to wait for.
+// That spares a hand-off to the applier, which costs
 // more than the apply when writes come one at a time. A batch of several
 // records goes to the applier even so: their disk writes then run on another
 // core while the writer reads and journals the next ones. Side by side under
@@ -41,18 +41,7 @@ func (j *Journal) applyInline(b *batch) bool {
 	if b.needSync || b.records > 1 || j.applying.Load() != 0 {
 		return false
 	}
-	a := &j.ap // the writer's while nothing is handed over
-	if a.syncing != nil {
-		select {
-		case <-a.syncing:
-			a.syncing = nil
-		default:
-			if !b.unsynced { // the applier waits for the disk sync, not the writer
-				return false
-			}
-		}
-	}
-	j.applyBatch(a, b)
+	j.applyBatch(&j.ap, b) // the writer's while nothing is handed over
 	return true
 }
 
@@ -62,9 +51,14 @@ func (j *Journal) applyInline(b *batch) bool {
 // last completes them. A checkpoint marker syncs the disk after the whole
 // batch, once the batch is synced in the journal.
 func (j *Journal) applyBatch(a *applier, b *batch) {
-	t := j.clock()
-	j.holdForDiskSync(a, b)
-	j.observe(StageApplyWait, t)
+	if b.cold { // its records reach the disk only once the journal holds them
+		t := j.clock()
+		b.synced.Wait()
+		j.observe(StageApplyWait, t)
+		if b.syncErr != nil && a.failed == nil {
+			a.failed = b.syncErr
+		}
+	}
 	var ckpt func(uint64, error)
 	for i := 0; i < len(b.items); {
 		it := &b.items[i]

@@ -75,9 +75,7 @@ func (j *Journal) checkpoint() error {
 	defer j.ckptMu.Unlock()
 	if j.LastSeq() > j.ckptSeq.Load() {
 		t := j.clock()
-		j.publishActivity()
 		seq, err := j.checkpointDisk()
-		j.closeActivity()
 		j.observe(StageCheckpoint, t)
 		if err != nil {
 			return err
@@ -91,6 +89,7 @@ func (j *Journal) checkpoint() error {
 			j.st.checkpoints.Add(1)
 		}
 	}
+	j.shrinkActivity()
 	return j.removeSegments()
 }
 
@@ -110,11 +109,7 @@ func (j *Journal) checkpointDisk() (uint64, error) {
 }
 
 // queueCheckpoint queues a checkpoint marker; done gets the seq its disk
-// sync covers, or the error. From the marker on, every batch is synced in
-// the journal before it is applied (diskSyncing), until done: a batch the
-// writer formed between the marker and the start of the disk sync would
-// otherwise reach the applier while the disk syncs, and wait for the whole
-// disk sync, and every write behind it with it.
+// sync covers, or the error.
 func (j *Journal) queueCheckpoint(done func(uint64, error)) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -124,11 +119,7 @@ func (j *Journal) queueCheckpoint(done func(uint64, error)) error {
 	case j.stopping:
 		return ErrClosed
 	}
-	j.diskSyncing.Store(true) // under mu: every batch taken from here on
-	j.enqueueLocked(item{ckptDone: func(seq uint64, err error) {
-		j.diskSyncing.Store(false) // also when the marker failed before its disk sync
-		done(seq, err)
-	}}, true)
+	j.enqueueLocked(item{ckptDone: done}, true)
 	return nil
 }
 

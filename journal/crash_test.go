@@ -16,11 +16,8 @@ var (
 	numSchedules = flag.Int("journal.schedules", 0, "random crash schedules to run (0: a default sized for the build)")
 	firstSeed    = flag.Uint64("journal.seed", 0, "seed of the first schedule (0: from the clock)")
 	// writeback: a power loss keeps part of the disk's unsynced blocks too,
-	// as the kernel's own write-back may. Recovery does not report the
-	// regions of records lost from the journal whose data reached the disk
-	// that way (the activity set covers a checkpoint's disk sync only), so
-	// the schedules fail with it: it shows that gap, and is off by default.
-	writeback = flag.Bool("journal.writeback", false, "power losses also keep random unsynced disk blocks (fails today: see the flag's comment)")
+	// as the kernel's own write-back may; the activity set covers them.
+	writeback = flag.Bool("journal.writeback", true, "power losses also keep random unsynced disk blocks")
 )
 
 const crashDiskSize = 64 << 10

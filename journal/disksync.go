@@ -4,15 +4,9 @@ import "fmt"
 
 // A checkpoint syncs the disk. That can take long (every write since the last
 // one may still be in the page cache), so it runs in its own goroutine while
-// the applier goes on. But the disk must never make durable a record that is
-// not durable in the journal: until the disk sync ends, every batch is synced
-// in the journal before it is applied. The writer syncs every batch it takes
-// while diskSyncing is set, from the moment the checkpoint's marker is queued
-// (queueCheckpoint) until the disk sync has ended, except a batch whose
-// records all fall in the activity set the checkpoint published before its
-// marker (see activity.go): that one is applied at once. Any other batch that is not
-// synced waits for the disk sync (holdForDiskSync), which no batch queued
-// behind a marker does.
+// the applier goes on. The disk may make durable any record applied by then,
+// as the kernel's own write-back may at any time: records are applied before
+// their journal sync only inside the activity set (see activity.go).
 
 // diskSync asks the disk syncer for a sync covering seqs up to seq.
 type diskSync struct {
@@ -26,7 +20,6 @@ func (j *Journal) diskSyncLoop() {
 	for req := range j.diskq {
 		j.st.diskSyncs.Add(1)
 		seq, err := req.seq, j.disk.Sync()
-		j.withdrawActivity()
 		if err != nil {
 			// The disk may have dropped writes: never checkpoint past them.
 			seq, err = 0, fmt.Errorf("journal: sync disk: %w", err)
@@ -36,7 +29,7 @@ func (j *Journal) diskSyncLoop() {
 			storeMax(&j.diskCovered, seq)
 		}
 		close(req.finished)
-		req.done(seq, err) // the checkpoint closes the activity set
+		req.done(seq, err)
 	}
 }
 
@@ -57,25 +50,4 @@ func (j *Journal) startDiskSync(a *applier, syncErr error, done func(uint64, err
 	}
 	a.syncing = make(chan struct{})
 	j.diskq <- diskSync{seq: j.appliedSeq.Load(), done: done, finished: a.syncing}
-}
-
-// holdForDiskSync waits, while a disk sync runs, until b may be applied: at
-// once if its records are in the activity set, once it is synced in the
-// journal, or once the disk sync has ended if the writer will not sync b.
-func (j *Journal) holdForDiskSync(a *applier, b *batch) {
-	if a.syncing == nil || b.unsynced && !b.needSync {
-		return
-	}
-	select {
-	case <-a.syncing:
-		a.syncing = nil
-		return
-	default:
-	}
-	if b.needSync {
-		b.synced.Wait()
-		return
-	}
-	<-a.syncing
-	a.syncing = nil
 }

@@ -18,9 +18,9 @@
 //     with one fdatasync (group commit).
 //   - Applying records to the Disk, in seq order, by one goroutine: overlapping
 //     writes land in one order, and the disk file sees one writer.
-//   - Checkpoints (disk synced, seq recorded in the CHECKPOINT file; the
-//     extents written meanwhile without a journal sync named in the ACTIVITY
-//     file, see activity.go), removal
+//   - Checkpoints (disk synced, seq recorded in the CHECKPOINT file), the
+//     activity set (the extents where records may be applied before their
+//     journal sync, named in the ACTIVITY file, see activity.go), removal
 //     of old segments beyond RetainBytes, back-pressure at MaxBytes, and
 //     recovery at Open.
 //
@@ -29,7 +29,7 @@
 // Open starts: the writer (owns the active segment file: writes, syncs,
 // rotates), the applier (owns applying to the Disk, completes records), the
 // disk syncer (a checkpoint's Disk.Sync, so applying goes on meanwhile), the
-// checkpoint loop (every CheckpointInterval, and when the journal fills up)
+// activity goroutine (writes the ACTIVITY file), the checkpoint loop (every CheckpointInterval, and when the journal fills up)
 // and, for a fresh journal, one that prepares spare segment files. The writer
 // applies a lone record itself while the applier is idle (applyInline); near
 // a segment's end it starts a short-lived goroutine that syncs the segment

@@ -30,8 +30,8 @@ type Extent struct {
 	Offset int64
 	Len    int64
 	Sum    uint32 // CRC32C of the data
-	// Active: not a write in place but an extent of the activity set that
-	// a crash found open (see activity.go); Seq is the first seq that may
+	// Active: not a write in place but an extent of the activity set of a
+	// boot that ended (see activity.go); Seq is the first seq that may
 	// have been applied there unsynced, Sum is zero.
 	Active bool
 }
@@ -81,8 +81,8 @@ func (j *Journal) LastExtentSeq() uint64 { return j.extentSeq.Load() }
 
 // RecoveredExtents is the writes made in place after the checkpoint whose
 // data on the disk did not match their CRC at Open (torn by the crash, or
-// overwritten since by a later record), and the extents of an activity set
-// the crash left open (Active, see activity.go): the regions to mark out
+// overwritten since by a later record), and the extents of the activity set
+// of a boot that ended (Active, see activity.go): the regions to mark out
 // of sync toward a peer. An extent may reach past the end of the disk.
 // With Options.MarkExtents the caller calls ExtentsMarked once they are
 // marked durably.

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/nbdmirror/nbdmirror/journal/vfs"
 )
 
 // Errors of AppendLater.
@@ -65,13 +67,12 @@ type Journal struct {
 	wg       sync.WaitGroup
 	presyncs sync.WaitGroup // early syncs of the active segment (presync)
 
-	lastSeq     atomic.Uint64 // last seq assigned
-	writtenSeq  atomic.Uint64 // last seq written to a segment
-	durableSeq  atomic.Uint64 // last seq synced in the journal
-	appliedSeq  atomic.Uint64 // last seq applied to the disk
-	ckptSeq     atomic.Uint64 // last checkpoint: seqs <= it are on the synced disk
-	diskSyncing atomic.Bool   // a checkpoint is queued or its disk sync runs: the writer syncs every batch
-	st          counters
+	lastSeq    atomic.Uint64 // last seq assigned
+	writtenSeq atomic.Uint64 // last seq written to a segment
+	durableSeq atomic.Uint64 // last seq synced in the journal
+	appliedSeq atomic.Uint64 // last seq applied to the disk
+	ckptSeq    atomic.Uint64 // last checkpoint: seqs <= it are on the synced disk
+	st         counters
 
 	// In-place writes (see inplace.go).
 	extentSeq       atomic.Uint64 // seq of the last extent appended or recovered
@@ -80,7 +81,8 @@ type Journal struct {
 	ckptHold        atomic.Uint64 // if not 0, checkpoints stay below it (Options.MarkExtents)
 	recovered       []Extent      // torn extents recovery found; set before the goroutines start
 
-	act activity // the activity set of disk syncs (see activity.go); guarded by mu
+	act  activity // the activity set (see activity.go); guarded by mu
+	boot string   // the boot the journal runs in (vfs.BootID)
 
 	prog progress // wakes AwaitApplied and AwaitWritten
 
@@ -132,7 +134,8 @@ func Open(fs FS, dir string, disk Disk, o Options) (*Journal, error) {
 		stop:     make(chan struct{}),
 	}
 	j.space = sync.NewCond(&j.mu)
-	j.act.touched = make(map[int64]struct{})
+	j.boot = vfs.BootID(fs)
+	j.act.touched, j.act.kick = make(map[int64]uint64), make(chan struct{}, 1)
 	if err := fs.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("journal: create %s: %w", dir, err)
 	}
@@ -143,8 +146,9 @@ func Open(fs FS, dir string, disk Disk, o Options) (*Journal, error) {
 		j.wg.Add(1)
 		go func() { defer j.wg.Done(); j.prepareSpares(o.spares) }()
 	}
-	j.wg.Add(4)
+	j.wg.Add(5)
 	go func() { defer j.wg.Done(); j.diskSyncLoop() }()
+	go func() { defer j.wg.Done(); j.activityLoop() }()
 	go func() { defer j.wg.Done(); j.writeLoop() }()
 	go func() { defer j.wg.Done(); j.applyLoop() }()
 	go func() { defer j.wg.Done(); j.checkpointLoop() }()
@@ -356,6 +360,9 @@ func (j *Journal) close() error {
 	j.presyncs.Wait()
 	if err == nil {
 		err = j.closeSegment()
+	}
+	if err == nil {
+		j.emptyActivity()
 	}
 	if cerr := j.w.f.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("journal: close segment: %w", cerr)

@@ -12,7 +12,7 @@ const (
 	StageStall                   // an append that waited for space (back-pressure) until a checkpoint freed it
 	StageCheckpoint              // a checkpoint: the applier reached it and synced the disk
 	StageApply                   // a run of consecutive records applied to the disk (one write)
-	StageApplyWait               // the applier held a batch while a checkpoint was under way (see holdForDiskSync)
+	StageApplyWait               // the applier held a batch outside the activity set until its journal sync (see activity.go)
 )
 
 var stageNames = [...]string{"journal_write", "journal_sync", "journal_stall", "checkpoint", "apply", "apply_wait"}

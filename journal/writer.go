@@ -32,10 +32,9 @@ type batch struct {
 	needSync bool  // a FUA record, a sync or a checkpoint is in it
 	records  int   // records in it
 	ckpt     bool  // a checkpoint marker is in it
-	// unsynced: records in it may be applied during a disk sync without a
-	// journal sync, their extents being in the activity set (see
-	// activity.go); unless needSync, it is applied at once.
-	unsynced bool
+	// cold: a record in it touches an extent outside the activity set (see
+	// activity.go); the batch is synced in the journal before it is applied.
+	cold bool
 	// wantsDisk: a sync or a FUA extent is in it, which an extent not yet
 	// covered by a disk sync makes a disk sync for (diskSync, set by the
 	// writer). Then the applier completes the syncs and FUA records, after
@@ -113,7 +112,7 @@ var batchPool = sync.Pool{New: func() any { return new(batch) }}
 func (b *batch) recycle() {
 	clear(b.items)
 	b.items = b.items[:0]
-	b.bytes, b.needSync, b.records, b.ckpt, b.unsynced, b.syncErr = 0, false, 0, false, false, nil
+	b.bytes, b.needSync, b.records, b.ckpt, b.cold, b.syncErr = 0, false, 0, false, false, nil
 	b.wantsDisk, b.diskSync, b.deferWritten = false, false, false
 	batchPool.Put(b)
 }
@@ -209,9 +208,8 @@ func (j *Journal) takeLocked(b *batch) {
 		if it.isRecord() {
 			b.bytes += it.frameLen()
 			b.records++
-			if hot := j.noteActivity(it); j.diskSyncing.Load() {
-				b.needSync = b.needSync || !hot
-				b.unsynced = b.unsynced || hot
+			if !j.noteActivity(it) {
+				b.cold, b.needSync = true, true
 			}
 		}
 		b.wantsDisk = b.wantsDisk || it.syncDone != nil || it.fua && it.inPlace

@@ -14,11 +14,10 @@ import (
 
 // recoverExtents marks the regions the journal's recovery reported: writes
 // in place it found torn (their data on the disk does not match the
-// record's CRC), and the extents of an activity set a crash left open
-// during a disk sync. This node may hold anything there, so the next
-// connection resyncs them, as DRBD resyncs its activity log's extents
-// after a crash. The bitmap is saved before the journal's checkpoint may
-// pass them.
+// record's CRC), and the extents of the activity set after a power loss.
+// This node may hold anything there, so the next connection resyncs them,
+// as DRBD resyncs its activity log's extents after a crash. The bitmap is
+// saved before the journal's checkpoint may pass them.
 func (r *Resource) recoverExtents() error {
 	exts := r.journal.RecoveredExtents()
 	active := 0

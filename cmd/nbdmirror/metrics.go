@@ -45,7 +45,7 @@ func newMetrics(name string) *metrics {
 		Help: "Time spent in each stage of a write: journal (submission to the record written in the journal), " +
 			"peer (submission to the peer's ack), flush, and the journal's steps: journal_write (a batch's pwritev), " +
 			"journal_sync (an fdatasync), journal_stall (an append waiting for space), checkpoint, apply (a disk write), " +
-			"apply_wait (the applier waiting for a checkpoint's disk sync).",
+			"apply_wait (the applier waiting for the journal sync of a batch outside the activity set).",
 		ConstLabels: prometheus.Labels{"resource": name},
 		Buckets:     prometheus.ExponentialBuckets(1e-6, 2, 24),
 	}, []string{"stage"})

@@ -1,6 +1,7 @@
 package vfs
 
 import (
+	"errors"
 	"os"
 )
 
@@ -55,6 +56,14 @@ func (e *errorFS) fail(op Op, path string) error {
 
 func (e *errorFS) Create(name string) (File, error) {
 	return e.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+}
+
+// BootID is the wrapped file system's.
+func (e *errorFS) BootID() (string, error) {
+	if id := BootID(e.fs); id != "" {
+		return id, nil
+	}
+	return "", errors.New("vfs: the file system names no boot")
 }
 
 func (e *errorFS) Open(name string) (File, error) { return e.OpenFile(name, os.O_RDONLY, 0) }

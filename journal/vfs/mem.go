@@ -7,6 +7,7 @@ import (
 	"path"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -18,7 +19,16 @@ type MemFS struct {
 	mu sync.Mutex // guards dirs, every memDir and every memInode reached from them
 	// dirs maps a clean directory path to its entries.
 	dirs map[string]*memDir
+	// boot names the boot the file system lives in: NewMem and CrashClone
+	// start a new one, Clone (a crash of the process alone) keeps it.
+	boot uint64
 }
+
+// boots numbers the boots of every MemFS.
+var boots atomic.Uint64
+
+// BootID names the boot fs lives in.
+func (fs *MemFS) BootID() (string, error) { return fmt.Sprintf("mem-%d", fs.boot), nil }
 
 // memDir is one directory. Guarded by MemFS.mu.
 type memDir struct {
@@ -66,7 +76,7 @@ type memWrite struct {
 
 // NewMem returns an empty memory file system with a root directory "/".
 func NewMem() *MemFS {
-	fs := &MemFS{dirs: map[string]*memDir{}}
+	fs := &MemFS{dirs: map[string]*memDir{}, boot: boots.Add(1)}
 	fs.dirs["/"] = newMemDir()
 	fs.dirs["."] = newMemDir()
 	return fs

@@ -157,7 +157,7 @@ func (fs *MemFS) CrashCloneAnyOrder(rnd *rand.Rand) *MemFS { return fs.crashClon
 func (fs *MemFS) crashClone(rnd *rand.Rand, anyOrder bool) *MemFS {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	c := &MemFS{dirs: map[string]*memDir{}}
+	c := &MemFS{dirs: map[string]*memDir{}, boot: boots.Add(1)}
 	inodes := map[*memInode]*memInode{}
 	for p, d := range fs.dirs {
 		entries := cloneEntries(d.durable)
@@ -189,7 +189,7 @@ func (fs *MemFS) crashClone(rnd *rand.Rand, anyOrder bool) *MemFS {
 func (fs *MemFS) Clone() *MemFS {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	c := &MemFS{dirs: map[string]*memDir{}}
+	c := &MemFS{dirs: map[string]*memDir{}, boot: fs.boot}
 	inodes := map[*memInode]*memInode{}
 	copyOf := func(ino *memInode) *memInode {
 		if ci := inodes[ino]; ci != nil {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"runtime"
 	"sort"
+	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -36,6 +37,15 @@ func (osFS) Rename(oldname, newname string) error     { return os.Rename(oldname
 func (osFS) Remove(name string) error                 { return os.Remove(name) }
 func (osFS) Stat(name string) (os.FileInfo, error)    { return os.Stat(name) }
 func (osFS) MkdirAll(dir string, p os.FileMode) error { return os.MkdirAll(dir, p) }
+
+// BootID is the kernel's random boot id, new at every boot.
+func (osFS) BootID() (string, error) {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
+}
 
 func (osFS) ReadDir(dir string) ([]string, error) {
 	ents, err := os.ReadDir(dir)

@@ -83,6 +83,26 @@ type SpaceReporter interface {
 	Free(dir string) (int64, error)
 }
 
+// BootReporter is implemented by file systems that can name the boot of
+// the machine they live on. A file's data written and not synced survives a
+// crash of the process that wrote it (the kernel holds it), not a new boot.
+type BootReporter interface {
+	BootID() (string, error)
+}
+
+// BootID is the boot fs lives in, "" if fs cannot tell.
+func BootID(fs FS) string {
+	br, ok := fs.(BootReporter)
+	if !ok {
+		return ""
+	}
+	id, err := br.BootID()
+	if err != nil {
+		return ""
+	}
+	return id
+}
+
 // WriteBuffersAt writes bufs one after another at off, with one pwritev where
 // f supports it. It returns the number of bytes written and the first error.
 func WriteBuffersAt(f File, bufs [][]byte, off int64) (int, error) {
