@@ -123,3 +123,35 @@ func testCrashOfANodeAlone(t *testing.T, save bool) {
 		t.Errorf("%d bytes marked after the crash, %d activity extents reported; want the whole disk, 1", got, active)
 	}
 }
+
+// A Primary that opens goes on without the link of its last run: as at a
+// link loss, it starts a generation over the one it shared with its peer,
+// so that a peer promoted meanwhile meets it as a split brain, and no
+// resync takes its writes away as those of a node behind. One whose bitmap
+// counts from an older generation has one of its own already, and keeps it.
+func TestPrimaryOpenedStartsAGeneration(t *testing.T) {
+	fs, disk, dir := journal.NewMemFS(), journal.NewMemDisk(testSize), t.TempDir()
+	gen := func(role wire.Role, created bool) wire.GenIDs {
+		t.Helper()
+		r, err := Open(Config{Name: "r0", Disk: memDisk{disk}, MetaDir: dir, FS: fs,
+			Role: role, Created: created, CheckpointInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.meta.Gen
+	}
+	shared := gen(wire.Secondary, true)
+	if shared.Bitmap != 0 {
+		t.Fatalf("a created Secondary has bitmap generation %d", shared.Bitmap)
+	}
+	own := gen(wire.Primary, false)
+	if own.Current == shared.Current || own.Bitmap != shared.Current {
+		t.Fatalf("a Primary opened in generation %+v is in %+v, want a new one counting from %d", shared, own, shared.Current)
+	}
+	if again := gen(wire.Primary, false); again != own {
+		t.Fatalf("a Primary opened with a bitmap generation moved from %+v to %+v", own, again)
+	}
+}

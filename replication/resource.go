@@ -227,6 +227,9 @@ func Open(c Config) (*Resource, error) {
 	if err == nil {
 		err = r.recoverExtents()
 	}
+	if err == nil && c.Role == wire.Primary && !c.Created {
+		err = r.goOnAlone()
+	}
 	if err == nil {
 		err = r.startPeer()
 	}
@@ -240,6 +243,20 @@ func Open(c Config) (*Resource, error) {
 	r.wg.Add(1)
 	go func() { defer r.wg.Done(); r.markLoop() }()
 	return r, nil
+}
+
+// goOnAlone starts a Primary that opens as one as a link loss does: the
+// link of its last run is gone, and whatever it writes before the next
+// one the peer lacks. Its generation moves on (unless its bitmap already
+// counts from an older one, as linkLost decides), so that a peer promoted
+// meanwhile meets it as a split brain, not as a node behind it whose
+// writes a resync may overwrite. Before the link starts: no connection
+// may come first.
+func (r *Resource) goOnAlone() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, err := r.stepLocked(LinkLost{NewID: randomID()})
+	return err
 }
 
 // setResyncRate caps the resyncs started from now on at rate bytes per
