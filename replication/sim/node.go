@@ -3,6 +3,7 @@ package sim
 import (
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -118,17 +119,20 @@ func (n *node) open(role wire.Role, created bool, timeout time.Duration) error {
 // crash ends the incarnation: its acknowledgements stop counting, it is
 // taken off the network (so it sends nothing after its death), and its file
 // system (journal, meta.json, bitmap, all under the same META-DIR) and disk
-// are copied as the crash leaves them (power: only what was synced). Between the two it may still notice its link
-// fell, as a process that dies a moment after its link does. The old
-// Resource is then closed in the background on the old copies, unseen;
-// closed reports when that is done.
-func (n *node) crash(power bool) (closed chan error) {
+// are copied as the crash leaves them. A power loss (power not nil) keeps
+// what was synced and, of the disk's unsynced blocks, those power draws: the
+// kernel's own write-back may have put any of them there. Between the two
+// it may still notice its link fell, as a process that dies a moment after
+// its link does. The old Resource is then closed in the background on the
+// old copies, unseen; closed reports when that is done.
+func (n *node) crash(power *rand.Rand) (closed chan error) {
 	n.inc.dead.Store(true)
 	n.net.Down(n.name)
 	var fs *vfs.MemFS
 	var disk *journal.MemDisk
-	if power {
-		disk = n.disk.CrashWith(func() { fs = n.fs.CrashClone(nil) })
+	if power != nil {
+		keep := func() bool { return power.IntN(2) == 0 }
+		disk = n.disk.CrashWriteback(keep, func() { fs = n.fs.CrashClone(nil) })
 	} else {
 		// The file system first: a disk copied later holds at least what
 		// the journal copied had applied, and replay puts back its order.

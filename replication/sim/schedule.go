@@ -16,7 +16,7 @@ const (
 	Flush                       // FLUSH on the Primary
 	Trim                        // TRIM on the Primary
 	Crash                       // a node's process dies: what the kernel had survives
-	PowerLoss                   // a node loses power: unsynced data is gone
+	PowerLoss                   // a node, or both, lose power: unsynced data is gone, but what write-back kept
 	LinkReset                   // the live connections are reset
 	LinkCut                     // no connection either way until the next LinkHeal
 	LinkHeal                    // every link fault is cleared
@@ -63,6 +63,10 @@ type Step struct {
 	N     int           // blocks
 	FUA   bool          // writes
 	Delay time.Duration // LinkDelay, Pause
+	// PowerLoss: Both nodes lose power at once; Keep seeds which unsynced
+	// disk blocks the kernel's write-back had put on the disk.
+	Both bool
+	Keep uint64
 }
 
 func (s Step) String() string {
@@ -75,6 +79,10 @@ func (s Step) String() string {
 		return fmt.Sprintf("%s %d+%d%s", s.Kind, s.Block, s.N, f)
 	case LinkDelay, Pause:
 		return fmt.Sprintf("%s %s %v", s.Kind, nodeName(s.Node), s.Delay)
+	case PowerLoss:
+		if s.Both {
+			return fmt.Sprintf("%s a+b", s.Kind)
+		}
 	case Flush, LinkReset, LinkCut, LinkHeal, DiskHeal, Switchover, SplitBrain, Promote:
 		return s.Kind.String()
 	}
@@ -148,6 +156,8 @@ func drawStep(rnd *rand.Rand, k Kind, blocks int) Step {
 		st.Delay = time.Duration(1+rnd.IntN(150)) * time.Millisecond
 	case Pause:
 		st.Delay = time.Duration(1+rnd.IntN(100)) * time.Millisecond
+	case PowerLoss:
+		st.Both, st.Keep = rnd.IntN(3) == 0, rnd.Uint64()
 	}
 	return st
 }

@@ -118,7 +118,7 @@ func (r *runner) restart(i int) {
 		role = wire.Primary
 	}
 	r.awaitBitmap(n)
-	r.closing = append(r.closing, n.crash(false))
+	r.closing = append(r.closing, n.crash(nil))
 	if err := r.open(n, role, false); err != nil {
 		r.violate(InvHarness, "restart %s: %v", n.name, err)
 		r.stopped = true

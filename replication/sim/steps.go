@@ -3,6 +3,7 @@ package sim
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/nbdmirror/nbdmirror/replication"
@@ -17,8 +18,15 @@ func (r *runner) step(st Step) {
 		r.write(st)
 	case Flush:
 		r.flush()
-	case Crash, PowerLoss:
-		r.crash(st.Node, st.Kind == PowerLoss)
+	case Crash:
+		r.crash(st.Node, nil)
+	case PowerLoss:
+		keep := rand.New(rand.NewPCG(st.Keep, st.Keep>>32))
+		if st.Both {
+			r.powerLossBoth(keep)
+		} else {
+			r.crash(st.Node, keep)
+		}
 	case LinkReset:
 		r.net.Reset("a", "b")
 	case LinkCut:
@@ -200,28 +208,17 @@ func (r *runner) checkPrimary(why string) {
 	}
 }
 
-// crash kills node i (a power loss with power) and restarts it. A Primary
-// that was in sync with its peer fails over: the peer is promoted and must
-// hold every acknowledged write. Otherwise it restarts in its role.
-func (r *runner) crash(i int, power bool) {
+// crash kills node i (a power loss with power: keep draws what the disk
+// kept of its unsynced blocks) and restarts it. A Primary that was in sync
+// with its peer fails over: the peer is promoted and must hold every
+// acknowledged write. Otherwise it restarts in its role.
+func (r *runner) crash(i int, power *rand.Rand) {
 	n := r.nodes[i]
 	r.awaitBitmap(n)
-	tick := r.m.now()
-	n.inc.dead.Store(true)
-	pre := n.res.Status()
-	role := wire.Secondary
-	if pre.Role == "Primary" {
-		role = wire.Primary
-	}
-	if inSync(pre) {
-		r.sawInSync(i, tick)
-	}
+	role := r.kill(i)
 	r.closing = append(r.closing, n.crash(power))
-	if power {
-		r.mu.Lock()
-		inSync := r.lastInSync
-		r.mu.Unlock()
-		r.m.powerLoss(i, inSync)
+	if power != nil {
+		r.lostPower(i)
 	}
 	r.mu.Lock()
 	lastInSync := r.lastInSync[i] // the watcher moves it (sawInSync)
@@ -242,6 +239,57 @@ func (r *runner) crash(i int, power bool) {
 			r.note("failover to %s refused: %v", r.nodes[1-i].name, err)
 		}
 	}
+	r.reopen(i, role)
+}
+
+// powerLossBoth cuts the power of both nodes at once, each disk keeping
+// what keep draws of its unsynced blocks, and restarts both in their
+// roles: a machine room losing power. Writes neither node had made
+// durable may be gone, but the nodes must still end identical.
+func (r *runner) powerLossBoth(keep *rand.Rand) {
+	for _, n := range r.nodes {
+		r.awaitBitmap(n)
+	}
+	roles := [2]wire.Role{r.kill(0), r.kill(1)}
+	for _, n := range r.nodes {
+		n.net.Down(n.name) // neither sends anything after the instant
+	}
+	for _, n := range r.nodes {
+		r.closing = append(r.closing, n.crash(keep))
+	}
+	r.lostPower(0)
+	r.lostPower(1)
+	r.reopen(0, roles[0])
+	r.reopen(1, roles[1])
+}
+
+// kill ends node i's incarnation's say and returns the role it restarts in.
+func (r *runner) kill(i int) wire.Role {
+	n := r.nodes[i]
+	tick := r.m.now()
+	n.inc.dead.Store(true)
+	pre := n.res.Status()
+	if inSync(pre) {
+		r.sawInSync(i, tick)
+	}
+	if pre.Role == "Primary" {
+		return wire.Primary
+	}
+	return wire.Secondary
+}
+
+// lostPower tells the model that node i lost power.
+func (r *runner) lostPower(i int) {
+	r.mu.Lock()
+	inSync := r.lastInSync
+	r.mu.Unlock()
+	r.m.powerLoss(i, inSync)
+}
+
+// reopen opens node i again in role, on the disk the crash left it, its
+// faults cleared.
+func (r *runner) reopen(i int, role wire.Role) {
+	n := r.nodes[i]
 	r.mu.Lock()
 	if r.faulted[i] && !r.stale[i] {
 		r.stale[i], r.staleSince[i] = true, n.failedAt.Load()
