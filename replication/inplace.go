@@ -33,6 +33,10 @@ func (r *Resource) recoverExtents() error {
 		if err := r.saveBitmap(); err != nil {
 			return fmt.Errorf("replication: mark what a crash may have left different: %w", err)
 		}
+		r.meta.TailFrom = max(r.meta.TailFrom, r.journal.LastSeq()+1)
+		if err := r.saveMeta(); err != nil {
+			return fmt.Errorf("replication: mark what a crash may have left different: %w", err)
+		}
 		r.log.Warn("regions a crash may have left different: marked out of sync",
 			"torn_writes_in_place", len(exts)-active, "active_extents", active, "out_of_sync_bytes", r.oos.bytes())
 	}

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nbdmirror/nbdmirror/journal"
 	"github.com/nbdmirror/nbdmirror/journal/vfs"
@@ -140,4 +141,70 @@ func TestTailRecordReadsTheDisk(t *testing.T) {
 	if err != nil || rec.Kind != journal.KindWrite || rec.Offset != 64<<10 || rec.Seq == 0 || !bytes.Equal(raw, data) {
 		t.Fatalf("tail record %v at %d seq %d (%v), want the write's data", rec.Kind, rec.Offset, rec.Seq, err)
 	}
+}
+
+// TestNoTailOverRecoveredRegions: the Primary, apart from its peer, makes a
+// write durable and checkpointed (a clean stop), then writes over it inside
+// its activity set, unsynced, and loses power; the kernel's write-back had
+// put the newer bytes on the disk, and the journal lost their record.
+// Recovery marks the activity set's extent. The journal's tail still holds
+// the older write: a tail resync would send it and clear the mark, and the
+// nodes would differ (meta.TailFrom keeps the tail off). They end identical.
+func TestNoTailOverRecoveredRegions(t *testing.T) {
+	var pcfg, scfg Config
+	p := openPairWith(t, testSize, func(pc, sc *Config) { pcfg, scfg = *pc, *sc }, nil)
+	p.waitInSync(t)
+	p.secondary.Close()
+	pfs, pdisk := pcfg.FS.(*vfs.MemFS), p.pdisk.MemDisk
+	const off = 8 << 10
+	if _, err := p.primary.WriteAtFUA(bytes.Repeat([]byte{1}, 4096), off); err != nil {
+		t.Fatal(err)
+	}
+	p.primary.Close()
+	pcfg.Created, scfg.Created = false, false
+	open := func(c Config) *Resource {
+		t.Helper()
+		r, err := Open(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		return r
+	}
+	a := open(pcfg)
+	if _, err := a.WriteAt(bytes.Repeat([]byte{3}, 4096), 64<<10); err != nil { // outside the set: it grows
+		t.Fatal(err)
+	}
+	activity := pcfg.MetaDir + "/journal/ACTIVITY"
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		if b, err := vfs.ReadFile(pfs, activity); err == nil && len(b) > 80 { // names an extent
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("no activity set published")
+		}
+	}
+	newer := bytes.Repeat([]byte{2}, 4096)
+	if _, err := a.WriteAt(newer, off); err != nil { // inside the set: applied before its journal sync
+		t.Fatal(err)
+	}
+	var fs2 *vfs.MemFS
+	disk2 := pdisk.CrashWriteback(func() bool { return true }, func() { fs2 = pfs.CrashClone(nil) })
+	a.Close()
+	if got := disk2.Bytes()[off : off+4096]; !bytes.Equal(got, newer) {
+		t.Fatal("the power loss did not keep the newer write on the disk: nothing to test")
+	}
+	pcfg.FS, pcfg.Disk = fs2, memDisk{disk2}
+	a = open(pcfg)
+	active := false
+	for _, e := range a.journal.RecoveredExtents() {
+		active = active || e.Active
+	}
+	if !active {
+		t.Fatal("recovery reported no activity set after the power loss")
+	}
+	b := open(scfg)
+	p2 := &testPair{primary: a, secondary: b, pdisk: memDisk{disk2}, sdisk: p.sdisk}
+	p2.waitInSync(t)
+	p2.sameImages(t)
 }

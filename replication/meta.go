@@ -32,6 +32,12 @@ type meta struct {
 	// seq plus one when it started, until a resync with its peer ended
 	// (see wire.Hello.LostFrom). Saved before the node hands out a seq.
 	LostFrom uint64 `json:"lost_from,omitempty"`
+	// TailFrom is the first seq a journal-tail resync from this node may
+	// send: recovery marked regions (see recoverExtents) where the disk
+	// may hold bytes that no record before it holds, and a tail sending
+	// those records would clear the marks of regions whose bytes differ
+	// from theirs. Later records are what the disk holds.
+	TailFrom uint64 `json:"tail_from,omitempty"`
 }
 
 // parseDiskState reads a disk state's name.

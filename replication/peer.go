@@ -332,6 +332,7 @@ func (r *Resource) attach(c net.Conn, hello, remote wire.Hello, d Decision, sinc
 	default:
 	}
 	r.resync = resyncState{started: time.Now()}
+	oldest = max(oldest, r.meta.TailFrom) // see meta.TailFrom
 	acts, _ := r.stepLocked(Attach{Local: hello, Remote: remote, Decision: d, OldestSeq: oldest, LastSeq: last,
 		LastExtentSeq: r.journal.LastExtentSeq()})
 	if _, ok := has[Drop](acts); ok {
