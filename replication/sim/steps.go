@@ -259,6 +259,14 @@ func (r *runner) powerLossBoth(keep *rand.Rand) {
 	}
 	r.lostPower(0)
 	r.lostPower(1)
+	if p := r.primary; r.faulted[p] && !r.faulted[1-p] && roles[p] == wire.Primary {
+		// As after a crash of the Primary alone (see crash): its disk
+		// failed, and what it wrote through its peer since is on the peer
+		// only. The operator restarts the peer as Primary.
+		roles[p], roles[1-p] = wire.Secondary, wire.Primary
+		r.primary = 1 - p
+		r.note("%s's disk had failed: %s restarts as Primary", r.nodes[p].name, r.nodes[1-p].name)
+	}
 	r.reopen(0, roles[0])
 	r.reopen(1, roles[1])
 }
