@@ -348,6 +348,7 @@ func (r *Resource) attach(c net.Conn, hello, remote wire.Hello, d Decision, sinc
 		r.resync.inPlace = s.InPlace
 	}
 	r.link = l
+	r.aloneSinceOpen.Store(false)                                // met the peer: a link lost from here on says the rest
 	followedNow := r.role == wire.Primary && r.health.peerOnly() // the peer followed at its attach (attached)
 	r.seqFloor.Store(max(r.seqFloor.Load(), remote.LastSeq))     // r.order held
 	r.signalLinkChange()

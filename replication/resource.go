@@ -168,6 +168,10 @@ type Resource struct {
 	health *diskHealth
 	// bal counts reads for ReadAt's balancing.
 	bal balancer
+	// aloneSinceOpen: a Primary opened, and has not met its peer since,
+	// in the generation it last shared with it; its first write apart
+	// starts one of its own (goOnAlone).
+	aloneSinceOpen atomic.Bool
 }
 
 // Open recovers the resource's journal onto its disk and makes it ready for I/O.
@@ -192,6 +196,14 @@ func Open(c Config) (*Resource, error) {
 		return nil, fmt.Errorf("replication: open %s: %w", c.Name, err)
 	}
 	m, err := loadMeta(c.FS, c.MetaDir, c.Created)
+	if err == nil && c.Role == wire.Primary && m.DiscardMyData {
+		// A Primary never discards its data, as at a promotion: started
+		// Primary, the node takes back an earlier resolve that said it
+		// would. Kept, the word would make the peer its SyncSource.
+		m.DiscardMyData = false
+		err = writeMeta(c.FS, c.MetaDir, m)
+		c.Logger.Warn("started Primary: the earlier resolve --discard-my-data no longer holds")
+	}
 	if err == nil && m.LostFrom == 0 {
 		// A power loss may have taken records after the journal's last
 		// that the peer holds; seqs from here on may name other writes.
@@ -227,9 +239,7 @@ func Open(c Config) (*Resource, error) {
 	if err == nil {
 		err = r.recoverExtents()
 	}
-	if err == nil && c.Role == wire.Primary && !c.Created {
-		err = r.goOnAlone()
-	}
+	r.aloneSinceOpen.Store(c.Role == wire.Primary && !c.Created)
 	if err == nil {
 		err = r.startPeer()
 	}
@@ -245,18 +255,20 @@ func Open(c Config) (*Resource, error) {
 	return r, nil
 }
 
-// goOnAlone starts a Primary that opens as one as a link loss does: the
-// link of its last run is gone, and whatever it writes before the next
-// one the peer lacks. Its generation moves on (unless its bitmap already
-// counts from an older one, as linkLost decides), so that a peer promoted
-// meanwhile meets it as a split brain, not as a node behind it whose
-// writes a resync may overwrite. Before the link starts: no connection
-// may come first.
-func (r *Resource) goOnAlone() error {
+// goOnAlone is the first write apart of a Primary that opened without its
+// peer: as at a link loss, the link of its last run is gone and the peer
+// lacks what it writes now. Its generation moves on (unless its bitmap
+// already counts from an older one, as linkLost decides), so that a peer
+// promoted meanwhile meets it as a split brain, not as a node behind it
+// whose writes a resync may overwrite. One that writes nothing apart
+// keeps the generation: a peer that moved on is newer, not split from it.
+// r.order held.
+func (r *Resource) goOnAlone() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	_, err := r.stepLocked(LinkLost{NewID: randomID()})
-	return err
+	if r.aloneSinceOpen.Swap(false) && !r.coreState().Linked {
+		r.stepLocked(LinkLost{NewID: randomID()}) // a failed save is the health's fault, as at any link loss
+	}
 }
 
 // setResyncRate caps the resyncs started from now on at rate bytes per
@@ -351,6 +363,9 @@ func (r *Resource) submit(q *request, rec *journal.Record, fua, here bool) {
 	// A disk that is out (failed, being detached) is not marked: the
 	// write succeeds only through the peer (see replyOf).
 	out := r.health.out()
+	if l == nil && r.aloneSinceOpen.Load() {
+		r.goOnAlone()
+	}
 	if l == nil && !out && !plant.On(plant.SkipMarkWhenDown) {
 		r.oos.mark(rec.Offset, int64(rec.RawLen))
 	}
