@@ -250,6 +250,8 @@ func (r *runner) powerLossBoth(keep *rand.Rand) {
 	for _, n := range r.nodes {
 		r.awaitBitmap(n)
 	}
+	p := r.primary
+	pre, peer := r.nodes[p].res.Status(), r.nodes[1-p].res.Status()
 	roles := [2]wire.Role{r.kill(0), r.kill(1)}
 	for _, n := range r.nodes {
 		n.net.Down(n.name) // neither sends anything after the instant
@@ -259,13 +261,14 @@ func (r *runner) powerLossBoth(keep *rand.Rand) {
 	}
 	r.lostPower(0)
 	r.lostPower(1)
-	if p := r.primary; r.faulted[p] && !r.faulted[1-p] && roles[p] == wire.Primary {
-		// As after a crash of the Primary alone (see crash): its disk
-		// failed, and what it wrote through its peer since is on the peer
-		// only. The operator restarts the peer as Primary.
+	if pre.Role == "Primary" && pre.Disk == wire.Diskless.String() && peer.Gen.Current == pre.Gen.Current {
+		// The Primary's disk was out and its peer followed it into its
+		// generation: what it wrote since went through the peer, and its
+		// old disk lacks it. As an operator who saw that, restart the
+		// peer as Primary.
 		roles[p], roles[1-p] = wire.Secondary, wire.Primary
 		r.primary = 1 - p
-		r.note("%s's disk had failed: %s restarts as Primary", r.nodes[p].name, r.nodes[1-p].name)
+		r.note("%s was Diskless, %s followed it: %s restarts as Primary", r.nodes[p].name, r.nodes[1-p].name, r.nodes[1-p].name)
 	}
 	r.reopen(0, roles[0])
 	r.reopen(1, roles[1])
