@@ -16,8 +16,11 @@ import (
 // into a page of its own. With write-only set, the disk drops the clean
 // cached pages of a region before the first small write there; large writes
 // and reads, which make large folios again, have the region dropped anew
-// before the next small write. Large writes themselves keep the cache: they
-// fill whole folios, and allocating fresh ones would cost them more.
+// before the next small write. Large buffered writes themselves keep the
+// cache: they fill whole folios, and dropping them first would only make
+// them allocate fresh ones. Large aligned writes go around the cache
+// (direct.go) and leave nothing cached: a region they cover whole is marked
+// dropped.
 const (
 	cacheRegion = 2 << 20  // the largest folio the page cache makes (a PMD on x86-64)
 	smallWrite  = 64 << 10 // writes up to this size drop the region first
@@ -71,6 +74,20 @@ func (d *Disk) cached(off, n int64) {
 	for r := off / cacheRegion; r <= (off+n-1)/cacheRegion; r++ {
 		if w, bit := d.regionBit(r); w.Load()&bit != 0 {
 			w.And(^bit)
+		}
+	}
+}
+
+// uncached marks the regions that [off, off+n) covers whole as holding
+// no cached pages, after a direct write there: the kernel dropped the
+// range's pages, and a small write into such a region has nothing to drop.
+// A region the write covers in part keeps its mark: the rest of it may
+// hold what it held (a folio across the range's edge goes whole, one
+// beside it stays).
+func (d *Disk) uncached(off, n int64) {
+	for r := (off + cacheRegion - 1) / cacheRegion; (r+1)*cacheRegion <= off+n; r++ {
+		if w, bit := d.regionBit(r); w.Load()&bit == 0 {
+			w.Or(bit)
 		}
 	}
 }

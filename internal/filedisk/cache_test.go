@@ -76,8 +76,9 @@ func TestWriteOnlyDiskDropsARegionBeforeItsFirstSmallWrite(t *testing.T) {
 	if n := resident(t, path, 0); n != 2 {
 		t.Fatalf("region 0: %d pages cached after two small writes, want the 2 written", n)
 	}
-	// ... until a large write or a read there caches it anew.
-	if _, err := d.WriteAt(bytes.Repeat([]byte{2}, 1<<20), 0); err != nil {
+	// ... until a large buffered write (below directMin) or a read there
+	// caches it anew.
+	if _, err := d.WriteAt(bytes.Repeat([]byte{2}, 128<<10), 0); err != nil {
 		t.Fatal(err)
 	}
 	if d.CacheDrops() != 1 {

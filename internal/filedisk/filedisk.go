@@ -34,6 +34,11 @@ type Disk struct {
 	writeOnly atomic.Bool     // the node does not read the disk (see SetWriteOnly)
 	dropped   []atomic.Uint64 // a bit per cacheRegion: dropped since its last large write or read
 	drops     atomic.Uint64   // regions dropped before a small write
+
+	direct   *os.File      // the disk opened again with O_DIRECT (see direct.go); nil if refused
+	directFd int           // direct's descriptor
+	noDirect atomic.Bool   // a direct write was refused: pwrite from then on
+	directs  atomic.Uint64 // writes made direct
 }
 
 // Stat reports whether path exists and, if so, its size in bytes (the device
@@ -100,6 +105,7 @@ func Open(path string, size int64) (*Disk, error) {
 	if err == nil {
 		d.isBlock = fi.Mode()&os.ModeDevice != 0
 	}
+	d.openDirect(path)
 	return d, nil
 }
 
@@ -132,14 +138,21 @@ func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// WriteAt writes p at off with pwrite. Writing past the end is an error: the
-// disk never grows.
+// WriteAt writes p at off with pwrite, or, on a write-only disk, a large
+// aligned p with O_DIRECT (see direct.go). Writing past the end is an
+// error: the disk never grows.
 func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 	if err := d.check(off, int64(len(p))); err != nil {
 		return 0, err
 	}
-	d.beforeWrite(off, int64(len(p)))
 	n := 0
+	if d.canDirect(int64(len(p)), off) {
+		var err error
+		if n, err = d.writeDirect(p, off); err != nil || n == len(p) {
+			return n, err
+		}
+	}
+	d.beforeWrite(off+int64(n), int64(len(p)-n))
 	for n < len(p) {
 		m, err := unix.Pwrite(d.fd, p[n:], off+int64(n))
 		if err == unix.EINTR {
@@ -153,7 +166,15 @@ func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// Sync makes every completed write durable (fdatasync).
+// Sync makes every completed write durable (fdatasync), direct ones too:
+// fdatasync works on the inode, not on the descriptor. It writes back the
+// inode's dirty pages (one page cache serves both descriptors), commits
+// the metadata a direct write changed (ext4 notes the transaction in the
+// inode, e.g. for an unwritten extent converted at the write's end) and
+// flushes the device's cache, which holds the direct writes that
+// completed, as a block device's fdatasync does. A direct write's own
+// error is its write's; none is left for an fdatasync on the O_DIRECT
+// descriptor to report.
 func (d *Disk) Sync() error {
 	for {
 		err := unix.Fdatasync(d.fd)
@@ -169,7 +190,13 @@ func (d *Disk) Sync() error {
 }
 
 // Close closes the disk without syncing it.
-func (d *Disk) Close() error { return d.f.Close() }
+func (d *Disk) Close() error {
+	var err error
+	if d.direct != nil {
+		err = d.direct.Close()
+	}
+	return errors.Join(d.f.Close(), err)
+}
 
 func (d *Disk) check(off, length int64) error {
 	if off < 0 || length < 0 || off > d.size || length > d.size-off {
