@@ -3,10 +3,12 @@ package replication
 import "github.com/nbdmirror/nbdmirror/replication/wire"
 
 // writeOnlyDisk is a disk that can be told this node does not read it
-// (filedisk.Disk): it then keeps small writes out of large cached folios.
+// (filedisk.Disk): it then keeps small writes out of large cached folios
+// and makes large ones with O_DIRECT.
 type writeOnlyDisk interface {
 	SetWriteOnly(on bool)
 	CacheDrops() uint64
+	DirectWrites() uint64
 }
 
 // setDiskRole tells the disk whether this node reads it: a Primary serves
@@ -23,6 +25,15 @@ func (r *Resource) setDiskRole(role wire.Role) {
 func (r *Resource) cacheDrops() uint64 {
 	if d, ok := r.disk.(writeOnlyDisk); ok {
 		return d.CacheDrops()
+	}
+	return 0
+}
+
+// directWrites is how many writes the disk made with O_DIRECT (0 for a
+// disk that does not).
+func (r *Resource) directWrites() uint64 {
+	if d, ok := r.disk.(writeOnlyDisk); ok {
+		return d.DirectWrites()
 	}
 	return 0
 }

@@ -15,6 +15,7 @@ type roleDisk struct {
 
 func (d *roleDisk) SetWriteOnly(on bool) { d.writeOnly = append(d.writeOnly, on) }
 func (d *roleDisk) CacheDrops() uint64   { return 7 }
+func (d *roleDisk) DirectWrites() uint64 { return 5 }
 
 func TestSecondaryTellsItsDiskItIsNotRead(t *testing.T) {
 	d := &roleDisk{memDisk: memDisk{journal.NewMemDisk(testSize)}}
@@ -44,5 +45,8 @@ func TestSecondaryTellsItsDiskItIsNotRead(t *testing.T) {
 	check("demoted")
 	if got := r.Status().Stats.DiskCacheDrops; got != 7 {
 		t.Fatalf("status disk_cache_drops %d, want the disk's 7", got)
+	}
+	if got := r.Status().Stats.DiskDirectWrites; got != 5 {
+		t.Fatalf("status disk_direct_writes %d, want the disk's 5", got)
 	}
 }

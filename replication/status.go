@@ -69,6 +69,9 @@ type StatsStatus struct {
 	// Regions of the disk a Secondary dropped from the page cache before
 	// a small write (see filedisk.Disk.SetWriteOnly).
 	DiskCacheDrops uint64 `json:"disk_cache_drops"`
+	// Large writes a Secondary made to its disk with O_DIRECT (see
+	// filedisk.Disk.SetWriteOnly).
+	DiskDirectWrites uint64 `json:"disk_direct_writes"`
 	// Reads the peer served (Config.ReadBalancing).
 	ReadRemote uint64 `json:"read_remote"`
 }
@@ -88,7 +91,7 @@ func (r *Resource) Status() Status {
 	st.Stats = StatsStatus{Writes: r.writes.Load(), BytesWritten: r.bytesWritten.Load(),
 		ReplBytesRaw: r.replRaw.Load(), ReplBytesWire: r.replWire.Load(), ResyncBytesWire: r.resyncWire.Load(),
 		OutOfSyncBytes: uint64(r.oos.bytes()), ReplBytesRecv: r.replRecv.Load(),
-		DiskCacheDrops: r.cacheDrops(), ReadRemote: r.bal.remoteDone.Load()}
+		DiskCacheDrops: r.cacheDrops(), DiskDirectWrites: r.directWrites(), ReadRemote: r.bal.remoteDone.Load()}
 	if l := r.link; l != nil {
 		st.Peer.Connection, st.Peer.Role = "Connected", r.peer.Role.String()
 		st.Peer.Disk, st.Peer.Replication = r.peer.Disk.String(), "Established"

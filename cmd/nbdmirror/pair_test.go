@@ -185,13 +185,20 @@ func TestPairPollsForLoneWrites(t *testing.T) {
 
 // TestSecondaryKeepsSmallWritesOutOfItsCache checks that the Secondary, which
 // serves no reads, drops a region's cached pages before small writes there
-// (not before large ones), and that the Primary keeps its cache.
+// (not before large ones, which it makes with O_DIRECT), and that the
+// Primary keeps its cache.
 func TestSecondaryKeepsSmallWritesOutOfItsCache(t *testing.T) {
 	needTools(t, "fio")
 	a, b := connectedPair(t, "16M")
 	runFio(t, a.uri(), "--rw=write", "--bs=1M", "--iodepth=4", "--size=16M")
 	if d := b.status().Stats.DiskCacheDrops; d != 0 {
 		t.Fatalf("the Secondary dropped %d regions for 1 MiB writes", d)
+	}
+	if n := b.status().Stats.DiskDirectWrites; n == 0 {
+		t.Errorf("the Secondary made none of 16 writes of 1 MiB with O_DIRECT")
+	}
+	if n := a.status().Stats.DiskDirectWrites; n != 0 {
+		t.Errorf("the Primary made %d writes with O_DIRECT", n)
 	}
 	runFio(t, a.uri(), "--rw=randwrite", "--bs=4k", "--iodepth=4", "--size=16M", "--io_size=2M")
 	if d := b.status().Stats.DiskCacheDrops; d == 0 || d > 8 {
