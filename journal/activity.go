@@ -189,13 +189,24 @@ func (o *Options) extentsOf(r *Record, fn func(e int64)) {
 func (j *Journal) noteActivity(it *item) (hot bool) {
 	a := &j.act
 	hot = true
+	last := int64(-1)
 	j.opts.extentsOf(&it.rec, func(e int64) {
 		a.touched[e] = it.rec.Seq
 		if _, ok := a.hot[e]; !ok {
 			hot = false
 		}
+		last = e
 	})
-	if !hot && !a.want {
+	ask := !hot
+	if _, ok := a.hot[last+1]; hot && last >= 0 && !ok {
+		// At the end of a run of the set: a stream gets past it next, and
+		// each write there would wait for a journal sync, behind the
+		// disk's write-back. The extent ahead counts as touched, and
+		// lookAhead doubles the run before the stream gets there.
+		a.touched[last+1] = it.rec.Seq
+		ask = true
+	}
+	if ask && !a.want {
 		a.want = true
 		j.kickActivity()
 	}
