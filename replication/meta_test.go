@@ -109,7 +109,7 @@ func testCrashOfANodeAlone(t *testing.T, save bool) {
 	r = open(afterFS, afterDisk, wire.Primary)
 	defer r.Close()
 	// The power loss marks the 3 writes and, if its file was durable by
-	// then, the journal's activity set, whose one 4 MiB extent covers the
+	// then, the journal's activity set, whose first 4 MiB extent covers the
 	// whole disk here; marking it sets the tail floor (TailFrom).
 	active := 0
 	for _, e := range r.journal.RecoveredExtents() {
@@ -121,7 +121,7 @@ func testCrashOfANodeAlone(t *testing.T, save bool) {
 	if active > 0 {
 		want = testSize
 	}
-	if got := r.oos.bytes(); active > 1 || got != want {
+	if got := r.oos.bytes(); got != want { // the set may name extents ahead too, past the disk's end
 		t.Errorf("%d bytes marked after the crash, %d activity extents reported; want %d", got, active, want)
 	}
 	got := r.meta
