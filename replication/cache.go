@@ -3,10 +3,11 @@ package replication
 import "github.com/nbdmirror/nbdmirror/replication/wire"
 
 // writeOnlyDisk is a disk that can be told this node does not read it
-// (filedisk.Disk): it then keeps small writes out of large cached folios
-// and makes large ones with O_DIRECT.
+// (filedisk.Disk): it then keeps small writes out of large cached folios.
+// Told to write direct, it makes large writes with O_DIRECT.
 type writeOnlyDisk interface {
 	SetWriteOnly(on bool)
+	SetDirect(on bool)
 	CacheDrops() uint64
 	DirectWrites() uint64
 }
@@ -17,6 +18,16 @@ type writeOnlyDisk interface {
 func (r *Resource) setDiskRole(role wire.Role) {
 	if d, ok := r.disk.(writeOnlyDisk); ok {
 		d.SetWriteOnly(role == wire.Secondary)
+	}
+}
+
+// setDiskDirect tells the disk whether to make large writes direct: only
+// as a resync's target, where they win; a Secondary that mirrors a stream
+// keeps them buffered (see filedisk's direct.go for both measurements).
+// r.mu held; it only sets a flag.
+func (r *Resource) setDiskDirect(target bool) {
+	if d, ok := r.disk.(writeOnlyDisk); ok {
+		d.SetDirect(target)
 	}
 }
 

@@ -1,6 +1,8 @@
 package replication
 
 import (
+	"bytes"
+	"sync"
 	"testing"
 
 	"github.com/nbdmirror/nbdmirror/journal"
@@ -14,6 +16,7 @@ type roleDisk struct {
 }
 
 func (d *roleDisk) SetWriteOnly(on bool) { d.writeOnly = append(d.writeOnly, on) }
+func (d *roleDisk) SetDirect(bool)       {}
 func (d *roleDisk) CacheDrops() uint64   { return 7 }
 func (d *roleDisk) DirectWrites() uint64 { return 5 }
 
@@ -48,5 +51,65 @@ func TestSecondaryTellsItsDiskItIsNotRead(t *testing.T) {
 	}
 	if got := r.Status().Stats.DiskDirectWrites; got != 5 {
 		t.Fatalf("status disk_direct_writes %d, want the disk's 5", got)
+	}
+}
+
+// directDisk is a memDisk that records what it is told about writing
+// direct.
+type directDisk struct {
+	memDisk
+	mu     sync.Mutex
+	direct []bool
+}
+
+func (d *directDisk) SetWriteOnly(bool)    {}
+func (d *directDisk) CacheDrops() uint64   { return 0 }
+func (d *directDisk) DirectWrites() uint64 { return 0 }
+func (d *directDisk) SetDirect(on bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.direct = append(d.direct, on)
+}
+
+// last is what the disk was told last (false if nothing).
+func (d *directDisk) last() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.direct) > 0 && d.direct[len(d.direct)-1]
+}
+
+// TestOnlyAResyncTargetWritesDirect: a Secondary's disk is told to make
+// large writes direct while it is a resync's target, and buffered while it
+// mirrors the Primary's writes.
+func TestOnlyAResyncTargetWritesDirect(t *testing.T) {
+	d := &directDisk{memDisk: memDisk{journal.NewMemDisk(testSize)}}
+	p := openPairWith(t, testSize, func(pc, sc *Config) {
+		sc.Disk = d
+		pc.ResyncRate = 64 << 10 // slow: the target stays one for a while
+	}, nil)
+	p.waitInSync(t)
+	if d.last() {
+		t.Fatal("a Secondary in sync writes direct")
+	}
+	p.primary.Disconnect()
+	for i := range testSize >> 16 {
+		if _, err := p.primary.WriteAt(bytes.Repeat([]byte{byte(i + 1)}, 64<<10), int64(i)<<16); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.primary.Connect()
+	until(t, "the Secondary never became the resync's target", func() bool {
+		return p.secondary.Status().Peer.Replication == "SyncTarget"
+	})
+	if !d.last() {
+		t.Fatal("a resync's target does not write direct")
+	}
+	p.primary.setResyncRate(0)
+	p.waitInSync(t)
+	until(t, "the Secondary stayed the resync's target", func() bool {
+		return p.secondary.Status().Peer.Replication == "Established"
+	})
+	if d.last() {
+		t.Fatalf("the disk still writes direct after the resync (told %v)", d.direct)
 	}
 }

@@ -31,6 +31,7 @@ func (r *Resource) setCoreState(s State) {
 	r.connects = s.Connects
 	r.peer, r.resync.source, r.resync.target, r.resync.doneSent = s.Peer, s.Source, s.Target, s.DoneSent
 	r.oos.watch.Store(s.Linked && !s.Source && !s.Target && s.Role == wire.Primary)
+	r.setDiskDirect(s.Target)
 }
 
 // stepLocked feeds ev to the decision core, takes its new state and

@@ -69,8 +69,8 @@ type StatsStatus struct {
 	// Regions of the disk a Secondary dropped from the page cache before
 	// a small write (see filedisk.Disk.SetWriteOnly).
 	DiskCacheDrops uint64 `json:"disk_cache_drops"`
-	// Large writes a Secondary made to its disk with O_DIRECT (see
-	// filedisk.Disk.SetWriteOnly).
+	// Large writes a resync's target made to its disk with O_DIRECT (see
+	// filedisk.Disk.SetDirect).
 	DiskDirectWrites uint64 `json:"disk_direct_writes"`
 	// Reads the peer served (Config.ReadBalancing).
 	ReadRemote uint64 `json:"read_remote"`

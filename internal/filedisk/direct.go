@@ -10,10 +10,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Direct writes. A write-only disk (a Secondary's) has no reader for the
-// pages a large buffered write leaves in the page cache, and the write pays
-// for them: most of a 1 MiB pwrite's time goes to allocating folios and
-// copying into them. With write-only set, a write of directMin bytes or more
+// Direct writes. A resync target's disk has no reader for the pages a
+// large buffered write leaves in the page cache, and the write pays for
+// them: most of a 1 MiB pwrite's time goes to allocating folios and copying
+// into them. With SetDirect on, a write of directMin bytes or more
 // whose offset and length are multiples of directAlign goes through a second
 // descriptor opened with O_DIRECT, straight from an aligned buffer to the
 // device; everything else keeps pwrite on the first.
@@ -27,6 +27,13 @@ import (
 // of a possible corruption and reports EIO at the next fdatasync. Writes to
 // one range must not run concurrently (the journal applies records in one
 // goroutine).
+//
+// A Secondary that mirrors a Primary's stream keeps buffered writes: a
+// direct write waits for the device, and where the device is busy (with
+// the Primary's write-back, when both share it) the stream stalls behind
+// it. Side by side, a pair's 1 MiB stream (10 s, two runs each) ran at
+// 421-447 MiB/s with p99 47-59 ms buffered, against 328-383 MiB/s with p99
+// 210-255 ms direct; a bitmap resync of random data ran 1.52x faster direct.
 //
 // Where O_DIRECT is refused, at open or by a write (EINVAL: tmpfs before
 // Linux 6.6, some FUSE and network file systems, a device whose logical
@@ -78,13 +85,17 @@ func (d *Disk) openDirect(path string) {
 	d.direct, d.directFd = f, int(f.Fd())
 }
 
+// SetDirect says whether large aligned writes go direct (see above): on
+// for a disk whose writes nobody reads soon, a resync target's.
+func (d *Disk) SetDirect(on bool) { d.directOn.Store(on) }
+
 // DirectWrites is how many writes went through O_DIRECT.
 func (d *Disk) DirectWrites() uint64 { return d.directs.Load() }
 
 // canDirect reports whether a write of n bytes at off goes direct.
 func (d *Disk) canDirect(n, off int64) bool {
 	return d.direct != nil && n >= directMin && (off|n)%directAlign == 0 &&
-		d.writeOnly.Load() && !d.noDirect.Load()
+		d.directOn.Load() && !d.noDirect.Load()
 }
 
 // writeDirect writes p at off through the O_DIRECT descriptor, from p

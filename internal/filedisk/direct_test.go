@@ -15,8 +15,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// directDisk opens a fresh disk of four regions at path, write-only, and
-// skips the test if its file system refuses O_DIRECT.
+// directDisk opens a fresh disk of four regions at path, write-only and
+// direct, and skips the test if its file system refuses O_DIRECT.
 func directDisk(t *testing.T, path string) *Disk {
 	t.Helper()
 	d, err := Open(path, 4*cacheRegion)
@@ -28,6 +28,7 @@ func directDisk(t *testing.T, path string) *Disk {
 		t.Skipf("%s refuses O_DIRECT", filepath.Dir(path))
 	}
 	d.SetWriteOnly(true)
+	d.SetDirect(true)
 	return d
 }
 
@@ -120,6 +121,7 @@ func TestDirectWriteLeavesNothingCached(t *testing.T) {
 		t.Skip("the temp dir refuses O_DIRECT")
 	}
 	d.SetWriteOnly(true)
+	d.SetDirect(true)
 	p := pattern(7, 1<<20, 0)
 	write(t, d, p, 512<<10) // half of it in region 0, half in region 1
 	if n, err := Resident(path, 512<<10, 1<<20); err != nil || n != 0 {
@@ -219,7 +221,7 @@ func TestRandomMixOfWritesReadsBack(t *testing.T) {
 				t.Fatal(err)
 			}
 		case 1:
-			d.SetWriteOnly(!d.writeOnly.Load())
+			d.SetDirect(!d.directOn.Load())
 		}
 		lo := max(0, off-int64(rng.IntN(64<<10)))
 		hi := min(size, off+int64(n)+int64(rng.IntN(64<<10)))
@@ -238,13 +240,13 @@ func TestRandomMixOfWritesReadsBack(t *testing.T) {
 	}
 }
 
-func TestDiskThatIsReadWritesThroughTheCache(t *testing.T) {
+func TestDiskNotToldDirectWritesThroughTheCache(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "disk.img")
 	d := directDisk(t, path)
-	d.SetWriteOnly(false)
+	d.SetDirect(false)
 	write(t, d, pattern(3, 1<<20, 0), 0)
 	if d.DirectWrites() != 0 {
-		t.Fatalf("%d direct writes on a disk that is read", d.DirectWrites())
+		t.Fatalf("%d direct writes on a disk not told to", d.DirectWrites())
 	}
 	if n, _ := Resident(path, 0, 1<<20); n != (1<<20)/os.Getpagesize() {
 		t.Fatalf("%d pages of a 1 MiB write cached on a disk that is read", n)
@@ -259,7 +261,7 @@ func TestDiskRefusedODirectAtOpenWritesBuffered(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	d.SetWriteOnly(true)
+	d.SetDirect(true)
 	p := pattern(4, 1<<20, 0)
 	write(t, d, p, 0)
 	if d.DirectWrites() != 0 || !bytes.Equal(readBack(t, d, 0, len(p)), p) {

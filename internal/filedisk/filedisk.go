@@ -37,6 +37,7 @@ type Disk struct {
 
 	direct   *os.File      // the disk opened again with O_DIRECT (see direct.go); nil if refused
 	directFd int           // direct's descriptor
+	directOn atomic.Bool   // large aligned writes go direct (see SetDirect)
 	noDirect atomic.Bool   // a direct write was refused: pwrite from then on
 	directs  atomic.Uint64 // writes made direct
 }
