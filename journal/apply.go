@@ -89,11 +89,8 @@ func (j *Journal) applyBatch(a *applier, b *batch) {
 	switch {
 	case b.diskSync:
 		j.finishDiskSync(a, b, ckpt)
-	case ckpt != nil:
-		b.synced.Wait()
-		b.completeFUA()
-		j.startDiskSync(a, b.syncErr, ckpt)
-		b.recycle()
+	case ckpt != nil: // the disk syncer waits for b's journal sync, the applier goes on
+		j.startDiskSync(a, nil, ckpt, b)
 	case !b.needSync || b.finish():
 		b.completeFUA()
 		b.recycle()
@@ -116,7 +113,7 @@ func (j *Journal) finishDiskSync(a *applier, b *batch, ckpt func(uint64, error))
 	}
 	b.completeFUA()
 	if ckpt != nil {
-		j.startDiskSync(a, b.syncErr, ckpt)
+		j.startDiskSync(a, b.syncErr, ckpt, nil)
 	}
 	b.recycle()
 }

@@ -13,11 +13,28 @@ type diskSync struct {
 	seq      uint64
 	done     func(seq uint64, err error) // the checkpoint's callback
 	finished chan struct{}               // closed when the sync has returned
+	// marker, if set, is the checkpoint marker's batch, handed over by the
+	// applier before its journal sync is done: the disk syncer waits for
+	// that sync (which covers every record applied before it), completes
+	// the batch's FUA records and recycles it. The applier goes on
+	// applying meanwhile.
+	marker *batch
 }
 
 // diskSyncLoop is the disk syncer goroutine.
 func (j *Journal) diskSyncLoop() {
 	for req := range j.diskq {
+		if b := req.marker; b != nil {
+			b.synced.Wait()
+			b.completeFUA()
+			err := b.syncErr
+			b.recycle()
+			if err != nil {
+				close(req.finished)
+				req.done(0, err)
+				continue
+			}
+		}
 		j.st.diskSyncs.Add(1)
 		seq, err := req.seq, j.disk.Sync()
 		if err != nil {
@@ -34,14 +51,20 @@ func (j *Journal) diskSyncLoop() {
 }
 
 // startDiskSync hands a checkpoint's disk sync to the disk syncer: it covers
-// every record applied so far, all of them synced in the journal.
-func (j *Journal) startDiskSync(a *applier, syncErr error, done func(uint64, error)) {
+// every record applied so far, all of them synced in the journal once
+// marker's sync (if marker is set) or the one syncErr reports is done.
+func (j *Journal) startDiskSync(a *applier, syncErr error, done func(uint64, error), marker *batch) {
 	if a.syncing != nil { // one at a time
 		<-a.syncing
 		a.syncing = nil
 	}
 	switch {
 	case a.failed != nil:
+		if marker != nil {
+			marker.synced.Wait()
+			marker.completeFUA()
+			marker.recycle()
+		}
 		done(0, a.failed)
 		return
 	case syncErr != nil:
@@ -49,5 +72,5 @@ func (j *Journal) startDiskSync(a *applier, syncErr error, done func(uint64, err
 		return
 	}
 	a.syncing = make(chan struct{})
-	j.diskq <- diskSync{seq: j.appliedSeq.Load(), done: done, finished: a.syncing}
+	j.diskq <- diskSync{seq: j.appliedSeq.Load(), done: done, finished: a.syncing, marker: marker}
 }

@@ -59,13 +59,18 @@ type Journal struct {
 
 	ckptMu sync.Mutex // serialises checkpoints: superblock writes and segment removal
 
-	kick     chan struct{} // cap 1: the queue became non-empty
-	applyq   chan *batch   // writer to applier, in seq order
-	diskq    chan diskSync // applier to disk syncer
-	ckptKick chan struct{} // cap 1: the journal passed its high-water mark
-	stop     chan struct{} // closed by Close: the checkpoint loop and spare preparation stop
-	wg       sync.WaitGroup
-	presyncs sync.WaitGroup // early syncs of the active segment (presync)
+	kick   chan struct{} // cap 1: the queue became non-empty
+	applyq chan *batch   // writer to applier, in seq order
+	diskq  chan diskSync // applier to disk syncer
+	syncq  chan syncReq  // writer to syncer, in seq order (see handSync)
+	// pendingSyncs counts the syncs handed and not answered yet; syncerDone
+	// is closed when the syncer has stopped.
+	pendingSyncs sync.WaitGroup
+	syncerDone   chan struct{}
+	ckptKick     chan struct{} // cap 1: the journal passed its high-water mark
+	stop         chan struct{} // closed by Close: the checkpoint loop and spare preparation stop
+	wg           sync.WaitGroup
+	presyncs     sync.WaitGroup // early syncs of the active segment (presync)
 
 	lastSeq    atomic.Uint64 // last seq assigned
 	writtenSeq atomic.Uint64 // last seq written to a segment
@@ -127,11 +132,13 @@ func Open(fs FS, dir string, disk Disk, o Options) (*Journal, error) {
 	o = o.withDefaults()
 	j := &Journal{
 		fs: fs, dir: dir, disk: disk, opts: o, log: o.Logger,
-		kick:     make(chan struct{}, 1),
-		applyq:   make(chan *batch, 8),
-		diskq:    make(chan diskSync),
-		ckptKick: make(chan struct{}, 1),
-		stop:     make(chan struct{}),
+		kick:       make(chan struct{}, 1),
+		applyq:     make(chan *batch, 8),
+		diskq:      make(chan diskSync),
+		syncq:      make(chan syncReq, 64),
+		syncerDone: make(chan struct{}),
+		ckptKick:   make(chan struct{}, 1),
+		stop:       make(chan struct{}),
 	}
 	j.space = sync.NewCond(&j.mu)
 	j.boot = vfs.BootID(fs)
@@ -146,8 +153,9 @@ func Open(fs FS, dir string, disk Disk, o Options) (*Journal, error) {
 		j.wg.Add(1)
 		go func() { defer j.wg.Done(); j.prepareSpares(o.spares) }()
 	}
-	j.wg.Add(5)
+	j.wg.Add(6)
 	go func() { defer j.wg.Done(); j.diskSyncLoop() }()
+	go func() { defer j.wg.Done(); j.syncLoop() }()
 	go func() { defer j.wg.Done(); j.activityLoop() }()
 	go func() { defer j.wg.Done(); j.writeLoop() }()
 	go func() { defer j.wg.Done(); j.applyLoop() }()
@@ -428,6 +436,13 @@ func (j *Journal) failed() bool {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return j.failure != nil
+}
+
+// failErr is the journal's failure, nil if none.
+func (j *Journal) failErr() error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.failure
 }
 
 // Fail makes err the journal's failure for good: every queued and later

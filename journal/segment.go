@@ -107,6 +107,10 @@ func (j *Journal) rotate(seq uint64) error {
 	if err := j.trimRecycled(); err != nil {
 		return err
 	}
+	j.waitSyncs()   // the syncer is done with w.f
+	if j.failed() { // a handed sync failed: a second fdatasync proves nothing
+		return j.failErr()
+	}
 	if w.dirty {
 		j.st.syncs.Add(1)
 		if err := w.f.Sync(); err != nil {
@@ -115,7 +119,7 @@ func (j *Journal) rotate(seq uint64) error {
 			return err
 		}
 		w.dirty = false
-		j.durableSeq.Store(j.writtenSeq.Load())
+		storeMax(&j.durableSeq, j.writtenSeq.Load())
 	}
 	f, s, recycled, err := j.createSegment(seq)
 	if err != nil {
