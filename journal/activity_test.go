@@ -137,8 +137,10 @@ func TestShrinkSyncsTheJournalFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-written // at the end of the set's run: the extents ahead are published (noteActivity)
-	if a := readActivity(t, fs); !slices.Equal(a.extents, []int64{0, 1, 2, 3}) {
-		t.Fatalf("after a write at the end of the set's run, ACTIVITY names %v, want [0 1 2 3]", a.extents)
+	// Extents 0 and 1 and the look-ahead.
+	ahead := extentRange(0, 2+lookAheadMin)
+	if a := readActivity(t, fs); !slices.Equal(a.extents, ahead) {
+		t.Fatalf("after a write at the end of the set's run, ACTIVITY names %v, want %v", a.extents, ahead)
 	}
 	if j.durableSeq.Load() >= hot {
 		t.Fatalf("the write in the set is durable already (durable %d, seq %d): the test shows nothing", j.durableSeq.Load(), hot)
@@ -152,8 +154,8 @@ func TestShrinkSyncsTheJournalFirst(t *testing.T) {
 		j.publishActivity()
 	}
 	shrink()
-	if a := readActivity(t, fs); !slices.Equal(a.extents, []int64{0, 1, 2, 3}) {
-		t.Fatalf("after a shrink, ACTIVITY names %v, want [0 1 2 3]: they were touched since the last", a.extents)
+	if a := readActivity(t, fs); !slices.Equal(a.extents, ahead) {
+		t.Fatalf("after a shrink, ACTIVITY names %v, want %v: 0 and 1 were touched since the last", a.extents, ahead)
 	}
 	shrink()
 	<-written
@@ -186,7 +188,7 @@ func TestNextActivitySet(t *testing.T) {
 	}{
 		{"first set", nil, map[int64]uint64{7: 1}, 8, false, []int64{7}, false},
 		{"grows", set(7), map[int64]uint64{9: 2}, 8, false, []int64{7, 9}, false},
-		{"grows a run ahead", set(3, 4), map[int64]uint64{5: 4}, 8, false, []int64{3, 4, 5, 6, 7, 8}, false},
+		{"grows a run ahead, to the limit", set(3, 4), map[int64]uint64{5: 4}, 8, false, []int64{3, 4, 5, 6, 7, 8, 9, 10}, false},
 		{"shrinks to the touched", set(7, 9), map[int64]uint64{9: 2}, 8, true, []int64{9}, true},
 		{"shrinks to nothing", set(7), nil, 8, true, nil, true},
 		{"nothing to shrink", nil, nil, 8, true, nil, false},
@@ -382,6 +384,15 @@ func TestOpenReportsAnActivitySetOfAnotherBoot(t *testing.T) {
 
 // lookAhead extends each run of two or more extents by its own length,
 // up to the most extents a set holds.
+// extentRange is the extents [from, to).
+func extentRange(from, to int64) []int64 {
+	var s []int64
+	for e := from; e < to; e++ {
+		s = append(s, e)
+	}
+	return s
+}
+
 func TestLookAhead(t *testing.T) {
 	for _, tc := range []struct {
 		in   []int64
@@ -390,8 +401,9 @@ func TestLookAhead(t *testing.T) {
 	}{
 		{in: []int64{5}, max: 100, want: []int64{5}},
 		{in: []int64{1, 3, 5}, max: 100, want: []int64{1, 3, 5}},
-		{in: []int64{0, 1, 2}, max: 100, want: []int64{0, 1, 2, 3, 4, 5}},
-		{in: []int64{0, 1, 4, 5, 6}, max: 100, want: []int64{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}},
+		{in: []int64{0, 1, 2}, max: 100, want: extentRange(0, 3+lookAheadMin)},
+		{in: []int64{0, 1, 10, 11, 12}, max: 200, want: extentRange(0, 13+lookAheadMin)},
+		{in: extentRange(0, 2*lookAheadMin), max: 1000, want: extentRange(0, 4*lookAheadMin)},
 		{in: []int64{0, 1, 2}, max: 4, want: []int64{0, 1, 2, 3}},
 		{in: []int64{0, 1, 2}, max: 2, want: []int64{0, 1, 2}},
 	} {
