@@ -107,9 +107,11 @@ func (j *Journal) rotate(seq uint64) error {
 	if err := j.trimRecycled(); err != nil {
 		return err
 	}
-	j.waitSyncs()   // the syncer is done with w.f
-	if j.failed() { // a handed sync failed: a second fdatasync proves nothing
-		return j.failErr()
+	// The syncer is done with w.f. If a sync it made failed, a second
+	// fdatasync would prove nothing.
+	j.waitSyncs()
+	if err := j.failErr(); err != nil {
+		return err
 	}
 	if w.dirty {
 		j.st.syncs.Add(1)
