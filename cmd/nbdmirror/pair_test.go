@@ -185,8 +185,8 @@ func TestPairPollsForLoneWrites(t *testing.T) {
 
 // TestSecondaryKeepsSmallWritesOutOfItsCache checks that the Secondary, which
 // serves no reads, drops a region's cached pages before small writes there
-// (not before large ones, which it makes with O_DIRECT), and that the
-// Primary keeps its cache.
+// (not before large ones), that it makes large writes with O_DIRECT only as
+// a resync's target, and that the Primary keeps its cache.
 func TestSecondaryKeepsSmallWritesOutOfItsCache(t *testing.T) {
 	needTools(t, "fio")
 	a, b := connectedPair(t, "16M")
@@ -194,8 +194,15 @@ func TestSecondaryKeepsSmallWritesOutOfItsCache(t *testing.T) {
 	if d := b.status().Stats.DiskCacheDrops; d != 0 {
 		t.Fatalf("the Secondary dropped %d regions for 1 MiB writes", d)
 	}
+	if n := b.status().Stats.DiskDirectWrites; n != 0 {
+		t.Errorf("the Secondary made %d of the Primary's 1 MiB writes with O_DIRECT, want none", n)
+	}
+	ctl(t, b, "disconnect")
+	runFio(t, a.uri(), "--rw=write", "--bs=1M", "--iodepth=4", "--size=16M")
+	ctl(t, b, "connect")
+	a.waitFor("in sync", 30*time.Second, func(st Status) bool { return established(st) && st.Stats.OutOfSyncBytes == 0 })
 	if n := b.status().Stats.DiskDirectWrites; n == 0 {
-		t.Errorf("the Secondary made none of 16 writes of 1 MiB with O_DIRECT")
+		t.Errorf("the Secondary, the resync's target, made none of 16 writes of 1 MiB with O_DIRECT")
 	}
 	if n := a.status().Stats.DiskDirectWrites; n != 0 {
 		t.Errorf("the Primary made %d writes with O_DIRECT", n)
