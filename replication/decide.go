@@ -28,7 +28,9 @@ func (o Outcome) String() string {
 // resynced, before the disk failed; a resync that ends clears them), and
 // the peer's data is of its lineage (its generation is the Primary's
 // current, bitmap or history one: generations moved on without a write
-// leave no mark). Any other peer lacks writes that only the detached disk
+// leave no mark), and its disk is UpToDate (a resync's target, Inconsistent
+// or Consistent, lacks what the resync had not brought yet, although the
+// source cleared those marks as it sent them). Any other peer lacks writes that only the detached disk
 // holds, or is another device's: the Primary would serve stale data,
 // write over what the disk holds there, and a disk attached later would be
 // filled from it. StalePeer: refused, until the Primary is restarted on
@@ -42,7 +44,7 @@ func disklessOutcome(local, remote wire.Hello) Decision {
 		return Decision{Outcome: InSync}
 	}
 	lineage := peer.Gen.Current == p.Gen.Current || inHistory(p.Gen, peer.Gen.Current)
-	if !lineage || p.Flags&wire.HasOutOfSync != 0 {
+	if !lineage || p.Flags&wire.HasOutOfSync != 0 || peer.Disk != wire.UpToDate {
 		return Decision{Outcome: StalePeer}
 	}
 	return Decision{Outcome: InSync}

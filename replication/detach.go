@@ -60,15 +60,18 @@ func (MarkAll) action()          {}
 // which its old disk does not hold. It keeps its link, through which it now
 // does all its I/O, and tells its peer, which moves with it and marks
 // everything out of sync, so that the old disk, met again (a restart on
-// it), is known to be behind; unless it marks regions out of sync: its
-// peer lacks writes that only the old disk holds, and the next handshake
-// refuses it (disklessOutcome), so it drops the link.
+// it), is known to be behind; unless it marks regions out of sync, or its
+// peer is its resync's target: the peer lacks writes that only the old
+// disk holds (a resync clears a region's mark as it sends it, before the
+// target has it), and the next handshake refuses it (disklessOutcome), so
+// it drops the link.
 func diskFailed(s State, e DiskFailed) (State, []Action) {
 	s.Disk = wire.Diskless
+	source := s.Source
 	s.Source, s.Target = false, false
 	if s.Role == wire.Primary {
 		s.Gen = newGeneration(s.Gen, e.NewID)
-		if e.Marks {
+		if e.Marks || source {
 			return s, []Action{CloseLink{}, Wake{}}
 		}
 		return s, []Action{AnnounceDiskless{}}
