@@ -257,7 +257,7 @@ func (j *Journal) writeBatch(b *batch) {
 	}
 	if toApplier {
 		j.applying.Add(1)
-		j.applyq <- b // from here the applier owns b, except what syncBatch touches
+		j.applyq <- b // from here the applier owns b, except what its sync (syncBatch, syncLoop) touches
 	}
 	switch {
 	case needSync && b.waited:
@@ -411,9 +411,8 @@ func (j *Journal) undoWrite(b *batch, err error) error {
 // durable by it. Once a sync failed, every later request gets that
 // failure without syncing: a later fdatasync may succeed on a file whose
 // writes were lost. A batch a client waits for (a FUA record, a FLUSH) is
-// synced by the writer itself (syncBatch), as the client would wait for
-// the hand-off too: side by side, handing them over cost 4k QD1 + FLUSH
-// 0.94x.
+// synced by the writer itself (syncBatch): its client waits for the sync
+// either way, and a hand-off would add two goroutine switches to it.
 
 // syncReq asks the syncer to sync the segment f for b.
 type syncReq struct {
