@@ -202,7 +202,7 @@ func (j *Journal) noteActivity(it *item) (hot bool) {
 		// At the end of a run of the set: a stream gets past it next, and
 		// each write there would wait for a journal sync, behind the
 		// disk's write-back. The extent ahead counts as touched, and
-		// lookAhead doubles the run before the stream gets there.
+		// lookAhead extends the run before the stream gets there.
 		a.touched[last+1] = it.rec.Seq
 		ask = true
 	}
@@ -345,12 +345,11 @@ func lookAhead(set map[int64]struct{}, limit int) {
 		for i+n < len(sorted) && sorted[i+n] == sorted[i]+int64(n) {
 			n++
 		}
-		ahead := int64(n)
 		if n >= 2 {
-			ahead = int64(max(n, lookAheadMin))
-		}
-		for e := sorted[i] + int64(n); n >= 2 && e < sorted[i]+int64(n)+ahead && len(set) < limit; e++ {
-			set[e] = struct{}{}
+			end := sorted[i] + int64(n+max(n, lookAheadMin))
+			for e := sorted[i] + int64(n); e < end && len(set) < limit; e++ {
+				set[e] = struct{}{}
+			}
 		}
 		i += n
 	}

@@ -25,11 +25,7 @@ type diskSync struct {
 func (j *Journal) diskSyncLoop() {
 	for req := range j.diskq {
 		if b := req.marker; b != nil {
-			b.synced.Wait()
-			b.completeFUA()
-			err := b.syncErr
-			b.recycle()
-			if err != nil {
+			if err := b.settleMarker(); err != nil {
 				close(req.finished)
 				req.done(0, err)
 				continue
@@ -61,9 +57,7 @@ func (j *Journal) startDiskSync(a *applier, syncErr error, done func(uint64, err
 	switch {
 	case a.failed != nil:
 		if marker != nil {
-			marker.synced.Wait()
-			marker.completeFUA()
-			marker.recycle()
+			marker.settleMarker()
 		}
 		done(0, a.failed)
 		return
@@ -73,4 +67,15 @@ func (j *Journal) startDiskSync(a *applier, syncErr error, done func(uint64, err
 	}
 	a.syncing = make(chan struct{})
 	j.diskq <- diskSync{seq: j.appliedSeq.Load(), done: done, finished: a.syncing, marker: marker}
+}
+
+// settleMarker waits for the journal sync of b, a checkpoint marker's
+// batch, completes its FUA records, recycles it and returns the sync's
+// error.
+func (b *batch) settleMarker() error {
+	b.synced.Wait()
+	b.completeFUA()
+	err := b.syncErr
+	b.recycle()
+	return err
 }
