@@ -9,16 +9,37 @@ import (
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
-// roleDisk is a memDisk that records what it is told about being read.
+// roleDisk is a memDisk that records what it is told about being read
+// and about writing direct.
 type roleDisk struct {
 	memDisk
+	mu        sync.Mutex
 	writeOnly []bool
+	direct    []bool
 }
 
-func (d *roleDisk) SetWriteOnly(on bool) { d.writeOnly = append(d.writeOnly, on) }
-func (d *roleDisk) SetDirect(bool)       {}
+func (d *roleDisk) SetWriteOnly(on bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.writeOnly = append(d.writeOnly, on)
+}
+
+func (d *roleDisk) SetDirect(on bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.direct = append(d.direct, on)
+}
+
 func (d *roleDisk) CacheDrops() uint64   { return 7 }
 func (d *roleDisk) DirectWrites() uint64 { return 5 }
+
+// lastDirect is what the disk was told last about writing direct (false
+// if nothing).
+func (d *roleDisk) lastDirect() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.direct) > 0 && d.direct[len(d.direct)-1]
+}
 
 func TestSecondaryTellsItsDiskItIsNotRead(t *testing.T) {
 	d := &roleDisk{memDisk: memDisk{journal.NewMemDisk(testSize)}}
@@ -54,41 +75,17 @@ func TestSecondaryTellsItsDiskItIsNotRead(t *testing.T) {
 	}
 }
 
-// directDisk is a memDisk that records what it is told about writing
-// direct.
-type directDisk struct {
-	memDisk
-	mu     sync.Mutex
-	direct []bool
-}
-
-func (d *directDisk) SetWriteOnly(bool)    {}
-func (d *directDisk) CacheDrops() uint64   { return 0 }
-func (d *directDisk) DirectWrites() uint64 { return 0 }
-func (d *directDisk) SetDirect(on bool) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.direct = append(d.direct, on)
-}
-
-// last is what the disk was told last (false if nothing).
-func (d *directDisk) last() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return len(d.direct) > 0 && d.direct[len(d.direct)-1]
-}
-
 // TestOnlyAResyncTargetWritesDirect: a Secondary's disk is told to make
 // large writes direct while it is a resync's target, and buffered while it
 // mirrors the Primary's writes.
 func TestOnlyAResyncTargetWritesDirect(t *testing.T) {
-	d := &directDisk{memDisk: memDisk{journal.NewMemDisk(testSize)}}
+	d := &roleDisk{memDisk: memDisk{journal.NewMemDisk(testSize)}}
 	p := openPairWith(t, testSize, func(pc, sc *Config) {
 		sc.Disk = d
 		pc.ResyncRate = 64 << 10 // slow: the target stays one for a while
 	}, nil)
 	p.waitInSync(t)
-	if d.last() {
+	if d.lastDirect() {
 		t.Fatal("a Secondary in sync writes direct")
 	}
 	p.primary.Disconnect()
@@ -101,7 +98,7 @@ func TestOnlyAResyncTargetWritesDirect(t *testing.T) {
 	until(t, "the Secondary never became the resync's target", func() bool {
 		return p.secondary.Status().Peer.Replication == "SyncTarget"
 	})
-	if !d.last() {
+	if !d.lastDirect() {
 		t.Fatal("a resync's target does not write direct")
 	}
 	p.primary.setResyncRate(0)
@@ -109,7 +106,7 @@ func TestOnlyAResyncTargetWritesDirect(t *testing.T) {
 	until(t, "the Secondary stayed the resync's target", func() bool {
 		return p.secondary.Status().Peer.Replication == "Established"
 	})
-	if d.last() {
+	if d.lastDirect() {
 		t.Fatalf("the disk still writes direct after the resync (told %v)", d.direct)
 	}
 }

@@ -30,11 +30,11 @@ func (o Outcome) String() string {
 // current, bitmap or history one: generations moved on without a write
 // leave no mark), and its disk is UpToDate (a resync's target, Inconsistent
 // or Consistent, lacks what the resync had not brought yet, although the
-// source cleared those marks as it sent them). Any other peer lacks writes that only the detached disk
-// holds, or is another device's: the Primary would serve stale data,
-// write over what the disk holds there, and a disk attached later would be
-// filled from it. StalePeer: refused, until the Primary is restarted on
-// its disk.
+// source cleared those marks as it sent them). Any other peer lacks
+// writes that only the detached disk holds, or is another device's: the
+// Primary would serve stale data, write over what the disk holds there,
+// and a disk attached later would be filled from it. StalePeer: refused,
+// until the Primary is restarted on its disk.
 func disklessOutcome(local, remote wire.Hello) Decision {
 	p, peer := local, remote
 	if remote.Disk == wire.Diskless {
