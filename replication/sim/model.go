@@ -170,24 +170,26 @@ func (m *model) each(f func(*mwrite)) {
 	}
 }
 
-// allowed reports whether block b may hold stamp id: some write of that
-// stamp to b has not been superseded by a write acknowledged (and still
-// counting) that was issued after it ended.
-func (m *model) allowed(b int, id uint64) bool {
+// allowed reports whether block b, read from tick at on, may hold stamp
+// id: some write of that stamp to b has not been superseded by a write
+// acknowledged before at (and still counting) that was issued after it
+// ended. A write acknowledged only once the read began may be missing
+// from it: it was in flight when the read was made.
+func (m *model) allowed(b int, id, at uint64) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return allowedIn(m.blocks[b], id)
+	return allowedIn(m.blocks[b], id, at)
 }
 
 // allowedIn is allowed over one block's writes.
-func allowedIn(ws []*mwrite, id uint64) bool {
+func allowedIn(ws []*mwrite, id, at uint64) bool {
 	for _, w := range ws {
 		if w.id != id {
 			continue
 		}
 		superseded := false
 		for _, o := range ws {
-			if o.acked && !o.weak && !o.void && w.end != 0 && o.issued > w.end {
+			if o.acked && o.end < at && !o.weak && !o.void && w.end != 0 && o.issued > w.end {
 				superseded = true
 				break
 			}
@@ -210,17 +212,17 @@ func (m *model) expected(b int) string {
 	return s
 }
 
-// check compares an image with the model: every block must hold a stamp
-// the model allows, and be whole.
-func (m *model) check(img []byte) error {
+// check compares an image, read from tick at on, with the model: every
+// block must hold a stamp the model allows, and be whole.
+func (m *model) check(img []byte, at uint64) error {
 	for b := range m.blocks {
 		blk := img[b*BlockSize : (b+1)*BlockSize]
 		id, ok := readStamp(blk, b)
 		if !ok {
 			return fmt.Errorf("block %d is torn or foreign (starts %x)", b, blk[:16])
 		}
-		if !m.allowed(b, id) {
-			return fmt.Errorf("block %d holds write %d; allowed:%s", b, id, m.expected(b))
+		if !m.allowed(b, id, at) {
+			return fmt.Errorf("block %d, read from t%d, holds write %d; allowed:%s", b, at, id, m.expected(b))
 		}
 	}
 	return nil

@@ -5,6 +5,22 @@ import (
 	"testing"
 )
 
+// TestModelReadBeforeTheAck: a read that began before a write's ack may
+// miss it; one that began after may not.
+func TestModelReadBeforeTheAck(t *testing.T) {
+	m := newModel(1)
+	w := m.issue(0, 0, 1, false, false)
+	before := m.now()
+	m.complete(w, true)
+	after := m.now()
+	if !m.allowed(0, 0, before) {
+		t.Errorf("a read from t%d may hold the zeros:%s", before, m.expected(0))
+	}
+	if m.allowed(0, 0, after) {
+		t.Errorf("a read from t%d may not hold the zeros:%s", after, m.expected(0))
+	}
+}
+
 // TestModelAllowed: which stamps a block may hold after writes end in
 // different orders.
 func TestModelAllowed(t *testing.T) {
@@ -84,13 +100,14 @@ func TestModelAllowed(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			m := newModel(1)
 			allowed, refused := c.build(m)
+			at := m.now()
 			for _, id := range allowed {
-				if !m.allowed(0, id) {
+				if !m.allowed(0, id, at) {
 					t.Errorf("stamp %d refused:%s", id, m.expected(0))
 				}
 			}
 			for _, id := range refused {
-				if m.allowed(0, id) {
+				if m.allowed(0, id, at) {
 					t.Errorf("stamp %d allowed:%s", id, m.expected(0))
 				}
 			}

@@ -199,11 +199,12 @@ func (r *runner) flush() {
 func (r *runner) checkPrimary(why string) {
 	n := r.nodes[r.primary]
 	img := make([]byte, len(n.disk.Bytes()))
+	at := r.m.now()
 	if _, err := n.res.ReadAt(img, 0); err != nil {
 		r.note("%s: reading %s: %v", why, n.name, err)
 		return
 	}
-	if err := r.m.check(img); err != nil {
+	if err := r.m.check(img, at); err != nil {
 		r.violate(InvAcked, "%s: on %s: %v", why, n.name, err)
 	}
 }
