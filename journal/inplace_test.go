@@ -207,7 +207,9 @@ func TestInPlaceFlushSyncsDisk(t *testing.T) {
 	if n := disk.syncCount(); n != 1 {
 		t.Fatalf("a FLUSH after journaled writes only synced the disk (%d syncs, want 1)", n)
 	}
-	if _, err := j.write(c.WriteLent(0, data), true); err != nil {
+	// Away from the journaled write, which the synced disk may lack: a
+	// write in place over it would be journaled (unsynced.go).
+	if _, err := j.write(c.WriteLent(1<<20, data), true); err != nil {
 		t.Fatal(err)
 	}
 	if n := disk.syncCount(); n != 2 {
@@ -321,5 +323,119 @@ func TestExtentSumOfEveryPayloadForm(t *testing.T) {
 		if got := disk.Bytes()[i<<20 : i<<20+len(c.data)]; !bytes.Equal(got, c.data) {
 			t.Errorf("%s: not on the disk", c.name)
 		}
+	}
+}
+
+// heldDisk is a MemDisk whose writes wait until release is closed: a
+// record's apply that has not run yet when the process dies.
+type heldDisk struct {
+	*MemDisk
+	release chan struct{}
+}
+
+func (d *heldDisk) WriteAt(p []byte, off int64) (int, error) {
+	<-d.release
+	return d.MemDisk.WriteAt(p, off)
+}
+
+// TestInPlaceOverAnUnappliedRecord: a journaled write is in the segment
+// (a Secondary acknowledges it then) but not applied yet, and a write in
+// place over it is appended; the process dies before either reaches the
+// disk. Recovery must not lose the journaled write to an extent whose
+// data never landed.
+func TestInPlaceOverAnUnappliedRecord(t *testing.T) {
+	fs, mem := vfs.NewMem(), NewMemDisk(inPlaceDiskSize)
+	disk := &heldDisk{MemDisk: mem, release: make(chan struct{})}
+	j, err := Open(fs, "/meta/journal", disk, Options{CheckpointInterval: -1, Logger: quiet, DataMax: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rnd := rand.New(rand.NewPCG(9, 10))
+	small, big := randomBytes(rnd, 8<<10), randomBytes(rnd, 128<<10)
+	c := NewCompressor(CodecNone)
+	applied := make(chan error, 2)
+	done := func(_ uint64, err error) { applied <- err }
+	j.AppendLater(c.Write(64<<10, small), false, nil, done)
+	j.WriteQueued(false)
+	seq := j.AppendLater(c.WriteLent(0, big), false, nil, done)
+	j.WriteQueued(false)
+	if err := j.AwaitWritten(seq, nil); err != nil {
+		t.Fatal(err)
+	}
+	fs2, disk2 := fs.Clone(), mem.Clone() // the process dies; the OS keeps what it was given
+	close(disk.release)
+	for range 2 {
+		if err := <-applied; err != nil {
+			t.Fatal(err)
+		}
+	}
+	j.Close()
+	j2 := openInPlace(t, fs2, disk2, Options{})
+	defer j2.Close()
+	got := disk2.Bytes()[64<<10 : 72<<10]
+	if !bytes.Equal(got, small) && !bytes.Equal(got, big[64<<10:72<<10]) {
+		t.Fatalf("the journaled write was lost behind a write in place that never landed (holds %x...)", got[:8])
+	}
+}
+
+// TestInPlaceOverAFlushedRecord: a journaled write made durable by a
+// FLUSH (its journal synced, the disk not), then a write in place over it
+// whose extent frame a later FUA write makes durable; the power fails
+// before the disk is synced. The flushed write must survive.
+func TestInPlaceOverAFlushedRecord(t *testing.T) {
+	fs, disk := vfs.NewMem(), NewMemDisk(inPlaceDiskSize)
+	j := openInPlace(t, fs, disk, Options{})
+	rnd := rand.New(rand.NewPCG(11, 12))
+	small, big := randomBytes(rnd, 8<<10), randomBytes(rnd, 128<<10)
+	c := NewCompressor(CodecNone)
+	if _, err := j.write(c.Write(64<<10, small), false); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.SyncWait(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.write(c.WriteLent(0, big), false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.write(c.Write(1<<20, make([]byte, 4096)), true); err != nil {
+		t.Fatal(err)
+	}
+	fs2, disk2 := crashBoth(j, fs, disk)
+	j2 := openInPlace(t, fs2, disk2, Options{})
+	defer j2.Close()
+	got := disk2.Bytes()[64<<10 : 72<<10]
+	if !bytes.Equal(got, small) && !bytes.Equal(got, big[64<<10:72<<10]) {
+		t.Fatalf("a flushed write was lost behind a write in place that the power loss took (holds %x...)", got[:8])
+	}
+}
+
+// TestUnsynced: which large writes overlap a record the synced disk may
+// lack, by 64 KiB chunk, and wide records kept as spans; a disk sync past
+// a record's seq drops it.
+func TestUnsynced(t *testing.T) {
+	var u unsynced
+	u.note(70<<10, 4<<10, 5) // chunk 1
+	u.note(10<<20, 8<<20, 7) // wide: [10 MiB, 18 MiB)
+	u.note(100<<10, 0, 9)    // no bytes: nothing
+	for _, c := range []struct {
+		off, n  int64
+		covered uint64
+		want    bool
+	}{
+		{0, 64 << 10, 0, false},       // chunk 0
+		{0, 128 << 10, 0, true},       // chunks 0-1
+		{64 << 10, 1 << 20, 5, false}, // synced past seq 5
+		{17 << 20, 2 << 20, 6, true},  // the wide trim
+		{18 << 20, 1 << 20, 0, false}, // just after it
+		{9 << 20, 1<<20 + 1, 6, true}, // one byte into it, by chunk
+		{17 << 20, 2 << 20, 7, false},
+	} {
+		if got := u.overlaps(c.off, c.n, c.covered); got != c.want {
+			t.Errorf("overlaps(%d, %d, covered %d) = %v, want %v", c.off, c.n, c.covered, got, c.want)
+		}
+	}
+	u.prune(7)
+	if len(u.chunks) != 0 || len(u.wide) != 0 {
+		t.Fatalf("after a sync past every seq: %d chunks, %d spans left", len(u.chunks), len(u.wide))
 	}
 }

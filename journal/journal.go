@@ -84,6 +84,7 @@ type Journal struct {
 	deferredBatches atomic.Int32  // batches whose written callbacks the applier has still to run
 	diskCovered     atomic.Uint64 // records up to it were applied before a disk sync that succeeded
 	ckptHold        atomic.Uint64 // if not 0, checkpoints stay below it (Options.MarkExtents)
+	unsynced        unsynced      // journaled records the synced disk may lack (unsynced.go); guarded by mu
 	recovered       []Extent      // torn extents recovery found; set before the goroutines start
 
 	act  activity // the activity set (see activity.go); guarded by mu
@@ -188,6 +189,7 @@ func (j *Journal) AppendLater(r Record, fua bool, written func(), done func(seq 
 
 func (j *Journal) append(r Record, fua bool, written func(), done func(seq uint64, err error), wake bool) uint64 {
 	it := item{fua: fua, done: done, written: written}
+	lent := r.raw
 	if j.opts.inPlace(r.Kind, r.RawLen) {
 		if err := it.prepareInPlace(&r); err != nil {
 			done(r.Seq, err)
@@ -196,17 +198,15 @@ func (j *Journal) append(r Record, fua bool, written func(), done func(seq uint6
 	} else {
 		r.payloadSum() // in the caller's goroutine
 	}
-	n := int64(r.encodedLen())
-	if it.inPlace {
-		n = headerSize + extentPayload
-	}
 	j.mu.Lock()
+	n := j.frameLocked(&it, &r, lent)
 	if j.full(n) {
 		j.st.stalls.Add(1)
 		t := j.clock()
 		for j.full(n) {
 			j.kickCheckpoint()
 			j.space.Wait()
+			n = j.frameLocked(&it, &r, lent) // records appended meanwhile count
 		}
 		j.observe(StageStall, t)
 	}
@@ -224,6 +224,8 @@ func (j *Journal) append(r Record, fua bool, written func(), done func(seq uint6
 	it.rec = r
 	if it.inPlace {
 		j.extentSeq.Store(seq)
+	} else if r.Kind != KindExtent {
+		j.unsynced.note(r.Offset, int64(r.RawLen), seq)
 	}
 	j.enqueueLocked(it, wake)
 	j.mu.Unlock()
@@ -236,6 +238,23 @@ func (j *Journal) append(r Record, fua bool, written func(), done func(seq uint6
 		j.st.bytesStored.Add(uint64(len(r.Payload)))
 	}
 	return seq
+}
+
+// frameLocked is the size of r's frame in the segment. A write to be made
+// in place that overlaps a record the synced disk may lack is journaled
+// instead (see unsynced.go): its buffer goes back and lent, the raw data
+// its caller lent, is its own again. Requires mu.
+func (j *Journal) frameLocked(it *item, r *Record, lent []byte) int64 {
+	if it.inPlace && j.unsynced.overlaps(r.Offset, int64(r.RawLen), j.diskCovered.Load()) {
+		it.release()
+		it.inPlace, r.raw = false, lent
+		r.payloadSum()
+		j.st.overlapJournaled.Add(1)
+	}
+	if it.inPlace {
+		return headerSize + extentPayload
+	}
+	return int64(r.encodedLen())
 }
 
 // seqFor gives r its seq: the next one, or its own if it has one above
