@@ -74,6 +74,10 @@ type StatsStatus struct {
 	DiskDirectWrites uint64 `json:"disk_direct_writes"`
 	// Reads the peer served (Config.ReadBalancing).
 	ReadRemote uint64 `json:"read_remote"`
+	// Writes of --journal-data-max or more journaled whole, not made in
+	// place: they overlapped a journaled write the synced disk may lack
+	// (see the journal's unsynced.go).
+	LargeWritesJournaled uint64 `json:"large_writes_journaled"`
 }
 
 // Status reports the node's state.
@@ -92,6 +96,9 @@ func (r *Resource) Status() Status {
 		ReplBytesRaw: r.replRaw.Load(), ReplBytesWire: r.replWire.Load(), ResyncBytesWire: r.resyncWire.Load(),
 		OutOfSyncBytes: uint64(r.oos.bytes()), ReplBytesRecv: r.replRecv.Load(),
 		DiskCacheDrops: r.cacheDrops(), DiskDirectWrites: r.directWrites(), ReadRemote: r.bal.remoteDone.Load()}
+	if !r.health.out() { // an attach replaces the journal while the disk is out
+		st.Stats.LargeWritesJournaled = r.journal.OverlapJournaled()
+	}
 	if l := r.link; l != nil {
 		st.Peer.Connection, st.Peer.Role = "Connected", r.peer.Role.String()
 		st.Peer.Disk, st.Peer.Replication = r.peer.Disk.String(), "Established"

@@ -22,12 +22,13 @@ func TestTailTargetConsistentOnlyWithoutWritesInPlace(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		apart  [][]byte // written while apart, one after the other
+		gap    int64    // between their offsets
 		during []byte   // written once the target is Consistent, if set
 		want   string   // the target's disk state during the tail
 	}{
-		{"journaled writes only", smalls, nil, "Consistent"},
-		{"a write in place apart", [][]byte{small, big, small}, nil, "Inconsistent"},
-		{"a write in place during the tail", smalls, big, "Inconsistent"},
+		{"journaled writes only", smalls, 32 << 10, nil, "Consistent"},
+		{"a write in place apart", [][]byte{small, big, small}, 64 << 10, nil, "Inconsistent"},
+		{"a write in place during the tail", smalls, 32 << 10, big, "Inconsistent"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := openPairWith(t, testSize, func(pc, sc *Config) {
@@ -38,7 +39,9 @@ func TestTailTargetConsistentOnlyWithoutWritesInPlace(t *testing.T) {
 			p.waitInSync(t)
 			p.primary.Disconnect()
 			for i, b := range tc.apart {
-				if _, err := p.primary.WriteAt(b, int64(i)*8<<10); err != nil {
+				// A write in place in a 64 KiB chunk with a journaled one
+				// the synced disk may lack would be journaled whole.
+				if _, err := p.primary.WriteAt(b, int64(i)*tc.gap); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -56,7 +59,7 @@ func TestTailTargetConsistentOnlyWithoutWritesInPlace(t *testing.T) {
 				t.Fatalf("the source says its peer is %s, want %s", st.Peer.Disk, first)
 			}
 			if tc.during != nil {
-				if _, err := p.primary.WriteAt(tc.during, 512<<10); err != nil {
+				if _, err := p.primary.WriteAt(tc.during, 768<<10); err != nil {
 					t.Fatal(err)
 				}
 				untilSlow(t, "the target stayed "+first, func() bool { return p.secondary.Status().Disk == tc.want })
