@@ -410,11 +410,11 @@ func TestInPlaceOverAFlushedRecord(t *testing.T) {
 }
 
 // TestUnsynced: which large writes overlap a record the synced disk may
-// lack, by 64 KiB chunk, and wide records kept as spans; a disk sync past
-// a record's seq drops it.
+// lack, by 4 KiB block, and wide records kept as spans; a disk sync past a
+// record's seq drops it.
 func TestUnsynced(t *testing.T) {
 	var u unsynced
-	u.note(70<<10, 4<<10, 5) // chunk 1
+	u.note(70<<10, 4<<10, 5) // blocks 17-18 (70 KiB is not aligned)
 	u.note(10<<20, 8<<20, 7) // wide: [10 MiB, 18 MiB)
 	u.note(100<<10, 0, 9)    // no bytes: nothing
 	for _, c := range []struct {
@@ -422,20 +422,26 @@ func TestUnsynced(t *testing.T) {
 		covered uint64
 		want    bool
 	}{
-		{0, 64 << 10, 0, false},       // chunk 0
-		{0, 128 << 10, 0, true},       // chunks 0-1
-		{64 << 10, 1 << 20, 5, false}, // synced past seq 5
-		{17 << 20, 2 << 20, 6, true},  // the wide trim
-		{18 << 20, 1 << 20, 0, false}, // just after it
-		{9 << 20, 1<<20 + 1, 6, true}, // one byte into it, by chunk
-		{17 << 20, 2 << 20, 7, false},
+		{0, 64 << 10, 0, false},        // blocks 0-15
+		{64 << 10, 8 << 10, 0, true},   // blocks 16-17
+		{76 << 10, 64 << 10, 0, false}, // from block 19
+		{64 << 10, 1 << 20, 5, false},  // synced past seq 5
+		{17 << 20, 2 << 20, 6, true},   // the wide trim
+		{18 << 20, 1 << 20, 6, false},  // just after it
+		{9 << 20, 1<<20 + 1, 6, true},  // one byte into it
+		{17 << 20, 2 << 20, 7, false},  // synced past every seq: all dropped
 	} {
 		if got := u.overlaps(c.off, c.n, c.covered); got != c.want {
 			t.Errorf("overlaps(%d, %d, covered %d) = %v, want %v", c.off, c.n, c.covered, got, c.want)
 		}
 	}
-	u.prune(7)
-	if len(u.chunks) != 0 || len(u.wide) != 0 {
-		t.Fatalf("after a sync past every seq: %d chunks, %d spans left", len(u.chunks), len(u.wide))
+	if len(u.blocks) != 0 || len(u.wide) != 0 {
+		t.Fatalf("after a sync past every seq: %d blocks, %d spans left", len(u.blocks), len(u.wide))
+	}
+	u.note(0, 4<<10, 8)
+	u.note(8<<10, 4<<10, 9)
+	u.prune(8)
+	if len(u.blocks) != 1 || u.overlaps(0, 4<<10, 8) || !u.overlaps(8<<10, 4<<10, 8) {
+		t.Fatalf("prune past seq 8 kept %v", u.blocks)
 	}
 }

@@ -224,7 +224,7 @@ func (j *Journal) append(r Record, fua bool, written func(), done func(seq uint6
 	it.rec = r
 	if it.inPlace {
 		j.extentSeq.Store(seq)
-	} else if r.Kind != KindExtent {
+	} else if r.Kind != KindExtent && j.opts.DataMax > 0 {
 		j.unsynced.note(r.Offset, int64(r.RawLen), seq)
 	}
 	j.enqueueLocked(it, wake)

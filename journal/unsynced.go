@@ -11,24 +11,25 @@ package journal
 // record, acknowledged (a Secondary acknowledges once it is journaled) or
 // flushed (a FLUSH syncs the journal, not the disk), would be lost. So a
 // large write over such a record is journaled like a small one, and
-// replayed in order; unsynced tracks them.
+// replayed in order; unsynced tracks them, by 4 KiB block.
 
-// unsyncedChunk is the granularity of unsynced: a large write is journaled
-// if it shares a 64 KiB chunk with a record the disk may lack.
-const unsyncedChunkShift = 16
+// unsyncedBlockShift is the granularity of unsynced: a large write is
+// journaled if it shares a 4 KiB block with a record the disk may lack.
+const unsyncedBlockShift = 12
 
-// unsyncedWideChunks is the size, in chunks, above which a record (a
-// trim or zero of a large range) is kept as a span instead of per chunk.
-const unsyncedWideChunks = 16
+// unsyncedWideBlocks is the size, in blocks, above which a record (a trim
+// or zero of a large range) is kept as a span instead of per block.
+const unsyncedWideBlocks = 64
 
 // unsynced is the journaled records that may not be on the synced disk
-// yet: for each chunk, the highest seq of a record over it, and the wide
+// yet: for each block, the highest seq of a record over it, and the wide
 // records as spans. A record with a seq at or below Journal.diskCovered is
 // on the synced disk. Guarded by Journal.mu.
 type unsynced struct {
-	chunks  map[int64]uint64
+	blocks  map[int64]uint64
 	wide    []span
-	pruneAt int // prune once chunks holds more entries than this
+	last    uint64 // the highest seq noted: none above covered, none overlaps
+	pruneAt int    // prune once blocks holds more entries than this
 }
 
 // note records a journaled record over [off, off+n) with seq.
@@ -36,34 +37,43 @@ func (u *unsynced) note(off, n int64, seq uint64) {
 	if n <= 0 {
 		return
 	}
-	first, last := off>>unsyncedChunkShift, (off+n-1)>>unsyncedChunkShift
-	if last-first+1 > unsyncedWideChunks {
+	u.last = max(u.last, seq)
+	first, last := off>>unsyncedBlockShift, (off+n-1)>>unsyncedBlockShift
+	if last-first+1 > unsyncedWideBlocks {
 		u.wide = append(u.wide, span{off: off, end: off + n, seq: seq})
 		return
 	}
-	if u.chunks == nil {
-		u.chunks = make(map[int64]uint64)
+	if u.blocks == nil {
+		u.blocks = make(map[int64]uint64)
 	}
-	for c := first; c <= last; c++ {
-		u.chunks[c] = seq // seqs only grow
+	for b := first; b <= last; b++ {
+		u.blocks[b] = seq // seqs only grow
 	}
 }
 
 // overlaps reports whether a record above covered (not on the synced disk
-// yet) shares a chunk with [off, off+n). It prunes what covered passed
-// once the chunks grew past pruneAt.
+// yet) shares a block with [off, off+n). It drops what covered passed:
+// everything, once the last record noted is on the synced disk, and the
+// rest once the blocks grew past pruneAt.
 func (u *unsynced) overlaps(off, n int64, covered uint64) bool {
-	if len(u.chunks) > u.pruneAt {
+	if u.last <= covered {
+		if len(u.blocks) > 0 || len(u.wide) > 0 {
+			clear(u.blocks)
+			u.wide = u.wide[:0]
+		}
+		return false
+	}
+	if len(u.blocks) > u.pruneAt {
 		u.prune(covered)
 	}
-	first, last := off>>unsyncedChunkShift, (off+n-1)>>unsyncedChunkShift
+	first, last := off>>unsyncedBlockShift, (off+n-1)>>unsyncedBlockShift
 	for _, s := range u.wide {
-		if s.seq > covered && s.off < (last+1)<<unsyncedChunkShift && s.end > first<<unsyncedChunkShift {
+		if s.seq > covered && s.off < (last+1)<<unsyncedBlockShift && s.end > first<<unsyncedBlockShift {
 			return true
 		}
 	}
-	for c := first; c <= last && len(u.chunks) > 0; c++ {
-		if seq, ok := u.chunks[c]; ok && seq > covered {
+	for b := first; b <= last && len(u.blocks) > 0; b++ {
+		if seq, ok := u.blocks[b]; ok && seq > covered {
 			return true
 		}
 	}
@@ -72,9 +82,9 @@ func (u *unsynced) overlaps(off, n int64, covered uint64) bool {
 
 // prune drops the records at or below covered.
 func (u *unsynced) prune(covered uint64) {
-	for c, seq := range u.chunks {
+	for b, seq := range u.blocks {
 		if seq <= covered {
-			delete(u.chunks, c)
+			delete(u.blocks, b)
 		}
 	}
 	kept := u.wide[:0]
@@ -84,5 +94,5 @@ func (u *unsynced) prune(covered uint64) {
 		}
 	}
 	u.wide = kept
-	u.pruneAt = max(1024, 2*len(u.chunks))
+	u.pruneAt = max(1024, 2*len(u.blocks))
 }

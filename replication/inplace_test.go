@@ -15,7 +15,7 @@ import (
 // TestPairMixedWritesInPlaceEndIdentical: small and large writes over the
 // same ranges, many in flight, some FUA, then a FLUSH: both nodes end with
 // the same bytes. The first writes are large, and go in place over each
-// other; a large one after a small one in its chunk is journaled whole
+// other; a large one over a small one is journaled whole
 // (the disk is not synced meanwhile), on both nodes.
 func TestPairMixedWritesInPlaceEndIdentical(t *testing.T) {
 	p := openPairWith(t, testSize, func(pc, sc *Config) {

@@ -39,8 +39,8 @@ func TestTailTargetConsistentOnlyWithoutWritesInPlace(t *testing.T) {
 			p.waitInSync(t)
 			p.primary.Disconnect()
 			for i, b := range tc.apart {
-				// A write in place in a 64 KiB chunk with a journaled one
-				// the synced disk may lack would be journaled whole.
+				// Apart: a write in place over a journaled one the synced
+				// disk may lack would be journaled whole.
 				if _, err := p.primary.WriteAt(b, int64(i)*tc.gap); err != nil {
 					t.Fatal(err)
 				}
