@@ -613,7 +613,11 @@ func promote(s State, e Promote) (State, []Action) {
 	}
 	whole := s.Disk == wire.UpToDate || s.Disk == wire.Consistent
 	if !whole && !e.Force {
-		return s, []Action{Deny{fmt.Sprintf("the disk is %s (a resync has not finished); --force promotes it anyway", s.Disk)}}
+		why := "a resync has not finished"
+		if s.Disk == wire.Outdated {
+			why = "it went out while the peer took writes it lacks"
+		}
+		return s, []Action{Deny{fmt.Sprintf("the disk is %s (%s); --force promotes it anyway", s.Disk, why)}}
 	}
 	var acts []Action
 	moved := s.Disk != wire.UpToDate

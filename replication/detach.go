@@ -50,10 +50,15 @@ type (
 	AnnounceDiskless struct{}
 	// MarkAll: mark the whole disk out of sync.
 	MarkAll struct{}
+	// RecordOutdated: the peer goes on taking writes that the disk
+	// lacks; save the metadata the disk had, Outdated, so that a restart
+	// on it does not take it for UpToDate (see recordOutdated).
+	RecordOutdated struct{}
 )
 
 func (AnnounceDiskless) action() {}
 func (MarkAll) action()          {}
+func (RecordOutdated) action()   {}
 
 // diskFailed: the disk is Diskless. A Secondary drops its link and stays
 // apart until a disk is attached. A Primary moves to a new generation,
@@ -64,7 +69,11 @@ func (MarkAll) action()          {}
 // peer is its resync's target: the peer lacks writes that only the old
 // disk holds (a resync clears a region's mark as it sends it, before the
 // target has it), and the next handshake refuses it (disklessOutcome), so
-// it drops the link.
+// it drops the link. Where the peer goes on taking writes (behind a
+// Secondary, or through a Primary that keeps its link) the old disk is
+// recorded Outdated first: the peer may not be there to say so when a
+// restart meets the disk again, and promoted then, it would serve data
+// without those writes.
 func diskFailed(s State, e DiskFailed) (State, []Action) {
 	s.Disk = wire.Diskless
 	source := s.Source
@@ -74,10 +83,10 @@ func diskFailed(s State, e DiskFailed) (State, []Action) {
 		if e.Marks || source {
 			return s, []Action{CloseLink{}, Wake{}}
 		}
-		return s, []Action{AnnounceDiskless{}}
+		return s, []Action{RecordOutdated{}, AnnounceDiskless{}}
 	}
 	s.StandAlone, s.Refusal = e.Text, wire.ReasonDiskless
-	return s, []Action{GoStandAlone{wire.ReasonDiskless, e.Text}, CloseLink{}, Wake{}}
+	return s, []Action{RecordOutdated{}, GoStandAlone{wire.ReasonDiskless, e.Text}, CloseLink{}, Wake{}}
 }
 
 // peerDiskState: a Secondary follows its Primary's disk. Diskless: into
@@ -111,11 +120,15 @@ func (r *Resource) detach(op string, err error) {
 		"op", op, "err", err)
 	r.journal.Fail(errDetached)
 	r.mu.Lock()
+	held := r.meta // what the disk holds: the step moves a Primary on
 	acts, _ := r.stepLocked(DiskFailed{Text: fmt.Sprintf("the disk failed (%s): %v", op, err), NewID: randomID(),
 		Marks: r.oos.bytes() > 0})
 	r.health.phase.Store(uint32(diskDiskless))
 	l, role, gen := r.link, r.role, r.meta.Gen.Current
 	r.mu.Unlock()
+	if _, ok := has[RecordOutdated](acts); ok {
+		r.recordOutdated(held) // before the peer is told: a write through it waits for that (followGate)
+	}
 	if _, ok := has[CloseLink](acts); ok && l != nil {
 		l.close()
 	}
@@ -124,6 +137,21 @@ func (r *Resource) detach(op string, err error) {
 		r.log.Error("Diskless and no peer connected: every I/O fails until the peer is back or a disk is attached")
 	} else {
 		r.log.Warn("Diskless", "role", role.String())
+	}
+}
+
+// recordOutdated saves m, the metadata of a disk that went out, with the
+// disk Outdated (an Inconsistent one stays so): the one write to the
+// metadata after the disk went out. It may fail where the metadata shares
+// the failing device; the node then says so, and a restart on that disk
+// takes it for what m said.
+func (r *Resource) recordOutdated(m meta) {
+	if d, _ := parseDiskState(m.Disk); d != wire.UpToDate && d != wire.Consistent {
+		return
+	}
+	m.Disk = wire.Outdated.String()
+	if err := writeMeta(r.cfg.FS, r.cfg.MetaDir, m); err != nil {
+		r.log.Error("could not record the detached disk Outdated: a restart on it takes it for UpToDate", "err", err)
 	}
 }
 

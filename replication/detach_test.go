@@ -566,3 +566,59 @@ func brief(st Status) string {
 	return fmt.Sprintf("%s/%s peer %s %s %s oos=%d", st.Role, st.Disk, st.Peer.Connection, st.Peer.Disk,
 		st.Peer.Replication, st.Stats.OutOfSyncBytes)
 }
+
+// TestRestartOnAFailedDiskIsOutdated: the Primary's disk fails and its
+// writes go on through the peer. Restarted on that disk (healed) while the
+// peer is away, the node says the disk is Outdated, not UpToDate, and
+// refuses a promotion without --force: promoted, it would serve data
+// without the writes only the peer took. Met again, the peer (now Primary)
+// brings it up to date.
+func TestRestartOnAFailedDiskIsOutdated(t *testing.T) {
+	var fd faultDisk
+	var pc, sc Config
+	p := openPairWith(t, testSize, func(a, b *Config) {
+		fd = newFaultDisk(a.Disk.(memDisk))
+		a.Disk, a.OnIOError = fd, OnIOErrorDetach
+		slowMachine(a, b)
+		pc, sc = *a, *b
+	}, nil)
+	p.waitInSync(t)
+	if err, _ := writeRound(p.primary, 64, 0); err != nil {
+		t.Fatal(err)
+	}
+	fd.failing.Store(true)
+	if err, _ := writeRound(p.primary, 64, 1); err != nil {
+		t.Fatalf("a write failed with the Primary's disk: %v", err)
+	}
+	untilSlow(t, "the Primary's disk never became Diskless", func() bool { return p.primary.Status().Disk == "Diskless" })
+	p.secondary.Close()
+	p.primary.Close()
+	fd.failing.Store(false)
+
+	pc.Role, pc.Created = wire.Secondary, false
+	a, err := Open(pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	if d := a.Status().Disk; d != "Outdated" {
+		t.Fatalf("restarted on the disk that failed: %s, want Outdated", d)
+	}
+	if err := a.SetRole(wire.Primary, false); !errors.Is(err, ErrRefused) {
+		t.Fatalf("promotion of the Outdated disk: %v, want refused", err)
+	}
+	sc.Role, sc.Created = wire.Primary, false
+	b, err := Open(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	untilSlow(t, "the restarted node never became UpToDate", func() bool {
+		st := a.Status()
+		return st.Disk == "UpToDate" && st.Peer.Connection == "Connected"
+	})
+	if err := a.journal.WaitApplied(); err != nil {
+		t.Fatal(err)
+	}
+	holdsRound(t, "the restarted node", p.pdisk.Bytes(), 64, 1)
+}
