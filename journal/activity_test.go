@@ -229,7 +229,7 @@ func TestActivityAcrossCrashes(t *testing.T) {
 		if power {
 			d = disk.CrashWith(func() { after = fs.CrashClone(nil) })
 		} else {
-			d = disk.cloneWith(func() { after = fs.Clone() })
+			d = disk.CloneWith(func() { after = fs.Clone() })
 		}
 		j2, err := Open(after, testDir, d, o)
 		if err != nil {

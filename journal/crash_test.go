@@ -230,7 +230,7 @@ func (s *schedule) crash() uint64 {
 	if s.rnd.IntN(4) == 0 {
 		// Process crash: the kernel keeps everything written.
 		var fs *vfs.MemFS
-		s.disk = s.disk.cloneWith(func() { fs = s.fs.Clone() })
+		s.disk = s.disk.CloneWith(func() { fs = s.fs.Clone() })
 		s.fs = fs
 		return max(durable, completed)
 	}
@@ -268,12 +268,4 @@ func slowSync() {
 	for range rand.IntN(20) {
 		runtime.Gosched()
 	}
-}
-
-// cloneWith is Clone, running also at the same instant.
-func (d *MemDisk) cloneWith(also func()) *MemDisk {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	also()
-	return &MemDisk{data: append([]byte(nil), d.data...), synced: append([]byte(nil), d.synced...)}
 }

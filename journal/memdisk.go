@@ -134,8 +134,16 @@ func (d *MemDisk) CrashWriteback(keep func() bool, also func()) *MemDisk {
 
 // Clone returns a copy with everything kept, synced or not: what a process
 // crash leaves.
-func (d *MemDisk) Clone() *MemDisk {
+func (d *MemDisk) Clone() *MemDisk { return d.CloneWith(nil) }
+
+// CloneWith is Clone, running also (if not nil) at the same instant: no
+// disk operation runs in between. A process crash copies a MemFS in also:
+// the file system and the disk as the kernel held them at one moment.
+func (d *MemDisk) CloneWith(also func()) *MemDisk {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if also != nil {
+		also()
+	}
 	return &MemDisk{data: append([]byte(nil), d.data...), synced: append([]byte(nil), d.synced...)}
 }
