@@ -686,7 +686,8 @@ func demote(s State) (State, []Action) {
 // syncDoneAcked: the target holds everything of this generation; the
 // bitmap generation is gone, both hold the same data. An ack that comes
 // from a link that is gone, for an older generation, or while regions are
-// still marked changes nothing.
+// still marked changes nothing. An Outdated source (its ids made it the
+// newer side) holds what its peer now holds: it is UpToDate too.
 func syncDoneAcked(s State, e SyncDoneAcked) (State, []Action) {
 	if !e.Current || !s.Linked || s.Gen.Current != e.Gen {
 		return s, nil
@@ -702,11 +703,15 @@ func syncDoneAcked(s State, e SyncDoneAcked) (State, []Action) {
 	s.Source = false
 	s.LostFrom = 0
 	s.Peer.Disk = wire.UpToDate
+	if s.Disk == wire.Outdated {
+		s.Disk = wire.UpToDate
+	}
 	return s, []Action{SaveMeta{}, PeerUpToDate{}}
 }
 
 // syncDoneReceived: the target is UpToDate in the source's generation; its
-// own marks were sent to the source and synced from there.
+// own marks were sent to the source and synced from there. An Outdated
+// source is UpToDate from then on as well (syncDoneAcked).
 func syncDoneReceived(s State, e SyncDoneReceived) (State, []Action) {
 	if s.Gen.Current != e.Gen {
 		copy(s.Gen.History[1:], s.Gen.History[:])
@@ -714,6 +719,9 @@ func syncDoneReceived(s State, e SyncDoneReceived) (State, []Action) {
 	}
 	s.Gen.Current, s.Gen.Bitmap = e.Gen, 0
 	s.Disk = wire.UpToDate
+	if s.Peer.Disk == wire.Outdated {
+		s.Peer.Disk = wire.UpToDate
+	}
 	s.DiscardMyData = false
 	s.Target = false
 	s.LostFrom = 0

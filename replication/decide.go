@@ -120,21 +120,21 @@ func giveIn(localDiscards, remoteDiscards bool, local, remote wire.DiskState) (b
 	return localDiscards, remoteDiscards
 }
 
-// wholeSource turns a sync from a disk that is not whole to a whole one
-// (UpToDate, Consistent) the other way, full: an Inconsistent disk (a
-// fresh one, a resync target not finished), where what the ids say cannot
-// hold (a peer that never left GenZero taken for a new device, both sides
-// told to discard their data), or an Outdated one (it went out while its
-// peer took writes, see diskFailed); nothing records what differs. An
-// Outdated disk the ids say is in step takes a resync all the same, by
-// bitmap: one that finds nothing to send makes it UpToDate.
+// wholeSource turns a sync from an Inconsistent disk (a fresh one, a
+// resync target not finished) to a whole one (UpToDate, Consistent) the
+// other way, full: what the ids say cannot hold there (a peer that never
+// left GenZero taken for a new device, both sides told to discard their
+// data), and nothing records what differs. An Outdated disk (it went out
+// while its peer took writes, see diskFailed) holds whole data as old as
+// its ids say, and they decide; but where they say it is in step with a
+// whole peer, it takes a resync by bitmap all the same, whose end makes it
+// UpToDate (one that finds nothing to send).
 func wholeSource(d Decision, local, remote wire.DiskState) Decision {
 	whole := func(s wire.DiskState) bool { return s == wire.UpToDate || s == wire.Consistent }
-	behind := func(s wire.DiskState) bool { return s == wire.Inconsistent || s == wire.Outdated }
 	switch {
-	case d.Outcome == SyncSource && behind(local) && whole(remote):
+	case d.Outcome == SyncSource && local == wire.Inconsistent && whole(remote):
 		return Decision{Outcome: SyncTarget, Full: true}
-	case d.Outcome == SyncTarget && behind(remote) && whole(local):
+	case d.Outcome == SyncTarget && remote == wire.Inconsistent && whole(local):
 		return Decision{Outcome: SyncSource, Full: true}
 	case d.Outcome == InSync && local == wire.Outdated && whole(remote):
 		return Decision{Outcome: SyncTarget}

@@ -120,14 +120,13 @@ func (r *Resource) detach(op string, err error) {
 		"op", op, "err", err)
 	r.journal.Fail(errDetached)
 	r.mu.Lock()
-	held := r.meta // what the disk holds: the step moves a Primary on
 	acts, _ := r.stepLocked(DiskFailed{Text: fmt.Sprintf("the disk failed (%s): %v", op, err), NewID: randomID(),
 		Marks: r.oos.bytes() > 0})
 	r.health.phase.Store(uint32(diskDiskless))
 	l, role, gen := r.link, r.role, r.meta.Gen.Current
 	r.mu.Unlock()
 	if _, ok := has[RecordOutdated](acts); ok {
-		r.recordOutdated(held) // before the peer is told: a write through it waits for that (followGate)
+		r.recordOutdated() // before the peer is told: a write through it waits for that (followGate)
 	}
 	if _, ok := has[CloseLink](acts); ok && l != nil {
 		l.close()
@@ -140,18 +139,23 @@ func (r *Resource) detach(op string, err error) {
 	}
 }
 
-// recordOutdated saves m, the metadata of a disk that went out, with the
-// disk Outdated (an Inconsistent one stays so): the one write to the
-// metadata after the disk went out. It may fail where the metadata shares
-// the failing device; the node then says so, and a restart on that disk
-// takes it for what m said.
-func (r *Resource) recordOutdated(m meta) {
-	if d, _ := parseDiskState(m.Disk); d != wire.UpToDate && d != wire.Consistent {
+// recordOutdated saves the metadata the disk has on record (meta.json:
+// what was saved while it was in use, as its data stands), the disk
+// Outdated, unless it is Inconsistent: the one write to the metadata after
+// the disk went out. It may fail where the metadata shares the failing
+// device; the node then says so, and a restart on that disk takes it for
+// what meta.json says.
+func (r *Resource) recordOutdated() {
+	m, err := loadMeta(r.cfg.FS, r.cfg.MetaDir, false)
+	if err == nil && m.Disk == wire.Inconsistent.String() {
 		return
 	}
-	m.Disk = wire.Outdated.String()
-	if err := writeMeta(r.cfg.FS, r.cfg.MetaDir, m); err != nil {
-		r.log.Error("could not record the detached disk Outdated: a restart on it takes it for UpToDate", "err", err)
+	if err == nil {
+		m.Disk = wire.Outdated.String()
+		err = writeMeta(r.cfg.FS, r.cfg.MetaDir, m)
+	}
+	if err != nil {
+		r.log.Error("could not record the detached disk Outdated: a restart on it takes it for what meta.json says", "err", err)
 	}
 }
 

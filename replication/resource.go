@@ -204,6 +204,15 @@ func Open(c Config) (*Resource, error) {
 		err = writeMeta(c.FS, c.MetaDir, m)
 		c.Logger.Warn("started Primary: the earlier resolve --discard-my-data no longer holds")
 	}
+	if err == nil && c.Role == wire.Primary && m.Disk == wire.Outdated.String() {
+		// Started Primary, the node takes its disk as a promotion with
+		// --force does: whole, from here on. Its first write apart moves
+		// it to a generation of its own (goOnAlone), so its peer, which
+		// took writes this disk lacks, meets it as a split brain.
+		m.Disk = wire.UpToDate.String()
+		err = writeMeta(c.FS, c.MetaDir, m)
+		c.Logger.Warn("started Primary on a disk recorded Outdated (it went out while the peer took writes): taken as role primary --force takes it")
+	}
 	if err == nil && m.LostFrom == 0 {
 		// A power loss may have taken records after the journal's last
 		// that the peer holds; seqs from here on may name other writes.
