@@ -414,9 +414,9 @@ func TestInPlaceOverAFlushedRecord(t *testing.T) {
 // record's seq drops it.
 func TestUnsynced(t *testing.T) {
 	var u unsynced
-	u.note(70<<10, 4<<10, 5) // blocks 17-18 (70 KiB is not aligned)
-	u.note(10<<20, 8<<20, 7) // wide: [10 MiB, 18 MiB)
-	u.note(100<<10, 0, 9)    // no bytes: nothing
+	u.note(70<<10, 4<<10, 5, 0) // blocks 17-18 (70 KiB is not aligned)
+	u.note(10<<20, 8<<20, 7, 0) // wide: [10 MiB, 18 MiB)
+	u.note(100<<10, 0, 9, 0)    // no bytes: nothing
 	for _, c := range []struct {
 		off, n  int64
 		covered uint64
@@ -438,10 +438,19 @@ func TestUnsynced(t *testing.T) {
 	if len(u.blocks) != 0 || len(u.wide) != 0 {
 		t.Fatalf("after a sync past every seq: %d blocks, %d spans left", len(u.blocks), len(u.wide))
 	}
-	u.note(0, 4<<10, 8)
-	u.note(8<<10, 4<<10, 9)
+	u.note(0, 4<<10, 8, 0)
+	u.note(8<<10, 4<<10, 9, 0)
 	u.prune(8)
 	if len(u.blocks) != 1 || u.overlaps(0, 4<<10, 8) || !u.overlaps(8<<10, 4<<10, 8) {
 		t.Fatalf("prune past seq 8 kept %v", u.blocks)
+	}
+	// Small writes alone (nothing asks overlaps) stay bounded by what the
+	// last disk sync left: noting prunes too.
+	var v unsynced
+	for i := range 100000 {
+		v.note(int64(i)<<12, 4<<10, uint64(i+1), uint64(i))
+	}
+	if len(v.blocks) > 2048 {
+		t.Fatalf("%d blocks kept, all but the last synced", len(v.blocks))
 	}
 }

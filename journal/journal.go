@@ -225,7 +225,7 @@ func (j *Journal) append(r Record, fua bool, written func(), done func(seq uint6
 	if it.inPlace {
 		j.extentSeq.Store(seq)
 	} else if r.Kind != KindExtent && j.opts.DataMax > 0 {
-		j.unsynced.note(r.Offset, int64(r.RawLen), seq)
+		j.unsynced.note(r.Offset, int64(r.RawLen), seq, j.diskCovered.Load())
 	}
 	j.enqueueLocked(it, wake)
 	j.mu.Unlock()

@@ -32,10 +32,15 @@ type unsynced struct {
 	pruneAt int    // prune once blocks holds more entries than this
 }
 
-// note records a journaled record over [off, off+n) with seq.
-func (u *unsynced) note(off, n int64, seq uint64) {
+// note records a journaled record over [off, off+n) with seq; covered is
+// where the synced disk is, to prune by: the blocks noted are at most those
+// written since the last disk sync.
+func (u *unsynced) note(off, n int64, seq, covered uint64) {
 	if n <= 0 {
 		return
+	}
+	if len(u.blocks) > u.pruneAt || len(u.wide) > u.pruneAt {
+		u.prune(covered)
 	}
 	u.last = max(u.last, seq)
 	first, last := off>>unsyncedBlockShift, (off+n-1)>>unsyncedBlockShift
@@ -94,5 +99,5 @@ func (u *unsynced) prune(covered uint64) {
 		}
 	}
 	u.wide = kept
-	u.pruneAt = max(1024, 2*len(u.blocks))
+	u.pruneAt = max(1024, 2*len(u.blocks), 2*len(u.wide))
 }
