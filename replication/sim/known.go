@@ -119,7 +119,19 @@ func knownKinds() map[Kind]bool {
 		// Primary a node whose disk had failed while it wrote through its
 		// peer (5365, 9189; the peer that followed it serves now). After
 		// those, seeds 1-10000 pass 16 at a time but for 1895 ("acked",
-		// once; 8 of 8 alone pass).
+		// once; 8 of 8 alone pass). Later: a Primary's image read while
+		// a write was in flight was checked against its ack (3567, the
+		// simulation's own); a Secondary's replay left a journaled
+		// write it had acknowledged behind a write in place that never
+		// landed (14466; the journal now journals a large write over a
+		// record the synced disk may lack); a node restarted on a disk
+		// that had failed was promoted as UpToDate (11057, 19439; it is
+		// recorded Outdated); a process crash copied the disk after the
+		// file system (13452, the simulation's own). Then seeds 1-22000
+		// failed twice: 19733 ("acked", 6 runs of 8, also before those
+		// changes: both disks failed, the Secondary was told to discard
+		// its data, and the Primary restarted on its old disk became its
+		// source) and 21235 ("split-brain", once; 8 of 8 alone pass).
 	}
 }
 
