@@ -91,8 +91,11 @@ func diskFailed(s State, e DiskFailed) (State, []Action) {
 
 // peerDiskState: a Secondary follows its Primary's disk. Diskless: into
 // the Primary's new generation, everything marked (none of it is on the
-// Primary's old disk). UpToDate in this node's generation: the Primary's
-// new disk holds this node's data, nothing is out of sync.
+// Primary's old disk); from then on this node holds the only copy of what
+// the Primary writes, and an earlier word to discard its data (resolve
+// --discard-my-data, lingering from a connection that needed no sync) no
+// longer holds. UpToDate in this node's generation: the Primary's new disk
+// holds this node's data, nothing is out of sync.
 func peerDiskState(s State, e PeerDiskState) (State, []Action) {
 	if !s.Linked || s.Role != wire.Secondary || s.Disk == wire.Diskless {
 		return s, nil
@@ -103,6 +106,7 @@ func peerDiskState(s State, e PeerDiskState) (State, []Action) {
 		if s.Gen.Current != e.Gen {
 			s.Gen = newGeneration(s.Gen, e.Gen)
 		}
+		s.DiscardMyData = false
 		return s, []Action{MarkAll{}, SaveMeta{}}
 	case e.Disk == wire.UpToDate && e.Gen == s.Gen.Current:
 		s.Peer.Disk = wire.UpToDate

@@ -129,9 +129,11 @@ func knownKinds() map[Kind]bool {
 		// recorded Outdated); a process crash copied the disk after the
 		// file system (13452, the simulation's own). Then seeds 1-22000
 		// failed twice: 19733 ("acked", 6 runs of 8, also before those
-		// changes: both disks failed, the Secondary was told to discard
-		// its data, and the Primary restarted on its old disk became its
-		// source) and 21235 ("split-brain", once; 8 of 8 alone pass).
+		// changes: a Secondary told to discard its data while in step
+		// kept the word after it followed its Primary's disk out, and
+		// gave up the only copy of what was written through it; the word
+		// now goes when it follows) and 21235 ("split-brain", once; 8 of
+		// 8 alone pass).
 	}
 }
 
