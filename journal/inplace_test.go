@@ -370,12 +370,7 @@ func TestInPlaceOverAnUnappliedRecord(t *testing.T) {
 		}
 	}
 	j.Close()
-	j2 := openInPlace(t, fs2, disk2, Options{})
-	defer j2.Close()
-	got := disk2.Bytes()[64<<10 : 72<<10]
-	if !bytes.Equal(got, small) && !bytes.Equal(got, big[64<<10:72<<10]) {
-		t.Fatalf("the journaled write was lost behind a write in place that never landed (holds %x...)", got[:8])
-	}
+	smallOrBig(t, fs2, disk2, small, big, "the journaled write was lost behind a write in place that never landed")
 }
 
 // TestInPlaceOverAFlushedRecord: a journaled write made durable by a
@@ -401,11 +396,18 @@ func TestInPlaceOverAFlushedRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	fs2, disk2 := crashBoth(j, fs, disk)
-	j2 := openInPlace(t, fs2, disk2, Options{})
-	defer j2.Close()
-	got := disk2.Bytes()[64<<10 : 72<<10]
+	smallOrBig(t, fs2, disk2, small, big, "a flushed write was lost behind a write in place that the power loss took")
+}
+
+// smallOrBig recovers a journal on fs and disk and checks that the disk
+// holds, at 64 KiB, the 8 KiB write small or the write big from 0 over it.
+func smallOrBig(t *testing.T, fs *vfs.MemFS, disk *MemDisk, small, big []byte, lost string) {
+	t.Helper()
+	j := openInPlace(t, fs, disk, Options{})
+	defer j.Close()
+	got := disk.Bytes()[64<<10 : 72<<10]
 	if !bytes.Equal(got, small) && !bytes.Equal(got, big[64<<10:72<<10]) {
-		t.Fatalf("a flushed write was lost behind a write in place that the power loss took (holds %x...)", got[:8])
+		t.Fatalf("%s (holds %x...)", lost, got[:8])
 	}
 }
 

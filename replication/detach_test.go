@@ -133,14 +133,11 @@ func holdsRound(t *testing.T, who string, disk []byte, count, n int) {
 	}
 }
 
-// TestPrimaryDiskFailureDetachesAndGoesOnThroughThePeer: the Primary's
-// disk fails on every operation under 16 writers. No write fails: the
-// disk is detached (Failed, then Diskless, with its first error in
-// status), nothing more is written to it, and every write after it goes to
-// the peer only, which holds them all. Without its peer, the Diskless
-// Primary's writes and flushes fail with EIO.
-func TestPrimaryDiskFailureDetachesAndGoesOnThroughThePeer(t *testing.T) {
-	p, fd := openPairFaultyPrimary(t, OnIOErrorDetach)
+// failUnderWrites writes round 0 on the pair in sync, makes the Primary's
+// disk fail, writes round 1 (none may fail: they go through the peer) and
+// waits until the Primary is Diskless.
+func failUnderWrites(t *testing.T, p *testPair, fd faultDisk) {
+	t.Helper()
 	p.waitInSync(t)
 	if err, _ := writeRound(p.primary, 64, 0); err != nil {
 		t.Fatal(err)
@@ -150,6 +147,17 @@ func TestPrimaryDiskFailureDetachesAndGoesOnThroughThePeer(t *testing.T) {
 		t.Fatalf("a write failed with the Primary's disk: %v", err)
 	}
 	untilSlow(t, "the Primary's disk never became Diskless", func() bool { return p.primary.Status().Disk == "Diskless" })
+}
+
+// TestPrimaryDiskFailureDetachesAndGoesOnThroughThePeer: the Primary's
+// disk fails on every operation under 16 writers. No write fails: the
+// disk is detached (Failed, then Diskless, with its first error in
+// status), nothing more is written to it, and every write after it goes to
+// the peer only, which holds them all. Without its peer, the Diskless
+// Primary's writes and flushes fail with EIO.
+func TestPrimaryDiskFailureDetachesAndGoesOnThroughThePeer(t *testing.T) {
+	p, fd := openPairFaultyPrimary(t, OnIOErrorDetach)
+	failUnderWrites(t, p, fd)
 	st := p.primary.Status()
 	if st.DiskError == nil || !strings.Contains(st.DiskError.Error, "input/output error") || st.DiskError.Time.IsZero() {
 		t.Fatalf("disk_error %+v", st.DiskError)
@@ -582,15 +590,7 @@ func TestRestartOnAFailedDiskIsOutdated(t *testing.T) {
 		slowMachine(a, b)
 		pc, sc = *a, *b
 	}, nil)
-	p.waitInSync(t)
-	if err, _ := writeRound(p.primary, 64, 0); err != nil {
-		t.Fatal(err)
-	}
-	fd.failing.Store(true)
-	if err, _ := writeRound(p.primary, 64, 1); err != nil {
-		t.Fatalf("a write failed with the Primary's disk: %v", err)
-	}
-	untilSlow(t, "the Primary's disk never became Diskless", func() bool { return p.primary.Status().Disk == "Diskless" })
+	failUnderWrites(t, p, fd)
 	p.secondary.Close()
 	p.primary.Close()
 	fd.failing.Store(false)
