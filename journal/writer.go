@@ -480,17 +480,7 @@ func (j *Journal) syncSegment(reqs []syncReq) error {
 	if !dirty {
 		return nil // synced by an earlier request, answered before these
 	}
-	t := j.clock()
-	err := reqs[0].f.Sync()
-	j.observe(StageSync, t)
-	j.st.syncs.Add(1)
-	if err != nil {
-		err = fmt.Errorf("journal: sync segment %s: %w", reqs[0].name, err)
-		j.fail(err) // after a failed fdatasync nothing written is known durable
-		return err
-	}
-	storeMax(&j.durableSeq, upto)
-	return nil
+	return j.syncFile(reqs[0].f, reqs[0].name, upto)
 }
 
 // syncBatch syncs the segment for b on the writer, and answers it.
@@ -498,19 +488,28 @@ func (j *Journal) syncBatch(b *batch, applied bool) {
 	w := &j.w
 	err := j.failErr()                                                        // after a failed sync, nothing written is known durable
 	if err == nil && (w.dirty || j.durableSeq.Load() < j.writtenSeq.Load()) { // or a handed sync still runs
-		t := j.clock()
-		err = w.f.Sync()
-		j.observe(StageSync, t)
-		j.st.syncs.Add(1)
-		if err != nil {
-			err = fmt.Errorf("journal: sync segment %s: %w", w.seg.name, err)
-			j.fail(err)
-		} else {
+		if err = j.syncFile(w.f, w.seg.name, j.writtenSeq.Load()); err == nil {
 			w.dirty = false
-			storeMax(&j.durableSeq, j.writtenSeq.Load())
 		}
 	}
 	j.syncAnswered(b, applied, err)
+}
+
+// syncFile fdatasyncs f, the segment name, timed and counted, and once it
+// succeeded counts the records up to upto durable. A failure fails the
+// journal: after a failed fdatasync nothing written is known durable.
+func (j *Journal) syncFile(f vfs.File, name string, upto uint64) error {
+	t := j.clock()
+	err := f.Sync()
+	j.observe(StageSync, t)
+	j.st.syncs.Add(1)
+	if err != nil {
+		err = fmt.Errorf("journal: sync segment %s: %w", name, err)
+		j.fail(err)
+		return err
+	}
+	storeMax(&j.durableSeq, upto)
+	return nil
 }
 
 // syncAnswered answers the syncs queued in b with err and completes its
