@@ -338,7 +338,7 @@ func canonical(local, remote wire.Hello, dialer bool) bool {
 // the generation ids say. A link to the same peer node is replaced: the
 // peer came back before this node noticed it was gone. A node that is
 // StandAlone for its data tells the peer why, so that it goes StandAlone
-// as well. A node that finds a split brain or unrelated data refuses, and
+// as well, if the peer's Hello still gives that finding. A node that finds a split brain or unrelated data refuses, and
 // goes StandAlone once it has the peer's word on the same Hellos
 // (PeerVerdict): a Hello sent before its node changed (a lost link, a
 // promotion) or before the operator's last connect is refused as busy, and
@@ -348,6 +348,13 @@ func admit(s State, e PeerHello) (State, []Action) {
 	case s.Disk == wire.Diskless && s.Role != wire.Primary:
 		return s, []Action{Refuse{wire.ReasonDiskless, "this node is Diskless: its disk failed or was detached"}}
 	case s.StandAlone != "" && (s.Refusal == wire.ReasonSplitBrain || s.Refusal == wire.ReasonUnrelatedData):
+		if reason, _ := refusal(s, outcome(s, e.Local, e.Remote), e.Remote); reason == 0 {
+			// What made it StandAlone no longer holds on these Hellos (the
+			// peer refused as a Primary was demoted since): it waits for
+			// the operator's connect, and its old word would make the
+			// peer StandAlone on a finding that is gone.
+			return s, []Action{Refuse{wire.ReasonBusy, "StandAlone: " + s.StandAlone}}
+		}
 		return s, []Action{Refuse{s.Refusal, s.StandAlone}}
 	case s.StandAlone != "":
 		return s, []Action{Refuse{wire.ReasonBusy, "StandAlone: " + s.StandAlone}}
