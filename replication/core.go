@@ -338,11 +338,11 @@ func canonical(local, remote wire.Hello, dialer bool) bool {
 // the generation ids say. A link to the same peer node is replaced: the
 // peer came back before this node noticed it was gone. A node that is
 // StandAlone for its data tells the peer why, so that it goes StandAlone
-// as well, if the peer's Hello still gives that finding. A node that finds a split brain or unrelated data refuses, and
-// goes StandAlone once it has the peer's word on the same Hellos
-// (PeerVerdict): a Hello sent before its node changed (a lost link, a
-// promotion) or before the operator's last connect is refused as busy, and
-// judged again on a fresh connection.
+// as well, if the peer's Hello still gives that finding. A node that finds
+// a split brain or unrelated data refuses, and goes StandAlone once it has
+// the peer's word on the same Hellos (PeerVerdict): a Hello sent before its
+// node changed (a lost link, a promotion) or before the operator's last
+// connect is refused as busy, and judged again on a fresh connection.
 func admit(s State, e PeerHello) (State, []Action) {
 	switch {
 	case s.Disk == wire.Diskless && s.Role != wire.Primary:
