@@ -66,14 +66,11 @@ func (r *Resource) runSource(l *link, d Decision) error {
 		// Records this node journaled past the peer's last are ones the
 		// peer never journaled or lost (its journal failed, or a power
 		// loss took its tail, after this node took them from it): their
-		// regions join this node's marks. Those up to peerSeq were marked
-		// as the peer was met (meet); a Primary's own past it, where the
-		// journal no longer holds them too (linkDown, loadBitmap). What
-		// is left are a Secondary's records that peerSeq never counted
-		// (their apply failed), read from what the journal holds.
+		// regions join this node's marks. A Primary's own writes the peer
+		// lacks are marked already, where the journal no longer holds
+		// them too (linkDown, loadBitmap), so only what it holds is read.
 		if !d.Full {
-			from := max(sameUpTo(l.remote), r.peerSeq.Load())
-			if err := r.markRetained(from, r.journal.LastSeq()); err != nil {
+			if err := r.markRetained(sameUpTo(l.remote), r.journal.LastSeq()); err != nil {
 				return err
 			}
 		}
