@@ -23,7 +23,7 @@ func (j *Journal) TailBytes(fromSeq uint64) (bytes int64, last uint64, err error
 	defer r.Close()
 	last = r.from - 1
 	for {
-		rec, err := r.NextHeader()
+		rec, err := r.nextHeader()
 		if errors.Is(err, io.EOF) {
 			return bytes, last, nil
 		}
@@ -35,9 +35,9 @@ func (j *Journal) TailBytes(fromSeq uint64) (bytes int64, last uint64, err error
 	}
 }
 
-// NextHeader is Next without the payload: the next record's header fields,
+// nextHeader is Next without the payload: the next record's header fields,
 // read without reading or checking what follows the header.
-func (r *Reader) NextHeader() (Record, error) {
+func (r *Reader) nextHeader() (Record, error) {
 	return r.scan(func() (Record, error) {
 		r.sc.winSize = headerScanWindow
 		return r.sc.skip()

@@ -332,45 +332,24 @@ func (r *Resource) recoverMarks(seq uint64) error {
 
 // markRange marks the regions of the journal records in (from, to].
 func (r *Resource) markRange(seq, to uint64) error {
-	err := r.markRecords(seq, to)
+	if seq >= min(to, r.journal.LastSeq()) {
+		return nil
+	}
+	rd, err := r.journal.NewReader(seq + 1)
 	if errors.Is(err, journal.ErrNotRetained) {
 		r.log.Warn("the journal no longer holds every write the peer may lack: marking the whole disk", "from_seq", seq+1)
 		r.oos.mark(0, r.size)
 		return nil
 	}
-	return err
-}
-
-// markRetained marks the regions of the records in (seq, to] that the
-// journal still holds, and no others: see runSource.
-func (r *Resource) markRetained(seq, to uint64) error {
-	for {
-		err := r.markRecords(max(seq, max(r.journal.OldestRetainedSeq(), 1)-1), to)
-		if !errors.Is(err, journal.ErrNotRetained) { // a checkpoint may drop the oldest meanwhile
-			return err
-		}
-	}
-}
-
-// markRecords marks the regions of the journal records in (seq, to], or
-// returns journal.ErrNotRetained when it no longer holds the first.
-func (r *Resource) markRecords(seq, to uint64) error {
-	if seq >= min(to, r.journal.LastSeq()) {
-		return nil
-	}
-	rd, err := r.journal.NewReader(seq + 1)
 	if err != nil {
 		return fmt.Errorf("replication: recover the bitmap: %w", err)
 	}
 	defer rd.Close()
 	marked := 0
 	for {
-		rec, err := rd.NextHeader() // a mark needs the extent alone
+		rec, err := rd.Next()
 		if err == io.EOF || err == nil && rec.Seq > to {
 			break
-		}
-		if err == nil && (rec.Offset < 0 || rec.Offset+int64(rec.RawLen) > r.size) {
-			err = fmt.Errorf("%w: seq %d writes past the disk's end", journal.ErrCorruptRecord, rec.Seq)
 		}
 		if err != nil {
 			return fmt.Errorf("replication: recover the bitmap: %w", err)

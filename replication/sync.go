@@ -63,17 +63,6 @@ func (r *Resource) runSource(l *link, d Decision) error {
 		r.mu.Unlock()
 		l.queue(wire.AppendSyncStart(nil, wire.SyncStart{Mode: wire.SyncBitmap})) // marks the tail did not cover
 	} else {
-		// Records this node journaled past the peer's last are ones the
-		// peer never journaled or lost (its journal failed, or a power
-		// loss took its tail, after this node took them from it): their
-		// regions join this node's marks. A Primary's own writes the peer
-		// lacks are marked already, where the journal no longer holds
-		// them too (linkDown, loadBitmap), so only what it holds is read.
-		if !d.Full {
-			if err := r.markRetained(sameUpTo(l.remote), r.journal.LastSeq()); err != nil {
-				return err
-			}
-		}
 		r.mu.Lock()
 		r.resync.tail = false
 		r.resync.beginPass(r.oos.bytes()) // this node's marks; the peer's come next
