@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -621,4 +623,80 @@ func TestRestartOnAFailedDiskIsOutdated(t *testing.T) {
 		t.Fatal(err)
 	}
 	holdsRound(t, "the restarted node", p.pdisk.Bytes(), 64, 1)
+}
+
+// TestSourceSendsRecordsThePeerLost: a Secondary's disk fails applying a
+// record it journaled, and it takes the disk back. Its Primary lost that
+// record meanwhile (its journal failed, a crash followed) and comes back a
+// Secondary, with marks of its own and an older last seq. The node holding
+// the record becomes the source of a bitmap resync (the lower node id), and
+// the record's region is sent: the record counts in peerSeq once journaled,
+// though its apply failed, so the node marks it as it meets the peer.
+func TestSourceSendsRecordsThePeerLost(t *testing.T) {
+	secret, addr := []byte("pair-test-secret"), freeAddr(t)
+	fd := newFaultDisk(memDisk{journal.NewMemDisk(testSize)})
+	sec, err := Open(Config{Name: "r0", Disk: fd, MetaDir: t.TempDir(), FS: journal.NewMemFS(),
+		Role: wire.Secondary, Created: true, PeerListen: addr, Secret: secret, PeerTimeout: 10 * time.Second,
+		CheckpointInterval: -1, OnIOError: OnIOErrorDetach})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sec.Close() })
+	p := dialSecondary(t, addr, secret)
+	send := func(seq uint64, off int64, b byte) {
+		rec := journal.NewCompressor(journal.CodecNone).Write(off, bytes.Repeat([]byte{b}, 4096))
+		rec.Seq = seq
+		body := wire.AppendRecord(nil, &rec, seq-1)
+		frame, _ := wire.AppendRecordsHeader(nil, [][]byte{body})
+		if _, err := p.conn.Write(append(frame, body...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(1, 0, 0x11)
+	until(t, "the first record was never applied", func() bool { return sec.journal.Stats().AppliedSeq >= 1 })
+	fd.failing.Store(true)
+	send(2, 64<<10, 0x22)
+	until(t, "the disk never went out", func() bool { return sec.Status().Disk == "Diskless" })
+	p.conn.Close()
+	fd.failing.Store(false)
+	if err := sec.AttachDisk(fd, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := fd.Bytes()[64<<10]; got != 0x22 {
+		t.Fatalf("the attached disk holds %#x where the record replayed, not 0x22: nothing to test", got)
+	}
+
+	old := dialAs(t, addr, secret, wire.Hello{Resource: "r0", Size: testSize, NodeID: math.MaxUint64,
+		Role: wire.Secondary, Disk: wire.UpToDate, Gen: wire.GenIDs{Current: GenZero},
+		LastSeq: 1, LostFrom: 2, Flags: wire.HasOutOfSync})
+	var sent []int64
+	for prev := uint64(0); ; {
+		f, err := old.r.Next()
+		if err != nil {
+			t.Fatalf("the old Primary: %v", err)
+		}
+		switch f.Type {
+		case wire.TypeSyncStart:
+			start, err := wire.ParseSyncStart(f.Flags, f.Body)
+			if err != nil || start.Mode != wire.SyncBitmap || start.Full {
+				t.Fatalf("sync start %+v, %v: want a bitmap resync from the node holding the record", start, err)
+			}
+			old.conn.Write(wire.AppendBitmapEnd(nil)) // none of its marks are here
+		case wire.TypeRecords:
+			for b := f.Body; len(b) > 0; {
+				rec, n, err := wire.ParseRecord(b, testSize, prev)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sent, b, prev = append(sent, rec.Offset), b[n:], rec.Seq
+			}
+			old.conn.Write(wire.AppendAck(nil, wire.Ack{Kind: wire.Journaled, Seq: prev}))
+		}
+		if f.Type == wire.TypeSyncDone {
+			break
+		}
+	}
+	if !slices.Contains(sent, 64<<10) {
+		t.Fatalf("the resync sent the regions at %v; want the record's, at 64 KiB", sent)
+	}
 }

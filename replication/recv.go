@@ -180,6 +180,10 @@ func (l *link) applyRecords(body []byte, idle bool) (n int, err error) {
 		seq := l.recvSeq.Add(1)
 		last := idle && len(body) == 0
 		written := func() {
+			// The peer holds what it sent (meet marks what it lost since,
+			// up to peerSeq): counted once journaled, not once applied, so
+			// that a record whose apply fails is counted too.
+			storeMax(&l.res.peerSeq, rec.Seq)
 			l.journaledSeq.Store(seq)
 			if last && l.recvWriting.Load() {
 				// This goroutine journaled the last record read and nothing
@@ -195,7 +199,6 @@ func (l *link) applyRecords(body []byte, idle bool) (n int, err error) {
 				l.fail(fmt.Errorf("%w: journal: %v", ErrLinkDown, err))
 				return
 			}
-			storeMax(&l.res.peerSeq, jseq)
 			l.settle()
 		})
 		l.res.replRecv.Add(uint64(rec.RawLen))

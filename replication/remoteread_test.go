@@ -101,14 +101,19 @@ type fakePrimary struct {
 // dialSecondary connects to the Secondary at addr as an in-sync Primary.
 func dialSecondary(t *testing.T, addr string, secret []byte) *fakePrimary {
 	t.Helper()
+	return dialAs(t, addr, secret, wire.Hello{Resource: "r0", Size: testSize, NodeID: 98, Role: wire.Primary,
+		Disk: wire.UpToDate, Gen: wire.GenIDs{Current: GenZero}})
+}
+
+// dialAs is dialSecondary with a Hello of the test's own.
+func dialAs(t *testing.T, addr string, secret []byte, hello wire.Hello) *fakePrimary {
+	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	hello := wire.Hello{Resource: "r0", Size: testSize, NodeID: 98, Role: wire.Primary,
-		Disk: wire.UpToDate, Gen: wire.GenIDs{Current: GenZero}}
 	if _, err := wire.Handshake(c, hello, secret, true); err != nil {
 		t.Fatal(err)
 	}
