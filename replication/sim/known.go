@@ -133,13 +133,7 @@ func knownKinds() map[Kind]bool {
 		// kept the word after it followed its Primary's disk out, and
 		// gave up the only copy of what was written through it; the word
 		// now goes when it follows) and 21235 ("split-brain", once; 8 of
-		// 8 alone pass). Seeds 22001-40000 failed twice: 36801
-		// ("identical": a Secondary's disk failed applying a record its
-		// Primary then lost; the bitmap source it became sent nothing
-		// there; a source now marks its records past the peer's last)
-		// and 22017 ("acked": the operator failed over to a node whose
-		// disk had failed, its meta.json on the failing device too, so
-		// not recorded Outdated; it no longer fails over to a stale node).
+		// 8 alone pass).
 	}
 }
 

@@ -223,17 +223,8 @@ func (r *runner) crash(i int, power *rand.Rand) {
 	}
 	r.mu.Lock()
 	lastInSync := r.lastInSync[i] // the watcher moves it (sawInSync)
-	stalePeer := r.stale[1-i]
 	r.mu.Unlock()
-	if i == r.primary && !r.split && stalePeer {
-		// The peer restarted on a disk that had failed and was not seen
-		// in sync since: it lacks what was written through it while it
-		// was out, and where its meta.json shared the failing device,
-		// nothing on it says so (it could not be recorded Outdated). An
-		// operator who saw the fault does not fail over to it: the
-		// node restarts in its role.
-		r.note("no failover to %s: its disk failed and it was not in sync since", r.nodes[1-i].name)
-	} else if i == r.primary && !r.split && !r.m.ackedSince(i, lastInSync) && r.peerGone(1-i) {
+	if i == r.primary && !r.split && !r.m.ackedSince(i, lastInSync) && r.peerGone(1-i) {
 		if err := r.setRole(r.nodes[1-i], wire.Primary, false); err == nil {
 			r.primary, role = 1-i, wire.Secondary
 			r.checkPrimary("failover to " + r.nodes[1-i].name)
