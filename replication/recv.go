@@ -193,7 +193,7 @@ func (l *link) applyRecords(body []byte, idle bool) (n int, err error) {
 				l.wake()
 			}
 		}
-		l.res.journal.AppendLater(rec, false, written, func(jseq uint64, err error) {
+		l.res.journal.AppendLater(rec, false, written, func(_ uint64, err error) {
 			if err != nil {
 				l.res.health.fault(OpReplicate, err) // Diskless from now: the peer is refused
 				l.fail(fmt.Errorf("%w: journal: %v", ErrLinkDown, err))
