@@ -145,17 +145,20 @@ func (m *model) discard(node int, since uint64) {
 	})
 }
 
-// ackedSince reports whether node acknowledged a write after tick since
-// that still counts.
+// ackedSince reports whether node (either node: anyNode) acknowledged a
+// write after tick since that still counts.
 func (m *model) ackedSince(node int, since uint64) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	found := false
 	m.each(func(w *mwrite) {
-		found = found || w.acked && !w.void && w.node == node && w.end > since
+		found = found || w.acked && !w.void && (node == anyNode || w.node == node) && w.end > since
 	})
 	return found
 }
+
+// anyNode asks ackedSince about the writes of both nodes.
+const anyNode = -1
 
 // each calls f once per write; m.mu held.
 func (m *model) each(f func(*mwrite)) {

@@ -211,8 +211,13 @@ func (r *runner) checkPrimary(why string) {
 
 // crash kills node i (a power loss with power: keep draws what the disk
 // kept of its unsynced blocks) and restarts it. A Primary that was in sync
-// with its peer fails over: the peer is promoted and must hold every
-// acknowledged write. Otherwise it restarts in its role.
+// with its peer, with no write acknowledged since by either node, fails
+// over: the peer is promoted and must hold every acknowledged write.
+// Otherwise it restarts in its role. Either node counts: a Primary whose
+// disk was out wrote through its peer alone, and a peer promoted later
+// (a power loss of both) may be the only holder of those writes; the
+// other's old disk lacks them, and when its meta.json failed with it,
+// nothing on it says so.
 func (r *runner) crash(i int, power *rand.Rand) {
 	n := r.nodes[i]
 	r.awaitBitmap(n)
@@ -224,7 +229,7 @@ func (r *runner) crash(i int, power *rand.Rand) {
 	r.mu.Lock()
 	lastInSync := r.lastInSync[i] // the watcher moves it (sawInSync)
 	r.mu.Unlock()
-	if i == r.primary && !r.split && !r.m.ackedSince(i, lastInSync) && r.peerGone(1-i) {
+	if i == r.primary && !r.split && !r.m.ackedSince(anyNode, lastInSync) && r.peerGone(1-i) {
 		if err := r.setRole(r.nodes[1-i], wire.Primary, false); err == nil {
 			r.primary, role = 1-i, wire.Secondary
 			r.checkPrimary("failover to " + r.nodes[1-i].name)
