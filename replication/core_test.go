@@ -75,7 +75,7 @@ func scriptEvent(t *testing.T, d *datadriven.TestData, s State) Event {
 	switch d.Cmd {
 	case "hello":
 		local := wire.Hello{NodeID: s.NodeID, Role: s.Role, Disk: s.Disk, Gen: s.Gen,
-			LastSeq: argUint(t, d, "lastseq", 0), Flags: argFlags(t, d, "flags")}
+			LastSeq: argUint(t, d, "lastseq", 0), LostFrom: s.LostFrom, Flags: argFlags(t, d, "flags")}
 		if s.DiscardMyData && !d.HasArg("sent-before-discard") { // as Resource.hello says it
 			local.Flags |= wire.DiscardMyData
 		}

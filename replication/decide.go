@@ -30,7 +30,11 @@ func (o Outcome) String() string {
 // current, bitmap or history one: generations moved on without a write
 // leave no mark), and its disk is UpToDate (a resync's target, Inconsistent
 // or Consistent, lacks what the resync had not brought yet, although the
-// source cleared those marks as it sent them). Any other peer lacks
+// source cleared those marks as it sent them), and it holds every record
+// of the Primary's journal (a peer that lost the tail of its journal in a
+// power loss, or stopped short of the Primary's last seq, lacks records
+// the Primary marks only once they meet, from its Hello: see meet and
+// sameUpTo). Any other peer lacks
 // writes that only the detached disk holds, or is another device's: the
 // Primary would serve stale data, write over what the disk holds there,
 // and a disk attached later would be filled from it. StalePeer: refused,
@@ -44,7 +48,7 @@ func disklessOutcome(local, remote wire.Hello) Decision {
 		return Decision{Outcome: InSync}
 	}
 	lineage := peer.Gen.Current == p.Gen.Current || inHistory(p.Gen, peer.Gen.Current)
-	if !lineage || p.Flags&wire.HasOutOfSync != 0 || peer.Disk != wire.UpToDate {
+	if !lineage || p.Flags&wire.HasOutOfSync != 0 || peer.Disk != wire.UpToDate || p.LastSeq > sameUpTo(peer) {
 		return Decision{Outcome: StalePeer}
 	}
 	return Decision{Outcome: InSync}
