@@ -43,13 +43,10 @@ func (r *Resource) tailLoop(l *link, from uint64) error {
 			}
 			continue
 		}
-		if it.rec.Kind == journal.KindExtent {
+		if it.inPlace {
 			r.tailInPlace(l)
 		}
-		rec, err := r.tailRecord(it.rec, l.closed) // a write in place: read from the disk
-		if err != nil {
-			return err
-		}
+		rec := it.rec
 		last = rec.Seq
 		carried.mark(rec.Offset, int64(rec.RawLen))
 		off, n := rec.Offset, int64(rec.RawLen)
@@ -95,17 +92,21 @@ func (r *Resource) tailInPlace(l *link) {
 	}
 }
 
-// tailItem is a record of the journal's tail, or its current end (eof),
-// or the error that ended the reading.
+// tailItem is a record of the journal's tail as it is sent (tailRecord),
+// or its current end (eof), or the error that ended the reading. inPlace:
+// the record was a write made in place, its data read from the disk.
 type tailItem struct {
-	rec journal.Record
-	eof bool
-	err error
+	rec     journal.Record
+	inPlace bool
+	eof     bool
+	err     error
 }
 
 // readTail starts reading the journal from seq from ahead of the sender:
-// up to tune.tailReadAhead records wait. At the journal's end it says so,
-// then waits for the next record to be written. stop ends the reading.
+// up to tune.tailReadAhead records wait, a write made in place read from
+// the disk and compressed (tailRecord), so that the sender's goroutine
+// only sends. At the journal's end it says so, then waits for the next
+// record to be written. stop ends the reading.
 func (r *Resource) readTail(from uint64) (recs <-chan tailItem, stop func(), err error) {
 	rd, err := r.journal.NewReader(from)
 	if err != nil {
@@ -141,7 +142,12 @@ func (r *Resource) readTail(from uint64) (recs <-chan tailItem, stop func(), err
 				return
 			}
 			last = rec.Seq
-			if !put(tailItem{rec: rec}) {
+			inPlace := rec.Kind == journal.KindExtent
+			if rec, err = r.tailRecord(rec, quit); err != nil {
+				put(tailItem{err: err})
+				return
+			}
+			if !put(tailItem{rec: rec, inPlace: inPlace}) {
 				return
 			}
 		}
