@@ -68,6 +68,10 @@ type PeerHello struct {
 	// before the next (see nextFlapDelay) is not over.
 	BackingOff bool
 	Since      uint64 // State.Connects when this node said Local
+	// PeerSeq is the last seq of the records the peer acknowledged to
+	// this node (Resource.peerSeq): a Diskless Primary's peer that no
+	// longer holds them lacks what only the Primary's detached disk holds.
+	PeerSeq uint64
 }
 
 // AdmitEnd: the admitted connection became the link, or failed before.
@@ -348,7 +352,7 @@ func admit(s State, e PeerHello) (State, []Action) {
 	case s.Disk == wire.Diskless && s.Role != wire.Primary:
 		return s, []Action{Refuse{wire.ReasonDiskless, "this node is Diskless: its disk failed or was detached"}}
 	case s.StandAlone != "" && (s.Refusal == wire.ReasonSplitBrain || s.Refusal == wire.ReasonUnrelatedData):
-		if reason, _ := refusal(s, outcome(s, e.Local, e.Remote), e.Remote); reason == 0 {
+		if reason, _ := refusal(s, outcome(s, e.Local, e.Remote, e.PeerSeq), e.Remote); reason == 0 {
 			// What made it StandAlone no longer holds on these Hellos (the
 			// peer refused as a Primary was demoted since): it waits for
 			// the operator's connect, and its old word would make the
@@ -381,7 +385,7 @@ func admit(s State, e PeerHello) (State, []Action) {
 	case e.BackingOff:
 		return s, []Action{Refuse{wire.ReasonBusy, "the last link failed soon after it came up: waiting before the next"}, AwaitVerdict{}}
 	}
-	d := outcome(s, e.Local, e.Remote)
+	d := outcome(s, e.Local, e.Remote, e.PeerSeq)
 	if reason, text := refusal(s, d, e.Remote); text != "" {
 		return s, []Action{Refuse{reason, text}, AwaitVerdict{}}
 	}
@@ -400,8 +404,8 @@ func changedSince(s State, h wire.Hello) bool {
 }
 
 // outcome is what the generation ids, the operator's word, the bitmaps and
-// the split-brain policy say of two nodes.
-func outcome(s State, local, remote wire.Hello) Decision {
+// the split-brain policy say of two nodes; peerSeq is PeerHello.PeerSeq.
+func outcome(s State, local, remote wire.Hello, peerSeq uint64) Decision {
 	lw, rw := local.Flags&wire.HasOutOfSync != 0, remote.Flags&wire.HasOutOfSync != 0
 	l := side{primary: s.Role == wire.Primary, id: s.NodeID, wrote: lw, dirty: lw || local.LastSeq > remote.LastSeq}
 	p := side{primary: remote.Role == wire.Primary, id: remote.NodeID, wrote: rw,
@@ -410,7 +414,7 @@ func outcome(s State, local, remote wire.Hello) Decision {
 	d := resolve(decide(s.Gen, remote.Gen), ld, rd)
 	switch {
 	case local.Disk == wire.Diskless || remote.Disk == wire.Diskless:
-		d = disklessOutcome(local, remote)
+		d = disklessOutcome(local, remote, peerSeq)
 	case d.Outcome == InSync:
 		d = dirtyDirection(l, p)
 	case d.Outcome == SplitBrain && s.AfterSplitBrain == DiscardZeroChanges:

@@ -21,7 +21,7 @@ import (
 //
 //	node id=1 role=Primary disk=UpToDate gen=9:7:7 [discard] [lost-from=N] [policy=discard-zero-changes]
 //	     [standalone=split-brain|unrelated-data|busy] [linked peer=2 peer-role=Secondary peer-disk=UpToDate]
-//	hello peer=2 role=Secondary disk=UpToDate gen=7:0 [lastseq=N peer-lastseq=N]
+//	hello peer=2 role=Secondary disk=UpToDate gen=7:0 [lastseq=N peer-lastseq=N] [peer-seq=N]
 //	     [flags=dials,oos,discard] [peer-flags=dials,oos,discard] [dialer] [sent-gen=7:0] [sent-before-discard] [backing-off]
 //	     [before-connect]
 //	attach outcome=SyncSource [full] peer=2 peer-disk=UpToDate lastseq=N peer-lastseq=N
@@ -83,7 +83,7 @@ func scriptEvent(t *testing.T, d *datadriven.TestData, s State) Event {
 			local.Gen = argGen(t, d, "sent-gen")
 		}
 		return PeerHello{Local: local, Remote: scriptPeer(t, d), Dialer: d.HasArg("dialer"),
-			BackingOff: d.HasArg("backing-off"), Since: scriptSince(d, s)}
+			BackingOff: d.HasArg("backing-off"), Since: scriptSince(d, s), PeerSeq: argUint(t, d, "peer-seq", 0)}
 	case "attach":
 		local := wire.Hello{NodeID: s.NodeID, Role: s.Role, Disk: s.Disk, Gen: s.Gen,
 			LastSeq: argUint(t, d, "lastseq", 0), LostFrom: s.LostFrom}

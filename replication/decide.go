@@ -30,25 +30,26 @@ func (o Outcome) String() string {
 // current, bitmap or history one: generations moved on without a write
 // leave no mark), and its disk is UpToDate (a resync's target, Inconsistent
 // or Consistent, lacks what the resync had not brought yet, although the
-// source cleared those marks as it sent them), and it holds every record
-// of the Primary's journal (a peer that lost the tail of its journal in a
-// power loss, or stopped short of the Primary's last seq, lacks records
-// the Primary marks only once they meet, from its Hello: see meet and
-// sameUpTo). Any other peer lacks
+// source cleared those marks as it sent them), and it still holds every
+// record it acknowledged to the Primary (peerSeq: a peer that lost the tail
+// of its journal in a power loss lacks records the Primary marks only once
+// they meet, see meet and sameUpTo; only the Primary knows peerSeq, and its
+// refusal tells the peer). Any other peer lacks
 // writes that only the detached disk holds, or is another device's: the
 // Primary would serve stale data, write over what the disk holds there,
 // and a disk attached later would be filled from it. StalePeer: refused,
 // until the Primary is restarted on its disk.
-func disklessOutcome(local, remote wire.Hello) Decision {
-	p, peer := local, remote
+func disklessOutcome(local, remote wire.Hello, peerSeq uint64) Decision {
+	p, peer, mine := local, remote, true
 	if remote.Disk == wire.Diskless {
-		p, peer = remote, local
+		p, peer, mine = remote, local, false
 	}
 	if p.Role != wire.Primary {
 		return Decision{Outcome: InSync}
 	}
 	lineage := peer.Gen.Current == p.Gen.Current || inHistory(p.Gen, peer.Gen.Current)
-	if !lineage || p.Flags&wire.HasOutOfSync != 0 || peer.Disk != wire.UpToDate || p.LastSeq > sameUpTo(peer) {
+	lost := mine && peerSeq > sameUpTo(peer)
+	if !lineage || p.Flags&wire.HasOutOfSync != 0 || peer.Disk != wire.UpToDate || lost {
 		return Decision{Outcome: StalePeer}
 	}
 	return Decision{Outcome: InSync}

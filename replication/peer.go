@@ -273,7 +273,7 @@ func (r *Resource) logRefusal(c net.Conn, err error) {
 func (r *Resource) admitPeer(c net.Conn, hello, remote wire.Hello, dialer bool, since uint64) (Decision, bool) {
 	r.mu.Lock()
 	acts, _ := r.stepLocked(PeerHello{Local: hello, Remote: remote, Dialer: dialer, // saves nothing
-		BackingOff: time.Now().Before(r.flapUntil), Since: since})
+		BackingOff: time.Now().Before(r.flapUntil), Since: since, PeerSeq: r.peerSeq.Load()})
 	old := r.link
 	r.mu.Unlock()
 	for _, a := range acts {
