@@ -149,7 +149,13 @@ func knownKinds() map[Kind]bool {
 		// 0 of 48 alone: a write made through the peer as the Primary's
 		// journal failed, after a resync ended, was missing from the disk
 		// the Primary then pulled from that peer; not explained). After
-		// those, seeds 1-44000 pass.
+		// those, seeds 1-44000 pass. A second run of 44001-88000 failed
+		// three times ("acked", once each, 0 of 16 alone): 85520 (the
+		// refusal for 81164 counted seqs of writes that failed on both
+		// nodes; it now counts what the peer acknowledged, peerSeq), and
+		// 46243 and 83922, of 49710's kind: a write in place with FUA right
+		// after the Primary's journal and meta.json failed, acknowledged
+		// through the peer, missing later; not explained.
 	}
 }
 
