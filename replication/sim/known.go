@@ -144,8 +144,9 @@ func knownKinds() map[Kind]bool {
 		// while its peer saw the reset; a merge now takes both ends
 		// Connected), 81164 ("acked", 1 run in 16: a Diskless Primary met
 		// a peer that had lost the tail of its journal in a power loss,
-		// in sync on Hellos that showed no marks; it now refuses a peer
-		// whose journal stops short of its own) and 49710 ("acked", once,
+		// in sync on Hellos that showed no marks; a first fix refused a
+		// peer whose journal stops short of its own, see 85520 below) and
+		// 49710 ("acked", once,
 		// 0 of 48 alone: a write made through the peer as the Primary's
 		// journal failed, after a resync ended, was missing from the disk
 		// the Primary then pulled from that peer; not explained). After
