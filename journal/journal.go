@@ -76,6 +76,7 @@ type Journal struct {
 	writtenSeq atomic.Uint64 // last seq written to a segment
 	durableSeq atomic.Uint64 // last seq synced in the journal
 	appliedSeq atomic.Uint64 // last seq applied to the disk
+	lostSeq    atomic.Uint64 // last seq a failed segment write dropped (see LostSeq)
 	ckptSeq    atomic.Uint64 // last checkpoint: seqs <= it are on the synced disk
 	st         counters
 
@@ -351,6 +352,13 @@ func (j *Journal) SyncWait() error {
 
 // LastSeq is the last seq assigned by AppendLater (or recovered).
 func (j *Journal) LastSeq() uint64 { return j.lastSeq.Load() }
+
+// LostSeq is the highest seq that a failed segment write dropped (its
+// appender got the error; the record is never written nor applied), or 0.
+// A replica may hold such a record: it was sent before the local write
+// failed, and the disk lacks it. It moves before AwaitApplied returns for
+// that seq.
+func (j *Journal) LostSeq() uint64 { return j.lostSeq.Load() }
 
 // OldestRetainedSeq is the oldest seq NewReader accepts.
 func (j *Journal) OldestRetainedSeq() uint64 {

@@ -554,6 +554,7 @@ func (j *Journal) failBatch(b *batch, err error) {
 		j.bytes -= b.bytes
 		j.space.Broadcast()
 		j.mu.Unlock()
+		j.lostSeq.Store(max(j.lostSeq.Load(), b.lastSeq())) // the writer's alone: no race
 		j.prog.lose(b.firstSeq(), b.lastSeq(), j.writtenSeq.Load())
 	}
 	b.recycle()

@@ -700,3 +700,129 @@ func TestSourceSendsRecordsThePeerLost(t *testing.T) {
 		t.Fatalf("the resync sent the regions at %v; want the record's, at 64 KiB", sent)
 	}
 }
+
+// TestResyncSendsNothingOverAWriteTheDiskLost: a FUA write lands in a
+// region a bitmap resync is about to send, and its segment write fails on
+// the source after the write went to the peer. The run, read from a disk
+// that lacks the write, must not follow it to the peer, which holds the
+// only copy. The fake peer acknowledges the run before it syncs the write,
+// so that the write's reply comes after the run cleared the last mark:
+// the write then succeeds through the peer, which must still hold it.
+func TestResyncSendsNothingOverAWriteTheDiskLost(t *testing.T) {
+	var failing atomic.Bool
+	fs := vfs.Inject(journal.NewMemFS(), func(op vfs.Op, path string) error {
+		if failing.Load() && op == vfs.OpWrite && strings.HasSuffix(path, ".seg") {
+			return syscall.EIO
+		}
+		return nil
+	})
+	fp := newFakePeer(t)
+	secret := []byte("protocol-test-secret")
+	r, err := Open(Config{Name: "r0", Disk: memDisk{journal.NewMemDisk(testSize)}, MetaDir: t.TempDir(),
+		FS: fs, Role: wire.Primary, Created: true, Peer: fp.ln.Addr().String(), Secret: secret,
+		PeerTimeout: 10 * time.Second, CheckpointInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	fp.accept(secret)
+	until(t, "no link after the agreement", func() bool { return r.currentLink() != nil })
+
+	const off = 8 << 10
+	written := bytes.Repeat([]byte{0x5a}, 4096)
+	reply := make(chan error, 1)
+	var once sync.Once
+	testHookRunSend = func(runOff, n int64) {
+		if off < runOff || off >= runOff+n {
+			return
+		}
+		once.Do(func() {
+			failing.Store(true)
+			go func() { _, err := r.WriteAtFUA(written, off); reply <- err }()
+			for end := time.Now().Add(5 * time.Second); r.journal.LostSeq() == 0 && time.Now().Before(end); {
+				time.Sleep(time.Millisecond) // until its segment write failed
+			}
+		})
+	}
+	t.Cleanup(func() { testHookRunSend = nil })
+	r.oos.mark(0, 64<<10) // a resync pass starts (markLoop)
+
+	frames := make(chan wire.Frame)
+	go func() {
+		defer close(frames) // the Primary took the link down, or the test ended
+		for {
+			f, err := fp.r.Next()
+			if err != nil {
+				return
+			}
+			frames <- wire.Frame{Type: f.Type, Flags: f.Flags, Body: bytes.Clone(f.Body)}
+		}
+	}()
+	var held []byte // what the peer holds at off
+	var writeSeq, lastSeq uint64
+	handle := func(f wire.Frame) {
+		switch f.Type {
+		case wire.TypeSyncStart:
+			fp.conn.Write(wire.AppendBitmapEnd(nil)) // none of its marks are here
+		case wire.TypeRecords:
+			for b := f.Body; len(b) > 0; {
+				rec, n, err := wire.ParseRecord(b, testSize, lastSeq)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, lastSeq = b[n:], rec.Seq
+				if rec.Offset > off || rec.Offset+int64(rec.RawLen) <= off {
+					continue
+				}
+				data, err := rec.Raw(nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				held = data[off-rec.Offset : off-rec.Offset+4096]
+				if writeSeq != 0 {
+					t.Errorf("seq %d [%d, +%d) came after the write (seq %d) the source lost, with data %#x",
+						rec.Seq, rec.Offset, rec.RawLen, writeSeq, held[0])
+				} else if bytes.Equal(held, written) {
+					writeSeq = rec.Seq
+				}
+			}
+			fp.ack(wire.Journaled, lastSeq) // not synced yet: the write waits
+		case wire.TypeSyncDone:
+			gen, _ := wire.ParseSyncDone(f.Body)
+			fp.conn.Write(wire.AppendSyncDone(nil, gen)) // the resync ends, then the write is synced
+			fp.ack(wire.Synced, lastSeq)
+		case wire.TypePing: // behind the word that the disk is out: the peer follows
+			token, _ := wire.ParsePing(f.Body)
+			fp.conn.Write(wire.AppendPong(nil, token))
+		}
+	}
+	var replied error
+	timeout := time.After(10 * time.Second)
+loop:
+	for {
+		select {
+		case replied = <-reply:
+			break loop
+		case f, ok := <-frames:
+			if ok {
+				handle(f)
+				continue
+			}
+			select { // the Primary took the link down
+			case replied = <-reply:
+			case <-timeout:
+				t.Fatal("the write never replied")
+			}
+			break loop
+		case <-timeout:
+			t.Fatal("the write never replied")
+		}
+	}
+	if writeSeq == 0 {
+		t.Fatal("the write never reached the peer: nothing to test")
+	}
+	if replied == nil && !bytes.Equal(held, written) {
+		t.Fatalf("the write succeeded, and the peer, which holds its only copy, holds %#x", held[0])
+	}
+	t.Logf("the write's reply: %v", replied)
+}

@@ -75,6 +75,7 @@ type link struct {
 	// the tail loop sends their records. Guarded by Resource.order.
 	catchingUp bool
 	tailFrom   uint64    // the first seq of the tail
+	fromSeq    uint64    // the journal's last seq at attach: what the link carries is above it
 	acked      [4]uint64 // by wire.AckKind: highest cumulative ack seen
 	oldest     time.Time // when the oldest pending record was queued
 	down       error     // set once: the link failed

@@ -347,6 +347,7 @@ func (r *Resource) attach(c net.Conn, hello, remote wire.Hello, d Decision, sinc
 		l.catchingUp, l.tailFrom = true, sameUpTo(remote)+1
 		r.resync.inPlace = s.InPlace
 	}
+	l.fromSeq = last
 	r.link = l
 	r.aloneSinceOpen.Store(false)                                // met the peer: a link lost from here on says the rest
 	followedNow := r.role == wire.Primary && r.health.peerOnly() // the peer followed at its attach (attached)

@@ -1,6 +1,8 @@
 package replication
 
 import (
+	"fmt"
+
 	"github.com/nbdmirror/nbdmirror/journal"
 )
 
@@ -58,6 +60,9 @@ func (r *Resource) readRun(l *link, reg int64, buf []byte) *runRead {
 	if err := r.journal.AwaitApplied(asOf, l.closed); err != nil {
 		return &runRead{err: err}
 	}
+	if err := r.lostUnder(l); err != nil {
+		return &runRead{err: err}
+	}
 	regions := max(r.oos.run(reg, tune.maxRun), 1)
 	run := &runRead{reg: reg, regions: regions, off: reg * RegionSize, asOf: asOf}
 	run.n = min(regions*RegionSize, r.size-run.off)
@@ -83,6 +88,9 @@ func (r *Resource) rereadRun(l *link, run *runRead, buf []byte) error {
 		err = r.journal.AwaitApplied(r.journal.LastSeq(), l.closed)
 	}
 	if err == nil {
+		err = r.lostUnder(l)
+	}
+	if err == nil {
 		if _, err = r.disk.ReadAt(buf[:run.n], run.off); err != nil {
 			r.health.fault(OpRead, err)
 		}
@@ -91,5 +99,19 @@ func (r *Resource) rereadRun(l *link, run *runRead, buf []byte) error {
 		return err
 	}
 	run.rec, run.asOf = r.comp.Write(run.off, buf[:run.n]), r.journal.LastSeq()
+	return nil
+}
+
+// lostUnder fails the resync once a write this link may have carried to
+// the peer failed in the journal here. The disk lacks that write, which the
+// peer may hold, so any run read from the disk from then on may undo it
+// there; and its reply may still be success, through the peer (see
+// replyOf), if that run's ack clears the last mark before the write's own
+// ack comes (a FUA write waits for a sync). The waits for the journal
+// before each read see the failure: a lost record counts as done for them.
+func (r *Resource) lostUnder(l *link) error {
+	if lost := r.journal.LostSeq(); lost > l.fromSeq {
+		return fmt.Errorf("the write of journal seq %d failed here, and the peer may hold it: the disk cannot be the source", lost)
+	}
 	return nil
 }

@@ -138,6 +138,9 @@ func (r *Resource) finishSource(l *link) error {
 // write was appended since the run was read, it is read again (rereadRun).
 func (r *Resource) sendRun(l *link, run *runRead, buf []byte) error {
 	defer run.rec.Release()
+	if testHookRunSend != nil {
+		testHookRunSend(run.off, run.n)
+	}
 	r.order.Lock()
 	defer r.order.Unlock()
 	if r.journal.LastSeq() != run.asOf {
@@ -166,6 +169,10 @@ func (r *Resource) sendRun(l *link, run *runRead, buf []byte) error {
 	r.resyncWire.Add(uint64(wire.RecordHeaderSize + len(rec.Payload)))
 	return nil
 }
+
+// testHookRunSend, if set by a test, is told of each run read ahead,
+// before sendRun takes Resource.order to send it.
+var testHookRunSend func(off, n int64)
 
 // markLoop starts a resync pass whenever regions are marked while the
 // link is established and no resync runs (the bitmap tells it, see
