@@ -88,20 +88,30 @@ func TestFailedWriteContinues(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if j.LostSeq() != 0 {
+		t.Fatalf("LostSeq %d before a write failed", j.LostSeq())
+	}
 	e.ffs.failOn(vfs.OpWrite, ".seg", syscall.ENOSPC)
 	for _, fua := range []bool{false, true} {
 		if err := e.write(j, fua); !errors.Is(err, syscall.ENOSPC) {
 			t.Fatalf("write on a full file system: %v, want ENOSPC", err)
+		}
+		if j.LostSeq() != j.LastSeq() {
+			t.Fatalf("LostSeq %d after seq %d failed", j.LostSeq(), j.LastSeq())
 		}
 	}
 	if err := j.SyncWait(); err != nil {
 		t.Fatalf("sync after a failed write: %v", err)
 	}
 	e.ffs.failOn(0, "", nil)
+	lost := j.LostSeq()
 	for range 20 { // across new segments too
 		if err := e.write(j, e.rnd.IntN(2) == 0); err != nil {
 			t.Fatalf("write after space came back: %v", err)
 		}
+	}
+	if j.LostSeq() != lost {
+		t.Errorf("LostSeq %d after writes that succeeded, want %d", j.LostSeq(), lost)
 	}
 	if err := j.Close(); err != nil {
 		t.Fatal(err)
