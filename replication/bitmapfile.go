@@ -327,15 +327,15 @@ func (r *Resource) loadBitmap() (uint64, error) {
 // the journal no longer holds them, the whole disk is marked: a full sync
 // (comparing checksums) is the only safe answer.
 func (r *Resource) recoverMarks(seq uint64) error {
-	return r.markRange(seq, r.journal.LastSeq())
+	return r.markRange(r.journal, seq, r.journal.LastSeq())
 }
 
-// markRange marks the regions of the journal records in (from, to].
-func (r *Resource) markRange(seq, to uint64) error {
-	if seq >= min(to, r.journal.LastSeq()) {
+// markRange marks the regions of the records of j in (from, to].
+func (r *Resource) markRange(j *journal.Journal, seq, to uint64) error {
+	if seq >= min(to, j.LastSeq()) {
 		return nil
 	}
-	rd, err := r.journal.NewReader(seq + 1)
+	rd, err := j.NewReader(seq + 1)
 	if errors.Is(err, journal.ErrNotRetained) {
 		r.log.Warn("the journal no longer holds every write the peer may lack: marking the whole disk", "from_seq", seq+1)
 		r.oos.mark(0, r.size)

@@ -306,6 +306,12 @@ func (r *Resource) AttachDisk(disk Disk, fresh bool) (err error) {
 			r.health.phase.Store(uint32(diskDiskless))
 		}
 	}()
+	// The records the failed journal holds past what it applied (writes
+	// whose apply failed, or that the fault came before) reach the disk
+	// in the reopened journal's replay. They failed here, unmarked (the
+	// disk was out), and the peer may hold other data there: marked, the
+	// next resync makes the two equal.
+	applied := r.journal.Stats().AppliedSeq
 	r.journal.Close() // it failed for good: closing writes nothing
 	if !fresh && r.health.lacks.Load() {
 		if r.oos.bytes() == 0 {
@@ -324,6 +330,12 @@ func (r *Resource) AttachDisk(disk Disk, fresh bool) (err error) {
 	j, err := openJournal(r.cfg, disk, r.health)
 	if err != nil {
 		return fmt.Errorf("replication: %s: attach: %w", r.name, err)
+	}
+	if !fresh {
+		if err := r.markRange(j, applied, j.LastSeq()); err != nil {
+			j.Close()
+			return err
+		}
 	}
 	m, err := r.attachMeta(fresh)
 	if err != nil {

@@ -630,8 +630,9 @@ func TestRestartOnAFailedDiskIsOutdated(t *testing.T) {
 // record meanwhile (its journal failed, a crash followed) and comes back a
 // Secondary, with marks of its own and an older last seq. The node holding
 // the record becomes the source of a bitmap resync (the lower node id), and
-// the record's region is sent: the record counts in peerSeq once journaled,
-// though its apply failed, so the node marks it as it meets the peer.
+// the record's region is sent: the attach marks it (the replay puts the
+// record on the disk, whose apply had failed), and the record counts in
+// peerSeq once journaled, so the node marks it as it meets the peer too.
 func TestSourceSendsRecordsThePeerLost(t *testing.T) {
 	secret, addr := []byte("pair-test-secret"), freeAddr(t)
 	fd := newFaultDisk(memDisk{journal.NewMemDisk(testSize)})
@@ -664,6 +665,10 @@ func TestSourceSendsRecordsThePeerLost(t *testing.T) {
 	}
 	if got := fd.Bytes()[64<<10]; got != 0x22 {
 		t.Fatalf("the attached disk holds %#x where the record replayed, not 0x22: nothing to test", got)
+	}
+	if !sec.oos.anySet(64<<10, 4096) || sec.oos.anySet(0, 4096) {
+		t.Fatalf("after the attach, marked %d bytes: want the region the replay wrote (its apply had failed), not the one applied before",
+			sec.oos.bytes())
 	}
 
 	old := dialAs(t, addr, secret, wire.Hello{Resource: "r0", Size: testSize, NodeID: math.MaxUint64,

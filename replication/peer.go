@@ -215,7 +215,7 @@ func (r *Resource) meet(c net.Conn, dialer bool) error {
 	// never reached the Primary's own journal, and may have given their
 	// seqs to new writes since (sameUpTo). Every later record is already
 	// in the bitmap: written apart, or pending when the link fell.
-	if err := r.markRange(sameUpTo(remote), r.peerSeq.Load()); err != nil {
+	if err := r.markRange(r.journal, sameUpTo(remote), r.peerSeq.Load()); err != nil {
 		c.Close()
 		r.log.Error("marking the records the peer lacks", "err", err)
 		return err

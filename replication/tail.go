@@ -222,7 +222,7 @@ func (r *Resource) startTarget(l *link, flags uint8, body []byte) error {
 		// source lost (a power loss took its unflushed tail after this
 		// node journaled them): their regions join the bitmap sent, and
 		// the source's data, older there, is synced over them.
-		if err := r.markRange(sameUpTo(l.remote), r.journal.LastSeq()); err != nil {
+		if err := r.markRange(r.journal, sameUpTo(l.remote), r.journal.LastSeq()); err != nil {
 			return fmt.Errorf("%w: %v", ErrLinkDown, err)
 		}
 	}
