@@ -174,8 +174,9 @@ func knownKinds() map[Kind]bool {
 		// and on the one before these two fixes: a Primary whose disk
 		// failed under a switchover's read journaled a write before the
 		// detach failed its journal, and the replay at its disk's attach
-		// left that block different from the promoted peer's; not
-		// explained).
+		// left that block different from the promoted peer's, unmarked;
+		// an attach now marks what its replay writes, which is the likely
+		// fix, not confirmed: the seed never failed alone).
 	}
 }
 
