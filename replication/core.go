@@ -52,6 +52,8 @@ type State struct {
 	Peer     wire.Hello // what the peer said in its last admitted handshake
 	// Source and Target: a resync runs on the link, from or to this node.
 	Source, Target bool
+	// DoneSent: this source sent SyncDone and has no answer yet.
+	DoneSent bool
 }
 
 // Event is something that happened to a node: one of the types below.
@@ -118,6 +120,10 @@ type SyncDoneAcked struct {
 // it sent; the journal holds them all.
 type SyncDoneReceived struct{ Gen uint64 }
 
+// SyncDoneSent: this node, a resync's source, sent SyncDone on the link:
+// its target may record itself UpToDate in the current generation.
+type SyncDoneSent struct{}
+
 // SyncStartReceived: the source began a resync on the current link (the
 // first, decided at Attach, or another pass after marks were left).
 type SyncStartReceived struct{}
@@ -164,6 +170,7 @@ func (CmdDiscard) event()        {}
 func (SyncDoneAcked) event()     {}
 func (SyncDoneReceived) event()  {}
 func (SyncStartReceived) event() {}
+func (SyncDoneSent) event()      {}
 func (MarksWhileLinked) event()  {}
 func (PeerAsksPrimary) event()   {}
 func (AskingPrimary) event()     {}
@@ -295,6 +302,9 @@ func step(s State, e Event) (State, []Action) {
 		}
 		s.Source = true
 		return s, []Action{StartSync{Mode: wire.SyncBitmap}}
+	case SyncDoneSent:
+		s.DoneSent = s.Source
+		return s, nil
 	case SyncStartReceived:
 		if s.Linked {
 			s.Target = true
@@ -579,19 +589,19 @@ func sameUpTo(h wire.Hello) uint64 {
 }
 
 // linkLost: a Primary that goes on alone starts a new generation, so the
-// peer's data is known to be behind; also one whose bitmap counts from an
-// older generation (it keeps counting from there). Its peer may be in the
-// current generation all the same: a resync's target that ended the
-// resync before its answer came, or before this node crashed and came
-// back, its bitmap generation saved. Kept, the two would look in sync, and
-// that peer, promoted, would look newer (its bitmap starting at this
-// node's current), not split from it: a resync would overwrite what this
-// node wrote apart. A Diskless Primary writes nothing apart (its I/O goes
-// through the peer): it keeps its generation.
+// peer's data is known to be behind. One whose bitmap counts from an older
+// generation needs none, unless it sent a resync's SyncDone without an
+// answer yet: its target may have recorded itself UpToDate in the current
+// generation (it answers SyncDone so) while regions marked since (the
+// writes that waited on the link) wait for another pass. Not at every
+// link lost mid-resync: a link that flaps would push the generation the
+// target holds out of the history, and the next meeting would look like
+// a split brain.
 func linkLost(s State, e LinkLost) (State, []Action) {
-	s.Linked, s.Source, s.Target = false, false, false
+	done := s.DoneSent
+	s.Linked, s.Source, s.Target, s.DoneSent = false, false, false, false
 	acts := []Action{}
-	if s.Role == wire.Primary && s.Disk != wire.Diskless {
+	if s.Role == wire.Primary && (s.Gen.Bitmap == 0 || done) {
 		s.Gen = newGeneration(s.Gen, e.NewID)
 		acts = append(acts, NewGeneration{}, SaveMeta{})
 	}
@@ -693,6 +703,7 @@ func syncDoneAcked(s State, e SyncDoneAcked) (State, []Action) {
 	if !e.Current || !s.Linked || s.Gen.Current != e.Gen {
 		return s, nil
 	}
+	s.DoneSent = false
 	if e.Marks {
 		// Regions marked while the resync ran (a write lost with the
 		// previous link, one that failed here after the peer took it):

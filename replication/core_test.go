@@ -28,7 +28,7 @@ import (
 //	     oldest=N last=N [last-extent=N] [peer-flags=oos] [peer-lost-from=N] [sent-role=Secondary] [sent-gen=7:0]
 //	admit-end | link-lost newid=N | promote [force] newid=N | demote
 //	connect | disconnect | discard | disk-failed newid=N [marks] | peer-disk disk=Diskless gen=N
-//	sync-done-acked gen=N [stale] [marks] | sync-done gen=N
+//	sync-done-acked gen=N [stale] [marks] | sync-done gen=N | sync-done-sent
 //	refused reason=split-brain [before-connect]     (the text the peer sent is the input)
 //	verdict mine=split-brain [ready|lost|reason=busy] [before-connect]   (the text this node sent is the input)
 //	peer-asks-primary | asking [off]
@@ -124,6 +124,8 @@ func scriptEvent(t *testing.T, d *datadriven.TestData, s State) Event {
 		return MarksWhileLinked{}
 	case "sync-start":
 		return SyncStartReceived{}
+	case "sync-done-sent":
+		return SyncDoneSent{}
 	case "sync-done":
 		return SyncDoneReceived{Gen: argUint(t, d, "gen", 0)}
 	case "verdict":
@@ -180,6 +182,9 @@ func stateString(s State) string {
 	}
 	if s.Target {
 		b.WriteString(" SyncTarget")
+	}
+	if s.DoneSent {
+		b.WriteString(" done-sent")
 	}
 	if s.StandAlone != "" {
 		fmt.Fprintf(&b, "\nStandAlone(%s, %q)", s.Refusal, s.StandAlone)

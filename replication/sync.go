@@ -10,6 +10,7 @@ import (
 // resyncState is the progress of a resync on either side; Resource.mu guards it.
 type resyncState struct {
 	source, target bool
+	doneSent       bool // the source sent SyncDone; no answer yet (State.DoneSent)
 	tail           bool // the source replays its journal's tail
 	// inPlace: the tail holds a write made in place, its target is
 	// Inconsistent (see attached in core.go, and tailLoop).
@@ -122,6 +123,9 @@ func (r *Resource) finishSource(l *link) error {
 	defer r.order.Unlock()
 	r.mu.Lock()
 	gen := r.meta.Gen.Current
+	if r.link == l {
+		r.stepLocked(SyncDoneSent{}) // saves nothing
+	}
 	r.mu.Unlock()
 	if l.isDown() {
 		return ErrLinkDown
