@@ -131,10 +131,8 @@ type Resource struct {
 	admitting  bool       // a connection is between handshake and attach
 	asking     bool       // SetRole asks the peer before a promotion (askPrimary)
 	connects   uint64     // the operator's connects and discards (State.Connects)
-	// peerInCurrent is State.PeerInCurrent; true at start.
-	peerInCurrent bool
-	resync        resyncState
-	linkChange    chan struct{} // closed and replaced whenever link changes
+	resync     resyncState
+	linkChange chan struct{} // closed and replaced whenever link changes
 	// flapDelay is the wait after the last link before the next one,
 	// flapUntil its end (see nextFlapDelay).
 	flapDelay time.Duration
@@ -239,7 +237,7 @@ func Open(c Config) (*Resource, error) {
 		meta: m, role: c.Role, linkChange: make(chan struct{}), stop: make(chan struct{}),
 		bitmapFile: &bitmapStore{fs: c.FS, dir: c.MetaDir}, health: health}
 	health.onDetach = r.detach
-	r.peerInCurrent = true // started: its peer may have ended a resync it does not know of
+	r.resync.peerInCurrent = true // started: its peer may have ended a resync it does not know of
 	r.resyncRate.Store(c.ResyncRate)
 	seq, err := r.loadBitmap()
 	if err == nil {
