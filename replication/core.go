@@ -52,11 +52,8 @@ type State struct {
 	Peer     wire.Hello // what the peer said in its last admitted handshake
 	// Source and Target: a resync runs on the link, from or to this node.
 	Source, Target bool
-	// PeerInCurrent: the peer may be in the current generation though the
-	// bitmap counts from an older one (see linkLost): it met this node
-	// in it, or ended a resync into it (this node sent SyncDone, or the
-	// peer answered it), or this node started not knowing.
-	PeerInCurrent bool
+	// DoneSent: this source sent SyncDone and has no answer yet.
+	DoneSent bool
 }
 
 // Event is something that happened to a node: one of the types below.
@@ -306,7 +303,7 @@ func step(s State, e Event) (State, []Action) {
 		s.Source = true
 		return s, []Action{StartSync{Mode: wire.SyncBitmap}}
 	case SyncDoneSent:
-		s.PeerInCurrent = s.PeerInCurrent || s.Source
+		s.DoneSent = s.Source
 		return s, nil
 	case SyncStartReceived:
 		if s.Linked {
@@ -551,7 +548,6 @@ func attached(s State, e Attach) (State, []Action) {
 	d := e.Decision
 	s.Linked, s.Peer = true, e.Remote
 	s.Source, s.Target = d.Outcome == SyncSource, d.Outcome == SyncTarget
-	s.PeerInCurrent = d.Outcome == InSync
 	if e.Remote.Disk == wire.Diskless && e.Remote.Role == wire.Primary {
 		return peerDiskState(s, PeerDiskState{Disk: wire.Diskless, Gen: e.Remote.Gen.Current})
 	}
@@ -594,21 +590,18 @@ func sameUpTo(h wire.Hello) uint64 {
 
 // linkLost: a Primary that goes on alone starts a new generation, so the
 // peer's data is known to be behind. One whose bitmap counts from an older
-// generation needs none, unless its peer may be in the current one
-// (PeerInCurrent): a resync's target that recorded itself UpToDate in it
-// (it answers SyncDone so) before the answer came, a peer met in it, or
-// any peer after this node restarted (it cannot know which). Kept, the two
-// would look in sync, and that peer, promoted, would look newer (its
-// bitmap starting at this node's current), not split from it: a resync
-// would overwrite what this node wrote apart. Not at every link lost
-// mid-resync: a link that flaps would push the generation the target
-// holds out of the history (4 entries), and the next meeting would look
-// like a split brain.
+// generation needs none, unless it sent a resync's SyncDone without an
+// answer yet: its target may have recorded itself UpToDate in the current
+// generation (it answers SyncDone so) while regions marked since (the
+// writes that waited on the link) wait for another pass. Not at every
+// link lost mid-resync: a link that flaps would push the generation the
+// target holds out of the history, and the next meeting would look like
+// a split brain.
 func linkLost(s State, e LinkLost) (State, []Action) {
-	inCurrent := s.PeerInCurrent
-	s.Linked, s.Source, s.Target, s.PeerInCurrent = false, false, false, false
+	done := s.DoneSent
+	s.Linked, s.Source, s.Target, s.DoneSent = false, false, false, false
 	acts := []Action{}
-	if s.Role == wire.Primary && (s.Gen.Bitmap == 0 || inCurrent) {
+	if s.Role == wire.Primary && (s.Gen.Bitmap == 0 || done) {
 		s.Gen = newGeneration(s.Gen, e.NewID)
 		acts = append(acts, NewGeneration{}, SaveMeta{})
 	}
@@ -710,7 +703,7 @@ func syncDoneAcked(s State, e SyncDoneAcked) (State, []Action) {
 	if !e.Current || !s.Linked || s.Gen.Current != e.Gen {
 		return s, nil
 	}
-	s.PeerInCurrent = true // it answered SyncDone in this generation
+	s.DoneSent = false
 	if e.Marks {
 		// Regions marked while the resync ran (a write lost with the
 		// previous link, one that failed here after the peer took it):

@@ -237,7 +237,6 @@ func Open(c Config) (*Resource, error) {
 		meta: m, role: c.Role, linkChange: make(chan struct{}), stop: make(chan struct{}),
 		bitmapFile: &bitmapStore{fs: c.FS, dir: c.MetaDir}, health: health}
 	health.onDetach = r.detach
-	r.resync.peerInCurrent = true // started: its peer may have ended a resync it does not know of
 	r.resyncRate.Store(c.ResyncRate)
 	seq, err := r.loadBitmap()
 	if err == nil {

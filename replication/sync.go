@@ -10,7 +10,7 @@ import (
 // resyncState is the progress of a resync on either side; Resource.mu guards it.
 type resyncState struct {
 	source, target bool
-	peerInCurrent  bool // State.PeerInCurrent
+	doneSent       bool // the source sent SyncDone; no answer yet (State.DoneSent)
 	tail           bool // the source replays its journal's tail
 	// inPlace: the tail holds a write made in place, its target is
 	// Inconsistent (see attached in core.go, and tailLoop).
