@@ -168,13 +168,13 @@ func knownKinds() map[Kind]bool {
 		// crashed after its resync's target ended the resync came back
 		// in the target's generation, its bitmap generation saved, and
 		// wrote alone in it; the target, promoted, met it as a node
-		// behind. A Primary that may share its current generation with
-		// its peer (State.PeerInCurrent: it sent or got SyncDone, met the
-		// peer in sync, or started) now moves on when it goes on alone;
-		// 0 of 160 runs fail after. (A first fix that moved every Primary
-		// on passed seeds 1-44000 but not make stress: a link reset
-		// again and again through resyncs pushed the target's generation
-		// out of the history, a false split brain.) With that first fix,
+		// behind; open: a first fix that moved every Primary on passed
+		// seeds 1-44000 but not make stress (a link reset again and again
+		// through resyncs pushed the target's generation out of the
+		// history, a false split brain), and a second (moving on only a
+		// Primary that met its peer in its generation, sent or got
+		// SyncDone, or started) failed seeds 24838, 28896 and 40008 of
+		// 1-44000 nearly every run; both were reverted. With that first fix,
 		// 44001-88000 failed once, on 46349 ("identical", 0 of 96 alone
 		// on that build and on the one before: a Primary whose disk
 		// failed under a switchover's read journaled a write before the
