@@ -688,13 +688,7 @@ func TestSourceSendsRecordsThePeerLost(t *testing.T) {
 			}
 			old.conn.Write(wire.AppendBitmapEnd(nil)) // none of its marks are here
 		case wire.TypeRecords:
-			for b := f.Body; len(b) > 0; {
-				rec, n, err := wire.ParseRecord(b, testSize, prev)
-				if err != nil {
-					t.Fatal(err)
-				}
-				sent, b, prev = append(sent, rec.Offset), b[n:], rec.Seq
-			}
+			prev = eachRecord(t, f.Body, prev, func(rec journal.Record) { sent = append(sent, rec.Offset) })
 			old.conn.Write(wire.AppendAck(nil, wire.Ack{Kind: wire.Journaled, Seq: prev}))
 		}
 		if f.Type == wire.TypeSyncDone {
@@ -770,14 +764,9 @@ func TestResyncSendsNothingOverAWriteTheDiskLost(t *testing.T) {
 		case wire.TypeSyncStart:
 			fp.conn.Write(wire.AppendBitmapEnd(nil)) // none of its marks are here
 		case wire.TypeRecords:
-			for b := f.Body; len(b) > 0; {
-				rec, n, err := wire.ParseRecord(b, testSize, lastSeq)
-				if err != nil {
-					t.Fatal(err)
-				}
-				b, lastSeq = b[n:], rec.Seq
+			lastSeq = eachRecord(t, f.Body, lastSeq, func(rec journal.Record) {
 				if rec.Offset > off || rec.Offset+int64(rec.RawLen) <= off {
-					continue
+					return
 				}
 				data, err := rec.Raw(nil)
 				if err != nil {
@@ -790,7 +779,7 @@ func TestResyncSendsNothingOverAWriteTheDiskLost(t *testing.T) {
 				} else if bytes.Equal(held, written) {
 					writeSeq = rec.Seq
 				}
-			}
+			})
 			fp.ack(wire.Journaled, lastSeq) // not synced yet: the write waits
 		case wire.TypeSyncDone:
 			gen, _ := wire.ParseSyncDone(f.Body)

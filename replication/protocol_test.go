@@ -71,18 +71,27 @@ func (p *fakePeer) next(t wire.Type) wire.Frame {
 			p.t.Fatalf("fake peer: %v", err)
 		}
 		if f.Type == wire.TypeRecords {
-			for b := f.Body; len(b) > 0; {
-				rec, n, err := wire.ParseRecord(b, testSize, p.last)
-				if err != nil {
-					p.t.Fatal(err)
-				}
-				b, p.seq, p.last = b[n:], p.seq+1, rec.Seq
-			}
+			p.last = eachRecord(p.t, f.Body, p.last, func(journal.Record) { p.seq++ })
 		}
 		if f.Type == t {
 			return f
 		}
 	}
+}
+
+// eachRecord calls fn with each record of a Records frame's body, the
+// record before which had seq prev, and returns the last one's seq.
+func eachRecord(t *testing.T, body []byte, prev uint64, fn func(journal.Record)) uint64 {
+	t.Helper()
+	for len(body) > 0 {
+		rec, n, err := wire.ParseRecord(body, testSize, prev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, prev = body[n:], rec.Seq
+		fn(rec)
+	}
+	return prev
 }
 
 func (p *fakePeer) ack(kind wire.AckKind, seq uint64) {
