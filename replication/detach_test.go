@@ -709,8 +709,11 @@ func TestSourceSendsRecordsThePeerLost(t *testing.T) {
 // the write then succeeds through the peer, which must still hold it.
 func TestResyncSendsNothingOverAWriteTheDiskLost(t *testing.T) {
 	var failing atomic.Bool
+	failed := make(chan struct{}) // closed at the first segment write failed
+	var failOnce sync.Once
 	fs := vfs.Inject(journal.NewMemFS(), func(op vfs.Op, path string) error {
 		if failing.Load() && op == vfs.OpWrite && strings.HasSuffix(path, ".seg") {
+			failOnce.Do(func() { close(failed) })
 			return syscall.EIO
 		}
 		return nil
@@ -738,8 +741,11 @@ func TestResyncSendsNothingOverAWriteTheDiskLost(t *testing.T) {
 		once.Do(func() {
 			failing.Store(true)
 			go func() { _, err := r.WriteAtFUA(written, off); reply <- err }()
-			for end := time.Now().Add(5 * time.Second); r.journal.LostSeq() == 0 && time.Now().Before(end); {
-				time.Sleep(time.Millisecond) // until its segment write failed
+			// Its segment write fails after it is appended; the send's
+			// wait for it sees the loss (the journal notes it first).
+			select {
+			case <-failed:
+			case <-time.After(5 * time.Second):
 			}
 		})
 	}
