@@ -374,6 +374,7 @@ func (r *runner) switchover() {
 		r.note("switchover: %s did not see %s demoted in sync: %s", s.name, p.name, r.describe())
 		if err := r.setRole(p, wire.Primary, false); err != nil {
 			r.note("switchover: promote %s back: %v", p.name, err)
+			r.handOverFromDiskless(p, s)
 		}
 		return
 	}
@@ -392,6 +393,26 @@ func (r *runner) switchover() {
 	}
 	r.primary = 1 - r.primary
 	r.checkPrimary("switchover to " + s.name)
+}
+
+// handOverFromDiskless ends a switchover whose old Primary p lost its disk
+// while it was demoted: Diskless, it can be promoted back no more, and as
+// a Secondary it refuses its peer. Where the peer s followed it into the
+// generation it started when its disk failed, s holds every write p made
+// (through the link, before and after the fault), while p's old disk may
+// lack those made through s, and its meta.json, if it failed with it, may
+// not say so. As an operator who sees that, promote s.
+func (r *runner) handOverFromDiskless(p, s *node) {
+	ps, ss := p.res.Status(), s.res.Status()
+	if ps.Disk != wire.Diskless.String() || ss.Disk != wire.UpToDate.String() || ss.Gen.Current != ps.Gen.Current {
+		return
+	}
+	if err := r.setRole(s, wire.Primary, false); err != nil {
+		r.note("switchover: promote %s, which holds what Diskless %s wrote: %v", s.name, p.name, err)
+		return
+	}
+	r.primary = 1 - r.primary
+	r.checkPrimary("switchover to " + s.name + " after " + p.name + " lost its disk")
 }
 
 // splitBrain cuts the link, promotes the Secondary and writes on it, then
