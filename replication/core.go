@@ -52,7 +52,10 @@ type State struct {
 	Peer     wire.Hello // what the peer said in its last admitted handshake
 	// Source and Target: a resync runs on the link, from or to this node.
 	Source, Target bool
-	// DoneSent: this source sent SyncDone and has no answer yet.
+	// DoneSent: this node, a resync's source, sent SyncDone in the
+	// current generation and has no answer saying the target holds it
+	// all: the target may have recorded itself UpToDate in that
+	// generation. Saved (meta.json), so that it outlives a restart.
 	DoneSent bool
 }
 
@@ -120,8 +123,9 @@ type SyncDoneAcked struct {
 // it sent; the journal holds them all.
 type SyncDoneReceived struct{ Gen uint64 }
 
-// SyncDoneSent: this node, a resync's source, sent SyncDone on the link:
-// its target may record itself UpToDate in the current generation.
+// SyncDoneSent: this node, a resync's source, is about to send SyncDone on
+// the link: its target may record itself UpToDate in the current
+// generation. Saved first (meta.DoneSent).
 type SyncDoneSent struct{}
 
 // SyncStartReceived: the source began a resync on the current link (the
@@ -303,8 +307,11 @@ func step(s State, e Event) (State, []Action) {
 		s.Source = true
 		return s, []Action{StartSync{Mode: wire.SyncBitmap}}
 	case SyncDoneSent:
-		s.DoneSent = s.Source
-		return s, nil
+		if !s.Source || s.DoneSent {
+			return s, nil
+		}
+		s.DoneSent = true
+		return s, []Action{SaveMeta{}}
 	case SyncStartReceived:
 		if s.Linked {
 			s.Target = true
@@ -548,22 +555,33 @@ func attached(s State, e Attach) (State, []Action) {
 	d := e.Decision
 	s.Linked, s.Peer = true, e.Remote
 	s.Source, s.Target = d.Outcome == SyncSource, d.Outcome == SyncTarget
+	var acts []Action
+	if s.DoneSent && e.Remote.Gen.Current != s.Gen.Current {
+		// Saved before a restart: the peer never reached this
+		// generation, and only another SyncDone takes it there.
+		s.DoneSent = false
+		acts = append(acts, SaveMeta{})
+	}
 	if e.Remote.Disk == wire.Diskless && e.Remote.Role == wire.Primary {
-		return peerDiskState(s, PeerDiskState{Disk: wire.Diskless, Gen: e.Remote.Gen.Current})
+		s, more := peerDiskState(s, PeerDiskState{Disk: wire.Diskless, Gen: e.Remote.Gen.Current})
+		return s, append(acts, more...)
 	}
 	if !s.Source && !s.Target && s.LostFrom != 0 {
 		// Nothing to sync: neither node wrote apart and both hold the
 		// same last seq, so no record past LostFrom was lost.
 		s.LostFrom = 0
-		return s, []Action{SaveMeta{}}
+		if len(acts) == 0 {
+			acts = append(acts, SaveMeta{})
+		}
+		return s, acts
 	}
 	if !s.Source {
-		return s, nil
+		return s, acts
 	}
 	if !d.Full && tailCovers(e.Local, e.Remote, e.OldestSeq, e.LastSeq) {
-		return s, []Action{StartSync{Mode: wire.SyncTail, InPlace: e.LastExtentSeq > sameUpTo(e.Remote)}}
+		return s, append(acts, StartSync{Mode: wire.SyncTail, InPlace: e.LastExtentSeq > sameUpTo(e.Remote)})
 	}
-	return s, []Action{StartSync{Mode: wire.SyncBitmap, Full: d.Full}}
+	return s, append(acts, StartSync{Mode: wire.SyncBitmap, Full: d.Full})
 }
 
 // tailCovers says whether the journal's tail can bring the peer up to date:
@@ -597,13 +615,19 @@ func sameUpTo(h wire.Hello) uint64 {
 // link lost mid-resync: a link that flaps would push the generation the
 // target holds out of the history, and the next meeting would look like
 // a split brain.
+//
+// DoneSent outlives a restart: a Primary that opens goes on alone through
+// a link loss too (at its first write apart, see Resource.goOnAlone).
 func linkLost(s State, e LinkLost) (State, []Action) {
 	done := s.DoneSent
 	s.Linked, s.Source, s.Target, s.DoneSent = false, false, false, false
 	acts := []Action{}
 	if s.Role == wire.Primary && (s.Gen.Bitmap == 0 || done) {
 		s.Gen = newGeneration(s.Gen, e.NewID)
-		acts = append(acts, NewGeneration{}, SaveMeta{})
+		acts = append(acts, NewGeneration{})
+	}
+	if len(acts) > 0 || done {
+		acts = append(acts, SaveMeta{})
 	}
 	return s, append(acts, Wake{})
 }
@@ -648,6 +672,9 @@ func promote(s State, e Promote) (State, []Action) {
 			s.Gen = newGeneration(s.Gen, e.NewID)
 			acts = append(acts, NewGeneration{}, SaveMeta{})
 		}
+	}
+	if moved || !s.Linked {
+		s.DoneSent = false // a new generation: a target of a SyncDone sent is behind it
 	}
 	if s.DiscardMyData {
 		// A Primary never discards its data: the operator who promotes
@@ -703,13 +730,15 @@ func syncDoneAcked(s State, e SyncDoneAcked) (State, []Action) {
 	if !e.Current || !s.Linked || s.Gen.Current != e.Gen {
 		return s, nil
 	}
-	s.DoneSent = false
 	if e.Marks {
 		// Regions marked while the resync ran (a write lost with the
 		// previous link, one that failed here after the peer took it):
-		// another pass carries them.
+		// another pass carries them. Until its SyncStart makes the
+		// target Inconsistent, the target is UpToDate in this
+		// generation: DoneSent stays.
 		return s, []Action{StartSync{Mode: wire.SyncBitmap}}
 	}
+	s.DoneSent = false
 	s.Gen.Bitmap = 0
 	s.Source = false
 	s.LostFrom = 0

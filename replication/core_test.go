@@ -19,7 +19,7 @@ import (
 // Generation ids are written current:bitmap:history, history comma-separated
 // (9:7:7,1 is current 9, bitmap 7, history 7 then 1).
 //
-//	node id=1 role=Primary disk=UpToDate gen=9:7:7 [discard] [lost-from=N] [policy=discard-zero-changes]
+//	node id=1 role=Primary disk=UpToDate gen=9:7:7 [discard] [lost-from=N] [done-sent] [policy=discard-zero-changes]
 //	     [standalone=split-brain|unrelated-data|busy] [linked peer=2 peer-role=Secondary peer-disk=UpToDate]
 //	hello peer=2 role=Secondary disk=UpToDate gen=7:0 [lastseq=N peer-lastseq=N] [peer-seq=N]
 //	     [flags=dials,oos,discard] [peer-flags=dials,oos,discard] [dialer] [sent-gen=7:0] [sent-before-discard] [backing-off]
@@ -55,7 +55,7 @@ func TestCore(t *testing.T) {
 func scriptNode(t *testing.T, d *datadriven.TestData) State {
 	s := State{NodeID: argUint(t, d, "id", 1), Role: argRole(t, d, "role", "Secondary"),
 		Disk: argDisk(t, d, "disk", "UpToDate"), Gen: argGen(t, d, "gen"), DiscardMyData: d.HasArg("discard"),
-		LostFrom: argUint(t, d, "lost-from", 0)}
+		LostFrom: argUint(t, d, "lost-from", 0), DoneSent: d.HasArg("done-sent")}
 	if d.HasArg("policy") {
 		s.AfterSplitBrain = AfterSplitBrain(argString(t, d, "policy", ""))
 	}

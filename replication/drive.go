@@ -17,7 +17,7 @@ func (r *Resource) coreState() State {
 	return State{NodeID: r.meta.NodeID, Role: r.role, Disk: disk, Gen: r.meta.Gen,
 		DiscardMyData: r.meta.DiscardMyData, LostFrom: r.meta.LostFrom, StandAlone: r.standAlone, Refusal: r.refusal,
 		AfterSplitBrain: r.cfg.AfterSplitBrain, Admitting: r.admitting, Linked: r.link != nil, Asking: r.asking, Connects: r.connects,
-		Peer: r.peer, Source: r.resync.source, Target: r.resync.target, DoneSent: r.resync.doneSent}
+		Peer: r.peer, Source: r.resync.source, Target: r.resync.target, DoneSent: r.meta.DoneSent}
 }
 
 // setCoreState takes the core's new state; r.mu held. The link itself is
@@ -29,7 +29,7 @@ func (r *Resource) setCoreState(s State) {
 	r.role, r.meta.Gen, r.meta.DiscardMyData, r.meta.LostFrom = s.Role, s.Gen, s.DiscardMyData, s.LostFrom
 	r.standAlone, r.refusal, r.admitting, r.asking = s.StandAlone, s.Refusal, s.Admitting, s.Asking
 	r.connects = s.Connects
-	r.peer, r.resync.source, r.resync.target, r.resync.doneSent = s.Peer, s.Source, s.Target, s.DoneSent
+	r.peer, r.resync.source, r.resync.target, r.meta.DoneSent = s.Peer, s.Source, s.Target, s.DoneSent
 	r.oos.watch.Store(s.Linked && !s.Source && !s.Target && s.Role == wire.Primary)
 	r.setDiskDirect(s.Target)
 }

@@ -38,6 +38,12 @@ type meta struct {
 	// those records would clear the marks of regions whose bytes differ
 	// from theirs. Later records are what the disk holds.
 	TailFrom uint64 `json:"tail_from,omitempty"`
+	// DoneSent: this node, a resync's source, sent SyncDone in generation
+	// Gen.Current and has no answer yet: its target may have recorded
+	// itself UpToDate in that generation (State.DoneSent). Saved before
+	// the SyncDone goes out, so that a restart, which cannot ask the
+	// target, still knows to move on at its first write apart.
+	DoneSent bool `json:"sync_done_sent,omitempty"`
 }
 
 // parseDiskState reads a disk state's name.

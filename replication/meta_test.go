@@ -140,7 +140,8 @@ func testCrashOfANodeAlone(t *testing.T, save bool) {
 // split brain, and no resync takes its writes away as those of a node
 // behind. One that writes nothing keeps the generation (a peer that moved
 // on is newer, not split from it); one whose bitmap counts from an older
-// generation has one of its own already, and keeps it.
+// generation has one of its own already, and keeps it, unless its
+// resync's target may have reached it (meta.DoneSent).
 func TestPrimaryOpenedStartsAGenerationAtItsFirstWrite(t *testing.T) {
 	fs, disk, dir := journal.NewMemFS(), journal.NewMemDisk(testSize), t.TempDir()
 	gen := func(role wire.Role, created, write bool) wire.GenIDs {
@@ -173,6 +174,26 @@ func TestPrimaryOpenedStartsAGenerationAtItsFirstWrite(t *testing.T) {
 	}
 	if again := gen(wire.Primary, false, true); again != own {
 		t.Fatalf("a Primary opened with a bitmap generation moved from %+v to %+v", own, again)
+	}
+	// Unless it had sent a resync's SyncDone in that generation and heard
+	// no answer before it stopped: its target may be UpToDate in it.
+	m, err := loadMeta(fs, dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.DoneSent = true
+	if err := writeMeta(fs, dir, m); err != nil {
+		t.Fatal(err)
+	}
+	if g := gen(wire.Primary, false, false); g != own {
+		t.Fatalf("a Primary opened after a SyncDone sent in %+v and writing nothing is in %+v", own, g)
+	}
+	moved := gen(wire.Primary, false, true)
+	if moved.Current == own.Current || moved.Bitmap != own.Bitmap || moved.History[0] != own.Current {
+		t.Fatalf("a Primary opened after a SyncDone sent in %+v wrote apart in %+v, want a new one over it", own, moved)
+	}
+	if m, err = loadMeta(fs, dir, false); err != nil || m.DoneSent {
+		t.Fatalf("after its generation moved on, meta.json still says the SyncDone was sent (%v)", err)
 	}
 }
 

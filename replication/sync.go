@@ -10,7 +10,6 @@ import (
 // resyncState is the progress of a resync on either side; Resource.mu guards it.
 type resyncState struct {
 	source, target bool
-	doneSent       bool // the source sent SyncDone; no answer yet (State.DoneSent)
 	tail           bool // the source replays its journal's tail
 	// inPlace: the tail holds a write made in place, its target is
 	// Inconsistent (see attached in core.go, and tailLoop).
@@ -123,10 +122,14 @@ func (r *Resource) finishSource(l *link) error {
 	defer r.order.Unlock()
 	r.mu.Lock()
 	gen := r.meta.Gen.Current
+	var err error
 	if r.link == l {
-		r.stepLocked(SyncDoneSent{}) // saves nothing
+		_, err = r.stepLocked(SyncDoneSent{}) // saved before the send: see meta.DoneSent
 	}
 	r.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrLinkDown, err)
+	}
 	if l.isDown() {
 		return ErrLinkDown
 	}
