@@ -398,13 +398,17 @@ func (r *runner) switchover() {
 // handOverFromDiskless ends a switchover whose old Primary p lost its disk
 // while it was demoted: Diskless, it can be promoted back no more, and as
 // a Secondary it refuses its peer. Where the peer s followed it into the
-// generation it started when its disk failed, s holds every write p made
-// (through the link, before and after the fault), while p's old disk may
-// lack those made through s, and its meta.json, if it failed with it, may
-// not say so. As an operator who sees that, promote s.
+// generation it started when its disk failed as a Primary (s's bitmap
+// generation set, its current one p's), s holds every write p made: p
+// announces its disk gone only with nothing marked, and wrote through s
+// from then on. p's old disk may lack those writes, and its meta.json, if
+// it failed with it, may not say so. As an operator who sees that,
+// promote s. Where p failed as a Secondary, or with regions marked, the
+// two share no such generation, and p's old disk may hold writes s lacks.
 func (r *runner) handOverFromDiskless(p, s *node) {
 	ps, ss := p.res.Status(), s.res.Status()
-	if ps.Disk != wire.Diskless.String() || ss.Disk != wire.UpToDate.String() || ss.Gen.Current != ps.Gen.Current {
+	followed := ss.Gen.Current == ps.Gen.Current && ss.Gen.Bitmap != 0
+	if ps.Disk != wire.Diskless.String() || ss.Disk != wire.UpToDate.String() || !followed {
 		return
 	}
 	if err := r.setRole(s, wire.Primary, false); err != nil {
