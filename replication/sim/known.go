@@ -194,6 +194,21 @@ func knownKinds() map[Kind]bool {
 		// record Outdated) and promoted at the settle, it met its peer,
 		// which held what it wrote through it, as a split brain, and the
 		// peer gave in. The operator now promotes the peer (0 of 128).
+		// The sweep of 1-88000 after those two failed five times: 7132
+		// ("acked", 1 run in 32: the hand-over promoted a peer whose
+		// generation only matched because the node failed as a
+		// Secondary, its disk holding writes the peer lacked; it now
+		// needs the peer to have followed a Diskless Primary, 0 of 64);
+		// and four older ones, open: 20341 ("acked", 1 run in 32 on the
+		// build before both: a Primary whose disk failed as its resync's
+		// source crashed, and the operator failed over to a peer lacking
+		// a FUA write and a trim it had acknowledged, which it does only
+		// after seeing the Primary in sync since its last acknowledged
+		// write; not explained), 30539 ("identical", 1 in 32 on both:
+		// writes the link carried as the Primary's journal failed, each
+		// failed to its client, stayed on the peer, unmarked once the
+		// Primary restarted on its disk; not explained), 12806
+		// ("identical") and 56382 ("resync"), 0 of 32 alone each.
 	}
 }
 
