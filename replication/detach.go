@@ -78,6 +78,13 @@ func diskFailed(s State, e DiskFailed) (State, []Action) {
 	s.Disk = wire.Diskless
 	source := s.Source
 	s.Source, s.Target = false, false
+	if source {
+		// The resync did not end: the target is not whole, whatever its
+		// Hello said. Until the link closes, neither status (Established,
+		// peer UpToDate, nothing marked: the resync cleared each mark as
+		// it sent it) nor a read through the peer may take it for whole.
+		s.Peer.Disk = wire.Inconsistent
+	}
 	if s.Role == wire.Primary {
 		s.Gen = newGeneration(s.Gen, e.NewID)
 		if e.Marks || source {
