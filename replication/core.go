@@ -556,7 +556,8 @@ func attached(s State, e Attach) (State, []Action) {
 	s.Linked, s.Peer = true, e.Remote
 	s.Source, s.Target = d.Outcome == SyncSource, d.Outcome == SyncTarget
 	var acts []Action
-	if s.DoneSent && e.Remote.Gen.Current != s.Gen.Current {
+	forgot := s.DoneSent && e.Remote.Gen.Current != s.Gen.Current
+	if forgot {
 		// Saved before a restart: the peer never reached this
 		// generation, and only another SyncDone takes it there.
 		s.DoneSent = false
@@ -570,7 +571,7 @@ func attached(s State, e Attach) (State, []Action) {
 		// Nothing to sync: neither node wrote apart and both hold the
 		// same last seq, so no record past LostFrom was lost.
 		s.LostFrom = 0
-		if len(acts) == 0 {
+		if !forgot { // else saved already
 			acts = append(acts, SaveMeta{})
 		}
 		return s, acts
@@ -622,11 +623,12 @@ func linkLost(s State, e LinkLost) (State, []Action) {
 	done := s.DoneSent
 	s.Linked, s.Source, s.Target, s.DoneSent = false, false, false, false
 	acts := []Action{}
-	if s.Role == wire.Primary && (s.Gen.Bitmap == 0 || done) {
+	moved := s.Role == wire.Primary && (s.Gen.Bitmap == 0 || done)
+	if moved {
 		s.Gen = newGeneration(s.Gen, e.NewID)
 		acts = append(acts, NewGeneration{})
 	}
-	if len(acts) > 0 || done {
+	if moved || done {
 		acts = append(acts, SaveMeta{})
 	}
 	return s, append(acts, Wake{})
