@@ -8,6 +8,8 @@ import (
 
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/nbdmirror/nbdmirror/internal/bufpool"
 )
 
 // Codec is how a write record's payload is stored.
@@ -99,7 +101,7 @@ func (c *Compressor) write(off int64, data []byte, lent bool) Record {
 	if c.codec == CodecS2 {
 		need = s2.MaxEncodedLen(len(data))
 	}
-	bp := getBuf(need)
+	bp := bufpool.Get(need)
 	b := *bp
 	var out []byte
 	switch c.codec {
@@ -110,7 +112,7 @@ func (c *Compressor) write(off int64, data []byte, lent bool) Record {
 	}
 	// A shorter out was written into b: append grows only past cap(b) >= len(data).
 	if out == nil || len(out)+len(data)>>5 >= len(data) {
-		putBuf(bp)
+		bufpool.Put(bp)
 		return rawRecord(r, data, lent)
 	}
 	r.Codec, r.Payload, r.buf = c.codec, out, bp
@@ -124,7 +126,7 @@ func rawRecord(r Record, data []byte, lent bool) Record {
 	if lent {
 		r.Payload = data
 	} else {
-		bp := getBuf(len(data))
+		bp := bufpool.Get(len(data))
 		r.Payload, r.buf = (*bp)[:len(data)], bp
 		copy(r.Payload, data)
 	}
@@ -175,10 +177,21 @@ func worthCompressing(data []byte) bool {
 // Payload must not be used afterwards. Release on other records does nothing.
 func (r *Record) Release() {
 	if r.buf != nil {
-		putBuf(r.buf)
+		bufpool.Put(r.buf)
 		r.buf = nil
 		r.Payload = nil
 	}
+}
+
+// AllocPayload gives r a pooled buffer of n bytes as its Payload, for the
+// caller to fill before the record is used; Release gives it back. A
+// record decoded from elsewhere (the peer's) so owns its payload without
+// a fresh allocation per write.
+func (r *Record) AllocPayload(n int) []byte {
+	r.Release()
+	bp := bufpool.Get(n)
+	r.Payload, r.buf, r.hasSum = *bp, bp, false
+	return r.Payload
 }
 
 // AttachRaw lends the journal the raw data of a write record, so applying it

@@ -6,6 +6,8 @@ import (
 	"io"
 	"slices"
 	"sync/atomic"
+
+	"github.com/nbdmirror/nbdmirror/internal/bufpool"
 )
 
 // In-place writes. A write of Options.DataMax bytes or more is not copied
@@ -51,10 +53,10 @@ func (it *item) prepareInPlace(r *Record) error {
 	}
 	data := r.raw
 	if data == nil {
-		bp := getBuf(int(r.RawLen))
+		bp := bufpool.Get(int(r.RawLen))
 		out, err := r.Raw((*bp)[:0])
 		if err != nil {
-			putBuf(bp)
+			bufpool.Put(bp)
 			return err
 		}
 		*bp = out
@@ -68,7 +70,7 @@ func (it *item) prepareInPlace(r *Record) error {
 // release gives back the buffer the item's data was decoded into.
 func (it *item) release() {
 	if it.own != nil {
-		putBuf(it.own)
+		bufpool.Put(it.own)
 		it.own = nil
 	}
 }

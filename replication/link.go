@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nbdmirror/nbdmirror/internal/bufpool"
 	"github.com/nbdmirror/nbdmirror/internal/netio"
 	"github.com/nbdmirror/nbdmirror/journal"
 	"github.com/nbdmirror/nbdmirror/replication/internal/plant"
@@ -140,6 +141,10 @@ type link struct {
 type outItem struct {
 	b      []byte
 	record bool
+	// pooled is the buffer behind b, from bufpool: whoever writes the
+	// item gives it back (see writeOut); an item dropped unwritten (the
+	// link went down) is left to the garbage collector.
+	pooled *[]byte
 }
 
 // pending is a record (or barrier) sent and not yet acknowledged enough.
@@ -197,7 +202,8 @@ func (l *link) needFor(fua bool) wire.AckKind {
 // PollReader.Polling and sendIfQueued).
 func (l *link) sendRecord(rec *journal.Record, fua bool, done func(acked bool, kind wire.AckKind)) bool {
 	seq := l.seq + 1
-	enc := wire.AppendRecord(make([]byte, 0, wire.RecordHeaderSize+binary.MaxVarintLen64+len(rec.Payload)), rec, l.lastSent)
+	bp := bufpool.Get(wire.RecordHeaderSize + binary.MaxVarintLen64 + len(rec.Payload))
+	enc := wire.AppendRecord((*bp)[:0], rec, l.lastSent)
 	l.lastSent = rec.Seq
 	p := &pending{seq: seq, need: l.needFor(fua), off: rec.Offset, length: int64(rec.RawLen), done: done}
 	l.mu.Lock()
@@ -206,7 +212,7 @@ func (l *link) sendRecord(rec *journal.Record, fua bool, done func(acked bool, k
 		return false
 	}
 	l.seq = seq
-	l.out = append(l.out, outItem{b: enc, record: true})
+	l.out = append(l.out, outItem{b: enc, record: true, pooled: bp})
 	l.queued.Store(true)
 	if !l.sends.Load() {
 		l.sends.Store(true)

@@ -193,7 +193,9 @@ func (l *link) applyRecords(body []byte, idle bool) (n int, err error) {
 				l.wake()
 			}
 		}
+		l.res.replRecv.Add(uint64(rec.RawLen))
 		l.res.journal.AppendLater(rec, false, written, func(_ uint64, err error) {
+			rec.Release() // journaled and applied: its pooled payload goes back
 			if err != nil {
 				l.res.health.fault(OpReplicate, err) // Diskless from now: the peer is refused
 				l.fail(fmt.Errorf("%w: journal: %v", ErrLinkDown, err))
@@ -201,7 +203,6 @@ func (l *link) applyRecords(body []byte, idle bool) (n int, err error) {
 			}
 			l.settle()
 		})
-		l.res.replRecv.Add(uint64(rec.RawLen))
 	}
 	return n, nil
 }

@@ -3,6 +3,7 @@ package replication
 import (
 	"fmt"
 
+	"github.com/nbdmirror/nbdmirror/internal/bufpool"
 	"github.com/nbdmirror/nbdmirror/journal"
 )
 
@@ -12,6 +13,7 @@ type runRead struct {
 	reg, regions int64 // first region, and how many
 	off, n       int64 // the bytes of the disk they cover
 	rec          journal.Record
+	data         *[]byte // the bytes read, from bufpool, lent to rec
 	// asOf is the journal's last seq when the run was read: its data
 	// holds every write up to that one and none after.
 	asOf uint64
@@ -29,13 +31,12 @@ func (r *Resource) readAhead(l *link) (runs <-chan *runRead, stop func()) {
 	go func() {
 		defer close(done)
 		defer close(ch)
-		buf := make([]byte, tune.maxRun*RegionSize)
 		for reg := r.oos.next(0); reg >= 0; {
-			run := r.readRun(l, reg, buf)
+			run := r.readRun(l, reg)
 			select {
 			case ch <- run:
 			case <-quit:
-				run.rec.Release()
+				run.release()
 				return
 			}
 			if run.err != nil {
@@ -47,15 +48,24 @@ func (r *Resource) readAhead(l *link) (runs <-chan *runRead, stop func()) {
 	return ch, func() {
 		close(quit)
 		for run := range ch {
-			run.rec.Release()
+			run.release()
 		}
 		<-done
 	}
 }
 
+// release gives back the buffers of a run once it is sent, or dropped.
+func (run *runRead) release() {
+	run.rec.Release()
+	if run.data != nil {
+		bufpool.Put(run.data)
+		run.data = nil
+	}
+}
+
 // readRun reads and compresses the run of marked regions that starts at
 // reg, once the journal applied every write appended before.
-func (r *Resource) readRun(l *link, reg int64, buf []byte) *runRead {
+func (r *Resource) readRun(l *link, reg int64) *runRead {
 	asOf := r.journal.LastSeq()
 	if err := r.journal.AwaitApplied(asOf, l.closed); err != nil {
 		return &runRead{err: err}
@@ -66,20 +76,22 @@ func (r *Resource) readRun(l *link, reg int64, buf []byte) *runRead {
 	regions := max(r.oos.run(reg, tune.maxRun), 1)
 	run := &runRead{reg: reg, regions: regions, off: reg * RegionSize, asOf: asOf}
 	run.n = min(regions*RegionSize, r.size-run.off)
-	if _, err := r.disk.ReadAt(buf[:run.n], run.off); err != nil {
+	run.data = bufpool.Get(int(run.n))
+	if _, err := r.disk.ReadAt(*run.data, run.off); err != nil {
 		r.health.fault(OpRead, err) // detach: the resync stops with the disk
+		run.release()
 		return &runRead{err: err}
 	}
-	run.rec = r.comp.Write(run.off, buf[:run.n])
+	run.rec = r.comp.WriteLent(run.off, *run.data) // stored raw, the payload is data
 	return run
 }
 
-// rereadRun reads run again, into buf, once every write appended so far
+// rereadRun reads run again, into its buffer, once every write appended so far
 // reached the disk. The caller holds Resource.order; most of the wait is
 // done without it, so that writers do not queue behind a long apply
 // backlog (a Primary that wrote alone at full speed has one); under order
 // only what was queued meanwhile is left, and no write is appended.
-func (r *Resource) rereadRun(l *link, run *runRead, buf []byte) error {
+func (r *Resource) rereadRun(l *link, run *runRead) error {
 	run.rec.Release()
 	r.order.Unlock()
 	err := r.journal.AwaitApplied(r.journal.LastSeq(), l.closed)
@@ -91,14 +103,14 @@ func (r *Resource) rereadRun(l *link, run *runRead, buf []byte) error {
 		err = r.lostUnder(l)
 	}
 	if err == nil {
-		if _, err = r.disk.ReadAt(buf[:run.n], run.off); err != nil {
+		if _, err = r.disk.ReadAt(*run.data, run.off); err != nil {
 			r.health.fault(OpRead, err)
 		}
 	}
 	if err != nil {
 		return err
 	}
-	run.rec, run.asOf = r.comp.Write(run.off, buf[:run.n]), r.journal.LastSeq()
+	run.rec, run.asOf = r.comp.WriteLent(run.off, *run.data), r.journal.LastSeq()
 	return nil
 }
 

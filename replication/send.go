@@ -6,6 +6,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nbdmirror/nbdmirror/internal/bufpool"
 	"github.com/nbdmirror/nbdmirror/internal/netio"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
@@ -149,8 +150,11 @@ func (l *link) writeOut(bw *bufio.Writer, out []outItem) {
 		}
 		hdr, _ := wire.AppendRecordsHeader(nil, parts)
 		bw.Write(hdr)
-		for _, p := range parts {
-			bw.Write(p)
+		for k, p := range parts {
+			bw.Write(p) // written or copied into bw: the buffer is free
+			if bp := out[i-len(parts)+k].pooled; bp != nil {
+				bufpool.Put(bp)
+			}
 		}
 		l.bytesWire.Add(uint64(len(hdr) + size))
 	}

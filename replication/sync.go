@@ -97,12 +97,11 @@ func (r *Resource) resyncLoop(l *link) error {
 	pace := r.newPacer(false)
 	runs, stop := r.readAhead(l)
 	defer stop()
-	buf := make([]byte, tune.maxRun*RegionSize)
 	for run := range runs {
 		if run.err != nil {
 			return run.err
 		}
-		if err := r.sendRun(l, run, buf); err != nil {
+		if err := r.sendRun(l, run); err != nil {
 			return err
 		}
 		pace.wait(run.n, l.closed)
@@ -139,15 +138,15 @@ func (r *Resource) finishSource(l *link) error {
 
 // sendRun sends a run of marked regions, read ahead, as one record. If a
 // write was appended since the run was read, it is read again (rereadRun).
-func (r *Resource) sendRun(l *link, run *runRead, buf []byte) error {
-	defer run.rec.Release()
+func (r *Resource) sendRun(l *link, run *runRead) error {
+	defer run.release() // sendRecord copied it
 	if testHookRunSend != nil {
 		testHookRunSend(run.off, run.n)
 	}
 	r.order.Lock()
 	defer r.order.Unlock()
 	if r.journal.LastSeq() != run.asOf {
-		if err := r.rereadRun(l, run, buf); err != nil {
+		if err := r.rereadRun(l, run); err != nil {
 			return err
 		}
 	}

@@ -47,7 +47,8 @@ func AppendRecord(dst []byte, rec *journal.Record, prevSeq uint64) []byte {
 // bytes are attached for the journal to apply, so a payload that does not
 // decode is refused before it is journaled, as is anything the journal
 // would refuse to replay. The record owns copies of what it needs; b may be
-// reused.
+// reused. A write's payload is in a pooled buffer: Release gives it back
+// once the record is done with (or the garbage collector takes it).
 func ParseRecord(b []byte, diskSize int64, prevSeq uint64) (journal.Record, int, error) {
 	if len(b) < RecordHeaderSize {
 		return journal.Record{}, 0, malformed(TypeRecords, "record header cut short: %d bytes", len(b))
@@ -78,7 +79,7 @@ func ParseRecord(b []byte, diskSize int64, prevSeq uint64) (journal.Record, int,
 	return rec, head + int(n), nil
 }
 
-// decode copies a write record's payload into rec and returns its raw
+// decode copies a write record's payload into rec (a pooled buffer) and returns its raw
 // data. An s2 payload must announce RawLen bytes before anything is
 // allocated for it, so a few bytes cannot claim gigabytes.
 func decode(rec *journal.Record, payload []byte) ([]byte, error) {
@@ -87,7 +88,7 @@ func decode(rec *journal.Record, payload []byte) ([]byte, error) {
 			return nil, malformed(TypeRecords, "s2 payload of %d bytes announced for a write of %d", n, rec.RawLen)
 		}
 	}
-	rec.Payload = append([]byte(nil), payload...)
+	copy(rec.AllocPayload(len(payload)), payload)
 	raw, err := rec.Payload, error(nil)
 	if rec.Codec != journal.CodecNone { // stored raw, the copy is the raw data too
 		raw, err = rec.Raw(nil)

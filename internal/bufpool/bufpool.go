@@ -1,4 +1,8 @@
-package journal
+// Package bufpool lends byte buffers in size classes, so that the data path
+// (payloads the journal compresses or decodes, records on their way to the
+// peer and back) reuses memory instead of asking the runtime, and the
+// kernel, for fresh pages at every write.
+package bufpool
 
 import "sync"
 
@@ -28,8 +32,8 @@ func classOf(n int) int {
 	return -1
 }
 
-// getBuf returns a buffer of at least n bytes, with len n.
-func getBuf(n int) *[]byte {
+// Get returns a buffer of at least n bytes, with len n. Put gives it back.
+func Get(n int) *[]byte {
 	i := classOf(n)
 	if i < 0 {
 		b := make([]byte, n)
@@ -43,8 +47,9 @@ func getBuf(n int) *[]byte {
 	return &b
 }
 
-// putBuf returns a buffer from getBuf.
-func putBuf(bp *[]byte) {
+// Put returns a buffer from Get; the caller must not use it any more. A
+// buffer not from Get is left to the garbage collector.
+func Put(bp *[]byte) {
 	i := classOf(cap(*bp))
 	if i < 0 || classSize(i) != cap(*bp) {
 		return
