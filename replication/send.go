@@ -134,7 +134,8 @@ func (l *link) sendQueued(s *sender) (records bool) {
 	}
 }
 
-// writeOut writes queued items; runs of records go out as Records frames.
+// writeOut writes queued items; runs of records go out as Records frames of
+// about tune.recordsFrame bytes.
 func (l *link) writeOut(bw *bufio.Writer, out []outItem) {
 	for i := 0; i < len(out); {
 		if !out[i].record {
@@ -144,7 +145,7 @@ func (l *link) writeOut(bw *bufio.Writer, out []outItem) {
 			continue
 		}
 		parts, size := make([][]byte, 0, len(out)-i), 0
-		for ; i < len(out) && out[i].record && size+len(out[i].b) <= wire.MaxBodySize; i++ {
+		for ; i < len(out) && out[i].record && size < tune.recordsFrame && size+len(out[i].b) <= wire.MaxBodySize; i++ {
 			parts = append(parts, out[i].b)
 			size += len(out[i].b)
 		}

@@ -33,6 +33,15 @@ type tuning struct {
 	// (and how often it checks that the peer is alive).
 	pingsPerTimeout int
 
+	// recordsFrame is the size from which a Records frame takes no more
+	// records. The peer handles a frame's records only once the whole frame
+	// is read and its checksum checked: a frame of a resync's window (32
+	// MiB) holds its first record back until its last arrives, and goes
+	// through memory, not the cache, three times on the way (read, checked,
+	// copied). With 2 MiB frames the target of a bitmap resync took about
+	// a third less CPU; lone 4 KiB records still share a frame by hundreds.
+	recordsFrame int
+
 	// Resync.
 
 	// tailMaxPending bounds the bytes of a journal tail in flight on the
@@ -76,6 +85,7 @@ var tune = tuning{
 	flapMax:         2 * time.Second,
 	byeGrace:        time.Second,
 	pingsPerTimeout: 4,
+	recordsFrame:    2 << 20,
 	tailMaxPending:  32 << 20,
 	tailReadAhead:   16,
 	maxRun:          256,
