@@ -98,15 +98,18 @@ func (r *Reader) open(s *segment) error {
 	return nil
 }
 
-// Next returns the next record. Its payload is the reader's own copy. At the
-// current end of the journal it returns io.EOF; call Next again later for
-// the records written since.
+// Next returns the next record. Its payload is the reader's own copy, in a
+// pooled buffer that Release gives back (or the garbage collector takes).
+// At the current end of the journal it returns io.EOF; call Next again
+// later for the records written since.
 func (r *Reader) Next() (Record, error) {
 	rec, err := r.scan(func() (Record, error) { return r.sc.next() }) // r.sc changes with the segment
 	if err != nil {
 		return Record{}, err
 	}
-	rec.Payload = append([]byte(nil), rec.Payload...)
+	if p := rec.Payload; len(p) > 0 {
+		copy(rec.AllocPayload(len(p)), p)
+	}
 	return rec, nil
 }
 

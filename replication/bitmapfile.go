@@ -354,6 +354,7 @@ func (r *Resource) markRange(j *journal.Journal, seq, to uint64) error {
 		if err != nil {
 			return fmt.Errorf("replication: recover the bitmap: %w", err)
 		}
+		rec.Release()
 		r.oos.mark(rec.Offset, int64(rec.RawLen))
 		marked++
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/nbdmirror/nbdmirror/internal/bufpool"
 	"github.com/nbdmirror/nbdmirror/journal"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
@@ -66,11 +67,12 @@ func (r *Resource) tailLoop(l *link, from uint64) error {
 			r.mu.Unlock()
 		})
 		r.order.Unlock()
+		r.resyncWire.Add(uint64(wire.RecordHeaderSize + len(rec.Payload)))
+		it.release() // sendRecord copied it
 		if !sent {
 			return ErrLinkDown
 		}
 		l.send(false)
-		r.resyncWire.Add(uint64(wire.RecordHeaderSize + len(rec.Payload)))
 		pace.wait(n, l.closed)
 		if err := l.waitLag(r.resyncLag(tune.tailMaxPending)); err != nil {
 			return err
@@ -94,12 +96,23 @@ func (r *Resource) tailInPlace(l *link) {
 
 // tailItem is a record of the journal's tail as it is sent (tailRecord),
 // or its current end (eof), or the error that ended the reading. inPlace:
-// the record was a write made in place, its data read from the disk.
+// the record was a write made in place, its data read from the disk into
+// data.
 type tailItem struct {
 	rec     journal.Record
+	data    *[]byte
 	inPlace bool
 	eof     bool
 	err     error
+}
+
+// release gives back the buffers of a record once it is sent, or dropped.
+func (it *tailItem) release() {
+	it.rec.Release()
+	if it.data != nil {
+		bufpool.Put(it.data)
+		it.data = nil
+	}
 }
 
 // readTail starts reading the journal from seq from ahead of the sender:
@@ -143,11 +156,16 @@ func (r *Resource) readTail(from uint64) (recs <-chan tailItem, stop func(), err
 			}
 			last = rec.Seq
 			inPlace := rec.Kind == journal.KindExtent
-			if rec, err = r.tailRecord(rec, quit); err != nil {
+			w, data, err := r.tailRecord(rec, quit)
+			if inPlace {
+				rec.Release() // w is the write read from the disk
+			}
+			if err != nil {
 				put(tailItem{err: err})
 				return
 			}
-			if !put(tailItem{rec: rec, inPlace: inPlace}) {
+			if it := (tailItem{rec: w, data: data, inPlace: inPlace}); !put(it) {
+				it.release()
 				return
 			}
 		}
