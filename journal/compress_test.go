@@ -171,3 +171,26 @@ func TestCompressSkipsDataThatBarelyShrinks(t *testing.T) {
 		}
 	}
 }
+
+// TestCopyPayloadSum: a payload copied piece by piece carries the CRC32C of
+// the whole, as a record that computes it afresh does, whatever its length
+// against the piece.
+func TestCopyPayloadSum(t *testing.T) {
+	for _, n := range []int{1, copyPiece - 1, copyPiece, copyPiece + 1, 3*copyPiece + 17, 1 << 20} {
+		p := make([]byte, n)
+		for i := range p {
+			p[i] = byte(i*7 + i>>9)
+		}
+		var r Record
+		r.Kind, r.RawLen = KindWrite, uint32(n)
+		r.CopyPayload(p)
+		if !bytes.Equal(r.Payload, p) {
+			t.Fatalf("%d bytes: the copy differs", n)
+		}
+		fresh := Record{Kind: KindWrite, RawLen: uint32(n), Payload: p}
+		if got, want := r.payloadSum(), fresh.payloadSum(); got != want {
+			t.Fatalf("%d bytes: sum %08x, want %08x", n, got, want)
+		}
+		r.Release()
+	}
+}

@@ -108,7 +108,7 @@ func (r *Reader) Next() (Record, error) {
 		return Record{}, err
 	}
 	if p := rec.Payload; len(p) > 0 {
-		copy(rec.AllocPayload(len(p)), p)
+		rec.CopyPayload(p)
 	}
 	return rec, nil
 }

@@ -88,7 +88,7 @@ func decode(rec *journal.Record, payload []byte) ([]byte, error) {
 			return nil, malformed(TypeRecords, "s2 payload of %d bytes announced for a write of %d", n, rec.RawLen)
 		}
 	}
-	copy(rec.AllocPayload(len(payload)), payload)
+	rec.CopyPayload(payload)
 	raw, err := rec.Payload, error(nil)
 	if rec.Codec != journal.CodecNone { // stored raw, the copy is the raw data too
 		raw, err = rec.Raw(nil)
