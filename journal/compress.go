@@ -172,15 +172,40 @@ func worthCompressing(data []byte) bool {
 	return packed+sampled/sampleGain <= sampled
 }
 
-// Release gives a Compressor's buffer back for reuse. Call it once, when the
-// record is done with everywhere (journaled, applied, sent); the record's
-// Payload must not be used afterwards. Release on other records does nothing.
+// Release gives the record's pooled buffers back for reuse: a Compressor's
+// payload, AllocPayload's, DecodeRaw's. Call it once, when the record is
+// done with everywhere (journaled, applied, sent); the record's Payload and
+// raw data must not be used afterwards. Release on other records does
+// nothing.
 func (r *Record) Release() {
 	if r.buf != nil {
 		bufpool.Put(r.buf)
-		r.buf = nil
-		r.Payload = nil
+		r.buf, r.Payload, r.raw = nil, nil, nil // raw may be the payload
 	}
+	if r.rawBuf != nil {
+		bufpool.Put(r.rawBuf)
+		r.rawBuf, r.raw = nil, nil
+	}
+}
+
+// DecodeRaw decodes a compressed write's payload into a pooled buffer and
+// attaches it as the record's raw data (as AttachRaw does), so that
+// applying it decodes nothing; Release gives the buffer back. It returns
+// the raw data: the payload itself when stored raw. A payload that does not
+// decode to RawLen bytes is an error wrapping ErrCorruptRecord.
+func (r *Record) DecodeRaw() ([]byte, error) {
+	if r.Kind != KindWrite || r.Codec == CodecNone {
+		r.AttachRaw(r.Payload)
+		return r.Payload, nil
+	}
+	bp := bufpool.Get(int(r.RawLen))
+	raw, err := r.Raw((*bp)[:0])
+	if err != nil {
+		bufpool.Put(bp)
+		return nil, err
+	}
+	r.raw, r.rawBuf = raw, bp // raw is in bp when it fits, as RawLen bytes do
+	return raw, nil
 }
 
 // AllocPayload gives r a pooled buffer of n bytes as its Payload, for the

@@ -194,3 +194,27 @@ func TestCopyPayloadSum(t *testing.T) {
 		r.Release()
 	}
 }
+
+// TestDecodeRawAttaches: a compressed payload decodes into a pooled buffer
+// that the record then applies from; one that does not decode to RawLen
+// bytes is refused.
+func TestDecodeRawAttaches(t *testing.T) {
+	data := bytes.Repeat([]byte("nbdmirror "), 100<<10)
+	for _, codec := range []Codec{CodecNone, CodecS2, CodecZstd} {
+		c := NewCompressor(codec)
+		rec := c.Write(0, data)
+		raw, err := rec.DecodeRaw()
+		if err != nil || !bytes.Equal(raw, data) || !bytes.Equal(rec.raw, data) {
+			t.Fatalf("%v: DecodeRaw %d bytes, %v; want the data, attached", codec, len(raw), err)
+		}
+		rec.Release()
+		if rec.raw != nil {
+			t.Fatalf("%v: raw data kept after Release", codec)
+		}
+	}
+	bad := NewCompressor(CodecS2).Write(0, data)
+	bad.RawLen--
+	if _, err := bad.DecodeRaw(); !errors.Is(err, ErrCorruptRecord) {
+		t.Fatalf("a payload one byte longer than RawLen: %v, want ErrCorruptRecord", err)
+	}
+}

@@ -108,7 +108,8 @@ type Record struct {
 	sum    uint32  // CRC32C of Payload, when hasSum
 	hasSum bool    // sum is valid
 	buf    *[]byte // pooled buffer behind Payload, nil if not pooled
-	raw    []byte  // the raw data, when the caller lends it (AttachRaw)
+	raw    []byte  // the raw data, when the caller lends it (AttachRaw) or DecodeRaw made it
+	rawBuf *[]byte // pooled buffer behind raw, from DecodeRaw
 }
 
 // Trim is a record that discards n bytes at off.

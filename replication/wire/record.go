@@ -47,8 +47,9 @@ func AppendRecord(dst []byte, rec *journal.Record, prevSeq uint64) []byte {
 // bytes are attached for the journal to apply, so a payload that does not
 // decode is refused before it is journaled, as is anything the journal
 // would refuse to replay. The record owns copies of what it needs; b may be
-// reused. A write's payload is in a pooled buffer: Release gives it back
-// once the record is done with (or the garbage collector takes it).
+// reused. A write's payload and raw data are in pooled buffers: Release
+// gives them back once the record is done with (or the garbage collector
+// takes them).
 func ParseRecord(b []byte, diskSize int64, prevSeq uint64) (journal.Record, int, error) {
 	if len(b) < RecordHeaderSize {
 		return journal.Record{}, 0, malformed(TypeRecords, "record header cut short: %d bytes", len(b))
@@ -70,33 +71,30 @@ func ParseRecord(b []byte, diskSize int64, prevSeq uint64) (journal.Record, int,
 		return rec, 0, err
 	}
 	if rec.Kind == journal.KindWrite {
-		raw, err := decode(&rec, b[head:head+int(n)])
-		if err != nil {
+		if err := decode(&rec, b[head:head+int(n)]); err != nil {
+			rec.Release()
 			return rec, 0, err
 		}
-		rec.AttachRaw(raw)
 	}
 	return rec, head + int(n), nil
 }
 
-// decode copies a write record's payload into rec (a pooled buffer) and returns its raw
-// data. An s2 payload must announce RawLen bytes before anything is
-// allocated for it, so a few bytes cannot claim gigabytes.
-func decode(rec *journal.Record, payload []byte) ([]byte, error) {
+// decode copies a write record's payload into rec and attaches its raw
+// data, both in pooled buffers. An s2 payload must announce RawLen bytes
+// before anything is allocated for it, so a few bytes cannot claim
+// gigabytes.
+func decode(rec *journal.Record, payload []byte) error {
 	if rec.Codec == journal.CodecS2 {
 		if n, err := s2.DecodedLen(payload); err != nil || n != int(rec.RawLen) {
-			return nil, malformed(TypeRecords, "s2 payload of %d bytes announced for a write of %d", n, rec.RawLen)
+			return malformed(TypeRecords, "s2 payload of %d bytes announced for a write of %d", n, rec.RawLen)
 		}
 	}
 	rec.CopyPayload(payload)
-	raw, err := rec.Payload, error(nil)
-	if rec.Codec != journal.CodecNone { // stored raw, the copy is the raw data too
-		raw, err = rec.Raw(nil)
-	}
+	raw, err := rec.DecodeRaw() // stored raw, the copy is the raw data too
 	if err != nil || len(raw) != int(rec.RawLen) {
-		return nil, malformed(TypeRecords, "record payload does not decode to %d bytes: %v", rec.RawLen, err)
+		return malformed(TypeRecords, "record payload does not decode to %d bytes: %v", rec.RawLen, err)
 	}
-	return raw, nil
+	return nil
 }
 
 // checkRecord refuses a record of stored length n that the journal would
