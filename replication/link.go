@@ -141,10 +141,25 @@ type link struct {
 type outItem struct {
 	b      []byte
 	record bool
-	// pooled is the buffer behind b, from bufpool: whoever writes the
-	// item gives it back (see writeOut); an item dropped unwritten (the
-	// link went down) is left to the garbage collector.
-	pooled *[]byte
+	// payload follows b in the frame: a record's payload, written from
+	// its owner's buffers (see sendOwnedRecord).
+	payload []byte
+	// pooled is the buffer behind b, from bufpool, and release gives the
+	// payload's buffers back: whoever writes the item calls them (see
+	// writeOut); an item dropped unwritten (the link went down) is left
+	// to the garbage collector.
+	pooled  *[]byte
+	release func()
+}
+
+// free gives the item's buffers back once it is written.
+func (it *outItem) free() {
+	if it.pooled != nil {
+		bufpool.Put(it.pooled)
+	}
+	if it.release != nil {
+		it.release()
+	}
 }
 
 // pending is a record (or barrier) sent and not yet acknowledged enough.
@@ -201,9 +216,25 @@ func (l *link) needFor(fua bool) wire.AckKind {
 // calls send, or leaves the record to the reader if it polls (see
 // PollReader.Polling and sendIfQueued).
 func (l *link) sendRecord(rec *journal.Record, fua bool, done func(acked bool, kind wire.AckKind)) bool {
-	seq := l.seq + 1
 	bp := bufpool.Get(wire.RecordHeaderSize + binary.MaxVarintLen64 + len(rec.Payload))
-	enc := wire.AppendRecord((*bp)[:0], rec, l.lastSent)
+	it := outItem{b: wire.AppendRecord((*bp)[:0], rec, l.lastSent), record: true, pooled: bp}
+	return l.queueRecord(rec, it, fua, done)
+}
+
+// sendOwnedRecord is sendRecord for a record whose buffers the caller
+// hands over: its payload is written from where it is, not copied, and
+// release runs once it is written (never if the link goes down first, the
+// garbage collector then takes them). If it returns false the caller
+// keeps them.
+func (l *link) sendOwnedRecord(rec *journal.Record, release func(), done func(acked bool, kind wire.AckKind)) bool {
+	var head [wire.RecordHeaderSize + binary.MaxVarintLen64]byte
+	it := outItem{b: wire.AppendRecordHead(head[:0], rec, l.lastSent), record: true, payload: rec.Payload, release: release}
+	return l.queueRecord(rec, it, false, done)
+}
+
+// queueRecord queues it, rec's frame, for sendRecord and sendOwnedRecord.
+func (l *link) queueRecord(rec *journal.Record, it outItem, fua bool, done func(acked bool, kind wire.AckKind)) bool {
+	seq := l.seq + 1
 	l.lastSent = rec.Seq
 	p := &pending{seq: seq, need: l.needFor(fua), off: rec.Offset, length: int64(rec.RawLen), done: done}
 	l.mu.Lock()
@@ -212,7 +243,7 @@ func (l *link) sendRecord(rec *journal.Record, fua bool, done func(acked bool, k
 		return false
 	}
 	l.seq = seq
-	l.out = append(l.out, outItem{b: enc, record: true, pooled: bp})
+	l.out = append(l.out, it)
 	l.queued.Store(true)
 	if !l.sends.Load() {
 		l.sends.Store(true)

@@ -6,7 +6,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nbdmirror/nbdmirror/internal/bufpool"
 	"github.com/nbdmirror/nbdmirror/internal/netio"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
@@ -144,18 +143,25 @@ func (l *link) writeOut(bw *bufio.Writer, out []outItem) {
 			i++
 			continue
 		}
-		parts, size := make([][]byte, 0, len(out)-i), 0
-		for ; i < len(out) && out[i].record && size < tune.recordsFrame && size+len(out[i].b) <= wire.MaxBodySize; i++ {
+		first, parts, size := i, make([][]byte, 0, 2*(len(out)-i)), 0
+		for ; i < len(out) && out[i].record; i++ {
+			n := len(out[i].b) + len(out[i].payload)
+			if size >= tune.recordsFrame || size+n > wire.MaxBodySize {
+				break
+			}
 			parts = append(parts, out[i].b)
-			size += len(out[i].b)
+			if len(out[i].payload) > 0 {
+				parts = append(parts, out[i].payload)
+			}
+			size += n
 		}
 		hdr, _ := wire.AppendRecordsHeader(nil, parts)
 		bw.Write(hdr)
-		for k, p := range parts {
-			bw.Write(p) // written or copied into bw: the buffer is free
-			if bp := out[i-len(parts)+k].pooled; bp != nil {
-				bufpool.Put(bp)
-			}
+		for _, p := range parts {
+			bw.Write(p) // written or copied into bw: the buffers are free
+		}
+		for k := first; k < i; k++ {
+			out[k].free()
 		}
 		l.bytesWire.Add(uint64(len(hdr) + size))
 	}

@@ -136,10 +136,10 @@ func (r *Resource) finishSource(l *link) error {
 	return nil
 }
 
-// sendRun sends a run of marked regions, read ahead, as one record. If a
-// write was appended since the run was read, it is read again (rereadRun).
+// sendRun sends a run of marked regions, read ahead, as one record, whose
+// buffers go to the link with it. If a write was appended since the run was
+// read, it is read again (rereadRun).
 func (r *Resource) sendRun(l *link, run *runRead) error {
-	defer run.release() // sendRecord copied it
 	if testHookRunSend != nil {
 		testHookRunSend(run.off, run.n)
 	}
@@ -147,13 +147,14 @@ func (r *Resource) sendRun(l *link, run *runRead) error {
 	defer r.order.Unlock()
 	if r.journal.LastSeq() != run.asOf {
 		if err := r.rereadRun(l, run); err != nil {
+			run.release()
 			return err
 		}
 	}
 	rec := &run.rec
 	rec.Seq = r.allocSeq()
-	reg, regions, n := run.reg, run.regions, run.n
-	sent := l.sendRecord(rec, false, func(acked bool, _ wire.AckKind) {
+	reg, regions, n, wireBytes := run.reg, run.regions, run.n, wire.RecordHeaderSize+len(rec.Payload)
+	sent := l.sendOwnedRecord(rec, run.release, func(acked bool, _ wire.AckKind) {
 		if !acked {
 			return // the bit stays: a later resync sends the region
 		}
@@ -165,10 +166,11 @@ func (r *Resource) sendRun(l *link, run *runRead) error {
 		r.mu.Unlock()
 	})
 	if !sent {
+		run.release()
 		return ErrLinkDown
 	}
 	l.send(false)
-	r.resyncWire.Add(uint64(wire.RecordHeaderSize + len(rec.Payload)))
+	r.resyncWire.Add(uint64(wireBytes))
 	return nil
 }
 

@@ -56,8 +56,9 @@ func (r *Resource) tailLoop(l *link, from uint64) error {
 			r.resync.total += n
 			r.mu.Unlock()
 		}
+		wireBytes := wire.RecordHeaderSize + len(rec.Payload)
 		r.order.Lock()
-		sent := l.sendRecord(&rec, false, func(acked bool, _ wire.AckKind) {
+		sent := l.sendOwnedRecord(&rec, it.release, func(acked bool, _ wire.AckKind) {
 			if !acked {
 				r.oos.mark(off, n) // goLive may have cleared it already
 				return
@@ -67,12 +68,12 @@ func (r *Resource) tailLoop(l *link, from uint64) error {
 			r.mu.Unlock()
 		})
 		r.order.Unlock()
-		r.resyncWire.Add(uint64(wire.RecordHeaderSize + len(rec.Payload)))
-		it.release() // sendRecord copied it
 		if !sent {
+			it.release()
 			return ErrLinkDown
 		}
 		l.send(false)
+		r.resyncWire.Add(uint64(wireBytes))
 		pace.wait(n, l.closed)
 		if err := l.waitLag(r.resyncLag(tune.tailMaxPending)); err != nil {
 			return err

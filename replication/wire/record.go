@@ -31,13 +31,18 @@ const RecordHeaderSize = 18
 // AppendRecord appends rec in link form to dst; prevSeq is the seq of the
 // record before it on the link (0 for the first). rec.Seq must exceed it.
 func AppendRecord(dst []byte, rec *journal.Record, prevSeq uint64) []byte {
+	return append(AppendRecordHead(dst, rec, prevSeq), rec.Payload...)
+}
+
+// AppendRecordHead appends what AppendRecord does but the payload: a
+// sender that writes the payload from where it is follows it with that.
+func AppendRecordHead(dst []byte, rec *journal.Record, prevSeq uint64) []byte {
 	le := binary.LittleEndian
 	dst = le.AppendUint32(dst, uint32(len(rec.Payload)))
 	dst = le.AppendUint32(dst, rec.RawLen)
 	dst = le.AppendUint64(dst, uint64(rec.Offset))
 	dst = append(dst, byte(rec.Kind), byte(rec.Codec))
-	dst = binary.AppendUvarint(dst, rec.Seq-prevSeq)
-	return append(dst, rec.Payload...)
+	return binary.AppendUvarint(dst, rec.Seq-prevSeq)
 }
 
 // ParseRecord decodes the record at the start of b (a Records frame's body,
