@@ -75,7 +75,7 @@ func NewCompressor(codec Codec) *Compressor {
 // reused as soon as Write returns. len(data) must not exceed 128 MiB
 // (MaxRawLen, what a frame can say).
 func (c *Compressor) Write(off int64, data []byte) Record {
-	return c.write(off, data, false)
+	return c.write(off, data, false, true)
 }
 
 // WriteLent is Write for a caller that keeps data unchanged until the record
@@ -83,10 +83,20 @@ func (c *Compressor) Write(off int64, data []byte) Record {
 // lent to the record. When data does not compress the payload is data itself,
 // not a copy; either way the journal applies data without decompressing it.
 func (c *Compressor) WriteLent(off int64, data []byte) Record {
-	return c.write(off, data, true)
+	return c.write(off, data, true, true)
 }
 
-func (c *Compressor) write(off int64, data []byte, lent bool) Record {
+// WriteLentToSend is WriteLent for a record that is sent to a peer and
+// never appended here (a resync's): it takes no CRC32C of the payload,
+// which only this node's journal would use. The link's frames carry a
+// checksum of their own, and the peer's journal takes the record's.
+func (c *Compressor) WriteLentToSend(off int64, data []byte) Record {
+	return c.write(off, data, true, false)
+}
+
+// write is Write and WriteLent; sum takes the payload's CRC32C now, in the
+// caller's goroutine, rather than in the journal's (see Journal.AppendLater).
+func (c *Compressor) write(off int64, data []byte, lent, sum bool) Record {
 	if len(data) > MaxRawLen {
 		panic(fmt.Sprintf("journal: write of %d bytes exceeds %d", len(data), MaxRawLen))
 	}
@@ -95,7 +105,7 @@ func (c *Compressor) write(off int64, data []byte, lent bool) Record {
 		r.raw = data
 	}
 	if c.codec == CodecNone || !worthCompressing(data) {
-		return rawRecord(r, data, lent)
+		return rawRecord(r, data, lent, sum)
 	}
 	need := len(data)
 	if c.codec == CodecS2 {
@@ -113,16 +123,18 @@ func (c *Compressor) write(off int64, data []byte, lent bool) Record {
 	// A shorter out was written into b: append grows only past cap(b) >= len(data).
 	if out == nil || len(out)+len(data)>>5 >= len(data) {
 		bufpool.Put(bp)
-		return rawRecord(r, data, lent)
+		return rawRecord(r, data, lent, sum)
 	}
 	r.Codec, r.Payload, r.buf = c.codec, out, bp
-	r.sum, r.hasSum = crc32.Checksum(r.Payload, castagnoli), true
+	if sum {
+		r.sum, r.hasSum = crc32.Checksum(r.Payload, castagnoli), true
+	}
 	return r
 }
 
 // rawRecord completes r with data stored raw: data itself when lent, a
 // pooled copy otherwise.
-func rawRecord(r Record, data []byte, lent bool) Record {
+func rawRecord(r Record, data []byte, lent, sum bool) Record {
 	if lent {
 		r.Payload = data
 	} else {
@@ -130,7 +142,9 @@ func rawRecord(r Record, data []byte, lent bool) Record {
 		r.Payload, r.buf = (*bp)[:len(data)], bp
 		copy(r.Payload, data)
 	}
-	r.sum, r.hasSum = crc32.Checksum(r.Payload, castagnoli), true
+	if sum {
+		r.sum, r.hasSum = crc32.Checksum(r.Payload, castagnoli), true
+	}
 	return r
 }
 

@@ -218,3 +218,21 @@ func TestDecodeRawAttaches(t *testing.T) {
 		t.Fatalf("a payload one byte longer than RawLen: %v, want ErrCorruptRecord", err)
 	}
 }
+
+// TestWriteLentToSendSumsLater: a record made only to be sent takes no
+// CRC32C at once, and still has the right one if something asks for it.
+func TestWriteLentToSendSumsLater(t *testing.T) {
+	for _, codec := range []Codec{CodecNone, CodecS2} {
+		data := bytes.Repeat([]byte("to send "), 16<<10)
+		c := NewCompressor(codec)
+		sent, kept := c.WriteLentToSend(0, data), c.WriteLent(0, data)
+		if sent.hasSum {
+			t.Fatalf("%v: the record to send took its CRC", codec)
+		}
+		if !bytes.Equal(sent.Payload, kept.Payload) || sent.payloadSum() != kept.payloadSum() {
+			t.Fatalf("%v: the record to send differs from WriteLent's", codec)
+		}
+		sent.Release()
+		kept.Release()
+	}
+}

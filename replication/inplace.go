@@ -62,7 +62,7 @@ func (r *Resource) tailRecord(rec journal.Record, cancel <-chan struct{}) (w jou
 		bufpool.Put(data)
 		return rec, nil, fmt.Errorf("replication: read the write in place of seq %d: %w", rec.Seq, err)
 	}
-	w = r.comp.WriteLent(rec.Offset, *data) // data is this record's alone
+	w = r.comp.WriteLentToSend(rec.Offset, *data) // data is this record's alone
 	w.Seq = rec.Seq
 	return w, data, nil
 }

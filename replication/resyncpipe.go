@@ -82,7 +82,7 @@ func (r *Resource) readRun(l *link, reg int64) *runRead {
 		run.release()
 		return &runRead{err: err}
 	}
-	run.rec = r.comp.WriteLent(run.off, *run.data) // stored raw, the payload is data
+	run.rec = r.comp.WriteLentToSend(run.off, *run.data) // stored raw, the payload is data
 	return run
 }
 
@@ -110,7 +110,7 @@ func (r *Resource) rereadRun(l *link, run *runRead) error {
 	if err != nil {
 		return err
 	}
-	run.rec, run.asOf = r.comp.WriteLent(run.off, *run.data), r.journal.LastSeq()
+	run.rec, run.asOf = r.comp.WriteLentToSend(run.off, *run.data), r.journal.LastSeq()
 	return nil
 }
 
