@@ -86,12 +86,16 @@ func (c *Compressor) WriteLent(off int64, data []byte) Record {
 	return c.write(off, data, true, true)
 }
 
-// WriteLentToSend is WriteLent for a record that is sent to a peer and
-// never appended here (a resync's): it takes no CRC32C of the payload,
-// which only this node's journal would use. The link's frames carry a
-// checksum of their own, and the peer's journal takes the record's.
-func (c *Compressor) WriteLentToSend(off int64, data []byte) Record {
-	return c.write(off, data, true, false)
+// WriteToSend is WriteLent for a record that is sent to a peer and never
+// appended here (a resync's), of the data in bp, a bufpool buffer the
+// record takes as its own: Release gives it back. It takes no CRC32C of
+// the payload, which only this node's journal would use. The link's
+// frames carry a checksum of their own, and the peer's journal takes the
+// record's.
+func (c *Compressor) WriteToSend(off int64, bp *[]byte) Record {
+	r := c.write(off, *bp, true, false)
+	r.rawBuf = bp
+	return r
 }
 
 // write is Write and WriteLent; sum takes the payload's CRC32C now, in the
@@ -187,19 +191,21 @@ func worthCompressing(data []byte) bool {
 }
 
 // Release gives the record's pooled buffers back for reuse: a Compressor's
-// payload, AllocPayload's, DecodeRaw's. Call it once, when the record is
-// done with everywhere (journaled, applied, sent); the record's Payload and
-// raw data must not be used afterwards. Release on other records does
-// nothing.
+// payload, CopyPayload's, DecodeRaw's, WriteToSend's data. Call it once,
+// when the record is done with everywhere (journaled, applied, sent); the
+// record's Payload and raw data must not be used afterwards. Release on
+// other records does nothing.
 func (r *Record) Release() {
+	if r.buf == nil && r.rawBuf == nil {
+		return
+	}
 	if r.buf != nil {
 		bufpool.Put(r.buf)
-		r.buf, r.Payload, r.raw = nil, nil, nil // raw may be the payload
 	}
 	if r.rawBuf != nil {
 		bufpool.Put(r.rawBuf)
-		r.rawBuf, r.raw = nil, nil
 	}
+	r.buf, r.rawBuf, r.Payload, r.raw = nil, nil, nil, nil // either may hold the other
 }
 
 // DecodeRaw decodes a compressed write's payload into a pooled buffer and
@@ -222,23 +228,17 @@ func (r *Record) DecodeRaw() ([]byte, error) {
 	return raw, nil
 }
 
-// AllocPayload gives r a pooled buffer of n bytes as its Payload, for the
-// caller to fill before the record is used; Release gives it back. A
-// record decoded from elsewhere (the peer's) so owns its payload without
-// a fresh allocation per write.
-func (r *Record) AllocPayload(n int) []byte {
-	r.Release()
-	bp := bufpool.Get(n)
-	r.Payload, r.buf, r.hasSum = *bp, bp, false
-	return r.Payload
-}
-
-// CopyPayload is AllocPayload filled with a copy of p, whose CRC32C (the
-// record's, see the package doc) is taken on the way: piece by piece, each
-// while it is still in the cache from its copy, instead of in a second
-// pass over the whole payload later.
+// CopyPayload gives r a copy of p as its Payload, in a pooled buffer that
+// Release gives back: a record decoded from elsewhere (the peer's, a
+// journal tail's) so owns its payload without a fresh allocation per
+// write. Its CRC32C (the record's, see the package doc) is taken on the
+// way: piece by piece, each while it is still in the cache from its copy,
+// instead of in a second pass over the whole payload later.
 func (r *Record) CopyPayload(p []byte) {
-	dst := r.AllocPayload(len(p))
+	r.Release()
+	bp := bufpool.Get(len(p))
+	dst := *bp
+	r.Payload, r.buf = dst, bp
 	var sum uint32
 	for off := 0; off < len(p); off += copyPiece {
 		n := copy(dst[off:], p[off:min(off+copyPiece, len(p))])

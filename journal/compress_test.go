@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+
+	"github.com/nbdmirror/nbdmirror/internal/bufpool"
 )
 
 func TestCompressRoundTrip(t *testing.T) {
@@ -219,13 +221,16 @@ func TestDecodeRawAttaches(t *testing.T) {
 	}
 }
 
-// TestWriteLentToSendSumsLater: a record made only to be sent takes no
-// CRC32C at once, and still has the right one if something asks for it.
-func TestWriteLentToSendSumsLater(t *testing.T) {
+// TestWriteToSendSumsLater: a record made only to be sent takes no CRC32C
+// at once, and still has the right one if something asks for it; Release
+// gives its data's buffer back.
+func TestWriteToSendSumsLater(t *testing.T) {
 	for _, codec := range []Codec{CodecNone, CodecS2} {
 		data := bytes.Repeat([]byte("to send "), 16<<10)
+		bp := bufpool.Get(len(data))
+		copy(*bp, data)
 		c := NewCompressor(codec)
-		sent, kept := c.WriteLentToSend(0, data), c.WriteLent(0, data)
+		sent, kept := c.WriteToSend(0, bp), c.WriteLent(0, data)
 		if sent.hasSum {
 			t.Fatalf("%v: the record to send took its CRC", codec)
 		}
@@ -233,6 +238,9 @@ func TestWriteLentToSendSumsLater(t *testing.T) {
 			t.Fatalf("%v: the record to send differs from WriteLent's", codec)
 		}
 		sent.Release()
+		if sent.rawBuf != nil || sent.Payload != nil {
+			t.Fatalf("%v: the data's buffer kept after Release", codec)
+		}
 		kept.Release()
 	}
 }

@@ -109,7 +109,7 @@ type Record struct {
 	hasSum bool    // sum is valid
 	buf    *[]byte // pooled buffer behind Payload, nil if not pooled
 	raw    []byte  // the raw data, when the caller lends it (AttachRaw) or DecodeRaw made it
-	rawBuf *[]byte // pooled buffer behind raw, from DecodeRaw
+	rawBuf *[]byte // pooled buffer behind raw, from DecodeRaw or WriteToSend
 }
 
 // Trim is a record that discards n bytes at off.

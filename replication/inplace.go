@@ -3,7 +3,6 @@ package replication
 import (
 	"fmt"
 
-	"github.com/nbdmirror/nbdmirror/internal/bufpool"
 	"github.com/nbdmirror/nbdmirror/journal"
 )
 
@@ -47,22 +46,20 @@ func (r *Resource) recoverExtents() error {
 
 // tailRecord is rec as a journal-tail resync sends it: an extent record
 // becomes a write of what the disk holds there, read once the write is
-// applied, into data (from bufpool, lent to the record). Those bytes may be
-// newer than rec's (a later write over them): until the tail is through,
-// the target then holds no state the source ever had.
-func (r *Resource) tailRecord(rec journal.Record, cancel <-chan struct{}) (w journal.Record, data *[]byte, err error) {
+// applied (readToSend). Those bytes may be newer than rec's (a later write
+// over them): until the tail is through, the target then holds no state
+// the source ever had.
+func (r *Resource) tailRecord(rec journal.Record, cancel <-chan struct{}) (journal.Record, error) {
 	if rec.Kind != journal.KindExtent {
-		return rec, nil, nil
+		return rec, nil
 	}
 	if err := r.journal.AwaitApplied(rec.Seq, cancel); err != nil {
-		return rec, nil, err
+		return rec, err
 	}
-	data = bufpool.Get(int(rec.RawLen))
-	if n, err := r.disk.ReadAt(*data, rec.Offset); n < len(*data) {
-		bufpool.Put(data)
-		return rec, nil, fmt.Errorf("replication: read the write in place of seq %d: %w", rec.Seq, err)
+	w, err := r.readToSend(rec.Offset, int64(rec.RawLen))
+	if err != nil {
+		return rec, fmt.Errorf("replication: read the write in place of seq %d: %w", rec.Seq, err)
 	}
-	w = r.comp.WriteLentToSend(rec.Offset, *data) // data is this record's alone
 	w.Seq = rec.Seq
-	return w, data, nil
+	return w, nil
 }

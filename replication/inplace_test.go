@@ -135,7 +135,7 @@ func TestTailRecordReadsTheDisk(t *testing.T) {
 	if err != nil || rec.Kind != journal.KindExtent {
 		t.Fatalf("journal record %v %v, want an extent", rec.Kind, err)
 	}
-	rec, _, err = r.tailRecord(rec, nil)
+	rec, err = r.tailRecord(rec, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -142,10 +142,10 @@ type outItem struct {
 	b      []byte
 	record bool
 	// payload follows b in the frame: a record's payload, written from
-	// its owner's buffers (see sendOwnedRecord).
+	// the record's own buffers (see sendOwnedRecord).
 	payload []byte
 	// pooled is the buffer behind b, from bufpool, and release gives the
-	// payload's buffers back: whoever writes the item calls them (see
+	// payload's record back: whoever writes the item calls them (see
 	// writeOut); an item dropped unwritten (the link went down) is left
 	// to the garbage collector.
 	pooled  *[]byte
@@ -221,14 +221,14 @@ func (l *link) sendRecord(rec *journal.Record, fua bool, done func(acked bool, k
 	return l.queueRecord(rec, it, fua, done)
 }
 
-// sendOwnedRecord is sendRecord for a record whose buffers the caller
-// hands over: its payload is written from where it is, not copied, and
-// release runs once it is written (never if the link goes down first, the
-// garbage collector then takes them). If it returns false the caller
-// keeps them.
-func (l *link) sendOwnedRecord(rec *journal.Record, release func(), done func(acked bool, kind wire.AckKind)) bool {
+// sendOwnedRecord is sendRecord for a record the caller hands over, with
+// its pooled buffers: its payload is written from where it is, not copied,
+// and rec is Released once it is written (never if the link goes down
+// first, the garbage collector then takes its buffers). If it returns
+// false the caller keeps rec.
+func (l *link) sendOwnedRecord(rec *journal.Record, done func(acked bool, kind wire.AckKind)) bool {
 	var head [wire.RecordHeaderSize + binary.MaxVarintLen64]byte
-	it := outItem{b: wire.AppendRecordHead(head[:0], rec, l.lastSent), record: true, payload: rec.Payload, release: release}
+	it := outItem{b: wire.AppendRecordHead(head[:0], rec, l.lastSent), record: true, payload: rec.Payload, release: rec.Release}
 	return l.queueRecord(rec, it, false, done)
 }
 

@@ -2,6 +2,7 @@ package replication
 
 import (
 	"fmt"
+	"io"
 
 	"github.com/nbdmirror/nbdmirror/internal/bufpool"
 	"github.com/nbdmirror/nbdmirror/journal"
@@ -10,10 +11,9 @@ import (
 // runRead is a run of out-of-sync regions read from the disk ahead of its
 // send, or the error that ended the reading.
 type runRead struct {
-	reg, regions int64 // first region, and how many
-	off, n       int64 // the bytes of the disk they cover
-	rec          journal.Record
-	data         *[]byte // the bytes read, from bufpool, lent to rec
+	reg, regions int64          // first region, and how many
+	off, n       int64          // the bytes of the disk they cover
+	rec          journal.Record // its data in a pooled buffer of its own (readToSend)
 	// asOf is the journal's last seq when the run was read: its data
 	// holds every write up to that one and none after.
 	asOf uint64
@@ -36,7 +36,7 @@ func (r *Resource) readAhead(l *link) (runs <-chan *runRead, stop func()) {
 			select {
 			case ch <- run:
 			case <-quit:
-				run.release()
+				run.rec.Release()
 				return
 			}
 			if run.err != nil {
@@ -48,18 +48,9 @@ func (r *Resource) readAhead(l *link) (runs <-chan *runRead, stop func()) {
 	return ch, func() {
 		close(quit)
 		for run := range ch {
-			run.release()
+			run.rec.Release()
 		}
 		<-done
-	}
-}
-
-// release gives back the buffers of a run once it is sent, or dropped.
-func (run *runRead) release() {
-	run.rec.Release()
-	if run.data != nil {
-		bufpool.Put(run.data)
-		run.data = nil
 	}
 }
 
@@ -76,17 +67,30 @@ func (r *Resource) readRun(l *link, reg int64) *runRead {
 	regions := max(r.oos.run(reg, tune.maxRun), 1)
 	run := &runRead{reg: reg, regions: regions, off: reg * RegionSize, asOf: asOf}
 	run.n = min(regions*RegionSize, r.size-run.off)
-	run.data = bufpool.Get(int(run.n))
-	if _, err := r.disk.ReadAt(*run.data, run.off); err != nil {
+	var err error
+	if run.rec, err = r.readToSend(run.off, run.n); err != nil {
 		r.health.fault(OpRead, err) // detach: the resync stops with the disk
-		run.release()
 		return &runRead{err: err}
 	}
-	run.rec = r.comp.WriteLentToSend(run.off, *run.data) // stored raw, the payload is data
 	return run
 }
 
-// rereadRun reads run again, into its buffer, once every write appended so far
+// readToSend reads n bytes of the disk at off into a pooled buffer and
+// makes them a record to send (journal's WriteToSend), which owns the
+// buffer: Release gives it back.
+func (r *Resource) readToSend(off, n int64) (journal.Record, error) {
+	bp := bufpool.Get(int(n))
+	if m, err := r.disk.ReadAt(*bp, off); err != nil || m < len(*bp) {
+		bufpool.Put(bp)
+		if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
+		return journal.Record{}, err
+	}
+	return r.comp.WriteToSend(off, bp), nil
+}
+
+// rereadRun reads run again once every write appended so far
 // reached the disk. The caller holds Resource.order; most of the wait is
 // done without it, so that writers do not queue behind a long apply
 // backlog (a Primary that wrote alone at full speed has one); under order
@@ -103,14 +107,14 @@ func (r *Resource) rereadRun(l *link, run *runRead) error {
 		err = r.lostUnder(l)
 	}
 	if err == nil {
-		if _, err = r.disk.ReadAt(*run.data, run.off); err != nil {
+		if run.rec, err = r.readToSend(run.off, run.n); err != nil {
 			r.health.fault(OpRead, err)
 		}
 	}
 	if err != nil {
 		return err
 	}
-	run.rec, run.asOf = r.comp.WriteLentToSend(run.off, *run.data), r.journal.LastSeq()
+	run.asOf = r.journal.LastSeq()
 	return nil
 }
 

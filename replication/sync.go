@@ -147,14 +147,14 @@ func (r *Resource) sendRun(l *link, run *runRead) error {
 	defer r.order.Unlock()
 	if r.journal.LastSeq() != run.asOf {
 		if err := r.rereadRun(l, run); err != nil {
-			run.release()
+			run.rec.Release()
 			return err
 		}
 	}
 	rec := &run.rec
 	rec.Seq = r.allocSeq()
 	reg, regions, n, wireBytes := run.reg, run.regions, run.n, wire.RecordHeaderSize+len(rec.Payload)
-	sent := l.sendOwnedRecord(rec, run.release, func(acked bool, _ wire.AckKind) {
+	sent := l.sendOwnedRecord(rec, func(acked bool, _ wire.AckKind) {
 		if !acked {
 			return // the bit stays: a later resync sends the region
 		}
@@ -166,7 +166,7 @@ func (r *Resource) sendRun(l *link, run *runRead) error {
 		r.mu.Unlock()
 	})
 	if !sent {
-		run.release()
+		rec.Release()
 		return ErrLinkDown
 	}
 	l.send(false)

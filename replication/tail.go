@@ -6,7 +6,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/nbdmirror/nbdmirror/internal/bufpool"
 	"github.com/nbdmirror/nbdmirror/journal"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
@@ -58,7 +57,7 @@ func (r *Resource) tailLoop(l *link, from uint64) error {
 		}
 		wireBytes := wire.RecordHeaderSize + len(rec.Payload)
 		r.order.Lock()
-		sent := l.sendOwnedRecord(&rec, it.release, func(acked bool, _ wire.AckKind) {
+		sent := l.sendOwnedRecord(&rec, func(acked bool, _ wire.AckKind) {
 			if !acked {
 				r.oos.mark(off, n) // goLive may have cleared it already
 				return
@@ -69,7 +68,7 @@ func (r *Resource) tailLoop(l *link, from uint64) error {
 		})
 		r.order.Unlock()
 		if !sent {
-			it.release()
+			rec.Release()
 			return ErrLinkDown
 		}
 		l.send(false)
@@ -97,23 +96,12 @@ func (r *Resource) tailInPlace(l *link) {
 
 // tailItem is a record of the journal's tail as it is sent (tailRecord),
 // or its current end (eof), or the error that ended the reading. inPlace:
-// the record was a write made in place, its data read from the disk into
-// data.
+// the record was a write made in place, its data read from the disk.
 type tailItem struct {
 	rec     journal.Record
-	data    *[]byte
 	inPlace bool
 	eof     bool
 	err     error
-}
-
-// release gives back the buffers of a record once it is sent, or dropped.
-func (it *tailItem) release() {
-	it.rec.Release()
-	if it.data != nil {
-		bufpool.Put(it.data)
-		it.data = nil
-	}
 }
 
 // readTail starts reading the journal from seq from ahead of the sender:
@@ -157,7 +145,7 @@ func (r *Resource) readTail(from uint64) (recs <-chan tailItem, stop func(), err
 			}
 			last = rec.Seq
 			inPlace := rec.Kind == journal.KindExtent
-			w, data, err := r.tailRecord(rec, quit)
+			w, err := r.tailRecord(rec, quit)
 			if inPlace {
 				rec.Release() // w is the write read from the disk
 			}
@@ -165,8 +153,8 @@ func (r *Resource) readTail(from uint64) (recs <-chan tailItem, stop func(), err
 				put(tailItem{err: err})
 				return
 			}
-			if it := (tailItem{rec: w, data: data, inPlace: inPlace}); !put(it) {
-				it.release()
+			if !put(tailItem{rec: w, inPlace: inPlace}) {
+				w.Release()
 				return
 			}
 		}
