@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os/exec"
@@ -136,8 +135,10 @@ func (b *bench) resyncOnce(ctx context.Context, s system, k resyncKind) (float64
 		return 0, 0, "", err
 	}
 	syscall.Sync() // as in a turn: the initial full sync is not written back during the measurement
-	primary, secondary := filepath.Join(l.dir, "nbdmirror-0.sock"), filepath.Join(l.dir, "nbdmirror-1.sock")
-	if err := b.ctl(secondary, "disconnect"); err != nil {
+	primary, secondary := newControl(filepath.Join(l.dir, "nbdmirror-0.sock")), newControl(filepath.Join(l.dir, "nbdmirror-1.sock"))
+	defer primary.close()
+	defer secondary.close()
+	if err := secondary.do("POST", "/disconnect", nil); err != nil {
 		return 0, 0, "", err
 	}
 	args := append([]string{"--name=apart", "--ioengine=nbd", "--uri=" + uri, "--rw=write", "--bs=" + k.bs,
@@ -145,18 +146,19 @@ func (b *bench) resyncOnce(ctx context.Context, s system, k resyncKind) (float64
 	if out, err := exec.CommandContext(ctx, "fio", args...).CombinedOutput(); err != nil {
 		return 0, 0, "", fmt.Errorf("fio: %v: %s", err, lastLines(string(out), 5))
 	}
-	before, err := b.status(primary)
+	var before pairStatus
+	err = primary.do("GET", "/status", &before)
 	if err != nil {
 		return 0, 0, "", err
 	}
 	start := time.Now()
-	if err := b.ctl(secondary, "connect"); err != nil {
+	if err := secondary.do("POST", "/connect", nil); err != nil {
 		return 0, 0, "", err
 	}
 	mode := "bitmap"
 	for {
-		st, err := b.status(primary)
-		if err != nil {
+		var st pairStatus
+		if err := primary.do("GET", "/status", &st); err != nil {
 			return 0, 0, "", err
 		}
 		// A build before peer.resync.mode: its tail kept the peer Consistent.
@@ -188,22 +190,6 @@ type pairStatus struct {
 		OutOfSync  int64 `json:"out_of_sync_bytes"`
 		ResyncWire int64 `json:"resync_bytes_wire"`
 	} `json:"stats"`
-}
-
-func (b *bench) status(sock string) (pairStatus, error) {
-	var st pairStatus
-	out, err := exec.Command(b.bin, "status", "--json", "--control", sock).Output()
-	if err != nil {
-		return st, fmt.Errorf("status: %w", err)
-	}
-	return st, json.Unmarshal(out, &st)
-}
-
-func (b *bench) ctl(sock, cmd string) error {
-	if out, err := exec.Command(b.bin, cmd, "--control", sock).CombinedOutput(); err != nil {
-		return fmt.Errorf("%s: %v: %s", cmd, err, out)
-	}
-	return nil
 }
 
 // writeResyncTable prints the resync results as markdown, each against
