@@ -68,6 +68,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzHello$$' -fuzztime $(FUZZTIME) ./replication/wire
 	$(GO) test -run '^$$' -fuzz '^FuzzRecord$$' -fuzztime $(FUZZTIME) ./replication/wire
 	$(GO) test -run '^$$' -fuzz '^FuzzRecords$$' -fuzztime $(FUZZTIME) ./replication/wire
+	$(GO) test -run '^$$' -fuzz '^FuzzDataReader$$' -fuzztime $(FUZZTIME) ./replication/wire
 	$(GO) test -run '^$$' -fuzz '^FuzzAuth$$' -fuzztime $(FUZZTIME) ./replication/wire
 	$(GO) test -run '^$$' -fuzz '^FuzzRefuse$$' -fuzztime $(FUZZTIME) ./replication/wire
 	$(GO) test -run '^$$' -fuzz '^FuzzBarrier$$' -fuzztime $(FUZZTIME) ./replication/wire

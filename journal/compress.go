@@ -247,6 +247,16 @@ func (r *Record) CopyPayload(p []byte) {
 	r.sum, r.hasSum = sum, true
 }
 
+// TakePayload makes the pooled buffer bp (from bufpool.Get, len the
+// payload's) r's Payload, with sum its CRC32C as its reader took it: a
+// record read off the link straight into a buffer of its own owns it with
+// no copy. Release gives it back.
+func (r *Record) TakePayload(bp *[]byte, sum uint32) {
+	r.Release()
+	r.Payload, r.buf = *bp, bp
+	r.sum, r.hasSum = sum, true
+}
+
 // copyPiece is the piece CopyPayload copies and checksums at a time: well
 // inside a core's L2 cache.
 const copyPiece = 64 << 10

@@ -111,12 +111,13 @@ type link struct {
 	reads peerReads
 
 	// Receiving side (the peer of a Primary): what to acknowledge.
-	lastRecv     uint64        // journal seq of the last record read; receiver only
-	recvSeq      atomic.Uint64 // last record read off the link
-	journaledSeq atomic.Uint64 // last record written to the journal
-	syncedSeq    atomic.Uint64 // last barrier done
-	lastFrame    atomic.Int64  // unix nanos of the last frame read
-	recvWriting  atomic.Bool   // the receiver is writing queued records to the journal
+	lastRecv     uint64           // journal seq of the last record read; receiver only
+	recs         []journal.Record // a Records frame's records, parsed; receiver only
+	recvSeq      atomic.Uint64    // last record read off the link
+	journaledSeq atomic.Uint64    // last record written to the journal
+	syncedSeq    atomic.Uint64    // last barrier done
+	lastFrame    atomic.Int64     // unix nanos of the last frame read
+	recvWriting  atomic.Bool      // the receiver is writing queued records to the journal
 
 	// The reader's polling, on either side.
 	// pr reads the connection for the receiving goroutine, polling as

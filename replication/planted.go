@@ -3,25 +3,17 @@ package replication
 import (
 	"github.com/nbdmirror/nbdmirror/journal"
 	"github.com/nbdmirror/nbdmirror/replication/internal/plant"
-	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
-// plantedSwap is the planted bug ApplyOutOfOrder (see internal/plant): the
-// first two records of a Records frame body, their contents swapped, or
-// nil.
-func plantedSwap(body []byte, size int64, prev uint64) []journal.Record {
-	if !plant.On(plant.ApplyOutOfOrder) {
-		return nil
+// plantedSwap is the planted bug ApplyOutOfOrder (see internal/plant):
+// the first two records of a Records frame swap their contents (regions
+// and data), each keeping its seq.
+func plantedSwap(recs []journal.Record) {
+	if !plant.On(plant.ApplyOutOfOrder) || len(recs) < 2 {
+		return
 	}
-	first, n, err := wire.ParseRecord(body, size, prev)
-	if err != nil || n == len(body) {
-		return nil
-	}
-	second, _, err := wire.ParseRecord(body[n:], size, first.Seq)
-	if err != nil {
-		return nil
-	}
-	return []journal.Record{second, first}
+	first, second := recs[0], recs[1]
+	recs[0], recs[1] = withContent(first, second), withContent(second, first)
 }
 
 // withContent is c (its region and data) under rec's seq.

@@ -7,13 +7,14 @@ import (
 	"io"
 	"time"
 
+	"github.com/nbdmirror/nbdmirror/journal"
 	"github.com/nbdmirror/nbdmirror/replication/wire"
 )
 
 // recvLoop reads frames until the link fails.
 func (l *link) recvLoop() {
 	br := bufio.NewReaderSize(l.pr, 256<<10)
-	r := wire.NewReader(br)
+	r := wire.NewDataReader(br)
 	for {
 		l.pr.SetReadDeadline(time.Now().Add(l.res.cfg.PeerTimeout))
 		f, err := r.Next()
@@ -67,7 +68,7 @@ func (l *link) wantPoll() bool {
 func (l *link) handle(f wire.Frame, idle bool) error {
 	switch f.Type {
 	case wire.TypeRecords:
-		n, err := l.applyRecords(f.Body, idle)
+		n, err := l.applyRecords(f.Records, idle)
 		l.recBatched.Note(n != 1 || !idle)
 		return err
 	case wire.TypeBarrier:
@@ -156,29 +157,40 @@ func (l *link) handle(f wire.Frame, idle bool) error {
 // written to the journal's segment, where this node's recovery replays it
 // from: applying it to the disk is not waited for. When nothing more has
 // arrived, this goroutine writes the journal itself if its writer idles.
-// The nth record of the link has seq n. n is how many records it read.
-func (l *link) applyRecords(body []byte, idle bool) (n int, err error) {
+// The nth record of the link has seq n. A frame with a record the journal
+// would refuse is refused whole: none of its records is journaled. n is
+// how many records it read.
+func (l *link) applyRecords(parts []wire.RecordPart, idle bool) (n int, err error) {
 	if l.res.Role() == wire.Primary {
+		releaseParts(parts)
 		return 0, fmt.Errorf("%w: the peer sent data to a Primary", ErrLinkDown)
 	}
 	defer l.writeJournal(idle) // what was queued, also if a record is bad
 	if l.sends.Load() {
 		l.sends.Store(false)
 	}
-	swapped := plantedSwap(body, l.res.size, l.lastRecv)
-	for len(body) > 0 {
-		rec, size, err := wire.ParseRecord(body, l.res.size, l.lastRecv)
+	recs := l.recs[:0]
+	prev := l.lastRecv
+	for i := range parts {
+		rec, err := wire.ParseRecordPart(&parts[i], l.res.size, prev)
 		if err != nil {
-			return n, fmt.Errorf("%w: record %d: %v", ErrLinkDown, l.recvSeq.Load()+1, err)
+			releaseParts(parts[i+1:])
+			for j := range recs {
+				recs[j].Release()
+			}
+			return 0, fmt.Errorf("%w: record %d: %v", ErrLinkDown, l.recvSeq.Load()+uint64(i)+1, err)
 		}
-		if n < len(swapped) {
-			rec = withContent(rec, swapped[n])
-		}
-		body = body[size:]
-		n++
+		recs = append(recs, rec)
+		prev = rec.Seq
+	}
+	l.recs = recs[:0]
+	plantedSwap(recs)
+	for i := range recs {
+		rec := recs[i]
+		recs[i] = journal.Record{} // the journal owns it now
 		l.lastRecv = rec.Seq
 		seq := l.recvSeq.Add(1)
-		last := idle && len(body) == 0
+		last := idle && i == len(recs)-1
 		written := func() {
 			// The peer holds what it sent (meet marks what it lost since,
 			// up to peerSeq): counted once journaled, not once applied, so
@@ -204,7 +216,14 @@ func (l *link) applyRecords(body []byte, idle bool) (n int, err error) {
 			l.settle()
 		})
 	}
-	return n, nil
+	return len(recs), nil
+}
+
+// releaseParts gives back the payloads of parts no record took.
+func releaseParts(parts []wire.RecordPart) {
+	for i := range parts {
+		parts[i].Release()
+	}
 }
 
 // writeJournal has what was queued in the journal written (and synced, for

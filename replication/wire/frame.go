@@ -46,6 +46,11 @@ type Frame struct {
 	Type  Type
 	Flags uint8 // per type: BitmapEnd on a BitmapChunk, SyncInPlace on a SyncStart; zero on the others
 	Body  []byte
+	// Records are a Records frame's records as a data Reader reads them
+	// (NewDataReader; Body is then nil), in order. The slice is the
+	// Reader's until the next call; each part's payload is the caller's
+	// (ParseRecordPart, or Release).
+	Records []RecordPart
 }
 
 // beginFrame reserves room for a header; endFrame fills it in once the body
@@ -81,6 +86,9 @@ type Reader struct {
 	maxBody uint32 // MaxBodySize, or less in the handshake
 	hdr     [HeaderSize]byte
 	buf     []byte // reused for every body
+	// splitRecords: a data Reader, which reads a Records frame into parts.
+	splitRecords bool
+	parts        []RecordPart // reused for every Records frame
 }
 
 // NewReader returns a Reader that reads frames from r.
@@ -108,6 +116,9 @@ func (r *Reader) Next() (Frame, error) {
 	n := binary.BigEndian.Uint32(h[8:12])
 	if n > r.maxBody {
 		return Frame{}, fmt.Errorf("%w: %s body of %d bytes, max %d", ErrFrameTooLarge, f.Type, n, r.maxBody)
+	}
+	if f.Type == TypeRecords && r.splitRecords {
+		return r.readRecords(f, h, int(n))
 	}
 	body, err := r.readBody(int(n))
 	if err != nil {

@@ -56,19 +56,10 @@ func AppendRecordHead(dst []byte, rec *journal.Record, prevSeq uint64) []byte {
 // gives them back once the record is done with (or the garbage collector
 // takes them).
 func ParseRecord(b []byte, diskSize int64, prevSeq uint64) (journal.Record, int, error) {
-	if len(b) < RecordHeaderSize {
-		return journal.Record{}, 0, malformed(TypeRecords, "record header cut short: %d bytes", len(b))
+	rec, head, n, err := parseHead(b, prevSeq)
+	if err != nil {
+		return rec, 0, err
 	}
-	le := binary.LittleEndian
-	n := uint64(le.Uint32(b))
-	rec := journal.Record{RawLen: le.Uint32(b[4:]), Offset: int64(le.Uint64(b[8:])),
-		Kind: journal.Kind(b[16]), Codec: journal.Codec(b[17])}
-	delta, k := binary.Uvarint(b[RecordHeaderSize:])
-	if k <= 0 || delta == 0 || prevSeq+delta < prevSeq || k != uvarintLen(delta) {
-		return rec, 0, malformed(TypeRecords, "record with a bad seq delta")
-	}
-	rec.Seq = prevSeq + delta
-	head := RecordHeaderSize + k
 	if uint64(len(b)-head) < n {
 		return rec, 0, malformed(TypeRecords, "record payload cut short: %d of %d bytes", len(b)-head, n)
 	}
@@ -76,7 +67,12 @@ func ParseRecord(b []byte, diskSize int64, prevSeq uint64) (journal.Record, int,
 		return rec, 0, err
 	}
 	if rec.Kind == journal.KindWrite {
-		if err := decode(&rec, b[head:head+int(n)]); err != nil {
+		payload := b[head : head+int(n)]
+		if err := checkS2(&rec, payload); err != nil {
+			return rec, 0, err
+		}
+		rec.CopyPayload(payload)
+		if err := decodeRaw(&rec); err != nil {
 			rec.Release()
 			return rec, 0, err
 		}
@@ -84,18 +80,41 @@ func ParseRecord(b []byte, diskSize int64, prevSeq uint64) (journal.Record, int,
 	return rec, head + int(n), nil
 }
 
-// decode copies a write record's payload into rec and attaches its raw
-// data, both in pooled buffers. An s2 payload must announce RawLen bytes
-// before anything is allocated for it, so a few bytes cannot claim
+// parseHead decodes the head of the record at the start of b (its fixed
+// header and seq delta): the record without its payload, the head's length
+// and the payload's.
+func parseHead(b []byte, prevSeq uint64) (rec journal.Record, head int, n uint64, err error) {
+	if len(b) < RecordHeaderSize {
+		return rec, 0, 0, malformed(TypeRecords, "record header cut short: %d bytes", len(b))
+	}
+	le := binary.LittleEndian
+	n = uint64(le.Uint32(b))
+	rec = journal.Record{RawLen: le.Uint32(b[4:]), Offset: int64(le.Uint64(b[8:])),
+		Kind: journal.Kind(b[16]), Codec: journal.Codec(b[17])}
+	delta, k := binary.Uvarint(b[RecordHeaderSize:])
+	if k <= 0 || delta == 0 || prevSeq+delta < prevSeq || k != uvarintLen(delta) {
+		return rec, 0, 0, malformed(TypeRecords, "record with a bad seq delta")
+	}
+	rec.Seq = prevSeq + delta
+	return rec, RecordHeaderSize + k, n, nil
+}
+
+// checkS2 refuses an s2 payload that does not announce RawLen bytes, before
+// anything is allocated for its raw data: a few bytes cannot claim
 // gigabytes.
-func decode(rec *journal.Record, payload []byte) error {
+func checkS2(rec *journal.Record, payload []byte) error {
 	if rec.Codec == journal.CodecS2 {
 		if n, err := s2.DecodedLen(payload); err != nil || n != int(rec.RawLen) {
 			return malformed(TypeRecords, "s2 payload of %d bytes announced for a write of %d", n, rec.RawLen)
 		}
 	}
-	rec.CopyPayload(payload)
-	raw, err := rec.DecodeRaw() // stored raw, the copy is the raw data too
+	return nil
+}
+
+// decodeRaw attaches a write record's raw data, decoded into a pooled
+// buffer (a payload stored raw is its own raw data).
+func decodeRaw(rec *journal.Record) error {
+	raw, err := rec.DecodeRaw()
 	if err != nil || len(raw) != int(rec.RawLen) {
 		return malformed(TypeRecords, "record payload does not decode to %d bytes: %v", rec.RawLen, err)
 	}
