@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -153,14 +155,51 @@ func exists(path string) func() bool {
 	}
 }
 
-// freeAddr returns 127.0.0.1:PORT with a port that was free a moment ago.
+// freeAddr returns 127.0.0.1:PORT with a port that was free a moment ago,
+// drawn below the kernel's ephemeral ports: a port from that range, free
+// when looked at, is any outgoing connection's to take (a node's dial to
+// its peer, fio's, a readiness check's) before the server binds it, and a
+// run lost a pair to "address already in use" that way now and then. No
+// port is given twice in one run.
 func freeAddr() (string, error) {
+	low := ephemeralLow()
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 100 {
+		port := low - 1 - rand.IntN(min(low-1024, 16384))
+		if portsGiven[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err == nil {
+			l.Close()
+			portsGiven[port] = true
+			return l.Addr().String(), nil
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", fmt.Errorf("bench: find a free port: %w", err)
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
+}
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
+// ephemeralLow is the first port the kernel hands out to outgoing
+// connections (32768 by default).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if f := strings.Fields(string(b)); err == nil && len(f) == 2 {
+		if n, err := strconv.Atoi(f[0]); err == nil && n > 2048 {
+			return n
+		}
+	}
+	return 32768
 }
 
 // clockTicks is USER_HZ, the unit of the CPU times in /proc/PID/stat.
