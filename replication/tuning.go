@@ -36,10 +36,12 @@ type tuning struct {
 	// recordsFrame is the size from which a Records frame takes no more
 	// records. The peer handles a frame's records only once the whole frame
 	// is read and its checksum checked: a frame of a resync's window (32
-	// MiB) holds its first record back until its last arrives, and goes
-	// through memory, not the cache, three times on the way (read, checked,
-	// copied). With 2 MiB frames the target of a bitmap resync took about
-	// a third less CPU; lone 4 KiB records still share a frame by hundreds.
+	// MiB) holds its first record back until its last arrives. Measured
+	// when the frame was also copied whole into a buffer, checked, and
+	// copied again record by record (the peer now reads each payload into
+	// its own buffer, see wire.NewDataReader): with 2 MiB frames the
+	// target of a bitmap resync took about a third less CPU; lone 4 KiB
+	// records still share a frame by hundreds.
 	recordsFrame int
 
 	// Resync.
