@@ -27,8 +27,20 @@ func (r *runner) heal() {
 	if !r.faulted[0] && !r.faulted[1] {
 		return
 	}
-	// Failed is the moment between the fault and Diskless.
-	r.waitFor(r.opt.Liveness, func(s [2]replication.Status) bool { return s[0].Disk != "Failed" && s[1].Disk != "Failed" })
+	// Failed is the moment between the fault and Diskless. A node whose
+	// fault met I/O detaches its disk once that I/O returns: an apply the
+	// settle's clearing of the faults found in flight fails after it
+	// (seed 10552: the heal saw b's disk Inconsistent, a target's, and the
+	// apply failed a moment later), so such a node is waited for too.
+	detached := func(s [2]replication.Status) bool {
+		for i := range s {
+			if s[i].Disk == "Failed" || r.faulted[i] && r.nodes[i].failedAt.Load() != 0 && s[i].Disk != wire.Diskless.String() {
+				return false
+			}
+		}
+		return true
+	}
+	r.waitFor(r.opt.Liveness, detached)
 	for _, i := range []int{1 - r.primary, r.primary} {
 		if !r.faulted[i] || r.stopped {
 			continue

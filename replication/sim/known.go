@@ -218,7 +218,14 @@ func knownKinds() map[Kind]bool {
 		// read: 40221 (0 of 32 alone, there and on the build before)
 		// and 42687 (0 of 32 there, 2 of 32 on the build before); each
 		// schedule fails a disk and loses power on a node that crashes
-		// too.
+		// too. The next sweep of 1-16000 failed 10552 once ("resync" and
+		// "identical", 0 of 32 alone on that build and the one before):
+		// the simulation's own. The disk of b, a resync's target, failed
+		// at the last step; the settle cleared the fault while an apply
+		// that had met it was in flight, and the heal, seeing b's disk
+		// still Inconsistent, found nothing to attach; the apply failed a
+		// moment later, b went Diskless and stayed so. The heal now waits
+		// for a node whose fault met I/O to detach first.
 	}
 }
 
