@@ -278,11 +278,7 @@ func FuzzRecord(f *testing.F) {
 
 // FuzzRecords walks a Records body through all its records.
 func FuzzRecords(f *testing.F) {
-	seeds := recordSeeds()
-	f.Add(bytes.Join(seeds, nil))
-	for _, s := range seeds {
-		f.Add(s)
-	}
+	addRecordsSeeds(f)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		checkRecords(t, body, fuzzDiskSize)
 	})
@@ -368,6 +364,16 @@ func validFrames() []Frame {
 // recordSeeds are records in link form, each following the one before
 // (seq 1, 2, 3, 300, 301, 302): writes stored raw, in s2 and in zstd, a trim,
 // the two zeros.
+// addRecordsSeeds seeds a Records body target: every record seed alone,
+// and all of them back to back.
+func addRecordsSeeds(f *testing.F) {
+	seeds := recordSeeds()
+	f.Add(bytes.Join(seeds, nil))
+	for _, s := range seeds {
+		f.Add(s)
+	}
+}
+
 func recordSeeds() [][]byte {
 	data := bytes.Repeat([]byte("compressible "), 400)[:4096]
 	recs := []journal.Record{

@@ -178,11 +178,7 @@ func TestDataReaderOtherFrames(t *testing.T) {
 // FuzzDataReader frames its input as a Records body and reads it with a
 // data Reader, against ParseRecord walking the body.
 func FuzzDataReader(f *testing.F) {
-	seeds := recordSeeds()
-	f.Add(bytes.Join(seeds, nil))
-	for _, s := range seeds {
-		f.Add(s)
-	}
+	addRecordsSeeds(f)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		if len(body) > 1<<20 {
 			return
