@@ -162,7 +162,7 @@ func (l *link) handle(f wire.Frame, idle bool) error {
 // how many records it read.
 func (l *link) applyRecords(parts []wire.RecordPart, idle bool) (n int, err error) {
 	if l.res.Role() == wire.Primary {
-		releaseParts(parts)
+		wire.ReleaseParts(parts)
 		return 0, fmt.Errorf("%w: the peer sent data to a Primary", ErrLinkDown)
 	}
 	defer l.writeJournal(idle) // what was queued, also if a record is bad
@@ -174,7 +174,7 @@ func (l *link) applyRecords(parts []wire.RecordPart, idle bool) (n int, err erro
 	for i := range parts {
 		rec, err := wire.ParseRecordPart(&parts[i], l.res.size, prev)
 		if err != nil {
-			releaseParts(parts[i+1:])
+			wire.ReleaseParts(parts[i+1:])
 			for j := range recs {
 				recs[j].Release()
 			}
@@ -217,13 +217,6 @@ func (l *link) applyRecords(parts []wire.RecordPart, idle bool) (n int, err erro
 		})
 	}
 	return len(recs), nil
-}
-
-// releaseParts gives back the payloads of parts no record took.
-func releaseParts(parts []wire.RecordPart) {
-	for i := range parts {
-		parts[i].Release()
-	}
 }
 
 // writeJournal has what was queued in the journal written (and synced, for

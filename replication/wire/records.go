@@ -106,7 +106,7 @@ func (r *Reader) readRecords(f Frame, h []byte, n int) (Frame, error) {
 		p := &parts[len(parts)-1]
 		var err error
 		if bad, err = r.readHead(p, left); err != nil {
-			releaseParts(parts)
+			ReleaseParts(parts)
 			return Frame{}, fmt.Errorf("wire: read %s body of %d bytes: %w", f.Type, n, noEOF(err))
 		}
 		crc = crc32.Update(crc, castagnoli, p.head[:p.headLen])
@@ -127,7 +127,7 @@ func (r *Reader) readRecords(f Frame, h []byte, n int) (Frame, error) {
 		p.buf = bufpool.Get(size)
 		b := *p.buf
 		if _, err := io.ReadFull(r.r, b); err != nil {
-			releaseParts(parts)
+			ReleaseParts(parts)
 			return Frame{}, fmt.Errorf("wire: read %s body of %d bytes: %w", f.Type, n, noEOF(err))
 		}
 		for off := 0; off < len(b); off += sumPiece {
@@ -140,16 +140,16 @@ func (r *Reader) readRecords(f Frame, h []byte, n int) (Frame, error) {
 	if left > 0 { // the rest of a body that does not split: only its checksum matters now
 		var err error
 		if crc, err = r.skip(crc, left); err != nil {
-			releaseParts(parts)
+			ReleaseParts(parts)
 			return Frame{}, fmt.Errorf("wire: read %s body of %d bytes: %w", f.Type, n, noEOF(err))
 		}
 	}
 	if want := binary.BigEndian.Uint32(h[crcOffset:]); crc != want {
-		releaseParts(parts)
+		ReleaseParts(parts)
 		return Frame{}, fmt.Errorf("%w: %s frame of %d bytes", ErrBadChecksum, f.Type, n)
 	}
 	if bad != nil {
-		releaseParts(parts)
+		ReleaseParts(parts)
 		return Frame{}, bad
 	}
 	r.parts = parts
@@ -198,7 +198,8 @@ func (r *Reader) skip(crc uint32, n int) (uint32, error) {
 	return crc, nil
 }
 
-func releaseParts(parts []RecordPart) {
+// ReleaseParts gives back the payloads of parts no record took.
+func ReleaseParts(parts []RecordPart) {
 	for i := range parts {
 		parts[i].Release()
 	}
