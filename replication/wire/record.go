@@ -63,21 +63,34 @@ func ParseRecord(b []byte, diskSize int64, prevSeq uint64) (journal.Record, int,
 	if uint64(len(b)-head) < n {
 		return rec, 0, malformed(TypeRecords, "record payload cut short: %d of %d bytes", len(b)-head, n)
 	}
-	if err := checkRecord(&rec, int(n), diskSize); err != nil {
+	payload := b[head : head+int(n)]
+	if err := complete(&rec, payload, diskSize, func() { rec.CopyPayload(payload) }); err != nil {
 		return rec, 0, err
 	}
-	if rec.Kind == journal.KindWrite {
-		payload := b[head : head+int(n)]
-		if err := checkS2(&rec, payload); err != nil {
-			return rec, 0, err
-		}
-		rec.CopyPayload(payload)
-		if err := decodeRaw(&rec); err != nil {
-			rec.Release()
-			return rec, 0, err
+	return rec, head + int(n), nil
+}
+
+// complete checks rec, whose stored payload is payload, as the journal
+// would replay it, and for a write has attach give rec its payload and
+// decodes the raw data from it. A write's s2 payload must announce RawLen
+// bytes before anything is allocated for it, so a few bytes cannot claim
+// gigabytes.
+func complete(rec *journal.Record, payload []byte, diskSize int64, attach func()) error {
+	if err := checkRecord(rec, len(payload), diskSize); err != nil || rec.Kind != journal.KindWrite {
+		return err
+	}
+	if rec.Codec == journal.CodecS2 {
+		if n, err := s2.DecodedLen(payload); err != nil || n != int(rec.RawLen) {
+			return malformed(TypeRecords, "s2 payload of %d bytes announced for a write of %d", n, rec.RawLen)
 		}
 	}
-	return rec, head + int(n), nil
+	attach()
+	raw, err := rec.DecodeRaw() // stored raw, the payload is the raw data too
+	if err != nil || len(raw) != int(rec.RawLen) {
+		rec.Release()
+		return malformed(TypeRecords, "record payload does not decode to %d bytes: %v", rec.RawLen, err)
+	}
+	return nil
 }
 
 // parseHead decodes the head of the record at the start of b (its fixed
@@ -97,28 +110,6 @@ func parseHead(b []byte, prevSeq uint64) (rec journal.Record, head int, n uint64
 	}
 	rec.Seq = prevSeq + delta
 	return rec, RecordHeaderSize + k, n, nil
-}
-
-// checkS2 refuses an s2 payload that does not announce RawLen bytes, before
-// anything is allocated for its raw data: a few bytes cannot claim
-// gigabytes.
-func checkS2(rec *journal.Record, payload []byte) error {
-	if rec.Codec == journal.CodecS2 {
-		if n, err := s2.DecodedLen(payload); err != nil || n != int(rec.RawLen) {
-			return malformed(TypeRecords, "s2 payload of %d bytes announced for a write of %d", n, rec.RawLen)
-		}
-	}
-	return nil
-}
-
-// decodeRaw attaches a write record's raw data, decoded into a pooled
-// buffer (a payload stored raw is its own raw data).
-func decodeRaw(rec *journal.Record) error {
-	raw, err := rec.DecodeRaw()
-	if err != nil || len(raw) != int(rec.RawLen) {
-		return malformed(TypeRecords, "record payload does not decode to %d bytes: %v", rec.RawLen, err)
-	}
-	return nil
 }
 
 // checkRecord refuses a record of stored length n that the journal would

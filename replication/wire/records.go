@@ -71,21 +71,11 @@ func ParseRecordPart(p *RecordPart, diskSize int64, prevSeq uint64) (journal.Rec
 		// The Reader split the frame by these very bytes.
 		panic(fmt.Sprintf("wire: record part of head %d and payload %d parses as %d and %d", p.headLen, len(p.payload()), head, n))
 	}
-	if err := checkRecord(&rec, int(n), diskSize); err != nil {
-		return rec, err
-	}
-	if rec.Kind == journal.KindWrite {
-		if err := checkS2(&rec, p.payload()); err != nil {
-			return rec, err
-		}
+	err = complete(&rec, p.payload(), diskSize, func() {
 		rec.TakePayload(p.buf, p.sum)
 		p.buf = nil
-		if err := decodeRaw(&rec); err != nil {
-			rec.Release()
-			return rec, err
-		}
-	}
-	return rec, nil
+	})
+	return rec, err
 }
 
 // sumPiece is the piece of a payload both checksums are taken over in
