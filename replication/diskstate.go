@@ -133,9 +133,9 @@ type diskHealth struct {
 	follow followGate
 }
 
-// followGate holds back the replies of writes that succeed through the
-// peer alone while the peer may not have followed this Primary into the
-// generation it moved to when its disk went out (diskFailed,
+// followGate holds back the replies of writes (and FLUSHes) that succeed
+// through the peer alone while the peer may not have followed this Primary
+// into the generation it moved to when its disk went out (diskFailed,
 // peerDiskState). A peer that followed marks everything, and a restart on
 // the old disk then meets ids that say the disk is behind. One that did
 // not (the announcement lost with a link that failed first) shares the old

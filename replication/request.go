@@ -284,8 +284,12 @@ func (q *request) finishIfFinal() {
 	if ok {
 		err = nil
 	}
-	if ok && diskOut && q.length > 0 {
+	if ok && diskOut {
 		// Through the peer alone: once it is known to follow this node.
+		// A FLUSH too: what it makes durable (the writes acknowledged
+		// before it, which the failed disk may not hold) is then durable
+		// on the peer alone, and a restart on that disk must meet a peer
+		// that knows itself ahead.
 		q.res.health.follow.complete(func(followed bool) {
 			if !followed {
 				err = errNotFollowed

@@ -93,30 +93,39 @@ func followPendingNow(h *diskHealth) bool {
 // under it, replies once the peer is known to have followed the node into
 // its Diskless generation, and fails with EIO if that is never known (the
 // link ended before): the peer may share the old disk's generation, and
-// that disk, restarted on, would be taken for the newer.
+// that disk, restarted on, would be taken for the newer. A FLUSH whose
+// journal sync met the fault too: the writes it makes durable, which the
+// disk may lack, are then durable on the peer alone.
 func TestThroughPeerWaitsForTheFollow(t *testing.T) {
 	for _, answer := range []followState{followed, followUnknown} {
-		res := &Resource{oos: newBitmap(testSize), health: &diskHealth{policy: OnIOErrorDetach}}
-		var got []error
-		q := newRequest(res, 8192, 4096, func(err error) { got = append(got, err) })
-		q.peerResult(true, wire.Journaled)
-		q.localResult(7, fmt.Errorf("injected: %w", syscall.EIO))
-		if len(got) != 0 {
-			t.Fatalf("replied %v before the follow was known", got)
-		}
-		res.health.follow.set(answer)
-		if len(got) != 1 {
-			t.Fatalf("answer %d: completed %d times", answer, len(got))
-		}
-		if ok := got[0] == nil; ok != (answer == followed) || !ok && !errors.Is(got[0], syscall.EIO) {
-			t.Fatalf("answer %d: reply %v", answer, got[0])
-		}
-		// A later write through the peer on the same answer replies at once.
-		q = newRequest(res, 0, 4096, func(err error) { got = append(got, err) })
-		q.local = localNone
-		q.peerResult(true, wire.Journaled)
-		if len(got) != 2 || (got[1] == nil) != (answer == followed) {
-			t.Fatalf("answer %d: a later write replied %v", answer, got[1:])
+		for _, op := range []string{OpWrite, OpFlush} {
+			name := fmt.Sprintf("%s/answer %d", op, answer)
+			res := &Resource{oos: newBitmap(testSize), health: &diskHealth{policy: OnIOErrorDetach}}
+			var got []error
+			q := newRequest(res, 8192, 4096, func(err error) { got = append(got, err) })
+			if op == OpFlush {
+				q = newRequest(res, 0, 0, func(err error) { got = append(got, err) })
+				q.op = OpFlush
+			}
+			q.peerResult(true, wire.Journaled)
+			q.localResult(7, fmt.Errorf("injected: %w", syscall.EIO))
+			if len(got) != 0 {
+				t.Fatalf("%s: replied %v before the follow was known", name, got)
+			}
+			res.health.follow.set(answer)
+			if len(got) != 1 {
+				t.Fatalf("%s: completed %d times", name, len(got))
+			}
+			if ok := got[0] == nil; ok != (answer == followed) || !ok && !errors.Is(got[0], syscall.EIO) {
+				t.Fatalf("%s: reply %v", name, got[0])
+			}
+			// A later one through the peer on the same answer replies at once.
+			q = newRequest(res, 0, q.length, func(err error) { got = append(got, err) })
+			q.op, q.local = op, localNone
+			q.peerResult(true, wire.Journaled)
+			if len(got) != 2 || (got[1] == nil) != (answer == followed) {
+				t.Fatalf("%s: a later one replied %v", name, got[1:])
+			}
 		}
 	}
 }
