@@ -564,7 +564,8 @@ func attached(s State, e Attach) (State, []Action) {
 		acts = append(acts, SaveMeta{})
 	}
 	if e.Remote.Disk == wire.Diskless && e.Remote.Role == wire.Primary {
-		s, more := peerDiskState(s, PeerDiskState{Disk: wire.Diskless, Gen: e.Remote.Gen.Current})
+		// Its detached disk holds the generation it left at diskFailed.
+		s, more := peerDiskState(s, PeerDiskState{Disk: wire.Diskless, Gen: e.Remote.Gen.Current, Left: e.Remote.Gen.History[0]})
 		return s, append(acts, more...)
 	}
 	if !s.Source && !s.Target && s.LostFrom != 0 {

@@ -145,7 +145,7 @@ func scriptEvent(t *testing.T, d *datadriven.TestData, s State) Event {
 	case "disk-failed":
 		return DiskFailed{Text: strings.TrimSpace(d.Input), NewID: argUint(t, d, "newid", 0), Marks: d.HasArg("marks")}
 	case "peer-disk":
-		return PeerDiskState{Disk: argDisk(t, d, "disk", "UpToDate"), Gen: argUint(t, d, "gen", 0)}
+		return PeerDiskState{Disk: argDisk(t, d, "disk", "UpToDate"), Gen: argUint(t, d, "gen", 0), Left: argUint(t, d, "left", 0)}
 	}
 	d.Fatalf(t, "unknown command %s", d.Cmd)
 	return nil

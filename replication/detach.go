@@ -37,9 +37,13 @@ type DiskFailed struct {
 // PeerDiskState: the Primary said on the link that its disk went out
 // (Diskless; Gen is the generation it moved to) or came back (UpToDate;
 // Gen is its current generation, and its disk holds this node's data).
+// Left is the generation the Diskless Primary's detached disk holds, when
+// this node does not share it (met on a new link, see attached); 0 on the
+// link, where the two share it: this node's current one.
 type PeerDiskState struct {
 	Disk wire.DiskState
 	Gen  uint64
+	Left uint64
 }
 
 func (DiskFailed) event()    {}
@@ -101,8 +105,15 @@ func diskFailed(s State, e DiskFailed) (State, []Action) {
 // Primary's old disk); from then on this node holds the only copy of what
 // the Primary writes, and an earlier word to discard its data (resolve
 // --discard-my-data, lingering from a connection that needed no sync) no
-// longer holds. UpToDate in this node's generation: the Primary's new disk
-// holds this node's data, nothing is out of sync.
+// longer holds. Its bitmap counts from the generation the old disk holds,
+// which it holds all of (it was admitted so, see disklessOutcome): the
+// old disk, met again (a restart on it), is then behind this node, not
+// beside it. Counted from an older one, which the old disk moved on from
+// too (a promotion made while this node was away), the two would look
+// like a split brain, and the operator's word could give up this node's
+// copy of what the Primary wrote through it. UpToDate in this node's
+// generation: the Primary's new disk holds this node's data, nothing is
+// out of sync.
 func peerDiskState(s State, e PeerDiskState) (State, []Action) {
 	if !s.Linked || s.Role != wire.Secondary || s.Disk == wire.Diskless {
 		return s, nil
@@ -112,6 +123,9 @@ func peerDiskState(s State, e PeerDiskState) (State, []Action) {
 		s.Peer.Disk = wire.Diskless
 		if s.Gen.Current != e.Gen {
 			s.Gen = newGeneration(s.Gen, e.Gen)
+			if e.Left != 0 {
+				s.Gen.Bitmap = e.Left
+			}
 		}
 		s.DiscardMyData = false
 		return s, []Action{MarkAll{}, SaveMeta{}}
