@@ -110,13 +110,23 @@ func (r *runner) awaitOps(counts func(*op) bool, deadline <-chan time.Time) []*o
 }
 
 // restart crashes node i's process and starts it again in its role, on
-// the disk it detached (see heal).
+// the disk it detached (see heal). Back on a disk that had failed, it is
+// stale as after a reopen (see runner.stale): seed 81325 restarted a
+// Diskless Primary on its old disk while its peer, promoted, held what it
+// had written through it, and the split brain's word, drawn from the seed,
+// gave up the peer's data.
 func (r *runner) restart(i int) {
 	n := r.nodes[i]
 	role := wire.Secondary
 	if n.res.Role() == wire.Primary {
 		role = wire.Primary
 	}
+	r.mu.Lock()
+	if !r.stale[i] {
+		r.stale[i], r.staleSince[i] = true, n.failedAt.Load()
+	}
+	r.mu.Unlock()
+	n.failedAt.Store(0)
 	r.awaitBitmap(n)
 	r.closing = append(r.closing, n.crash(nil))
 	if err := r.open(n, role, false); err != nil {
