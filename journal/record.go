@@ -131,6 +131,11 @@ func noPayload(k Kind, off, n int64) Record {
 	return Record{Kind: k, Offset: off, RawLen: uint32(n), hasSum: true}
 }
 
+// KnownSum returns the CRC32C of the payload if the record has taken it
+// already (ok), without taking it: a Records frame's checksum then covers
+// the payload without reading it again (see wire.AppendRecordsHeaderSums).
+func (r *Record) KnownSum() (sum uint32, ok bool) { return r.sum, r.hasSum }
+
 // payloadSum returns the CRC32C of the payload, computing it if needed.
 func (r *Record) payloadSum() uint32 {
 	if !r.hasSum {

@@ -143,8 +143,11 @@ type outItem struct {
 	b      []byte
 	record bool
 	// payload follows b in the frame: a record's payload, written from
-	// the record's own buffers (see sendOwnedRecord).
+	// the record's own buffers (see sendOwnedRecord) or from the copy in
+	// pooled (sendRecord). sum is its CRC32C, when the record had taken
+	// it: the frame's checksum needs no pass over it then.
 	payload []byte
+	sum     wire.PartSum
 	// pooled is the buffer behind b, from bufpool, and release gives the
 	// payload's record back: whoever writes the item calls them (see
 	// writeOut); an item dropped unwritten (the link went down) is left
@@ -218,7 +221,9 @@ func (l *link) needFor(fua bool) wire.AckKind {
 // PollReader.Polling and sendIfQueued).
 func (l *link) sendRecord(rec *journal.Record, fua bool, done func(acked bool, kind wire.AckKind)) bool {
 	bp := bufpool.Get(wire.RecordHeaderSize + binary.MaxVarintLen64 + len(rec.Payload))
-	it := outItem{b: wire.AppendRecord((*bp)[:0], rec, l.lastSent), record: true, pooled: bp}
+	frame := wire.AppendRecord((*bp)[:0], rec, l.lastSent)
+	head := len(frame) - len(rec.Payload)
+	it := outItem{b: frame[:head], payload: frame[head:], sum: knownSum(rec), record: true, pooled: bp}
 	return l.queueRecord(rec, it, fua, done)
 }
 
@@ -229,8 +234,15 @@ func (l *link) sendRecord(rec *journal.Record, fua bool, done func(acked bool, k
 // false the caller keeps rec.
 func (l *link) sendOwnedRecord(rec *journal.Record, done func(acked bool, kind wire.AckKind)) bool {
 	var head [wire.RecordHeaderSize + binary.MaxVarintLen64]byte
-	it := outItem{b: wire.AppendRecordHead(head[:0], rec, l.lastSent), record: true, payload: rec.Payload, release: rec.Release}
+	it := outItem{b: wire.AppendRecordHead(head[:0], rec, l.lastSent), record: true, payload: rec.Payload,
+		sum: knownSum(rec), release: rec.Release}
 	return l.queueRecord(rec, it, false, done)
+}
+
+// knownSum is rec's payload checksum for its frame, if rec has taken it.
+func knownSum(rec *journal.Record) wire.PartSum {
+	sum, ok := rec.KnownSum()
+	return wire.PartSum{Sum: sum, Known: ok}
 }
 
 // queueRecord queues it, rec's frame, for sendRecord and sendOwnedRecord.

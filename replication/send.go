@@ -144,18 +144,19 @@ func (l *link) writeOut(bw *bufio.Writer, out []outItem) {
 			continue
 		}
 		first, parts, size := i, make([][]byte, 0, 2*(len(out)-i)), 0
+		sums := make([]wire.PartSum, 0, cap(parts))
 		for ; i < len(out) && out[i].record; i++ {
 			n := len(out[i].b) + len(out[i].payload)
 			if size >= tune.recordsFrame || size+n > wire.MaxBodySize {
 				break
 			}
-			parts = append(parts, out[i].b)
+			parts, sums = append(parts, out[i].b), append(sums, wire.PartSum{})
 			if len(out[i].payload) > 0 {
-				parts = append(parts, out[i].payload)
+				parts, sums = append(parts, out[i].payload), append(sums, out[i].sum)
 			}
 			size += n
 		}
-		hdr, _ := wire.AppendRecordsHeader(nil, parts)
+		hdr, _ := wire.AppendRecordsHeaderSums(nil, parts, sums)
 		bw.Write(hdr)
 		for _, p := range parts {
 			bw.Write(p) // written or copied into bw: the buffers are free

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"strings"
 	"testing"
@@ -279,6 +280,27 @@ func TestRecordsFrameRoundTrip(t *testing.T) {
 	stream[len(stream)-1] ^= 1
 	if _, err := NewReader(bytes.NewReader(stream)).Next(); !errors.Is(err, ErrBadChecksum) {
 		t.Fatalf("corrupt records frame: %v", err)
+	}
+}
+
+// Parts whose checksums are given make the header their bytes make; a
+// wrong sum makes a frame that fails its checksum.
+func TestRecordsHeaderSums(t *testing.T) {
+	parts := [][]byte{[]byte("head"), bytes.Repeat([]byte{9}, 70000), {}, []byte("head 2"), []byte("payload 2")}
+	want, err := AppendRecordsHeader(nil, parts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sums := []PartSum{{}, {Sum: crc32.Checksum(parts[1], castagnoli), Known: true}, {Known: true}, {},
+		{Sum: crc32.Checksum(parts[4], castagnoli), Known: true}}
+	got, err := AppendRecordsHeaderSums(nil, parts, sums)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("header %x, err %v; want %x", got, err, want)
+	}
+	sums[1].Sum ^= 1
+	bad, _ := AppendRecordsHeaderSums(nil, parts, sums)
+	if _, err := NewReader(bytes.NewReader(append(bad, bytes.Join(parts, nil)...))).Next(); !errors.Is(err, ErrBadChecksum) {
+		t.Fatalf("a frame summed from a wrong part sum: %v, want ErrBadChecksum", err)
 	}
 }
 

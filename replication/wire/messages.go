@@ -167,6 +167,19 @@ func ParseSyncDone(body []byte) (gen uint64, err error) {
 // caller writes the parts right after the header, e.g. as net.Buffers; they
 // are read once for the checksum, never copied.
 func AppendRecordsHeader(dst []byte, parts [][]byte) ([]byte, error) {
+	return AppendRecordsHeaderSums(dst, parts, nil)
+}
+
+// PartSum is the CRC32C of a part of a Records body, when Known.
+type PartSum struct {
+	Sum   uint32
+	Known bool
+}
+
+// AppendRecordsHeaderSums is AppendRecordsHeader where the checksums of some
+// parts are known (sums[i] is parts[i]'s; sums may be shorter): the frame's
+// checksum takes those from their sums (crcCombine), without reading them.
+func AppendRecordsHeaderSums(dst []byte, parts [][]byte, sums []PartSum) ([]byte, error) {
 	n := 0
 	for _, p := range parts {
 		n += len(p)
@@ -179,8 +192,12 @@ func AppendRecordsHeader(dst []byte, parts [][]byte) ([]byte, error) {
 	h := dst[start:]
 	putHeader(h, TypeRecords, 0, n)
 	crc := crc32.Update(0, castagnoli, h[:crcOffset])
-	for _, p := range parts {
-		crc = crc32.Update(crc, castagnoli, p)
+	for i, p := range parts {
+		if i < len(sums) && sums[i].Known {
+			crc = crcCombine(crc, sums[i].Sum, len(p))
+		} else {
+			crc = crc32.Update(crc, castagnoli, p)
+		}
 	}
 	binary.BigEndian.PutUint32(h[crcOffset:], crc)
 	return dst, nil

@@ -78,10 +78,6 @@ func ParseRecordPart(p *RecordPart, diskSize int64, prevSeq uint64) (journal.Rec
 	return rec, err
 }
 
-// sumPiece is the piece of a payload both checksums are taken over in
-// turn, so that the second finds it in the cache.
-const sumPiece = 64 << 10
-
 // readRecords reads the body (n bytes) of the Records frame whose header is
 // h into parts. A body that does not split into records is still read to
 // its end: a frame that fails its checksum is reported as such, whatever
@@ -120,11 +116,8 @@ func (r *Reader) readRecords(f Frame, h []byte, n int) (Frame, error) {
 			ReleaseParts(parts)
 			return Frame{}, fmt.Errorf("wire: read %s body of %d bytes: %w", f.Type, n, noEOF(err))
 		}
-		for off := 0; off < len(b); off += sumPiece {
-			piece := b[off:min(off+sumPiece, len(b))]
-			crc = crc32.Update(crc, castagnoli, piece)
-			p.sum = crc32.Update(p.sum, castagnoli, piece)
-		}
+		p.sum = crc32.Checksum(b, castagnoli)
+		crc = crcCombine(crc, p.sum, len(b)) // one pass over the payload for both
 		left -= size
 	}
 	if left > 0 { // the rest of a body that does not split: only its checksum matters now
