@@ -44,8 +44,9 @@ func multModP(a, b uint32) uint32 {
 // crcCombine returns the CRC32C of a followed by b, given crcA of a,
 // crcB of b and b's length: crc32.Update(crcA, castagnoli, b) without b.
 func crcCombine(crcA, crcB uint32, lenB int) uint32 {
-	p := uint32(1) << 31 // x^0
-	for n, k := uint64(lenB), 3; n != 0; n, k = n>>1, k+1 { // x^(8 lenB)
+	// p becomes x^(8 lenB), from x^0 by the bits of lenB, each x^(2^k).
+	p := uint32(1) << 31
+	for n, k := uint64(lenB), 3; n != 0; n, k = n>>1, k+1 {
 		if n&1 != 0 {
 			p = multModP(x2n[k&31], p)
 		}
