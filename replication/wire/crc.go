@@ -1,5 +1,7 @@
 package wire
 
+import "hash/crc32"
+
 // crcCombine takes the CRC32C of two pieces back to back from the CRC32C of
 // each: a frame's checksum is then taken without reading again a payload
 // whose checksum is known (see AppendRecordsHeaderSums), and a receiver
@@ -7,9 +9,6 @@ package wire
 // zlib's crc32_combine (multmodp, x2nmodp): the first checksum is
 // multiplied by x^(8 len) modulo the polynomial, in the reflected bit
 // order the CRC uses, and the second added.
-
-// castagnoliPoly is the CRC32C polynomial, reflected, x^32 implied.
-const castagnoliPoly = 0x82f63b78
 
 // x2n holds x^(2^k) modulo the polynomial, for k < 32.
 var x2n = func() (t [32]uint32) {
@@ -33,7 +32,7 @@ func multModP(a, b uint32) uint32 {
 			}
 		}
 		if b&1 != 0 {
-			b = b>>1 ^ castagnoliPoly
+			b = b>>1 ^ crc32.Castagnoli // the polynomial, reflected
 		} else {
 			b >>= 1
 		}
